@@ -1,0 +1,3 @@
+//! Criterion benchmarks of the packet format (written next).
+
+fn main() {}

@@ -1,0 +1,389 @@
+//! The messages packets carry: a [`Leak`] to the exit, a [`Receipt`] back.
+//!
+//! Encoding: one byte of format version ([`FORMAT_VERSION`]), one byte of
+//! kind ([`Kind`]), then the message in `postcard`'s documented wire format,
+//! with nothing after it. Decoding checks the version, the kind and that every
+//! byte was used, then validates every field, so a decoded value is always a
+//! valid one. Strings are length-checked against the input before they are
+//! allocated (postcard reads a length, then that many bytes of input), and
+//! there are no other variable-length fields: decoding never allocates more
+//! than its input.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    address::{AddressError, Recipient},
+    reply::ReplyBlock,
+    sphinx::MESSAGE_CAPACITY,
+};
+
+/// The payload format version this code reads and writes.
+pub const FORMAT_VERSION: u8 = 1;
+/// The most bytes of UTF-8 text in one leak. With the largest recipient
+/// address and a reply block, a leak still fits in one packet (tested).
+pub const MAX_TEXT_LEN: usize = 2500;
+/// The most bytes of a refusal's rule name.
+pub const MAX_RULE_LEN: usize = 64;
+/// The most bytes of a refusal's reason.
+pub const MAX_REASON_LEN: usize = 512;
+
+/// What a payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A [`Leak`].
+    Leak = 1,
+    /// A [`Receipt`].
+    Receipt = 2,
+}
+
+/// A random identifier the client gives a leak; retransmissions keep it, so
+/// the exit delivers a leak once however often it arrives.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub [u8; 16]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// Who the sender is to the recipient; it sets the email's subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Relationship {
+    /// "a coworker"
+    Coworker,
+    /// "a friend"
+    Friend,
+    /// "a friend of a friend"
+    FriendOfAFriend,
+    /// "a family member"
+    Family,
+    /// "someone"
+    Someone,
+}
+
+impl Relationship {
+    /// Every relationship, in a stable order.
+    pub const ALL: [Self; 5] = [
+        Self::Coworker,
+        Self::Friend,
+        Self::FriendOfAFriend,
+        Self::Family,
+        Self::Someone,
+    ];
+
+    /// The name used on the command line and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Coworker => "coworker",
+            Self::Friend => "friend",
+            Self::FriendOfAFriend => "friend-of-a-friend",
+            Self::Family => "family",
+            Self::Someone => "someone",
+        }
+    }
+
+    /// The noun phrase for the email's subject: "From a friend, anonymously."
+    pub fn noun_phrase(self) -> &'static str {
+        match self {
+            Self::Coworker => "a coworker",
+            Self::Friend => "a friend",
+            Self::FriendOfAFriend => "a friend of a friend",
+            Self::Family => "a family member",
+            Self::Someone => "someone",
+        }
+    }
+}
+
+impl fmt::Display for Relationship {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown relationship name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown relationship {0:?}: expected coworker, friend, friend-of-a-friend, family or someone"
+)]
+pub struct UnknownRelationship(pub String);
+
+impl core::str::FromStr for Relationship {
+    type Err = UnknownRelationship;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRelationship(s.to_owned()))
+    }
+}
+
+/// The anti-abuse stamp: a proof of work whose binding (recipient, exit,
+/// epoch) and difficulty the shared moderation policy defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The epoch the work was done for.
+    pub epoch: u64,
+    /// The nonce found.
+    pub nonce: u64,
+}
+
+/// A leak, as the exit receives it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Leak {
+    /// Random; kept across retransmissions.
+    pub message_id: MessageId,
+    /// Who receives the email.
+    pub recipient: Recipient,
+    /// Who the sender is to them.
+    pub relationship: Relationship,
+    /// The message: valid UTF-8, at most [`MAX_TEXT_LEN`] bytes (see [`validate_text`]).
+    pub text: String,
+    /// The moderation policy version the client checked the text against.
+    pub policy_version: u32,
+    /// The anti-abuse stamp.
+    pub stamp: Stamp,
+    /// Where the receipt goes.
+    pub reply_block: ReplyBlock,
+}
+
+/// Redacted: recipient and text must never reach a log line by accident.
+impl fmt::Debug for Leak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leak")
+            .field("message_id", &self.message_id)
+            .field("relationship", &self.relationship)
+            .field("text_len", &self.text.len())
+            .field("policy_version", &self.policy_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to a leak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Handed to the recipient's mail system.
+    Delivered,
+    /// The moderation policy refused it.
+    Refused {
+        /// The rule that refused it (at most [`MAX_RULE_LEN`] bytes).
+        rule: String,
+        /// Why, for the sender (at most [`MAX_REASON_LEN`] bytes).
+        reason: String,
+    },
+    /// The recipient asked never to receive leaks.
+    RecipientOptedOut,
+    /// The recipient has received as many leaks as the policy allows for now.
+    RateLimited,
+    /// The recipient's mail system refused it permanently.
+    Bounced,
+}
+
+/// The exit's answer, sent back along the leak's reply block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The leak this answers.
+    pub message_id: MessageId,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The input is empty or shorter than its own header.
+    #[error("the payload is truncated")]
+    Truncated,
+    /// A format version this code does not read.
+    #[error("unknown payload format version {0}")]
+    UnknownVersion(u8),
+    /// Not the kind of payload expected here.
+    #[error("expected a {expected:?} payload, got kind {got}")]
+    WrongKind {
+        /// What the caller asked for.
+        expected: Kind,
+        /// The kind byte found.
+        got: u8,
+    },
+    /// The postcard body does not decode.
+    #[error("the payload does not decode")]
+    Malformed,
+    /// Bytes left over after the message.
+    #[error("the payload has trailing bytes")]
+    TrailingBytes,
+    /// The encoded message does not fit in one packet.
+    #[error("the encoded payload is {len} bytes; a packet carries at most {max}")]
+    TooLarge {
+        /// The encoded length.
+        len: usize,
+        /// [`MESSAGE_CAPACITY`].
+        max: usize,
+    },
+    /// The recipient address is invalid.
+    #[error("invalid recipient: {0}")]
+    Recipient(#[from] AddressError),
+    /// The text is invalid.
+    #[error("invalid text: {0}")]
+    Text(#[from] TextError),
+    /// A refusal's rule or reason is too long.
+    #[error("a refusal's rule or reason is too long")]
+    RefusalTooLong,
+}
+
+/// Why a leak's text was refused before any policy looked at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextError {
+    /// Nothing but whitespace.
+    #[error("the message is empty")]
+    Empty,
+    /// Over [`MAX_TEXT_LEN`] bytes.
+    #[error("the message is {0} bytes; at most {MAX_TEXT_LEN} are allowed")]
+    TooLong(usize),
+    /// A control character other than newline and tab.
+    #[error("the message contains a control character (U+{0:04X})")]
+    ControlCharacter(u32),
+}
+
+/// Checks a leak's text: not blank, at most [`MAX_TEXT_LEN`] bytes, and no
+/// control characters but `\n` and `\t` (clients turn CRLF into LF first).
+pub fn validate_text(text: &str) -> Result<(), TextError> {
+    if text.len() > MAX_TEXT_LEN {
+        return Err(TextError::TooLong(text.len()));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(TextError::ControlCharacter(u32::from(c)));
+    }
+    if text.trim().is_empty() {
+        return Err(TextError::Empty);
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeakWire<'a> {
+    message_id: MessageId,
+    recipient: &'a str,
+    relationship: Relationship,
+    text: &'a str,
+    policy_version: u32,
+    stamp: Stamp,
+    reply_block: ReplyBlock,
+}
+
+fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, PayloadError> {
+    let mut out = vec![FORMAT_VERSION, kind as u8];
+    let body = postcard::to_allocvec(value).map_err(|_| PayloadError::Malformed)?;
+    out.extend_from_slice(&body);
+    if out.len() > MESSAGE_CAPACITY {
+        return Err(PayloadError::TooLarge {
+            len: out.len(),
+            max: MESSAGE_CAPACITY,
+        });
+    }
+    Ok(out)
+}
+
+fn decode<'a, T: Deserialize<'a>>(kind: Kind, bytes: &'a [u8]) -> Result<T, PayloadError> {
+    let [version, got, body @ ..] = bytes else {
+        return Err(PayloadError::Truncated);
+    };
+    if *version != FORMAT_VERSION {
+        return Err(PayloadError::UnknownVersion(*version));
+    }
+    if *got != kind as u8 {
+        return Err(PayloadError::WrongKind {
+            expected: kind,
+            got: *got,
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| PayloadError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(PayloadError::TrailingBytes);
+    }
+    Ok(value)
+}
+
+/// The kind byte of an encoded payload, if it has a known version.
+pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
+    match bytes {
+        [FORMAT_VERSION, 1, ..] => Some(Kind::Leak),
+        [FORMAT_VERSION, 2, ..] => Some(Kind::Receipt),
+        _ => None,
+    }
+}
+
+impl Leak {
+    /// Encodes the leak, checking its text first.
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        validate_text(&self.text)?;
+        encode(
+            Kind::Leak,
+            &LeakWire {
+                message_id: self.message_id,
+                recipient: self.recipient.as_str(),
+                relationship: self.relationship,
+                text: &self.text,
+                policy_version: self.policy_version,
+                stamp: self.stamp,
+                reply_block: self.reply_block.clone(),
+            },
+        )
+    }
+
+    /// Decodes and validates a leak from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let wire: LeakWire<'_> = decode(Kind::Leak, bytes)?;
+        let recipient = Recipient::parse(wire.recipient)?;
+        validate_text(wire.text)?;
+        Ok(Self {
+            message_id: wire.message_id,
+            recipient,
+            relationship: wire.relationship,
+            text: wire.text.to_owned(),
+            policy_version: wire.policy_version,
+            stamp: wire.stamp,
+            reply_block: wire.reply_block,
+        })
+    }
+}
+
+impl Receipt {
+    /// Encodes the receipt.
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        self.validate()?;
+        encode(Kind::Receipt, self)
+    }
+
+    /// Decodes and validates a receipt from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let receipt: Self = decode(Kind::Receipt, bytes)?;
+        receipt.validate()?;
+        Ok(receipt)
+    }
+
+    fn validate(&self) -> Result<(), PayloadError> {
+        if let Outcome::Refused { rule, reason } = &self.outcome
+            && (rule.len() > MAX_RULE_LEN || reason.len() > MAX_REASON_LEN)
+        {
+            return Err(PayloadError::RefusalTooLong);
+        }
+        Ok(())
+    }
+}

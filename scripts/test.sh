@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and every test of the workspace: formatting, clippy, and
+# all tests (cargo-nextest when installed, else cargo test; doctests too).
+# On a fresh machine it installs what the tests need first (as root).
+# Usage: scripts/test.sh            (CI=true makes installs non-interactive)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- What the tests need -------------------------------------------------------
+# rustfmt and clippy come with the toolchain; make sure they are there.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+scripts/lib/install-deps.sh
+
+# --- Static checks -------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# --- Tests ---------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run --workspace"
+    cargo nextest run --workspace --locked --no-fail-fast
+    log "cargo test --doc --workspace"
+    cargo test --doc --workspace --locked
+else
+    log "cargo test --workspace (cargo-nextest not found)"
+    cargo test --workspace --locked --no-fail-fast
+fi
