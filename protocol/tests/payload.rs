@@ -63,6 +63,8 @@ fn largest_leak_fits_in_one_packet() {
     assert_eq!(text.len(), MAX_TEXT_LEN);
     let leak = leak(&recipient, &text);
     let encoded = leak.encode().unwrap();
+    // SPEC.md §11 states this size.
+    assert_eq!(encoded.len(), 3398);
     assert!(
         encoded.len() <= MESSAGE_CAPACITY,
         "{} > {MESSAGE_CAPACITY}",
