@@ -12,6 +12,7 @@
 //! | header MAC | BLAKE3 keyed hash, truncated to [`MAC_LEN`] bytes, compared in constant time |
 //! | header and payload layers | ChaCha20 (RFC 8439) keystream, 96-bit zero nonce, one-time keys |
 //! | end-to-end payload | ChaCha20-Poly1305 (RFC 8439), 96-bit zero nonce, one-time keys |
+//! | signatures (descriptors) | Ed25519 (RFC 8032), `ed25519-dalek`, strict verification |
 //!
 //! Every key derived here is used for exactly one message: the KDF input
 //! contains a fresh ephemeral public key, so the all-zero nonces are safe.
@@ -196,6 +197,36 @@ pub fn aead_open(key: &SymmetricKey, aad: &[u8], buf: &mut [u8]) -> Result<(), A
         .map_err(|_| AeadError)
 }
 
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// The Ed25519 public key of a 32-byte secret seed.
+pub fn ed25519_public(seed: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    ed25519_dalek::SigningKey::from_bytes(seed)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// Signs `message` with the Ed25519 key whose secret seed is `seed`.
+pub fn ed25519_sign(seed: &[u8; KEY_LEN], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+    use ed25519_dalek::Signer;
+    ed25519_dalek::SigningKey::from_bytes(seed)
+        .sign(message)
+        .to_bytes()
+}
+
+/// Verifies an Ed25519 signature strictly (no malleable or small-order
+/// keys and signatures). False for any malformed key or signature.
+pub fn ed25519_verify(public: &[u8; KEY_LEN], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public) else {
+        return false;
+    };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     //! The primitives, checked against their RFCs' published vectors, so a
@@ -290,6 +321,23 @@ mod tests {
         let mut wrong_ad = buf;
         assert_eq!(aead_open(&key, b"xx", &mut wrong_ad), Err(AeadError));
         assert_eq!(aead_open(&key, b"", &mut [0u8; 3]), Err(AeadError));
+    }
+
+    /// RFC 8032 section 7.1, TEST 2 (one-byte message).
+    #[test]
+    fn ed25519_rfc8032_vector() {
+        let seed = h::<32>("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb");
+        let public = h::<32>("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c");
+        let sig = hex::decode(
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
+             085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+        )
+        .unwrap();
+        assert_eq!(ed25519_public(&seed), public);
+        assert_eq!(ed25519_sign(&seed, &[0x72]).as_slice(), sig.as_slice());
+        assert!(ed25519_verify(&public, &[0x72], &sig));
+        assert!(!ed25519_verify(&public, &[0x73], &sig));
+        assert!(!ed25519_verify(&public, &[0x72], &sig[..63]));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`payload`]: the messages inside: a [`payload::Leak`] and its
 //!   [`payload::Receipt`], versioned, bounded and validated on decode.
 //! - [`address`]: recipient address validation.
+//! - [`directory`]: node descriptors, signed with the node's identity.
 //! - [`crypto`]: the one module through which every primitive is used.
 //!
 //! Every function takes the bytes, keys and randomness it needs and returns
@@ -23,6 +24,7 @@
 
 pub mod address;
 pub mod crypto;
+pub mod directory;
 pub mod payload;
 pub mod reply;
 pub mod sphinx;

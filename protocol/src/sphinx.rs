@@ -69,6 +69,7 @@ const KDF_HEADER_MAC: &str = "leak.sphinx v1 2026-11 header mac";
 const KDF_PAYLOAD_LAYER: &str = "leak.sphinx v1 2026-11 payload layer";
 const KDF_PAYLOAD_AEAD: &str = "leak.sphinx v1 2026-11 payload aead";
 const KDF_REPLAY_TAG: &str = "leak.sphinx v1 2026-11 replay tag";
+const KDF_MAILBOX_ID: &str = "leak.mailbox v1 2026-11 id";
 
 /// Associated data of every end-to-end payload seal.
 pub(crate) const PAYLOAD_AAD: &[u8] = b"leak.sphinx v1 payload";
@@ -95,6 +96,15 @@ pub struct MailboxId(pub [u8; 32]);
 impl core::fmt::Debug for MailboxId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "MailboxId({})", crate::hex_prefix(&self.0))
+    }
+}
+
+impl MailboxId {
+    /// The mailbox a capability opens: whoever holds the 32-byte secret
+    /// `capability` may fetch what the mailbox holds; the id alone (which
+    /// travels in reply blocks) does not let anyone fetch.
+    pub fn from_capability(capability: &[u8; 32]) -> Self {
+        Self(crypto::derive_key(KDF_MAILBOX_ID, &[capability]).0)
     }
 }
 

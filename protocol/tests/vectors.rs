@@ -18,7 +18,7 @@ use leak_protocol::{
     build_reply_block,
     payload::Stamp,
     process_packet,
-    sphinx::{FinalPayload, HEADER_LEN, MailboxId, PACKET_LEN, PAYLOAD_LEN, VERSION},
+    sphinx::{FinalPayload, HEADER_LEN, MailboxId, PACKET_LEN, PAYLOAD_LEN, PathHop, VERSION},
 };
 use serde_json::{Value, json};
 
@@ -76,17 +76,27 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> String {
     }
 }
 
-fn hops_json(nodes: &[common::TestNode], delays: &[u32], hint: u8) -> Value {
+/// A path whose hops all have different key hints (`first`, `first + 1`, …),
+/// so the vectors pin which hint goes where.
+fn path_with_hints(nodes: &[common::TestNode], delays: &[u32], first: u8) -> Vec<PathHop> {
+    let mut path = path_of(nodes, delays, 0);
+    for (i, hop) in path.iter_mut().enumerate() {
+        hop.key_hint = first + i as u8;
+    }
+    path
+}
+
+fn hops_json(nodes: &[common::TestNode], path: &[PathHop]) -> Value {
     nodes
         .iter()
-        .zip(delays)
-        .map(|(n, d)| {
+        .zip(path)
+        .map(|(n, hop)| {
             json!({
                 "node_id": hex::encode(n.id.0),
                 "mix_secret": hex::encode(n.secret.to_bytes()),
                 "mix_public": hex::encode(n.secret.public().0),
-                "key_hint": hint,
-                "delay_ms": d,
+                "key_hint": hop.key_hint,
+                "delay_ms": hop.delay.as_millis(),
             })
         })
         .collect()
@@ -139,7 +149,8 @@ fn forward_vector(hops: usize) -> Value {
     let delays: Vec<u32> = (0..hops).map(|i| 1000 * (i as u32 + 1) + 7).collect();
     let message = b"I have a crush on you. I never dared to say it.".to_vec();
     let mut rng = ByteRng::from_label(&label, 4096);
-    let packet = build_packet(&path_of(&nodes, &delays, 42), &message, &mut rng).unwrap();
+    let path = path_with_hints(&nodes, &delays, 42);
+    let packet = build_packet(&path, &message, &mut rng).unwrap();
     let randomness = hex::encode(rng.consumed());
     json!({
         "description": format!("a forward packet over {hops} hop(s), built and processed"),
@@ -147,7 +158,7 @@ fn forward_vector(hops: usize) -> Value {
         "packet_len": PACKET_LEN,
         "header_len": HEADER_LEN,
         "payload_len": PAYLOAD_LEN,
-        "hops": hops_json(&nodes, &delays, 42),
+        "hops": hops_json(&nodes, &path),
         "message": hex::encode(&message),
         "randomness": randomness,
         "packet": hex::encode(packet.as_bytes()),
@@ -177,10 +188,16 @@ fn reply_block_3_hops() {
     let delays = [250, 500, 750];
     let mailbox = MailboxId(label_bytes("mailbox", 32).try_into().unwrap());
     let mut rng = ByteRng::from_label(label, 4096);
-    let (block, keys) = build_reply_block(&path_of(&nodes, &delays, 9), mailbox, &mut rng).unwrap();
+    let path = path_with_hints(&nodes, &delays, 9);
+    let (block, keys) = build_reply_block(&path, mailbox, &mut rng).unwrap();
     let randomness = hex::encode(rng.consumed());
     let block_bytes = hex::encode(block.to_bytes());
-    let message = b"receipt: delivered".to_vec();
+    let message = Receipt {
+        message_id: MessageId(label_bytes("message id", 16).try_into().unwrap()),
+        outcome: Outcome::Delivered,
+    }
+    .encode()
+    .unwrap();
     let (first_hop, packet) = block.into_packet(&message).unwrap();
     assert_eq!(first_hop, nodes[0].id);
     let processing = trace(packet.clone(), &nodes);
@@ -193,7 +210,7 @@ fn reply_block_3_hops() {
             "description": "a reply block over 3 hops to a mailbox: built by the client, \
                             sealed by the exit, processed by each hop, opened by the client",
             "version": VERSION,
-            "hops": hops_json(&nodes, &delays, 9),
+            "hops": hops_json(&nodes, &path),
             "mailbox": hex::encode(mailbox.0),
             "randomness": randomness,
             "reply_block": block_bytes,
@@ -241,7 +258,22 @@ fn payload_encodings() {
         };
         let encoded = r.encode().unwrap();
         assert_eq!(Receipt::decode(&encoded).unwrap(), r);
-        json!({ "outcome": format!("{:?}", r.outcome), "encoded": hex::encode(encoded) })
+        let (variant, rule, reason) = match &r.outcome {
+            Outcome::Delivered => ("Delivered", None, None),
+            Outcome::Refused { rule, reason } => {
+                ("Refused", Some(rule.clone()), Some(reason.clone()))
+            }
+            Outcome::RecipientOptedOut => ("RecipientOptedOut", None, None),
+            Outcome::RateLimited => ("RateLimited", None, None),
+            Outcome::Bounced => ("Bounced", None, None),
+        };
+        json!({
+            "message_id": hex::encode(r.message_id.0),
+            "outcome": variant,
+            "rule": rule,
+            "reason": reason,
+            "encoded": hex::encode(encoded),
+        })
     })
     .collect::<Vec<_>>();
     let encoded = leak.encode().unwrap();

@@ -1,0 +1,404 @@
+//! Node descriptors: what a node says about itself, signed with its identity.
+//!
+//! Every node has a long-term Ed25519 identity; its public key is its
+//! [`NodeId`] (and its libp2p `PeerId`). A node publishes a [`Descriptor`]:
+//! where to reach it, what it does (relay, exit), which operator family it
+//! belongs to, and its mix public key for each epoch it has keys for. The
+//! signed form ([`SignedDescriptor`]) spreads by gossip and is served on
+//! request; every receiver verifies it with [`SignedDescriptor::verify`]
+//! before using it, and drops descriptors that are forged, stale, from the
+//! future, or inconsistent.
+//!
+//! Times are Unix seconds passed in by the caller: this module reads no clock.
+
+use core::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, de};
+
+use crate::{
+    crypto::{self, MixPublicKey},
+    sphinx::NodeId,
+};
+
+/// The descriptor format version.
+pub const DESCRIPTOR_VERSION: u8 = 1;
+/// Signatures cover this prefix and the encoded descriptor.
+const SIGNING_CONTEXT: &[u8] = b"leak.descriptor v1 2026-11";
+/// At most this many listen addresses.
+pub const MAX_ADDRESSES: usize = 8;
+/// At most this many bytes per address.
+pub const MAX_ADDRESS_LEN: usize = 256;
+/// At most this many epoch keys.
+pub const MAX_EPOCH_KEYS: usize = 8;
+/// At most this many bytes of family, software version or exit domain.
+pub const MAX_NAME_LEN: usize = 128;
+/// The most bytes an encoded signed descriptor can take.
+pub const MAX_SIGNED_DESCRIPTOR_LEN: usize = 4096;
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Roles {
+    /// Forwards packets and keeps mailboxes.
+    pub relay: bool,
+    /// Delivers leaks by email.
+    pub exit: bool,
+}
+
+/// What an exit tells clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The domain its email comes from.
+    pub domain: String,
+    /// The moderation policy version it enforces.
+    pub policy_version: u32,
+}
+
+/// A node's mix public key for one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochKey {
+    /// The epoch number.
+    pub epoch: u64,
+    /// The key.
+    pub key: MixPublicKey,
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// The node's Ed25519 identity key.
+    pub node: NodeId,
+    /// libp2p multiaddresses, as text, where the node listens.
+    #[serde(deserialize_with = "bounded_vec::<_, MAX_ADDRESSES, _>")]
+    pub addresses: Vec<String>,
+    /// What the node does.
+    pub roles: Roles,
+    /// The operator family: nodes of one operator share it, and a path
+    /// never uses two nodes of one family.
+    pub family: String,
+    /// Exit details, present exactly when `roles.exit`.
+    pub exit: Option<ExitInfo>,
+    /// Seconds per key epoch on this node's schedule.
+    pub epoch_period_secs: u64,
+    /// Mix public keys, by strictly increasing epoch.
+    #[serde(deserialize_with = "bounded_vec::<_, MAX_EPOCH_KEYS, _>")]
+    pub mix_keys: Vec<EpochKey>,
+    /// The software and its version.
+    pub software: String,
+    /// When the node signed this, Unix seconds.
+    pub published_at: u64,
+}
+
+/// A descriptor as it travels: the encoded descriptor and its signature.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDescriptor {
+    body: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl fmt::Debug for SignedDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignedDescriptor({} bytes)", self.body.len())
+    }
+}
+
+/// What makes a descriptor fresh enough to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// The current time, Unix seconds.
+    pub now: u64,
+    /// Older than this many seconds is stale.
+    pub max_age_secs: u64,
+    /// Published more than this many seconds in the future is refused.
+    pub max_clock_skew_secs: u64,
+}
+
+/// Why a descriptor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DescriptorError {
+    /// The bytes do not decode.
+    #[error("the descriptor does not decode")]
+    Malformed,
+    /// Too large to be a descriptor.
+    #[error("the descriptor is too large")]
+    TooLarge,
+    /// An unknown descriptor version.
+    #[error("unknown descriptor version {0}")]
+    UnknownVersion(u8),
+    /// The signing secret does not match the descriptor's identity.
+    #[error("the identity key does not match the signing secret")]
+    InvalidIdentity,
+    /// The signature does not verify under the descriptor's identity.
+    #[error("the signature does not verify")]
+    BadSignature,
+    /// Published too long ago.
+    #[error("the descriptor is stale")]
+    Stale,
+    /// Published in the future.
+    #[error("the descriptor is from the future")]
+    FromTheFuture,
+    /// Fields contradict each other or break a limit.
+    #[error("the descriptor is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl Descriptor {
+    /// Checks the rules a descriptor must follow, whoever signed it.
+    pub fn check_consistency(&self) -> Result<(), DescriptorError> {
+        use DescriptorError::Inconsistent;
+        if self.addresses.is_empty() {
+            return Err(Inconsistent("no address"));
+        }
+        if self.addresses.len() > MAX_ADDRESSES
+            || self.addresses.iter().any(|a| a.len() > MAX_ADDRESS_LEN)
+        {
+            return Err(Inconsistent("too many or too long addresses"));
+        }
+        if !self.roles.relay && !self.roles.exit {
+            return Err(Inconsistent("no role"));
+        }
+        if self.roles.exit != self.exit.is_some() {
+            return Err(Inconsistent(
+                "exit details without the exit role, or the reverse",
+            ));
+        }
+        if self.family.len() > MAX_NAME_LEN
+            || self.software.len() > MAX_NAME_LEN
+            || self
+                .exit
+                .as_ref()
+                .is_some_and(|e| e.domain.len() > MAX_NAME_LEN)
+        {
+            return Err(Inconsistent("a name is too long"));
+        }
+        if self.epoch_period_secs == 0 {
+            return Err(Inconsistent("zero epoch period"));
+        }
+        if self.mix_keys.is_empty() || self.mix_keys.len() > MAX_EPOCH_KEYS {
+            return Err(Inconsistent("no mix keys, or too many"));
+        }
+        if self.mix_keys.windows(2).any(|w| w[0].epoch >= w[1].epoch) {
+            return Err(Inconsistent("mix keys not in increasing epoch order"));
+        }
+        Ok(())
+    }
+
+    /// The epoch a Unix time falls in on this node's schedule.
+    pub fn epoch_at(&self, unix_secs: u64) -> u64 {
+        unix_secs / self.epoch_period_secs.max(1)
+    }
+
+    /// The mix key for `epoch`, if the node published one.
+    pub fn mix_key(&self, epoch: u64) -> Option<MixPublicKey> {
+        self.mix_keys
+            .iter()
+            .find(|k| k.epoch == epoch)
+            .map(|k| k.key)
+    }
+
+    /// Signs the descriptor with the node's identity secret (the 32-byte
+    /// Ed25519 seed). Fails if `self.node` is not that secret's public key.
+    pub fn sign(&self, identity_seed: &[u8; 32]) -> Result<SignedDescriptor, DescriptorError> {
+        self.check_consistency()?;
+        if crypto::ed25519_public(identity_seed) != self.node.0 {
+            return Err(DescriptorError::InvalidIdentity);
+        }
+        let mut body = vec![DESCRIPTOR_VERSION];
+        body.extend(postcard::to_allocvec(self).map_err(|_| DescriptorError::Malformed)?);
+        let signature = crypto::ed25519_sign(identity_seed, &signing_input(&body)).to_vec();
+        let signed = SignedDescriptor { body, signature };
+        if signed.to_bytes().len() > MAX_SIGNED_DESCRIPTOR_LEN {
+            return Err(DescriptorError::TooLarge);
+        }
+        Ok(signed)
+    }
+}
+
+fn signing_input(body: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
+    input.extend_from_slice(SIGNING_CONTEXT);
+    input.extend_from_slice(body);
+    input
+}
+
+impl SignedDescriptor {
+    /// The wire encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Parses the wire encoding (not yet verified: call [`Self::verify`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DescriptorError> {
+        if bytes.len() > MAX_SIGNED_DESCRIPTOR_LEN {
+            return Err(DescriptorError::TooLarge);
+        }
+        let (signed, rest): (Self, _) =
+            postcard::take_from_bytes(bytes).map_err(|_| DescriptorError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DescriptorError::Malformed);
+        }
+        Ok(signed)
+    }
+
+    /// Verifies the signature, the freshness and the consistency, and
+    /// returns the descriptor.
+    pub fn verify(&self, freshness: Freshness) -> Result<Descriptor, DescriptorError> {
+        let [version, body @ ..] = self.body.as_slice() else {
+            return Err(DescriptorError::Malformed);
+        };
+        if *version != DESCRIPTOR_VERSION {
+            return Err(DescriptorError::UnknownVersion(*version));
+        }
+        let (descriptor, rest): (Descriptor, _) =
+            postcard::take_from_bytes(body).map_err(|_| DescriptorError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DescriptorError::Malformed);
+        }
+        if !crypto::ed25519_verify(
+            &descriptor.node.0,
+            &signing_input(&self.body),
+            &self.signature,
+        ) {
+            return Err(DescriptorError::BadSignature);
+        }
+        if descriptor.published_at > freshness.now.saturating_add(freshness.max_clock_skew_secs) {
+            return Err(DescriptorError::FromTheFuture);
+        }
+        if freshness.now.saturating_sub(descriptor.published_at) > freshness.max_age_secs {
+            return Err(DescriptorError::Stale);
+        }
+        descriptor.check_consistency()?;
+        Ok(descriptor)
+    }
+}
+
+/// Deserializes a `Vec` of at most `N` elements, allocating for at most `N`.
+fn bounded_vec<'de, T, const N: usize, D>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    struct Bounded<T, const N: usize>(core::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>, const N: usize> de::Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of at most {N} elements")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
+            while let Some(item) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(de::Error::invalid_length(N + 1, &self));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Bounded::<T, N>(core::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(seed: &[u8; 32], published_at: u64) -> Descriptor {
+        Descriptor {
+            node: NodeId(crypto::ed25519_public(seed)),
+            addresses: vec!["/ip4/127.0.0.1/tcp/4700".into()],
+            roles: Roles {
+                relay: true,
+                exit: false,
+            },
+            family: "volunteers-a".into(),
+            exit: None,
+            epoch_period_secs: 3600,
+            mix_keys: vec![
+                EpochKey {
+                    epoch: 10,
+                    key: MixPublicKey([1; 32]),
+                },
+                EpochKey {
+                    epoch: 11,
+                    key: MixPublicKey([2; 32]),
+                },
+            ],
+            software: "leak-node 0.1.0".into(),
+            published_at,
+        }
+    }
+
+    const FRESH: Freshness = Freshness {
+        now: 40_000,
+        max_age_secs: 7200,
+        max_clock_skew_secs: 300,
+    };
+
+    #[test]
+    fn sign_verify_round_trip() {
+        let d = descriptor(&[5; 32], 39_000);
+        let signed = d.sign(&[5; 32]).unwrap();
+        let parsed = SignedDescriptor::from_bytes(&signed.to_bytes()).unwrap();
+        assert_eq!(parsed.verify(FRESH).unwrap(), d);
+        assert_eq!(d.mix_key(11), Some(MixPublicKey([2; 32])));
+        assert_eq!(d.mix_key(12), None);
+    }
+
+    #[test]
+    fn forged_descriptors_are_refused() {
+        let d = descriptor(&[5; 32], 39_000);
+        // Signed by another key than the one it names.
+        assert_eq!(d.sign(&[6; 32]), Err(DescriptorError::InvalidIdentity));
+        // A body modified after signing.
+        let mut signed = d.sign(&[5; 32]).unwrap();
+        let last = signed.body.len() - 1;
+        signed.body[last] ^= 1;
+        assert!(signed.verify(FRESH).is_err());
+        // Someone else's signature over a descriptor naming the victim.
+        let mut forged = descriptor(&[6; 32], 39_000).sign(&[6; 32]).unwrap();
+        let victim = d.sign(&[5; 32]).unwrap();
+        forged.body = victim.body.clone();
+        assert_eq!(forged.verify(FRESH), Err(DescriptorError::BadSignature));
+    }
+
+    #[test]
+    fn stale_and_future_descriptors_are_refused() {
+        let stale = descriptor(&[5; 32], 40_000 - 7201).sign(&[5; 32]).unwrap();
+        assert_eq!(stale.verify(FRESH), Err(DescriptorError::Stale));
+        let future = descriptor(&[5; 32], 40_301).sign(&[5; 32]).unwrap();
+        assert_eq!(future.verify(FRESH), Err(DescriptorError::FromTheFuture));
+    }
+
+    #[test]
+    fn inconsistent_descriptors_are_refused() {
+        let mut d = descriptor(&[5; 32], 39_000);
+        d.roles.exit = true;
+        assert!(matches!(
+            d.sign(&[5; 32]),
+            Err(DescriptorError::Inconsistent(_))
+        ));
+        let mut d = descriptor(&[5; 32], 39_000);
+        d.mix_keys.swap(0, 1);
+        assert!(matches!(
+            d.sign(&[5; 32]),
+            Err(DescriptorError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn decoding_is_bounded() {
+        // A descriptor claiming a billion addresses fails without allocating them.
+        let mut body = vec![DESCRIPTOR_VERSION];
+        body.extend_from_slice(&[0u8; 32]);
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let signed = SignedDescriptor {
+            body,
+            signature: vec![0; 64],
+        };
+        assert_eq!(signed.verify(FRESH), Err(DescriptorError::Malformed));
+        assert_eq!(
+            SignedDescriptor::from_bytes(&[0xff; 10]),
+            Err(DescriptorError::Malformed)
+        );
+    }
+}
