@@ -1,0 +1,103 @@
+//! Writes the seed inputs in `seeds/<target>/`: valid encodings the fuzzer
+//! would take a long time to find by itself. Run from `protocol/fuzz` with
+//! `cargo run --example seeds` after a format change; the output is
+//! deterministic, so unchanged formats give unchanged files.
+
+use std::{fs, path::Path};
+
+use leak_protocol::{
+    MessageId, Outcome, Receipt, Recipient, Relationship, build_reply_block,
+    payload::{Leak, Stamp},
+    reply::REPLY_BLOCK_LEN,
+    sphinx::MailboxId,
+};
+use leak_protocol_fuzz::{DetRng, path};
+
+fn write(target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(name), bytes)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (block, _keys) = build_reply_block(
+        &path(&[3, 1, 0], &[5, 50, 500], 9),
+        MailboxId([0x6d; 32]),
+        &mut DetRng::new(3),
+    )?;
+    assert_eq!(block.to_bytes().len(), REPLY_BLOCK_LEN);
+    write("reply_block", "valid_block", &block.to_bytes())?;
+    // Selector bytes: even damages the fixed reply, odd builds a new one.
+    write("reply_block", "intact_reply", &[0])?;
+    write("reply_block", "built_reply", b"\x01\x02\x00\x01\x02hello")?;
+
+    let leaks = [
+        Leak {
+            message_id: MessageId([0x11; 16]),
+            recipient: Recipient::parse("alice@example.com")?,
+            relationship: Relationship::Coworker,
+            text: "The quarterly numbers were changed after the audit.".into(),
+            policy_version: 1,
+            stamp: Stamp {
+                epoch: 20_000,
+                nonce: 12_345,
+            },
+            reply_block: block.clone(),
+        },
+        Leak {
+            message_id: MessageId([0x22; 16]),
+            recipient: Recipient::parse("josé@exämple.de")?,
+            relationship: Relationship::FriendOfAFriend,
+            text: "Zeile eins\n\tZeile zwei: äöü ✓".into(),
+            policy_version: u32::MAX,
+            stamp: Stamp {
+                epoch: u64::MAX,
+                nonce: 0,
+            },
+            reply_block: block,
+        },
+    ];
+    for (i, leak) in leaks.iter().enumerate() {
+        write("decode_leak", &format!("valid_{i}"), &leak.encode()?)?;
+    }
+
+    let outcomes = [
+        Outcome::Delivered,
+        Outcome::Refused {
+            rule: "no-threats".into(),
+            reason: "The message reads as a threat.".into(),
+        },
+        Outcome::RecipientOptedOut,
+        Outcome::RateLimited,
+        Outcome::Bounced,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let receipt = Receipt {
+            message_id: MessageId([0x33; 16]),
+            outcome,
+        };
+        write("decode_receipt", &format!("valid_{i}"), &receipt.encode()?)?;
+    }
+
+    for (i, address) in [
+        "alice@example.com",
+        "first.last+tag@mail.example.org",
+        "用户@例子.广告",
+        "a@xn--exmple-cua.de",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write("recipient", &format!("valid_{i}"), address.as_bytes())?;
+    }
+
+    // Selector bytes: 1, 6 and 11 deliver the intact fixed packet from link
+    // 0, 1 and 2; 4 builds a packet the fuzzer describes.
+    for selector in [1u8, 6, 11] {
+        write("process_packet", &format!("intact_{selector}"), &[selector])?;
+    }
+    write("process_packet", "built", b"\x04\x03\x00\x01\x02hello")?;
+    Ok(())
+}
