@@ -1,0 +1,473 @@
+//! The node's configuration: one TOML file, every value overridable.
+//!
+//! Values come from, in increasing precedence: the built-in defaults, the
+//! TOML file (`leak-node init` writes a commented one), `LEAK_<SECTION>__<KEY>`
+//! environment variables (for example `LEAK_LIMITS__GLOBAL_QUEUE=8192`) and
+//! `--set section.key=value` flags. Unknown keys are errors everywhere.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use figment::{
+    Figment,
+    providers::{Env, Format as _, Serialized, Toml},
+};
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity, addresses and roles.
+    pub node: NodeConfig,
+    /// Key epochs.
+    pub epochs: EpochConfig,
+    /// Limits that keep the node bounded.
+    pub limits: LimitsConfig,
+    /// Reply mailboxes.
+    pub mailbox: MailboxConfig,
+    /// Directory freshness.
+    pub directory: DirectoryConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the identity key and the database live.
+    pub data_dir: PathBuf,
+    /// libp2p addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to publish in the descriptor; empty means the listen
+    /// addresses (with unspecified IPs replaced by what the OS reports).
+    pub external_addresses: Vec<Multiaddr>,
+    /// Nodes to contact at start, as `/ip4/../tcp/../p2p/PEERID`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The operator family: every node of one operator uses the same name.
+    pub family: String,
+    /// Roles: "relay" (and, later, "exit").
+    pub roles: Vec<Role>,
+}
+
+/// A node role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Forward packets and keep reply mailboxes.
+    Relay,
+    /// Deliver leaks by email.
+    Exit,
+}
+
+/// `[epochs]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochConfig {
+    /// Seconds per mix-key epoch; epochs start at multiples of this since the
+    /// Unix epoch (UTC). Every node of a federation uses the same value.
+    pub period_secs: u64,
+    /// How many future epochs' keys to generate and publish ahead.
+    pub keys_ahead: u32,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most simultaneous connections.
+    pub max_connections: u32,
+    /// Most connections from or to one peer.
+    pub max_connections_per_peer: u32,
+    /// Most packets waiting for processing from one peer.
+    pub peer_queue: usize,
+    /// Most packets waiting for processing in all.
+    pub global_queue: usize,
+    /// Most packets held for their mixing delay.
+    pub held_packets: usize,
+    /// Most packets waiting to be written to one next hop.
+    pub link_queue: usize,
+    /// Longest mixing delay accepted, in milliseconds; longer ones are dropped.
+    pub max_delay_ms: u32,
+    /// Seconds an idle connection stays open.
+    pub idle_timeout_secs: u64,
+}
+
+/// `[mailbox]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxConfig {
+    /// Seconds a reply is kept before it is deleted unread.
+    pub ttl_secs: u64,
+    /// Most replies kept per mailbox.
+    pub max_per_mailbox: u32,
+    /// Most replies kept in all.
+    pub max_total: u64,
+}
+
+/// `[directory]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// A descriptor older than this many seconds is stale and dropped.
+    pub max_age_secs: u64,
+    /// A descriptor dated more than this many seconds ahead is refused.
+    pub max_clock_skew_secs: u64,
+    /// Most descriptors kept.
+    pub max_nodes: usize,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`/metrics`); empty to disable.
+    pub listen: String,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: "info", "leak_node=debug", …
+    pub level: String,
+}
+
+impl Config {
+    /// The defaults, with `data_dir` as given.
+    pub fn defaults(data_dir: PathBuf) -> Self {
+        Self {
+            node: NodeConfig {
+                data_dir,
+                listen: vec![default_listen()],
+                external_addresses: Vec::new(),
+                bootstrap: Vec::new(),
+                family: String::new(),
+                roles: vec![Role::Relay],
+            },
+            epochs: EpochConfig {
+                period_secs: 3600,
+                keys_ahead: 2,
+            },
+            limits: LimitsConfig {
+                max_connections: 512,
+                max_connections_per_peer: 2,
+                peer_queue: 512,
+                global_queue: 8192,
+                held_packets: 16384,
+                link_queue: 1024,
+                max_delay_ms: 3_600_000,
+                idle_timeout_secs: 600,
+            },
+            mailbox: MailboxConfig {
+                ttl_secs: 86_400,
+                max_per_mailbox: 8,
+                max_total: 100_000,
+            },
+            directory: DirectoryConfig {
+                max_age_secs: 3 * 3600,
+                max_clock_skew_secs: 300,
+                max_nodes: 10_000,
+            },
+            metrics: MetricsConfig {
+                listen: "127.0.0.1:9464".into(),
+            },
+            log: LogConfig {
+                level: "info".into(),
+            },
+        }
+    }
+
+    /// Loads `path`, then environment overrides, then `--set` overrides.
+    pub fn load(path: &std::path::Path, sets: &[String]) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let mut figment = Figment::new().merge(Toml::string(&text)).merge(
+            Env::prefixed("LEAK_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
+            figment = figment.merge(Serialized::global(key.trim(), parse_value(value.trim())));
+        }
+        let config: Self = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.epochs.period_secs >= 1,
+            "epochs.period_secs must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.node.listen.is_empty(),
+            "node.listen must name at least one address"
+        );
+        anyhow::ensure!(
+            !self.node.roles.is_empty(),
+            "node.roles must name at least one role"
+        );
+        anyhow::ensure!(
+            self.limits.peer_queue >= 1 && self.limits.global_queue >= 1,
+            "queue limits must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.held_packets >= 1 && self.limits.link_queue >= 1,
+            "queue limits must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections >= 1,
+            "limits.max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.node.family.len() <= 128,
+            "node.family is at most 128 bytes"
+        );
+        self.metrics_addr()?;
+        Ok(())
+    }
+
+    /// The metrics address, if enabled.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.metrics.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.metrics.listen.parse().map(Some).with_context(|| {
+            format!(
+                "metrics.listen {:?} is not an address:port",
+                self.metrics.listen
+            )
+        })
+    }
+
+    /// The epoch period.
+    pub fn epoch_period(&self) -> Duration {
+        Duration::from_secs(self.epochs.period_secs)
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.node.data_dir.join("node.redb")
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.node.data_dir.join(crate::identity::IDENTITY_FILE)
+    }
+
+    /// The commented TOML that `leak-node init` writes.
+    pub fn to_commented_toml(&self) -> String {
+        let list = |v: &[Multiaddr]| {
+            let items: Vec<String> = v.iter().map(|a| format!("{:?}", a.to_string())).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let roles: Vec<String> = self
+            .node
+            .roles
+            .iter()
+            .map(|r| match r {
+                Role::Relay => "\"relay\"".to_owned(),
+                Role::Exit => "\"exit\"".to_owned(),
+            })
+            .collect();
+        let c = self;
+        format!(
+            r#"# leak-node configuration.
+# Every value can be overridden by an environment variable
+# LEAK_<SECTION>__<KEY> (e.g. LEAK_LIMITS__GLOBAL_QUEUE=8192) or by
+# `leak-node run --set section.key=value`. Unknown keys are errors.
+
+[node]
+# Where the identity key (identity.key, mode 0600) and the database
+# (node.redb: mix keys, replay tags, mailboxes) live.
+data_dir = {data_dir:?}
+# libp2p addresses to listen on (TCP; Noise; Yamux).
+listen = {listen}
+# Addresses to publish in this node's descriptor; empty = the listen addresses.
+external_addresses = {external}
+# Nodes to contact at start: /ip4/ADDR/tcp/PORT/p2p/PEERID.
+bootstrap = {bootstrap}
+# Operator family: give every node you run the same name, so no path uses
+# two of them.
+family = {family:?}
+# "relay" forwards packets and keeps reply mailboxes.
+roles = [{roles}]
+
+[epochs]
+# Seconds per mix-key epoch (UTC, from the Unix epoch). Must be the same on
+# every node of a federation. Keys of the current and previous epoch are
+# accepted; older secrets are deleted (forward secrecy).
+period_secs = {period}
+# Future epochs whose keys are generated and published ahead.
+keys_ahead = {ahead}
+
+[limits]
+# Most simultaneous connections, and per peer.
+max_connections = {max_conn}
+max_connections_per_peer = {max_conn_peer}
+# Packets waiting for processing: per peer, and in all. When full, the
+# newest packet of the peer with the longest queue is dropped.
+peer_queue = {peer_queue}
+global_queue = {global_queue}
+# Packets held for their mixing delay.
+held_packets = {held}
+# Packets waiting to be written to one next hop.
+link_queue = {link_queue}
+# Longest mixing delay accepted (ms); packets asking for more are dropped.
+max_delay_ms = {max_delay}
+# Seconds an idle connection stays open (relay links are long-lived).
+idle_timeout_secs = {idle}
+
+[mailbox]
+# Reply payloads held for clients: seconds kept, most per mailbox, most in all.
+ttl_secs = {ttl}
+max_per_mailbox = {per_mailbox}
+max_total = {mailbox_total}
+
+[directory]
+# Descriptors older than max_age_secs are dropped; ones dated more than
+# max_clock_skew_secs ahead are refused; at most max_nodes are kept.
+max_age_secs = {max_age}
+max_clock_skew_secs = {skew}
+max_nodes = {max_nodes}
+
+[metrics]
+# Prometheus endpoint (http://ADDR/metrics); "" disables it. Keep it on
+# loopback or behind a firewall.
+listen = {metrics:?}
+
+[log]
+# tracing filter, e.g. "info" or "leak_node=debug". Logs never contain IP
+# addresses, recipients or message text, at any level.
+level = {level:?}
+"#,
+            data_dir = c.node.data_dir.display().to_string(),
+            listen = list(&c.node.listen),
+            external = list(&c.node.external_addresses),
+            bootstrap = list(&c.node.bootstrap),
+            family = c.node.family,
+            roles = roles.join(", "),
+            period = c.epochs.period_secs,
+            ahead = c.epochs.keys_ahead,
+            max_conn = c.limits.max_connections,
+            max_conn_peer = c.limits.max_connections_per_peer,
+            peer_queue = c.limits.peer_queue,
+            global_queue = c.limits.global_queue,
+            held = c.limits.held_packets,
+            link_queue = c.limits.link_queue,
+            max_delay = c.limits.max_delay_ms,
+            idle = c.limits.idle_timeout_secs,
+            ttl = c.mailbox.ttl_secs,
+            per_mailbox = c.mailbox.max_per_mailbox,
+            mailbox_total = c.mailbox.max_total,
+            max_age = c.directory.max_age_secs,
+            skew = c.directory.max_clock_skew_secs,
+            max_nodes = c.directory.max_nodes,
+            metrics = c.metrics.listen,
+            level = c.log.level,
+        )
+    }
+}
+
+fn default_listen() -> Multiaddr {
+    "/ip4/0.0.0.0/tcp/4700"
+        .parse()
+        .unwrap_or_else(|_| Multiaddr::empty())
+}
+
+/// A `--set` value: TOML if it parses as a TOML value, else a plain string.
+fn parse_value(text: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        v: toml::Value,
+    }
+    toml::from_str::<Wrapper>(&format!("v = {text}"))
+        .map(|w| w.v)
+        .unwrap_or_else(|_| toml::Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &std::path::Path, text: &str) -> PathBuf {
+        let path = dir.join("leak-node.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The commented file `init` writes parses back to the same values.
+    #[test]
+    fn commented_template_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(dir.path().to_path_buf());
+        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4701".parse().unwrap()];
+        config.node.family = "alice's \"nodes\"".into();
+        let path = write(dir.path(), &config.to_commented_toml());
+        assert_eq!(Config::load(&path, &[]).unwrap(), config);
+    }
+
+    #[test]
+    fn set_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::defaults(dir.path().to_path_buf());
+        let path = write(dir.path(), &config.to_commented_toml());
+        let loaded = Config::load(
+            &path,
+            &[
+                "limits.global_queue=77".into(),
+                "node.listen=[\"/ip4/127.0.0.1/tcp/9\"]".into(),
+                "node.family=ops team".into(),
+                "metrics.listen=".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(loaded.limits.global_queue, 77);
+        assert_eq!(loaded.node.listen[0].to_string(), "/ip4/127.0.0.1/tcp/9");
+        assert_eq!(loaded.node.family, "ops team");
+        assert_eq!(loaded.metrics_addr().unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::defaults(dir.path().to_path_buf());
+        let text = config
+            .to_commented_toml()
+            .replace("[limits]", "[limits]\nmax_conections = 3");
+        let err = Config::load(&write(dir.path(), &text), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+
+        let text = config.to_commented_toml();
+        let path = write(dir.path(), &text);
+        let err = Config::load(&path, &["limits.peer_queue=many".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer_queue"), "{err}");
+        let err = Config::load(&path, &["node.listen=[\"not an address\"]".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::load(&path, &["epochs.period_secs=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("period_secs"), "{err}");
+        let err = Config::load(&dir.path().join("missing.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the config file"), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The node's long-term Ed25519 identity, in a file only its owner can read.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::Path,
+};
+
+use anyhow::{Context as _, bail};
+use libp2p::identity::Keypair;
+use zeroize::Zeroizing;
+
+/// The identity file's name inside the data directory.
+pub const IDENTITY_FILE: &str = "identity.key";
+
+/// The node's identity: its libp2p keypair (whose public key is its
+/// `PeerId` and its Leak `NodeId`).
+#[derive(Clone)]
+pub struct Identity {
+    keypair: Keypair,
+    seed: Zeroizing<[u8; 32]>,
+}
+
+impl Identity {
+    /// Generates a new identity.
+    pub fn generate() -> Self {
+        Self::from_keypair(Keypair::generate_ed25519())
+            .unwrap_or_else(|_| unreachable!("a fresh ed25519 keypair is ed25519"))
+    }
+
+    fn from_keypair(keypair: Keypair) -> anyhow::Result<Self> {
+        let ed = keypair
+            .clone()
+            .try_into_ed25519()
+            .context("the identity key is not an Ed25519 key")?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        seed.copy_from_slice(&ed.secret().as_ref()[..32]);
+        Ok(Self { keypair, seed })
+    }
+
+    /// Writes a new identity to `path`, readable only by its owner (0600).
+    /// Refuses to overwrite an existing file.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let identity = Self::generate();
+        let bytes = Zeroizing::new(
+            identity
+                .keypair
+                .to_protobuf_encoding()
+                .context("encoding the identity key")?,
+        );
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating the identity key {}", path.display()))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing the identity key {}", path.display()))?;
+        Ok(identity)
+    }
+
+    /// Reads the identity at `path`. Refuses a file that others can read.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let meta = fs::metadata(path).with_context(|| {
+            format!(
+                "cannot read the identity key {} (run `leak-node init` first?)",
+                path.display()
+            )
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "the identity key {} has mode {mode:o}; it must be readable by its owner only (chmod 600)",
+                path.display()
+            );
+        }
+        let bytes = Zeroizing::new(
+            fs::read(path)
+                .with_context(|| format!("cannot read the identity key {}", path.display()))?,
+        );
+        let keypair = Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a valid identity key", path.display()))?;
+        Self::from_keypair(keypair)
+    }
+
+    /// The libp2p keypair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The 32-byte Ed25519 secret seed, for signing descriptors.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The node id: the Ed25519 public key.
+    pub fn node_id(&self) -> leak_protocol::NodeId {
+        leak_protocol::NodeId(leak_protocol::crypto::ed25519_public(&self.seed))
+    }
+
+    /// The libp2p peer id.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.keypair.public().to_peer_id()
+    }
+}
+
+/// The libp2p peer id of a Leak node id, or `None` if the bytes are not an
+/// Ed25519 public key.
+pub fn peer_id_of(node: &leak_protocol::NodeId) -> Option<libp2p::PeerId> {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
+    Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
+/// The Leak node id of a libp2p peer id, if it is an inline Ed25519 key.
+pub fn node_id_of(peer: &libp2p::PeerId) -> Option<leak_protocol::NodeId> {
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(
+        libp2p::multihash::Multihash::<64>::from_bytes(&peer.to_bytes())
+            .ok()?
+            .digest(),
+    )
+    .ok()?;
+    Some(leak_protocol::NodeId(
+        public.try_into_ed25519().ok()?.to_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_load_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        let created = Identity::create(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = Identity::load(&path).unwrap();
+        assert_eq!(created.peer_id(), loaded.peer_id());
+        assert_eq!(created.node_id(), loaded.node_id());
+        assert_eq!(peer_id_of(&loaded.node_id()), Some(loaded.peer_id()));
+        assert_eq!(node_id_of(&loaded.peer_id()), Some(loaded.node_id()));
+        // No overwrite.
+        assert!(Identity::create(&path).is_err());
+        // Refused when others can read it.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Identity::load(&path).err().unwrap().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        // Garbage is refused with a clear message.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, b"garbage").unwrap();
+        let err = format!("{:#}", Identity::load(&path).err().unwrap());
+        assert!(err.contains("not a valid identity key"), "{err}");
+    }
+}

@@ -1,0 +1,207 @@
+//! `leak-node`: run a Leak relay.
+//!
+//! ```text
+//! leak-node init --data-dir DIR [--listen ADDR]... [--bootstrap ADDR]... [--config FILE]
+//! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
+//! leak-node id --config FILE
+//! ```
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use leak_node::{Config, Identity, StartOptions};
+use libp2p::Multiaddr;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "leak-node",
+    version,
+    about = "A Leak relay: forwards onion packets, never learns who sent what"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: a new identity (mode 0600) and a commented config file.
+    Init {
+        /// Where the identity, database and (by default) the config go.
+        #[arg(long, env = "LEAK_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Where to write the config (default DATA_DIR/leak-node.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4700.
+        #[arg(long)]
+        listen: Vec<Multiaddr>,
+        /// Bootstrap node (repeatable): /ip4/ADDR/tcp/PORT/p2p/PEERID.
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+        /// Operator family name.
+        #[arg(long, default_value = "")]
+        family: String,
+        /// Metrics endpoint address ("" disables).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Seconds per key epoch (every node of a federation must agree).
+        #[arg(long)]
+        epoch_secs: Option<u64>,
+    },
+    /// Run the node until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Print the node's peer id and a dialable address.
+    Id {
+        /// The config file.
+        #[arg(long, env = "LEAK_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The config file written by `leak-node init`.
+    #[arg(long, env = "LEAK_CONFIG")]
+    config: PathBuf,
+    /// Override any config value: --set limits.global_queue=8192 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+    /// Override node.listen (repeatable).
+    #[arg(long)]
+    listen: Vec<Multiaddr>,
+    /// Override node.bootstrap (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Override metrics.listen.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+fn list(addrs: &[Multiaddr]) -> String {
+    let items: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{:?}", a.to_string()))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn init(
+    data_dir: PathBuf,
+    config_path: Option<PathBuf>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    family: String,
+    metrics: Option<String>,
+    epoch_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let mut config = Config::defaults(data_dir.clone());
+    if !listen.is_empty() {
+        config.node.listen = listen;
+    }
+    config.node.bootstrap = bootstrap;
+    config.node.family = family;
+    if let Some(metrics) = metrics {
+        config.metrics.listen = metrics;
+    }
+    if let Some(secs) = epoch_secs {
+        config.epochs.period_secs = secs;
+    }
+    config.validate()?;
+    let config_path = config_path.unwrap_or_else(|| data_dir.join("leak-node.toml"));
+    if config_path.exists() {
+        anyhow::bail!("{} exists; not overwriting it", config_path.display());
+    }
+    let identity = Identity::create(&config.identity_path())?;
+    std::fs::write(&config_path, config.to_commented_toml())
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    println!("peer id: {}", identity.peer_id());
+    println!("identity: {}", config.identity_path().display());
+    println!("config: {}", config_path.display());
+    println!(
+        "run it with: leak-node run --config {}",
+        config_path.display()
+    );
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut sets = args.sets;
+    if !args.listen.is_empty() {
+        sets.push(format!("node.listen={}", list(&args.listen)));
+    }
+    if !args.bootstrap.is_empty() {
+        sets.push(format!("node.bootstrap={}", list(&args.bootstrap)));
+    }
+    if let Some(metrics) = args.metrics {
+        sets.push(format!("metrics.listen={metrics:?}"));
+    }
+    let config = Config::load(&args.config, &sets)?;
+    let filter = EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let identity = Identity::load(&config.identity_path())?;
+    let node = leak_node::start(config, identity, StartOptions::default()).await?;
+    println!("peer id: {}", node.peer_id());
+    for addr in node.listen_addrs() {
+        println!("listening: {addr}/p2p/{}", node.peer_id());
+    }
+    if let Some(addr) = node.metrics_addr() {
+        println!("metrics: http://{addr}/metrics");
+    }
+    wait_for_signal().await?;
+    node.shutdown().await
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            data_dir,
+            config,
+            listen,
+            bootstrap,
+            family,
+            metrics,
+            epoch_secs,
+        } => init(
+            data_dir, config, listen, bootstrap, family, metrics, epoch_secs,
+        ),
+        Command::Id { config } => Config::load(&config, &[])
+            .and_then(|c| Identity::load(&c.identity_path()))
+            .map(|id| println!("{}", id.peer_id())),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leak-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Prometheus metrics: counters and histograms, never a per-peer,
+//! per-sender or per-recipient label.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Every metric the node exports (names start with `leak_`).
+pub struct Metrics {
+    /// Packets read from peers.
+    pub packets_received: Counter,
+    /// Packets sent to the next hop.
+    pub packets_forwarded: Counter,
+    /// Packets that ended here, by kind (mailbox, exit).
+    pub packets_final: Family<Labels, Counter>,
+    /// Packets dropped, by reason.
+    pub packets_dropped: Family<Labels, Counter>,
+    /// Packets waiting for processing.
+    pub queue_depth: Gauge,
+    /// Packets held for their mixing delay.
+    pub held_packets: Gauge,
+    /// Seconds to process one packet (cryptography and replay check).
+    pub processing_seconds: Histogram,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// The current key epoch.
+    pub epoch: Gauge,
+    /// Verified descriptors known.
+    pub directory_nodes: Gauge,
+    /// Replies held in mailboxes.
+    pub mailbox_replies: Gauge,
+    /// libp2p's own metrics, in the same registry.
+    pub libp2p: libp2p::metrics::Metrics,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("leak");
+        let packets_received = Counter::default();
+        registry.register(
+            "packets_received",
+            "Packets read from peers",
+            packets_received.clone(),
+        );
+        let packets_forwarded = Counter::default();
+        registry.register(
+            "packets_forwarded",
+            "Packets sent to their next hop",
+            packets_forwarded.clone(),
+        );
+        let packets_final = Family::<Labels, Counter>::default();
+        registry.register(
+            "packets_final",
+            "Packets that ended at this node, by kind",
+            packets_final.clone(),
+        );
+        let packets_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "packets_dropped",
+            "Packets dropped, by reason",
+            packets_dropped.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Packets waiting for processing",
+            queue_depth.clone(),
+        );
+        let held_packets = Gauge::default();
+        registry.register(
+            "held_packets",
+            "Packets held for their mixing delay",
+            held_packets.clone(),
+        );
+        let processing_seconds = Histogram::new(exponential_buckets(10e-6, 2.0, 14));
+        registry.register(
+            "processing_seconds",
+            "Time to process one packet (crypto and replay check)",
+            processing_seconds.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register("peers", "Connected peers", peers.clone());
+        let epoch = Gauge::default();
+        registry.register("epoch", "Current mix-key epoch", epoch.clone());
+        let directory_nodes = Gauge::default();
+        registry.register(
+            "directory_nodes",
+            "Verified descriptors known",
+            directory_nodes.clone(),
+        );
+        let mailbox_replies = Gauge::default();
+        registry.register(
+            "mailbox_replies",
+            "Replies held in mailboxes",
+            mailbox_replies.clone(),
+        );
+        let libp2p = libp2p::metrics::Metrics::new(registry.sub_registry_with_prefix("libp2p"));
+        Self {
+            packets_received,
+            packets_forwarded,
+            packets_final,
+            packets_dropped,
+            queue_depth,
+            held_packets,
+            processing_seconds,
+            peers,
+            epoch,
+            directory_nodes,
+            mailbox_replies,
+            libp2p,
+            registry,
+        }
+    }
+
+    /// Counts a dropped packet.
+    pub fn drop_packet(&self, reason: &'static str) {
+        self.packets_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts a packet that ended here.
+    pub fn final_packet(&self, kind: &'static str) {
+        self.packets_final
+            .get_or_create(&vec![("kind", kind)])
+            .inc();
+    }
+
+    /// Packets dropped for `reason` so far.
+    pub fn dropped(&self, reason: &'static str) -> u64 {
+        self.packets_dropped
+            .get(&vec![("reason", reason)])
+            .map_or(0, |c| c.get())
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
+/// bound address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr} (port taken?)"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok((bound, task))
+}

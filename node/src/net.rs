@@ -1,0 +1,208 @@
+//! The libp2p side: transport, behaviours, and the address book that lets
+//! the node dial a next hop from its descriptor.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, connection_limits, gossipsub, identify,
+    identity::Keypair,
+    noise, ping,
+    swarm::{
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm, dummy,
+    },
+    tcp, yamux,
+};
+
+use crate::config::Config;
+
+/// The gossipsub topic descriptors spread on.
+pub const DESCRIPTOR_TOPIC: &str = "/leak/descriptors/1";
+/// The identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/leak/1.0.0";
+
+/// Addresses of nodes, learned from verified descriptors only: never from
+/// whoever connects to us, so no client's address is kept.
+#[derive(Clone, Default)]
+pub struct AddressBook {
+    inner: Arc<RwLock<HashMap<PeerId, Vec<Multiaddr>>>>,
+}
+
+impl AddressBook {
+    /// Replaces the addresses of `peer`.
+    pub fn set(&self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if let Ok(mut map) = self.inner.write() {
+            map.insert(peer, addresses);
+        }
+    }
+
+    /// Forgets `peer`.
+    pub fn remove(&self, peer: &PeerId) {
+        if let Ok(mut map) = self.inner.write() {
+            map.remove(peer);
+        }
+    }
+
+    /// The addresses of `peer`.
+    pub fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|map| map.get(peer).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Keeps only the peers `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&PeerId) -> bool) {
+        if let Ok(mut map) = self.inner.write() {
+            map.retain(|p, _| keep(p));
+        }
+    }
+}
+
+/// A behaviour with no protocol: it hands the swarm the addresses of a peer
+/// it is asked to dial by id (by `libp2p-stream` when opening a packet stream).
+pub struct AddressBookBehaviour {
+    book: AddressBook,
+}
+
+impl AddressBookBehaviour {
+    /// Serves addresses from `book`.
+    pub fn new(book: AddressBook) -> Self {
+        Self { book }
+    }
+}
+
+impl NetworkBehaviour for AddressBookBehaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: libp2p::core::Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        Ok(peer.map(|p| self.book.get(&p)).unwrap_or_default())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod behaviour {
+    // The derive generates an event enum whose variants cannot carry docs.
+    #![allow(missing_docs)]
+    use libp2p::{connection_limits, gossipsub, identify, ping, swarm::NetworkBehaviour};
+
+    use super::AddressBookBehaviour;
+
+    /// Every behaviour of a node.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Connection caps.
+        pub limits: connection_limits::Behaviour,
+        /// Addresses of next hops.
+        pub addresses: AddressBookBehaviour,
+        /// Peer identification (protocol version, supported protocols).
+        pub identify: identify::Behaviour,
+        /// Liveness.
+        pub ping: ping::Behaviour,
+        /// Descriptor spreading.
+        pub gossipsub: gossipsub::Behaviour,
+        /// Streams of the node's own protocols.
+        pub stream: libp2p_stream::Behaviour,
+    }
+}
+
+/// Builds the swarm: TCP, Noise, Yamux, and the behaviours above.
+pub fn build_swarm(
+    keypair: &Keypair,
+    config: &Config,
+    book: AddressBook,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.limits.max_connections))
+        .with_max_established_per_peer(Some(config.limits.max_connections_per_peer))
+        .with_max_pending_incoming(Some(config.limits.max_connections.min(128)));
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(16 * 1024)
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
+    let idle = Duration::from_secs(config.limits.idle_timeout_secs);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .context("setting up TCP, Noise and Yamux")?
+        .with_behaviour(|key| {
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                addresses: AddressBookBehaviour::new(book),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_hide_listen_addrs(true),
+                ),
+                ping: ping::Behaviour::default(),
+                gossipsub,
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("building the libp2p behaviours: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,1124 @@
+//! A running node: the tasks that tie the protocol, the network and the
+//! database together.
+//!
+//! ```text
+//!  peers ──/leak/packet/1──▶ readers ──▶ FairQueue (per-peer + global bound)
+//!                                           │  round robin
+//!                                           ▼
+//!                              worker threads: leak-protocol processing,
+//!                              replay tags recorded durably (one redb
+//!                              transaction per batch) before anything leaves
+//!                                           │
+//!                                           ▼
+//!                              timer queue (one task, bounded heap): holds
+//!                              each packet for its mixing delay
+//!                                           │
+//!                     ┌─────────────────────┼──────────────────────┐
+//!                     ▼                     ▼                      ▼
+//!             link writers (one      mailbox (redb)         exit sink (the
+//!             stream per next hop,                          exit role)
+//!             bounded queue each)
+//! ```
+//!
+//! Nothing here logs or stores a peer's address, a recipient or a message:
+//! addresses of next hops come from signed descriptors, and peers appear in
+//! logs only through [`Sensitive`](crate::safelog::Sensitive).
+
+use std::{
+    cmp::Ordering,
+    collections::{BinaryHeap, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use leak_protocol::{
+    Delay, NodeId, Packet, Processed,
+    directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
+    key_hint, process_packet,
+    sphinx::{FinalPayload, MailboxId},
+};
+use libp2p::{Multiaddr, PeerId, gossipsub, swarm::SwarmEvent};
+use tokio::sync::{Semaphore, mpsc, watch};
+use zeroize::Zeroizing;
+
+use crate::{
+    config::{Config, Role},
+    directory::{Directory, Offer, Refused},
+    epoch::{EpochSchedule, KeyRing},
+    identity::{Identity, peer_id_of},
+    metrics::Metrics,
+    net::{self, AddressBook, Behaviour, BehaviourEvent, DESCRIPTOR_TOPIC},
+    queue::{FairQueue, Pushed},
+    safelog::Sensitive,
+    store::{MailboxLimits, Store},
+    wire,
+};
+
+/// A leak that reached this node as its exit, for the exit role to deliver.
+pub struct ExitDelivery {
+    /// The decrypted message (an encoded `Leak`).
+    pub message: Zeroizing<Vec<u8>>,
+    /// The delay the client asked the exit to hold it for.
+    pub delay: Delay,
+}
+
+/// What a node is started with besides its configuration.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Where packets that end here as at an exit go. Without one, such
+    /// packets are dropped (`not_an_exit`).
+    pub exit_sink: Option<mpsc::Sender<ExitDelivery>>,
+    /// Exit details to publish (with the exit role).
+    pub exit_info: Option<ExitInfo>,
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// State shared by the node's tasks.
+struct Shared {
+    config: Config,
+    identity: Identity,
+    local_peer: PeerId,
+    store: Store,
+    keys: RwLock<KeyRing>,
+    directory: RwLock<Directory>,
+    book: AddressBook,
+    metrics: Arc<Metrics>,
+    inbound: FairQueue<PeerId, Packet>,
+    links: Mutex<HashMap<PeerId, mpsc::Sender<Packet>>>,
+    control: Mutex<libp2p_stream::Control>,
+    exit_sink: Option<mpsc::Sender<ExitDelivery>>,
+    exit_info: Option<ExitInfo>,
+    own_descriptor: RwLock<Option<SignedDescriptor>>,
+    listen_addrs: Vec<Multiaddr>,
+    inbound_streams: Mutex<HashMap<PeerId, usize>>,
+}
+
+/// Most concurrent inbound packet streams per peer.
+const MAX_PACKET_STREAMS_PER_PEER: usize = 2;
+/// Most concurrent directory and mailbox requests being served.
+const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// How long a request may take before it is abandoned.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Packets a worker takes from the queue at once (one database transaction).
+const WORKER_BATCH: usize = 128;
+
+enum Command {
+    Publish(Vec<u8>),
+    Dial(Multiaddr),
+}
+
+/// A running node. Dropping it without [`RunningNode::shutdown`] aborts it.
+pub struct RunningNode {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        unix_now()
+    }
+
+    /// Verifies and keeps a descriptor from the network.
+    fn offer(&self, signed: SignedDescriptor) -> Result<Offer, Refused> {
+        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        let offer = directory.offer(signed, self.now())?;
+        self.metrics.directory_nodes.set(directory.len() as i64);
+        Ok(offer)
+    }
+
+    /// Updates the address book from the directory.
+    fn refresh_addresses(&self) {
+        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        let mut known = std::collections::HashSet::new();
+        for d in directory.descriptors() {
+            let Some(peer) = peer_id_of(&d.node) else {
+                continue;
+            };
+            if peer == self.local_peer {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = d.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+            self.book.set(peer, addrs);
+            known.insert(peer);
+        }
+        self.book.retain(|p| known.contains(p));
+    }
+
+    fn drop_packet(&self, reason: &'static str) {
+        self.metrics.drop_packet(reason);
+    }
+
+    /// Signs a fresh descriptor of this node.
+    fn sign_descriptor(&self) -> anyhow::Result<SignedDescriptor> {
+        let now = self.now();
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let addresses = if self.config.node.external_addresses.is_empty() {
+            &self.listen_addrs
+        } else {
+            &self.config.node.external_addresses
+        };
+        let descriptor = Descriptor {
+            node: self.identity.node_id(),
+            addresses: addresses
+                .iter()
+                .take(leak_protocol::directory::MAX_ADDRESSES)
+                .map(ToString::to_string)
+                .collect(),
+            roles: Roles {
+                relay: self.config.node.roles.contains(&Role::Relay),
+                exit: self.config.node.roles.contains(&Role::Exit) && self.exit_info.is_some(),
+            },
+            family: self.config.node.family.clone(),
+            exit: self
+                .exit_info
+                .clone()
+                .filter(|_| self.config.node.roles.contains(&Role::Exit)),
+            epoch_period_secs: keys.schedule().period_secs(),
+            mix_keys: keys.published_keys(now),
+            software: format!("leak-node {}", env!("CARGO_PKG_VERSION")),
+            published_at: now,
+        };
+        descriptor
+            .sign(self.identity.seed())
+            .context("signing this node's descriptor")
+    }
+}
+
+/// Starts a node: opens its database, rotates its keys, listens, and spawns
+/// every task. Returns once the node is listening.
+pub async fn start(
+    config: Config,
+    identity: Identity,
+    options: StartOptions,
+) -> anyhow::Result<RunningNode> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.node.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&config.database_path())?;
+    let schedule = EpochSchedule::new(config.epochs.period_secs);
+    let mut keys = KeyRing::load(&store, schedule, config.epochs.keys_ahead)?;
+    keys.rotate(&store, unix_now(), &mut rand::rng())?;
+
+    let metrics = Arc::new(Metrics::new());
+    let book = AddressBook::default();
+    let mut swarm = net::build_swarm(identity.keypair(), &config, book.clone())?;
+    let topic = gossipsub::IdentTopic::new(DESCRIPTOR_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("subscribing to descriptors: {e}"))?;
+    let mut listeners = Vec::new();
+    for addr in &config.node.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (is the port taken?)"))?;
+        listeners.push(id);
+    }
+    // Learn the bound addresses (port 0 becomes a real port).
+    let mut listen_addrs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listen_addrs.len() < listeners.len() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .context("timed out waiting for the listeners to start")?;
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+            SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
+            SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => {
+                anyhow::bail!("cannot listen: {error} (is the port taken?)")
+            }
+            _ => {}
+        }
+    }
+
+    let directory = Directory::new(
+        config.directory.max_age_secs,
+        config.directory.max_clock_skew_secs,
+        config.directory.max_nodes,
+    );
+    let control = swarm.behaviour().stream.new_control();
+    let shared = Arc::new(Shared {
+        local_peer: identity.peer_id(),
+        identity,
+        store,
+        keys: RwLock::new(keys),
+        directory: RwLock::new(directory),
+        book,
+        metrics: metrics.clone(),
+        inbound: FairQueue::new(config.limits.peer_queue, config.limits.global_queue),
+        links: Mutex::new(HashMap::new()),
+        control: Mutex::new(control.clone()),
+        exit_sink: options.exit_sink,
+        exit_info: options.exit_info,
+        own_descriptor: RwLock::new(None),
+        listen_addrs,
+        inbound_streams: Mutex::new(HashMap::new()),
+        config,
+    });
+    let own = shared.sign_descriptor()?;
+    shared
+        .offer(own.clone())
+        .context("this node's own descriptor does not verify")?;
+    *shared
+        .own_descriptor
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(own);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (timer_tx, timer_rx) = mpsc::channel(1024);
+    let mut tasks = Vec::new();
+
+    for addr in &shared.config.node.bootstrap {
+        let _ = commands_tx.try_send(Command::Dial(addr.clone()));
+    }
+
+    let mut control_for_accept = control.clone();
+    let packets = control_for_accept
+        .accept(wire::PACKET_PROTOCOL)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let directory_streams = control_for_accept
+        .accept(wire::DIRECTORY_PROTOCOL)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mailbox_streams = control_for_accept
+        .accept(wire::MAILBOX_PROTOCOL)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    tasks.push(tokio::spawn(run_swarm(
+        swarm,
+        topic,
+        commands_rx,
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(accept_packets(
+        packets,
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(serve_directories(
+        directory_streams,
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(serve_mailboxes(
+        mailbox_streams,
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(run_timer(
+        timer_rx,
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(maintain(
+        shared.clone(),
+        commands_tx,
+        shutdown_rx.clone(),
+    )));
+
+    let workers = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|i| {
+            let shared = shared.clone();
+            let timer_tx = timer_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("leak-worker-{i}"))
+                .spawn(move || run_worker(&shared, &timer_tx))
+                .context("starting a worker thread")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    drop(timer_tx);
+
+    let metrics_addr = match shared.config.metrics_addr()? {
+        Some(addr) => {
+            let (bound, task) = crate::metrics::serve(addr, metrics).await?;
+            tasks.push(task);
+            Some(bound)
+        }
+        None => None,
+    };
+
+    tracing::info!(
+        peer_id = %shared.local_peer,
+        listeners = shared.listen_addrs.len(),
+        "leak-node started"
+    );
+    Ok(RunningNode {
+        shared,
+        shutdown,
+        tasks,
+        workers,
+        metrics_addr,
+    })
+}
+
+impl RunningNode {
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.local_peer
+    }
+
+    /// The node's Leak node id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.identity.node_id()
+    }
+
+    /// The addresses the node listens on (with real ports).
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.shared.listen_addrs
+    }
+
+    /// A dialable address of the node, with its `/p2p/` suffix.
+    pub fn dial_addr(&self) -> Multiaddr {
+        let addr = self
+            .shared
+            .listen_addrs
+            .first()
+            .cloned()
+            .unwrap_or_else(Multiaddr::empty);
+        addr.with(libp2p::multiaddr::Protocol::P2p(self.peer_id()))
+    }
+
+    /// The metrics endpoint's bound address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// This node's current signed descriptor.
+    pub fn descriptor(&self) -> Option<SignedDescriptor> {
+        self.shared.own_descriptor.read().ok()?.clone()
+    }
+
+    /// The verified descriptors this node knows (its own included).
+    pub fn directory(&self) -> Vec<Descriptor> {
+        self.shared
+            .directory
+            .read()
+            .map(|d| d.descriptors().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Offers a descriptor as if it had arrived from the network.
+    pub fn offer_descriptor(&self, signed: SignedDescriptor) -> Result<Offer, Refused> {
+        let result = self.shared.offer(signed);
+        self.shared.refresh_addresses();
+        result
+    }
+
+    /// The epochs whose mix secrets the node holds.
+    pub fn key_epochs(&self) -> Vec<u64> {
+        self.shared
+            .keys
+            .read()
+            .map(|k| k.epochs())
+            .unwrap_or_default()
+    }
+
+    /// Stops every task, lets the workers finish the packets they hold, and
+    /// closes the database. Packets still held for their delay are dropped
+    /// (counted as `shutdown`): releasing them early would break mixing.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.shared.inbound.close();
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let workers = self.workers;
+        tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await
+        .context("joining the worker threads")?;
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tracing::info!("leak-node stopped");
+        Ok(())
+    }
+}
+
+async fn run_swarm(
+    mut swarm: libp2p::Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    mut commands: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use libp2p::metrics::Recorder as _;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(command) = commands.recv() => match command {
+                Command::Publish(bytes) => {
+                    if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
+                        tracing::debug!(error = %e, "descriptor not published yet");
+                    }
+                }
+                Command::Dial(addr) => {
+                    if let Err(e) = swarm.dial(addr) {
+                        tracing::warn!(error = %Sensitive::new(e), "cannot dial a bootstrap node");
+                    }
+                }
+            },
+            event = swarm.select_next_some() => {
+                shared.metrics.libp2p.record(&event);
+                match event {
+                    SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
+                        shared.metrics.libp2p.record(&event);
+                        match event {
+                            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                                let acceptance = match SignedDescriptor::from_bytes(&message.data)
+                                    .map_err(Refused::from)
+                                    .and_then(|signed| shared.offer(signed))
+                                {
+                                    Ok(_) => {
+                                        shared.refresh_addresses();
+                                        gossipsub::MessageAcceptance::Accept
+                                    }
+                                    Err(Refused::Full) => gossipsub::MessageAcceptance::Ignore,
+                                    Err(Refused::Invalid(e)) => {
+                                        tracing::info!(reason = %e, "refused a descriptor");
+                                        gossipsub::MessageAcceptance::Reject
+                                    }
+                                };
+                                swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                    &message_id,
+                                    &propagation_source,
+                                    acceptance,
+                                );
+                            }
+                            gossipsub::Event::Subscribed { .. } => {
+                                // A new subscriber: make sure it hears of us soon.
+                                let own = shared.own_descriptor.read().ok().and_then(|d| d.clone());
+                                if let Some(own) = own.map(|d| d.to_bytes()) {
+                                    let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), own);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                        shared.metrics.libp2p.record(&event);
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
+                        shared.metrics.libp2p.record(&event);
+                    }
+                    SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                        shared.metrics.peers.set(swarm.connected_peers().count() as i64);
+                        if endpoint.is_dialer() && num_established.get() == 1 {
+                            tokio::spawn(fetch_directory(peer_id, shared.clone()));
+                        }
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        shared.metrics.peers.set(swarm.connected_peers().count() as i64);
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        tracing::debug!(error = %Sensitive::new(error), "an outgoing connection failed");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Fetches a node's directory after connecting to it.
+async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
+    let mut control = shared
+        .control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut stream = control
+            .open_stream(peer, wire::DIRECTORY_PROTOCOL)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        wire::request_directory(&mut stream).await
+    })
+    .await;
+    match result {
+        Ok(Ok(descriptors)) => {
+            let mut accepted = 0;
+            for signed in descriptors {
+                if matches!(shared.offer(signed), Ok(Offer::Accepted)) {
+                    accepted += 1;
+                }
+            }
+            shared.refresh_addresses();
+            tracing::debug!(accepted, "fetched a directory");
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "directory fetch failed"),
+        Err(_) => tracing::debug!("directory fetch timed out"),
+    }
+}
+
+async fn accept_packets(
+    mut incoming: libp2p_stream::IncomingStreams,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (peer, stream) = tokio::select! {
+            _ = shutdown.changed() => return,
+            next = incoming.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        {
+            let mut streams = shared
+                .inbound_streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let count = streams.entry(peer).or_insert(0);
+            if *count >= MAX_PACKET_STREAMS_PER_PEER {
+                shared.drop_packet("too_many_streams");
+                continue;
+            }
+            *count += 1;
+        }
+        tokio::spawn(read_packets(peer, stream, shared.clone()));
+    }
+}
+
+async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shared>) {
+    loop {
+        match wire::read_packet(&mut stream).await {
+            Ok(Some(packet)) => {
+                shared.metrics.packets_received.inc();
+                match shared.inbound.push(peer, packet) {
+                    Pushed::Queued => {}
+                    Pushed::QueuedEvictedOther => shared.drop_packet("queue_full"),
+                    Pushed::DroppedPeerFull => shared.drop_packet("peer_queue_full"),
+                    Pushed::Closed => break,
+                }
+                shared.metrics.queue_depth.set(shared.inbound.len() as i64);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "a packet stream ended");
+                break;
+            }
+        }
+    }
+    let mut streams = shared
+        .inbound_streams
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = streams.get_mut(&peer) {
+        *count -= 1;
+        if *count == 0 {
+            streams.remove(&peer);
+        }
+    }
+}
+
+async fn serve_directories(
+    mut incoming: libp2p_stream::IncomingStreams,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    loop {
+        let (_, mut stream) = tokio::select! {
+            _ = shutdown.changed() => return,
+            next = incoming.next() => match next { Some(n) => n, None => return },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let descriptors = shared
+            .directory
+            .read()
+            .map(|d| d.signed())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                wire::serve_directory(&mut stream, &descriptors),
+            )
+            .await;
+        });
+    }
+}
+
+async fn serve_mailboxes(
+    mut incoming: libp2p_stream::IncomingStreams,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    loop {
+        let (_, mut stream) = tokio::select! {
+            _ = shutdown.changed() => return,
+            next = incoming.next() => match next { Some(n) => n, None => return },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let capability = wire::read_mailbox_request(&mut stream).await?;
+                let mailbox = MailboxId::from_capability(&capability).0;
+                let now = shared.now();
+                let lookup = shared.clone();
+                let held =
+                    tokio::task::spawn_blocking(move || lookup.store.mailbox_peek(&mailbox, now))
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held
+                    .into_iter()
+                    .take(usize::from(wire::MAX_MAILBOX_REPLIES))
+                    .unzip();
+                if wire::answer_mailbox(&mut stream, &replies).await? {
+                    if !seqs.is_empty() {
+                        let store = shared.clone();
+                        let held = tokio::task::spawn_blocking(move || {
+                            store.store.mailbox_remove(&mailbox, &seqs)?;
+                            store.store.mailbox_len()
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        shared.metrics.mailbox_replies.set(held as i64);
+                    }
+                    wire::confirm_mailbox_deletion(&mut stream).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if let Ok(Err(e)) = result {
+                tracing::debug!(error = %e, "a mailbox request failed");
+            }
+        });
+    }
+}
+
+/// What the timer holds.
+enum HeldAction {
+    Forward {
+        next_hop: PeerId,
+        packet: Packet,
+    },
+    Mailbox {
+        mailbox: MailboxId,
+        reply: Box<[u8; leak_protocol::sphinx::PAYLOAD_LEN]>,
+    },
+}
+
+struct Held {
+    due: tokio::time::Instant,
+    seq: u64,
+    action: HeldAction,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    // Reversed: the earliest deadline is the greatest, for BinaryHeap.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// One worker thread: take batches fairly, process, record replay tags in
+/// one transaction, hand survivors to the timer.
+fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>) {
+    loop {
+        let batch = shared
+            .inbound
+            .pop_batch(WORKER_BATCH, Duration::from_millis(250));
+        if batch.is_empty() {
+            if shared.inbound.is_closed() {
+                return;
+            }
+            continue;
+        }
+        shared.metrics.queue_depth.set(shared.inbound.len() as i64);
+        let now = unix_now();
+        let mut survivors = Vec::with_capacity(batch.len());
+        {
+            let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+            for (_, packet) in batch {
+                let started = Instant::now();
+                let Some((epoch, secret)) =
+                    key_hint(packet.as_bytes()).and_then(|h| keys.secret_for_hint(h, now))
+                else {
+                    shared.drop_packet("unknown_epoch");
+                    continue;
+                };
+                let processed = process_packet(packet.as_bytes(), secret);
+                shared
+                    .metrics
+                    .processing_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match processed {
+                    Processed::Drop(reason) => shared.drop_packet(reason.as_str()),
+                    other => survivors.push((epoch, other)),
+                }
+            }
+        }
+        if survivors.is_empty() {
+            continue;
+        }
+        let tags: Vec<(u64, [u8; 32])> = survivors
+            .iter()
+            .filter_map(|(epoch, p)| p.replay_tag().map(|t| (*epoch, t.0)))
+            .collect();
+        let fresh = match shared.store.record_replay_tags(&tags) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Never pass a packet on whose tag is not durably recorded.
+                tracing::error!(error = %e, "cannot record replay tags; dropping the batch");
+                for _ in &survivors {
+                    shared.drop_packet("storage_error");
+                }
+                continue;
+            }
+        };
+        for ((_, processed), fresh) in survivors.into_iter().zip(fresh) {
+            if !fresh {
+                shared.drop_packet("replay");
+                continue;
+            }
+            dispatch(shared, timer, processed);
+        }
+    }
+}
+
+fn dispatch(
+    shared: &Arc<Shared>,
+    timer: &mpsc::Sender<(Instant, HeldAction)>,
+    processed: Processed,
+) {
+    let max_delay = shared.config.limits.max_delay_ms;
+    let hold = |delay: Delay, action: HeldAction| {
+        if delay.as_millis() > max_delay {
+            shared.drop_packet("delay_too_long");
+            return;
+        }
+        let due = Instant::now() + Duration::from_millis(u64::from(delay.as_millis()));
+        if timer.blocking_send((due, action)).is_err() {
+            shared.drop_packet("shutdown");
+        }
+    };
+    match processed {
+        Processed::Forward(forward) => match peer_id_of(&forward.next_hop) {
+            Some(next_hop) => hold(
+                forward.delay,
+                HeldAction::Forward {
+                    next_hop,
+                    packet: forward.packet,
+                },
+            ),
+            None => shared.drop_packet("bad_next_hop"),
+        },
+        Processed::Final(done) => match done.payload {
+            FinalPayload::Mailbox { mailbox, reply } => {
+                hold(done.delay, HeldAction::Mailbox { mailbox, reply });
+            }
+            FinalPayload::Exit { message } => match &shared.exit_sink {
+                Some(sink) => {
+                    let delivery = ExitDelivery {
+                        message,
+                        delay: done.delay,
+                    };
+                    match sink.try_send(delivery) {
+                        Ok(()) => shared.metrics.final_packet("exit"),
+                        Err(_) => shared.drop_packet("exit_backlog"),
+                    }
+                }
+                None => shared.drop_packet("not_an_exit"),
+            },
+        },
+        Processed::Drop(reason) => shared.drop_packet(reason.as_str()),
+    }
+}
+
+async fn run_timer(
+    mut incoming: mpsc::Receiver<(Instant, HeldAction)>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut heap: BinaryHeap<Held> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let cap = shared.config.limits.held_packets;
+    loop {
+        let next_due = heap.peek().map(|h| h.due);
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            item = incoming.recv() => match item {
+                Some((due, action)) => {
+                    if heap.len() >= cap {
+                        shared.drop_packet("held_full");
+                    } else {
+                        seq += 1;
+                        heap.push(Held { due: due.into(), seq, action });
+                    }
+                }
+                None => break,
+            },
+            () = async {
+                match next_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                while heap.peek().is_some_and(|h| h.due <= now) {
+                    if let Some(held) = heap.pop() {
+                        release(&shared, held.action);
+                    }
+                }
+            }
+        }
+        shared.metrics.held_packets.set(heap.len() as i64);
+    }
+    for _ in heap.drain() {
+        shared.drop_packet("shutdown");
+    }
+    shared.metrics.held_packets.set(0);
+}
+
+fn release(shared: &Arc<Shared>, action: HeldAction) {
+    match action {
+        HeldAction::Forward { next_hop, packet } => send_to(shared, next_hop, packet),
+        HeldAction::Mailbox { mailbox, reply } => {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let limits = MailboxLimits {
+                    per_mailbox: shared.config.mailbox.max_per_mailbox,
+                    total: shared.config.mailbox.max_total,
+                };
+                let expires = shared.now() + shared.config.mailbox.ttl_secs;
+                match shared
+                    .store
+                    .mailbox_put(&mailbox.0, reply.as_ref(), expires, limits)
+                {
+                    Ok(Ok(())) => {
+                        shared.metrics.final_packet("mailbox");
+                        shared.metrics.mailbox_replies.inc();
+                    }
+                    Ok(Err(_)) => shared.drop_packet("mailbox_full"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a reply");
+                        shared.drop_packet("storage_error");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Queues `packet` on the link to `peer`, starting a writer if needed.
+fn send_to(shared: &Arc<Shared>, peer: PeerId, packet: Packet) {
+    if peer == shared.local_peer {
+        // A path may pass through this node twice; skip the network.
+        match shared.inbound.push(peer, packet) {
+            Pushed::Queued | Pushed::QueuedEvictedOther => {
+                shared.metrics.packets_forwarded.inc();
+            }
+            _ => shared.drop_packet("queue_full"),
+        }
+        return;
+    }
+    let mut links = shared.links.lock().unwrap_or_else(|e| e.into_inner());
+    let sender = links.entry(peer).or_insert_with(|| {
+        let (tx, rx) = mpsc::channel(shared.config.limits.link_queue);
+        tokio::spawn(write_link(peer, rx, shared.clone()));
+        tx
+    });
+    match sender.try_send(packet) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => shared.drop_packet("link_congested"),
+        Err(mpsc::error::TrySendError::Closed(packet)) => {
+            // The writer ended (link failed); start a fresh one.
+            let (tx, rx) = mpsc::channel(shared.config.limits.link_queue);
+            let _ = tx.try_send(packet);
+            tokio::spawn(write_link(peer, rx, shared.clone()));
+            links.insert(peer, tx);
+        }
+    }
+}
+
+async fn open_packet_stream(shared: &Arc<Shared>, peer: PeerId) -> Option<libp2p::Stream> {
+    let mut control = shared
+        .control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        control.open_stream(peer, wire::PACKET_PROTOCOL),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot open a link to the next hop");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Writes packets to one next hop over a long-lived stream, reopening it once
+/// if it fails; when the hop is unreachable the queued packets are dropped.
+async fn write_link(peer: PeerId, mut rx: mpsc::Receiver<Packet>, shared: Arc<Shared>) {
+    let mut stream = open_packet_stream(&shared, peer).await;
+    while let Some(packet) = rx.recv().await {
+        let mut sent = false;
+        for _attempt in 0..2 {
+            if stream.is_none() {
+                stream = open_packet_stream(&shared, peer).await;
+            }
+            let Some(s) = stream.as_mut() else {
+                break;
+            };
+            if wire::write_packet(s, &packet).await.is_ok() {
+                sent = true;
+                break;
+            }
+            stream = None;
+        }
+        if sent {
+            shared.metrics.packets_forwarded.inc();
+        } else {
+            shared.drop_packet("next_hop_unreachable");
+            // Drain what is queued for this dead link rather than retrying each.
+            while rx.try_recv().is_ok() {
+                shared.drop_packet("next_hop_unreachable");
+            }
+            break;
+        }
+    }
+    drop(rx);
+    let mut links = shared.links.lock().unwrap_or_else(|e| e.into_inner());
+    if links.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+        links.remove(&peer);
+    }
+}
+
+/// Periodic work: key rotation, descriptor publication, expiry.
+async fn maintain(
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = shared.config.epochs.period_secs;
+    let tick = Duration::from_millis((period * 1000 / 4).clamp(250, 30_000));
+    let republish = (period / 2)
+        .clamp(1, shared.config.directory.max_age_secs / 3)
+        .max(1);
+    let mut last_epoch = u64::MAX;
+    let mut last_publish = 0u64;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        let now = unix_now();
+        let epoch = EpochSchedule::new(period).epoch_at(now);
+        shared.metrics.epoch.set(epoch as i64);
+        if epoch != last_epoch || now.saturating_sub(last_publish) >= republish {
+            let rotated = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+                    keys.rotate(&shared.store, now, &mut rand::rng())
+                })
+                .await
+            };
+            match rotated {
+                Ok(Ok(rotation))
+                    if !rotation.deleted.is_empty() || !rotation.created.is_empty() =>
+                {
+                    tracing::info!(epoch, created = ?rotation.created, deleted = ?rotation.deleted, "rotated mix keys");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "key rotation failed"),
+                Err(e) => tracing::error!(error = %e, "key rotation task failed"),
+            }
+            match shared.sign_descriptor() {
+                Ok(signed) => {
+                    let _ = shared.offer(signed.clone());
+                    let bytes = signed.to_bytes();
+                    *shared
+                        .own_descriptor
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(signed);
+                    let _ = commands.try_send(Command::Publish(bytes));
+                    last_publish = now;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot sign this node's descriptor"),
+            }
+            last_epoch = epoch;
+        }
+        let expired = shared
+            .directory
+            .write()
+            .map(|mut d| {
+                let n = d.expire(now);
+                shared.metrics.directory_nodes.set(d.len() as i64);
+                n
+            })
+            .unwrap_or(0);
+        if expired > 0 {
+            shared.refresh_addresses();
+        }
+        let store_shared = shared.clone();
+        if let Ok(Ok(held)) = tokio::task::spawn_blocking(move || {
+            store_shared.store.mailbox_expire(now)?;
+            store_shared.store.mailbox_len()
+        })
+        .await
+        {
+            shared.metrics.mailbox_replies.set(held as i64);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The inbound packet queue: bounded per peer and in all, served fairly.
+//!
+//! Every peer has its own FIFO of packets waiting for processing. Workers
+//! take one packet from each non-empty peer in turn (round robin), so a
+//! peer that sends a thousand packets waits behind itself, not in front of
+//! everyone else. When a peer's FIFO is full its new packet is dropped; when
+//! the whole queue is full, the newest packet of the peer with the longest
+//! FIFO is dropped to make room, so a flood cannot crowd out other peers.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+    sync::{Condvar, Mutex},
+    time::Duration,
+};
+
+/// What happened to a pushed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, and another item of the longest-queued peer was dropped.
+    QueuedEvictedOther,
+    /// Dropped: the peer's own queue is full (or it is the longest).
+    DroppedPeerFull,
+    /// Dropped: the queue is closed.
+    Closed,
+}
+
+struct Inner<P, T> {
+    queues: HashMap<P, VecDeque<T>>,
+    /// Peers with a non-empty queue, in service order.
+    ring: VecDeque<P>,
+    len: usize,
+    closed: bool,
+}
+
+/// A bounded, fair, multi-producer multi-consumer queue keyed by peer.
+pub struct FairQueue<P, T> {
+    inner: Mutex<Inner<P, T>>,
+    ready: Condvar,
+    per_peer: usize,
+    total: usize,
+}
+
+impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
+    /// A queue holding at most `per_peer` items per peer and `total` in all.
+    pub fn new(per_peer: usize, total: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                queues: HashMap::new(),
+                ring: VecDeque::new(),
+                len: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            per_peer: per_peer.max(1),
+            total: total.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<P, T>> {
+        // A worker that panicked mid-operation leaves consistent data behind
+        // (every operation completes its bookkeeping before it can panic).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` from `peer`.
+    pub fn push(&self, peer: P, item: T) -> Pushed {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Pushed::Closed;
+        }
+        let own = inner.queues.get(&peer).map_or(0, VecDeque::len);
+        if own >= self.per_peer {
+            return Pushed::DroppedPeerFull;
+        }
+        let mut result = Pushed::Queued;
+        if inner.len >= self.total {
+            // Evict from the longest queue; if that is this peer, drop this item.
+            let longest = inner
+                .queues
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(p, q)| (p.clone(), q.len()));
+            match longest {
+                Some((victim, len)) if victim != peer && len > own => {
+                    if let Some(q) = inner.queues.get_mut(&victim) {
+                        q.pop_back();
+                    }
+                    inner.len -= 1;
+                    result = Pushed::QueuedEvictedOther;
+                }
+                _ => return Pushed::DroppedPeerFull,
+            }
+        }
+        let queue = inner.queues.entry(peer.clone()).or_default();
+        queue.push_back(item);
+        if queue.len() == 1 {
+            inner.ring.push_back(peer);
+        }
+        inner.len += 1;
+        drop(inner);
+        self.ready.notify_one();
+        result
+    }
+
+    /// Takes up to `max` items, one per peer in turn, waiting up to `wait`
+    /// for the first. Returns an empty batch on timeout or when closed and empty.
+    pub fn pop_batch(&self, max: usize, wait: Duration) -> Vec<(P, T)> {
+        let mut inner = self.lock();
+        if inner.len == 0 && !inner.closed {
+            inner = self
+                .ready
+                .wait_timeout_while(inner, wait, |i| i.len == 0 && !i.closed)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let mut batch = Vec::with_capacity(max.min(inner.len));
+        while batch.len() < max {
+            let Some(peer) = inner.ring.pop_front() else {
+                break;
+            };
+            let Some(queue) = inner.queues.get_mut(&peer) else {
+                continue;
+            };
+            let Some(item) = queue.pop_front() else {
+                inner.queues.remove(&peer);
+                continue;
+            };
+            if queue.is_empty() {
+                inner.queues.remove(&peer);
+            } else {
+                inner.ring.push_back(peer.clone());
+            }
+            inner.len -= 1;
+            batch.push((peer, item));
+        }
+        batch
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses new items and wakes every waiting consumer.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    #[test]
+    fn serves_peers_round_robin() {
+        let q = FairQueue::new(100, 1000);
+        for i in 0..50 {
+            q.push("flood", i);
+        }
+        q.push("a", 100);
+        q.push("b", 200);
+        let batch: Vec<_> = q.pop_batch(4, NO_WAIT);
+        let peers: Vec<&str> = batch.iter().map(|(p, _)| *p).collect();
+        assert_eq!(peers, vec!["flood", "a", "b", "flood"]);
+        assert_eq!(q.len(), 48);
+    }
+
+    #[test]
+    fn bounded_per_peer_and_in_total_with_fair_eviction() {
+        let q = FairQueue::new(3, 5);
+        for i in 0..10 {
+            let r = q.push("flood", i);
+            assert_eq!(
+                r,
+                if i < 3 {
+                    Pushed::Queued
+                } else {
+                    Pushed::DroppedPeerFull
+                }
+            );
+        }
+        assert_eq!(q.push("a", 0), Pushed::Queued);
+        assert_eq!(q.push("a", 1), Pushed::Queued);
+        assert_eq!(q.len(), 5);
+        // Full: a newcomer evicts from the longest queue (the flood).
+        assert_eq!(q.push("b", 0), Pushed::QueuedEvictedOther);
+        assert_eq!(q.len(), 5);
+        // The longest queue's own new item is dropped rather than evicting others.
+        assert_eq!(q.push("flood", 99), Pushed::DroppedPeerFull);
+        let all = q.pop_batch(10, NO_WAIT);
+        assert_eq!(all.len(), 5);
+        assert!(all.contains(&("b", 0)));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn close_wakes_consumers() {
+        let q = std::sync::Arc::new(FairQueue::<u8, u8>::new(1, 1));
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop_batch(1, Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        assert!(t.join().unwrap().is_empty());
+        assert_eq!(q.push(1, 1), Pushed::Closed);
+    }
+}

@@ -1,0 +1,296 @@
+//! The node's one embedded database (redb): everything that must survive a
+//! restart, nothing that identifies a sender.
+//!
+//! | table | key | value | why |
+//! |---|---|---|---|
+//! | `mix_keys` | epoch | 32-byte X25519 secret | the keys of live epochs; deleted when the epoch expires |
+//! | `replay_<epoch>` | 32-byte replay tag | () | packets already processed under that epoch's key; the table goes with the key |
+//! | `mailbox` | (mailbox id, sequence) | (expiry, sealed reply) | replies waiting for their client |
+//! | `meta` | name | u64 | counters |
+//!
+//! No table holds an address, a peer id, a recipient or message text.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition, TableHandle as _,
+};
+use zeroize::Zeroizing;
+
+const MIX_KEYS: TableDefinition<u64, [u8; 32]> = TableDefinition::new("mix_keys");
+/// (mailbox id, sequence) → (expiry, sealed reply).
+type MailboxTable<'a> = TableDefinition<'a, ([u8; 32], u64), (u64, &'static [u8])>;
+const MAILBOX: MailboxTable<'static> = TableDefinition::new("mailbox");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MAILBOX_SEQ: &str = "mailbox_seq";
+
+fn replay_table_name(epoch: u64) -> String {
+    format!("replay_{epoch}")
+}
+
+/// Why a reply could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MailboxFull {
+    /// The mailbox already holds its maximum.
+    #[error("the mailbox is full")]
+    Mailbox,
+    /// The node holds its maximum of replies.
+    #[error("the node's mailbox storage is full")]
+    Node,
+}
+
+/// Limits for storing a reply.
+#[derive(Debug, Clone, Copy)]
+pub struct MailboxLimits {
+    /// Most replies per mailbox.
+    pub per_mailbox: u32,
+    /// Most replies in all.
+    pub total: u64,
+}
+
+/// The node's database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Database::create(path).with_context(|| {
+            format!(
+                "cannot open the database {} (is another leak-node using this data directory?)",
+                path.display()
+            )
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(MIX_KEYS)?;
+        txn.open_table(MAILBOX)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Every stored mix key, by epoch.
+    pub fn mix_keys(&self) -> anyhow::Result<Vec<(u64, Zeroizing<[u8; 32]>)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MIX_KEYS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (epoch, secret) = entry?;
+            out.push((epoch.value(), Zeroizing::new(secret.value())));
+        }
+        Ok(out)
+    }
+
+    /// Stores the secret of `epoch` (durably, before it is published).
+    pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MIX_KEYS)?.insert(epoch, secret)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes every epoch before `oldest_kept`: its secret and its replay
+    /// tags (no packet for that key can be processed any more).
+    pub fn delete_epochs_before(&self, oldest_kept: u64) -> anyhow::Result<Vec<u64>> {
+        let txn = self.db.begin_write()?;
+        let mut deleted = Vec::new();
+        {
+            let mut keys = txn.open_table(MIX_KEYS)?;
+            for entry in keys.extract_if(|epoch, _| epoch < oldest_kept)? {
+                deleted.push(entry?.0.value());
+            }
+        }
+        let stale: Vec<String> = txn
+            .list_tables()?
+            .map(|t| t.name().to_owned())
+            .filter(|name| {
+                name.strip_prefix("replay_")
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e < oldest_kept)
+            })
+            .collect();
+        for name in &stale {
+            txn.delete_table(TableDefinition::<&[u8; 32], ()>::new(name))?;
+        }
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Records a batch of replay tags, each under its epoch, in one durable
+    /// transaction. Returns, for each, whether it was new (`true`) or a
+    /// replay (`false`). A tag repeated within the batch is a replay too.
+    pub fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> anyhow::Result<Vec<bool>> {
+        let txn = self.db.begin_write()?;
+        let mut fresh = Vec::with_capacity(tags.len());
+        {
+            let mut epochs: Vec<u64> = tags.iter().map(|(e, _)| *e).collect();
+            epochs.sort_unstable();
+            epochs.dedup();
+            let names: Vec<String> = epochs.iter().map(|e| replay_table_name(*e)).collect();
+            let mut tables = Vec::with_capacity(names.len());
+            for name in &names {
+                tables.push(txn.open_table(TableDefinition::<&[u8; 32], ()>::new(name))?);
+            }
+            for (epoch, tag) in tags {
+                let index = epochs.binary_search(epoch).unwrap_or_default();
+                let table = &mut tables[index];
+                fresh.push(table.insert(tag, ())?.is_none());
+            }
+        }
+        txn.commit()?;
+        Ok(fresh)
+    }
+
+    /// Stores a sealed reply for `mailbox` until `expires_at` (Unix seconds).
+    pub fn mailbox_put(
+        &self,
+        mailbox: &[u8; 32],
+        reply: &[u8],
+        expires_at: u64,
+        limits: MailboxLimits,
+    ) -> anyhow::Result<Result<(), MailboxFull>> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(MAILBOX)?;
+            if table.len()? >= limits.total {
+                return Ok(Err(MailboxFull::Node));
+            }
+            let held = table.range((*mailbox, 0)..=(*mailbox, u64::MAX))?.count();
+            if held >= limits.per_mailbox as usize {
+                return Ok(Err(MailboxFull::Mailbox));
+            }
+            let mut meta = txn.open_table(META)?;
+            let seq = meta.get(MAILBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
+            meta.insert(MAILBOX_SEQ, seq)?;
+            table.insert((*mailbox, seq), (expires_at, reply))?;
+        }
+        txn.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// The unexpired replies of `mailbox`, with their sequence numbers.
+    pub fn mailbox_peek(
+        &self,
+        mailbox: &[u8; 32],
+        now: u64,
+    ) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MAILBOX)?;
+        let mut out = Vec::new();
+        for entry in table.range((*mailbox, 0)..=(*mailbox, u64::MAX))? {
+            let (key, value) = entry?;
+            let (expires_at, reply) = value.value();
+            if expires_at > now {
+                out.push((key.value().1, reply.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the given replies of `mailbox` (after the client confirmed).
+    pub fn mailbox_remove(&self, mailbox: &[u8; 32], seqs: &[u64]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(MAILBOX)?;
+            for seq in seqs {
+                table.remove((*mailbox, *seq))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes expired replies; returns how many.
+    pub fn mailbox_expire(&self, now: u64) -> anyhow::Result<usize> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(MAILBOX)?;
+            let mut n = 0;
+            for entry in table.extract_if(|_, (expires_at, _)| expires_at <= now)? {
+                entry?;
+                n += 1;
+            }
+            n
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// How many replies are held.
+    pub fn mailbox_len(&self) -> anyhow::Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(MAILBOX)?.len()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: MailboxLimits = MailboxLimits {
+        per_mailbox: 2,
+        total: 3,
+    };
+
+    #[test]
+    fn replay_tags_survive_reopen_and_go_with_their_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_mix_key(5, &[5; 32]).unwrap();
+            store.put_mix_key(6, &[6; 32]).unwrap();
+            assert_eq!(
+                store
+                    .record_replay_tags(&[(5, [1; 32]), (6, [1; 32]), (5, [1; 32])])
+                    .unwrap(),
+                vec![true, true, false]
+            );
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.record_replay_tags(&[(5, [1; 32])]).unwrap(),
+            vec![false]
+        );
+        assert_eq!(store.delete_epochs_before(6).unwrap(), vec![5]);
+        let epochs: Vec<u64> = store.mix_keys().unwrap().iter().map(|(e, _)| *e).collect();
+        assert_eq!(epochs, vec![6]);
+        // Epoch 5's tags are gone with its key; epoch 6's remain.
+        assert_eq!(
+            store.record_replay_tags(&[(5, [1; 32])]).unwrap(),
+            vec![true]
+        );
+        assert_eq!(
+            store.record_replay_tags(&[(6, [1; 32])]).unwrap(),
+            vec![false]
+        );
+    }
+
+    #[test]
+    fn mailbox_limits_expiry_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(store.mailbox_put(&a, b"r1", 100, LIMITS).unwrap(), Ok(()));
+        assert_eq!(store.mailbox_put(&a, b"r2", 200, LIMITS).unwrap(), Ok(()));
+        assert_eq!(
+            store.mailbox_put(&a, b"r3", 200, LIMITS).unwrap(),
+            Err(MailboxFull::Mailbox)
+        );
+        assert_eq!(store.mailbox_put(&b, b"s1", 200, LIMITS).unwrap(), Ok(()));
+        assert_eq!(
+            store.mailbox_put(&[3; 32], b"t", 200, LIMITS).unwrap(),
+            Err(MailboxFull::Node)
+        );
+        let held = store.mailbox_peek(&a, 150).unwrap();
+        assert_eq!(held.len(), 1, "r1 expired at 100");
+        assert_eq!(held[0].1, b"r2");
+        store.mailbox_remove(&a, &[held[0].0]).unwrap();
+        assert_eq!(store.mailbox_expire(150).unwrap(), 1);
+        assert_eq!(store.mailbox_len().unwrap(), 1);
+        assert!(store.mailbox_peek(&a, 150).unwrap().is_empty());
+    }
+}
