@@ -35,6 +35,20 @@ pub enum Refused {
     Full,
 }
 
+impl Refused {
+    /// A short stable label, for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Invalid(DescriptorError::BadSignature) => "bad_signature",
+            Self::Invalid(DescriptorError::Stale) => "stale",
+            Self::Invalid(DescriptorError::FromTheFuture) => "from_the_future",
+            Self::Invalid(DescriptorError::Inconsistent(_)) => "inconsistent",
+            Self::Invalid(_) => "malformed",
+        }
+    }
+}
+
 impl Directory {
     /// An empty directory.
     pub fn new(max_age_secs: u64, max_clock_skew_secs: u64, max_nodes: usize) -> Self {

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub directory_nodes: Gauge,
     /// Replies held in mailboxes.
     pub mailbox_replies: Gauge,
+    /// Descriptors refused, by reason.
+    pub descriptors_refused: Family<Labels, Counter>,
     /// libp2p's own metrics, in the same registry.
     pub libp2p: libp2p::metrics::Metrics,
     registry: Registry,
@@ -108,6 +110,12 @@ impl Metrics {
             "Replies held in mailboxes",
             mailbox_replies.clone(),
         );
+        let descriptors_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "descriptors_refused",
+            "Descriptors refused, by reason",
+            descriptors_refused.clone(),
+        );
         let libp2p = libp2p::metrics::Metrics::new(registry.sub_registry_with_prefix("libp2p"));
         Self {
             packets_received,
@@ -121,6 +129,7 @@ impl Metrics {
             epoch,
             directory_nodes,
             mailbox_replies,
+            descriptors_refused,
             libp2p,
             registry,
         }
@@ -138,6 +147,20 @@ impl Metrics {
         self.packets_final
             .get_or_create(&vec![("kind", kind)])
             .inc();
+    }
+
+    /// Counts a refused descriptor.
+    pub fn refuse_descriptor(&self, reason: &'static str) {
+        self.descriptors_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Descriptors refused for `reason` so far.
+    pub fn refused(&self, reason: &'static str) -> u64 {
+        self.descriptors_refused
+            .get(&vec![("reason", reason)])
+            .map_or(0, |c| c.get())
     }
 
     /// Packets dropped for `reason` so far.

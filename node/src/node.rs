@@ -119,6 +119,7 @@ enum Command {
 /// A running node. Dropping it without [`RunningNode::shutdown`] aborts it.
 pub struct RunningNode {
     shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -133,9 +134,12 @@ impl Shared {
     /// Verifies and keeps a descriptor from the network.
     fn offer(&self, signed: SignedDescriptor) -> Result<Offer, Refused> {
         let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
-        let offer = directory.offer(signed, self.now())?;
+        let offer = directory.offer(signed, self.now());
+        if let Err(refused) = &offer {
+            self.metrics.refuse_descriptor(refused.as_str());
+        }
         self.metrics.directory_nodes.set(directory.len() as i64);
-        Ok(offer)
+        offer
     }
 
     /// Updates the address book from the directory.
@@ -291,6 +295,7 @@ pub async fn start(
     for addr in &shared.config.node.bootstrap {
         let _ = commands_tx.try_send(Command::Dial(addr.clone()));
     }
+    let commands = commands_tx.clone();
 
     let mut control_for_accept = control.clone();
     let packets = control_for_accept
@@ -364,6 +369,7 @@ pub async fn start(
     );
     Ok(RunningNode {
         shared,
+        commands,
         shutdown,
         tasks,
         workers,
@@ -427,6 +433,24 @@ impl RunningNode {
         let result = self.shared.offer(signed);
         self.shared.refresh_addresses();
         result
+    }
+
+    /// Publishes arbitrary bytes on the descriptor topic, as a hostile or
+    /// broken node might (for tests and tools; honest nodes publish their own
+    /// descriptor by themselves).
+    pub async fn publish_descriptor_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Publish(bytes))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
+    }
+
+    /// Dials an address (a bootstrap node, say).
+    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
     }
 
     /// The epochs whose mix secrets the node holds.
@@ -497,7 +521,11 @@ async fn run_swarm(
                         match event {
                             gossipsub::Event::Message { propagation_source, message_id, message } => {
                                 let acceptance = match SignedDescriptor::from_bytes(&message.data)
-                                    .map_err(Refused::from)
+                                    .map_err(|e| {
+                                        let refused = Refused::from(e);
+                                        shared.metrics.refuse_descriptor(refused.as_str());
+                                        refused
+                                    })
                                     .and_then(|signed| shared.offer(signed))
                                 {
                                     Ok(_) => {
