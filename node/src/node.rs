@@ -485,6 +485,15 @@ impl RunningNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        // Connection tasks end once the swarm is gone; wait for them to let
+        // go of the shared state so the database is closed when we return.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Arc::strong_count(&self.shared) > 1 {
+            tracing::warn!("some connection tasks are still running at shutdown");
+        }
         tracing::info!("leak-node stopped");
         Ok(())
     }
@@ -498,6 +507,7 @@ async fn run_swarm(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use libp2p::metrics::Recorder as _;
+    let mut last_welcome: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -544,11 +554,15 @@ async fn run_swarm(
                                     acceptance,
                                 );
                             }
-                            gossipsub::Event::Subscribed { .. } => {
-                                // A new subscriber: make sure it hears of us soon.
+                            // A new subscriber: make sure it hears of us
+                            // soon, at most once a second however many join.
+                            gossipsub::Event::Subscribed { .. }
+                                if last_welcome.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) =>
+                            {
                                 let own = shared.own_descriptor.read().ok().and_then(|d| d.clone());
                                 if let Some(own) = own.map(|d| d.to_bytes()) {
                                     let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), own);
+                                    last_welcome = Some(Instant::now());
                                 }
                             }
                             _ => {}
