@@ -133,7 +133,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// A `tracing` filter: "info", "leak_node=debug", …
+    /// error, warn, info, debug or trace: for Leak's own code. Third-party
+    /// libraries never log (their messages can carry peer addresses).
     pub level: String,
 }
 
@@ -235,6 +236,11 @@ impl Config {
             "node.family is at most 128 bytes"
         );
         self.metrics_addr()?;
+        anyhow::ensure!(
+            self.log.level.trim().parse::<tracing::Level>().is_ok(),
+            "log.level {:?} must be one of error, warn, info, debug, trace",
+            self.log.level
+        );
         Ok(())
     }
 
@@ -348,8 +354,9 @@ max_nodes = {max_nodes}
 listen = {metrics:?}
 
 [log]
-# tracing filter, e.g. "info" or "leak_node=debug". Logs never contain IP
-# addresses, recipients or message text, at any level.
+# error, warn, info, debug or trace, for Leak's own code; third-party
+# libraries never log, since their messages can carry peer addresses. Logs
+# never contain IP addresses, recipients or message text, at any level.
 level = {level:?}
 "#,
             data_dir = c.node.data_dir.display().to_string(),

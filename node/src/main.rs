@@ -144,8 +144,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sets.push(format!("metrics.listen={metrics:?}"));
     }
     let config = Config::load(&args.config, &sets)?;
-    let filter = EnvFilter::try_new(&config.log.level)
-        .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
+    let filter = log_filter(&config.log.level)?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -161,6 +160,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     wait_for_signal().await?;
     node.shutdown().await
+}
+
+/// Logs of Leak's own crates at `level`; nothing from third-party crates,
+/// whose messages can carry peer addresses (libp2p logs dial attempts with
+/// IP addresses at debug level).
+fn log_filter(level: &str) -> anyhow::Result<EnvFilter> {
+    let level: tracing::Level = level.trim().parse().map_err(|_| {
+        anyhow::anyhow!("log.level {level:?} must be one of error, warn, info, debug, trace")
+    })?;
+    let level = level.to_string().to_lowercase();
+    EnvFilter::try_new(format!("off,leak_node={level},leak_protocol={level}"))
+        .context("building the log filter")
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -619,7 +619,7 @@ async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
             shared.refresh_addresses();
             tracing::debug!(accepted, "fetched a directory");
         }
-        Ok(Err(e)) => tracing::debug!(error = %e, "directory fetch failed"),
+        Ok(Err(e)) => tracing::debug!(error = %Sensitive::new(e), "directory fetch failed"),
         Err(_) => tracing::debug!("directory fetch timed out"),
     }
 }
@@ -668,7 +668,7 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::debug!(error = %e, "a packet stream ended");
+                tracing::debug!(error = %Sensitive::new(e), "a packet stream ended");
                 break;
             }
         }
@@ -764,7 +764,7 @@ async fn serve_mailboxes(
             })
             .await;
             if let Ok(Err(e)) = result {
-                tracing::debug!(error = %e, "a mailbox request failed");
+                tracing::debug!(error = %Sensitive::new(e), "a mailbox request failed");
             }
         });
     }
@@ -1040,7 +1040,7 @@ async fn open_packet_stream(shared: &Arc<Shared>, peer: PeerId) -> Option<libp2p
     {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "cannot open a link to the next hop");
+            tracing::debug!(error = %Sensitive::new(e), "cannot open a link to the next hop");
             None
         }
         Err(_) => None,
