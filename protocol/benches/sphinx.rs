@@ -8,6 +8,8 @@
 //! | `process_packet` | `exit_hop` | the last hop of a 3-hop packet (`Final`, AEAD open) |
 //! | `build_reply_block` | `3_hops` | a client building one reply block |
 //! | `x25519` | `diffie_hellman` | one scalar multiplication, the baseline a hop is compared with |
+//! | `x25519` | `ladder` | the same by `x25519-dalek`'s Montgomery ladder, for comparison |
+//! | `x25519` | `public_key` | one fixed-base scalar multiplication (a client's ephemeral key) |
 //!
 //! The project's targets are a median of at most 45 µs per hop processed
 //! and 300 µs per 5-hop packet built; `scripts/bench.sh` runs these
@@ -181,6 +183,15 @@ fn bench_x25519(c: &mut Criterion) {
     let mut group = c.benchmark_group("x25519");
     group.bench_function("diffie_hellman", |b| {
         b.iter(|| black_box(&nodes[0].secret).diffie_hellman(black_box(&peer)));
+    });
+    // The plain Montgomery ladder, which `diffie_hellman` beats on CPUs with
+    // AVX2 by multiplying on the Edwards curve instead (see `crypto::x25519`).
+    let secret = nodes[0].secret.to_bytes();
+    group.bench_function("ladder", |b| {
+        b.iter(|| x25519_dalek::x25519(black_box(secret), black_box(peer)));
+    });
+    group.bench_function("public_key", |b| {
+        b.iter(|| leak_protocol::crypto::x25519_public(black_box(&secret)));
     });
     group.finish();
 }

@@ -1,13 +1,14 @@
 //! Every cryptographic primitive Leak uses, in one place.
 //!
-//! The rest of the crate never names `x25519_dalek`, `chacha20`,
-//! `chacha20poly1305` or `blake3` directly: it goes through the functions and
-//! types here, so there is one file to review and one file to change when a
-//! primitive is upgraded (the arrangement `tor-llcrypto` has in arti).
+//! The rest of the crate never names `x25519_dalek`, `curve25519_dalek`,
+//! `chacha20`, `chacha20poly1305` or `blake3` directly: it goes through the
+//! functions and types here, so there is one file to review and one file to
+//! change when a primitive is upgraded (the arrangement `tor-llcrypto` has in
+//! arti).
 //!
 //! | purpose | primitive |
 //! |---|---|
-//! | key agreement | X25519 (RFC 7748), `x25519-dalek` |
+//! | key agreement | X25519 (RFC 7748), `curve25519-dalek` (see [`x25519`]); keys held by `x25519-dalek` |
 //! | key derivation | BLAKE3 in `derive_key` mode, one context string per purpose |
 //! | header MAC | BLAKE3 keyed hash, truncated to [`MAC_LEN`] bytes, compared in constant time |
 //! | header and payload layers | ChaCha20 (RFC 8439) keystream, 96-bit zero nonce, one-time keys |
@@ -25,6 +26,7 @@ use chacha20poly1305::{
     ChaCha20Poly1305, KeyInit,
     aead::{AeadInOut, inout::InOutBuf},
 };
+use curve25519_dalek::{EdwardsPoint, MontgomeryPoint, traits::Identity};
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -83,12 +85,7 @@ impl MixSecret {
     /// X25519 with a peer's public key. `None` when the result is all zeros
     /// (the peer sent a low-order point, so the exchange is not contributory).
     pub fn diffie_hellman(&self, peer: &[u8; KEY_LEN]) -> Option<SharedSecret> {
-        let shared = self
-            .secret
-            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
-        shared
-            .was_contributory()
-            .then(|| SharedSecret(shared.to_bytes()))
+        x25519(self.secret.as_bytes(), peer)
     }
 }
 
@@ -133,14 +130,161 @@ pub fn derive_key(context: &str, parts: &[&[u8]]) -> SymmetricKey {
 
 /// X25519 key generation from 32 secret bytes: returns the public key.
 pub fn x25519_public(secret: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    let secret = x25519_dalek::StaticSecret::from(*secret);
-    x25519_dalek::PublicKey::from(&secret).to_bytes()
+    EdwardsPoint::mul_base_clamped(*secret)
+        .to_montgomery()
+        .to_bytes()
 }
 
 /// X25519 between our secret bytes and a peer's public key; `None` when not
 /// contributory (all-zero output).
+///
+/// The result is exactly RFC 7748's `X25519(k, u)`: `k` is clamped, the top
+/// bit of `u` is ignored and a non-canonical `u` (at least p) is taken mod p.
+/// On x86-64 CPUs with AVX2 the multiplication is done on the equivalent
+/// Edwards curve, which is faster there than the Montgomery ladder (the
+/// private `scalar_mult_by` has the details).
 pub fn x25519(secret: &[u8; KEY_LEN], peer: &[u8; KEY_LEN]) -> Option<SharedSecret> {
-    MixSecret::from_bytes(*secret).diffie_hellman(peer)
+    let mut multiple = scalar_mult(secret, peer);
+    let mut u = multiple.to_montgomery();
+    let shared = contributory(&u);
+    multiple.zeroize();
+    u.zeroize();
+    shared
+}
+
+/// A client's exchanges with the hops of one path: for each pair of a fresh
+/// ephemeral secret and a hop's public key, in order, the ephemeral public
+/// key (what the packet carries) and the shared secret (`None` when not
+/// contributory).
+///
+/// The same results as [`x25519_public`] and [`x25519`] pair by pair, only
+/// faster: every conversion back to a Montgomery u-coordinate costs a field
+/// inversion, and here they all share one (Montgomery's trick).
+pub fn x25519_ephemerals<'a>(
+    pairs: impl IntoIterator<Item = (&'a [u8; KEY_LEN], &'a [u8; KEY_LEN])>,
+) -> Vec<([u8; KEY_LEN], Option<SharedSecret>)> {
+    // For pair i, points[2i] is the public key and points[2i + 1] the shared
+    // point (the identity, skipped by the batch inversion, when the shared
+    // u-coordinate came from the ladder: `ladder[i]`). Both are sized up
+    // front so that no reallocation leaves a copy of a secret behind. (The
+    // batch conversion's own scratch space is dropped without zeroing, as
+    // `curve25519-dalek` leaves every intermediate value it computes.)
+    let pairs = pairs.into_iter();
+    let mut points = Vec::with_capacity(2 * pairs.size_hint().0);
+    let mut ladder = Vec::with_capacity(pairs.size_hint().0);
+    for (secret, peer) in pairs {
+        points.push(EdwardsPoint::mul_base_clamped(*secret));
+        match scalar_mult(secret, peer) {
+            Multiple::Edwards(point) => {
+                points.push(point);
+                ladder.push(None);
+            }
+            Multiple::Montgomery(u) => {
+                points.push(EdwardsPoint::identity());
+                ladder.push(Some(u));
+            }
+        }
+    }
+    let mut us = EdwardsPoint::to_montgomery_batch(&points);
+    points.zeroize();
+    let out = us
+        .chunks_exact(2)
+        .zip(&ladder)
+        .map(|(u, ladder)| {
+            let shared = ladder.as_ref().unwrap_or(&u[1]);
+            (u[0].to_bytes(), contributory(shared))
+        })
+        .collect();
+    us.zeroize();
+    ladder.zeroize();
+    out
+}
+
+/// A multiple of a point given by its Montgomery u-coordinate, on whichever
+/// model it was computed: see [`scalar_mult_by`].
+enum Multiple {
+    /// On the Edwards curve birationally equivalent to Curve25519.
+    Edwards(EdwardsPoint),
+    /// The u-coordinate, from the Montgomery ladder (points on the twist).
+    Montgomery(MontgomeryPoint),
+}
+
+impl Multiple {
+    /// The Montgomery u-coordinate (one field inversion for `Edwards`).
+    fn to_montgomery(&self) -> MontgomeryPoint {
+        match self {
+            Self::Edwards(point) => point.to_montgomery(),
+            Self::Montgomery(u) => *u,
+        }
+    }
+}
+
+impl Zeroize for Multiple {
+    fn zeroize(&mut self) {
+        match self {
+            Self::Edwards(point) => point.zeroize(),
+            Self::Montgomery(u) => u.zeroize(),
+        }
+    }
+}
+
+/// RFC 7748's `X25519(k, u)` before its final conversion: the multiple of
+/// the point with u-coordinate `peer` by `clamp(secret)`, by the faster of
+/// the two routes of [`scalar_mult_by`] on this CPU.
+fn scalar_mult(secret: &[u8; KEY_LEN], peer: &[u8; KEY_LEN]) -> Multiple {
+    scalar_mult_by(secret, peer, edwards_is_faster())
+}
+
+/// Whether [`scalar_mult_by`]'s Edwards route beats the Montgomery ladder
+/// here: when `curve25519-dalek` runs its AVX2 backend, which it picks at
+/// run time on x86-64 CPUs that have AVX2. (Built with its serial backend
+/// forced by `--cfg curve25519_dalek_backend`, the Edwards route is still
+/// taken on such CPUs, correct but slower.)
+fn edwards_is_faster() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// RFC 7748's `X25519(k, u)` before its final conversion: the multiple of
+/// the point with u-coordinate `peer` by `clamp(secret)`.
+///
+/// With `edwards` and `u` on the curve (every honest public key), the
+/// multiplication is done on the birationally equivalent Edwards curve, for
+/// which `curve25519-dalek` has an AVX2 (vector) backend: that is about a
+/// quarter faster than its serial Montgomery ladder, conversions included
+/// (39 µs against 52 µs on an AMD EPYC). With only the serial backend it is
+/// slower, by the cost of the conversions' field exponentiations. The
+/// Edwards point over `u` is decompressed with sign 0; the other one is its
+/// negative, and so are their multiples, so the u-coordinate of the result
+/// does not depend on the choice. The map is a group isomorphism that sends
+/// the Montgomery point at infinity and (0, 0) to Edwards points that the
+/// conversion back sends to u = 0, just what the ladder outputs for them.
+/// For `u` on the quadratic twist, which has no Edwards point, and without
+/// `edwards`, the ladder runs.
+///
+/// Both routes reduce `u` the RFC's way: the top bit is ignored and values
+/// of p and above are taken mod p (`FieldElement::from_bytes`). Both are
+/// constant-time in `secret`, and which one runs depends only on `peer`,
+/// which is public, and the CPU.
+fn scalar_mult_by(secret: &[u8; KEY_LEN], peer: &[u8; KEY_LEN], edwards: bool) -> Multiple {
+    let u = MontgomeryPoint(*peer);
+    if edwards && let Some(point) = u.to_edwards(0) {
+        return Multiple::Edwards(point.mul_clamped(*secret));
+    }
+    Multiple::Montgomery(u.mul_clamped(*secret))
+}
+
+/// The shared secret for the output `u`, or `None` when it is all zeros (the
+/// peer sent a low-order point). The check is constant-time.
+fn contributory(u: &MontgomeryPoint) -> Option<SharedSecret> {
+    let zero = u.as_bytes().ct_eq(&[0u8; KEY_LEN]);
+    (!bool::from(zero)).then(|| SharedSecret(u.to_bytes()))
 }
 
 /// XORs the ChaCha20 keystream for `key` (zero nonce, counter from 0) into `buf`.
@@ -243,7 +387,7 @@ mod tests {
         let k = h::<32>("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
         let u = h::<32>("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
         let out = h::<32>("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
-        assert_eq!(x25519(&k, &u).unwrap().as_bytes(), &out);
+        assert_eq!(ours(&k, &u), out);
     }
 
     /// RFC 7748 section 6.1: Alice and Bob agree on K.
@@ -268,6 +412,183 @@ mod tests {
         let mut one = [0u8; 32];
         one[0] = 1;
         assert!(x25519(&a, &one).is_none());
+    }
+
+    /// RFC 7748 section 5.2, second test vector: its u has the top bit set,
+    /// which X25519 must ignore.
+    #[test]
+    fn x25519_rfc7748_scalar_mult_top_bit() {
+        let k = h::<32>("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d");
+        let u = h::<32>("e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493");
+        let out = h::<32>("95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957");
+        assert!(u[31] & 0x80 != 0);
+        assert_eq!(ours(&k, &u), out);
+    }
+
+    /// RFC 7748 section 5.2, the iterated test: k = u = 9, then repeatedly
+    /// `(k, u) = (X25519(k, u), k)`.
+    fn x25519_iterated(iterations: usize) -> [u8; KEY_LEN] {
+        let mut k = [0u8; KEY_LEN];
+        k[0] = 9;
+        let mut u = k;
+        for _ in 0..iterations {
+            let next = ours(&k, &u);
+            u = k;
+            k = next;
+        }
+        k
+    }
+
+    #[test]
+    fn x25519_rfc7748_iterated_once() {
+        assert_eq!(
+            x25519_iterated(1),
+            h::<32>("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")
+        );
+    }
+
+    #[test]
+    fn x25519_rfc7748_iterated_1000_times() {
+        assert_eq!(
+            x25519_iterated(1000),
+            h::<32>("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51")
+        );
+    }
+
+    /// u = p + offset, with the top bit set if `top`: non-canonical
+    /// encodings, which X25519 must reduce mod p.
+    fn non_canonical(offset: u8, top: bool) -> [u8; KEY_LEN] {
+        assert!(offset <= 18);
+        let mut u = [0xffu8; KEY_LEN];
+        u[0] = 0xed + offset;
+        u[31] = if top { 0xff } else { 0x7f };
+        u
+    }
+
+    /// `X25519(k, u)` by the plain Montgomery ladder (`x25519-dalek`).
+    fn ladder(k: &[u8; KEY_LEN], u: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        x25519_dalek::x25519(*k, *u)
+    }
+
+    /// What [`x25519`] returns, as bytes (all zeros for `None`), after
+    /// checking that both of [`scalar_mult_by`]'s routes give it, whichever
+    /// this CPU makes [`x25519`] take.
+    fn ours(k: &[u8; KEY_LEN], u: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        let out = x25519(k, u).map_or([0u8; KEY_LEN], |shared| *shared.as_bytes());
+        for edwards in [false, true] {
+            let by = scalar_mult_by(k, u, edwards).to_montgomery().to_bytes();
+            assert_eq!(by, out, "edwards route {edwards}, u {}", hex::encode(u));
+        }
+        out
+    }
+
+    /// Whether `u` (top bit ignored, mod p) is on the twist rather than the
+    /// curve, so [`scalar_mult`] takes the ladder.
+    fn on_twist(u: &[u8; KEY_LEN]) -> bool {
+        MontgomeryPoint(*u).to_edwards(0).is_none()
+    }
+
+    /// The points of small order (libsodium's list of encodings that
+    /// X25519 maps to zero for every scalar), with and without the top bit.
+    fn low_order_points() -> Vec<[u8; KEY_LEN]> {
+        let mut points = vec![
+            [0u8; KEY_LEN],
+            h::<32>("0100000000000000000000000000000000000000000000000000000000000000"),
+            h::<32>("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+            h::<32>("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+            h::<32>("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+            non_canonical(0, false),
+            non_canonical(1, false),
+        ];
+        let with_top: Vec<_> = points
+            .iter()
+            .map(|u| {
+                let mut u = *u;
+                u[31] |= 0x80;
+                u
+            })
+            .collect();
+        points.extend(with_top);
+        points
+    }
+
+    /// Every low-order point, on the curve (Edwards route) or on the twist
+    /// (ladder), gives all zeros like the ladder does, and is refused.
+    #[test]
+    fn x25519_low_order_points_match_ladder() {
+        let k = h::<32>("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+        let points = low_order_points();
+        assert!(points.iter().any(on_twist));
+        assert!(points.iter().any(|u| !on_twist(u)));
+        for u in &points {
+            assert_eq!(ladder(&k, u), [0u8; KEY_LEN], "{}", hex::encode(u));
+            assert_eq!(ours(&k, u), [0u8; KEY_LEN], "{}", hex::encode(u));
+            assert!(x25519(&k, u).is_none(), "{}", hex::encode(u));
+        }
+    }
+
+    /// Points on the twist take the ladder and give its result; the
+    /// non-canonical encodings of 2..=18 and small u both ways.
+    #[test]
+    fn x25519_twist_points_match_ladder() {
+        let k = h::<32>("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d");
+        let mut twist = 0;
+        for small in 2u8..=18 {
+            let mut u = [0u8; KEY_LEN];
+            u[0] = small;
+            for u in [u, non_canonical(small, false), non_canonical(small, true)] {
+                twist += usize::from(on_twist(&u));
+                assert_eq!(ours(&k, &u), ladder(&k, &u), "{}", hex::encode(u));
+            }
+        }
+        assert!(twist > 0);
+    }
+
+    proptest::proptest! {
+        /// Random u (half on the curve, half on the twist; half with the top
+        /// bit set) agree with the ladder.
+        #[test]
+        fn x25519_matches_ladder(k in proptest::prelude::any::<[u8; KEY_LEN]>(), u in proptest::prelude::any::<[u8; KEY_LEN]>()) {
+            proptest::prop_assert_eq!(ours(&k, &u), ladder(&k, &u));
+        }
+
+        /// Non-canonical u (p to 2^255 - 1, top bit set or not) agree too.
+        #[test]
+        fn x25519_non_canonical_matches_ladder(k in proptest::prelude::any::<[u8; KEY_LEN]>(), offset in 0u8..=18, top in proptest::prelude::any::<bool>()) {
+            let u = non_canonical(offset, top);
+            proptest::prop_assert_eq!(ours(&k, &u), ladder(&k, &u));
+        }
+
+        /// Key generation is X25519 with u = 9.
+        #[test]
+        fn x25519_public_matches_ladder(k in proptest::prelude::any::<[u8; KEY_LEN]>()) {
+            proptest::prop_assert_eq!(x25519_public(&k), ladder(&k, &x25519_dalek::X25519_BASEPOINT_BYTES));
+            proptest::prop_assert_eq!(MixSecret::from_bytes(k).public().0, x25519_public(&k));
+        }
+
+        /// The batched client exchanges agree with one-at-a-time ones, for
+        /// random peers (curve and twist) mixed with low-order ones.
+        #[test]
+        fn x25519_ephemerals_match_singles(
+            pairs in proptest::collection::vec(
+                (proptest::prelude::any::<[u8; KEY_LEN]>(), proptest::prelude::any::<[u8; KEY_LEN]>(), 0usize..32),
+                0..7,
+            ),
+        ) {
+            let low = low_order_points();
+            let pairs: Vec<_> = pairs
+                .into_iter()
+                .map(|(k, u, pick)| (k, low.get(pick).copied().unwrap_or(u)))
+                .collect();
+            let batch = x25519_ephemerals(pairs.iter().map(|(k, u)| (k, u)));
+            proptest::prop_assert_eq!(batch.len(), pairs.len());
+            for ((public, shared), (k, u)) in batch.iter().zip(&pairs) {
+                proptest::prop_assert_eq!(*public, ladder(k, &x25519_dalek::X25519_BASEPOINT_BYTES));
+                let shared = shared.as_ref().map_or([0u8; KEY_LEN], |s| *s.as_bytes());
+                proptest::prop_assert_eq!(shared, ladder(k, u));
+                proptest::prop_assert_eq!(shared, ours(k, u));
+            }
+        }
     }
 
     /// RFC 8439 section 2.4.2 uses nonce 000000000000004a00000000 and counter 1;

@@ -384,14 +384,16 @@ pub(crate) fn build_header<R: CryptoRng + ?Sized>(
         });
     }
 
+    let mut ephemerals = Zeroizing::new(vec![[0u8; KEY_LEN]; hops]);
+    for ephemeral in ephemerals.iter_mut() {
+        rng.fill_bytes(ephemeral);
+    }
+    let exchanges =
+        crypto::x25519_ephemerals(ephemerals.iter().zip(path.iter().map(|hop| &hop.key.0)));
     let mut alphas = Vec::with_capacity(hops);
     let mut keys = Vec::with_capacity(hops);
-    for (index, hop) in path.iter().enumerate() {
-        let mut ephemeral = Zeroizing::new([0u8; KEY_LEN]);
-        rng.fill_bytes(ephemeral.as_mut());
-        let alpha = crypto::x25519_public(&ephemeral);
-        let shared =
-            crypto::x25519(&ephemeral, &hop.key.0).ok_or(BuildError::InvalidKey { hop: index })?;
+    for (index, ((alpha, shared), hop)) in exchanges.into_iter().zip(path).enumerate() {
+        let shared = shared.ok_or(BuildError::InvalidKey { hop: index })?;
         keys.push(HopKeys::derive(&shared, &alpha, &hop.key));
         alphas.push(alpha);
     }
