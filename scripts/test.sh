@@ -24,6 +24,11 @@ log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # --- Tests ---------------------------------------------------------------------
+# tests/tests/processes.rs runs the leak-node binary, which Cargo does not build
+# for another package's tests: build every binary first.
+log "cargo build --workspace --bins"
+cargo build --workspace --bins --locked
+
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --workspace"
     cargo nextest run --workspace --locked --no-fail-fast

@@ -230,9 +230,13 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("subscribing to descriptors: {e}"))?;
     let mut listeners = Vec::new();
     for addr in &config.node.listen {
-        let id = swarm
-            .listen_on(addr.clone())
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (is the port taken?)"))?;
+        // `TransportError::Other` displays as nothing: show the I/O error itself.
+        let id = swarm.listen_on(addr.clone()).map_err(|e| match e {
+            libp2p::TransportError::Other(io) => {
+                anyhow::anyhow!("cannot listen on {addr}: {io} (is the port taken?)")
+            }
+            other => anyhow::anyhow!("cannot listen on {addr}: {other}"),
+        })?;
         listeners.push(id);
     }
     // Learn the bound addresses (port 0 becomes a real port).

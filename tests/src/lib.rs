@@ -1,5 +1,6 @@
 //! Helpers for Leak's integration tests: start real nodes, build paths
-//! from their descriptors, wait for conditions.
+//! from their descriptors, wait for conditions; [`process`] runs the
+//! `leak-node` binary as child processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +16,10 @@ use leak_protocol::{
     directory::{Descriptor, SignedDescriptor},
 };
 use libp2p::Multiaddr;
+
+pub mod process;
+
+pub use process::{NodeProcess, init_node, leak_node_bin};
 
 /// A config for a test node in `dir`: loopback, any port, no metrics.
 pub fn test_config(dir: &Path, period_secs: u64, bootstrap: Vec<Multiaddr>) -> Config {
