@@ -198,9 +198,22 @@ impl Config {
                 .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
             figment = figment.merge(Serialized::global(key.trim(), parse_value(value.trim())));
         }
-        let config: Self = figment
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", path.display()))?;
+        let config: Self = figment.extract().map_err(|e| {
+            // Name the key and the problem; figment's own Display also names
+            // the provider's source location, which means nothing to an operator.
+            let problems: Vec<String> = e
+                .into_iter()
+                .map(|e| match e.path.join(".") {
+                    key if key.is_empty() => e.kind.to_string(),
+                    key => format!("{key}: {}", e.kind),
+                })
+                .collect();
+            anyhow::anyhow!(
+                "invalid configuration ({} with LEAK_* and --set overrides): {}",
+                path.display(),
+                problems.join("; ")
+            )
+        })?;
         config.validate()?;
         Ok(config)
     }

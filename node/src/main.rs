@@ -145,9 +145,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let config = Config::load(&args.config, &sets)?;
     let filter = log_filter(&config.log.level)?;
+    // Logs go to stderr (stdout carries the machine-readable lines below),
+    // coloured only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let identity = Identity::load(&config.identity_path())?;
     let node = leak_node::start(config, identity, StartOptions::default()).await?;

@@ -194,9 +194,9 @@ async fn three_processes_carry_a_reply() {
     });
     for node in [&n1, &n2, &n3] {
         assert!(
-            node.stdout().contains("leak-node stopped"),
-            "no shutdown log:\n{}",
-            node.stdout()
+            node.stderr().contains("leak-node stopped"),
+            "no shutdown log (logs go to stderr):\n{}",
+            node.stderr()
         );
         assert!(
             !node.stderr().contains("panicked"),
