@@ -6,16 +6,22 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use leak_node::{Config, Identity, RunningNode, StartOptions, node::unix_now};
+use leak_node::{Config, Identity, RunningNode, StartOptions, client::Peer, node::unix_now};
 use leak_protocol::{
-    Delay, PathHop,
+    Delay, MailboxId, NodeId, Packet, PathHop, ReplyKeys, build_reply_block,
     directory::{Descriptor, SignedDescriptor},
 };
 use libp2p::Multiaddr;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub mod process;
 
@@ -125,4 +131,152 @@ pub fn random32() -> [u8; 32] {
     let mut out = [0u8; 32];
     rand::rng().fill_bytes(&mut out);
     out
+}
+
+/// Whether `from` holds a verified descriptor of `node`.
+pub fn knows(from: &RunningNode, node: NodeId) -> bool {
+    from.directory().iter().any(|d| d.node == node)
+}
+
+/// Packets `node` delivered into its mailboxes so far.
+pub fn mailbox_finals(node: &RunningNode) -> u64 {
+    node.metrics()
+        .packets_final
+        .get_or_create(&vec![("kind", "mailbox")])
+        .get()
+}
+
+/// Waits until `node` has counted at least `n` drops for `reason`.
+pub async fn wait_for_drops(node: &RunningNode, reason: &'static str, n: u64, timeout: Duration) {
+    wait_until(timeout, &format!("{n} drop(s) for {reason:?}"), || {
+        let done = node.metrics().dropped(reason) >= n;
+        async move { done }
+    })
+    .await;
+}
+
+/// A client peer that knows where `nodes` listen.
+pub fn client_for(nodes: &[&RunningNode]) -> Peer {
+    let client = Peer::new().unwrap();
+    for node in nodes {
+        client.add_node(node.peer_id(), node.listen_addrs().to_vec());
+    }
+    client
+}
+
+/// A reply packet for `path` (its last hop keeps the mailbox of
+/// `capability`) carrying `message`, and the keys to open the reply.
+pub fn reply_packet(
+    path: &[PathHop],
+    capability: &[u8; 32],
+    message: &[u8],
+) -> (Packet, ReplyKeys) {
+    let (block, keys) = build_reply_block(
+        path,
+        MailboxId::from_capability(capability),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    let (first_hop, packet) = block.into_packet(message).unwrap();
+    assert_eq!(first_hop, path[0].node);
+    (packet, keys)
+}
+
+/// Fetches the mailbox of `capability` at `node` until it yields at least
+/// one reply or `timeout` passes; returns what it got (possibly nothing).
+pub async fn fetch_replies(
+    client: &Peer,
+    node: &RunningNode,
+    capability: &[u8; 32],
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let replies = client
+            .fetch_mailbox(node.peer_id(), capability)
+            .await
+            .unwrap();
+        if !replies.is_empty() || tokio::time::Instant::now() > deadline {
+            return replies;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The time since the Unix epoch, with sub-second precision.
+pub fn unix_time() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+/// Sleeps until the wall clock reads `at` (since the Unix epoch).
+pub async fn sleep_until_unix(at: Duration) {
+    if let Some(left) = at.checked_sub(unix_time()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// A minimal `GET path` over HTTP/1.1; returns the status line and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// A descriptor for `identity`, otherwise a copy of `template` (a real
+/// node's, so its fields are consistent), published at `published_at`.
+pub fn descriptor_for(identity: &Identity, template: &Descriptor, published_at: u64) -> Descriptor {
+    Descriptor {
+        node: identity.node_id(),
+        published_at,
+        ..template.clone()
+    }
+}
+
+/// Counts the panics of this process from now on (on any thread), still
+/// printing them as usual.
+pub fn count_panics() -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    count
 }
