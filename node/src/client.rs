@@ -4,7 +4,7 @@
 
 use std::{io, time::Duration};
 
-use futures::{AsyncWriteExt as _, StreamExt as _};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use leak_protocol::{Packet, directory::SignedDescriptor};
 use libp2p::{Multiaddr, PeerId, identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux};
 
@@ -20,6 +20,10 @@ struct ClientBehaviour {
 }
 
 /// A connection-making peer with an ephemeral identity.
+///
+/// Dropping it closes its connections at once, discarding whatever is still
+/// buffered on them: keep it alive until what was written has arrived
+/// ([`Peer::send_packets`] waits for that by itself).
 pub struct Peer {
     control: libp2p_stream::Control,
     book: AddressBook,
@@ -97,14 +101,30 @@ impl Peer {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Sends packets to `peer` on a fresh stream and closes it.
+    /// Sends packets to `peer` on a fresh stream and closes it. Returns once
+    /// the node has read them all (it closes its side when it reaches the
+    /// end of the stream), so dropping the peer right after loses nothing.
+    /// An error means the node may not have read them: it refused the stream
+    /// (a reset), or the connection failed.
     pub async fn send_packets(&self, peer: PeerId, packets: &[Packet]) -> io::Result<()> {
         let mut stream = self.open_packet_stream(peer).await?;
         for packet in packets {
             wire::write_packet(&mut stream, packet).await?;
         }
         stream.flush().await?;
-        stream.close().await
+        stream.close().await?;
+        // The node never writes on a packet stream: wait for its end.
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut byte))
+            .await
+            .map_err(|_| timeout_error())??
+        {
+            0 => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the node wrote on a packet stream",
+            )),
+        }
     }
 
     /// The signed descriptors `peer` serves (unverified: verify them).
