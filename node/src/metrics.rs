@@ -43,6 +43,8 @@ pub struct Metrics {
     pub mailbox_replies: Gauge,
     /// Descriptors refused, by reason.
     pub descriptors_refused: Family<Labels, Counter>,
+    /// Inbound streams reset because too many were waiting for the node.
+    pub inbound_streams_refused: Counter,
     /// libp2p's own metrics, in the same registry.
     pub libp2p: libp2p::metrics::Metrics,
     registry: Registry,
@@ -116,6 +118,12 @@ impl Metrics {
             "Descriptors refused, by reason",
             descriptors_refused.clone(),
         );
+        let inbound_streams_refused = Counter::default();
+        registry.register(
+            "inbound_streams_refused",
+            "Inbound streams reset because too many were waiting for the node",
+            inbound_streams_refused.clone(),
+        );
         let libp2p = libp2p::metrics::Metrics::new(registry.sub_registry_with_prefix("libp2p"));
         Self {
             packets_received,
@@ -130,6 +138,7 @@ impl Metrics {
             directory_nodes,
             mailbox_replies,
             descriptors_refused,
+            inbound_streams_refused,
             libp2p,
             registry,
         }

@@ -1,5 +1,6 @@
-//! The libp2p side: transport, behaviours, and the address book that lets
-//! the node dial a next hop from its descriptor.
+//! The libp2p side: transport, behaviours, the address book that lets the
+//! node dial a next hop from its descriptor, and the queues that hand the
+//! node the streams its peers open.
 
 use std::{
     collections::HashMap,
@@ -11,15 +12,21 @@ use std::{
 
 use anyhow::Context as _;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, connection_limits, gossipsub, identify,
+    Multiaddr, PeerId, Stream, StreamProtocol, Swarm, connection_limits,
+    core::upgrade::{DeniedUpgrade, InboundUpgrade, UpgradeInfo},
+    gossipsub, identify,
     identity::Keypair,
     noise, ping,
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm, dummy,
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        dummy,
+        handler::{ConnectionEvent, FullyNegotiatedInbound},
     },
     tcp, yamux,
 };
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 
@@ -131,6 +138,167 @@ impl NetworkBehaviour for AddressBookBehaviour {
     }
 }
 
+/// The streams peers opened for one protocol, waiting for the node.
+pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;
+
+/// Accepts inbound streams of the node's own protocols and queues them, per
+/// protocol, for the node's tasks to take. A stream that finds its queue full
+/// is reset and counted.
+///
+/// (libp2p-stream's `accept` holds a single waiting stream and resets every
+/// other one that arrives before the node takes it: with a few peers opening
+/// streams at once, a third of them were reset and their packets lost. The
+/// node still opens its outbound streams with libp2p-stream.)
+pub struct InboundStreams {
+    queues: Arc<HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>>,
+    refused: Counter,
+}
+
+impl InboundStreams {
+    /// Accepts `protocols`, holding up to `backlog` streams of each that
+    /// the node has not taken yet; counts refused streams in `refused`.
+    pub fn new(
+        protocols: &[StreamProtocol],
+        backlog: usize,
+        refused: Counter,
+    ) -> (Self, HashMap<StreamProtocol, Incoming>) {
+        let mut queues = HashMap::new();
+        let mut incoming = HashMap::new();
+        for protocol in protocols {
+            let (tx, rx) = mpsc::channel(backlog.max(1));
+            queues.insert(protocol.clone(), tx);
+            incoming.insert(protocol.clone(), rx);
+        }
+        let behaviour = Self {
+            queues: Arc::new(queues),
+            refused,
+        };
+        (behaviour, incoming)
+    }
+
+    fn handler(&self, remote: PeerId) -> InboundHandler {
+        InboundHandler {
+            remote,
+            queues: self.queues.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+}
+
+impl NetworkBehaviour for InboundStreams {
+    type ConnectionHandler = InboundHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler(peer))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler(peer))
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// The per-connection side of [`InboundStreams`].
+pub struct InboundHandler {
+    remote: PeerId,
+    queues: Arc<HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>>,
+    refused: Counter,
+}
+
+/// Negotiates any of the accepted protocols; the stream is the output.
+pub struct AcceptedProtocols(Vec<StreamProtocol>);
+
+impl UpgradeInfo for AcceptedProtocols {
+    type Info = StreamProtocol;
+    type InfoIter = std::vec::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for AcceptedProtocols {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Output, Self::Error>>;
+
+    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, protocol)))
+    }
+}
+
+impl ConnectionHandler for InboundHandler {
+    type FromBehaviour = Infallible;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = AcceptedProtocols;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(AcceptedProtocols(self.queues.keys().cloned().collect()), ())
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+        Poll::Pending
+    }
+
+    fn on_behaviour_event(&mut self, event: Self::FromBehaviour) {
+        match event {}
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: (stream, protocol),
+            ..
+        }) = event
+        {
+            let queued = self
+                .queues
+                .get(&protocol)
+                .is_some_and(|queue| queue.try_send((self.remote, stream)).is_ok());
+            if !queued {
+                // Dropping the stream resets it: the peer sees the refusal.
+                self.refused.inc();
+            }
+        }
+    }
+}
+
 pub use behaviour::{Behaviour, BehaviourEvent};
 
 mod behaviour {
@@ -138,7 +306,7 @@ mod behaviour {
     #![allow(missing_docs)]
     use libp2p::{connection_limits, gossipsub, identify, ping, swarm::NetworkBehaviour};
 
-    use super::AddressBookBehaviour;
+    use super::{AddressBookBehaviour, InboundStreams};
 
     /// Every behaviour of a node.
     #[derive(NetworkBehaviour)]
@@ -153,8 +321,10 @@ mod behaviour {
         pub ping: ping::Behaviour,
         /// Descriptor spreading.
         pub gossipsub: gossipsub::Behaviour,
-        /// Streams of the node's own protocols.
+        /// Outbound streams of the node's own protocols.
         pub stream: libp2p_stream::Behaviour,
+        /// Inbound streams of the node's own protocols.
+        pub inbound: InboundStreams,
     }
 }
 
@@ -163,6 +333,7 @@ pub fn build_swarm(
     keypair: &Keypair,
     config: &Config,
     book: AddressBook,
+    inbound: InboundStreams,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.limits.max_connections))
@@ -199,6 +370,7 @@ pub fn build_swarm(
                 ping: ping::Behaviour::default(),
                 gossipsub,
                 stream: libp2p_stream::Behaviour::new(),
+                inbound,
             })
         })
         .map_err(|e| anyhow::anyhow!("building the libp2p behaviours: {e}"))?

@@ -108,6 +108,8 @@ const MAX_PACKET_STREAMS_PER_PEER: usize = 2;
 const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// How long a request may take before it is abandoned.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inbound streams of one protocol that may wait for the node to take them.
+const INBOUND_BACKLOG: usize = 64;
 /// Packets a worker takes from the queue at once (one database transaction).
 const WORKER_BATCH: usize = 128;
 
@@ -221,7 +223,24 @@ pub async fn start(
 
     let metrics = Arc::new(Metrics::new());
     let book = AddressBook::default();
-    let mut swarm = net::build_swarm(identity.keypair(), &config, book.clone())?;
+    let (inbound, mut incoming) = net::InboundStreams::new(
+        &[
+            wire::PACKET_PROTOCOL,
+            wire::DIRECTORY_PROTOCOL,
+            wire::MAILBOX_PROTOCOL,
+        ],
+        INBOUND_BACKLOG,
+        metrics.inbound_streams_refused.clone(),
+    );
+    let mut take_incoming = |protocol| {
+        incoming
+            .remove(&protocol)
+            .with_context(|| format!("no inbound queue for {protocol}"))
+    };
+    let packets = take_incoming(wire::PACKET_PROTOCOL)?;
+    let directory_streams = take_incoming(wire::DIRECTORY_PROTOCOL)?;
+    let mailbox_streams = take_incoming(wire::MAILBOX_PROTOCOL)?;
+    let mut swarm = net::build_swarm(identity.keypair(), &config, book.clone(), inbound)?;
     let topic = gossipsub::IdentTopic::new(DESCRIPTOR_TOPIC);
     swarm
         .behaviour_mut()
@@ -300,17 +319,6 @@ pub async fn start(
         let _ = commands_tx.try_send(Command::Dial(addr.clone()));
     }
     let commands = commands_tx.clone();
-
-    let mut control_for_accept = control.clone();
-    let packets = control_for_accept
-        .accept(wire::PACKET_PROTOCOL)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let directory_streams = control_for_accept
-        .accept(wire::DIRECTORY_PROTOCOL)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mailbox_streams = control_for_accept
-        .accept(wire::MAILBOX_PROTOCOL)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     tasks.push(tokio::spawn(run_swarm(
         swarm,
@@ -629,14 +637,14 @@ async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
 }
 
 async fn accept_packets(
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: net::Incoming,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let (peer, stream) = tokio::select! {
             _ = shutdown.changed() => return,
-            next = incoming.next() => match next {
+            next = incoming.recv() => match next {
                 Some(next) => next,
                 None => return,
             },
@@ -690,7 +698,7 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
 }
 
 async fn serve_directories(
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: net::Incoming,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -698,7 +706,7 @@ async fn serve_directories(
     loop {
         let (_, mut stream) = tokio::select! {
             _ = shutdown.changed() => return,
-            next = incoming.next() => match next { Some(n) => n, None => return },
+            next = incoming.recv() => match next { Some(n) => n, None => return },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
@@ -720,7 +728,7 @@ async fn serve_directories(
 }
 
 async fn serve_mailboxes(
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: net::Incoming,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -728,7 +736,7 @@ async fn serve_mailboxes(
     loop {
         let (_, mut stream) = tokio::select! {
             _ = shutdown.changed() => return,
-            next = incoming.next() => match next { Some(n) => n, None => return },
+            next = incoming.recv() => match next { Some(n) => n, None => return },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
