@@ -66,6 +66,14 @@ impl AddressBook {
             .unwrap_or_default()
     }
 
+    /// Every peer with addresses.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.inner
+            .read()
+            .map(|map| map.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Keeps only the peers `keep` says yes to.
     pub fn retain(&self, mut keep: impl FnMut(&PeerId) -> bool) {
         if let Ok(mut map) = self.inner.write() {

@@ -352,6 +352,10 @@ pub async fn start(
         commands_tx,
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(pull_directories(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let workers = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
         .map(|i| {
@@ -605,7 +609,8 @@ async fn run_swarm(
     }
 }
 
-/// Fetches a node's directory after connecting to it.
+/// Fetches a node's directory (after connecting to it, and from time to time
+/// from a node at random: [`pull_directories`]) and keeps what verifies.
 async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
     let mut control = shared
         .control
@@ -1093,6 +1098,34 @@ async fn write_link(peer: PeerId, mut rx: mpsc::Receiver<Packet>, shared: Arc<Sh
     let mut links = shared.links.lock().unwrap_or_else(|e| e.into_inner());
     if links.get(&peer).is_some_and(mpsc::Sender::is_closed) {
         links.remove(&peer);
+    }
+}
+
+/// Anti-entropy: pulls the directory of one known node, chosen at random,
+/// every so often: after 1 s, then twice as long each time up to the
+/// maintenance tick. Without it a descriptor can be missed for half an
+/// epoch (until its node publishes again): one that reaches the bootstrap
+/// node while a newcomer's first directory fetch is in flight goes only to
+/// the gossip mesh of that moment, and a directory request can fail.
+async fn pull_directories(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = shared.config.epochs.period_secs;
+    let most = Duration::from_millis((period * 1000 / 4).clamp(1000, 30_000));
+    let mut every = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        every = (every * 2).min(most);
+        let peers = shared.book.peers();
+        if peers.is_empty() {
+            continue;
+        }
+        let peer = {
+            use rand::RngExt as _;
+            peers[rand::rng().random_range(0..peers.len())]
+        };
+        fetch_directory(peer, shared.clone()).await;
     }
 }
 
