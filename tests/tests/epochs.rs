@@ -1,0 +1,101 @@
+//! Key epochs: a packet built for epoch e is accepted during epoch e + 1
+//! (the previous epoch's key is kept) and dropped from epoch e + 2 on, when
+//! the secret of e is gone from memory and from disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use leak_node::{StartOptions, store::Store};
+use leak_tests::{
+    TestNode, client_for, fetch_replies, hop_for_epoch, mailbox_finals, own_descriptor, random32,
+    reply_packet, sleep_until_unix, test_config, unix_time, wait_for_drops, wait_until,
+};
+
+/// Seconds per epoch: short, so the test crosses two boundaries.
+const PERIOD: u64 = 4;
+/// How far into an epoch a packet is sent: far from both boundaries.
+const INTO_EPOCH: Duration = Duration::from_millis(1500);
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_is_accepted_one_epoch_late_and_dropped_two_epochs_late() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    let config = test_config(&dir, PERIOD, vec![]);
+    let a = TestNode::start(dir.clone(), config.clone(), StartOptions::default()).await;
+    let an = &a.node;
+
+    // The epoch the node's first descriptor was signed in: it published
+    // that epoch's key (and the next one's).
+    let descriptor = own_descriptor(an);
+    let e = descriptor.epoch_at(descriptor.published_at);
+    let (late_cap, too_late_cap) = (random32(), random32());
+    let path = [hop_for_epoch(&descriptor, e, 0)];
+    let (late, late_keys) = reply_packet(&path, &late_cap, b"one epoch late");
+    let (too_late, _) = reply_packet(&path, &too_late_cap, b"two epochs late");
+
+    // Connect the client now, so sending later takes no handshake.
+    let client = client_for(&[an]);
+    assert!(
+        client
+            .fetch_mailbox(an.peer_id(), &late_cap)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Well into epoch e + 1: the key of e is the previous epoch's, accepted.
+    let start_of = |epoch: u64| Duration::from_secs(epoch * PERIOD);
+    sleep_until_unix(start_of(e + 1) + INTO_EPOCH).await;
+    client.send_packets(an.peer_id(), &[late]).await.unwrap();
+    let sent_at = unix_time();
+    assert!(
+        sent_at < start_of(e + 2),
+        "the test fell behind the clock: sent at {sent_at:?}, epoch {} started at {:?}",
+        e + 2,
+        start_of(e + 2)
+    );
+    let replies = fetch_replies(&client, an, &late_cap, TIMEOUT).await;
+    assert_eq!(replies.len(), 1, "the reply one epoch late was stored");
+    assert_eq!(&late_keys.open(&replies[0]).unwrap()[..], b"one epoch late");
+    assert_eq!(an.metrics().dropped("unknown_epoch"), 0);
+
+    // Well into epoch e + 2: the key of e is gone.
+    sleep_until_unix(start_of(e + 2) + INTO_EPOCH).await;
+    client
+        .send_packets(an.peer_id(), &[too_late])
+        .await
+        .unwrap();
+    wait_for_drops(an, "unknown_epoch", 1, TIMEOUT).await;
+    assert_eq!(an.metrics().dropped("unknown_epoch"), 1);
+    assert_eq!(mailbox_finals(an), 1, "nothing more stored");
+    assert!(
+        client
+            .fetch_mailbox(an.peer_id(), &too_late_cap)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The maintenance tick (a quarter period) rotates the ring.
+    wait_until(TIMEOUT, "the key of epoch e to be forgotten", || {
+        let epochs = an.key_epochs();
+        let done = !epochs.is_empty() && epochs.iter().all(|&k| k > e);
+        async move { done }
+    })
+    .await;
+
+    a.node.shutdown().await.unwrap();
+    let store = Store::open(&config.database_path()).unwrap();
+    let on_disk: Vec<u64> = store
+        .mix_keys()
+        .unwrap()
+        .iter()
+        .map(|(epoch, _)| *epoch)
+        .collect();
+    assert!(!on_disk.is_empty(), "the live keys are kept");
+    assert!(
+        on_disk.iter().all(|&epoch| epoch > e),
+        "no secret of epoch {e} or older on disk: {on_disk:?}"
+    );
+}
