@@ -124,7 +124,8 @@ impl Metrics {
             "Inbound streams reset because too many were waiting for the node",
             inbound_streams_refused.clone(),
         );
-        let libp2p = libp2p::metrics::Metrics::new(registry.sub_registry_with_prefix("libp2p"));
+        // libp2p's metrics add their own "libp2p" prefix: leak_libp2p_*.
+        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
         Self {
             packets_received,
             packets_forwarded,
