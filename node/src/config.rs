@@ -187,11 +187,18 @@ impl Config {
     pub fn load(path: &std::path::Path, sets: &[String]) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let mut figment = Figment::new().merge(Toml::string(&text)).merge(
-            Env::prefixed("LEAK_")
-                .filter(|key| key.as_str().contains("__"))
-                .split("__"),
-        );
+        // Defaults first, so a file written by an older version, or by hand,
+        // need not name every key; data_dir defaults to the file's directory.
+        let data_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults(data_dir)))
+            .merge(Toml::string(&text))
+            .merge(
+                Env::prefixed("LEAK_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            );
         for set in sets {
             let (key, value) = set
                 .split_once('=')
@@ -221,8 +228,20 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.epochs.period_secs >= 1,
-            "epochs.period_secs must be at least 1"
+            (1..=366 * 86_400).contains(&self.epochs.period_secs),
+            "epochs.period_secs must be between 1 and 31622400"
+        );
+        anyhow::ensure!(
+            (1..=6).contains(&self.epochs.keys_ahead),
+            "epochs.keys_ahead must be between 1 and 6"
+        );
+        anyhow::ensure!(
+            self.directory.max_age_secs >= 3 && self.directory.max_nodes >= 1,
+            "directory.max_age_secs must be at least 3 and directory.max_nodes at least 1"
+        );
+        anyhow::ensure!(
+            self.mailbox.ttl_secs <= 366 * 86_400,
+            "mailbox.ttl_secs must be at most a year"
         );
         anyhow::ensure!(
             !self.node.listen.is_empty(),
@@ -436,6 +455,17 @@ mod tests {
         config.node.family = "alice's \"nodes\"".into();
         let path = write(dir.path(), &config.to_commented_toml());
         assert_eq!(Config::load(&path, &[]).unwrap(), config);
+    }
+
+    /// A hand-written file naming only what differs from the defaults.
+    #[test]
+    fn missing_keys_take_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[limits]\nglobal_queue = 99\n");
+        let loaded = Config::load(&path, &[]).unwrap();
+        let mut expected = Config::defaults(dir.path().to_path_buf());
+        expected.limits.global_queue = 99;
+        assert_eq!(loaded, expected);
     }
 
     #[test]

@@ -344,6 +344,11 @@ pub fn build_swarm(
     inbound: InboundStreams,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let limits = connection_limits::ConnectionLimits::default()
+        // Inbound connections get all but an eighth of the slots, so a crowd
+        // of throwaway identities cannot stop the node dialling next hops.
+        .with_max_established_incoming(Some(
+            config.limits.max_connections - config.limits.max_connections / 8,
+        ))
         .with_max_established(Some(config.limits.max_connections))
         .with_max_established_per_peer(Some(config.limits.max_connections_per_peer))
         .with_max_pending_incoming(Some(config.limits.max_connections.min(128)));
@@ -373,7 +378,10 @@ pub fn build_swarm(
                 addresses: AddressBookBehaviour::new(book),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                        .with_hide_listen_addrs(true),
+                        .with_hide_listen_addrs(true)
+                        // Dial next hops from signed descriptors only, and
+                        // keep no record of the addresses peers report.
+                        .with_cache_size(0),
                 ),
                 ping: ping::Behaviour::default(),
                 gossipsub,

@@ -75,6 +75,25 @@ pub struct StartOptions {
     pub exit_info: Option<ExitInfo>,
 }
 
+/// The listen addresses worth publishing: loopback ones only when there is
+/// nothing else (a federation on one machine).
+fn publishable(listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let is_loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+            Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let outside: Vec<Multiaddr> = listen.iter().filter(|a| !is_loopback(a)).cloned().collect();
+    if outside.is_empty() {
+        listen.to_vec()
+    } else {
+        outside
+    }
+}
+
 /// The current Unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -171,9 +190,9 @@ impl Shared {
         let now = self.now();
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let addresses = if self.config.node.external_addresses.is_empty() {
-            &self.listen_addrs
+            publishable(&self.listen_addrs)
         } else {
-            &self.config.node.external_addresses
+            self.config.node.external_addresses.clone()
         };
         let descriptor = Descriptor {
             node: self.identity.node_id(),
@@ -261,12 +280,28 @@ pub async fn start(
     // Learn the bound addresses (port 0 becomes a real port).
     let mut listen_addrs = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while listen_addrs.len() < listeners.len() {
-        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
-            .await
-            .context("timed out waiting for the listeners to start")?;
+    // A listener on 0.0.0.0 reports one address per interface: once every
+    // listener has reported, keep collecting briefly.
+    let mut started = std::collections::HashSet::new();
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        if started.len() == listeners.len() && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+        }
+        let wait_until = grace.unwrap_or(deadline).min(deadline);
+        let event = match tokio::time::timeout_at(wait_until, swarm.select_next_some()).await {
+            Ok(event) => event,
+            Err(_) if grace.is_some() => break,
+            Err(_) => anyhow::bail!("timed out waiting for the listeners to start"),
+        };
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                started.insert(listener_id);
+                listen_addrs.push(address);
+            }
             SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
             SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
@@ -560,7 +595,7 @@ async fn run_swarm(
                                     }
                                     Err(Refused::Full) => gossipsub::MessageAcceptance::Ignore,
                                     Err(Refused::Invalid(e)) => {
-                                        tracing::info!(reason = %e, "refused a descriptor");
+                                        tracing::debug!(reason = %e, "refused a descriptor");
                                         gossipsub::MessageAcceptance::Reject
                                     }
                                 };
@@ -906,6 +941,13 @@ fn dispatch(
     };
     match processed {
         Processed::Forward(forward) => match peer_id_of(&forward.next_hop) {
+            // Only nodes of the directory (or this one): a packet cannot make
+            // the node dial arbitrary keys and hold queues for them.
+            Some(next_hop)
+                if next_hop != shared.local_peer && shared.book.get(&next_hop).is_empty() =>
+            {
+                shared.drop_packet("unknown_next_hop");
+            }
             Some(next_hop) => hold(
                 forward.delay,
                 HeldAction::Forward {
@@ -1087,7 +1129,9 @@ async fn write_link(peer: PeerId, mut rx: mpsc::Receiver<Packet>, shared: Arc<Sh
             shared.metrics.packets_forwarded.inc();
         } else {
             shared.drop_packet("next_hop_unreachable");
-            // Drain what is queued for this dead link rather than retrying each.
+            // Drain what is queued for this dead link rather than retrying
+            // each; close first so nothing slips in uncounted.
+            rx.close();
             while rx.try_recv().is_ok() {
                 shared.drop_packet("next_hop_unreachable");
             }
@@ -1138,7 +1182,7 @@ async fn maintain(
     let period = shared.config.epochs.period_secs;
     let tick = Duration::from_millis((period * 1000 / 4).clamp(250, 30_000));
     let republish = (period / 2)
-        .clamp(1, shared.config.directory.max_age_secs / 3)
+        .min(shared.config.directory.max_age_secs / 3)
         .max(1);
     let mut last_epoch = u64::MAX;
     let mut last_publish = 0u64;

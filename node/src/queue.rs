@@ -87,6 +87,10 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
                 Some((victim, len)) if victim != peer && len > own => {
                     if let Some(q) = inner.queues.get_mut(&victim) {
                         q.pop_back();
+                        if q.is_empty() {
+                            // Its ring entry is skipped when reached.
+                            inner.queues.remove(&victim);
+                        }
                     }
                     inner.len -= 1;
                     result = Pushed::QueuedEvictedOther;

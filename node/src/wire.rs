@@ -141,12 +141,18 @@ pub async fn fetch_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
         io.read_exact(&mut reply).await?;
         replies.push(reply);
     }
-    io.write_all(&[1]).await?;
-    io.flush().await?;
-    // Wait for the deletion to be confirmed, so a next fetch sees it done.
-    let mut done = [0u8; 1];
-    io.read_exact(&mut done).await?;
-    io.close().await?;
+    // From here on the replies are ours whatever happens to the stream: the
+    // server may already have deleted them. Acknowledge, wait for the
+    // deletion to be confirmed (so a next fetch sees it done), but never
+    // lose what was read because the confirmation did not arrive.
+    let _ = async {
+        io.write_all(&[1]).await?;
+        io.flush().await?;
+        let mut done = [0u8; 1];
+        io.read_exact(&mut done).await?;
+        io.close().await
+    }
+    .await;
     Ok(replies)
 }
 
