@@ -31,7 +31,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Packets held for their mixing delay.
     pub held_packets: Gauge,
-    /// Seconds to process one packet (cryptography and replay check).
+    /// Seconds of cryptography per packet.
     pub processing_seconds: Histogram,
     /// Connected peers.
     pub peers: Gauge,
@@ -93,7 +93,7 @@ impl Metrics {
         let processing_seconds = Histogram::new(exponential_buckets(10e-6, 2.0, 14));
         registry.register(
             "processing_seconds",
-            "Time to process one packet (crypto and replay check)",
+            "Time to process one packet (its cryptography)",
             processing_seconds.clone(),
         );
         let peers = Gauge::default();

@@ -3,14 +3,23 @@
 //!
 //! | table | key | value | why |
 //! |---|---|---|---|
-//! | `mix_keys` | epoch | 32-byte X25519 secret | the keys of live epochs; deleted when the epoch expires |
 //! | `replay_<epoch>` | 32-byte replay tag | () | packets already processed under that epoch's key; the table goes with the key |
 //! | `mailbox` | (mailbox id, sequence) | (expiry, sealed reply) | replies waiting for their client |
 //! | `meta` | name | u64 | counters |
 //!
 //! No table holds an address, a peer id, a recipient or message text.
+//!
+//! Mix secrets are not in the database: redb is copy-on-write and does not
+//! scrub the pages it frees, so a deleted secret could be read back from the
+//! file, which would void forward secrecy. They live in `mix-keys/` beside it,
+//! one file per epoch (mode 0600), and are deleted by overwriting the file
+//! with zeros, syncing it, and unlinking it.
 
-use std::path::Path;
+use std::{
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use redb::{
@@ -19,7 +28,6 @@ use redb::{
 };
 use zeroize::Zeroizing;
 
-const MIX_KEYS: TableDefinition<u64, [u8; 32]> = TableDefinition::new("mix_keys");
 /// (mailbox id, sequence) → (expiry, sealed reply).
 type MailboxTable<'a> = TableDefinition<'a, ([u8; 32], u64), (u64, &'static [u8])>;
 const MAILBOX: MailboxTable<'static> = TableDefinition::new("mailbox");
@@ -50,9 +58,18 @@ pub struct MailboxLimits {
     pub total: u64,
 }
 
-/// The node's database.
+/// The node's database, and its directory of mix secrets.
 pub struct Store {
     db: Database,
+    keys_dir: PathBuf,
+}
+
+fn key_file_name(epoch: u64) -> String {
+    format!("epoch-{epoch}.key")
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Store {
@@ -65,44 +82,86 @@ impl Store {
             )
         })?;
         let txn = db.begin_write()?;
-        txn.open_table(MIX_KEYS)?;
         txn.open_table(MAILBOX)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(Self { db })
+        let keys_dir = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("mix-keys");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&keys_dir)
+            .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+        Ok(Self { db, keys_dir })
     }
 
     /// Every stored mix key, by epoch.
     pub fn mix_keys(&self) -> anyhow::Result<Vec<(u64, Zeroizing<[u8; 32]>)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MIX_KEYS)?;
         let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (epoch, secret) = entry?;
-            out.push((epoch.value(), Zeroizing::new(secret.value())));
+        let entries = std::fs::read_dir(&self.keys_dir)
+            .with_context(|| format!("cannot read {}", self.keys_dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(epoch) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("epoch-"))
+                .and_then(|n| n.strip_suffix(".key"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let bytes = Zeroizing::new(std::fs::read(entry.path())?);
+            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!("{} is not a 32-byte mix key", entry.path().display())
+            })?;
+            out.push((epoch, Zeroizing::new(secret)));
         }
+        out.sort_by_key(|(epoch, _)| *epoch);
         Ok(out)
     }
 
-    /// Stores the secret of `epoch` (durably, before it is published).
+    /// Stores the secret of `epoch` durably (before it is published).
     pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(MIX_KEYS)?.insert(epoch, secret)?;
-        txn.commit()?;
+        let path = self.keys_dir.join(key_file_name(epoch));
+        let tmp = self.keys_dir.join(format!("{}.tmp", key_file_name(epoch)));
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(secret)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.keys_dir)?;
         Ok(())
     }
 
-    /// Deletes every epoch before `oldest_kept`: its secret and its replay
-    /// tags (no packet for that key can be processed any more).
+    /// Deletes every epoch before `oldest_kept`: its secret (overwritten,
+    /// synced, unlinked) and its replay tags (no packet for that key can be
+    /// processed any more). Returns the epochs whose secrets were deleted.
     pub fn delete_epochs_before(&self, oldest_kept: u64) -> anyhow::Result<Vec<u64>> {
-        let txn = self.db.begin_write()?;
         let mut deleted = Vec::new();
-        {
-            let mut keys = txn.open_table(MIX_KEYS)?;
-            for entry in keys.extract_if(|epoch, _| epoch < oldest_kept)? {
-                deleted.push(entry?.0.value());
+        for (epoch, _) in self.mix_keys()? {
+            if epoch >= oldest_kept {
+                continue;
             }
+            let path = self.keys_dir.join(key_file_name(epoch));
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            file.write_all(&[0u8; 32])?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::remove_file(&path)?;
+            deleted.push(epoch);
         }
+        if !deleted.is_empty() {
+            sync_dir(&self.keys_dir)?;
+        }
+        let txn = self.db.begin_write()?;
         let stale: Vec<String> = txn
             .list_tables()?
             .map(|t| t.name().to_owned())
@@ -255,7 +314,14 @@ mod tests {
             store.record_replay_tags(&[(5, [1; 32])]).unwrap(),
             vec![false]
         );
+        let key5 = dir.path().join("mix-keys").join("epoch-5.key");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key5).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(store.delete_epochs_before(6).unwrap(), vec![5]);
+        assert!(!key5.exists(), "the secret's file is gone");
         let epochs: Vec<u64> = store.mix_keys().unwrap().iter().map(|(e, _)| *e).collect();
         assert_eq!(epochs, vec![6]);
         // Epoch 5's tags are gone with its key; epoch 6's remain.
