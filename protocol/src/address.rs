@@ -76,6 +76,11 @@ impl Recipient {
         }
         check_local_part(local)?;
         let ascii_domain = check_domain(domain)?;
+        // The Punycode form is what SMTP carries: it must fit the limit too.
+        let ascii_len = local.len() + 1 + ascii_domain.len();
+        if ascii_len > MAX_ADDRESS_LEN {
+            return Err(AddressError::TooLong(ascii_len));
+        }
         Ok(Self {
             address: address.to_owned(),
             ascii_domain,
@@ -223,6 +228,17 @@ mod tests {
             Recipient::parse(&format!("a@{label64}.com")),
             Err(AddressError::InvalidDomain)
         );
+    }
+
+    /// An internationalised domain within the limit in UTF-8 can exceed it
+    /// once converted to Punycode; the ASCII form is what SMTP carries.
+    #[test]
+    fn ascii_form_must_fit_the_limit_too() {
+        let label = format!("{}é", "a".repeat(55)); // 57 bytes; 62 as Punycode
+        let domain = format!("{label}.{label}.{label}.com");
+        let address = format!("{}@{domain}", "b".repeat(64));
+        assert_eq!(address.len(), 242);
+        assert_eq!(Recipient::parse(&address), Err(AddressError::TooLong(260)));
     }
 
     #[test]

@@ -99,5 +99,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write("process_packet", &format!("intact_{selector}"), &[selector])?;
     }
     write("process_packet", "built", b"\x04\x03\x00\x01\x02hello")?;
+
+    let seed = [0x42u8; 32];
+    let descriptor = leak_protocol::directory::Descriptor {
+        node: leak_protocol::NodeId(leak_protocol::crypto::ed25519_public(&seed)),
+        addresses: vec!["/ip4/192.0.2.1/tcp/4700".into()],
+        roles: leak_protocol::directory::Roles {
+            relay: true,
+            exit: true,
+        },
+        family: "seed".into(),
+        exit: Some(leak_protocol::directory::ExitInfo {
+            domain: "exit.example".into(),
+            policy_version: 1,
+        }),
+        epoch_period_secs: 3600,
+        mix_keys: vec![leak_protocol::directory::EpochKey {
+            epoch: 497_222,
+            key: leak_protocol::MixPublicKey([9; 32]),
+        }],
+        software: "leak-node 0.1.0".into(),
+        published_at: 1_790_000_000,
+    };
+    write("descriptor", "valid", &descriptor.sign(&seed)?.to_bytes())?;
     Ok(())
 }
