@@ -161,7 +161,7 @@ impl Config {
                 global_queue: 8192,
                 held_packets: 16384,
                 link_queue: 1024,
-                max_delay_ms: 3_600_000,
+                max_delay_ms: 600_000,
                 idle_timeout_secs: 600,
             },
             mailbox: MailboxConfig {

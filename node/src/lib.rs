@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod directory;
 pub mod epoch;
+pub mod held;
 pub mod identity;
 pub mod metrics;
 pub mod net;

@@ -25,8 +25,7 @@
 //! logs only through [`Sensitive`](crate::safelog::Sensitive).
 
 use std::{
-    cmp::Ordering,
-    collections::{BinaryHeap, HashMap},
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -48,6 +47,7 @@ use crate::{
     config::{Config, Role},
     directory::{Directory, Offer, Refused},
     epoch::{EpochSchedule, KeyRing},
+    held::{HeldQueue, Hold},
     identity::{Identity, peer_id_of},
     metrics::Metrics,
     net::{self, AddressBook, Behaviour, BehaviourEvent, DESCRIPTOR_TOPIC},
@@ -834,33 +834,9 @@ enum HeldAction {
     },
 }
 
-struct Held {
-    due: tokio::time::Instant,
-    seq: u64,
-    action: HeldAction,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Held {
-    // Reversed: the earliest deadline is the greatest, for BinaryHeap.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
-}
-
 /// One worker thread: take batches fairly, process, record replay tags in
 /// one transaction, hand survivors to the timer.
-fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>) {
+fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) {
     loop {
         let batch = shared
             .inbound
@@ -876,7 +852,7 @@ fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>)
         let mut survivors = Vec::with_capacity(batch.len());
         {
             let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-            for (_, packet) in batch {
+            for (source, packet) in batch {
                 let started = Instant::now();
                 let Some((epoch, secret)) =
                     key_hint(packet.as_bytes()).and_then(|h| keys.secret_for_hint(h, now))
@@ -891,7 +867,7 @@ fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>)
                     .observe(started.elapsed().as_secs_f64());
                 match processed {
                     Processed::Drop(reason) => shared.drop_packet(reason.as_str()),
-                    other => survivors.push((epoch, other)),
+                    other => survivors.push((source, epoch, other)),
                 }
             }
         }
@@ -900,7 +876,7 @@ fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>)
         }
         let tags: Vec<(u64, [u8; 32])> = survivors
             .iter()
-            .filter_map(|(epoch, p)| p.replay_tag().map(|t| (*epoch, t.0)))
+            .filter_map(|(_, epoch, p)| p.replay_tag().map(|t| (*epoch, t.0)))
             .collect();
         let fresh = match shared.store.record_replay_tags(&tags) {
             Ok(fresh) => fresh,
@@ -913,19 +889,23 @@ fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<(Instant, HeldAction)>)
                 continue;
             }
         };
-        for ((_, processed), fresh) in survivors.into_iter().zip(fresh) {
+        for ((source, _, processed), fresh) in survivors.into_iter().zip(fresh) {
             if !fresh {
                 shared.drop_packet("replay");
                 continue;
             }
-            dispatch(shared, timer, processed);
+            dispatch(shared, timer, source, processed);
         }
     }
 }
 
+/// A packet for the timer: when, from whom, what to do.
+type TimerItem = (Instant, PeerId, HeldAction);
+
 fn dispatch(
     shared: &Arc<Shared>,
-    timer: &mpsc::Sender<(Instant, HeldAction)>,
+    timer: &mpsc::Sender<TimerItem>,
+    source: PeerId,
     processed: Processed,
 ) {
     let max_delay = shared.config.limits.max_delay_ms;
@@ -935,7 +915,7 @@ fn dispatch(
             return;
         }
         let due = Instant::now() + Duration::from_millis(u64::from(delay.as_millis()));
-        if timer.blocking_send((due, action)).is_err() {
+        if timer.blocking_send((due, source, action)).is_err() {
             shared.drop_packet("shutdown");
         }
     };
@@ -980,26 +960,21 @@ fn dispatch(
 }
 
 async fn run_timer(
-    mut incoming: mpsc::Receiver<(Instant, HeldAction)>,
+    mut incoming: mpsc::Receiver<TimerItem>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut heap: BinaryHeap<Held> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let cap = shared.config.limits.held_packets;
+    let mut held: HeldQueue<PeerId, tokio::time::Instant, HeldAction> =
+        HeldQueue::new(shared.config.limits.held_packets);
     loop {
-        let next_due = heap.peek().map(|h| h.due);
+        let next_due = held.next_due();
         tokio::select! {
             _ = shutdown.changed() => break,
             item = incoming.recv() => match item {
-                Some((due, action)) => {
-                    if heap.len() >= cap {
-                        shared.drop_packet("held_full");
-                    } else {
-                        seq += 1;
-                        heap.push(Held { due: due.into(), seq, action });
-                    }
-                }
+                Some((due, source, action)) => match held.push(source, due.into(), action) {
+                    Hold::Held => {}
+                    Hold::HeldEvictedOther | Hold::DroppedFull => shared.drop_packet("held_full"),
+                },
                 None => break,
             },
             () = async {
@@ -1009,16 +984,14 @@ async fn run_timer(
                 }
             } => {
                 let now = tokio::time::Instant::now();
-                while heap.peek().is_some_and(|h| h.due <= now) {
-                    if let Some(held) = heap.pop() {
-                        release(&shared, held.action);
-                    }
+                while let Some(action) = held.pop_due(now) {
+                    release(&shared, action);
                 }
             }
         }
-        shared.metrics.held_packets.set(heap.len() as i64);
+        shared.metrics.held_packets.set(held.len() as i64);
     }
-    for _ in heap.drain() {
+    for _ in 0..held.clear() {
         shared.drop_packet("shutdown");
     }
     shared.metrics.held_packets.set(0);
