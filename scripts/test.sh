@@ -30,10 +30,12 @@ log "cargo build --workspace --bins"
 cargo build --workspace --bins --locked
 
 if cargo nextest --version >/dev/null 2>&1; then
-    log "cargo nextest run --workspace"
-    cargo nextest run --workspace --locked --no-fail-fast
+    # Doctests first (nextest does not run them), so the run ends with
+    # nextest's summary of every test.
     log "cargo test --doc --workspace"
     cargo test --doc --workspace --locked
+    log "cargo nextest run --workspace"
+    cargo nextest run --workspace --locked --no-fail-fast
 else
     log "cargo test --workspace (cargo-nextest not found)"
     cargo test --workspace --locked --no-fail-fast
