@@ -154,7 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let identity = Identity::load(&config.identity_path())?;
-    let node = leak_node::start(config, identity, StartOptions::default()).await?;
+    let mut node = leak_node::start(config, identity, StartOptions::default()).await?;
     println!("peer id: {}", node.peer_id());
     for addr in node.listen_addrs() {
         println!("listening: {addr}/p2p/{}", node.peer_id());
@@ -162,8 +162,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(addr) = node.metrics_addr() {
         println!("metrics: http://{addr}/metrics");
     }
-    wait_for_signal().await?;
-    node.shutdown().await
+    let failure = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        reason = node.failed() => Some(reason),
+    };
+    if let Some(reason) = &failure {
+        tracing::error!(%reason, "stopping: a part of the node stopped unexpectedly");
+    }
+    node.shutdown().await?;
+    match failure {
+        // A non-zero exit, so a supervisor (systemd) restarts the node.
+        Some(reason) => anyhow::bail!("{reason}"),
+        None => Ok(()),
+    }
 }
 
 /// Logs of Leak's own crates at `level`; nothing from third-party crates,

@@ -142,7 +142,8 @@ pub struct RunningNode {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The core tasks, by name; `None` once one has been seen to end.
+    tasks: Vec<(&'static str, Option<tokio::task::JoinHandle<()>>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -348,49 +349,55 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (timer_tx, timer_rx) = mpsc::channel(1024);
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
 
     for addr in &shared.config.node.bootstrap {
         let _ = commands_tx.try_send(Command::Dial(addr.clone()));
     }
     let commands = commands_tx.clone();
 
-    tasks.push(tokio::spawn(run_swarm(
-        swarm,
-        topic,
-        commands_rx,
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(accept_packets(
-        packets,
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(serve_directories(
-        directory_streams,
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(serve_mailboxes(
-        mailbox_streams,
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(run_timer(
-        timer_rx,
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(maintain(
-        shared.clone(),
-        commands_tx,
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(pull_directories(
-        shared.clone(),
-        shutdown_rx.clone(),
-    )));
+    tasks.push((
+        "swarm",
+        tokio::spawn(run_swarm(
+            swarm,
+            topic,
+            commands_rx,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )),
+    ));
+    tasks.push((
+        "packet reader",
+        tokio::spawn(accept_packets(packets, shared.clone(), shutdown_rx.clone())),
+    ));
+    tasks.push((
+        "directory server",
+        tokio::spawn(serve_directories(
+            directory_streams,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )),
+    ));
+    tasks.push((
+        "mailbox server",
+        tokio::spawn(serve_mailboxes(
+            mailbox_streams,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )),
+    ));
+    tasks.push((
+        "timer",
+        tokio::spawn(run_timer(timer_rx, shared.clone(), shutdown_rx.clone())),
+    ));
+    tasks.push((
+        "maintenance",
+        tokio::spawn(maintain(shared.clone(), commands_tx, shutdown_rx.clone())),
+    ));
+    tasks.push((
+        "directory pull",
+        tokio::spawn(pull_directories(shared.clone(), shutdown_rx.clone())),
+    ));
 
     let workers = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
         .map(|i| {
@@ -407,7 +414,7 @@ pub async fn start(
     let metrics_addr = match shared.config.metrics_addr()? {
         Some(addr) => {
             let (bound, task) = crate::metrics::serve(addr, metrics).await?;
-            tasks.push(task);
+            tasks.push(("metrics endpoint", task));
             Some(bound)
         }
         None => None,
@@ -422,7 +429,7 @@ pub async fn start(
         shared,
         commands,
         shutdown,
-        tasks,
+        tasks: tasks.into_iter().map(|(n, t)| (n, Some(t))).collect(),
         workers,
         metrics_addr,
     })
@@ -513,15 +520,47 @@ impl RunningNode {
             .unwrap_or_default()
     }
 
+    /// Resolves when a core task or worker thread has ended on its own (a
+    /// panic, say): the node no longer works as it should, and the process
+    /// should stop so its supervisor restarts it. Returns what ended.
+    pub async fn failed(&mut self) -> String {
+        let tasks = &mut self.tasks;
+        let ended_task = std::future::poll_fn(|cx| {
+            for (name, slot) in tasks.iter_mut() {
+                if let Some(task) = slot
+                    && std::pin::Pin::new(task).poll(cx).is_ready()
+                {
+                    *slot = None;
+                    return std::task::Poll::Ready(*name);
+                }
+            }
+            std::task::Poll::Pending
+        });
+        tokio::pin!(ended_task);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                name = &mut ended_task => return format!("the {name} task stopped"),
+                _ = tick.tick() => {
+                    if let Some(i) = self.workers.iter().position(std::thread::JoinHandle::is_finished) {
+                        return format!("worker thread {i} stopped");
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops every task, lets the workers finish the packets they hold, and
     /// closes the database. Packets still held for their delay are dropped
     /// (counted as `shutdown`): releasing them early would break mixing.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.shared.inbound.close();
-        for task in self.tasks {
-            task.abort();
-            let _ = task.await;
+        for (_, task) in self.tasks {
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
         let workers = self.workers;
         tokio::task::spawn_blocking(move || {

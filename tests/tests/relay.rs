@@ -113,3 +113,19 @@ async fn five_nodes_three_hops() {
     }
     let _ = own_descriptor;
 }
+
+/// A healthy node reports no failed part, and still shuts down cleanly after
+/// being watched (the supervisor in `leak-node run` relies on both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_node_reports_no_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(
+        dir.path().join("n"),
+        test_config(&dir.path().join("n"), 3600, vec![]),
+        StartOptions::default(),
+    )
+    .await;
+    let watched = tokio::time::timeout(Duration::from_secs(3), node.node.failed()).await;
+    assert!(watched.is_err(), "a part stopped: {watched:?}");
+    node.node.shutdown().await.unwrap();
+}
