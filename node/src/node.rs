@@ -94,6 +94,13 @@ fn publishable(listen: &[Multiaddr]) -> Vec<Multiaddr> {
     }
 }
 
+/// The current Unix time in milliseconds.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The current Unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -826,7 +833,7 @@ async fn serve_mailboxes(
             let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
                 let capability = wire::read_mailbox_request(&mut stream).await?;
                 let mailbox = MailboxId::from_capability(&capability).0;
-                let now = shared.now();
+                let now = unix_now_ms();
                 let lookup = shared.clone();
                 let held =
                     tokio::task::spawn_blocking(move || lookup.store.mailbox_peek(&mailbox, now))
@@ -863,14 +870,7 @@ async fn serve_mailboxes(
 
 /// What the timer holds.
 enum HeldAction {
-    Forward {
-        next_hop: PeerId,
-        packet: Packet,
-    },
-    Mailbox {
-        mailbox: MailboxId,
-        reply: Box<[u8; leak_protocol::sphinx::PAYLOAD_LEN]>,
-    },
+    Forward { next_hop: PeerId, packet: Packet },
 }
 
 /// One worker thread: take batches fairly, process, record replay tags in
@@ -977,8 +977,14 @@ fn dispatch(
             None => shared.drop_packet("bad_next_hop"),
         },
         Processed::Final(done) => match done.payload {
+            // Stored at once (so a restart loses no receipt), shown to its
+            // client only once the delay has passed, as if held until then.
             FinalPayload::Mailbox { mailbox, reply } => {
-                hold(done.delay, HeldAction::Mailbox { mailbox, reply });
+                if done.delay.as_millis() > max_delay {
+                    shared.drop_packet("delay_too_long");
+                    return;
+                }
+                deposit(shared, mailbox, reply.as_slice(), done.delay);
             }
             FinalPayload::Exit { message } => match &shared.exit_sink {
                 Some(sink) => {
@@ -1039,29 +1045,30 @@ async fn run_timer(
 fn release(shared: &Arc<Shared>, action: HeldAction) {
     match action {
         HeldAction::Forward { next_hop, packet } => send_to(shared, next_hop, packet),
-        HeldAction::Mailbox { mailbox, reply } => {
-            let shared = shared.clone();
-            tokio::task::spawn_blocking(move || {
-                let limits = MailboxLimits {
-                    per_mailbox: shared.config.mailbox.max_per_mailbox,
-                    total: shared.config.mailbox.max_total,
-                };
-                let expires = shared.now() + shared.config.mailbox.ttl_secs;
-                match shared
-                    .store
-                    .mailbox_put(&mailbox.0, reply.as_ref(), expires, limits)
-                {
-                    Ok(Ok(())) => {
-                        shared.metrics.final_packet("mailbox");
-                        shared.metrics.mailbox_replies.inc();
-                    }
-                    Ok(Err(_)) => shared.drop_packet("mailbox_full"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot store a reply");
-                        shared.drop_packet("storage_error");
-                    }
-                }
-            });
+    }
+}
+
+/// Stores a reply in its mailbox, visible once `delay` has passed.
+fn deposit(shared: &Arc<Shared>, mailbox: MailboxId, reply: &[u8], delay: Delay) {
+    let limits = MailboxLimits {
+        per_mailbox: shared.config.mailbox.max_per_mailbox,
+        total: shared.config.mailbox.max_total,
+    };
+    let now = unix_now_ms();
+    let visible = now + u64::from(delay.as_millis());
+    let expires = visible + shared.config.mailbox.ttl_secs * 1000;
+    match shared
+        .store
+        .mailbox_put(&mailbox.0, reply, visible, expires, limits)
+    {
+        Ok(Ok(())) => {
+            shared.metrics.final_packet("mailbox");
+            shared.metrics.mailbox_replies.inc();
+        }
+        Ok(Err(_)) => shared.drop_packet("mailbox_full"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a reply");
+            shared.drop_packet("storage_error");
         }
     }
 }
@@ -1256,7 +1263,7 @@ async fn maintain(
         }
         let store_shared = shared.clone();
         if let Ok(Ok(held)) = tokio::task::spawn_blocking(move || {
-            store_shared.store.mailbox_expire(now)?;
+            store_shared.store.mailbox_expire(unix_now_ms())?;
             store_shared.store.mailbox_len()
         })
         .await

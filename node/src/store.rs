@@ -4,7 +4,7 @@
 //! | table | key | value | why |
 //! |---|---|---|---|
 //! | `replay_<epoch>` | 32-byte replay tag | () | packets already processed under that epoch's key; the table goes with the key |
-//! | `mailbox` | (mailbox id, sequence) | (expiry, sealed reply) | replies waiting for their client |
+//! | `mailbox` | (mailbox id, sequence) | (visible from, expiry, sealed reply) | replies waiting for their client, stored on arrival and shown once their delay has passed |
 //! | `meta` | name | u64 | counters |
 //!
 //! No table holds an address, a peer id, a recipient or message text.
@@ -29,7 +29,8 @@ use redb::{
 use zeroize::Zeroizing;
 
 /// (mailbox id, sequence) → (expiry, sealed reply).
-type MailboxTable<'a> = TableDefinition<'a, ([u8; 32], u64), (u64, &'static [u8])>;
+/// Value: (visible from, expires at) in Unix milliseconds, and the reply.
+type MailboxTable<'a> = TableDefinition<'a, ([u8; 32], u64), (u64, u64, &'static [u8])>;
 const MAILBOX: MailboxTable<'static> = TableDefinition::new("mailbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MAILBOX_SEQ: &str = "mailbox_seq";
@@ -203,12 +204,14 @@ impl Store {
         Ok(fresh)
     }
 
-    /// Stores a sealed reply for `mailbox` until `expires_at` (Unix seconds).
+    /// Stores a sealed reply for `mailbox`, to be shown from `visible_at_ms`
+    /// (when its mixing delay has passed) until `expires_at_ms` (Unix ms).
     pub fn mailbox_put(
         &self,
         mailbox: &[u8; 32],
         reply: &[u8],
-        expires_at: u64,
+        visible_at_ms: u64,
+        expires_at_ms: u64,
         limits: MailboxLimits,
     ) -> anyhow::Result<Result<(), MailboxFull>> {
         let txn = self.db.begin_write()?;
@@ -224,25 +227,26 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let seq = meta.get(MAILBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
             meta.insert(MAILBOX_SEQ, seq)?;
-            table.insert((*mailbox, seq), (expires_at, reply))?;
+            table.insert((*mailbox, seq), (visible_at_ms, expires_at_ms, reply))?;
         }
         txn.commit()?;
         Ok(Ok(()))
     }
 
-    /// The unexpired replies of `mailbox`, with their sequence numbers.
+    /// The replies of `mailbox` visible at `now_ms` and not yet expired, with
+    /// their sequence numbers.
     pub fn mailbox_peek(
         &self,
         mailbox: &[u8; 32],
-        now: u64,
+        now_ms: u64,
     ) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MAILBOX)?;
         let mut out = Vec::new();
         for entry in table.range((*mailbox, 0)..=(*mailbox, u64::MAX))? {
             let (key, value) = entry?;
-            let (expires_at, reply) = value.value();
-            if expires_at > now {
+            let (visible_at, expires_at, reply) = value.value();
+            if visible_at <= now_ms && expires_at > now_ms {
                 out.push((key.value().1, reply.to_vec()));
             }
         }
@@ -263,12 +267,12 @@ impl Store {
     }
 
     /// Deletes expired replies; returns how many.
-    pub fn mailbox_expire(&self, now: u64) -> anyhow::Result<usize> {
+    pub fn mailbox_expire(&self, now_ms: u64) -> anyhow::Result<usize> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut table = txn.open_table(MAILBOX)?;
             let mut n = 0;
-            for entry in table.extract_if(|_, (expires_at, _)| expires_at <= now)? {
+            for entry in table.extract_if(|_, (_, expires_at, _)| expires_at <= now_ms)? {
                 entry?;
                 n += 1;
             }
@@ -336,21 +340,36 @@ mod tests {
     }
 
     #[test]
-    fn mailbox_limits_expiry_and_removal() {
+    fn mailbox_limits_visibility_expiry_and_removal() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("node.redb")).unwrap();
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        assert_eq!(store.mailbox_put(&a, b"r1", 100, LIMITS).unwrap(), Ok(()));
-        assert_eq!(store.mailbox_put(&a, b"r2", 200, LIMITS).unwrap(), Ok(()));
         assert_eq!(
-            store.mailbox_put(&a, b"r3", 200, LIMITS).unwrap(),
+            store.mailbox_put(&a, b"r1", 0, 100, LIMITS).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.mailbox_put(&a, b"r2", 120, 200, LIMITS).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.mailbox_put(&a, b"r3", 0, 200, LIMITS).unwrap(),
             Err(MailboxFull::Mailbox)
         );
-        assert_eq!(store.mailbox_put(&b, b"s1", 200, LIMITS).unwrap(), Ok(()));
         assert_eq!(
-            store.mailbox_put(&[3; 32], b"t", 200, LIMITS).unwrap(),
+            store.mailbox_put(&b, b"s1", 0, 200, LIMITS).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.mailbox_put(&[3; 32], b"t", 0, 200, LIMITS).unwrap(),
             Err(MailboxFull::Node)
         );
+        // r2's delay has not passed at 110: only r1 shows.
+        let held = store.mailbox_peek(&a, 110).unwrap();
+        assert_eq!(held.len(), 0, "r1 expired at 100, r2 shows from 120");
+        let held = store.mailbox_peek(&a, 90).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].1, b"r1");
         let held = store.mailbox_peek(&a, 150).unwrap();
         assert_eq!(held.len(), 1, "r1 expired at 100");
         assert_eq!(held[0].1, b"r2");

@@ -112,3 +112,41 @@ async fn a_replayed_packet_is_forwarded_once_even_across_a_restart() {
     b.node.shutdown().await.unwrap();
     c.node.shutdown().await.unwrap();
 }
+
+/// A reply that reached its mailbox is stored at once, shown only after
+/// its delay, and survives a restart of the mailbox node in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposited_reply_survives_a_restart_and_waits_for_its_delay() {
+    let root = tempfile::tempdir().unwrap();
+    let dir_c = root.path().join("c");
+    let config = test_config(&dir_c, 3600, vec![]);
+    let c = TestNode::start(dir_c.clone(), config.clone(), StartOptions::default()).await;
+    let capability = random32();
+    let path = vec![hop(&descriptor_of(&c.node, &c.node).unwrap(), 4_000)];
+    let (packet, keys) = reply_packet(&path, &capability, b"kept");
+    let client = client_for(&[&c.node]);
+    client
+        .send_packets(c.node.peer_id(), std::slice::from_ref(&packet))
+        .await
+        .unwrap();
+    wait_until(TIMEOUT, "C to store the reply", || {
+        let done = mailbox_finals(&c.node) == 1;
+        async move { done }
+    })
+    .await;
+    // Stored, but its delay has not passed: nothing to fetch yet.
+    assert!(
+        client
+            .fetch_mailbox(c.node.peer_id(), &capability)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.node.shutdown().await.unwrap();
+    let c = TestNode::start(dir_c, config, StartOptions::default()).await;
+    let client = client_for(&[&c.node]);
+    let replies = fetch_replies(&client, &c.node, &capability, TIMEOUT).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(&keys.open(&replies[0]).unwrap()[..], b"kept");
+    c.node.shutdown().await.unwrap();
+}
