@@ -783,89 +783,92 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
     }
 }
 
-async fn serve_directories(
+/// Serves each request stream of one protocol with `handle`, at most
+/// [`MAX_CONCURRENT_REQUESTS`] at once (streams beyond that are dropped),
+/// each within [`REQUEST_TIMEOUT`].
+async fn serve_requests<F, Fut>(
     mut incoming: net::Incoming,
-    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(libp2p::Stream) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
-        let (_, mut stream) = tokio::select! {
+        let (_, stream) = tokio::select! {
             _ = shutdown.changed() => return,
             next = incoming.recv() => match next { Some(n) => n, None => return },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
+        let request = handle(stream);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+                tracing::debug!(error = %Sensitive::new(e), "a {what} request failed");
+            }
+        });
+    }
+}
+
+async fn serve_directories(
+    incoming: net::Incoming,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_requests(incoming, shutdown, "directory", move |mut stream| {
         let descriptors = shared
             .directory
             .read()
             .map(|d| d.signed())
             .unwrap_or_default();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                wire::serve_directory(&mut stream, &descriptors),
-            )
-            .await;
-        });
-    }
+        async move { wire::serve_directory(&mut stream, &descriptors).await }
+    })
+    .await;
 }
 
 async fn serve_mailboxes(
-    mut incoming: net::Incoming,
+    incoming: net::Incoming,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
-    loop {
-        let (_, mut stream) = tokio::select! {
-            _ = shutdown.changed() => return,
-            next = incoming.recv() => match next { Some(n) => n, None => return },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue;
-        };
+    serve_requests(incoming, shutdown, "mailbox", move |mut stream| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let capability = wire::read_mailbox_request(&mut stream).await?;
-                let mailbox = MailboxId::from_capability(&capability).0;
-                let now = unix_now_ms();
-                let lookup = shared.clone();
-                let held =
-                    tokio::task::spawn_blocking(move || lookup.store.mailbox_peek(&mailbox, now))
-                        .await
-                        .map_err(std::io::Error::other)?
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held
-                    .into_iter()
-                    .take(usize::from(wire::MAX_MAILBOX_REPLIES))
-                    .unzip();
-                if wire::answer_mailbox(&mut stream, &replies).await? {
-                    if !seqs.is_empty() {
-                        let store = shared.clone();
-                        let held = tokio::task::spawn_blocking(move || {
-                            store.store.mailbox_remove(&mailbox, &seqs)?;
-                            store.store.mailbox_len()
-                        })
-                        .await
-                        .map_err(std::io::Error::other)?
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                        shared.metrics.mailbox_replies.set(held as i64);
-                    }
-                    wire::confirm_mailbox_deletion(&mut stream).await?;
+        async move {
+            let capability = wire::read_mailbox_request(&mut stream).await?;
+            let mailbox = MailboxId::from_capability(&capability).0;
+            let now = unix_now_ms();
+            let lookup = shared.clone();
+            let held =
+                tokio::task::spawn_blocking(move || lookup.store.mailbox_peek(&mailbox, now))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held
+                .into_iter()
+                .take(usize::from(wire::MAX_MAILBOX_REPLIES))
+                .unzip();
+            if wire::answer_mailbox(&mut stream, &replies).await? {
+                if !seqs.is_empty() {
+                    let store = shared.clone();
+                    let held = tokio::task::spawn_blocking(move || {
+                        store.store.mailbox_remove(&mailbox, &seqs)?;
+                        store.store.mailbox_len()
+                    })
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    shared.metrics.mailbox_replies.set(held as i64);
                 }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if let Ok(Err(e)) = result {
-                tracing::debug!(error = %Sensitive::new(e), "a mailbox request failed");
+                wire::confirm_mailbox_deletion(&mut stream).await?;
             }
-        });
-    }
+            Ok(())
+        }
+    })
+    .await;
 }
 
 /// What the timer holds.
