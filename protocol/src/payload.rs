@@ -238,6 +238,12 @@ pub enum PayloadError {
     /// The text is invalid.
     #[error("invalid text: {0}")]
     Text(#[from] TextError),
+    /// A text field is not valid UTF-8.
+    #[error("the {0} is not valid UTF-8")]
+    InvalidUtf8(&'static str),
+    /// A relationship this code does not know.
+    #[error("unknown relationship (code {0})")]
+    UnknownRelationship(u32),
     /// A refusal's rule or reason is too long.
     #[error("a refusal's rule or reason is too long")]
     RefusalTooLong,
@@ -329,7 +335,118 @@ pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
     }
 }
 
+/// The same bytes as [`LeakWire`], read without trusting the fields: postcard
+/// encodes a `str` and a byte string alike, and an enum's variant as a
+/// varint `u32`.
+#[derive(Deserialize)]
+struct LenientLeakWire<'a> {
+    message_id: MessageId,
+    recipient: &'a [u8],
+    relationship: u32,
+    text: &'a [u8],
+    policy_version: u32,
+    stamp: Stamp,
+    reply_block: ReplyBlock,
+}
+
+/// Why a leak could not be accepted as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeakDecodeError {
+    /// Not even the envelope decodes: there is no one to answer.
+    Unanswerable(PayloadError),
+    /// The envelope decodes but a field is invalid: the exit can answer
+    /// along the reply block, saying why.
+    Invalid {
+        /// The leak's id.
+        message_id: MessageId,
+        /// Where the answer goes.
+        reply_block: ReplyBlock,
+        /// What is wrong.
+        error: PayloadError,
+    },
+}
+
 impl Leak {
+    /// Decodes a leak from untrusted bytes like [`Leak::decode`], but when
+    /// the envelope (message id, reply block) is intact and only a field is
+    /// invalid (an address, the text, the relationship, bad UTF-8), returns
+    /// what is needed to refuse it with a reason instead of dropping it.
+    pub fn decode_or_reject(bytes: &[u8]) -> Result<Self, LeakDecodeError> {
+        let wire: LenientLeakWire<'_> =
+            decode(Kind::Leak, bytes).map_err(LeakDecodeError::Unanswerable)?;
+        let invalid = |error| LeakDecodeError::Invalid {
+            message_id: wire.message_id,
+            reply_block: wire.reply_block.clone(),
+            error,
+        };
+        let recipient = core::str::from_utf8(wire.recipient)
+            .map_err(|_| invalid(PayloadError::InvalidUtf8("recipient address")))?;
+        let recipient = Recipient::parse(recipient).map_err(|e| invalid(e.into()))?;
+        let text = core::str::from_utf8(wire.text)
+            .map_err(|_| invalid(PayloadError::InvalidUtf8("message text")))?;
+        validate_text(text).map_err(|e| invalid(e.into()))?;
+        let relationship = usize::try_from(wire.relationship)
+            .ok()
+            .and_then(|i| Relationship::ALL.get(i).copied())
+            .ok_or_else(|| invalid(PayloadError::UnknownRelationship(wire.relationship)))?;
+        Ok(Self {
+            message_id: wire.message_id,
+            recipient,
+            relationship,
+            text: text.to_owned(),
+            policy_version: wire.policy_version,
+            stamp: wire.stamp,
+            reply_block: wire.reply_block,
+        })
+    }
+
+    /// Encodes a leak without validating it: for tests of how exits refuse
+    /// bad input. `recipient` and `text` may be any bytes; `relationship` is
+    /// the variant index.
+    #[doc(hidden)]
+    pub fn encode_unchecked(
+        message_id: MessageId,
+        recipient: &[u8],
+        relationship: u32,
+        text: &[u8],
+        policy_version: u32,
+        stamp: Stamp,
+        reply_block: &ReplyBlock,
+    ) -> Result<Vec<u8>, PayloadError> {
+        #[derive(Serialize)]
+        struct RawWire<'a> {
+            message_id: MessageId,
+            #[serde(with = "bytes")]
+            recipient: &'a [u8],
+            relationship: u32,
+            #[serde(with = "bytes")]
+            text: &'a [u8],
+            policy_version: u32,
+            stamp: Stamp,
+            reply_block: &'a ReplyBlock,
+        }
+        mod bytes {
+            pub(super) fn serialize<S: serde::Serializer>(
+                v: &&[u8],
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+        }
+        encode(
+            Kind::Leak,
+            &RawWire {
+                message_id,
+                recipient,
+                relationship,
+                text,
+                policy_version,
+                stamp,
+                reply_block,
+            },
+        )
+    }
+
     /// Encodes the leak, checking its text first.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         validate_text(&self.text)?;

@@ -247,3 +247,66 @@ proptest! {
         }
     }
 }
+
+/// A leak whose envelope is intact but whose fields are bad can still be
+/// answered: the exit learns its id and reply block and why it is invalid.
+#[test]
+fn invalid_fields_are_answerable() {
+    use leak_protocol::payload::LeakDecodeError;
+    let block = reply_block("reject");
+    let stamp = Stamp { epoch: 1, nonce: 2 };
+    let id = MessageId([7; 16]);
+    let encode = |recipient: &[u8], relationship: u32, text: &[u8]| {
+        Leak::encode_unchecked(id, recipient, relationship, text, 1, stamp, &block).unwrap()
+    };
+    let reason = |bytes: Vec<u8>| match Leak::decode_or_reject(&bytes) {
+        Err(LeakDecodeError::Invalid {
+            message_id,
+            reply_block,
+            error,
+        }) => {
+            assert_eq!(message_id, id);
+            assert!(reply_block == block);
+            // The strict decoder refuses the same bytes.
+            assert!(Leak::decode(&bytes).is_err());
+            error
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert_eq!(
+        reason(encode(b"a@example.org", 1, b"caf\xc3")),
+        PayloadError::InvalidUtf8("message text")
+    );
+    assert_eq!(
+        reason(encode(b"\xffa@example.org", 1, b"hello")),
+        PayloadError::InvalidUtf8("recipient address")
+    );
+    assert!(matches!(
+        reason(encode(b"a@example.org\r\nBcc: x@y.z", 1, b"hello")),
+        PayloadError::Recipient(_)
+    ));
+    assert!(matches!(
+        reason(encode(b"a@example.org", 1, b"hi\r\nSubject: x")),
+        PayloadError::Text(TextError::ControlCharacter(0x0d))
+    ));
+    assert!(matches!(
+        reason(encode(
+            b"a@example.org",
+            1,
+            "x".repeat(MAX_TEXT_LEN + 1).as_bytes()
+        )),
+        PayloadError::Text(TextError::TooLong(_))
+    ));
+    assert_eq!(
+        reason(encode(b"a@example.org", 9, b"hello")),
+        PayloadError::UnknownRelationship(9)
+    );
+    // Valid fields decode as the strict decoder does.
+    let good = encode(b"a@example.org", 2, b"hello");
+    assert!(Leak::decode_or_reject(&good).unwrap() == Leak::decode(&good).unwrap());
+    // Garbage has no envelope to answer.
+    assert!(matches!(
+        Leak::decode_or_reject(&[FORMAT_VERSION, 1, 0xff]),
+        Err(LeakDecodeError::Unanswerable(_))
+    ));
+}
