@@ -14,6 +14,8 @@
 //! - [`payload`]: the messages inside: a [`payload::Leak`] and its
 //!   [`payload::Receipt`], versioned, bounded and validated on decode.
 //! - [`address`]: recipient address validation.
+//! - [`policy`]: the shared moderation policy: rules, limits, the
+//!   anti-abuse stamp and signed policy documents.
 //! - [`directory`]: node descriptors, signed with the node's identity.
 //! - [`crypto`]: the one module through which every primitive is used.
 //!
@@ -26,6 +28,7 @@ pub mod address;
 pub mod crypto;
 pub mod directory;
 pub mod payload;
+pub mod policy;
 pub mod reply;
 pub mod sphinx;
 

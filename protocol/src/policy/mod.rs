@@ -1,0 +1,420 @@
+//! The shared moderation policy: rules, limits and the anti-abuse stamp.
+//!
+//! One policy document serves the whole federation: a TOML file with a
+//! version, a key for recipient hashes, the limits (length, links, the
+//! per-recipient rate and the stamp's difficulty), named lexicons and named
+//! rules grouped by [`Category`]. Policy maintainers sign it
+//! ([`SignedPolicy`]); nodes and clients keep the newest version signed by
+//! enough of the keys they trust. The client calls [`Policy::check_text`]
+//! before sending and the exit calls it again, authoritatively: the same
+//! code, so the same verdict.
+//!
+//! # Matching
+//!
+//! A text is normalised into views ([`normalize`]): Unicode NFKC, invisible
+//! characters removed, homoglyphs folded (`decancer`), lower case, and for
+//! the *words* view also contractions expanded, leetspeak folded, spaced-out
+//! letters joined and repeated letters squeezed. A rule lists *terms*
+//! (whole words or phrases, found with one Aho-Corasick automaton per view)
+//! and *patterns* (regular expressions, run as one `RegexSet` per view), and
+//! may add *requires* (one of these must also match) and *unless* (none of
+//! these may match: negation, counter-speech). Patterns refer to lexicons as
+//! `{name}`. The first rule in document order that matches refuses the text;
+//! the refusal names the rule and gives its reason, never the matched text.
+//!
+//! Everything here is pure: no I/O, no clock. Callers supply the time (as a
+//! stamp epoch) and read the files.
+
+mod normalize;
+mod rules;
+mod signed;
+mod stamp;
+
+pub mod eval;
+
+use core::fmt;
+
+pub use normalize::{Views, views};
+pub use signed::{MAX_POLICY_LEN, MAX_SIGNATURES, SignedPolicy};
+pub use stamp::{STAMP_EPOCH_SECS, StampError, leading_zero_bits, solve_stamp, verify_stamp};
+
+use crate::address::Recipient;
+
+/// The default policy's source, shipped in the repository.
+pub const BUILTIN_TOML: &str = include_str!("../../policy/default.toml");
+
+/// The most leading zero bits a policy may ask of a stamp.
+pub const MAX_STAMP_BITS: u8 = 32;
+
+/// What a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// Threats and violence.
+    Threat,
+    /// Encouragement of self-harm or suicide.
+    SelfHarm,
+    /// Bullying and harassment of the recipient.
+    Bullying,
+    /// Hate speech against a group.
+    Hate,
+    /// Sexual content.
+    Sexual,
+    /// Spam and scams.
+    Spam,
+    /// Someone's personal details: addresses, phone, identity and card numbers.
+    Doxxing,
+    /// Links and domain names.
+    Links,
+    /// Too long.
+    Length,
+}
+
+impl Category {
+    /// Every category, in a stable order.
+    pub const ALL: [Self; 9] = [
+        Self::Threat,
+        Self::SelfHarm,
+        Self::Bullying,
+        Self::Hate,
+        Self::Sexual,
+        Self::Spam,
+        Self::Doxxing,
+        Self::Links,
+        Self::Length,
+    ];
+
+    /// The categories a policy document's rules may have (length is a limit).
+    pub const RULE_CATEGORIES: [Self; 8] = [
+        Self::Threat,
+        Self::SelfHarm,
+        Self::Bullying,
+        Self::Hate,
+        Self::Sexual,
+        Self::Spam,
+        Self::Doxxing,
+        Self::Links,
+    ];
+
+    /// The name used in policy documents, receipts and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Threat => "threat",
+            Self::SelfHarm => "self-harm",
+            Self::Bullying => "bullying",
+            Self::Hate => "hate",
+            Self::Sexual => "sexual",
+            Self::Spam => "spam",
+            Self::Doxxing => "doxxing",
+            Self::Links => "links",
+            Self::Length => "length",
+        }
+    }
+
+    /// The category named `name` (as [`Category::as_str`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// A rule category (not [`Category::Length`]) named `name`.
+    pub(crate) fn rule_category(name: &str) -> Option<Self> {
+        Self::RULE_CATEGORIES
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::str::FromStr for Category {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s).ok_or_else(|| PolicyError::Invalid {
+            at: "category".to_owned(),
+            message: format!("unknown category {s:?}"),
+        })
+    }
+}
+
+/// The limits a policy sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes of UTF-8 text in a leak.
+    pub max_text_len: usize,
+    /// Whether links and domain names may appear in a leak.
+    pub links_allowed: bool,
+    /// How many leaks one recipient may receive per day, from all senders.
+    pub per_recipient_per_day: u32,
+    /// Leading zero bits a leak's anti-abuse stamp needs.
+    pub stamp_bits: u8,
+}
+
+/// Why a text was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The category of the rule.
+    pub category: Category,
+    /// The rule's name, at most [`MAX_RULE_LEN`](crate::payload::MAX_RULE_LEN) bytes ("threat.direct").
+    pub rule: String,
+    /// One sentence for the sender, at most
+    /// [`MAX_REASON_LEN`](crate::payload::MAX_REASON_LEN) bytes; it
+    /// never repeats the text.
+    pub reason: String,
+}
+
+/// The outcome of [`Policy::check_text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The text may be sent.
+    Accepted,
+    /// The text may not be sent.
+    Refused(Refusal),
+}
+
+impl Verdict {
+    /// Whether the text was accepted.
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Self::Accepted)
+    }
+
+    /// The refusal, if the text was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Accepted => None,
+            Self::Refused(r) => Some(r),
+        }
+    }
+}
+
+/// A policy document that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not valid TOML, or a field is missing, unknown or of the wrong type.
+    #[error("policy document: {0}")]
+    Toml(String),
+    /// A field has a value the policy cannot use.
+    #[error("policy document, {at}: {message}")]
+    Invalid {
+        /// Where: a field or a rule.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A signed policy's bytes are not in the signed policy format.
+    #[error("signed policy: {0}")]
+    Malformed(String),
+    /// Fewer valid signatures by trusted keys than required.
+    #[error("signed policy: {valid} valid signature(s) by trusted keys, {threshold} required")]
+    NotEnoughSignatures {
+        /// Distinct trusted keys whose signature verified.
+        valid: usize,
+        /// How many were required.
+        threshold: usize,
+    },
+    /// A signature made by a trusted key does not verify.
+    #[error(
+        "signed policy: the signature by trusted key {key} does not verify (forged or altered)"
+    )]
+    Forged {
+        /// The key, in hex.
+        key: String,
+    },
+}
+
+/// A compiled policy, ready to check texts.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    version: u32,
+    optout_key: [u8; 32],
+    limits: Limits,
+    rules: rules::RuleSet,
+    source: String,
+}
+
+impl Policy {
+    /// The default policy shipped in the repository (`policy/default.toml`
+    /// beside this crate). A unit test proves it compiles.
+    pub fn builtin() -> Policy {
+        match Self::from_toml(BUILTIN_TOML) {
+            Ok(policy) => policy,
+            // Unreachable: `tests::builtin_policy_compiles` checks the file.
+            Err(_) => Self::empty(),
+        }
+    }
+
+    /// A policy without rules: what `builtin` would fall back to were the
+    /// shipped file broken (a unit test proves it is not).
+    fn empty() -> Policy {
+        Policy {
+            version: 0,
+            optout_key: [0; 32],
+            limits: Limits {
+                max_text_len: crate::payload::MAX_TEXT_LEN,
+                links_allowed: false,
+                per_recipient_per_day: 1,
+                stamp_bits: 20,
+            },
+            rules: rules::RuleSet::empty(),
+            source: String::new(),
+        }
+    }
+
+    /// Compiles a policy document.
+    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        let file: rules::PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
+        let optout_key = parse_key(&file.optout_key)?;
+        let l = &file.limits;
+        if l.max_text_len == 0 || l.max_text_len > crate::payload::MAX_TEXT_LEN {
+            return Err(PolicyError::Invalid {
+                at: "limits.max_text_len".to_owned(),
+                message: format!("must be 1 to {}", crate::payload::MAX_TEXT_LEN),
+            });
+        }
+        if l.stamp_bits > MAX_STAMP_BITS {
+            return Err(PolicyError::Invalid {
+                at: "limits.stamp_bits".to_owned(),
+                message: format!("must be at most {MAX_STAMP_BITS}"),
+            });
+        }
+        if l.per_recipient_per_day == 0 {
+            return Err(PolicyError::Invalid {
+                at: "limits.per_recipient_per_day".to_owned(),
+                message: "must be at least 1 (opt-outs are how a recipient says none)".to_owned(),
+            });
+        }
+        let rules = rules::RuleSet::compile(&file)?;
+        Ok(Policy {
+            version: file.version,
+            optout_key,
+            limits: Limits {
+                max_text_len: l.max_text_len,
+                links_allowed: l.links_allowed,
+                per_recipient_per_day: l.per_recipient_per_day,
+                stamp_bits: l.stamp_bits,
+            },
+            rules,
+            source: text.to_owned(),
+        })
+    }
+
+    /// The policy's version: of two valid policies, the higher one wins.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The TOML the policy was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The names of the rules, in the order they are tried.
+    pub fn rule_names(&self) -> impl Iterator<Item = (&str, Category)> {
+        self.rules
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.category))
+    }
+
+    /// Checks a text against the length limit, the links limit and every
+    /// content rule.
+    pub fn check_text(&self, text: &str) -> Verdict {
+        if text.len() > self.limits.max_text_len {
+            return Verdict::Refused(Refusal {
+                category: Category::Length,
+                rule: "length.max".to_owned(),
+                reason: format!(
+                    "The message is {} bytes long; the most allowed is {}.",
+                    text.len(),
+                    self.limits.max_text_len
+                ),
+            });
+        }
+        let views = normalize::views(text);
+        let skip = self.limits.links_allowed.then_some(Category::Links);
+        match self.rules.first_match(&views, skip) {
+            None => Verdict::Accepted,
+            Some(rule) => Verdict::Refused(Refusal {
+                category: rule.category,
+                rule: rule.name.clone(),
+                reason: rule.reason.clone(),
+            }),
+        }
+    }
+
+    /// The keyed hash of a recipient's normalised address, for opt-outs and
+    /// per-recipient rate limits: every exit computes the same hash, and
+    /// nobody without the policy learns the address from it.
+    ///
+    /// The address is normalised first: lower case, the domain in its ASCII
+    /// (Punycode) form, and a `+tag` removed from the local part.
+    pub fn recipient_hash(&self, recipient: &Recipient) -> [u8; 32] {
+        let address = normalized_address(recipient);
+        crate::crypto::derive_key(
+            "leak 2025 policy recipient hash v1",
+            &[&self.optout_key, address.as_bytes()],
+        )
+        .0
+    }
+}
+
+/// `Local+tag@Domain` → `local@domain` (ASCII domain).
+pub fn normalized_address(recipient: &Recipient) -> String {
+    let local = recipient.local_part();
+    let local = local.split_once('+').map_or(local, |(l, _)| l);
+    let mut out = local.to_lowercase();
+    out.push('@');
+    out.push_str(&recipient.ascii_domain().to_ascii_lowercase());
+    out
+}
+
+fn parse_key(hex: &str) -> Result<[u8; 32], PolicyError> {
+    let err = || PolicyError::Invalid {
+        at: "optout_key".to_owned(),
+        message: "must be 64 hexadecimal digits (32 bytes)".to_owned(),
+    };
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return Err(err());
+    }
+    let mut key = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16).ok_or_else(err)?;
+        let lo = (pair[1] as char).to_digit(16).ok_or_else(err)?;
+        key[i] = (hi * 16 + lo) as u8;
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{MAX_REASON_LEN, MAX_RULE_LEN};
+
+    #[test]
+    fn builtin_policy_compiles() {
+        let policy = Policy::from_toml(BUILTIN_TOML);
+        assert!(policy.is_ok(), "{:?}", policy.err());
+        let policy = Policy::builtin();
+        assert!(policy.version() >= 1);
+        assert!(policy.rule_names().count() > 0);
+    }
+
+    #[test]
+    fn reasons_and_names_fit_a_receipt() {
+        let policy = Policy::builtin();
+        for r in &policy.rules.rules {
+            assert!(r.name.len() <= MAX_RULE_LEN);
+            assert!(r.reason.len() <= MAX_REASON_LEN);
+        }
+    }
+}

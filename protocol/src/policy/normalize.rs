@@ -1,0 +1,437 @@
+//! Text normalisation: the views of a text that rules match against.
+//!
+//! Two views are computed from every text:
+//!
+//! - **raw**: Unicode NFKC, invisible and format characters removed,
+//!   homoglyphs and other confusables folded to their Latin look-alikes
+//!   (`decancer`), lower case, runs of white space as one space. Digits and
+//!   punctuation are kept: phone numbers, addresses and links are matched here.
+//! - **words**: the raw view with the usual evasions undone: contractions
+//!   expanded ("I'll" → "i will"), spaced-out letters joined ("k i l l",
+//!   "k.i.l.l" → "kill"), leetspeak folded inside words ("k1ll", "$lut"),
+//!   everything that is not a letter or digit turned into a space, and runs
+//!   of the same letter squeezed to one ("kiiiill" → "kil"). The result is
+//!   ASCII lower-case letters, digits and single spaces, with one space at
+//!   each end so that " word " always finds a whole word.
+//!
+//! Lexicon terms and word-view patterns go through the same folding when
+//! the policy is compiled, so a rule is written in plain English ("kill")
+//! and matches the squeezed form ("kil").
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The views of one text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Views {
+    /// NFKC, confusables folded, lower case, white space collapsed.
+    pub raw: String,
+    /// Evasions undone: ASCII letters, digits and single spaces, padded.
+    pub words: String,
+    /// The words view of the text outside quotation marks: what the sender
+    /// says rather than what they report someone else saying. The same as
+    /// `words` when the text quotes nothing or is all quotation.
+    pub unquoted: String,
+}
+
+/// Computes every view of `text`.
+pub fn views(text: &str) -> Views {
+    let raw = raw_view(text);
+    let words = words_view(&raw);
+    let unquoted = match strip_quotes(&raw) {
+        Some(outside) => {
+            let w = words_view(&outside);
+            // A text that is (almost) all quotation is judged as a whole:
+            // quotation marks are not a way around the rules.
+            if w.split_ascii_whitespace().count() >= 3 {
+                w
+            } else {
+                words.clone()
+            }
+        }
+        None => words.clone(),
+    };
+    Views {
+        raw,
+        words,
+        unquoted,
+    }
+}
+
+/// The words-view form of a lexicon term or phrase (without the padding).
+pub fn fold_term(term: &str) -> String {
+    let w = words_view(&raw_view(term));
+    w.trim().to_owned()
+}
+
+/// Characters that render as nothing (or nearly) and are used to split a
+/// word so that a filter misses it.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E007F}'
+        | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// NFKC, invisible characters removed, confusables folded, lower case,
+/// white space collapsed to single spaces, trimmed.
+pub fn raw_view(text: &str) -> String {
+    let mut folded = String::with_capacity(text.len());
+    if text.is_ascii() {
+        for c in text.chars() {
+            push_ascii(&mut folded, c);
+        }
+    } else {
+        let options = decancer::Options::default();
+        for c in text.nfkc() {
+            if is_invisible(c) {
+                continue;
+            }
+            if c.is_ascii() {
+                push_ascii(&mut folded, c);
+                continue;
+            }
+            match c {
+                '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '\u{FF07}' => {
+                    folded.push('\'')
+                }
+                '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{00AB}' | '\u{00BB}'
+                | '\u{2033}' => folded.push('"'),
+                '\u{2010}'..='\u{2015}' | '\u{2212}' => folded.push('-'),
+                c if c.is_whitespace() => folded.push(' '),
+                c => match decancer::cure_char(c, options) {
+                    decancer::Translation::Character(t) => {
+                        folded.extend(t.to_lowercase());
+                    }
+                    decancer::Translation::String(s) => {
+                        folded.extend(s.chars().flat_map(char::to_lowercase));
+                    }
+                    decancer::Translation::None => {}
+                },
+            }
+        }
+    }
+    collapse_spaces(&folded)
+}
+
+fn push_ascii(out: &mut String, c: char) {
+    if c.is_ascii_whitespace() || c.is_ascii_control() {
+        out.push(' ');
+    } else {
+        out.push(c.to_ascii_lowercase());
+    }
+}
+
+fn collapse_spaces(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for w in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+/// The raw text with every "…" (or “…”) span replaced by a space, or
+/// `None` when it has no complete quotation.
+fn strip_quotes(raw: &str) -> Option<String> {
+    if !raw.contains('"') {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    let mut stripped = false;
+    while let Some(open) = rest.find('"') {
+        let after = &rest[open + 1..];
+        match after.find('"') {
+            Some(close) => {
+                out.push_str(&rest[..open]);
+                out.push_str(" quote ");
+                rest = &after[close + 1..];
+                stripped = true;
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    stripped.then_some(out)
+}
+
+/// A character leetspeak uses for a letter, and the letter.
+fn leet(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'o',
+        '1' => 'i',
+        '3' => 'e',
+        '4' => 'a',
+        '5' => 's',
+        '7' => 't',
+        '8' => 'b',
+        '9' => 'g',
+        '@' => 'a',
+        '$' => 's',
+        '!' => 'i',
+        '|' => 'l',
+        '+' => 't',
+        '€' => 'e',
+        '£' => 'l',
+        _ => return None,
+    })
+}
+
+/// Characters that may separate the letters of a spaced-out word.
+fn is_letter_separator(c: char) -> bool {
+    matches!(
+        c,
+        '.' | '-' | '_' | '*' | ',' | '~' | '/' | '\\' | ':' | '·'
+    )
+}
+
+/// One character that counts as a letter when words are spelt out.
+fn is_letterish(c: char) -> bool {
+    c.is_ascii_alphanumeric() || leet(c).is_some()
+}
+
+/// Expands the contractions of one lower-case token in place of its apostrophe.
+fn expand_contractions(token: &str, out: &mut String) {
+    if !token.contains('\'') {
+        out.push_str(token);
+        return;
+    }
+    let (head, tail) = match token.split_once('\'') {
+        Some(split) => split,
+        None => (token, ""),
+    };
+    let tail_word: String = tail
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let rest = &tail[tail_word.len()..];
+    match (head, tail_word.as_str()) {
+        ("won" | "wo", "t") => out.push_str("will not"),
+        ("can" | "ca", "t") => out.push_str("can not"),
+        ("shan" | "sha", "t") => out.push_str("shall not"),
+        ("ain", "t") => out.push_str("is not"),
+        (h, "t") if h.ends_with('n') => {
+            out.push_str(&h[..h.len() - 1]);
+            out.push_str(" not");
+        }
+        (h, "ll") => {
+            out.push_str(h);
+            out.push_str(" will");
+        }
+        (h, "re") => {
+            out.push_str(h);
+            out.push_str(" are");
+        }
+        (h, "m") => {
+            out.push_str(h);
+            out.push_str(" am");
+        }
+        (h, "ve") => {
+            out.push_str(h);
+            out.push_str(" have");
+        }
+        (h, "d") => {
+            out.push_str(h);
+            out.push_str(" would");
+        }
+        (h, "s") => {
+            out.push_str(h);
+            out.push('s');
+        }
+        (h, t) => {
+            out.push_str(h);
+            out.push(' ');
+            out.push_str(t);
+        }
+    }
+    // Anything after a second apostrophe is left as a separate word.
+    if !rest.is_empty() {
+        out.push(' ');
+        expand_contractions(rest.trim_start_matches('\''), out);
+    }
+}
+
+/// Folds leetspeak in one token: characters that stand for letters become
+/// those letters, when the token also holds a real letter (so "2024" and
+/// "$20" stay numbers) and a symbol sits inside the word.
+fn fold_leet(token: &str, out: &mut String) {
+    let chars: Vec<char> = token.chars().collect();
+    let has_letter = chars.iter().any(|c| c.is_ascii_alphabetic());
+    // A token that is a number with a unit or an ordinal stays as it is.
+    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
+    let letters = chars.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    let numberish = digits > 0
+        && chars.first().is_some_and(char::is_ascii_digit)
+        && letters <= 2
+        && digits >= 2;
+    if !has_letter || numberish {
+        out.push_str(token);
+        return;
+    }
+    for (i, &c) in chars.iter().enumerate() {
+        let Some(letter) = leet(c) else {
+            out.push(c);
+            continue;
+        };
+        if c.is_ascii_digit() {
+            out.push(letter);
+            continue;
+        }
+        // A symbol is a letter only between letterish characters, or
+        // leading into a word ("@ss", "$lut").
+        let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
+        let next = chars.get(i + 1).copied();
+        let inside = prev.is_some_and(is_letterish) && next.is_some_and(is_letterish);
+        let leading = prev.is_none_or(|p| !is_letterish(p))
+            && matches!(c, '@' | '$')
+            && next.is_some_and(|n| n.is_ascii_alphabetic());
+        if inside || leading {
+            out.push(letter);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// The words view of an already raw text.
+pub fn words_view(raw: &str) -> String {
+    // 1. Tokens by white space; spelt-out words joined.
+    let tokens: Vec<&str> = raw.split(' ').filter(|t| !t.is_empty()).collect();
+    let mut joined: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        // A run of three or more one-character tokens: "k i l l".
+        let run = tokens[i..]
+            .iter()
+            .take_while(|t| {
+                let mut cs = t.chars();
+                matches!((cs.next(), cs.next()), (Some(c), None) if is_letterish(c))
+            })
+            .count();
+        if run >= 3 {
+            joined.push(tokens[i..i + run].concat());
+            i += run;
+            continue;
+        }
+        joined.push(unseparate(tokens[i]));
+        i += 1;
+    }
+
+    // 2. Contractions and leetspeak per token, then letters and digits only.
+    let mut text = String::with_capacity(raw.len() + 16);
+    let mut expanded = String::new();
+    let mut leeted = String::new();
+    for token in &joined {
+        expanded.clear();
+        leeted.clear();
+        expand_contractions(token, &mut expanded);
+        for part in expanded.split(' ') {
+            fold_leet(part, &mut leeted);
+            leeted.push(' ');
+        }
+        text.push_str(&leeted);
+    }
+
+    // 3. Letters and digits, single spaces, repeated letters squeezed.
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(' ');
+    let mut prev = ' ';
+    for c in text.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { ' ' };
+        if c == prev && (c == ' ' || c.is_ascii_alphabetic()) {
+            continue;
+        }
+        out.push(c);
+        prev = c;
+    }
+    if !out.ends_with(' ') {
+        out.push(' ');
+    }
+    out
+}
+
+/// "k.i.l.l", "k-i-l-l" → "kill": single letterish characters separated by
+/// one separator each, at least three of them.
+fn unseparate(token: &str) -> String {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() >= 5
+        && chars.len() % 2 == 1
+        && chars.iter().step_by(2).all(|&c| is_letterish(c))
+        && chars
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .all(|&c| is_letter_separator(c))
+    {
+        return chars.iter().step_by(2).collect();
+    }
+    token.to_owned()
+}
+
+/// Squeezes repeated ASCII letters in a regular expression's source, the way
+/// the words view squeezes the text, leaving escapes (`\bb`) alone.
+pub fn squeeze_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut prev: Option<char> = None;
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.push(c);
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+            prev = None;
+            continue;
+        }
+        if c.is_ascii_alphabetic() && prev == Some(c) {
+            continue;
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evasions_fold() {
+        assert_eq!(views("I'll K1LL you").words, " i wil kil you ");
+        assert_eq!(views("k i l l").words, " kil ");
+        assert_eq!(views("k.i.l.l").words, " kil ");
+        assert_eq!(views("kiiiiill").words, " kil ");
+        assert_eq!(views("ki\u{200b}ll").words, " kil ");
+        assert_eq!(views("\u{043a}ill").words, " kil ");
+        assert_eq!(
+            views("It's $20 on 2024-01-01").words,
+            " its 20 on 2024 01 01 "
+        );
+        assert_eq!(fold_term("kill"), "kil");
+    }
+
+    #[test]
+    fn quotes() {
+        let v = views("If you say \"I hate women\", then you are a bigot");
+        assert!(!v.unquoted.contains("hate"));
+        assert!(v.words.contains("hate"));
+        let v = views("\"I hate women\"");
+        assert!(v.unquoted.contains("hate"));
+    }
+
+    #[test]
+    fn squeeze() {
+        assert_eq!(squeeze_pattern(r"\bbe kill"), r"\bbe kil");
+        assert_eq!(squeeze_pattern(r"a{2,3}"), r"a{2,3}");
+    }
+}
