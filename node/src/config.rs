@@ -33,6 +33,123 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The exit role: email delivery.
+    pub exit: ExitConfig,
+    /// The shared moderation policy.
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A signed policy file (`leak-node policy sign` writes one); empty
+    /// means the policy built into this release.
+    pub file: String,
+    /// The policy maintainers' Ed25519 public keys (hex) this node trusts.
+    pub trusted_keys: Vec<String>,
+    /// How many of those keys must have signed a policy.
+    pub threshold: usize,
+}
+
+/// How the exit hands email on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `.eml` files in a directory (local federations, demos).
+    File,
+    /// SMTP to the operator's smarthost.
+    Smtp,
+}
+
+/// `[exit]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitConfig {
+    /// The mail domain the exit sends from (published in its descriptor).
+    pub domain: String,
+    /// The `From:` address; empty means `leak@DOMAIN`.
+    pub from: String,
+    /// Where recipients report abuse (named in every email's footer); empty
+    /// means `abuse@DOMAIN`.
+    pub abuse_address: String,
+    /// Address of the opt-out and report endpoint (HTTP); put it behind an
+    /// HTTPS reverse proxy and name that in `public_url`.
+    pub http_listen: String,
+    /// The base URL of the endpoint as recipients reach it, e.g.
+    /// `https://leak.example.org`; empty means `http://HTTP_LISTEN`.
+    pub public_url: String,
+    /// "file" or "smtp".
+    pub transport: Transport,
+    /// Directory for the file transport; empty means `DATA_DIR/outbox`.
+    pub file_dir: String,
+    /// The smarthost: `smtp://host:587?tls=required` (STARTTLS),
+    /// `smtps://host:465` (implicit TLS), `smtp://127.0.0.1:25` (plain, for
+    /// loopback only); a user name may be given as `smtp://user@host`.
+    pub smtp_url: String,
+    /// File holding the SMTP password (mode 0600); empty for no AUTH.
+    pub smtp_password_file: String,
+    /// Most SMTP connections kept open and used at once.
+    pub smtp_connections: u32,
+    /// Seconds before an SMTP command times out.
+    pub smtp_timeout_secs: u64,
+    /// Most leaks per recipient per UTC day, if stricter than the policy's;
+    /// 0 means the policy's limit.
+    pub per_recipient_per_day: u32,
+    /// A file of local rules (the policy format) applied on top of the
+    /// shared policy; empty for none.
+    pub local_rules: String,
+    /// First retry after a temporary failure, in seconds; it doubles per
+    /// attempt (with jitter) up to `retry_max_secs`.
+    pub retry_initial_secs: u64,
+    /// Longest wait between two attempts, in seconds.
+    pub retry_max_secs: u64,
+    /// A leak not delivered this many seconds after acceptance ends as
+    /// `Bounced`.
+    pub lifetime_secs: u64,
+    /// How long a message id is remembered so a retransmission is not
+    /// delivered twice, in seconds.
+    pub dedup_secs: u64,
+    /// Highest sending rate (emails per second).
+    pub max_rate: f64,
+    /// Lowest rate a deferral (421, 4.7.x) may slow sending to.
+    pub min_rate: f64,
+    /// DKIM selector; empty disables signing (needs the `dkim` feature).
+    pub dkim_selector: String,
+    /// DKIM private key file (PEM: RSA in PKCS#1, or an Ed25519 seed in
+    /// base64 as in RFC 8463).
+    pub dkim_key_file: String,
+    /// "rsa" or "ed25519".
+    pub dkim_algorithm: String,
+}
+
+impl ExitConfig {
+    fn defaults() -> Self {
+        Self {
+            domain: String::new(),
+            from: String::new(),
+            abuse_address: String::new(),
+            http_listen: "127.0.0.1:8025".into(),
+            public_url: String::new(),
+            transport: Transport::File,
+            file_dir: String::new(),
+            smtp_url: String::new(),
+            smtp_password_file: String::new(),
+            smtp_connections: 4,
+            smtp_timeout_secs: 60,
+            per_recipient_per_day: 0,
+            local_rules: String::new(),
+            retry_initial_secs: 60,
+            retry_max_secs: 3600,
+            lifetime_secs: 5 * 86_400,
+            dedup_secs: 7 * 86_400,
+            max_rate: 20.0,
+            min_rate: 0.1,
+            dkim_selector: String::new(),
+            dkim_key_file: String::new(),
+            dkim_algorithm: "ed25519".into(),
+        }
+    }
 }
 
 /// `[node]`
@@ -180,6 +297,12 @@ impl Config {
             log: LogConfig {
                 level: "info".into(),
             },
+            exit: ExitConfig::defaults(),
+            policy: PolicyConfig {
+                file: String::new(),
+                trusted_keys: Vec::new(),
+                threshold: 1,
+            },
         }
     }
 
@@ -268,12 +391,115 @@ impl Config {
             "node.family is at most 128 bytes"
         );
         self.metrics_addr()?;
+        if self.is_exit() {
+            self.validate_exit()?;
+        }
         anyhow::ensure!(
             self.log.level.trim().parse::<tracing::Level>().is_ok(),
             "log.level {:?} must be one of error, warn, info, debug, trace",
             self.log.level
         );
         Ok(())
+    }
+
+    /// Whether the node has the exit role.
+    pub fn is_exit(&self) -> bool {
+        self.node.roles.contains(&Role::Exit)
+    }
+
+    fn validate_exit(&self) -> anyhow::Result<()> {
+        let e = &self.exit;
+        anyhow::ensure!(
+            !e.domain.trim().is_empty(),
+            "exit.domain must be set for the exit role (the domain mail is sent from)"
+        );
+        leak_protocol::Recipient::parse(&self.exit_from())
+            .map_err(|err| anyhow::anyhow!("exit.from {:?}: {err}", self.exit_from()))?;
+        leak_protocol::Recipient::parse(&self.exit_abuse_address()).map_err(|err| {
+            anyhow::anyhow!("exit.abuse_address {:?}: {err}", self.exit_abuse_address())
+        })?;
+        self.exit_http_addr()?;
+        if e.transport == Transport::Smtp {
+            anyhow::ensure!(
+                !e.smtp_url.trim().is_empty(),
+                "exit.smtp_url must be set for the smtp transport"
+            );
+        }
+        anyhow::ensure!(
+            e.smtp_connections >= 1,
+            "exit.smtp_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            e.retry_initial_secs >= 1 && e.retry_max_secs >= e.retry_initial_secs,
+            "exit.retry_initial_secs must be at least 1 and at most exit.retry_max_secs"
+        );
+        anyhow::ensure!(
+            e.min_rate > 0.0 && e.max_rate >= e.min_rate && e.max_rate.is_finite(),
+            "exit.min_rate must be positive and at most exit.max_rate"
+        );
+        anyhow::ensure!(
+            matches!(e.dkim_algorithm.as_str(), "rsa" | "ed25519"),
+            "exit.dkim_algorithm must be \"rsa\" or \"ed25519\""
+        );
+        if !e.dkim_selector.is_empty() {
+            anyhow::ensure!(
+                cfg!(feature = "dkim"),
+                "exit.dkim_selector is set but this leak-node was built without the `dkim` feature"
+            );
+            anyhow::ensure!(
+                !e.dkim_key_file.is_empty(),
+                "exit.dkim_key_file must be set when exit.dkim_selector is"
+            );
+        }
+        Ok(())
+    }
+
+    /// The exit's `From:` address.
+    pub fn exit_from(&self) -> String {
+        if self.exit.from.trim().is_empty() {
+            format!("leak@{}", self.exit.domain.trim())
+        } else {
+            self.exit.from.trim().to_owned()
+        }
+    }
+
+    /// Where recipients report abuse.
+    pub fn exit_abuse_address(&self) -> String {
+        if self.exit.abuse_address.trim().is_empty() {
+            format!("abuse@{}", self.exit.domain.trim())
+        } else {
+            self.exit.abuse_address.trim().to_owned()
+        }
+    }
+
+    /// The opt-out endpoint's listen address.
+    pub fn exit_http_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.exit.http_listen.parse().with_context(|| {
+            format!(
+                "exit.http_listen {:?} is not an address:port",
+                self.exit.http_listen
+            )
+        })
+    }
+
+    /// The file transport's directory.
+    pub fn exit_file_dir(&self) -> PathBuf {
+        if self.exit.file_dir.trim().is_empty() {
+            self.node.data_dir.join("outbox")
+        } else {
+            PathBuf::from(self.exit.file_dir.trim())
+        }
+    }
+
+    /// The exit's queue of accepted leaks (one file each, scrubbed on
+    /// delivery).
+    pub fn exit_queue_dir(&self) -> PathBuf {
+        self.node.data_dir.join("exit-queue")
+    }
+
+    /// The operator's control socket (`leak-node queue`).
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.node.data_dir.join("admin.sock")
     }
 
     /// The metrics address, if enabled.
@@ -339,7 +565,8 @@ bootstrap = {bootstrap}
 # Operator family: give every node you run the same name, so no path uses
 # two of them.
 family = {family:?}
-# "relay" forwards packets and keeps reply mailboxes.
+# "relay" forwards packets and keeps reply mailboxes; "exit" also delivers
+# leaks by email (see [exit]).
 roles = [{roles}]
 
 [epochs]
@@ -390,6 +617,58 @@ listen = {metrics:?}
 # libraries never log, since their messages can carry peer addresses. Logs
 # never contain IP addresses, recipients or message text, at any level.
 level = {level:?}
+
+[exit]
+# Used with the "exit" role. The mail domain the exit sends from; publish
+# SPF, DKIM and DMARC records for it (README: "Running an exit").
+domain = {domain:?}
+# From: address ("" = leak@DOMAIN) and the abuse address named in every
+# email ("" = abuse@DOMAIN).
+from = {from:?}
+abuse_address = {abuse:?}
+# The opt-out and report-abuse endpoint (plain HTTP: put it behind an HTTPS
+# reverse proxy) and its public base URL ("" = http://HTTP_LISTEN).
+http_listen = {http_listen:?}
+public_url = {public_url:?}
+# "file" writes .eml files into file_dir ("" = DATA_DIR/outbox);
+# "smtp" hands mail to smtp_url: smtp://host:587?tls=required (STARTTLS),
+# smtps://host:465 (implicit TLS), smtp://127.0.0.1:25 (plain, loopback only),
+# with smtp://user@host and smtp_password_file for AUTH.
+transport = {transport:?}
+file_dir = {file_dir:?}
+smtp_url = {smtp_url:?}
+smtp_password_file = {smtp_password_file:?}
+smtp_connections = {smtp_connections}
+smtp_timeout_secs = {smtp_timeout}
+# Leaks per recipient per UTC day, if stricter than the policy (0 = policy).
+per_recipient_per_day = {per_recipient}
+# Extra local rules in the policy format ("" = none).
+local_rules = {local_rules:?}
+# Temporary failures retry after retry_initial_secs, doubling (with jitter)
+# up to retry_max_secs; a leak undelivered after lifetime_secs bounces.
+retry_initial_secs = {retry_initial}
+retry_max_secs = {retry_max}
+lifetime_secs = {lifetime}
+# Message ids are remembered this long, so retransmissions are delivered once.
+dedup_secs = {dedup}
+# Sending rate (emails per second): at most max_rate; a deferral (421, 4.7.x)
+# halves it, down to min_rate, and it recovers slowly with each success.
+max_rate = {max_rate:?}
+min_rate = {min_rate:?}
+# DKIM signing (build with --features dkim): selector ("" = off), key file
+# (PEM RSA key or base64 Ed25519 seed) and algorithm ("rsa" or "ed25519").
+dkim_selector = {dkim_selector:?}
+dkim_key_file = {dkim_key_file:?}
+dkim_algorithm = {dkim_algorithm:?}
+
+[policy]
+# The shared moderation policy. "" = the policy built into this release;
+# otherwise a signed policy file, used if at least `threshold` of the
+# maintainers' keys in trusted_keys (hex Ed25519 public keys) signed it and it
+# is not older than the built-in one.
+file = {policy_file:?}
+trusted_keys = {trusted_keys}
+threshold = {threshold}
 "#,
             data_dir = c.node.data_dir.display().to_string(),
             listen = list(&c.node.listen),
@@ -415,6 +694,42 @@ level = {level:?}
             max_nodes = c.directory.max_nodes,
             metrics = c.metrics.listen,
             level = c.log.level,
+            domain = c.exit.domain,
+            from = c.exit.from,
+            abuse = c.exit.abuse_address,
+            http_listen = c.exit.http_listen,
+            public_url = c.exit.public_url,
+            transport = match c.exit.transport {
+                Transport::File => "file",
+                Transport::Smtp => "smtp",
+            },
+            file_dir = c.exit.file_dir,
+            smtp_url = c.exit.smtp_url,
+            smtp_password_file = c.exit.smtp_password_file,
+            smtp_connections = c.exit.smtp_connections,
+            smtp_timeout = c.exit.smtp_timeout_secs,
+            per_recipient = c.exit.per_recipient_per_day,
+            local_rules = c.exit.local_rules,
+            retry_initial = c.exit.retry_initial_secs,
+            retry_max = c.exit.retry_max_secs,
+            lifetime = c.exit.lifetime_secs,
+            dedup = c.exit.dedup_secs,
+            max_rate = c.exit.max_rate,
+            min_rate = c.exit.min_rate,
+            dkim_selector = c.exit.dkim_selector,
+            dkim_key_file = c.exit.dkim_key_file,
+            dkim_algorithm = c.exit.dkim_algorithm,
+            policy_file = c.policy.file,
+            trusted_keys = format!(
+                "[{}]",
+                c.policy
+                    .trusted_keys
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            threshold = c.policy.threshold,
         )
     }
 }
@@ -453,6 +768,11 @@ mod tests {
         let mut config = Config::defaults(dir.path().to_path_buf());
         config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4701".parse().unwrap()];
         config.node.family = "alice's \"nodes\"".into();
+        config.node.roles = vec![Role::Relay, Role::Exit];
+        config.exit.domain = "leak.example".into();
+        config.exit.transport = Transport::Smtp;
+        config.exit.smtp_url = "smtp://127.0.0.1:2525".into();
+        config.exit.max_rate = 7.5;
         let path = write(dir.path(), &config.to_commented_toml());
         assert_eq!(Config::load(&path, &[]).unwrap(), config);
     }

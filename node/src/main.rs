@@ -4,6 +4,7 @@
 //! leak-node init --data-dir DIR [--listen ADDR]... [--bootstrap ADDR]... [--config FILE]
 //! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
 //! leak-node id --config FILE
+//! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all)] [--json]
 //! ```
 
 use std::{path::PathBuf, process::ExitCode};
@@ -50,6 +51,9 @@ enum Command {
         /// Seconds per key epoch (every node of a federation must agree).
         #[arg(long)]
         epoch_secs: Option<u64>,
+        /// Also take the exit role, sending email from this domain.
+        #[arg(long)]
+        exit_domain: Option<String>,
     },
     /// Run the node until SIGINT or SIGTERM.
     Run(RunArgs),
@@ -58,6 +62,46 @@ enum Command {
         /// The config file.
         #[arg(long, env = "LEAK_CONFIG")]
         config: PathBuf,
+    },
+    /// Inspect and manage a running exit's delivery queue.
+    Queue {
+        /// The config file of the running node.
+        #[arg(long, env = "LEAK_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// What to do (default: counts).
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Leaks by state: waiting (queued, retrying, sending) and finished.
+    Counts,
+    /// The waiting leaks, oldest first: id, state, attempts, age, last
+    /// error, recipient domain (never the address or the text).
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Try a waiting leak (or every one) now, ignoring its backoff.
+    Retry {
+        /// The message id; all waiting leaks if omitted.
+        id: Option<String>,
+    },
+    /// Remove a waiting leak (or every one, with --all) undelivered; its
+    /// sender is told it bounced.
+    Purge {
+        /// The message id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Purge every waiting leak.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -96,6 +140,7 @@ fn init(
     family: String,
     metrics: Option<String>,
     epoch_secs: Option<u64>,
+    exit_domain: Option<String>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -113,6 +158,10 @@ fn init(
     }
     if let Some(secs) = epoch_secs {
         config.epochs.period_secs = secs;
+    }
+    if let Some(domain) = exit_domain {
+        config.node.roles.push(leak_node::config::Role::Exit);
+        config.exit.domain = domain;
     }
     config.validate()?;
     let config_path = config_path.unwrap_or_else(|| data_dir.join("leak-node.toml"));
@@ -162,6 +211,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(addr) = node.metrics_addr() {
         println!("metrics: http://{addr}/metrics");
     }
+    if let Some(addr) = node.exit_http_addr() {
+        println!("exit endpoint: http://{addr}/");
+    }
     let failure = tokio::select! {
         signal = wait_for_signal() => {
             signal?;
@@ -192,6 +244,56 @@ fn log_filter(level: &str) -> anyhow::Result<EnvFilter> {
         .context("building the log filter")
 }
 
+async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyhow::Result<()> {
+    use leak_node::exit::admin::{Request, Response, request};
+    let config = Config::load(&config, &[])?;
+    let req = match action.unwrap_or(QueueAction::Counts) {
+        QueueAction::Counts => Request::Counts,
+        QueueAction::List { limit } => Request::List { limit },
+        QueueAction::Retry { id } => Request::Retry { id },
+        QueueAction::Purge { id, all } => Request::Purge {
+            id: if all { None } else { id },
+        },
+    };
+    let response = request(&config.admin_socket_path(), &req).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        if let Response::Error { message } = response {
+            anyhow::bail!("{message}");
+        }
+        return Ok(());
+    }
+    match response {
+        Response::Counts(counts) => {
+            for (state, n) in &counts.states {
+                println!("{state:<22} {n}");
+            }
+            println!("{:<22} {:.2}/s", "send_rate", counts.send_rate);
+        }
+        Response::List { items } => {
+            println!(
+                "{:<32}  {:<8}  {:>8}  {:>8}  {:>8}  {:<12}  domain",
+                "id", "state", "attempts", "age(s)", "next(s)", "last error"
+            );
+            for i in items {
+                println!(
+                    "{:<32}  {:<8}  {:>8}  {:>8}  {:>8}  {:<12}  {}",
+                    i.id,
+                    i.state,
+                    i.attempts,
+                    i.age_secs,
+                    i.next_attempt_in_secs,
+                    i.last_error,
+                    i.recipient_domain
+                );
+            }
+        }
+        Response::Done { count } => println!("{count} leak(s)"),
+        Response::Error { message } => anyhow::bail!("{message}"),
+    }
+    Ok(())
+}
+
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -214,9 +316,26 @@ fn main() -> ExitCode {
             family,
             metrics,
             epoch_secs,
+            exit_domain,
         } => init(
-            data_dir, config, listen, bootstrap, family, metrics, epoch_secs,
+            data_dir,
+            config,
+            listen,
+            bootstrap,
+            family,
+            metrics,
+            epoch_secs,
+            exit_domain,
         ),
+        Command::Queue {
+            config,
+            json,
+            action,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(queue(config, json, action))),
         Command::Id { config } => Config::load(&config, &[])
             .and_then(|c| Identity::load(&c.identity_path()))
             .map(|id| println!("{}", id.peer_id())),

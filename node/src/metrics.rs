@@ -45,6 +45,25 @@ pub struct Metrics {
     pub descriptors_refused: Family<Labels, Counter>,
     /// Inbound streams reset because too many were waiting for the node.
     pub inbound_streams_refused: Counter,
+    /// Leaks that reached the exit, by outcome (accepted, duplicate,
+    /// refused, opted_out, rate_limited, invalid, unanswerable).
+    pub exit_leaks: Family<Labels, Counter>,
+    /// Final outcomes of accepted leaks (delivered, bounced, expired, purged).
+    pub exit_finished: Family<Labels, Counter>,
+    /// Delivery attempts, by result (ok, temporary, deferred, permanent).
+    pub exit_attempts: Family<Labels, Counter>,
+    /// Leaks waiting in the exit's queue.
+    pub exit_queue: Gauge,
+    /// The exit's current sending rate, in emails per hour.
+    pub exit_rate_per_hour: Gauge,
+    /// Recipients who opted out here.
+    pub exit_opt_outs: Counter,
+    /// Abuse reports received.
+    pub exit_abuse_reports: Counter,
+    /// Opt-out or report requests with an invalid token.
+    pub exit_bad_tokens: Counter,
+    /// Receipts sent back along reply blocks.
+    pub exit_receipts: Counter,
     /// libp2p's own metrics, in the same registry.
     pub libp2p: libp2p::metrics::Metrics,
     registry: Registry,
@@ -124,6 +143,60 @@ impl Metrics {
             "Inbound streams reset because too many were waiting for the node",
             inbound_streams_refused.clone(),
         );
+        let exit_leaks = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_leaks",
+            "Leaks that reached this exit, by outcome",
+            exit_leaks.clone(),
+        );
+        let exit_finished = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_finished",
+            "Accepted leaks that left the queue, by outcome",
+            exit_finished.clone(),
+        );
+        let exit_attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_delivery_attempts",
+            "Delivery attempts, by result",
+            exit_attempts.clone(),
+        );
+        let exit_queue = Gauge::default();
+        registry.register(
+            "exit_queue",
+            "Leaks waiting in the exit's queue",
+            exit_queue.clone(),
+        );
+        let exit_rate_per_hour = Gauge::default();
+        registry.register(
+            "exit_send_rate_per_hour",
+            "The exit's current sending rate (emails per hour)",
+            exit_rate_per_hour.clone(),
+        );
+        let exit_opt_outs = Counter::default();
+        registry.register(
+            "exit_opt_outs",
+            "Recipients who opted out at this exit",
+            exit_opt_outs.clone(),
+        );
+        let exit_abuse_reports = Counter::default();
+        registry.register(
+            "exit_abuse_reports",
+            "Abuse reports received",
+            exit_abuse_reports.clone(),
+        );
+        let exit_bad_tokens = Counter::default();
+        registry.register(
+            "exit_bad_tokens",
+            "Opt-out or report requests with an invalid token",
+            exit_bad_tokens.clone(),
+        );
+        let exit_receipts = Counter::default();
+        registry.register(
+            "exit_receipts",
+            "Receipts sent back along reply blocks",
+            exit_receipts.clone(),
+        );
         // libp2p's metrics add their own "libp2p" prefix: leak_libp2p_*.
         let libp2p = libp2p::metrics::Metrics::new(&mut registry);
         Self {
@@ -140,6 +213,15 @@ impl Metrics {
             mailbox_replies,
             descriptors_refused,
             inbound_streams_refused,
+            exit_leaks,
+            exit_finished,
+            exit_attempts,
+            exit_queue,
+            exit_rate_per_hour,
+            exit_opt_outs,
+            exit_abuse_reports,
+            exit_bad_tokens,
+            exit_receipts,
             libp2p,
             registry,
         }
@@ -157,6 +239,16 @@ impl Metrics {
         self.packets_final
             .get_or_create(&vec![("kind", kind)])
             .inc();
+    }
+
+    /// Counts `labels` in `family`.
+    pub fn count(family: &Family<Labels, Counter>, key: &'static str, value: &'static str) {
+        family.get_or_create(&vec![(key, value)]).inc();
+    }
+
+    /// The count of `value` in `family`.
+    pub fn get(family: &Family<Labels, Counter>, key: &'static str, value: &'static str) -> u64 {
+        family.get(&vec![(key, value)]).map_or(0, |c| c.get())
     }
 
     /// Counts a refused descriptor.

@@ -68,12 +68,16 @@ pub struct ExitDelivery {
 /// What a node is started with besides its configuration.
 #[derive(Default)]
 pub struct StartOptions {
-    /// Where packets that end here as at an exit go. Without one, such
-    /// packets are dropped (`not_an_exit`).
+    /// Where packets that end here as at an exit go, instead of the exit
+    /// role's own delivery (for tests). Without one, and without the exit
+    /// role, such packets are dropped (`not_an_exit`).
     pub exit_sink: Option<mpsc::Sender<ExitDelivery>>,
-    /// Exit details to publish (with the exit role).
+    /// Exit details to publish, instead of those of the exit role.
     pub exit_info: Option<ExitInfo>,
 }
+
+/// Leaks waiting for the exit's ingest task.
+const EXIT_BACKLOG: usize = 1024;
 
 /// The listen addresses worth publishing: loopback ones only when there is
 /// nothing else (a federation on one machine).
@@ -113,7 +117,7 @@ struct Shared {
     config: Config,
     identity: Identity,
     local_peer: PeerId,
-    store: Store,
+    store: Arc<Store>,
     keys: RwLock<KeyRing>,
     directory: RwLock<Directory>,
     book: AddressBook,
@@ -153,6 +157,8 @@ pub struct RunningNode {
     tasks: Vec<(&'static str, Option<tokio::task::JoinHandle<()>>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
+    exit: Option<Arc<crate::exit::Exit>>,
+    exit_http_addr: Option<SocketAddr>,
 }
 
 impl Shared {
@@ -243,7 +249,7 @@ pub async fn start(
             config.node.data_dir.display()
         )
     })?;
-    let store = Store::open(&config.database_path())?;
+    let store = Arc::new(Store::open(&config.database_path())?);
     let schedule = EpochSchedule::new(config.epochs.period_secs);
     let mut keys = KeyRing::load(&store, schedule, config.epochs.keys_ahead)?;
     keys.rotate(&store, unix_now(), &mut rand::rng())?;
@@ -326,6 +332,19 @@ pub async fn start(
         config.directory.max_nodes,
     );
     let control = swarm.behaviour().stream.new_control();
+    let mut options = options;
+    let mut exit_incoming = None;
+    if config.is_exit() && options.exit_sink.is_none() {
+        let (tx, rx) = mpsc::channel(EXIT_BACKLOG);
+        options.exit_sink = Some(tx);
+        exit_incoming = Some(rx);
+        if options.exit_info.is_none() {
+            options.exit_info = Some(ExitInfo {
+                domain: config.exit.domain.trim().to_owned(),
+                policy_version: crate::policy::load(&config.policy)?.version(),
+            });
+        }
+    }
     let shared = Arc::new(Shared {
         local_peer: identity.peer_id(),
         identity,
@@ -418,6 +437,33 @@ pub async fn start(
         .collect::<anyhow::Result<Vec<_>>>()?;
     drop(timer_tx);
 
+    let mut exit = None;
+    let mut exit_http_addr = None;
+    if let Some(incoming) = exit_incoming {
+        let send_shared = shared.clone();
+        let send: crate::exit::SendPacket =
+            Arc::new(
+                move |node: NodeId, packet: Packet| match peer_id_of(&node) {
+                    Some(peer) => send_to(&send_shared, peer, packet),
+                    None => send_shared.drop_packet("bad_next_hop"),
+                },
+            );
+        let started = crate::exit::start(
+            shared.config.clone(),
+            shared.identity.node_id(),
+            shared.identity.seed(),
+            shared.store.clone(),
+            metrics.clone(),
+            send,
+            incoming,
+            shutdown_rx.clone(),
+        )
+        .await?;
+        tasks.extend(started.tasks);
+        exit_http_addr = Some(started.http_addr);
+        exit = Some(started.exit);
+    }
+
     let metrics_addr = match shared.config.metrics_addr()? {
         Some(addr) => {
             let (bound, task) = crate::metrics::serve(addr, metrics).await?;
@@ -439,6 +485,8 @@ pub async fn start(
         tasks: tasks.into_iter().map(|(n, t)| (n, Some(t))).collect(),
         workers,
         metrics_addr,
+        exit,
+        exit_http_addr,
     })
 }
 
@@ -472,6 +520,16 @@ impl RunningNode {
     /// The metrics endpoint's bound address.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The exit role, when the node has it.
+    pub fn exit(&self) -> Option<&Arc<crate::exit::Exit>> {
+        self.exit.as_ref()
+    }
+
+    /// The exit's opt-out endpoint's bound address.
+    pub fn exit_http_addr(&self) -> Option<SocketAddr> {
+        self.exit_http_addr
     }
 
     /// The node's metrics.
@@ -560,8 +618,10 @@ impl RunningNode {
     /// Stops every task, lets the workers finish the packets they hold, and
     /// closes the database. Packets still held for their delay are dropped
     /// (counted as `shutdown`): releasing them early would break mixing.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        // The exit holds the shared state (to send receipts).
+        self.exit = None;
         self.shared.inbound.close();
         for (_, task) in self.tasks {
             if let Some(task) = task {

@@ -69,7 +69,7 @@ fn key_file_name(epoch: u64) -> String {
     format!("epoch-{epoch}.key")
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -96,6 +96,11 @@ impl Store {
             .create(&keys_dir)
             .with_context(|| format!("cannot create {}", keys_dir.display()))?;
         Ok(Self { db, keys_dir })
+    }
+
+    /// The database itself, for the exit's tables ([`crate::exit::store`]).
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Every stored mix key, by epoch.

@@ -1,0 +1,277 @@
+//! The email an exit sends, and the tokens in its links.
+//!
+//! Everything in the email comes from the exit: `From:` (its address, with a
+//! display name from the relationship), the subject (from the relationship),
+//! `Message-ID`, `Date`, the footer and the `List-Unsubscribe` headers. The
+//! only thing from the sender is the text, and it goes into the body, which
+//! `lettre` encodes (quoted-printable or base64), so no byte of it can become
+//! a header. The recipient address was validated when the leak was decoded
+//! and is parsed again by `lettre`.
+
+use leak_protocol::{
+    Leak, MessageId,
+    crypto::{SymmetricKey, derive_key, mac, mac_eq},
+};
+use lettre::{
+    Message,
+    message::{
+        Mailbox,
+        header::{ContentType, Header, HeaderName, HeaderValue},
+    },
+};
+
+/// What a link in the email does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Never receive a leak again (RFC 8058 one-click).
+    OptOut,
+    /// Report this leak as abuse.
+    Report,
+}
+
+impl Link {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Self::OptOut => b"opt-out",
+            Self::Report => b"report",
+        }
+    }
+}
+
+const MAC_LEN: usize = 16;
+const TOKEN_LEN: usize = 16 + 32 + MAC_LEN;
+
+/// Link tokens: the message id and the recipient hash, with a MAC under a
+/// key only this exit has. A token opts out (or reports for) exactly the
+/// recipient it was made for; nobody can make one for someone else.
+pub struct Tokens {
+    key: SymmetricKey,
+}
+
+impl Tokens {
+    /// Tokens keyed from the node's identity seed.
+    pub fn new(seed: &[u8; 32]) -> Self {
+        Self {
+            key: derive_key("leak exit link tokens v1", &[seed]),
+        }
+    }
+
+    fn tag(&self, link: Link, id: &MessageId, recipient: &[u8; 32]) -> [u8; MAC_LEN] {
+        let full = mac(&self.key, &[link.tag(), &id.0, recipient]);
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+
+    /// The token for `link` about leak `id` to `recipient` (hex).
+    pub fn make(&self, link: Link, id: &MessageId, recipient: &[u8; 32]) -> String {
+        let mut bytes = Vec::with_capacity(TOKEN_LEN);
+        bytes.extend_from_slice(&id.0);
+        bytes.extend_from_slice(recipient);
+        bytes.extend_from_slice(&self.tag(link, id, recipient));
+        hex::encode(bytes)
+    }
+
+    /// The message id and recipient hash of a valid token.
+    pub fn check(&self, link: Link, token: &str) -> Option<(MessageId, [u8; 32])> {
+        if token.len() != 2 * TOKEN_LEN {
+            return None;
+        }
+        let bytes = hex::decode(token).ok()?;
+        let id = MessageId(bytes.get(..16)?.try_into().ok()?);
+        let recipient: [u8; 32] = bytes.get(16..48)?.try_into().ok()?;
+        let tag: [u8; MAC_LEN] = bytes.get(48..)?.try_into().ok()?;
+        let expected = self.tag(link, &id, &recipient);
+        let mut a = [0u8; leak_protocol::crypto::MAC_LEN];
+        let mut b = [0u8; leak_protocol::crypto::MAC_LEN];
+        a[..MAC_LEN].copy_from_slice(&tag);
+        b[..MAC_LEN].copy_from_slice(&expected);
+        mac_eq(&a, &b).then_some((id, recipient))
+    }
+
+    /// The email's `Message-ID` local part: derived from the leak's id under
+    /// this exit's key, so a redelivery after a crash carries the same
+    /// `Message-ID` (mail systems drop the duplicate) while the sender's id
+    /// never appears in the email.
+    pub fn message_id(&self, id: &MessageId) -> String {
+        let derived = mac(&self.key, &[b"message-id", &id.0]);
+        hex::encode(derived)
+    }
+}
+
+/// `List-Unsubscribe: <URL>` (RFC 2369).
+#[derive(Debug, Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+#[derive(Debug, Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): no auto-replies to the exit.
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_owned())
+    }
+}
+
+/// What the exit puts in every email besides the leak.
+pub struct Composer {
+    /// The exit's address.
+    pub from: lettre::Address,
+    /// The mail domain (for `Message-ID`).
+    pub domain: String,
+    /// Where abuse reports go by email.
+    pub abuse_address: String,
+    /// The public base URL of the opt-out endpoint, without a trailing `/`.
+    pub public_url: String,
+    /// Link tokens.
+    pub tokens: Tokens,
+}
+
+/// The subject line for a relationship's noun phrase.
+pub fn subject(noun_phrase: &str) -> String {
+    format!("From {noun_phrase}, anonymously.")
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+impl Composer {
+    /// The opt-out URL for a leak.
+    pub fn opt_out_url(&self, id: &MessageId, recipient: &[u8; 32]) -> String {
+        format!(
+            "{}/opt-out/{}",
+            self.public_url,
+            self.tokens.make(Link::OptOut, id, recipient)
+        )
+    }
+
+    /// The report-abuse URL for a leak.
+    pub fn report_url(&self, id: &MessageId, recipient: &[u8; 32]) -> String {
+        format!(
+            "{}/report/{}",
+            self.public_url,
+            self.tokens.make(Link::Report, id, recipient)
+        )
+    }
+
+    /// The email for `leak`, whose recipient hashes to `recipient`.
+    pub fn compose(&self, leak: &Leak, recipient: &[u8; 32]) -> anyhow::Result<Message> {
+        let to: lettre::Address = leak
+            .recipient
+            .to_ascii_address()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the recipient address is not deliverable: {e}"))?;
+        let noun = leak.relationship.noun_phrase();
+        let opt_out = self.opt_out_url(&leak.message_id, recipient);
+        let report = self.report_url(&leak.message_id, recipient);
+        // Text lines end in CRLF on the wire; the text has no CR (validated).
+        let text = leak.text.trim_end();
+        let body = format!(
+            "{text}\n\n\
+             -- \n\
+             You received this message through Leak, a service for saying what is \
+             hard to say in person. It was sent anonymously: nobody, including us, \
+             knows who wrote it, and it was checked against the Leak federation's \
+             shared moderation policy before delivery. Replies to this address are \
+             not read by the sender.\n\n\
+             Never receive a message from Leak again (one click):\n{opt_out}\n\n\
+             Report this message as abuse:\n{report}\n\
+             or write to {abuse}.\n",
+            abuse = self.abuse_address,
+        )
+        .replace('\n', "\r\n");
+        let message = Message::builder()
+            .from(Mailbox::new(
+                Some(format!("{} via Leak", capitalise(noun))),
+                self.from.clone(),
+            ))
+            .to(Mailbox::new(None, to))
+            .subject(subject(noun))
+            .message_id(Some(format!(
+                "<{}@{}>",
+                self.tokens.message_id(&leak.message_id),
+                self.domain
+            )))
+            .date_now()
+            .header(ListUnsubscribe(format!("<{opt_out}>")))
+            .header(ListUnsubscribePost)
+            .header(AutoSubmitted)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| anyhow::anyhow!("cannot build the email: {e}"))?;
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tokens_are_bound_to_link_message_and_recipient() {
+        let tokens = Tokens::new(&[1; 32]);
+        let id = MessageId([2; 16]);
+        let token = tokens.make(Link::OptOut, &id, &[3; 32]);
+        assert_eq!(tokens.check(Link::OptOut, &token), Some((id, [3; 32])));
+        // Another link kind, another key, a changed recipient: all refused.
+        assert_eq!(tokens.check(Link::Report, &token), None);
+        assert_eq!(Tokens::new(&[9; 32]).check(Link::OptOut, &token), None);
+        let mut forged = hex::decode(&token).unwrap();
+        forged[20] ^= 1;
+        assert_eq!(tokens.check(Link::OptOut, &hex::encode(forged)), None);
+        assert_eq!(tokens.check(Link::OptOut, "zz"), None);
+        assert_eq!(tokens.check(Link::OptOut, &"é".repeat(64)), None);
+        // Message-ID: stable per leak, different across leaks.
+        assert_eq!(tokens.message_id(&id), tokens.message_id(&id));
+        assert_ne!(
+            tokens.message_id(&id),
+            tokens.message_id(&MessageId([4; 16]))
+        );
+    }
+
+    #[test]
+    fn subjects() {
+        assert_eq!(subject("a friend"), "From a friend, anonymously.");
+        assert_eq!(capitalise("someone"), "Someone");
+    }
+}

@@ -1,0 +1,410 @@
+//! The exit's durable state, in the node's database plus one file per
+//! queued leak.
+//!
+//! | where | key | value | kept |
+//! |---|---|---|---|
+//! | `exit-queue/<id>.leak` | message id | the leak as received (recipient, text) | until delivered or bounced: then overwritten with zeros, synced, unlinked |
+//! | table `exit_queue` | message id | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
+//! | table `exit_done` | message id | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
+//! | table `exit_opt_out` | recipient hash | when | for good |
+//! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
+//! | table `exit_reports` | message id | when | `exit.dedup_secs` |
+//!
+//! Recipient and text never enter the database: redb is copy-on-write and
+//! does not scrub freed pages, so a deleted leak could be read back from the
+//! file. They live only in the leak's own file, scrubbed on delivery. The
+//! recipient hash is the policy's keyed hash of the normalised address.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use leak_protocol::{MessageId, Outcome};
+use redb::{
+    ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::store::{Store, sync_dir};
+
+const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
+const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
+const OPT_OUT: TableDefinition<[u8; 32], u64> = TableDefinition::new("exit_opt_out");
+const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
+const REPORTS: TableDefinition<[u8; 16], u64> = TableDefinition::new("exit_reports");
+
+/// A leak waiting in the queue (everything but its recipient and text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When the exit accepted it (Unix ms).
+    pub accepted_ms: u64,
+    /// When to try next (Unix ms).
+    pub next_attempt_ms: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last failure: an SMTP code such as `451 4.7.1`, or `network`,
+    /// `tls`, `timeout`, `io` (never the server's text, which can name the
+    /// recipient).
+    pub last_error: String,
+    /// The newest reply block the leak arrived with (a retransmission
+    /// replaces it: the older path may be gone).
+    pub reply_block: Vec<u8>,
+}
+
+/// How a leak left the exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// The outcome its sender was told.
+    pub outcome: Outcome,
+    /// Why, for the operator: delivered, bounced, expired, purged, refused,
+    /// opted_out, rate_limited, invalid.
+    pub state: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// What the exit knows of a message id.
+#[derive(Debug)]
+pub enum Known {
+    /// Never seen (or forgotten).
+    New,
+    /// Waiting for delivery.
+    Queued(Entry),
+    /// Finished.
+    Done(Done),
+}
+
+/// The exit's tables and queue directory.
+pub struct ExitStore {
+    store: Arc<Store>,
+    dir: PathBuf,
+}
+
+fn file_name(id: &MessageId) -> String {
+    format!("{id}.leak")
+}
+
+fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    postcard::to_allocvec(value).context("encoding an exit record")
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> anyhow::Result<T> {
+    postcard::from_bytes(bytes).context("decoding an exit record")
+}
+
+/// Overwrites a file with zeros, syncs and unlinks it.
+fn scrub(path: &Path) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    file.write_all(&zeros)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(path)
+}
+
+impl ExitStore {
+    /// Opens the exit's tables and its queue directory `dir`, and scrubs
+    /// leak files no queue entry points to (a crash between writing the file
+    /// and committing the entry: that leak was never acknowledged).
+    pub fn open(store: Arc<Store>, dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let txn = store.db().begin_write()?;
+        txn.open_table(QUEUE)?;
+        txn.open_table(DONE)?;
+        txn.open_table(OPT_OUT)?;
+        txn.open_table(RATE)?;
+        txn.open_table(REPORTS)?;
+        txn.commit()?;
+        let this = Self { store, dir };
+        let queued: std::collections::HashSet<String> =
+            this.queued()?.iter().map(|(id, _)| file_name(id)).collect();
+        for entry in std::fs::read_dir(&this.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !queued.contains(&name) {
+                scrub(&entry.path())
+                    .with_context(|| format!("cannot scrub {}", entry.path().display()))?;
+            }
+        }
+        Ok(this)
+    }
+
+    /// What is known of `id`.
+    pub fn lookup(&self, id: &MessageId) -> anyhow::Result<Known> {
+        let txn = self.store.db().begin_read()?;
+        if let Some(v) = txn.open_table(QUEUE)?.get(id.0)? {
+            return Ok(Known::Queued(decode(v.value())?));
+        }
+        if let Some(v) = txn.open_table(DONE)?.get(id.0)? {
+            return Ok(Known::Done(decode(v.value())?));
+        }
+        Ok(Known::New)
+    }
+
+    /// Whether the recipient opted out.
+    pub fn opted_out(&self, recipient: &[u8; 32]) -> anyhow::Result<bool> {
+        let txn = self.store.db().begin_read()?;
+        Ok(txn.open_table(OPT_OUT)?.get(recipient)?.is_some())
+    }
+
+    /// Records an opt-out (idempotent). Returns whether it is new.
+    pub fn opt_out(&self, recipient: &[u8; 32], now_ms: u64) -> anyhow::Result<bool> {
+        let txn = self.store.db().begin_write()?;
+        let new = {
+            let mut table = txn.open_table(OPT_OUT)?;
+            let new = table.get(recipient)?.is_none();
+            if new {
+                table.insert(recipient, now_ms)?;
+            }
+            new
+        };
+        txn.commit()?;
+        Ok(new)
+    }
+
+    /// Records an abuse report about a delivered leak. Returns whether it
+    /// is new.
+    pub fn report(&self, id: &MessageId, now_ms: u64) -> anyhow::Result<bool> {
+        let txn = self.store.db().begin_write()?;
+        let new = {
+            let mut table = txn.open_table(REPORTS)?;
+            let new = table.get(id.0)?.is_none();
+            if new {
+                table.insert(id.0, now_ms)?;
+            }
+            new
+        };
+        txn.commit()?;
+        Ok(new)
+    }
+
+    /// Leaks accepted for `recipient` on UTC day `day`.
+    pub fn rate_count(&self, recipient: &[u8; 32], day: u64) -> anyhow::Result<u32> {
+        let txn = self.store.db().begin_read()?;
+        Ok(txn
+            .open_table(RATE)?
+            .get((*recipient, day))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Accepts a leak: its file is written and synced, then its entry and
+    /// the recipient's count are committed in one transaction. Only then may
+    /// anything else happen.
+    pub fn accept(
+        &self,
+        id: &MessageId,
+        leak: &[u8],
+        entry: &Entry,
+        recipient: &[u8; 32],
+        day: u64,
+    ) -> anyhow::Result<()> {
+        let path = self.dir.join(file_name(id));
+        let tmp = self.dir.join(format!("{id}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(leak)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        let txn = self.store.db().begin_write()?;
+        {
+            txn.open_table(QUEUE)?
+                .insert(id.0, encode(entry)?.as_slice())?;
+            let mut rate = txn.open_table(RATE)?;
+            let count = rate.get((*recipient, day))?.map_or(0, |v| v.value());
+            rate.insert((*recipient, day), count.saturating_add(1))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a queued leak's entry (a new reply block, a new schedule).
+    /// Returns false if it is no longer queued.
+    pub fn update(&self, id: &MessageId, entry: &Entry) -> anyhow::Result<bool> {
+        let txn = self.store.db().begin_write()?;
+        let present = {
+            let mut table = txn.open_table(QUEUE)?;
+            let present = table.get(id.0)?.is_some();
+            if present {
+                table.insert(id.0, encode(entry)?.as_slice())?;
+            }
+            present
+        };
+        txn.commit()?;
+        Ok(present)
+    }
+
+    /// Records the outcome of a leak that was never queued (refused).
+    pub fn record(&self, id: &MessageId, done: &Done) -> anyhow::Result<()> {
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(DONE)?
+            .insert(id.0, encode(done)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Takes a leak out of the queue with its outcome (committed first),
+    /// then scrubs its file. Returns its last entry (for the reply block),
+    /// or `None` if it was no longer queued.
+    pub fn finish(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
+        let txn = self.store.db().begin_write()?;
+        let entry = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let entry = match queue.remove(id.0)? {
+                Some(v) => Some(decode::<Entry>(v.value())?),
+                None => None,
+            };
+            if entry.is_some() {
+                txn.open_table(DONE)?
+                    .insert(id.0, encode(done)?.as_slice())?;
+            }
+            entry
+        };
+        txn.commit()?;
+        if entry.is_some() {
+            let path = self.dir.join(file_name(id));
+            if path.exists() {
+                scrub(&path).with_context(|| format!("cannot scrub {}", path.display()))?;
+            }
+        }
+        Ok(entry)
+    }
+
+    /// The leak as received (recipient and text): only while queued.
+    pub fn body(&self, id: &MessageId) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let path = self.dir.join(file_name(id));
+        std::fs::read(&path)
+            .map(Zeroizing::new)
+            .with_context(|| format!("cannot read the queued leak {id}"))
+    }
+
+    /// Every queued leak.
+    pub fn queued(&self) -> anyhow::Result<Vec<(MessageId, Entry)>> {
+        let txn = self.store.db().begin_read()?;
+        let table = txn.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((MessageId(k.value()), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Counts of finished leaks still remembered, by state.
+    pub fn done_counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let txn = self.store.db().begin_read()?;
+        let mut out = BTreeMap::new();
+        for item in txn.open_table(DONE)?.iter()? {
+            let (_, v) = item?;
+            let done: Done = decode(v.value())?;
+            *out.entry(done.state).or_insert(0) += 1;
+        }
+        out.insert(
+            "opted_out_recipients".into(),
+            txn.open_table(OPT_OUT)?.len()?,
+        );
+        out.insert("abuse_reports".into(), txn.open_table(REPORTS)?.len()?);
+        Ok(out)
+    }
+
+    /// Forgets finished leaks and reports older than `before_ms`, and rate
+    /// counts of days before `oldest_day`.
+    pub fn prune(&self, before_ms: u64, oldest_day: u64) -> anyhow::Result<()> {
+        let txn = self.store.db().begin_write()?;
+        {
+            let mut done = txn.open_table(DONE)?;
+            done.retain(|_, v| decode::<Done>(v).map_or(false, |d| d.at_ms >= before_ms))?;
+            txn.open_table(REPORTS)?.retain(|_, at| at >= before_ms)?;
+            txn.open_table(RATE)?
+                .retain(|(_, day), _| day >= oldest_day)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn open(dir: &Path) -> ExitStore {
+        let store = Arc::new(Store::open(&dir.join("node.redb")).unwrap());
+        ExitStore::open(store, dir.join("exit-queue")).unwrap()
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            accepted_ms: 1,
+            next_attempt_ms: 2,
+            attempts: 0,
+            last_error: String::new(),
+            reply_block: vec![7; 10],
+        }
+    }
+
+    #[test]
+    fn accept_finish_and_scrub() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let id = MessageId([1; 16]);
+        assert!(matches!(store.lookup(&id).unwrap(), Known::New));
+        store
+            .accept(&id, b"secret text", &entry(), &[3; 32], 10)
+            .unwrap();
+        assert!(matches!(store.lookup(&id).unwrap(), Known::Queued(_)));
+        assert_eq!(store.body(&id).unwrap().as_slice(), b"secret text");
+        assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 1);
+        let done = Done {
+            outcome: Outcome::Delivered,
+            state: "delivered".into(),
+            at_ms: 5,
+        };
+        assert_eq!(store.finish(&id, &done).unwrap(), Some(entry()));
+        assert!(store.body(&id).is_err());
+        assert!(matches!(store.lookup(&id).unwrap(), Known::Done(d) if d == done));
+        // A second finish finds nothing.
+        assert_eq!(store.finish(&id, &done).unwrap(), None);
+        store.prune(6, 11).unwrap();
+        assert!(matches!(store.lookup(&id).unwrap(), Known::New));
+        assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 0);
+    }
+
+    #[test]
+    fn state_survives_reopening_and_orphans_are_scrubbed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = MessageId([2; 16]);
+        {
+            let store = open(dir.path());
+            store.accept(&id, b"kept", &entry(), &[4; 32], 1).unwrap();
+            assert!(store.opt_out(&[9; 32], 1).unwrap());
+            assert!(!store.opt_out(&[9; 32], 2).unwrap());
+        }
+        // A leak file whose entry was never committed.
+        let orphan = dir.path().join("exit-queue").join("orphan.leak");
+        std::fs::write(&orphan, b"never acknowledged").unwrap();
+        let store = open(dir.path());
+        assert!(!orphan.exists());
+        assert_eq!(store.queued().unwrap().len(), 1);
+        assert_eq!(store.body(&id).unwrap().as_slice(), b"kept");
+        assert!(store.opted_out(&[9; 32]).unwrap());
+        assert!(!store.opted_out(&[8; 32]).unwrap());
+    }
+}
