@@ -1,0 +1,354 @@
+//! The client's configuration file and where its files live.
+//!
+//! One TOML file (unknown keys are errors, missing keys take their
+//! defaults), written with comments by `leak init`. Its place is
+//! `$XDG_CONFIG_HOME/leak/config.toml` unless `--config` or `LEAK_CONFIG`
+//! names another; the state directory (directory cache, pending and finished
+//! leaks) is `$XDG_STATE_HOME/leak` unless `--state-dir` or `LEAK_STATE_DIR`
+//! names another.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use libp2p::{Multiaddr, multiaddr::Protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::path::{MAX_HOP_DELAY_MS, MAX_HOPS, MIN_HOPS};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach the federation.
+    pub network: NetworkConfig,
+    /// How leaks are sent.
+    pub send: SendConfig,
+    /// Which descriptors to trust, and the cache.
+    pub directory: DirectoryConfig,
+    /// The moderation policy.
+    pub policy: PolicyConfig,
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Nodes to fetch the directory from, each with `/p2p/PEERID`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// How long to wait for one node to answer, in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+/// `[send]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendConfig {
+    /// Hops of a path, counting the exit (2 to 5).
+    pub hops: usize,
+    /// Mean of the exponential per-hop mixing delay, in milliseconds.
+    pub mixing_delay_ms: u32,
+    /// How long to wait for a receipt beyond the delays the path adds, in seconds.
+    pub receipt_timeout_secs: u64,
+    /// How many times a leak without a receipt is sent again.
+    pub retransmissions: u32,
+    /// Mean pause before a retransmission, in milliseconds (drawn uniformly
+    /// between half and one and a half times this).
+    pub retransmit_delay_ms: u64,
+}
+
+/// `[directory]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// Descriptors published longer ago than this are refused, in seconds.
+    pub max_age_secs: u64,
+    /// Descriptors published further in the future than this are refused.
+    pub max_clock_skew_secs: u64,
+    /// When no bootstrap node answers, the cached directory is used if it
+    /// was fetched at most this many seconds ago.
+    pub cache_max_age_secs: u64,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Ed25519 public keys (hex) of the policy maintainers whose signed
+    /// policy updates this client accepts. Empty: the built-in policy only.
+    pub trusted_keys: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: Vec::new(),
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        Self {
+            hops: 3,
+            mixing_delay_ms: 200,
+            receipt_timeout_secs: 60,
+            retransmissions: 2,
+            retransmit_delay_ms: 2000,
+        }
+    }
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 10_800,
+            max_clock_skew_secs: 300,
+            cache_max_age_secs: 3600,
+        }
+    }
+}
+
+/// Where the configuration file and the state directory are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    /// The given paths, or the XDG defaults for those not given.
+    pub fn resolve(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let dirs = || {
+            directories::ProjectDirs::from("", "", "leak").ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no home directory: give --config and --state-dir (or LEAK_CONFIG and LEAK_STATE_DIR)"
+                )
+            })
+        };
+        let config = match config {
+            Some(path) => path,
+            None => dirs()?.config_dir().join("config.toml"),
+        };
+        let state_dir = match state_dir {
+            Some(path) => path,
+            None => {
+                let dirs = dirs()?;
+                dirs.state_dir()
+                    .unwrap_or_else(|| dirs.data_local_dir())
+                    .to_path_buf()
+            }
+        };
+        Ok(Self { config, state_dir })
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigMissing(path.to_path_buf()).into());
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()));
+            }
+        };
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks the values' ranges.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !(MIN_HOPS..=MAX_HOPS).contains(&self.send.hops) {
+            anyhow::bail!("send.hops must be between {MIN_HOPS} and {MAX_HOPS}");
+        }
+        if self.send.mixing_delay_ms > MAX_HOP_DELAY_MS / 10 {
+            anyhow::bail!(
+                "send.mixing_delay_ms must be at most {} (a tenth of the longest delay relays accept)",
+                MAX_HOP_DELAY_MS / 10
+            );
+        }
+        if self.send.receipt_timeout_secs == 0 {
+            anyhow::bail!("send.receipt_timeout_secs must be at least 1");
+        }
+        if self.send.retransmissions > 10 {
+            anyhow::bail!("send.retransmissions must be at most 10");
+        }
+        if self.network.connect_timeout_secs == 0 {
+            anyhow::bail!("network.connect_timeout_secs must be at least 1");
+        }
+        for address in &self.network.bootstrap {
+            check_bootstrap(address).map_err(|e| anyhow::anyhow!("network.bootstrap: {e}"))?;
+        }
+        for key in &self.policy.trusted_keys {
+            if hex::decode(key).map(|k| k.len()) != Ok(32) {
+                anyhow::bail!("policy.trusted_keys: {key:?} is not 64 hex digits");
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as a commented TOML file.
+    pub fn to_commented_toml(&self) -> String {
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "[]".to_owned()
+            } else {
+                let lines: Vec<String> = items.iter().map(|i| format!("    {i:?},")).collect();
+                format!("[\n{}\n]", lines.join("\n"))
+            }
+        };
+        let bootstrap = list(
+            self.network
+                .bootstrap
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        );
+        let trusted = list(self.policy.trusted_keys.clone());
+        let Self {
+            network,
+            send,
+            directory,
+            policy: _,
+        } = self;
+        format!(
+            r#"# Leak client configuration (written by `leak init`).
+# Unknown keys are errors; a missing key takes its default.
+
+[network]
+# Nodes to fetch the federation's directory from: /ip4/ADDR/tcp/PORT/p2p/PEERID.
+# Ask the operators of a federation for these.
+bootstrap = {bootstrap}
+# Seconds to wait for one node to answer.
+connect_timeout_secs = {connect_timeout}
+
+[send]
+# Hops of a path, counting the exit: 2 to 5. More hops, more relays that
+# would have to collude to link you to your leak; a little more latency.
+hops = {hops}
+# Mean per-hop mixing delay in milliseconds (each hop holds the packet for
+# a time drawn from the exponential distribution with this mean). Longer
+# delays make timing analysis harder. 0 disables mixing (tests, benchmarks).
+mixing_delay_ms = {mixing}
+# Seconds to wait for the exit's receipt, beyond the delays the path adds,
+# before the leak is sent again over a fresh path.
+receipt_timeout_secs = {timeout}
+# How many times a leak without a receipt is sent again (same message id,
+# same exit, so it is delivered at most once).
+retransmissions = {retransmissions}
+# Mean pause before a retransmission, in milliseconds (randomised: between
+# half and one and a half times this).
+retransmit_delay_ms = {retransmit_delay}
+
+[directory]
+# Descriptors published longer ago than this (seconds) are refused.
+max_age_secs = {max_age}
+# Descriptors published further in the future than this are refused.
+max_clock_skew_secs = {skew}
+# When no bootstrap node answers, use the cached directory if it is at
+# most this many seconds old.
+cache_max_age_secs = {cache_age}
+
+[policy]
+# Ed25519 public keys (hex) of the policy maintainers whose signed policy
+# updates to accept. Empty: the policy built into this client.
+trusted_keys = {trusted}
+"#,
+            connect_timeout = network.connect_timeout_secs,
+            hops = send.hops,
+            mixing = send.mixing_delay_ms,
+            timeout = send.receipt_timeout_secs,
+            retransmissions = send.retransmissions,
+            retransmit_delay = send.retransmit_delay_ms,
+            max_age = directory.max_age_secs,
+            skew = directory.max_clock_skew_secs,
+            cache_age = directory.cache_max_age_secs,
+        )
+    }
+}
+
+/// The configuration file does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no configuration at {}: run `leak init --bootstrap ADDRESS` first", .0.display())]
+pub struct ConfigMissing(pub PathBuf);
+
+/// Checks that a bootstrap address ends with `/p2p/PEERID`.
+pub fn check_bootstrap(address: &Multiaddr) -> anyhow::Result<()> {
+    match address.iter().last() {
+        Some(Protocol::P2p(_)) if address.iter().count() > 1 => Ok(()),
+        _ => anyhow::bail!("{address} must end with /p2p/PEERID after the node's address"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commented_file_parses_to_what_was_written() {
+        let mut config = Config::default();
+        config.network.bootstrap = vec![
+            "/ip4/127.0.0.1/tcp/4700/p2p/12D3KooWGzHqThQN7U5zHQkdprBgB1XQhKexGEkCPAKRM3HqpwZC"
+                .parse()
+                .unwrap(),
+        ];
+        config.send.mixing_delay_ms = 0;
+        config.policy.trusted_keys = vec!["ab".repeat(32)];
+        let text = config.to_commented_toml();
+        assert_eq!(Config::parse(&text).unwrap(), config);
+        assert_eq!(
+            Config::parse(&Config::default().to_commented_toml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn missing_keys_take_defaults_and_unknown_keys_are_errors() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let partial = Config::parse("[send]\nhops = 4\n").unwrap();
+        assert_eq!(partial.send.hops, 4);
+        assert_eq!(partial.send.mixing_delay_ms, 200);
+        let err = Config::parse("[send]\nhopz = 4\n").unwrap_err().to_string();
+        assert!(err.contains("hopz"), "{err}");
+        let err = Config::parse("colour = 1\n").unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (text, key) in [
+            ("[send]\nhops = 6\n", "send.hops"),
+            ("[send]\nhops = 1\n", "send.hops"),
+            ("[send]\nreceipt_timeout_secs = 0\n", "receipt_timeout_secs"),
+            ("[send]\nmixing_delay_ms = 3600000\n", "mixing_delay_ms"),
+            ("[policy]\ntrusted_keys = [\"zz\"]\n", "trusted_keys"),
+            (
+                "[network]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n",
+                "network.bootstrap",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn explicit_paths_win() {
+        let paths = Paths::resolve(Some("/a/c.toml".into()), Some("/b".into())).unwrap();
+        assert_eq!(paths.config, PathBuf::from("/a/c.toml"));
+        assert_eq!(paths.state_dir, PathBuf::from("/b"));
+    }
+}

@@ -1,0 +1,697 @@
+//! `leak`: send a leak through a Leak federation.
+//!
+//! ```text
+//! leak init [--bootstrap ADDRESS]... [--force]
+//! leak send --to ADDRESS --as RELATIONSHIP [MESSAGE] [--file FILE] [--hops N] [--no-wait] [--json]
+//! leak check [MESSAGE] [--file FILE] [--json]
+//! leak nodes [--json]
+//! leak status [MESSAGE-ID] [--json]
+//! ```
+//!
+//! Exit status: 0 delivered (or sent, with `--no-wait`; accepted, for
+//! `check`), 1 refused (by the policy before sending, or by the exit; the
+//! recipient opted out; rate limited), 2 usage error, 3 failed (bounced, no
+//! receipt after every retransmission, no network).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use leak_client::{
+    config::{Config, ConfigMissing, Paths, check_bootstrap},
+    directory::{self, DirectoryError, format_age},
+    path::{MAX_HOPS, MIN_HOPS},
+    progress::Progress,
+    receipts,
+    send::{self, Draft, SendError, SendOptions, SendOutcome, unix_ms},
+    state::{BadMessageId, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
+    text::{self, TextSourceError},
+};
+use leak_node::{client::Peer, identity::peer_id_of};
+use leak_protocol::{
+    Outcome, Recipient, Relationship,
+    payload::validate_text,
+    policy::{Policy, Verdict},
+};
+use libp2p::Multiaddr;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "leak",
+    version,
+    about = "Say what you do not dare to say, by email, without being identifiable",
+    after_help = "Exit status: 0 delivered (or sent, or accepted), 1 refused, 2 usage error, 3 failed."
+)]
+struct Cli {
+    /// The configuration file [default: $XDG_CONFIG_HOME/leak/config.toml].
+    #[arg(long, env = "LEAK_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The state directory [default: $XDG_STATE_HOME/leak].
+    #[arg(long, env = "LEAK_STATE_DIR", global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented configuration file and create the state directory.
+    Init {
+        /// A node to fetch the directory from: /ip4/ADDR/tcp/PORT/p2p/PEERID (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<Multiaddr>,
+        /// Default hops per path, counting the exit.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(MIN_HOPS as i64..=MAX_HOPS as i64))]
+        hops: Option<u8>,
+        /// Mean per-hop mixing delay in milliseconds (0 disables mixing).
+        #[arg(long, value_name = "MS")]
+        mixing_delay_ms: Option<u32>,
+        /// Seconds to wait for a receipt before sending again.
+        #[arg(long, value_name = "SECS")]
+        receipt_timeout_secs: Option<u64>,
+        /// Overwrite an existing configuration file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check and send a leak, and wait for the exit's receipt.
+    Send {
+        /// The recipient's email address.
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_recipient)]
+        to: Recipient,
+        /// Who you are to them: coworker, friend, friend-of-a-friend, family or someone.
+        #[arg(long = "as", value_name = "RELATIONSHIP", value_parser = parse_relationship)]
+        relationship: Relationship,
+        /// The message (else --file, standard input, or $EDITOR).
+        message: Option<String>,
+        /// Read the message from FILE ("-" for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Hops per path, counting the exit [default: from the config, 3].
+        #[arg(long, value_parser = clap::value_parser!(u8).range(MIN_HOPS as i64..=MAX_HOPS as i64))]
+        hops: Option<u8>,
+        /// Return once the first relay has the leak; `leak status` fetches the receipt later.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print one JSON object on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a message against the moderation policy without sending it.
+    Check {
+        /// The message (else --file or standard input).
+        message: Option<String>,
+        /// Read the message from FILE ("-" for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Print one JSON object on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the federation's nodes (the verified directory).
+    Nodes {
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show pending and finished leaks; fetch receipts that arrived since.
+    Status {
+        /// One leak's id (or the first digits of it).
+        message_id: Option<String>,
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_recipient(s: &str) -> Result<Recipient, String> {
+    Recipient::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_relationship(s: &str) -> Result<Relationship, String> {
+    s.parse::<Relationship>().map_err(|e| e.to_string())
+}
+
+/// Exit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok = 0,
+    Refused = 1,
+    Usage = 2,
+    Failed = 3,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+/// An error that is the user's to fix (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn classify(error: &anyhow::Error) -> Status {
+    if error.is::<Usage>()
+        || error.is::<ConfigMissing>()
+        || matches!(
+            error.downcast_ref::<DirectoryError>(),
+            Some(DirectoryError::NoBootstrap)
+        )
+        || error.is::<TextSourceError>()
+        || error.is::<UnknownLeak>()
+        || error.is::<BadMessageId>()
+    {
+        Status::Usage
+    } else {
+        Status::Failed
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(
+        cli.command,
+        Command::Send { json: true, .. } | Command::Check { json: true, .. }
+    );
+    match run(cli) {
+        Ok(status) => status.into(),
+        Err(error) => {
+            let status = classify(&error);
+            if json {
+                let outcome = if status == Status::Usage {
+                    "usage_error"
+                } else {
+                    "failed"
+                };
+                println!(
+                    "{}",
+                    json!({ "message_id": null, "outcome": outcome, "rule": null,
+                            "reason": format!("{error:#}"), "attempts": 0, "elapsed_ms": 0 })
+                );
+            }
+            eprintln!("leak: {error:#}");
+            status.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Status> {
+    let paths = Paths::resolve(cli.config, cli.state_dir)?;
+    match cli.command {
+        Command::Init {
+            bootstrap,
+            hops,
+            mixing_delay_ms,
+            receipt_timeout_secs,
+            force,
+        } => init(
+            &paths,
+            bootstrap,
+            hops,
+            mixing_delay_ms,
+            receipt_timeout_secs,
+            force,
+        ),
+        Command::Send {
+            to,
+            relationship,
+            message,
+            file,
+            hops,
+            no_wait,
+            json,
+        } => send_command(&paths, to, relationship, message, file, hops, no_wait, json),
+        Command::Check {
+            message,
+            file,
+            json,
+        } => check(&paths, message, file, json),
+        Command::Nodes { json } => nodes(&paths, json),
+        Command::Status { message_id, json } => status(&paths, message_id, json),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init(
+    paths: &Paths,
+    bootstrap: Vec<Multiaddr>,
+    hops: Option<u8>,
+    mixing_delay_ms: Option<u32>,
+    receipt_timeout_secs: Option<u64>,
+    force: bool,
+) -> anyhow::Result<Status> {
+    if paths.config.exists() && !force {
+        return Err(Usage(format!(
+            "{} already exists: edit it, or give --force to overwrite it",
+            paths.config.display()
+        ))
+        .into());
+    }
+    for address in &bootstrap {
+        check_bootstrap(address).map_err(|e| Usage(format!("--bootstrap {e}")))?;
+    }
+    let mut config = Config::default();
+    config.network.bootstrap = bootstrap;
+    if let Some(hops) = hops {
+        config.send.hops = usize::from(hops);
+    }
+    if let Some(ms) = mixing_delay_ms {
+        config.send.mixing_delay_ms = ms;
+    }
+    if let Some(secs) = receipt_timeout_secs {
+        config.send.receipt_timeout_secs = secs;
+    }
+    config.check().map_err(|e| Usage(e.to_string()))?;
+    if let Some(parent) = paths.config.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(&paths.config, config.to_commented_toml())
+        .with_context(|| format!("cannot write {}", paths.config.display()))?;
+    StateDir::open(&paths.state_dir)?;
+    println!("Wrote {}", paths.config.display());
+    println!("State directory: {}", paths.state_dir.display());
+    if config.network.bootstrap.is_empty() {
+        println!(
+            "No bootstrap node yet: add one under [network] bootstrap, or run `leak init --force --bootstrap ADDRESS`."
+        );
+    } else {
+        println!(
+            "Next: `leak nodes` lists the federation, `leak send --to ADDRESS --as friend` sends."
+        );
+    }
+    Ok(Status::Ok)
+}
+
+/// Reads the text and checks it: usage errors for what no policy would
+/// look at (empty, too long, control characters).
+fn read_text(
+    message: Option<String>,
+    file: Option<PathBuf>,
+    editor_allowed: bool,
+    scratch: &std::path::Path,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let source = text::choose_source(message, file, editor_allowed)?;
+    let text = text::read(source, scratch)?;
+    validate_text(&text).map_err(|e| Usage(e.to_string()))?;
+    Ok(text)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_command(
+    paths: &Paths,
+    recipient: Recipient,
+    relationship: Relationship,
+    message: Option<String>,
+    file: Option<PathBuf>,
+    hops: Option<u8>,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<Status> {
+    let config = Config::load(&paths.config)?;
+    let state = StateDir::open(&paths.state_dir)?;
+    let text = read_text(message, file, true, state.root())?;
+    let policy = Policy::builtin();
+    if let Verdict::Refused(refusal) = policy.check_text(&text) {
+        if json {
+            println!(
+                "{}",
+                json!({ "message_id": null, "outcome": "refused", "refused_by": "client",
+                        "rule": refusal.rule, "reason": refusal.reason,
+                        "attempts": 0, "elapsed_ms": 0 })
+            );
+        }
+        eprintln!(
+            "Refused before sending ({}): {}",
+            refusal.rule, refusal.reason
+        );
+        return Ok(Status::Refused);
+    }
+    let draft = Draft {
+        recipient,
+        relationship,
+        text,
+    };
+    let options = SendOptions {
+        hops: hops.map_or(config.send.hops, usize::from),
+        no_wait,
+    };
+    let progress = Progress::new(false);
+    let result = runtime()?.block_on(send::send(
+        &draft, &policy, &config, &state, &options, &progress,
+    ));
+    progress.finish();
+    let elapsed_ms = u64::try_from(progress.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            // A configuration without bootstrap nodes is the user's to fix;
+            // no directory, no path, no entry relay, local trouble: failed.
+            let status = match &error {
+                SendError::Directory(DirectoryError::NoBootstrap) => Status::Usage,
+                _ => Status::Failed,
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({ "message_id": null, "outcome": "failed", "rule": null,
+                            "reason": error.to_string(), "attempts": 0, "elapsed_ms": elapsed_ms })
+                );
+            }
+            eprintln!("leak: {error}");
+            return Ok(status);
+        }
+    };
+    let id = report.message_id.to_string();
+    let (name, rule, reason, status, line) = match &report.outcome {
+        SendOutcome::Receipt(outcome) => {
+            let (rule, reason) = match outcome {
+                Outcome::Refused { rule, reason } => (Some(rule.clone()), Some(reason.clone())),
+                _ => (None, None),
+            };
+            let (status, line) = describe(outcome, &report.exit_domain);
+            (outcome_name(outcome), rule, reason, status, line)
+        }
+        SendOutcome::Sent => (
+            "sent",
+            None,
+            None,
+            Status::Ok,
+            format!("Sent (not waiting for the receipt): `leak status {id}` fetches it later"),
+        ),
+        SendOutcome::NoReceipt => (
+            "no_receipt",
+            None,
+            None,
+            Status::Failed,
+            format!(
+                "Failed: no receipt from {} after {} attempt(s); `leak status {id}` checks again later",
+                report.exit_domain, report.attempts
+            ),
+        ),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({ "message_id": id, "outcome": name, "rule": rule, "reason": reason,
+                    "attempts": report.attempts, "elapsed_ms": elapsed_ms,
+                    "exit": report.exit_domain })
+        );
+    } else {
+        println!("{line}");
+        println!(
+            "  message id {id}, {} attempt(s), {:.1}s",
+            report.attempts,
+            elapsed_ms as f64 / 1000.0
+        );
+    }
+    Ok(status)
+}
+
+/// The exit status and the sentence for an exit's outcome.
+fn describe(outcome: &Outcome, exit_domain: &str) -> (Status, String) {
+    match outcome {
+        Outcome::Delivered => (
+            Status::Ok,
+            format!("Delivered: {exit_domain} handed the email to the recipient's mail system"),
+        ),
+        Outcome::Refused { rule, reason } => (
+            Status::Refused,
+            format!("Refused by the exit ({rule}): {reason}"),
+        ),
+        Outcome::RecipientOptedOut => (
+            Status::Refused,
+            "RecipientOptedOut: the recipient asked never to receive leaks".to_owned(),
+        ),
+        Outcome::RateLimited => (
+            Status::Refused,
+            "RateLimited: the recipient has received as many leaks as allowed for now; try again tomorrow".to_owned(),
+        ),
+        Outcome::Bounced => (
+            Status::Failed,
+            "Bounced: the recipient's mail system refused the email".to_owned(),
+        ),
+    }
+}
+
+fn check(
+    paths: &Paths,
+    message: Option<String>,
+    file: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<Status> {
+    let _ = paths;
+    let scratch = std::env::temp_dir();
+    let text = read_text(message, file, false, &scratch)?;
+    let policy = Policy::builtin();
+    let verdict = policy.check_text(&text);
+    match verdict {
+        Verdict::Accepted => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "verdict": "accepted", "policy_version": policy.version(),
+                            "rule": null, "reason": null })
+                );
+            } else {
+                println!("Accepted (policy version {})", policy.version());
+            }
+            Ok(Status::Ok)
+        }
+        Verdict::Refused(refusal) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "verdict": "refused", "policy_version": policy.version(),
+                            "category": refusal.category.as_str(),
+                            "rule": refusal.rule, "reason": refusal.reason })
+                );
+            } else {
+                println!("Refused ({}): {}", refusal.rule, refusal.reason);
+            }
+            Ok(Status::Refused)
+        }
+    }
+}
+
+fn nodes(paths: &Paths, json: bool) -> anyhow::Result<Status> {
+    let config = Config::load(&paths.config)?;
+    let state = StateDir::open(&paths.state_dir)?;
+    let now = unix_ms() / 1000;
+    let view = runtime()?.block_on(async {
+        let peer = Peer::new()?;
+        directory::load(&peer, &config, &state, now)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    let age = now.saturating_sub(view.fetched_at);
+    if json {
+        let nodes: Vec<serde_json::Value> = view
+            .nodes
+            .iter()
+            .map(|d| {
+                let mut roles = Vec::new();
+                if d.roles.relay {
+                    roles.push("relay");
+                }
+                if d.roles.exit {
+                    roles.push("exit");
+                }
+                json!({
+                    "peer_id": peer_id_of(&d.node).map(|p| p.to_string()),
+                    "roles": roles,
+                    "family": d.family,
+                    "exit": d.exit.as_ref().map(|e| json!({ "domain": e.domain, "policy_version": e.policy_version })),
+                    "addresses": d.addresses,
+                    "epochs": d.mix_keys.iter().map(|k| k.epoch).collect::<Vec<_>>(),
+                    "software": d.software,
+                    "published_at": d.published_at,
+                    "age_secs": now.saturating_sub(d.published_at),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "fetched_at": view.fetched_at, "age_secs": age, "from_cache": view.from_cache,
+                    "answered": view.answered, "refused": view.refused, "nodes": nodes })
+        );
+        return Ok(Status::Ok);
+    }
+    let source = if view.from_cache {
+        format!(
+            "from the cache (fetched {} ago; no bootstrap node answered)",
+            format_age(age)
+        )
+    } else {
+        format!("from {} bootstrap node(s) just now", view.answered)
+    };
+    println!(
+        "{} verified node(s) {source}{}",
+        view.nodes.len(),
+        if view.refused > 0 {
+            format!("; {} descriptor(s) refused", view.refused)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{:<54} {:<11} {:<16} {:<28} {:>8}",
+        "PEER ID", "ROLES", "FAMILY", "EXIT (POLICY)", "AGE"
+    );
+    for d in &view.nodes {
+        let roles = match (d.roles.relay, d.roles.exit) {
+            (true, true) => "relay,exit",
+            (true, false) => "relay",
+            (false, true) => "exit",
+            (false, false) => "-",
+        };
+        let exit = d.exit.as_ref().map_or("-".to_owned(), |e| {
+            format!("{} (v{})", e.domain, e.policy_version)
+        });
+        let family = if d.family.is_empty() { "-" } else { &d.family };
+        println!(
+            "{:<54} {:<11} {:<16} {:<28} {:>8}",
+            peer_id_of(&d.node).map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            roles,
+            family,
+            exit,
+            format_age(now.saturating_sub(d.published_at))
+        );
+    }
+    Ok(Status::Ok)
+}
+
+/// How long relays keep a reply in a mailbox by default: a pending leak
+/// older than this will get no receipt.
+const MAILBOX_TTL_MS: u64 = 86_400_000;
+
+fn status(paths: &Paths, message_id: Option<String>, json: bool) -> anyhow::Result<Status> {
+    // The configuration is optional here: only timeouts come from it.
+    let config = match Config::load(&paths.config) {
+        Ok(config) => config,
+        Err(e) if e.is::<ConfigMissing>() => Config::default(),
+        Err(e) => return Err(e),
+    };
+    let state = StateDir::open(&paths.state_dir)?;
+    let mut records: Vec<LeakRecord> = match &message_id {
+        Some(id) => vec![state.load(id)?],
+        None => {
+            let (records, errors) = state.list()?;
+            for e in errors {
+                eprintln!("leak: {e}");
+            }
+            records
+        }
+    };
+    let mut notes = Vec::new();
+    if records.iter().any(LeakRecord::is_pending) {
+        let timeout = Duration::from_secs(config.network.connect_timeout_secs);
+        runtime()?.block_on(async {
+            let peer = Peer::new()?;
+            for record in records.iter_mut().filter(|r| r.is_pending()) {
+                let found = receipts::poll(&peer, record, timeout).await;
+                if let Some(outcome) = found.outcome {
+                    record.finish(Finished::Receipt { receipt: outcome }, unix_ms());
+                    state.save(record)?;
+                    continue;
+                }
+                let last_ms = record
+                    .attempts
+                    .iter()
+                    .filter(|a| a.sent)
+                    .map(|a| a.sent_at_ms + a.path_delay_ms)
+                    .max()
+                    .unwrap_or(record.created_at_ms);
+                if unix_ms().saturating_sub(last_ms) > MAILBOX_TTL_MS {
+                    record.finish(Finished::NoReceipt, unix_ms());
+                    state.save(record)?;
+                } else if !found.errors.is_empty() {
+                    notes.push(format!(
+                        "{}: {}",
+                        record.message_id,
+                        found.errors.join("; ")
+                    ));
+                }
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    if json {
+        let list: Vec<serde_json::Value> = records.iter().map(record_json).collect();
+        match message_id {
+            Some(_) => println!("{}", list.into_iter().next().unwrap_or_default()),
+            None => println!("{}", serde_json::Value::Array(list)),
+        }
+    } else if records.is_empty() {
+        println!("No leaks sent yet.");
+    } else {
+        let now = unix_ms();
+        println!(
+            "{:<32} {:>8} {:<24} {:<16} {:>3}  STATE",
+            "MESSAGE ID", "AGE", "TO", "EXIT", "TRY"
+        );
+        for r in &records {
+            println!(
+                "{:<32} {:>8} {:<24} {:<16} {:>3}  {}",
+                r.message_id,
+                format_age(now.saturating_sub(r.created_at_ms) / 1000),
+                r.recipient,
+                r.exit.domain,
+                r.attempts.iter().filter(|a| a.sent).count(),
+                state_line(r)
+            );
+        }
+    }
+    for note in notes {
+        eprintln!("leak: cannot fetch a receipt yet for {note}");
+    }
+    Ok(Status::Ok)
+}
+
+fn state_line(record: &LeakRecord) -> String {
+    match &record.outcome {
+        None => "pending (no receipt yet)".to_owned(),
+        Some(done) => match &done.result {
+            Finished::NoReceipt => "failed: no receipt".to_owned(),
+            Finished::Receipt { receipt } => describe(receipt, &record.exit.domain).1,
+        },
+    }
+}
+
+fn record_json(record: &LeakRecord) -> serde_json::Value {
+    let (outcome, rule, reason) = match &record.outcome {
+        None => ("pending".to_owned(), None, None),
+        Some(done) => match &done.result {
+            Finished::NoReceipt => ("no_receipt".to_owned(), None, None),
+            Finished::Receipt { receipt } => match receipt {
+                Outcome::Refused { rule, reason } => (
+                    "refused".to_owned(),
+                    Some(rule.clone()),
+                    Some(reason.clone()),
+                ),
+                other => (outcome_name(other).to_owned(), None, None),
+            },
+        },
+    };
+    json!({
+        "message_id": record.message_id,
+        "recipient": record.recipient,
+        "relationship": record.relationship,
+        "exit": record.exit.domain,
+        "created_at_ms": record.created_at_ms,
+        "attempts": record.attempts.iter().filter(|a| a.sent).count(),
+        "outcome": outcome,
+        "rule": rule,
+        "reason": reason,
+        "finished_at_ms": record.outcome.as_ref().map(|o| o.at_ms),
+    })
+}

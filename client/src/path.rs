@@ -1,0 +1,765 @@
+//! Path selection: which nodes a leak crosses, and how long each holds it.
+//!
+//! The exit is chosen first (an exit enforcing the client's policy version
+//! when there is one), then the other hops, as Tor does. A *route* is two
+//! paths that meet at the client's entry relay:
+//!
+//! ```text
+//! forward:  client → entry → middle… → exit
+//! reply:             exit → relay… → entry (mailbox)
+//! ```
+//!
+//! The reply path ends at a mailbox on the entry relay, which already sees
+//! the client's address, so no further node learns it when the client
+//! fetches the receipt. It mirrors the forward path: as many relays between
+//! the exit and the mailbox as between the entry and the exit (`hops - 2`),
+//! so a forward path of `hops` hops comes with a reply path of `hops - 1`.
+//!
+//! Rules, on each path (the exit and the entry included in both):
+//! - no node twice;
+//! - no two nodes of one operator family (an empty family is a family of one);
+//! - no two nodes with addresses in one IPv4 /16 or one IPv6 /32 (Tor's rule
+//!   against one network operator holding two hops). Loopback addresses are
+//!   exempt: on a federation that runs on one machine every node is
+//!   127.0.0.1, and loopback says nothing about who runs a node;
+//! - every node has a mix key for the epoch the packet reaches it in: the
+//!   epoch of the earliest moment it can arrive (the sum of the delays of
+//!   the hops before it). A node accepts its current and its previous epoch,
+//!   so a packet that arrives later than that earliest moment, up to an
+//!   epoch late, is still processed.
+//!
+//! Per-hop delays are drawn from the exponential distribution whose mean the
+//! client configures (Loopix), capped at what relays accept.
+//!
+//! Retransmissions keep the exit (the exit deduplicates by message id) and,
+//! when it is reachable, the entry, and prefer middle and reply relays that
+//! earlier attempts did not use. Everything here is pure: the directory, the
+//! time and the randomness come in, a route comes out.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use leak_protocol::{Delay, NodeId, PathHop, directory::Descriptor};
+use libp2p::{Multiaddr, multiaddr::Protocol};
+use rand::{CryptoRng, seq::SliceRandom as _};
+
+/// The fewest hops of a path: an entry and an exit, so the exit never sees
+/// the client's address.
+pub const MIN_HOPS: usize = 2;
+/// The most hops of a path (what a packet header has room for).
+pub const MAX_HOPS: usize = leak_protocol::sphinx::MAX_HOPS;
+/// The longest per-hop delay: relays refuse longer ones by default.
+pub const MAX_HOP_DELAY_MS: u32 = 600_000;
+/// How many candidate placements the search tries before giving up.
+const SEARCH_BUDGET: usize = 50_000;
+
+/// Why no path could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The directory lists no exit (with a key for the current epoch).
+    #[error("no exit in the directory")]
+    NoExit,
+    /// The hop count is out of range.
+    #[error("a path has {MIN_HOPS} to {MAX_HOPS} hops, not {0}")]
+    HopCount(usize),
+    /// Too few nodes satisfy the path rules.
+    #[error(
+        "not enough nodes for a {hops}-hop path: the directory has {relays} relay(s) besides the exit, \
+         and no two hops may share an operator family or a /16 network, or lack a key for the epoch they are used in"
+    )]
+    NotEnoughNodes {
+        /// The hops asked for.
+        hops: usize,
+        /// Relays known besides the exit.
+        relays: usize,
+    },
+}
+
+/// An exit chosen for a leak.
+#[derive(Debug, Clone)]
+pub struct ExitChoice {
+    /// Its descriptor.
+    pub descriptor: Descriptor,
+    /// Whether it enforces the policy version the client checked against.
+    pub same_policy: bool,
+}
+
+/// Chooses an exit at random, preferring exits that enforce `policy_version`.
+/// Only exits with a key for the current epoch qualify.
+pub fn choose_exit<R: CryptoRng + ?Sized>(
+    nodes: &[Descriptor],
+    policy_version: u32,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<ExitChoice, PathError> {
+    let exits: Vec<&Descriptor> = nodes
+        .iter()
+        .filter(|d| d.roles.exit && d.exit.is_some())
+        .filter(|d| d.mix_key(d.epoch_at(now_ms / 1000)).is_some())
+        .collect();
+    let same: Vec<&Descriptor> = exits
+        .iter()
+        .copied()
+        .filter(|d| {
+            d.exit
+                .as_ref()
+                .is_some_and(|e| e.policy_version == policy_version)
+        })
+        .collect();
+    let (pool, same_policy) = if same.is_empty() {
+        (exits, false)
+    } else {
+        (same, true)
+    };
+    let index = uniform_index(pool.len(), rng).ok_or(PathError::NoExit)?;
+    Ok(ExitChoice {
+        descriptor: pool[index].clone(),
+        same_policy,
+    })
+}
+
+/// What a route must satisfy besides the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// Hops of the forward path, counting the exit; the reply path has one fewer.
+    pub hops: usize,
+    /// The mean per-hop delay in milliseconds.
+    pub mean_delay_ms: u32,
+    /// When the packet leaves, Unix milliseconds.
+    pub now_ms: u64,
+    /// The exit, chosen before.
+    pub exit: &'a Descriptor,
+    /// The entry relay to keep if it still qualifies (retransmissions).
+    pub entry: Option<NodeId>,
+    /// Nodes to use only when there is no other way (earlier attempts' relays).
+    pub avoid: &'a [NodeId],
+    /// Nodes never to use (unreachable).
+    pub exclude: &'a [NodeId],
+}
+
+/// A forward path and the reply path back to the entry relay's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Entry, middle relays, exit.
+    pub forward: Vec<PathHop>,
+    /// Reply relays, then the entry relay, which keeps the mailbox.
+    pub reply: Vec<PathHop>,
+}
+
+impl Route {
+    /// The node the client sends the packet to (and fetches the receipt from).
+    pub fn entry(&self) -> NodeId {
+        self.forward[0].node
+    }
+
+    /// The middle relays of the forward path.
+    pub fn middles(&self) -> &[PathHop] {
+        &self.forward[1..self.forward.len() - 1]
+    }
+
+    /// The node that keeps the mailbox: the entry relay.
+    pub fn mailbox_node(&self) -> NodeId {
+        self.reply[self.reply.len() - 1].node
+    }
+
+    /// Every delay of the forward path, then of the reply path, added up:
+    /// the least time before a receipt can be in the mailbox.
+    pub fn total_delay_ms(&self) -> u64 {
+        self.forward
+            .iter()
+            .chain(&self.reply)
+            .map(|h| u64::from(h.delay.as_millis()))
+            .sum()
+    }
+}
+
+/// The networks a node's addresses are in, for the /16 rule: IPv4 /16s and
+/// IPv6 /32s of its non-loopback, specified IP addresses.
+pub fn networks(descriptor: &Descriptor) -> Vec<[u8; 5]> {
+    let mut out = Vec::new();
+    for address in &descriptor.addresses {
+        let Ok(address) = address.parse::<Multiaddr>() else {
+            continue;
+        };
+        for protocol in address.iter() {
+            let ip = match protocol {
+                Protocol::Ip4(ip) => IpAddr::V4(ip),
+                Protocol::Ip6(ip) => IpAddr::V6(ip),
+                _ => continue,
+            };
+            if ip.is_loopback() || ip.is_unspecified() {
+                continue;
+            }
+            let network = match ip {
+                IpAddr::V4(v4) => {
+                    let [a, b, ..] = v4.octets();
+                    [4, a, b, 0, 0]
+                }
+                IpAddr::V6(v6) => {
+                    let [a, b, c, d, ..] = v6.octets();
+                    [6, a, b, c, d]
+                }
+            };
+            if !out.contains(&network) {
+                out.push(network);
+            }
+        }
+    }
+    out
+}
+
+/// Whether two nodes may be on one path.
+pub fn compatible(a: &Descriptor, b: &Descriptor) -> bool {
+    if a.node == b.node {
+        return false;
+    }
+    if !a.family.is_empty() && a.family == b.family {
+        return false;
+    }
+    let theirs = networks(b);
+    !networks(a).iter().any(|n| theirs.contains(n))
+}
+
+/// Chooses a route for `request`.
+pub fn choose_route<R: CryptoRng + ?Sized>(
+    nodes: &[Descriptor],
+    request: &RouteRequest<'_>,
+    rng: &mut R,
+) -> Result<Route, PathError> {
+    let hops = request.hops;
+    if !(MIN_HOPS..=MAX_HOPS).contains(&hops) {
+        return Err(PathError::HopCount(hops));
+    }
+    let exit = request.exit;
+    let relays: Vec<&Descriptor> = nodes
+        .iter()
+        .filter(|d| d.roles.relay && d.node != exit.node && !request.exclude.contains(&d.node))
+        .collect();
+    let not_enough = PathError::NotEnoughNodes {
+        hops,
+        relays: relays.len(),
+    };
+
+    // Delays first: they decide the epoch each hop is reached in.
+    let forward_delays: Vec<Delay> = (0..hops)
+        .map(|_| sample_delay(request.mean_delay_ms, rng))
+        .collect();
+    let reply_delays: Vec<Delay> = (0..hops - 1)
+        .map(|_| sample_delay(request.mean_delay_ms, rng))
+        .collect();
+    let forward_arrival = arrivals(request.now_ms, &forward_delays);
+    let reply_start = request.now_ms + sum_ms(&forward_delays);
+    let reply_arrival = arrivals(reply_start, &reply_delays);
+
+    if key_for(exit, forward_arrival[hops - 1]).is_none() {
+        return Err(not_enough);
+    }
+    let with_key = |at_ms: u64| -> Vec<&Descriptor> {
+        relays
+            .iter()
+            .copied()
+            .filter(|d| key_for(d, at_ms).is_some())
+            .collect()
+    };
+    // The entry is reached first and keeps the mailbox the reply reaches last.
+    let mut entries: Vec<&Descriptor> = with_key(forward_arrival[0])
+        .into_iter()
+        .filter(|d| key_for(d, reply_arrival[hops - 2]).is_some() && compatible(d, exit))
+        .collect();
+    entries.shuffle(rng);
+    let mut middle_slots: Vec<Vec<&Descriptor>> = forward_arrival[1..hops - 1]
+        .iter()
+        .map(|&at| with_key(at))
+        .collect();
+    let mut reply_slots: Vec<Vec<&Descriptor>> = reply_arrival[..hops - 2]
+        .iter()
+        .map(|&at| with_key(at))
+        .collect();
+    for slot in middle_slots.iter_mut().chain(reply_slots.iter_mut()) {
+        slot.shuffle(rng);
+    }
+
+    // Preferences, strongest first; each pass drops one.
+    let preferred_entry: Option<&Descriptor> = request
+        .entry
+        .and_then(|node| entries.iter().copied().find(|d| d.node == node));
+    let avoid: HashSet<NodeId> = request.avoid.iter().copied().collect();
+    let mut budget = SEARCH_BUDGET;
+    let entry_passes: Vec<Vec<&Descriptor>> = match preferred_entry {
+        Some(entry) => vec![vec![entry], entries.clone()],
+        None => vec![entries.clone()],
+    };
+    for entry_candidates in &entry_passes {
+        for avoid_earlier in [true, false] {
+            for disjoint_reply in [true, false] {
+                for &entry in entry_candidates {
+                    let usable = |d: &&Descriptor| !avoid_earlier || !avoid.contains(&d.node);
+                    let middle_pool: Vec<Vec<&Descriptor>> = middle_slots
+                        .iter()
+                        .map(|s| s.iter().copied().filter(usable).collect())
+                        .collect();
+                    let Some(middles) = fill(&[exit, entry], &middle_pool, &mut budget) else {
+                        if budget == 0 {
+                            return Err(not_enough);
+                        }
+                        continue;
+                    };
+                    let reply_pool: Vec<Vec<&Descriptor>> = reply_slots
+                        .iter()
+                        .map(|s| {
+                            s.iter()
+                                .copied()
+                                .filter(usable)
+                                .filter(|d| {
+                                    !disjoint_reply || !middles.iter().any(|m| m.node == d.node)
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let Some(reply_relays) = fill(&[exit, entry], &reply_pool, &mut budget) else {
+                        if budget == 0 {
+                            return Err(not_enough);
+                        }
+                        continue;
+                    };
+                    let forward_nodes = std::iter::once(entry).chain(middles).chain([exit]);
+                    let forward = forward_nodes
+                        .zip(forward_delays.iter().zip(&forward_arrival))
+                        .map(|(d, (&delay, &at))| path_hop(d, at, delay))
+                        .collect::<Option<Vec<_>>>();
+                    let reply = reply_relays
+                        .into_iter()
+                        .chain([entry])
+                        .zip(reply_delays.iter().zip(&reply_arrival))
+                        .map(|(d, (&delay, &at))| path_hop(d, at, delay))
+                        .collect::<Option<Vec<_>>>();
+                    if let (Some(forward), Some(reply)) = (forward, reply) {
+                        return Ok(Route { forward, reply });
+                    }
+                }
+            }
+        }
+    }
+    Err(not_enough)
+}
+
+/// A delay from the exponential distribution with mean `mean_ms`, capped.
+pub fn sample_delay<R: CryptoRng + ?Sized>(mean_ms: u32, rng: &mut R) -> Delay {
+    if mean_ms == 0 {
+        return Delay(0);
+    }
+    Delay(
+        Delay::sample_exponential(mean_ms, rng)
+            .as_millis()
+            .min(MAX_HOP_DELAY_MS),
+    )
+}
+
+/// A uniform index below `len`, or `None` when `len` is 0.
+fn uniform_index<R: CryptoRng + ?Sized>(len: usize, rng: &mut R) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    // Rejection sampling: no modulo bias.
+    let len = len as u64;
+    let zone = u64::MAX - (u64::MAX % len);
+    loop {
+        let x = rng.next_u64();
+        if x < zone {
+            return usize::try_from(x % len).ok();
+        }
+    }
+}
+
+fn sum_ms(delays: &[Delay]) -> u64 {
+    delays.iter().map(|d| u64::from(d.as_millis())).sum()
+}
+
+/// The earliest arrival time at each hop: the start plus the delays before it.
+fn arrivals(start_ms: u64, delays: &[Delay]) -> Vec<u64> {
+    let mut at = start_ms;
+    delays
+        .iter()
+        .map(|d| {
+            let this = at;
+            at += u64::from(d.as_millis());
+            this
+        })
+        .collect()
+}
+
+/// The epoch and key `descriptor` uses for a packet arriving at `at_ms`.
+fn key_for(descriptor: &Descriptor, at_ms: u64) -> Option<(u64, leak_protocol::MixPublicKey)> {
+    let epoch = descriptor.epoch_at(at_ms / 1000);
+    descriptor.mix_key(epoch).map(|key| (epoch, key))
+}
+
+fn path_hop(descriptor: &Descriptor, at_ms: u64, delay: Delay) -> Option<PathHop> {
+    let (epoch, key) = key_for(descriptor, at_ms)?;
+    Some(PathHop {
+        node: descriptor.node,
+        key,
+        // The key hint is the epoch's low byte (SPEC.md §9).
+        key_hint: epoch as u8,
+        delay,
+    })
+}
+
+/// Picks one node from each slot such that the picks and `fixed` are
+/// pairwise compatible: a depth-first search over slots whose candidates
+/// are already in random order, bounded by `budget` placements.
+fn fill<'a>(
+    fixed: &[&'a Descriptor],
+    slots: &[Vec<&'a Descriptor>],
+    budget: &mut usize,
+) -> Option<Vec<&'a Descriptor>> {
+    fn go<'a>(
+        chosen: &mut Vec<&'a Descriptor>,
+        slots: &[Vec<&'a Descriptor>],
+        budget: &mut usize,
+    ) -> bool {
+        let Some((slot, rest)) = slots.split_first() else {
+            return true;
+        };
+        for &candidate in slot {
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            if chosen.iter().all(|c| compatible(c, candidate)) {
+                chosen.push(candidate);
+                if go(chosen, rest, budget) {
+                    return true;
+                }
+                chosen.pop();
+            }
+        }
+        false
+    }
+    let mut chosen: Vec<&'a Descriptor> = fixed.to_vec();
+    go(&mut chosen, slots, budget).then(|| chosen.split_off(fixed.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use leak_protocol::{
+        MixPublicKey,
+        directory::{EpochKey, ExitInfo, Roles},
+    };
+    use rand::{SeedableRng as _, rngs::StdRng};
+
+    use super::*;
+
+    const PERIOD: u64 = 3600;
+    const NOW_MS: u64 = 100 * PERIOD * 1000 + 1000;
+
+    fn node(n: u8, family: &str, ip: &str, exit: bool) -> Descriptor {
+        Descriptor {
+            node: NodeId([n; 32]),
+            addresses: vec![format!("/ip4/{ip}/tcp/4700")],
+            roles: Roles { relay: true, exit },
+            family: family.into(),
+            exit: exit.then(|| ExitInfo {
+                domain: "leak.test".into(),
+                policy_version: 1,
+            }),
+            epoch_period_secs: PERIOD,
+            mix_keys: vec![
+                EpochKey {
+                    epoch: 100,
+                    key: MixPublicKey([n; 32]),
+                },
+                EpochKey {
+                    epoch: 101,
+                    key: MixPublicKey([n ^ 0xff; 32]),
+                },
+            ],
+            software: "test".into(),
+            published_at: 100 * PERIOD,
+        }
+    }
+
+    fn request<'a>(exit: &'a Descriptor, hops: usize) -> RouteRequest<'a> {
+        RouteRequest {
+            hops,
+            mean_delay_ms: 200,
+            now_ms: NOW_MS,
+            exit,
+            entry: None,
+            avoid: &[],
+            exclude: &[],
+        }
+    }
+
+    fn distinct(nodes: impl IntoIterator<Item = NodeId>) -> bool {
+        let nodes: Vec<NodeId> = nodes.into_iter().collect();
+        let set: HashSet<NodeId> = nodes.iter().copied().collect();
+        set.len() == nodes.len()
+    }
+
+    fn check_rules(directory: &[Descriptor], route: &Route) {
+        let by_id = |id: NodeId| directory.iter().find(|d| d.node == id).unwrap();
+        let exit = route.forward.last().unwrap().node;
+        for path in [
+            route.forward.iter().map(|h| h.node).collect::<Vec<_>>(),
+            std::iter::once(exit)
+                .chain(route.reply.iter().map(|h| h.node))
+                .collect(),
+        ] {
+            assert!(distinct(path.iter().copied()), "a node twice: {path:?}");
+            for (i, a) in path.iter().enumerate() {
+                for b in &path[i + 1..] {
+                    assert!(compatible(by_id(*a), by_id(*b)), "{a:?} and {b:?}");
+                }
+            }
+        }
+        assert_eq!(route.mailbox_node(), route.entry());
+    }
+
+    #[test]
+    fn routes_follow_the_rules() {
+        let mut directory: Vec<Descriptor> = (1..=12)
+            .map(|n| {
+                node(
+                    n,
+                    &format!("family-{}", n % 4),
+                    &format!("10.{}.0.{n}", n % 5),
+                    false,
+                )
+            })
+            .collect();
+        directory.push(node(50, "exit-family", "192.0.2.1", true));
+        let mut rng = StdRng::seed_from_u64(1);
+        for hops in MIN_HOPS..=MAX_HOPS {
+            for _ in 0..50 {
+                let exit = choose_exit(&directory, 1, NOW_MS, &mut rng).unwrap();
+                assert!(exit.same_policy);
+                let route =
+                    choose_route(&directory, &request(&exit.descriptor, hops), &mut rng).unwrap();
+                assert_eq!(route.forward.len(), hops);
+                assert_eq!(route.reply.len(), hops - 1);
+                assert_eq!(route.forward.last().unwrap().node, NodeId([50; 32]));
+                check_rules(&directory, &route);
+            }
+        }
+    }
+
+    #[test]
+    fn one_family_is_never_used_twice() {
+        // Six relays, but only two families besides the exit's: a 3-hop
+        // forward path (entry, middle, exit) fits, a 4-hop one does not.
+        let mut directory: Vec<Descriptor> = (1..=6)
+            .map(|n| {
+                node(
+                    n,
+                    if n % 2 == 0 { "even" } else { "odd" },
+                    "127.0.0.1",
+                    false,
+                )
+            })
+            .collect();
+        directory.push(node(50, "", "127.0.0.1", true));
+        let exit = directory[6].clone();
+        let mut rng = StdRng::seed_from_u64(2);
+        let route = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
+        check_rules(&directory, &route);
+        assert_eq!(
+            choose_route(&directory, &request(&exit, 4), &mut rng),
+            Err(PathError::NotEnoughNodes { hops: 4, relays: 6 })
+        );
+    }
+
+    #[test]
+    fn one_network_is_never_used_twice_but_loopback_is_exempt() {
+        // All relays in 203.0.113.0/24 (one /16): no 3-hop path.
+        let mut directory: Vec<Descriptor> = (1..=6)
+            .map(|n| node(n, "", &format!("203.0.113.{n}"), false))
+            .collect();
+        directory.push(node(50, "", "198.51.100.1", true));
+        let exit = directory[6].clone();
+        let mut rng = StdRng::seed_from_u64(3);
+        assert!(matches!(
+            choose_route(&directory, &request(&exit, 3), &mut rng),
+            Err(PathError::NotEnoughNodes { .. })
+        ));
+        // The same on loopback: fine.
+        for d in &mut directory {
+            d.addresses = vec!["/ip4/127.0.0.1/tcp/4700".into()];
+        }
+        let exit = directory[6].clone();
+        let route = choose_route(&directory, &request(&exit, 5), &mut rng).unwrap();
+        check_rules(&directory, &route);
+        // IPv6: one /32 counts as one network.
+        let a = Descriptor {
+            addresses: vec!["/ip6/2001:db8:1::1/tcp/1".into()],
+            ..node(1, "", "127.0.0.1", false)
+        };
+        let b = Descriptor {
+            addresses: vec!["/ip6/2001:db8:2::1/tcp/1".into()],
+            ..node(2, "", "127.0.0.1", false)
+        };
+        assert!(!compatible(&a, &b));
+        assert!(compatible(&a, &node(3, "", "127.0.0.1", false)));
+    }
+
+    #[test]
+    fn nodes_without_a_key_for_their_epoch_are_not_used() {
+        let mut directory: Vec<Descriptor> =
+            (1..=4).map(|n| node(n, "", "127.0.0.1", false)).collect();
+        directory.push(node(50, "", "127.0.0.1", true));
+        // Two relays only have keys for epochs long gone.
+        for d in &mut directory[..2] {
+            for (i, k) in d.mix_keys.iter_mut().enumerate() {
+                k.epoch = 10 + i as u64;
+            }
+        }
+        let exit = directory[4].clone();
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..20 {
+            let route = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
+            for hop in route.forward.iter().chain(&route.reply) {
+                assert!(hop.node != NodeId([1; 32]) && hop.node != NodeId([2; 32]));
+                assert_eq!(hop.key_hint, 100, "the current epoch's key");
+            }
+        }
+        // A packet that will reach a hop in the next epoch uses that epoch's key.
+        let late = RouteRequest {
+            now_ms: 101 * PERIOD * 1000 - 1,
+            mean_delay_ms: 0,
+            ..request(&exit, 3)
+        };
+        let route = choose_route(&directory, &late, &mut rng).unwrap();
+        assert!(route.forward.iter().all(|h| h.key_hint == 100));
+        let late = RouteRequest {
+            now_ms: 101 * PERIOD * 1000,
+            ..late
+        };
+        let route = choose_route(&directory, &late, &mut rng).unwrap();
+        assert!(route.forward.iter().all(|h| h.key_hint == 101));
+        assert_eq!(route.forward[2].key, MixPublicKey([50 ^ 0xff; 32]));
+    }
+
+    #[test]
+    fn epochs_follow_the_delays() {
+        // A long mean delay pushes later hops into the next epoch.
+        let mut directory: Vec<Descriptor> =
+            (1..=8).map(|n| node(n, "", "127.0.0.1", false)).collect();
+        directory.push(node(50, "", "127.0.0.1", true));
+        let exit = directory[8].clone();
+        let mut rng = StdRng::seed_from_u64(5);
+        let start = 101 * PERIOD * 1000 - 30_000;
+        for _ in 0..30 {
+            let req = RouteRequest {
+                now_ms: start,
+                mean_delay_ms: 20_000,
+                ..request(&exit, 4)
+            };
+            let Ok(route) = choose_route(&directory, &req, &mut rng) else {
+                continue; // Delays past the last published epoch: no route.
+            };
+            let mut at = start;
+            for hop in route.forward.iter().chain(&route.reply) {
+                assert_eq!(u64::from(hop.key_hint), at / 1000 / PERIOD);
+                at += u64::from(hop.delay.as_millis());
+            }
+        }
+    }
+
+    #[test]
+    fn retransmissions_keep_the_entry_and_avoid_earlier_relays() {
+        let mut directory: Vec<Descriptor> =
+            (1..=8).map(|n| node(n, "", "127.0.0.1", false)).collect();
+        directory.push(node(50, "", "127.0.0.1", true));
+        let exit = directory[8].clone();
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..20 {
+            let first = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
+            let avoid: Vec<NodeId> = first.middles().iter().map(|h| h.node).collect();
+            let again = RouteRequest {
+                entry: Some(first.entry()),
+                avoid: &avoid,
+                ..request(&exit, 3)
+            };
+            let second = choose_route(&directory, &again, &mut rng).unwrap();
+            assert_eq!(second.entry(), first.entry());
+            assert_eq!(second.forward[2].node, first.forward[2].node);
+            assert!(second.middles().iter().all(|h| !avoid.contains(&h.node)));
+            // An unreachable entry is replaced.
+            let exclude = [first.entry()];
+            let third = choose_route(
+                &directory,
+                &RouteRequest {
+                    entry: Some(first.entry()),
+                    exclude: &exclude,
+                    ..request(&exit, 3)
+                },
+                &mut rng,
+            )
+            .unwrap();
+            assert_ne!(third.entry(), first.entry());
+        }
+        // When avoiding is impossible, earlier relays are used again.
+        let small: Vec<Descriptor> = directory[..3]
+            .iter()
+            .cloned()
+            .chain([exit.clone()])
+            .collect();
+        let avoid = [NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32])];
+        let route = choose_route(
+            &small,
+            &RouteRequest {
+                avoid: &avoid,
+                ..request(&exit, 3)
+            },
+            &mut rng,
+        )
+        .unwrap();
+        check_rules(&small, &route);
+    }
+
+    #[test]
+    fn no_exit_and_bad_hop_counts_are_errors() {
+        let directory: Vec<Descriptor> = (1..=4).map(|n| node(n, "", "127.0.0.1", false)).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        assert!(matches!(
+            choose_exit(&directory, 1, NOW_MS, &mut rng),
+            Err(PathError::NoExit)
+        ));
+        let exit = node(50, "", "127.0.0.1", true);
+        for hops in [0, 1, 6] {
+            assert_eq!(
+                choose_route(&directory, &request(&exit, hops), &mut rng),
+                Err(PathError::HopCount(hops))
+            );
+        }
+    }
+
+    #[test]
+    fn exits_of_the_client_policy_version_are_preferred() {
+        let mut old = node(50, "", "127.0.0.1", true);
+        old.exit.as_mut().unwrap().policy_version = 0;
+        let new = node(51, "", "127.0.0.1", true);
+        let mut rng = StdRng::seed_from_u64(8);
+        for _ in 0..20 {
+            let choice = choose_exit(&[old.clone(), new.clone()], 1, NOW_MS, &mut rng).unwrap();
+            assert_eq!(choice.descriptor.node, new.node);
+            assert!(choice.same_policy);
+        }
+        let choice = choose_exit(std::slice::from_ref(&old), 1, NOW_MS, &mut rng).unwrap();
+        assert!(!choice.same_policy);
+    }
+
+    #[test]
+    fn delays_are_exponential_and_capped() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let n = 20_000;
+        let total: u64 = (0..n)
+            .map(|_| u64::from(sample_delay(200, &mut rng).as_millis()))
+            .sum();
+        let mean = total / n;
+        assert!((185..=215).contains(&mean), "mean {mean}");
+        assert_eq!(sample_delay(0, &mut rng), Delay(0));
+        assert!((0..1000).all(|_| sample_delay(60_000, &mut rng).as_millis() <= MAX_HOP_DELAY_MS));
+    }
+}

@@ -1,0 +1,541 @@
+//! What the client remembers between commands, in its state directory.
+//!
+//! ```text
+//! STATE_DIR/               mode 0700
+//!   directory.json         the last verified directory fetched, with its time
+//!   leaks/ID.json          one leak: pending or finished (mode 0600)
+//! ```
+//!
+//! A leak's record holds what `leak status` needs to fetch a receipt that
+//! arrives after `leak send` stopped waiting: for each attempt, the mailbox
+//! node, the mailbox capability and the reply keys (secrets: whoever holds
+//! them can read the receipt, so the files are 0600 and the secrets are
+//! erased once the leak is finished). It never holds the message text, and
+//! the recipient only in a redacted form (`a…@example.com`) for the sender's
+//! own listing. Every file is written to a temporary name, synced and
+//! renamed over the old one, so a crash leaves the old or the new version,
+//! never a torn one.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use leak_protocol::{MessageId, Outcome, ReplyKeys};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// One leak, as the client remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakRecord {
+    /// The message id, in hex.
+    pub message_id: String,
+    /// The recipient, redacted ([`redact_recipient`]).
+    pub recipient: String,
+    /// The relationship given.
+    pub relationship: String,
+    /// The exit every attempt goes to.
+    pub exit: ExitRecord,
+    /// When the leak was first sent, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    /// How it ended; `None` while pending.
+    pub outcome: Option<FinalRecord>,
+}
+
+/// The exit a leak goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitRecord {
+    /// Its libp2p peer id.
+    pub peer: String,
+    /// The mail domain it sends from.
+    pub domain: String,
+}
+
+/// One transmission of a leak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptRecord {
+    /// When the packet was handed to the entry relay, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// The delays of the forward and reply paths added up: no receipt can
+    /// arrive sooner.
+    pub path_delay_ms: u64,
+    /// The entry relay's peer id, which also keeps the mailbox.
+    pub mailbox_peer: String,
+    /// The mailbox node's addresses, from its descriptor.
+    pub mailbox_addresses: Vec<String>,
+    /// Whether the entry relay took the packet.
+    pub sent: bool,
+    /// The capability and reply keys; erased when the leak is finished.
+    pub secrets: Option<AttemptSecrets>,
+}
+
+/// What opens an attempt's mailbox and its receipt. Secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptSecrets {
+    /// The mailbox capability, hex.
+    pub capability: String,
+    /// The reply keys, postcard then hex.
+    pub reply_keys: String,
+}
+
+impl std::fmt::Debug for AttemptSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptSecrets([redacted])")
+    }
+}
+
+impl AttemptSecrets {
+    /// Encodes the secrets of one attempt.
+    pub fn new(capability: &[u8; 32], keys: &ReplyKeys) -> anyhow::Result<Self> {
+        let encoded = Zeroizing::new(postcard::to_allocvec(keys).context("encoding reply keys")?);
+        Ok(Self {
+            capability: hex::encode(capability),
+            reply_keys: hex::encode(&*encoded),
+        })
+    }
+
+    /// The mailbox capability.
+    pub fn capability(&self) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+        let bytes = Zeroizing::new(hex::decode(&self.capability).context("capability")?);
+        let mut out = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            anyhow::bail!("a stored capability is not 32 bytes");
+        }
+        out.copy_from_slice(&bytes);
+        Ok(out)
+    }
+
+    /// The reply keys.
+    pub fn reply_keys(&self) -> anyhow::Result<ReplyKeys> {
+        let bytes = Zeroizing::new(hex::decode(&self.reply_keys).context("reply keys")?);
+        postcard::from_bytes(&bytes).context("stored reply keys do not decode")
+    }
+}
+
+/// How a leak ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinalRecord {
+    /// When it was known, Unix milliseconds.
+    pub at_ms: u64,
+    /// What happened.
+    pub result: Finished,
+}
+
+/// What happened to a leak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Finished {
+    /// The exit's receipt says so.
+    Receipt {
+        /// The exit's outcome.
+        #[serde(with = "outcome_serde")]
+        receipt: Outcome,
+    },
+    /// No receipt came after every retransmission.
+    NoReceipt,
+}
+
+mod outcome_serde {
+    //! Outcomes as `{ "kind": "refused", "rule": .., "reason": .. }`.
+    use leak_protocol::Outcome;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    }
+
+    pub fn serialize<S: Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
+        let (rule, reason) = match outcome {
+            Outcome::Refused { rule, reason } => (Some(rule.clone()), Some(reason.clone())),
+            _ => (None, None),
+        };
+        Wire {
+            kind: super::outcome_name(outcome).to_owned(),
+            rule,
+            reason,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Outcome, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        Ok(match wire.kind.as_str() {
+            "delivered" => Outcome::Delivered,
+            "refused" => Outcome::Refused {
+                rule: wire.rule.unwrap_or_default(),
+                reason: wire.reason.unwrap_or_default(),
+            },
+            "recipient_opted_out" => Outcome::RecipientOptedOut,
+            "rate_limited" => Outcome::RateLimited,
+            "bounced" => Outcome::Bounced,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown outcome {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// The stable snake-case name of an outcome (JSON output, state files).
+pub fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Refused { .. } => "refused",
+        Outcome::RecipientOptedOut => "recipient_opted_out",
+        Outcome::RateLimited => "rate_limited",
+        Outcome::Bounced => "bounced",
+    }
+}
+
+impl LeakRecord {
+    /// The message id.
+    pub fn id(&self) -> anyhow::Result<MessageId> {
+        parse_message_id(&self.message_id)
+    }
+
+    /// Whether the leak still waits for a receipt.
+    pub fn is_pending(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// Records how the leak ended and erases the secrets it no longer needs.
+    pub fn finish(&mut self, result: Finished, at_ms: u64) {
+        self.outcome = Some(FinalRecord { at_ms, result });
+        for attempt in &mut self.attempts {
+            attempt.secrets = None;
+        }
+    }
+}
+
+/// Parses a message id in hex.
+pub fn parse_message_id(hex_id: &str) -> anyhow::Result<MessageId> {
+    let bytes = hex::decode(hex_id).ok().filter(|b| b.len() == 16);
+    let Some(bytes) = bytes else {
+        anyhow::bail!("{hex_id:?} is not a message id (32 hex digits)");
+    };
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes);
+    Ok(MessageId(id))
+}
+
+/// `alice@example.com` → `a…@example.com`: enough for the sender to tell
+/// their leaks apart, not the whole address.
+pub fn redact_recipient(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}…@{domain}")
+        }
+        None => "…".to_owned(),
+    }
+}
+
+impl StateDir {
+    /// The state directory at `root`, created (mode 0700) if missing.
+    pub fn open(root: &Path) -> anyhow::Result<Self> {
+        create_private_dir(root)?;
+        create_private_dir(&root.join("leaks"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the directory cache lives.
+    pub fn directory_cache(&self) -> PathBuf {
+        self.root.join("directory.json")
+    }
+
+    fn leak_path(&self, id: &str) -> PathBuf {
+        self.root.join("leaks").join(format!("{id}.json"))
+    }
+
+    /// Saves a leak's record (atomically, mode 0600).
+    pub fn save(&self, record: &LeakRecord) -> anyhow::Result<()> {
+        // The id becomes a file name: it must be exactly hex.
+        parse_message_id(&record.message_id)?;
+        let json =
+            Zeroizing::new(serde_json::to_vec_pretty(record).context("encoding a leak record")?);
+        write_atomically(&self.leak_path(&record.message_id), &json)
+    }
+
+    /// Forgets a leak (one that never left the client).
+    pub fn remove(&self, id: &str) -> anyhow::Result<()> {
+        parse_message_id(id)?;
+        match fs::remove_file(self.leak_path(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("cannot remove the record of {id}: {e}")),
+        }
+    }
+
+    /// Loads the leak with this id, or with the only id starting with this
+    /// prefix (at least 4 hex digits).
+    pub fn load(&self, id_or_prefix: &str) -> anyhow::Result<LeakRecord> {
+        let wanted = id_or_prefix.to_ascii_lowercase();
+        if wanted.len() < 4 || wanted.len() > 32 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadMessageId(id_or_prefix.to_owned()).into());
+        }
+        let matches: Vec<String> = self
+            .ids()?
+            .into_iter()
+            .filter(|id| id.starts_with(&wanted))
+            .collect();
+        match matches.as_slice() {
+            [id] => self.load_exact(id),
+            [] => Err(UnknownLeak(id_or_prefix.to_owned()).into()),
+            _ => anyhow::bail!("{id_or_prefix:?} matches several leaks: give more digits"),
+        }
+    }
+
+    fn load_exact(&self, id: &str) -> anyhow::Result<LeakRecord> {
+        let path = self.leak_path(id);
+        let bytes = Zeroizing::new(
+            fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+    }
+
+    /// The ids of every stored leak.
+    pub fn ids(&self) -> anyhow::Result<Vec<String>> {
+        let dir = self.root.join("leaks");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let name = entry?.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if parse_message_id(id).is_ok() {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every stored leak, oldest first. Unreadable records are reported, not fatal.
+    pub fn list(&self) -> anyhow::Result<(Vec<LeakRecord>, Vec<String>)> {
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        for id in self.ids()? {
+            match self.load_exact(&id) {
+                Ok(record) => records.push(record),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        records.sort_by_key(|r| r.created_at_ms);
+        Ok((records, errors))
+    }
+}
+
+/// Not a message id or a prefix of one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a message id (32 hex digits, or at least the first 4)")]
+pub struct BadMessageId(pub String);
+
+/// No stored leak has this id.
+#[derive(Debug, thiserror::Error)]
+#[error("no leak {0} in the state directory")]
+pub struct UnknownLeak(pub String);
+
+/// Creates `dir` with mode 0700 if it does not exist.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Writes `bytes` to `path` through a temporary file (mode 0600) that is
+/// synced and renamed over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent directory", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow::anyhow!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use leak_protocol::{Delay, MailboxId, NodeId, PathHop, build_reply_block};
+
+    use super::*;
+
+    fn keys() -> ReplyKeys {
+        let hop = PathHop {
+            node: NodeId([1; 32]),
+            key: leak_protocol::MixSecret::from_bytes([7; 32]).public(),
+            key_hint: 1,
+            delay: Delay(0),
+        };
+        build_reply_block(&[hop], MailboxId([3; 32]), &mut rand::rng())
+            .unwrap()
+            .1
+    }
+
+    fn record(id: u8) -> LeakRecord {
+        LeakRecord {
+            message_id: MessageId([id; 16]).to_string(),
+            recipient: redact_recipient("alice@example.com"),
+            relationship: "friend".into(),
+            exit: ExitRecord {
+                peer: "12D3KooW".into(),
+                domain: "leak.test".into(),
+            },
+            created_at_ms: u64::from(id),
+            attempts: vec![AttemptRecord {
+                sent_at_ms: 5,
+                path_delay_ms: 600,
+                mailbox_peer: "12D3KooX".into(),
+                mailbox_addresses: vec!["/ip4/127.0.0.1/tcp/1".into()],
+                sent: true,
+                secrets: Some(AttemptSecrets::new(&[9; 32], &keys()).unwrap()),
+            }],
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(state.root()), 0o700);
+        let mut a = record(1);
+        state.save(&a).unwrap();
+        state.save(&record(2)).unwrap();
+        let path = state.leak_path(&a.message_id);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(state.load(&a.message_id).unwrap(), a);
+        let secrets = a.attempts[0].secrets.clone().unwrap();
+        assert_eq!(*secrets.capability().unwrap(), [9; 32]);
+        assert_eq!(secrets.reply_keys().unwrap(), keys_like(&secrets));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("alice"), "the recipient is redacted");
+
+        // Finishing erases the secrets.
+        a.finish(
+            Finished::Receipt {
+                receipt: Outcome::Refused {
+                    rule: "threat.direct".into(),
+                    reason: "no".into(),
+                },
+            },
+            10,
+        );
+        state.save(&a).unwrap();
+        let loaded = state.load(&a.message_id[..8]).unwrap();
+        assert_eq!(loaded, a);
+        assert!(loaded.attempts.iter().all(|t| t.secrets.is_none()));
+        assert!(!fs::read_to_string(&path).unwrap().contains("reply_keys"));
+
+        let (all, errors) = state.list().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(errors.is_empty());
+        assert_eq!(all[0].message_id, a.message_id, "oldest first");
+        // No temporary files left behind.
+        assert_eq!(fs::read_dir(state.root().join("leaks")).unwrap().count(), 2);
+    }
+
+    fn keys_like(secrets: &AttemptSecrets) -> ReplyKeys {
+        secrets.reply_keys().unwrap()
+    }
+
+    #[test]
+    fn lookups_by_prefix_and_bad_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.save(&record(0x11)).unwrap();
+        assert!(state.load("1111").is_ok());
+        assert!(state.load("2222").unwrap_err().is::<UnknownLeak>());
+        assert!(state.load("11").is_err(), "too short");
+        assert!(state.load("../../etc/passwd").is_err());
+        let mut bad = record(3);
+        bad.message_id = "../x".into();
+        assert!(state.save(&bad).is_err());
+        // A corrupt file is reported, the others still listed.
+        fs::write(state.leak_path(&MessageId([4; 16]).to_string()), b"{").unwrap();
+        let (all, errors) = state.list().unwrap();
+        assert_eq!((all.len(), errors.len()), (1, 1));
+    }
+
+    #[test]
+    fn outcomes_serialise_by_name() {
+        for outcome in [
+            Outcome::Delivered,
+            Outcome::Refused {
+                rule: "r".into(),
+                reason: "why".into(),
+            },
+            Outcome::RecipientOptedOut,
+            Outcome::RateLimited,
+            Outcome::Bounced,
+        ] {
+            let finished = Finished::Receipt {
+                receipt: outcome.clone(),
+            };
+            let json = serde_json::to_string(&finished).unwrap();
+            assert!(json.contains(outcome_name(&outcome)), "{json}");
+            assert_eq!(serde_json::from_str::<Finished>(&json).unwrap(), finished);
+        }
+        let json = serde_json::to_string(&Finished::NoReceipt).unwrap();
+        assert_eq!(json, r#"{"outcome":"no_receipt"}"#);
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_recipient("alice@example.com"), "a…@example.com");
+        assert_eq!(redact_recipient("josé@exämple.de"), "j…@exämple.de");
+        assert_eq!(redact_recipient("nope"), "…");
+    }
+}
