@@ -72,12 +72,40 @@ pub struct DirectoryConfig {
 }
 
 /// `[policy]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    /// Ed25519 public keys (hex) of the policy maintainers whose signed
-    /// policy updates this client accepts. Empty: the built-in policy only.
+    /// A signed policy file (as exits use); empty means the policy built
+    /// into this client.
+    pub file: String,
+    /// Ed25519 public keys (hex) of the policy maintainers whose signatures
+    /// on `file` this client accepts.
     pub trusted_keys: Vec<String>,
+    /// How many of those keys must have signed the file.
+    pub threshold: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: String::new(),
+            trusted_keys: Vec::new(),
+            threshold: 1,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The policy to check texts with: the signed file if one is named (it
+    /// must verify under the trusted keys and be at least as new as the
+    /// built-in policy), else the built-in one. The same rules as an exit's.
+    pub fn load(&self) -> anyhow::Result<leak_protocol::policy::Policy> {
+        leak_node::policy::load(&leak_node::config::PolicyConfig {
+            file: self.file.clone(),
+            trusted_keys: self.trusted_keys.clone(),
+            threshold: self.threshold,
+        })
+    }
 }
 
 impl Default for NetworkConfig {
@@ -192,6 +220,9 @@ impl Config {
         for address in &self.network.bootstrap {
             check_bootstrap(address).map_err(|e| anyhow::anyhow!("network.bootstrap: {e}"))?;
         }
+        if self.policy.threshold == 0 {
+            anyhow::bail!("policy.threshold must be at least 1");
+        }
         for key in &self.policy.trusted_keys {
             if hex::decode(key).map(|k| k.len()) != Ok(32) {
                 anyhow::bail!("policy.trusted_keys: {key:?} is not 64 hex digits");
@@ -206,7 +237,10 @@ impl Config {
             if items.is_empty() {
                 "[]".to_owned()
             } else {
-                let lines: Vec<String> = items.iter().map(|i| format!("    {i:?},")).collect();
+                let lines: Vec<String> = items
+                    .iter()
+                    .map(|i| format!("    {},", toml_string(i)))
+                    .collect();
                 format!("[\n{}\n]", lines.join("\n"))
             }
         };
@@ -222,7 +256,7 @@ impl Config {
             network,
             send,
             directory,
-            policy: _,
+            policy,
         } = self;
         format!(
             r#"# Leak client configuration (written by `leak init`).
@@ -263,10 +297,16 @@ max_clock_skew_secs = {skew}
 cache_max_age_secs = {cache_age}
 
 [policy]
-# Ed25519 public keys (hex) of the policy maintainers whose signed policy
-# updates to accept. Empty: the policy built into this client.
+# The moderation policy texts are checked against before sending. Empty:
+# the policy built into this client. Else a signed policy file (as exits
+# use), accepted only if signed by `threshold` of `trusted_keys` (Ed25519
+# public keys in hex) and at least as new as the built-in one.
+file = {file}
 trusted_keys = {trusted}
+threshold = {threshold}
 "#,
+            file = toml_string(&policy.file),
+            threshold = policy.threshold,
             connect_timeout = network.connect_timeout_secs,
             hops = send.hops,
             mixing = send.mixing_delay_ms,
@@ -278,6 +318,11 @@ trusted_keys = {trusted}
             cache_age = directory.cache_max_age_secs,
         )
     }
+}
+
+/// `s` as a TOML string literal.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// The configuration file does not exist.
@@ -307,6 +352,8 @@ mod tests {
         ];
         config.send.mixing_delay_ms = 0;
         config.policy.trusted_keys = vec!["ab".repeat(32)];
+        config.policy.file = "/etc/leak/policy \"signed\"".into();
+        config.policy.threshold = 2;
         let text = config.to_commented_toml();
         assert_eq!(Config::parse(&text).unwrap(), config);
         assert_eq!(

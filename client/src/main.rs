@@ -75,28 +75,7 @@ enum Command {
         force: bool,
     },
     /// Check and send a leak, and wait for the exit's receipt.
-    Send {
-        /// The recipient's email address.
-        #[arg(long, value_name = "ADDRESS", value_parser = parse_recipient)]
-        to: Recipient,
-        /// Who you are to them: coworker, friend, friend-of-a-friend, family or someone.
-        #[arg(long = "as", value_name = "RELATIONSHIP", value_parser = parse_relationship)]
-        relationship: Relationship,
-        /// The message (else --file, standard input, or $EDITOR).
-        message: Option<String>,
-        /// Read the message from FILE ("-" for standard input).
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// Hops per path, counting the exit [default: from the config, 3].
-        #[arg(long, value_parser = clap::value_parser!(u8).range(MIN_HOPS as i64..=MAX_HOPS as i64))]
-        hops: Option<u8>,
-        /// Return once the first relay has the leak; `leak status` fetches the receipt later.
-        #[arg(long)]
-        no_wait: bool,
-        /// Print one JSON object on standard output.
-        #[arg(long)]
-        json: bool,
-    },
+    Send(SendArgs),
     /// Check a message against the moderation policy without sending it.
     Check {
         /// The message (else --file or standard input).
@@ -122,6 +101,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// The recipient's email address.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_recipient)]
+    to: Recipient,
+    /// Who you are to them: coworker, friend, friend-of-a-friend, family or someone.
+    #[arg(long = "as", value_name = "RELATIONSHIP", value_parser = parse_relationship)]
+    relationship: Relationship,
+    /// The message (else --file, standard input, or $EDITOR).
+    message: Option<String>,
+    /// Read the message from FILE ("-" for standard input).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Hops per path, counting the exit [default: from the config, 3].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(MIN_HOPS as i64..=MAX_HOPS as i64))]
+    hops: Option<u8>,
+    /// Return once the first relay has the leak; `leak status` fetches the receipt later.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Also print this client's ephemeral peer id and each attempt's route (stderr).
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn parse_recipient(s: &str) -> Result<Recipient, String> {
@@ -173,7 +179,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = matches!(
         cli.command,
-        Command::Send { json: true, .. } | Command::Check { json: true, .. }
+        Command::Send(SendArgs { json: true, .. }) | Command::Check { json: true, .. }
     );
     match run(cli) {
         Ok(status) => status.into(),
@@ -214,15 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             receipt_timeout_secs,
             force,
         ),
-        Command::Send {
-            to,
-            relationship,
-            message,
-            file,
-            hops,
-            no_wait,
-            json,
-        } => send_command(&paths, to, relationship, message, file, hops, no_wait, json),
+        Command::Send(args) => send_command(&paths, args),
         Command::Check {
             message,
             file,
@@ -306,21 +304,21 @@ fn read_text(
     Ok(text)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send_command(
-    paths: &Paths,
-    recipient: Recipient,
-    relationship: Relationship,
-    message: Option<String>,
-    file: Option<PathBuf>,
-    hops: Option<u8>,
-    no_wait: bool,
-    json: bool,
-) -> anyhow::Result<Status> {
+fn send_command(paths: &Paths, args: SendArgs) -> anyhow::Result<Status> {
+    let SendArgs {
+        to: recipient,
+        relationship,
+        message,
+        file,
+        hops,
+        no_wait,
+        json,
+        verbose,
+    } = args;
     let config = Config::load(&paths.config)?;
     let state = StateDir::open(&paths.state_dir)?;
     let text = read_text(message, file, true, state.root())?;
-    let policy = Policy::builtin();
+    let policy = config.policy.load()?;
     if let Verdict::Refused(refusal) = policy.check_text(&text) {
         if json {
             println!(
@@ -344,6 +342,7 @@ fn send_command(
     let options = SendOptions {
         hops: hops.map_or(config.send.hops, usize::from),
         no_wait,
+        verbose,
     };
     let progress = Progress::new(false);
     let result = runtime()?.block_on(send::send(
@@ -449,10 +448,14 @@ fn check(
     file: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<Status> {
-    let _ = paths;
+    // Without a configuration file, the built-in policy.
+    let policy = match Config::load(&paths.config) {
+        Ok(config) => config.policy.load()?,
+        Err(e) if e.is::<ConfigMissing>() => Policy::builtin(),
+        Err(e) => return Err(e),
+    };
     let scratch = std::env::temp_dir();
     let text = read_text(message, file, false, &scratch)?;
-    let policy = Policy::builtin();
     let verdict = policy.check_text(&text);
     match verdict {
         Verdict::Accepted => {

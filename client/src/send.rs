@@ -58,6 +58,9 @@ pub struct SendOptions {
     pub hops: usize,
     /// Return once the entry relay has the packet.
     pub no_wait: bool,
+    /// Print the client's ephemeral peer id and each attempt's route on
+    /// standard error (for debugging and tests; nothing else sees it).
+    pub verbose: bool,
 }
 
 /// How a send ended (when it got that far).
@@ -124,6 +127,9 @@ pub async fn send(
     let mut rng = rand::rng();
     progress.stage("fetching the directory");
     let peer = Peer::new()?;
+    if options.verbose {
+        progress.note(format!("client peer id: {}", peer.peer_id()));
+    }
     let directory = directory::load(&peer, config, state, unix_ms() / 1000).await?;
     if directory.from_cache {
         progress.note(format!(
@@ -243,6 +249,9 @@ pub async fn send(
         } else {
             format!("sending again (attempt {attempt} of {max_attempts})")
         });
+        if options.verbose {
+            progress.note(format!("attempt {attempt}: {}", describe_route(&route)));
+        }
         used.extend(route.middles().iter().map(|h| h.node));
         used.extend(route.reply[..route.reply.len() - 1].iter().map(|h| h.node));
         let timeout = Duration::from_secs(config.network.connect_timeout_secs);
@@ -312,6 +321,19 @@ pub async fn send(
         attempts: u32::try_from(record.attempts.len()).unwrap_or(u32::MAX),
         exit_domain: exit_info.domain,
     })
+}
+
+/// `route: A -> B -> X (exit); receipt: X -> C -> A (mailbox)`, with peer ids.
+pub fn describe_route(route: &path::Route) -> String {
+    let name = |node: &NodeId| peer_id_of(node).map_or_else(|| "?".to_owned(), |p| p.to_string());
+    let forward: Vec<String> = route.forward.iter().map(|h| name(&h.node)).collect();
+    let reply: Vec<String> = route.reply.iter().map(|h| name(&h.node)).collect();
+    format!(
+        "route: {} (exit); receipt: {} -> {} (mailbox)",
+        forward.join(" -> "),
+        forward.last().map_or("?", String::as_str),
+        reply.join(" -> ")
+    )
 }
 
 fn current_sent(record: &LeakRecord) -> bool {
