@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A whole Leak federation on this machine, and one leak sent through it.
+#
+# Builds leak-node and leak in release mode, starts four relays and one exit
+# as separate processes on 127.0.0.1 (the exit "delivers" into a directory of
+# .eml files instead of a mail server), sends a leak with `leak send`, shows
+# the email the recipient would get and the sender's receipt, then stops
+# every process it started.
+#
+# Usage: scripts/demo.sh
+#   KEEP=1 scripts/demo.sh    keep the federation running until Ctrl-C, with
+#                             a ready-to-use client config (printed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bold() { if [[ -t 1 ]]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi; }
+
+bold "Building leak-node and leak (release)"
+cargo build --release --locked -p leak-node -p leak-client --bins
+NODE="$PWD/target/release/leak-node"
+LEAK="$PWD/target/release/leak"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/leak-demo.XXXXXX")"
+PIDS=()
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if ((${#PIDS[@]})); then
+        printf '\n==> Stopping the federation\n'
+        for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    fi
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The client's files live in the demo directory too: nothing is written to
+# your own ~/.config or ~/.local/state.
+export LEAK_CONFIG="$WORK/client/config.toml"
+export LEAK_STATE_DIR="$WORK/client/state"
+
+# Waits for a line starting with $2 in file $1 and prints its rest.
+wait_line() {
+    local file=$1 prefix=$2 line
+    for _ in $(seq 1 200); do
+        line=$(grep -m1 "^$prefix" "$file" 2>/dev/null || true)
+        if [[ -n "$line" ]]; then
+            printf '%s\n' "${line#"$prefix"}"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "demo: no '$prefix' line in $file; the node said:" >&2
+    cat "${file%.out}.err" >&2 || true
+    return 1
+}
+
+# start NAME [leak-node init options...] [-- leak-node run options...]: a node
+# listening on a free loopback port, in its own data directory.
+start() {
+    local name=$1
+    shift
+    local init=() run=()
+    while (($#)) && [[ "$1" != "--" ]]; do init+=("$1"); shift; done
+    (($#)) && shift
+    run=("$@")
+    "$NODE" init --data-dir "$WORK/$name" --listen /ip4/127.0.0.1/tcp/0 --metrics "" \
+        --family "$name" "${init[@]}" >/dev/null
+    "$NODE" run --config "$WORK/$name/leak-node.toml" "${run[@]}" \
+        >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=($!)
+}
+
+bold "Starting four relays and one exit on 127.0.0.1"
+start relay-1
+BOOTSTRAP=$(wait_line "$WORK/relay-1.out" "listening: ")
+for name in relay-2 relay-3 relay-4; do start "$name" --bootstrap "$BOOTSTRAP"; done
+# The exit writes email into $WORK/outbox; its opt-out and report endpoint
+# listens on a free port.
+start exit --bootstrap "$BOOTSTRAP" --exit-domain leak.test -- \
+    --set 'exit.http_listen="127.0.0.1:0"' --set "exit.file_dir=\"$WORK/outbox\""
+for name in relay-1 relay-2 relay-3 relay-4 exit; do
+    printf '  %-8s %s\n' "$name" "$(wait_line "$WORK/$name.out" "peer id: ")"
+done
+
+bold "The sender sets up the client: leak init --bootstrap ..."
+"$LEAK" init --bootstrap "$BOOTSTRAP" --mixing-delay-ms 100 --receipt-timeout-secs 10
+
+bold "Waiting for the directory to list all five nodes"
+for _ in $(seq 1 100); do
+    count=$("$LEAK" nodes --json 2>/dev/null | grep -o '"peer_id"' | wc -l || true)
+    [[ "$count" -ge 5 ]] && break
+    sleep 0.2
+done
+"$LEAK" nodes
+
+bold "leak check: what the federation's moderation policy says, before sending"
+"$LEAK" check "I always admired how calmly you handle the Monday meetings." || true
+"$LEAK" check "I know where you live and I will hurt you." || true
+
+bold "leak send: a text the policy refuses is stopped on the sender's machine"
+status=0
+"$LEAK" send --to alice@example.com --as coworker "I know where you live and I will hurt you." || status=$?
+echo "(exit status $status: refused, nothing left this machine)"
+
+bold "leak send: a leak through three hops, and its receipt"
+"$LEAK" send --to alice@example.com --as coworker \
+    "I always admired how calmly you handle the Monday meetings. Thank you."
+
+bold "The email the recipient got (the exit's outbox)"
+for _ in $(seq 1 50); do
+    compgen -G "$WORK/outbox/*.eml" >/dev/null && break
+    sleep 0.1
+done
+cat "$WORK"/outbox/*.eml
+
+bold "leak status: the sender's own record (no text, a redacted address)"
+"$LEAK" status
+
+if [[ "${KEEP:-}" == 1 ]]; then
+    bold "The federation keeps running (Ctrl-C stops it). In another shell:"
+    echo "  export LEAK_CONFIG=$LEAK_CONFIG LEAK_STATE_DIR=$LEAK_STATE_DIR"
+    echo "  $LEAK send --to someone@example.org --as friend 'Your message'"
+    echo "  ls $WORK/outbox"
+    wait
+fi
