@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p leak-protocol --example policy_eval -- \
 //!     [--data ../shared/moderation-eval] [--fixtures protocol/policy/fixtures] \
-//!     [--policy FILE.toml] [--verbose]
+//!     [--policy FILE.toml] [--verbose] [--show GROUP-OR-SET]...
 //! ```
 //!
 //! Sets read:
@@ -19,7 +19,8 @@
 //!
 //! Prints the per-category table, the per-group numbers and the project's
 //! targets with PASS or FAIL. `--verbose` also lists the benign texts refused
-//! and the abusive ones missed in the project's own fixtures.
+//! and the abusive ones missed in the project's own fixtures; `--show` does
+//! the same for one group (a HateCheck functionality, `ham`, `spam`) or set.
 
 use std::{
     fs,
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
     }
     let mut policy_file: Option<PathBuf> = None;
     let mut verbose = false;
+    let mut show: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             "--fixtures" => fixtures = args.next().map(PathBuf::from).unwrap_or(fixtures),
             "--policy" => policy_file = args.next().map(PathBuf::from),
             "--verbose" | "-v" => verbose = true,
+            "--show" => show.extend(args.next()),
             other => {
                 eprintln!("unknown argument {other:?}");
                 return ExitCode::from(2);
@@ -111,6 +114,18 @@ fn main() -> ExitCode {
             println!("  benign refused by rule: {}", list.join(", "));
         }
         println!();
+    }
+
+    for s in samples
+        .iter()
+        .filter(|s| show.iter().any(|g| *g == s.group || *g == s.set))
+    {
+        let v = policy.check_text(&s.text);
+        match (s.label, v.refusal()) {
+            (None, Some(r)) => println!("FP  {} [{}] {}", s.group, r.rule, s.text),
+            (Some(l), None) => println!("FN  {} [{l}] {}", s.group, s.text),
+            _ => {}
+        }
     }
 
     if verbose {

@@ -1,17 +1,54 @@
-//! The moderation policy: normalisation, categories, signatures, stamps.
+//! The moderation policy: normalisation, categories, signatures, stamps and
+//! policy document errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use leak_protocol::{
     NodeId, Recipient,
-    payload::{MAX_REASON_LEN, MAX_RULE_LEN, MessageId},
+    crypto::ed25519_public,
+    payload::{MAX_REASON_LEN, MAX_RULE_LEN, MessageId, Stamp},
     policy::{
-        Category, Policy, PolicyError, SignedPolicy, StampError, Verdict, solve_stamp, verify_stamp,
+        BUILTIN_TOML, Category, Policy, PolicyError, SignedPolicy, StampError, Verdict,
+        leading_zero_bits, solve_stamp, verify_stamp, views,
     },
 };
 
 fn refused_as(policy: &Policy, text: &str) -> Option<Category> {
     policy.check_text(text).refusal().map(|r| r.category)
+}
+
+/// The project's own fixtures (`policy/fixtures/*.tsv`): every labelled line
+/// is refused with its category, every benign one accepted.
+#[test]
+fn fixtures_positive_and_negative() {
+    let policy = Policy::builtin();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policy/fixtures");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "tsv") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (label, text) = line.split_once('\t').unwrap();
+            let got = refused_as(&policy, text);
+            let want = if label == "benign" {
+                None
+            } else {
+                Some(Category::from_name(label).unwrap())
+            };
+            if got != want {
+                failures.push(format!("{label}: {text:?} gave {got:?}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 300, "only {checked} fixtures");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -24,13 +61,55 @@ fn benign_confessions_pass() {
         "you killed it at karaoke",
         "I broke your vase",
         "I think you're amazing",
+        "Shoot me a message when you land",
+        "I don't hate you, I never did",
     ] {
         assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
     }
 }
 
 #[test]
-fn refusals_name_rule_and_reason() {
+fn each_category_has_a_positive_example() {
+    let policy = Policy::builtin();
+    let cases = [
+        ("I will kill you", Category::Threat),
+        ("go kill yourself", Category::SelfHarm),
+        ("you are a worthless idiot", Category::Bullying),
+        ("those immigrants are vermin", Category::Hate),
+        ("send nudes", Category::Sexual),
+        (
+            "URGENT! You have won a £1000 prize. Call 09061234567 now, T&Cs apply, 150p/min",
+            Category::Spam,
+        ),
+        ("she lives at 42 Maple Street", Category::Doxxing),
+        ("see example.com for the photos", Category::Links),
+    ];
+    for (text, want) in cases {
+        assert_eq!(refused_as(&policy, text), Some(want), "{text}");
+    }
+}
+
+#[test]
+fn negation_and_counter_speech_are_not_hate() {
+    let policy = Policy::builtin();
+    for text in [
+        "I don't hate immigrants.",
+        "Women are not stupid.",
+        "Saying that Muslims are scum is hateful and wrong.",
+        "If you say \"gay people are disgusting\", you are a bigot.",
+        "No disabled person deserves to die.",
+    ] {
+        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
+    }
+    // Quotation marks are no way around the rules when the text is all quote.
+    assert_eq!(
+        refused_as(&policy, "\"gay people are disgusting\""),
+        Some(Category::Hate)
+    );
+}
+
+#[test]
+fn refusals_name_rule_and_reason_without_echoing() {
     let policy = Policy::builtin();
     let v = policy.check_text("I will kill you");
     let r = v.refusal().expect("refused");
@@ -38,61 +117,228 @@ fn refusals_name_rule_and_reason() {
     assert!(r.rule.starts_with("threat."));
     assert!(r.rule.len() <= MAX_RULE_LEN && r.reason.len() <= MAX_REASON_LEN);
     assert!(!r.reason.to_lowercase().contains("kill you"));
+    let long = "a".repeat(policy.limits().max_text_len + 1);
+    let r = policy.check_text(&long);
+    assert_eq!(r.refusal().unwrap().category, Category::Length);
 }
 
 #[test]
-fn evasions_are_folded() {
+fn normalisation_undoes_evasions() {
     let policy = Policy::builtin();
     for text in [
         "I will k1ll you",
         "I will k i l l you",
         "I will k.i.l.l you",
+        "I will k-i-l-l you",
         "I will kiiiiill you",
         "I will ki\u{200B}ll you",
+        "I will ki\u{00AD}ll y\u{200D}ou",
         "I will \u{043A}ill you",
+        "I will \u{FF4B}\u{FF49}\u{FF4C}\u{FF4C} you",
+        "I W1LL K!LL Y0U",
     ] {
         assert_eq!(refused_as(&policy, text), Some(Category::Threat), "{text}");
     }
+    assert_eq!(views("I'll K1LL you").words, " i wil kil you ");
+    assert_eq!(views("\u{1D5F8}\u{1D5F6}\u{1D5F9}\u{1D5F9}").words, " kil ");
+    // Numbers stay numbers.
+    assert!(views("call 555-0100 at 10am").raw.contains("555-0100"));
+}
+
+#[test]
+fn links_follow_the_limit() {
+    let policy = Policy::builtin();
+    for text in [
+        "https://x.example",
+        "go to www.example.org",
+        "bit . ly/abc",
+        "example.com",
+    ] {
+        assert_eq!(refused_as(&policy, text), Some(Category::Links), "{text}");
+    }
+    let allowed = BUILTIN_TOML.replace("links_allowed = false", "links_allowed = true");
+    let permissive = Policy::from_toml(&allowed).unwrap();
+    assert!(permissive.check_text("see example.com").is_accepted());
+}
+
+#[test]
+fn recipient_hash_normalises_the_address() {
+    let policy = Policy::builtin();
+    let h = |a: &str| policy.recipient_hash(&Recipient::parse(a).unwrap());
+    assert_eq!(h("Alice+news@Example.COM"), h("alice@example.com"));
+    assert_eq!(h("josé@exämple.de"), h("JOSÉ@xn--exmple-cua.de"));
+    assert_ne!(h("alice@example.com"), h("bob@example.com"));
+    // The key matters: another key, another hash.
+    let other = BUILTIN_TOML.replace("optout_key = \"2c", "optout_key = \"3c");
+    let other = Policy::from_toml(&other).unwrap();
+    assert_ne!(
+        other.recipient_hash(&Recipient::parse("alice@example.com").unwrap()),
+        h("alice@example.com")
+    );
 }
 
 #[test]
 fn signatures() {
-    let toml = leak_protocol::policy::BUILTIN_TOML;
-    let a = [1u8; 32];
-    let b = [2u8; 32];
-    let pa = leak_protocol::crypto::ed25519_public(&a);
-    let pb = leak_protocol::crypto::ed25519_public(&b);
-    let mut signed = SignedPolicy::sign(toml, &a).unwrap();
-    assert!(signed.verify(&[pa], 1).is_ok());
-    assert!(matches!(
-        signed.verify(&[pb], 1),
-        Err(PolicyError::NotEnoughSignatures { .. })
-    ));
-    assert!(signed.verify(&[pa, pb], 2).is_err());
-    signed.add_signature(&b).unwrap();
-    let bytes = signed.to_bytes();
-    let back = SignedPolicy::from_bytes(&bytes).unwrap();
+    let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let (pa, pb, pc) = (ed25519_public(&a), ed25519_public(&b), ed25519_public(&c));
+    let mut signed = SignedPolicy::sign(BUILTIN_TOML, &a).unwrap();
     assert_eq!(
-        back.verify(&[pa, pb], 2).unwrap().version(),
+        signed.verify(&[pa], 1).unwrap().version(),
         Policy::builtin().version()
     );
+    // Unknown key only.
+    assert!(matches!(
+        signed.verify(&[pb], 1),
+        Err(PolicyError::NotEnoughSignatures { valid: 0, .. })
+    ));
+    // Below threshold.
+    assert!(matches!(
+        signed.verify(&[pa, pb], 2),
+        Err(PolicyError::NotEnoughSignatures {
+            valid: 1,
+            threshold: 2
+        })
+    ));
+    // Multiple signatures; an unknown signer is ignored.
+    signed.add_signature(&b).unwrap();
+    signed.add_signature(&c).unwrap();
+    signed.add_signature(&b).unwrap(); // replaces, does not count twice
+    assert_eq!(signed.signers().count(), 3);
+    let bytes = signed.to_bytes();
+    let back = SignedPolicy::from_bytes(&bytes).unwrap();
+    assert_eq!(back, signed);
+    assert!(back.verify(&[pa, pb], 2).is_ok());
+    assert!(back.verify(&[pa, pb, pc], 3).is_ok());
+
+    // Forged: the text altered after signing.
+    let mut forged = bytes.clone();
+    let at = forged
+        .windows(11)
+        .position(|w| w == b"version = 1")
+        .unwrap();
+    forged[at + 10] = b'9';
+    let forged = SignedPolicy::from_bytes(&forged).unwrap();
+    assert!(matches!(
+        forged.verify(&[pa], 1),
+        Err(PolicyError::Forged { .. })
+    ));
+    // Forged: a signature byte flipped.
+    let mut sig_flip = bytes.clone();
+    let last = sig_flip.len() - 1;
+    sig_flip[last] ^= 1;
+    let flipped = SignedPolicy::from_bytes(&sig_flip).unwrap();
+    assert!(flipped.verify(&[pc], 1).is_err());
+    assert!(flipped.verify(&[pa], 1).is_ok());
+
+    // Signing a broken policy is refused.
+    assert!(SignedPolicy::sign("version = 1", &a).is_err());
+}
+
+#[test]
+fn signed_policy_decoding_is_bounded() {
+    let signed = SignedPolicy::sign(BUILTIN_TOML, &[7; 32]).unwrap();
+    let bytes = signed.to_bytes();
+    for len in 0..bytes.len() {
+        assert!(SignedPolicy::from_bytes(&bytes[..len]).is_err(), "{len}");
+    }
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(SignedPolicy::from_bytes(&extra).is_err());
+    let mut huge = bytes[..8].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(SignedPolicy::from_bytes(&huge).is_err());
+    assert!(SignedPolicy::from_bytes(b"garbage").is_err());
 }
 
 #[test]
 fn stamps() {
     let policy = Policy::builtin();
-    let r = Recipient::parse("Alice+news@Example.com").unwrap();
-    let h = policy.recipient_hash(&r);
-    assert_eq!(
-        h,
-        policy.recipient_hash(&Recipient::parse("alice@example.com").unwrap())
-    );
+    let h = policy.recipient_hash(&Recipient::parse("alice@example.com").unwrap());
+    let other = policy.recipient_hash(&Recipient::parse("bob@example.com").unwrap());
     let exit = NodeId([4; 32]);
     let id = MessageId([8; 16]);
-    let s = solve_stamp(&h, &exit, 10, 10, &id);
-    assert_eq!(verify_stamp(&s, &h, &exit, &id, 10, 10), Ok(()));
+    let bits = 12;
+    let s = solve_stamp(&h, &exit, 10, bits, &id);
+    assert_eq!(s.epoch, 10);
+    assert_eq!(verify_stamp(&s, &h, &exit, &id, bits, 10), Ok(()));
+    assert_eq!(verify_stamp(&s, &h, &exit, &id, bits, 9), Ok(()));
+    assert_eq!(verify_stamp(&s, &h, &exit, &id, bits, 11), Ok(()));
     assert!(matches!(
-        verify_stamp(&s, &h, &exit, &id, 10, 12),
-        Err(StampError::WrongEpoch { .. })
+        verify_stamp(&s, &h, &exit, &id, bits, 12),
+        Err(StampError::WrongEpoch { stamp: 10, now: 12 })
     ));
+    // Wrong recipient, exit, message id or epoch: the work does not carry
+    // over (with 12 bits, a 1-in-4096 chance each that it would).
+    let wrong = [
+        verify_stamp(&s, &other, &exit, &id, bits, 10),
+        verify_stamp(&s, &h, &NodeId([5; 32]), &id, bits, 10),
+        verify_stamp(&s, &h, &exit, &MessageId([9; 16]), bits, 10),
+        verify_stamp(&Stamp { epoch: 11, ..s }, &h, &exit, &id, bits, 10),
+    ];
+    for w in wrong {
+        assert!(
+            matches!(w, Err(StampError::InsufficientWork { .. })),
+            "{w:?}"
+        );
+    }
+    // Too few bits for a harder policy.
+    let mut harder = s;
+    while verify_stamp(&harder, &h, &exit, &id, 30, 10).is_ok() {
+        harder.nonce += 1;
+    }
+    assert!(matches!(
+        verify_stamp(&harder, &h, &exit, &id, 30, 10),
+        Err(StampError::InsufficientWork { needed: 30, .. })
+    ));
+    assert_eq!(leading_zero_bits(&[0xff; 32]), 0);
+}
+
+#[test]
+fn toml_errors_are_clear() {
+    let err = |text: &str| Policy::from_toml(text).unwrap_err().to_string();
+    let base = BUILTIN_TOML;
+
+    let e = err("version = ");
+    assert!(e.contains("policy document") && e.contains("line 1"), "{e}");
+
+    let e = err(&base.replace("stamp_bits = 19", "stamp_bits = 99"));
+    assert!(e.contains("limits.stamp_bits"), "{e}");
+
+    let e = err(&base.replace("optout_key = \"2c", "optout_key = \"zz"));
+    assert!(e.contains("optout_key") && e.contains("hexadecimal"), "{e}");
+
+    let e = err(&base.replace("category = \"threat\"", "category = \"threats\""));
+    assert!(
+        e.contains("threat.direct") && e.contains("unknown category"),
+        "{e}"
+    );
+
+    let e = err(&base.replace("terms = [\"{slur}\"]", "terms = [\"{nope}\"]"));
+    assert!(
+        e.contains("hate.slur") && e.contains("unknown lexicon"),
+        "{e}"
+    );
+
+    let e = err(&format!(
+        "{base}\n[[rules]]\nname = \"x.bad\"\ncategory = \"spam\"\nreason = \"r\"\npatterns = ['(unclosed']\n"
+    ));
+    assert!(e.contains("x.bad") && e.contains("bad pattern"), "{e}");
+
+    let e = err(&format!(
+        "{base}\n[[rules]]\nname = \"Bad Name\"\ncategory = \"spam\"\nreason = \"r\"\nterms = ['x']\n"
+    ));
+    assert!(e.contains("rule name"), "{e}");
+
+    let e = err(&base.replace(
+        "per_recipient_per_day = 3",
+        "per_recipient_per_day = 3\nsurprise = 1",
+    ));
+    assert!(e.contains("surprise"), "{e}");
+}
+
+#[test]
+fn policy_is_shareable() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    check::<Policy>();
+    check::<SignedPolicy>();
 }

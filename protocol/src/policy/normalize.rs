@@ -105,6 +105,10 @@ pub fn raw_view(text: &str) -> String {
                 | '\u{2033}' => folded.push('"'),
                 '\u{2010}'..='\u{2015}' | '\u{2212}' => folded.push('-'),
                 c if c.is_whitespace() => folded.push(' '),
+                'ß' | 'ẞ' => folded.push_str("ss"),
+                // Symbols (currency, marks) are kept: only letters have
+                // look-alikes worth folding.
+                c if !c.is_alphabetic() => folded.push(c),
                 c => match decancer::cure_char(c, options) {
                     decancer::Translation::Character(t) => {
                         folded.extend(t.to_lowercase());
@@ -173,8 +177,6 @@ fn leet(c: char) -> Option<char> {
         '4' => 'a',
         '5' => 's',
         '7' => 't',
-        '8' => 'b',
-        '9' => 'g',
         '@' => 'a',
         '$' => 's',
         '!' => 'i',
@@ -261,44 +263,38 @@ fn expand_contractions(token: &str, out: &mut String) {
 }
 
 /// Folds leetspeak in one token: characters that stand for letters become
-/// those letters, when the token also holds a real letter (so "2024" and
-/// "$20" stay numbers) and a symbol sits inside the word.
+/// those letters when they sit in a word: a single digit next to a letter
+/// ("k1ll", "4ss"), a symbol between letters ("sh!t") or leading into one
+/// ("@ss", "$lut"). Numbers ("2024", "150p", "10am") stay numbers.
 fn fold_leet(token: &str, out: &mut String) {
     let chars: Vec<char> = token.chars().collect();
-    let has_letter = chars.iter().any(|c| c.is_ascii_alphabetic());
-    // A token that is a number with a unit or an ordinal stays as it is.
-    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
-    let letters = chars.iter().filter(|c| c.is_ascii_alphabetic()).count();
-    let numberish = digits > 0
-        && chars.first().is_some_and(char::is_ascii_digit)
-        && letters <= 2
-        && digits >= 2;
-    if !has_letter || numberish {
+    if !chars.iter().any(|c| c.is_ascii_alphabetic()) {
         out.push_str(token);
         return;
     }
+    let at = |i: Option<usize>| i.and_then(|i| chars.get(i)).copied();
     for (i, &c) in chars.iter().enumerate() {
         let Some(letter) = leet(c) else {
             out.push(c);
             continue;
         };
-        if c.is_ascii_digit() {
-            out.push(letter);
-            continue;
-        }
-        // A symbol is a letter only between letterish characters, or
-        // leading into a word ("@ss", "$lut").
-        let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
-        let next = chars.get(i + 1).copied();
-        let inside = prev.is_some_and(is_letterish) && next.is_some_and(is_letterish);
-        let leading = prev.is_none_or(|p| !is_letterish(p))
-            && matches!(c, '@' | '$')
-            && next.is_some_and(|n| n.is_ascii_alphabetic());
-        if inside || leading {
-            out.push(letter);
+        let prev = at(i.checked_sub(1));
+        let next = at(i.checked_add(1));
+        let fold = if c.is_ascii_digit() {
+            // One digit alone between letters or at a word's edge next to
+            // a letter; digits in a run are a number.
+            let lone = !prev.is_some_and(|p| p.is_ascii_digit())
+                && !next.is_some_and(|n| n.is_ascii_digit());
+            lone && (prev.is_some_and(|p| p.is_ascii_alphabetic())
+                || next.is_some_and(|n| n.is_ascii_alphabetic()))
         } else {
-            out.push(c);
-        }
+            let inside = prev.is_some_and(is_letterish) && next.is_some_and(is_letterish);
+            let leading = prev.is_none_or(|p| !is_letterish(p))
+                && matches!(c, '@' | '$')
+                && next.is_some_and(|n| n.is_ascii_alphabetic());
+            inside || leading
+        };
+        out.push(if fold { letter } else { c });
     }
 }
 
@@ -310,15 +306,33 @@ pub fn words_view(raw: &str) -> String {
     let mut i = 0;
     while i < tokens.len() {
         // A run of three or more one-character tokens: "k i l l".
-        let run = tokens[i..]
-            .iter()
-            .take_while(|t| {
-                let mut cs = t.chars();
-                matches!((cs.next(), cs.next()), (Some(c), None) if is_letterish(c))
-            })
-            .count();
+        // A letter followed by clause punctuation ("s.") still counts, as
+        // the last of the run.
+        let single = |t: &str| {
+            let mut cs = t.trim_end_matches(is_clause_break).chars();
+            matches!((cs.next(), cs.next()), (Some(c), None) if is_letterish(c))
+        };
+        let mut run = 0;
+        while let Some(t) = tokens.get(i + run) {
+            if !single(t) {
+                break;
+            }
+            run += 1;
+            if t.ends_with(is_clause_break) && t.len() > 1 {
+                break;
+            }
+        }
         if run >= 3 {
-            joined.push(tokens[i..i + run].concat());
+            let word = tokens[i..i + run].concat();
+            // "I h a t e": the first letter may be a word of its own; keep
+            // both readings.
+            if run >= 4 && matches!(tokens[i], "i" | "a") {
+                joined.push(word);
+                joined.push(tokens[i].to_owned());
+                joined.push(tokens[i + 1..i + run].concat());
+            } else {
+                joined.push(word);
+            }
             i += run;
             continue;
         }
@@ -341,22 +355,48 @@ pub fn words_view(raw: &str) -> String {
         text.push_str(&leeted);
     }
 
-    // 3. Letters and digits, single spaces, repeated letters squeezed.
+    // 3. Letters and digits, single spaces, repeated letters squeezed;
+    //    clause punctuation becomes a "." word of its own.
     let mut out = String::with_capacity(text.len() + 2);
     out.push(' ');
     let mut prev = ' ';
+    let mut boundary = false;
     for c in text.chars() {
-        let c = if c.is_ascii_alphanumeric() { c } else { ' ' };
-        if c == prev && (c == ' ' || c.is_ascii_alphabetic()) {
-            continue;
+        if c.is_ascii_alphanumeric() {
+            if boundary {
+                if !out.ends_with(". ") && out.len() > 1 {
+                    if !out.ends_with(' ') {
+                        out.push(' ');
+                    }
+                    out.push_str(". ");
+                }
+                boundary = false;
+                prev = ' ';
+            }
+            if c == prev && c.is_ascii_alphabetic() {
+                continue;
+            }
+            out.push(c);
+            prev = c;
+        } else {
+            if is_clause_break(c) {
+                boundary = true;
+            }
+            if prev != ' ' {
+                out.push(' ');
+                prev = ' ';
+            }
         }
-        out.push(c);
-        prev = c;
     }
     if !out.ends_with(' ') {
         out.push(' ');
     }
     out
+}
+
+/// Punctuation that ends a clause: negation does not reach across it.
+fn is_clause_break(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | ';' | ',' | ':' | '(' | ')')
 }
 
 /// "k.i.l.l", "k-i-l-l" → "kill": single letterish characters separated by

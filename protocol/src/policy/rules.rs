@@ -20,6 +20,96 @@ pub(crate) struct PolicyFile {
     pub lexicons: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub rules: Vec<RuleFile>,
+    pub fuzzy: Option<FuzzyFile>,
+}
+
+/// Misspelling variants added to lexicons.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FuzzyFile {
+    /// The lexicons that get variants.
+    pub lexicons: Vec<String>,
+    /// The shortest word (folded) of a one-word entry that gets
+    /// transposition variants; deletions need one letter more.
+    pub min_len: usize,
+    /// A lexicon of ordinary words that no variant may be.
+    pub except: Option<String>,
+}
+
+/// Adds one-deletion and one-transposition variants (never of the first
+/// letter) of the words of the fuzzy lexicons: "womn", "haet", "gy people".
+fn with_variants(
+    file: &PolicyFile,
+) -> Result<std::borrow::Cow<'_, BTreeMap<String, Vec<String>>>, PolicyError> {
+    let Some(fuzzy) = &file.fuzzy else {
+        return Ok(std::borrow::Cow::Borrowed(&file.lexicons));
+    };
+    let except: std::collections::BTreeSet<String> = match &fuzzy.except {
+        Some(name) => file
+            .lexicons
+            .get(name)
+            .ok_or_else(|| invalid("fuzzy.except", format!("unknown lexicon {name:?}")))?
+            .iter()
+            .map(|w| normalize::fold_term(w))
+            .collect(),
+        None => Default::default(),
+    };
+    let mut lexicons = file.lexicons.clone();
+    for name in &fuzzy.lexicons {
+        let entries = lexicons
+            .get(name)
+            .ok_or_else(|| invalid("fuzzy.lexicons", format!("unknown lexicon {name:?}")))?
+            .clone();
+        let mut seen: std::collections::BTreeSet<String> =
+            entries.iter().map(|e| normalize::fold_term(e)).collect();
+        let mut extra = Vec::new();
+        for entry in &entries {
+            let (stem, wildcard) = match entry.strip_suffix('*') {
+                Some(stem) => (stem, "*"),
+                None => (entry.as_str(), ""),
+            };
+            let folded = normalize::fold_term(stem);
+            let words: Vec<&str> = folded.split(' ').collect();
+            for (i, word) in words.iter().enumerate() {
+                let min = if words.len() > 1 { 3 } else { fuzzy.min_len };
+                let chars: Vec<char> = word.chars().collect();
+                if chars.len() < min {
+                    continue;
+                }
+                let mut variants = Vec::new();
+                // Deletions need one letter more than transpositions.
+                let deletions = words.len() > 1 || chars.len() > fuzzy.min_len;
+                for j in 1..chars.len() {
+                    if deletions {
+                        let mut v = chars.clone();
+                        v.remove(j);
+                        variants.push(v);
+                    }
+                    if j + 1 < chars.len() && chars[j] != chars[j + 1] {
+                        let mut v = chars.clone();
+                        v.swap(j, j + 1);
+                        variants.push(v);
+                    }
+                }
+                for v in variants {
+                    let v: String = v.into_iter().collect();
+                    if except.contains(&v) {
+                        continue;
+                    }
+                    let mut phrase = words.clone();
+                    phrase[i] = &v;
+                    let phrase = normalize::fold_term(&phrase.join(" "));
+                    if seen.insert(phrase.clone()) {
+                        extra.push(format!("{phrase}{wildcard}"));
+                    }
+                }
+            }
+        }
+        if let Some(list) = lexicons.get_mut(name) {
+            list.extend(extra);
+        }
+    }
+    Ok(std::borrow::Cow::Owned(lexicons))
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +152,29 @@ pub(crate) struct RuleFile {
     pub requires: Vec<String>,
     #[serde(default)]
     pub unless: Vec<String>,
+    /// Two lexicon names: the rule matches when an entry of the first is
+    /// within `within` words of an entry of the second.
+    #[serde(default)]
+    pub near: Vec<String>,
+    /// Words allowed between the two `near` entries (default 8).
+    pub within: Option<usize>,
+    /// A lexicon of negators: an entry of the second `near` lexicon that a
+    /// negator precedes in the same clause does not count.
+    pub negators: Option<String>,
+    /// A lexicon of positive words that count as entries of the second
+    /// `near` lexicon when a negator precedes them ("not human").
+    pub negated: Option<String>,
+    /// How many words before an entry a negator reaches (default 5).
+    pub negation_reach: Option<usize>,
+    /// How many words before a `negated` word a negator reaches (default 3).
+    pub positive_reach: Option<usize>,
+    /// How many different terms and patterns must match (default 1): for
+    /// rules that add up weak signals, such as spam.
+    pub min_matches: Option<usize>,
+    /// A lexicon of phrases that contain a negator without negating what
+    /// follows ("not realise that", "is not it"): a negator inside one of
+    /// them does not count.
+    pub shields: Option<String>,
 }
 
 /// One compiled rule.
@@ -75,6 +188,196 @@ pub(crate) struct Rule {
     pub requires: Vec<Regex>,
     /// None of these may match.
     pub unless: Vec<Regex>,
+    /// The proximity condition, if the rule has one.
+    pub near: Option<Near>,
+    /// Different terms and patterns that must match.
+    pub min_matches: usize,
+}
+
+/// What a `near` term is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// An entry of the first lexicon (the target).
+    Target,
+    /// An entry of the second (the attack).
+    Attack,
+    /// A negator.
+    Negator,
+    /// A positive word, an attack when negated.
+    Positive,
+    /// A phrase whose negator negates nothing after it.
+    Shield,
+}
+
+/// A compiled proximity condition.
+#[derive(Debug, Clone)]
+pub(crate) struct Near {
+    matcher: AhoCorasick,
+    tags: Vec<Tag>,
+    within: usize,
+    reach: usize,
+    positive_reach: usize,
+}
+
+/// One match, in words: `[start, end)` word indices and clause.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    clause: usize,
+    tag: Tag,
+}
+
+impl Near {
+    fn compile(
+        r: &RuleFile,
+        lexicons: &BTreeMap<String, Vec<String>>,
+        at: &str,
+    ) -> Result<Option<Self>, PolicyError> {
+        if r.near.is_empty() {
+            if r.within.is_some()
+                || r.negators.is_some()
+                || r.negated.is_some()
+                || r.shields.is_some()
+            {
+                return Err(invalid(at, "within, negators and negated need near"));
+            }
+            return Ok(None);
+        }
+        if r.view == View::Raw {
+            return Err(invalid(at, "near works on the words views, not raw"));
+        }
+        let [target, attack] = r.near.as_slice() else {
+            return Err(invalid(at, "near names exactly two lexicons"));
+        };
+        let mut terms = Vec::new();
+        let mut tags = Vec::new();
+        let mut add = |name: &str, tag: Tag| -> Result<(), PolicyError> {
+            let entries = lexicons
+                .get(name)
+                .ok_or_else(|| invalid(at, format!("unknown lexicon {name:?}")))?;
+            for e in entries {
+                let (stem, wildcard) = match e.strip_suffix('*') {
+                    Some(stem) => (stem, true),
+                    None => (e.as_str(), false),
+                };
+                let folded = normalize::fold_term(stem);
+                if folded.is_empty() {
+                    continue;
+                }
+                terms.push(if wildcard {
+                    format!(" {folded}")
+                } else {
+                    format!(" {folded} ")
+                });
+                tags.push(tag);
+            }
+            Ok(())
+        };
+        add(target, Tag::Target)?;
+        add(attack, Tag::Attack)?;
+        if let Some(n) = &r.negators {
+            add(n, Tag::Negator)?;
+        }
+        if let Some(p) = &r.negated {
+            if r.negators.is_none() {
+                return Err(invalid(at, "negated needs negators"));
+            }
+            add(p, Tag::Positive)?;
+        }
+        if let Some(p) = &r.shields {
+            add(p, Tag::Shield)?;
+        }
+        let matcher = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&terms)
+            .map_err(|e| invalid(at, format!("cannot build: {e}")))?;
+        Ok(Some(Near {
+            matcher,
+            tags,
+            within: r.within.unwrap_or(8),
+            reach: r.negation_reach.unwrap_or(5),
+            positive_reach: r.positive_reach.unwrap_or(3),
+        }))
+    }
+
+    /// Whether a target is within reach of an (unnegated) attack.
+    fn matches(&self, text: &str) -> bool {
+        // Word index and clause of every word start.
+        let bytes = text.as_bytes();
+        let mut word_at = vec![0usize; bytes.len() + 1];
+        let mut clause_of: Vec<usize> = Vec::new();
+        let mut word = 0usize;
+        let mut clause = 0usize;
+        let mut in_word = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b' ' {
+                in_word = false;
+            } else if !in_word {
+                in_word = true;
+                if b == b'.' || bytes[i..].starts_with(b"but ") {
+                    clause += 1;
+                }
+                clause_of.push(clause);
+                word = clause_of.len() - 1;
+            }
+            word_at[i] = word;
+        }
+        word_at[bytes.len()] = clause_of.len();
+        let mut spans = Vec::new();
+        for m in self.matcher.find_overlapping_iter(text) {
+            let Some(&tag) = self.tags.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            // The match starts with the space before its first word.
+            let start = word_at.get(m.start() + 1).copied().unwrap_or(0);
+            let end = word_at.get(m.end().saturating_sub(1)).copied().unwrap_or(0) + 1;
+            let clause = clause_of.get(start).copied().unwrap_or(0);
+            spans.push(Span {
+                start,
+                end,
+                clause,
+                tag,
+            });
+        }
+        let shielded = |n: &Span| {
+            spans
+                .iter()
+                .any(|sh| sh.tag == Tag::Shield && sh.start <= n.start && sh.end >= n.end)
+        };
+        let negated = |s: &Span, reach: usize| {
+            spans.iter().any(|n| {
+                n.tag == Tag::Negator
+                    && !shielded(n)
+                    && n.clause == s.clause
+                    && n.end <= s.start
+                    && n.end + reach >= s.start
+            })
+        };
+        // A word inside a target ("people" in "gay people") is no attack.
+        let in_target = |s: &Span| {
+            spans
+                .iter()
+                .any(|t| t.tag == Tag::Target && t.start <= s.start && t.end >= s.end)
+        };
+        let attacks: Vec<&Span> = spans
+            .iter()
+            .filter(|s| match s.tag {
+                Tag::Attack => !in_target(s) && !negated(s, self.reach),
+                Tag::Positive => !in_target(s) && negated(s, self.positive_reach),
+                _ => false,
+            })
+            .collect();
+        spans.iter().filter(|s| s.tag == Tag::Target).any(|t| {
+            attacks.iter().any(|a| {
+                let gap = a
+                    .start
+                    .saturating_sub(t.end)
+                    .max(t.start.saturating_sub(a.end));
+                gap <= self.within
+            })
+        })
+    }
 }
 
 /// The matchers of one view.
@@ -209,7 +512,9 @@ impl RuleSet {
     }
 
     pub(crate) fn compile(file: &PolicyFile) -> Result<Self, PolicyError> {
-        for (name, entries) in &file.lexicons {
+        let lexicons = with_variants(file)?;
+        let lexicons: &BTreeMap<String, Vec<String>> = &lexicons;
+        for (name, entries) in lexicons {
             if entries.is_empty() {
                 return Err(invalid(
                     &format!("lexicons.{name}"),
@@ -248,15 +553,18 @@ impl RuleSet {
                     format!("the reason must be 1 to {MAX_REASON_LEN} bytes"),
                 ));
             }
-            if r.terms.is_empty() && r.patterns.is_empty() {
-                return Err(invalid(&at, "a rule needs terms or patterns"));
+            if r.terms.is_empty() && r.patterns.is_empty() && r.near.is_empty() {
+                return Err(invalid(&at, "a rule needs terms, patterns or near"));
+            }
+            let near = Near::compile(r, lexicons, &at)?;
+            if near.is_some() && !(r.terms.is_empty() && r.patterns.is_empty()) {
+                return Err(invalid(&at, "a rule has either near or terms and patterns"));
             }
             let slot = VIEWS.iter().position(|v| *v == r.view).unwrap_or(0);
             for term in &r.terms {
                 let expanded: Vec<&String> =
                     match term.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                        Some(name) => file
-                            .lexicons
+                        Some(name) => lexicons
                             .get(name)
                             .ok_or_else(|| {
                                 invalid(&at, format!("term refers to unknown lexicon {{{name}}}"))
@@ -282,7 +590,7 @@ impl RuleSet {
                 }
             }
             for p in &r.patterns {
-                let source = prepare_pattern(p, r.view, &file.lexicons, &at)?;
+                let source = prepare_pattern(p, r.view, lexicons, &at)?;
                 // Compiled alone first, so an error names its rule.
                 compile_one(&source, &at)?;
                 patterns[slot].0.push(source);
@@ -291,12 +599,12 @@ impl RuleSet {
             let requires = r
                 .requires
                 .iter()
-                .map(|p| compile_one(&prepare_pattern(p, r.view, &file.lexicons, &at)?, &at))
+                .map(|p| compile_one(&prepare_pattern(p, r.view, lexicons, &at)?, &at))
                 .collect::<Result<Vec<_>, _>>()?;
             let unless = r
                 .unless
                 .iter()
-                .map(|p| compile_one(&prepare_pattern(p, r.view, &file.lexicons, &at)?, &at))
+                .map(|p| compile_one(&prepare_pattern(p, r.view, lexicons, &at)?, &at))
                 .collect::<Result<Vec<_>, _>>()?;
             rules.push(Rule {
                 name: r.name.clone(),
@@ -305,6 +613,8 @@ impl RuleSet {
                 view: r.view,
                 requires,
                 unless,
+                near,
+                min_matches: r.min_matches.unwrap_or(1).max(1),
             });
         }
         let mut matchers = Vec::new();
@@ -354,34 +664,45 @@ impl RuleSet {
         views: &normalize::Views,
         skip: Option<Category>,
     ) -> Option<&Rule> {
-        let mut hit = vec![false; self.rules.len()];
+        let mut hits = vec![0usize; self.rules.len()];
         for (view, m) in &self.matchers {
             let text = view_text(views, *view);
             if let Some(ac) = &m.terms {
+                let mut seen = vec![false; m.term_rule.len()];
                 for found in ac.find_overlapping_iter(text) {
-                    if let Some(&r) = m.term_rule.get(found.pattern().as_usize()) {
-                        hit[r] = true;
+                    let id = found.pattern().as_usize();
+                    if let (Some(&r), Some(s)) = (m.term_rule.get(id), seen.get_mut(id))
+                        && !*s
+                    {
+                        *s = true;
+                        hits[r] += 1;
                     }
                 }
             }
             if let Some(set) = &m.patterns {
                 for id in set.matches(text).iter() {
                     if let Some(&r) = m.pattern_rule.get(id) {
-                        hit[r] = true;
+                        hits[r] += 1;
                     }
                 }
             }
         }
         self.rules
             .iter()
-            .zip(hit)
-            .filter(|(rule, hit)| *hit && Some(rule.category) != skip)
-            .map(|(rule, _)| rule)
-            .find(|rule| {
+            .zip(hits)
+            .filter(|(rule, _)| Some(rule.category) != skip)
+            .find(|(rule, hit)| {
                 let text = view_text(views, rule.view);
-                (rule.requires.is_empty() || rule.requires.iter().any(|re| re.is_match(text)))
+                let found = match &rule.near {
+                    Some(near) => near.matches(text),
+                    None => *hit >= rule.min_matches,
+                };
+                found
+                    && (rule.requires.is_empty()
+                        || rule.requires.iter().any(|re| re.is_match(text)))
                     && !rule.unless.iter().any(|re| re.is_match(text))
             })
+            .map(|(rule, _)| rule)
     }
 }
 
