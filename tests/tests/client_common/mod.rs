@@ -1,0 +1,262 @@
+//! Shared by the `client_*` tests: a federation of `leak-node` processes
+//! on 127.0.0.1 and senders running the `leak` binary, each with a config
+//! and a state directory of its own.
+//!
+//! The binaries are found next to the test's executable (`leak-node`, or
+//! `LEAK_NODE_BIN`; `leak`, or `LEAK_BIN`): build them first with
+//! `cargo build --workspace --bins` (`scripts/test.sh` does).
+
+#![allow(dead_code)]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use leak_tests::{NodeProcess, init_node, process::Started};
+use libp2p::{Multiaddr, PeerId};
+
+/// How long a node may take to print its addresses.
+const START: Duration = Duration::from_secs(30);
+/// How long the directory may take to list every node.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// The `leak` binary: `$LEAK_BIN`, or `leak` beside `leak-node`.
+pub fn leak_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("LEAK_BIN") {
+        return PathBuf::from(path);
+    }
+    let bin =
+        leak_tests::leak_node_bin().with_file_name(format!("leak{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the leak binary is missing: {} does not exist. Build it first with \
+         `cargo build --workspace --bins`, or set LEAK_BIN.",
+        bin.display()
+    );
+    bin
+}
+
+/// A node process with what it printed at start.
+pub struct Node {
+    pub process: NodeProcess,
+    pub started: Started,
+}
+
+/// Relays (the first is everyone's bootstrap node) and maybe an exit.
+pub struct Federation {
+    pub dir: PathBuf,
+    pub relays: Vec<Node>,
+    pub exit: Option<Node>,
+}
+
+impl Federation {
+    pub fn start(dir: &Path, relays: usize, exit: bool) -> Self {
+        let mut fed = Self {
+            dir: dir.to_path_buf(),
+            relays: Vec::new(),
+            exit: None,
+        };
+        for i in 0..relays {
+            let node = fed.start_node(&format!("relay-{i}"), &[], &[]);
+            fed.relays.push(node);
+        }
+        if exit {
+            fed.start_exit();
+        }
+        fed
+    }
+
+    pub fn bootstrap(&self) -> Multiaddr {
+        self.relays[0].started.dial_addr()
+    }
+
+    pub fn start_node(&self, name: &str, init_args: &[&str], run_args: &[&str]) -> Node {
+        let data = self.dir.join(name);
+        let mut args = vec![
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--metrics",
+            "",
+            "--family",
+            name,
+        ];
+        let bootstrap = self
+            .relays
+            .first()
+            .map(|r| r.started.dial_addr().to_string());
+        if let Some(b) = &bootstrap {
+            args.extend(["--bootstrap", b.as_str()]);
+        }
+        args.extend(init_args);
+        let config = init_node(&data, &args);
+        let mut process = NodeProcess::run(name, &config, run_args, &[]);
+        let started = process.wait_started(false, START);
+        Node { process, started }
+    }
+
+    /// An exit for `leak.test` delivering into [`Self::outbox`], whose
+    /// local rules also refuse pineapples.
+    pub fn start_exit(&mut self) {
+        let outbox = format!("exit.file_dir={:?}", self.outbox().display().to_string());
+        self.start_exit_with(&["--set", &outbox]);
+    }
+
+    /// An exit for `leak.test` run with `run_args` (`--set exit.…`), whose
+    /// local rules also refuse pineapples.
+    pub fn start_exit_with(&mut self, run_args: &[&str]) {
+        let rules = self.dir.join("local-rules.toml");
+        std::fs::write(
+            &rules,
+            format!(
+                "{}\n[[rules]]\nname = \"local.pineapple\"\ncategory = \"spam\"\n\
+                 reason = \"This exit does not deliver messages about pineapples.\"\n\
+                 terms = [\"pineapple\"]\n",
+                leak_protocol::policy::Policy::builtin().source()
+            ),
+        )
+        .unwrap();
+        let local = format!("exit.local_rules={:?}", rules.display().to_string());
+        let mut args = vec!["--set", "exit.http_listen=\"127.0.0.1:0\"", "--set", &local];
+        args.extend(run_args);
+        let exit = self.start_node("exit", &["--exit-domain", "leak.test"], &args);
+        self.exit = Some(exit);
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.join("outbox")
+    }
+
+    /// The delivered emails, as text.
+    pub fn emails(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.outbox()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn emails_to(&self, address: &str) -> Vec<String> {
+        let to = format!("To: {address}");
+        self.emails()
+            .into_iter()
+            .filter(|e| e.lines().any(|l| l == to))
+            .collect()
+    }
+
+    pub fn relay_by_peer(&mut self, peer: &PeerId) -> Option<&mut Node> {
+        self.relays.iter_mut().find(|r| &r.started.peer_id == peer)
+    }
+}
+
+/// A sender: a config and a state directory of its own.
+pub struct Sender {
+    pub home: PathBuf,
+}
+
+impl Sender {
+    pub fn new(dir: &Path, name: &str, bootstrap: &Multiaddr, init: &[&str]) -> Self {
+        let sender = Self {
+            home: dir.join(name),
+        };
+        let b = bootstrap.to_string();
+        let out = sender.run(&[&["init", "--bootstrap", b.as_str()], init].concat());
+        assert!(out.status.success(), "leak init: {}", stderr(&out));
+        sender
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(leak_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LEAK_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("LEAK_CONFIG", self.home.join("config.toml"))
+            .env("LEAK_STATE_DIR", self.home.join("state"))
+            .env_remove("EDITOR")
+            .env_remove("VISUAL")
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Waits until `leak nodes` lists `count` nodes, `exits` of them exits.
+    pub fn wait_for_directory(&self, count: usize, exits: usize) {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let out = self.run(&["nodes", "--json"]);
+            let json = stdout(&out);
+            let nodes = json.matches("\"peer_id\"").count();
+            let exit_count = json.matches("\"domain\"").count();
+            if out.status.success() && nodes == count && exit_count == exits {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the directory never listed {count} nodes ({exits} exits): {json}{}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Checks that `--json` printed exactly one JSON object, and returns it.
+pub fn json_line(out: &Output) -> String {
+    let text = stdout(out);
+    let line = text.trim();
+    assert!(
+        line.starts_with('{') && line.ends_with('}') && !line.contains('\n'),
+        "not one JSON object: {text:?}; stderr: {}",
+        stderr(out)
+    );
+    line.to_owned()
+}
+
+/// A header's value in an email.
+pub fn header<'a>(email: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}: ");
+    email.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
+}
+
+/// `POST path` with a form body to `addr`; returns the status line.
+pub fn http_post(url: &str, body: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_owned()
+}
