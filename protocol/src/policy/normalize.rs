@@ -18,7 +18,9 @@
 //! the policy is compiled, so a rule is written in plain English ("kill")
 //! and matches the squeezed form ("kil").
 
-use unicode_normalization::UnicodeNormalization;
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// The views of one text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,65 +84,108 @@ fn is_invisible(c: char) -> bool {
 /// NFKC, invisible characters removed, confusables folded, lower case,
 /// white space collapsed to single spaces, trimmed.
 pub fn raw_view(text: &str) -> String {
-    let mut folded = String::with_capacity(text.len());
+    let mut out = Spaced::with_capacity(text.len());
     if text.is_ascii() {
-        for c in text.chars() {
-            push_ascii(&mut folded, c);
+        for &b in text.as_bytes() {
+            out.push_ascii(b);
         }
-    } else {
-        let options = decancer::Options::default();
-        for c in text.nfkc() {
-            if is_invisible(c) {
-                continue;
+        return out.finish();
+    }
+    let options = decancer::Options::default();
+    let normalized: Cow<'_, str> = match is_nfkc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfkc().collect()),
+    };
+    for c in normalized.chars() {
+        if c.is_ascii() {
+            out.push_ascii(c as u8);
+            continue;
+        }
+        if is_invisible(c) {
+            continue;
+        }
+        match c {
+            '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '\u{FF07}' => {
+                out.push('\'')
             }
-            if c.is_ascii() {
-                push_ascii(&mut folded, c);
-                continue;
-            }
-            match c {
-                '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '\u{FF07}' => {
-                    folded.push('\'')
+            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{00AB}' | '\u{00BB}'
+            | '\u{2033}' => out.push('"'),
+            '\u{2010}'..='\u{2015}' | '\u{2212}' => out.push('-'),
+            c if c.is_whitespace() => out.space(),
+            'ß' | 'ẞ' => out.push_str("ss"),
+            // Symbols (currency, marks) are kept: only letters have
+            // look-alikes worth folding.
+            c if !c.is_alphabetic() => out.push(c),
+            c => match decancer::cure_char(c, options) {
+                decancer::Translation::Character(t) => {
+                    for l in t.to_lowercase() {
+                        out.push(l);
+                    }
                 }
-                '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{00AB}' | '\u{00BB}'
-                | '\u{2033}' => folded.push('"'),
-                '\u{2010}'..='\u{2015}' | '\u{2212}' => folded.push('-'),
-                c if c.is_whitespace() => folded.push(' '),
-                'ß' | 'ẞ' => folded.push_str("ss"),
-                // Symbols (currency, marks) are kept: only letters have
-                // look-alikes worth folding.
-                c if !c.is_alphabetic() => folded.push(c),
-                c => match decancer::cure_char(c, options) {
-                    decancer::Translation::Character(t) => {
-                        folded.extend(t.to_lowercase());
+                decancer::Translation::String(s) => {
+                    for l in s.chars().flat_map(char::to_lowercase) {
+                        out.push(l);
                     }
-                    decancer::Translation::String(s) => {
-                        folded.extend(s.chars().flat_map(char::to_lowercase));
-                    }
-                    decancer::Translation::None => {}
-                },
+                }
+                decancer::Translation::None => {}
+            },
+        }
+    }
+    out.finish()
+}
+
+/// A string being built with runs of white space as one space, none at
+/// either end.
+struct Spaced {
+    out: String,
+    pending_space: bool,
+}
+
+impl Spaced {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            out: String::with_capacity(n),
+            pending_space: false,
+        }
+    }
+
+    fn space(&mut self) {
+        self.pending_space = !self.out.is_empty();
+    }
+
+    fn push(&mut self, c: char) {
+        if c.is_whitespace() {
+            self.space();
+            return;
+        }
+        if self.pending_space {
+            self.out.push(' ');
+            self.pending_space = false;
+        }
+        self.out.push(c);
+    }
+
+    fn push_str(&mut self, s: &str) {
+        for c in s.chars() {
+            self.push(c);
+        }
+    }
+
+    fn push_ascii(&mut self, b: u8) {
+        if b.is_ascii_whitespace() || b.is_ascii_control() {
+            self.space();
+        } else {
+            if self.pending_space {
+                self.out.push(' ');
+                self.pending_space = false;
             }
+            self.out.push(char::from(b.to_ascii_lowercase()));
         }
     }
-    collapse_spaces(&folded)
-}
 
-fn push_ascii(out: &mut String, c: char) {
-    if c.is_ascii_whitespace() || c.is_ascii_control() {
-        out.push(' ');
-    } else {
-        out.push(c.to_ascii_lowercase());
+    fn finish(self) -> String {
+        self.out
     }
-}
-
-fn collapse_spaces(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for w in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(w);
-    }
-    out
 }
 
 /// The raw text with every "…" (or “…”) span replaced by a space, or
@@ -302,7 +347,7 @@ fn fold_leet(token: &str, out: &mut String) {
 pub fn words_view(raw: &str) -> String {
     // 1. Tokens by white space; spelt-out words joined.
     let tokens: Vec<&str> = raw.split(' ').filter(|t| !t.is_empty()).collect();
-    let mut joined: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut joined: Vec<Cow<'_, str>> = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
         // A run of three or more one-character tokens: "k i l l".
@@ -327,11 +372,11 @@ pub fn words_view(raw: &str) -> String {
             // "I h a t e": the first letter may be a word of its own; keep
             // both readings.
             if run >= 4 && matches!(tokens[i], "i" | "a") {
-                joined.push(word);
-                joined.push(tokens[i].to_owned());
-                joined.push(tokens[i + 1..i + run].concat());
+                joined.push(Cow::Owned(word));
+                joined.push(Cow::Borrowed(tokens[i]));
+                joined.push(Cow::Owned(tokens[i + 1..i + run].concat()));
             } else {
-                joined.push(word);
+                joined.push(Cow::Owned(word));
             }
             i += run;
             continue;
@@ -345,6 +390,11 @@ pub fn words_view(raw: &str) -> String {
     let mut expanded = String::new();
     let mut leeted = String::new();
     for token in &joined {
+        if !token.chars().any(|c| c == '\'' || leet(c).is_some()) {
+            text.push_str(token);
+            text.push(' ');
+            continue;
+        }
         expanded.clear();
         leeted.clear();
         expand_contractions(token, &mut expanded);
@@ -401,7 +451,10 @@ fn is_clause_break(c: char) -> bool {
 
 /// "k.i.l.l", "k-i-l-l" → "kill": single letterish characters separated by
 /// one separator each, at least three of them.
-fn unseparate(token: &str) -> String {
+fn unseparate(token: &str) -> Cow<'_, str> {
+    if token.len() < 5 || !token.chars().any(is_letter_separator) {
+        return Cow::Borrowed(token);
+    }
     let chars: Vec<char> = token.chars().collect();
     if chars.len() >= 5
         && chars.len() % 2 == 1
@@ -412,9 +465,9 @@ fn unseparate(token: &str) -> String {
             .step_by(2)
             .all(|&c| is_letter_separator(c))
     {
-        return chars.iter().step_by(2).collect();
+        return Cow::Owned(chars.iter().step_by(2).collect());
     }
-    token.to_owned()
+    Cow::Borrowed(token)
 }
 
 /// Squeezes repeated ASCII letters in a regular expression's source, the way

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
@@ -289,6 +289,7 @@ impl Near {
             add(p, Tag::Shield)?;
         }
         let matcher = AhoCorasickBuilder::new()
+            .kind(Some(AhoCorasickKind::DFA))
             .match_kind(MatchKind::Standard)
             .build(&terms)
             .map_err(|e| invalid(at, format!("cannot build: {e}")))?;
@@ -386,9 +387,10 @@ struct ViewMatcher {
     /// Lexicon terms, padded with spaces; the pattern id's rule in `term_rule`.
     terms: Option<AhoCorasick>,
     term_rule: Vec<usize>,
-    /// Patterns; the pattern id's rule in `pattern_rule`.
-    patterns: Option<RegexSet>,
-    pattern_rule: Vec<usize>,
+    /// Every pattern of the view as one set, and the rule of each pattern
+    /// id. The set's lazy DFA gets a large cache ([`DFA_CACHE_LIMIT`]):
+    /// with the default one it thrashes and falls back to a slower engine.
+    patterns: Vec<(Vec<usize>, RegexSet)>,
 }
 
 /// Every rule, compiled.
@@ -401,6 +403,9 @@ pub(crate) struct RuleSet {
 /// Size limit for compiled regular expressions (the lexicons make large
 /// alternations).
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
+/// Cache for each lazy DFA: enough that the large sets never fall back to
+/// the slower engines.
+const DFA_CACHE_LIMIT: usize = 16 << 20;
 
 fn invalid(rule: &str, message: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
@@ -493,7 +498,32 @@ fn prepare_pattern(
         View::Raw => pattern.to_owned(),
         View::Words | View::Unquoted => normalize::squeeze_pattern(pattern),
     };
-    expand(&squeezed, view, lexicons, at)
+    Ok(ascii_classes(&expand(&squeezed, view, lexicons, at)?, view))
+}
+
+/// Rewrites `\b` as an ASCII word boundary (a Unicode one stops the fast
+/// lazy DFA on any non-ASCII text) and, for the words views, whose text is
+/// ASCII, `\w` as `[a-z0-9]`: the same matches, much smaller automata.
+fn ascii_classes(pattern: &str, view: View) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some('w') if view != View::Raw => out.push_str("[a-z0-9]"),
+            Some(n) => {
+                out.push('\\');
+                out.push(n);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn compile_one(source: &str, at: &str) -> Result<Regex, PolicyError> {
@@ -629,28 +659,27 @@ impl RuleSet {
             } else {
                 Some(
                     AhoCorasickBuilder::new()
+                        .kind(Some(AhoCorasickKind::DFA))
                         .match_kind(MatchKind::Standard)
                         .build(&t)
                         .map_err(|e| invalid("lexicons", format!("cannot build: {e}")))?,
                 )
             };
-            let patterns = if p.is_empty() {
-                None
-            } else {
-                Some(
-                    RegexSetBuilder::new(&p)
-                        .size_limit(REGEX_SIZE_LIMIT)
-                        .build()
-                        .map_err(|e| invalid("patterns", format!("cannot build: {e}")))?,
-                )
-            };
+            let mut patterns: Vec<(Vec<usize>, RegexSet)> = Vec::new();
+            if !p.is_empty() {
+                let set = RegexSetBuilder::new(&p)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(DFA_CACHE_LIMIT)
+                    .build()
+                    .map_err(|e| invalid("patterns", format!("cannot build: {e}")))?;
+                patterns.push((p_rule, set));
+            }
             matchers.push((
                 *view,
                 ViewMatcher {
                     terms,
                     term_rule: t_rule,
                     patterns,
-                    pattern_rule: p_rule,
                 },
             ));
         }
@@ -679,10 +708,10 @@ impl RuleSet {
                     }
                 }
             }
-            if let Some(set) = &m.patterns {
+            for (rule_of, set) in &m.patterns {
                 for id in set.matches(text).iter() {
-                    if let Some(&r) = m.pattern_rule.get(id) {
-                        hits[r] += 1;
+                    if let Some(h) = rule_of.get(id).and_then(|&r| hits.get_mut(r)) {
+                        *h += 1;
                     }
                 }
             }
