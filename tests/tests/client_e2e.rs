@@ -72,6 +72,21 @@ fn leaks_through_a_federation_of_processes() {
     let out = sender.run(&["status", "--json"]);
     assert_eq!(stdout(&out).matches(r#""outcome":"delivered""#).count(), 2);
 
+    // The longest path: four relays and the exit, every one of a family of
+    // its own, as the path rules require.
+    let out = sender.run(&[
+        "send",
+        "--hops",
+        "5",
+        "--to",
+        "grace@example.com",
+        "--as",
+        "friend",
+        "You make every team you join kinder.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fed.emails_to("grace@example.com").len(), 1);
+
     // A text the client's policy accepts but this exit's local rules refuse.
     let out = sender.run(&[
         "send",
@@ -239,4 +254,18 @@ fn no_exit_and_too_few_nodes_are_failures() {
     let out = sender.run(&["send", "--to", "erin@example.com", "--as", "coworker", text]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fed.emails_to("erin@example.com").len(), 1);
+    // The shortest path: an entry relay and the exit; the receipt comes
+    // straight back to the entry's mailbox.
+    let out = sender.run(&[
+        "send",
+        "--hops",
+        "2",
+        "--to",
+        "heidi@example.com",
+        "--as",
+        "family",
+        text,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fed.emails_to("heidi@example.com").len(), 1);
 }
