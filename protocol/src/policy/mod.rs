@@ -11,16 +11,21 @@
 //!
 //! # Matching
 //!
-//! A text is normalised into views ([`normalize`]): Unicode NFKC, invisible
+//! A text is normalised into views ([`views`]): Unicode NFKC, invisible
 //! characters removed, homoglyphs folded (`decancer`), lower case, and for
 //! the *words* view also contractions expanded, leetspeak folded, spaced-out
 //! letters joined and repeated letters squeezed. A rule lists *terms*
 //! (whole words or phrases, found with one Aho-Corasick automaton per view)
-//! and *patterns* (regular expressions, run as one `RegexSet` per view), and
-//! may add *requires* (one of these must also match) and *unless* (none of
-//! these may match: negation, counter-speech). Patterns refer to lexicons as
-//! `{name}`. The first rule in document order that matches refuses the text;
-//! the refusal names the rule and gives its reason, never the matched text.
+//! and *patterns* (regular expressions, run as one `RegexSet` per view), or
+//! a *near* condition (an entry of one lexicon within so many words of an
+//! entry of another, with negation scoped to the clause: "women are scum"
+//! but not "I never said women are scum"); it may add *requires* (one of
+//! these must also match) and *unless* (none of these may match:
+//! counter-speech, reclaimed words). Patterns refer to lexicons as `{name}`;
+//! lexicons may get misspelling variants (`[fuzzy]`). The first rule in
+//! document order that matches refuses the text; the refusal names the rule
+//! and gives its reason, never the matched text. `policy/default.toml`
+//! beside this crate documents the format in its header.
 //!
 //! Everything here is pure: no I/O, no clock. Callers supply the time (as a
 //! stamp epoch) and read the files.

@@ -604,16 +604,22 @@ impl RuleSet {
                         None => vec![term],
                     };
                 for t in expanded {
+                    // A trailing `*`: any ending.
+                    let (stem, wildcard) = match t.strip_suffix('*') {
+                        Some(stem) => (stem, true),
+                        None => (t.as_str(), false),
+                    };
                     let folded = match r.view {
-                        View::Raw => normalize::raw_view(t),
-                        View::Words | View::Unquoted => normalize::fold_term(t),
+                        View::Raw => normalize::raw_view(stem),
+                        View::Words | View::Unquoted => normalize::fold_term(stem),
                     };
                     if folded.is_empty() {
                         return Err(invalid(&at, format!("term {t:?} is empty once folded")));
                     }
-                    let padded = match r.view {
-                        View::Raw => folded,
-                        View::Words | View::Unquoted => format!(" {folded} "),
+                    let padded = match (r.view, wildcard) {
+                        (View::Raw, _) => folded,
+                        (View::Words | View::Unquoted, false) => format!(" {folded} "),
+                        (View::Words | View::Unquoted, true) => format!(" {folded}"),
                     };
                     terms[slot].0.push(padded);
                     terms[slot].1.push(index);

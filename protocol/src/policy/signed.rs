@@ -149,7 +149,8 @@ impl SignedPolicy {
         Policy::from_toml(&self.toml)
     }
 
-    /// The encoding described in the [module documentation](self).
+    /// The encoding described in the module documentation (`policy::signed`):
+    /// magic, TOML length and text, then the signatures.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             MAGIC.len() + 5 + self.toml.len() + self.signatures.len() * (KEY_LEN + SIGNATURE_LEN),
