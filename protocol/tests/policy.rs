@@ -342,3 +342,30 @@ fn policy_is_shareable() {
     check::<Policy>();
     check::<SignedPolicy>();
 }
+
+/// Compiled once for the property test's many cases.
+static BUILTIN: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(Policy::builtin);
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Decoding arbitrary bytes, or a valid encoding with bytes changed,
+    /// never panics; check_text never panics on any string.
+    #[test]
+    fn decoding_and_checking_never_panic(
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+        text in "\\PC{0,300}",
+    ) {
+        let _ = SignedPolicy::from_bytes(&noise);
+        let mut bytes = SignedPolicy::sign("version = 1\noptout_key = \"0000000000000000000000000000000000000000000000000000000000000000\"\n[limits]\nmax_text_len = 100\nlinks_allowed = false\nper_recipient_per_day = 1\nstamp_bits = 1\n", &[9; 32]).unwrap().to_bytes();
+        for (at, value) in flips {
+            let len = bytes.len();
+            bytes[at % len] = value;
+        }
+        if let Ok(s) = SignedPolicy::from_bytes(&bytes) {
+            let _ = s.verify(&[ed25519_public(&[9; 32])], 1);
+        }
+        let _ = BUILTIN.check_text(&text);
+    }
+}

@@ -231,13 +231,25 @@ pub enum PolicyError {
 }
 
 /// A compiled policy, ready to check texts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Policy {
     version: u32,
     optout_key: [u8; 32],
     limits: Limits,
     rules: rules::RuleSet,
     source: String,
+}
+
+/// Short: the version, the limits and how many rules (not the source, not
+/// the key).
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("version", &self.version)
+            .field("limits", &self.limits)
+            .field("rules", &self.rules.rules.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Policy {

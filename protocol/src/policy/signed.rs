@@ -6,18 +6,7 @@
 //! ([`SignedPolicy::verify`]); signatures by keys they do not trust are
 //! ignored.
 //!
-//! # Encoding
-//!
-//! ```text
-//! "LEAKPOL" 0x01                  8 bytes: magic and format version
-//! toml length                     4 bytes, big-endian, ≤ MAX_POLICY_LEN
-//! toml                            UTF-8
-//! signature count                 1 byte, 1 ..= MAX_SIGNATURES
-//! count × (public key, signature) 32 + 64 bytes
-//! ```
-//!
-//! Nothing may follow. Each signature is over the context string
-//! `"leak 2025 policy signature v1"`, a zero byte and the TOML bytes.
+//! The byte encoding is described on [`SignedPolicy`].
 
 use super::{Policy, PolicyError};
 use crate::crypto::{self, KEY_LEN, SIGNATURE_LEN};
@@ -31,6 +20,19 @@ const MAGIC: &[u8; 8] = b"LEAKPOL\x01";
 const SIGNATURE_CONTEXT: &[u8] = b"leak 2025 policy signature v1\0";
 
 /// A policy document with maintainers' signatures.
+///
+/// # Encoding ([`SignedPolicy::to_bytes`])
+///
+/// ```text
+/// "LEAKPOL" 0x01                  8 bytes: magic and format version
+/// toml length                     4 bytes, big-endian, ≤ MAX_POLICY_LEN
+/// toml                            UTF-8
+/// signature count                 1 byte, 1 ..= MAX_SIGNATURES
+/// count × (public key, signature) 32 + 64 bytes
+/// ```
+///
+/// Nothing may follow. Each signature is Ed25519 over the context string
+/// `"leak 2025 policy signature v1"`, a zero byte and the TOML bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedPolicy {
     toml: String,
@@ -149,8 +151,7 @@ impl SignedPolicy {
         Policy::from_toml(&self.toml)
     }
 
-    /// The encoding described in the module documentation (`policy::signed`):
-    /// magic, TOML length and text, then the signatures.
+    /// The encoding described on [`SignedPolicy`].
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             MAGIC.len() + 5 + self.toml.len() + self.signatures.len() * (KEY_LEN + SIGNATURE_LEN),
