@@ -1,12 +1,36 @@
 //! A minimal libp2p peer that talks to Leak nodes: sends packets, fetches
 //! directories and mailboxes. It listens on nothing and serves nothing.
 //! Used by the tests, the benchmark and the sender's client.
+//!
+//! Its outgoing connections can come from a chosen local address
+//! ([`Peer::with_local_address`]): libp2p's TCP transport cannot bind a
+//! dial to an address (with port reuse it binds the port of a listener, on
+//! the unspecified address), so such a peer dials with [`BoundDialer`]
+//! instead, a dial-only TCP transport that binds each socket to that
+//! address before it connects.
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
 use leak_protocol::{Packet, directory::SignedDescriptor};
-use libp2p::{Multiaddr, PeerId, identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, Transport,
+    core::{
+        transport::{DialOpts, ListenerId, TransportError, TransportEvent},
+        upgrade::Version,
+    },
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise,
+    swarm::NetworkBehaviour,
+    tcp, yamux,
+};
 
 use crate::{
     net::{AddressBook, AddressBookBehaviour},
@@ -51,23 +75,51 @@ impl Peer {
 
     /// A new peer with the given identity.
     pub fn with_keypair(keypair: Keypair) -> anyhow::Result<Self> {
+        Self::with_local_address(keypair, None)
+    }
+
+    /// A new peer with the given identity whose outgoing connections come
+    /// from `local` (an address of this host; port chosen by the system),
+    /// or from the address the system chooses when `None`. A bound peer
+    /// cannot reach nodes of the other IP family. Either way it listens on
+    /// nothing and accepts no connection.
+    pub fn with_local_address(keypair: Keypair, local: Option<IpAddr>) -> anyhow::Result<Self> {
         let book = AddressBook::default();
         let peer_id = keypair.public().to_peer_id();
-        let behaviour_book = book.clone();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|_| ClientBehaviour {
-                addresses: AddressBookBehaviour::new(behaviour_book),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        let behaviour = |_: &Keypair| ClientBehaviour {
+            addresses: AddressBookBehaviour::new(book.clone()),
+            stream: libp2p_stream::Behaviour::new(),
+        };
+        let config =
+            |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+        let mut swarm: Swarm<ClientBehaviour> = match local {
+            None => libp2p::SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )?
+                .with_behaviour(behaviour)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .with_swarm_config(config)
+                .build(),
+            Some(local) => {
+                let noise = noise::Config::new(&keypair)?;
+                libp2p::SwarmBuilder::with_existing_identity(keypair)
+                    .with_tokio()
+                    .with_other_transport(move |_| {
+                        BoundDialer::new(local)
+                            .upgrade(Version::V1)
+                            .authenticate(noise)
+                            .multiplex(yamux::Config::default())
+                    })?
+                    .with_behaviour(behaviour)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .with_swarm_config(config)
+                    .build()
+            }
+        };
         let control = swarm.behaviour().stream.new_control();
         let task = tokio::spawn(async move {
             loop {
@@ -157,5 +209,211 @@ impl Peer {
         })
         .await
         .map_err(|_| timeout_error())?
+    }
+}
+
+/// A dial-only TCP transport whose sockets are bound to one local address
+/// (port 0: the system chooses the port) before they connect, with
+/// `TCP_NODELAY`. It refuses to listen, and refuses addresses of the other
+/// IP family than its own.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundDialer {
+    local: IpAddr,
+}
+
+impl BoundDialer {
+    /// Dials from `local`.
+    pub fn new(local: IpAddr) -> Self {
+        Self { local }
+    }
+}
+
+/// The TCP socket address of `/ip4|ip6/ADDR/tcp/PORT[/p2p/PEER]`.
+fn tcp_socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut iter = addr.iter();
+    let ip = match iter.next()? {
+        Protocol::Ip4(ip) => IpAddr::V4(ip),
+        Protocol::Ip6(ip) => IpAddr::V6(ip),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = iter.next()? else {
+        return None;
+    };
+    match iter.next() {
+        None | Some(Protocol::P2p(_)) if iter.next().is_none() => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+impl Transport for BoundDialer {
+    type Output = tcp::tokio::TcpStream;
+    type Error = io::Error;
+    type ListenerUpgrade = futures::future::Pending<io::Result<Self::Output>>;
+    type Dial = futures::future::BoxFuture<'static, io::Result<Self::Output>>;
+
+    fn listen_on(
+        &mut self,
+        _id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        Err(TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _id: ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let Some(remote) = tcp_socket_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        if remote.port() == 0
+            || remote.ip().is_unspecified()
+            || remote.is_ipv4() != self.local.is_ipv4()
+        {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        let local = SocketAddr::new(self.local, 0);
+        Ok(async move {
+            let socket = if remote.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_nodelay(true)?;
+            socket.bind(local)?;
+            let stream = socket.connect(remote).await?;
+            Ok(tcp::tokio::TcpStream(stream))
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use leak_protocol::PACKET_LEN;
+    use libp2p::swarm::SwarmEvent;
+
+    use super::*;
+
+    /// A peer bound to 127.0.0.77 reaches a libp2p node on 127.0.0.1 from
+    /// that address (the node sees it as the connection's remote address),
+    /// and its packets arrive.
+    #[tokio::test]
+    async fn a_bound_peer_connects_from_its_address() {
+        let mut node = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .build();
+        let mut incoming = node
+            .behaviour()
+            .new_control()
+            .accept(wire::PACKET_PROTOCOL)
+            .unwrap();
+        node.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let listen = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = node.select_next_some().await {
+                break address;
+            }
+        };
+        let node_id = *node.local_peer_id();
+        let (remote_tx, remote_rx) = tokio::sync::oneshot::channel();
+        let (packet_tx, packet_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut remote_tx = Some(remote_tx);
+            let mut packet_tx = Some(packet_tx);
+            loop {
+                tokio::select! {
+                    event = node.select_next_some() => {
+                        if let SwarmEvent::ConnectionEstablished { endpoint, .. } = event
+                            && let Some(tx) = remote_tx.take()
+                        {
+                            let _ = tx.send(endpoint.get_remote_address().clone());
+                        }
+                    }
+                    Some((_, mut stream)) = incoming.next() => {
+                        let packet = wire::read_packet(&mut stream).await.unwrap();
+                        assert_eq!(wire::read_packet(&mut stream).await.unwrap(), None);
+                        stream.close().await.unwrap();
+                        if let Some(tx) = packet_tx.take() {
+                            let _ = tx.send(packet);
+                        }
+                    }
+                }
+            }
+        });
+
+        let local = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77));
+        let peer = Peer::with_local_address(Keypair::generate_ed25519(), Some(local)).unwrap();
+        peer.add_node(node_id, vec![listen]);
+        let packet = Packet::from_bytes(&[7u8; PACKET_LEN]).unwrap();
+        peer.send_packets(node_id, std::slice::from_ref(&packet))
+            .await
+            .unwrap();
+        let remote = remote_rx.await.unwrap();
+        assert_eq!(
+            tcp_socket_addr(&remote).map(|a| a.ip()),
+            Some(local),
+            "the node saw {remote}"
+        );
+        assert_eq!(packet_rx.await.unwrap(), Some(packet));
+        server.abort();
+    }
+
+    #[test]
+    fn a_bound_dialer_refuses_to_listen_and_the_other_family() {
+        let mut dialer = BoundDialer::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(
+            dialer
+                .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse().unwrap())
+                .is_err()
+        );
+        let opts = DialOpts {
+            role: libp2p::core::Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::New,
+        };
+        assert!(
+            dialer
+                .dial("/ip6/::1/tcp/4000".parse().unwrap(), opts)
+                .is_err()
+        );
+        assert!(
+            dialer
+                .dial("/ip4/127.0.0.1/tcp/0".parse().unwrap(), opts)
+                .is_err()
+        );
+        assert_eq!(
+            tcp_socket_addr(
+                &"/ip4/10.1.2.3/tcp/7/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+                    .parse()
+                    .unwrap()
+            ),
+            Some("10.1.2.3:7".parse().unwrap())
+        );
+        assert_eq!(
+            tcp_socket_addr(&"/ip4/10.1.2.3/udp/7".parse().unwrap()),
+            None
+        );
     }
 }

@@ -546,6 +546,15 @@ impl Config {
             })
             .collect();
         let c = self;
+        let trusted_keys = format!(
+            "[{}]",
+            c.policy
+                .trusted_keys
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         format!(
             r#"# leak-node configuration.
 # Every value can be overridden by an environment variable
@@ -720,15 +729,7 @@ threshold = {threshold}
             dkim_key_file = c.exit.dkim_key_file,
             dkim_algorithm = c.exit.dkim_algorithm,
             policy_file = c.policy.file,
-            trusted_keys = format!(
-                "[{}]",
-                c.policy
-                    .trusted_keys
-                    .iter()
-                    .map(|k| format!("{k:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            trusted_keys = trusted_keys,
             threshold = c.policy.threshold,
         )
     }

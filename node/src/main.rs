@@ -132,6 +132,7 @@ fn list(addrs: &[Multiaddr]) -> String {
     format!("[{}]", items.join(","))
 }
 
+#[allow(clippy::too_many_arguments)] // one per `init` flag
 fn init(
     data_dir: PathBuf,
     config_path: Option<PathBuf>,

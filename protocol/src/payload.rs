@@ -351,6 +351,7 @@ struct LenientLeakWire<'a> {
 
 /// Why a leak could not be accepted as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum LeakDecodeError {
     /// Not even the envelope decodes: there is no one to answer.
     Unanswerable(PayloadError),
@@ -360,7 +361,7 @@ pub enum LeakDecodeError {
         /// The leak's id.
         message_id: MessageId,
         /// Where the answer goes.
-        reply_block: ReplyBlock,
+        reply_block: Box<ReplyBlock>,
         /// What is wrong.
         error: PayloadError,
     },
@@ -376,7 +377,7 @@ impl Leak {
             decode(Kind::Leak, bytes).map_err(LeakDecodeError::Unanswerable)?;
         let invalid = |error| LeakDecodeError::Invalid {
             message_id: wire.message_id,
-            reply_block: wire.reply_block.clone(),
+            reply_block: Box::new(wire.reply_block.clone()),
             error,
         };
         let recipient = core::str::from_utf8(wire.recipient)

@@ -266,7 +266,7 @@ fn invalid_fields_are_answerable() {
             error,
         }) => {
             assert_eq!(message_id, id);
-            assert!(reply_block == block);
+            assert!(*reply_block == block);
             // The strict decoder refuses the same bytes.
             assert!(Leak::decode(&bytes).is_err());
             error

@@ -235,6 +235,7 @@ impl Composer {
             .header(ListUnsubscribe(format!("<{opt_out}>")))
             .header(ListUnsubscribePost)
             .header(AutoSubmitted)
+            .header(lettre::message::header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| anyhow::anyhow!("cannot build the email: {e}"))?;

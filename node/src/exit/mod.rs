@@ -162,6 +162,7 @@ pub(crate) struct Started {
 
 /// Opens the exit's state and starts its tasks: ingest, delivery, the
 /// HTTP endpoint and the operator's socket.
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the node
 pub(crate) async fn start(
     config: Config,
     node_id: NodeId,
@@ -484,13 +485,13 @@ impl Exit {
             }) => {
                 if let Known::Done(done) = self.store.lookup(&message_id)? {
                     self.count("duplicate");
-                    self.answer(reply_block, message_id, done.outcome, hold);
+                    self.answer(*reply_block, message_id, done.outcome, hold);
                     return Ok(());
                 }
                 let outcome = refused(invalid_rule(&error), &error.to_string());
                 self.record(message_id, outcome.clone(), "invalid")?;
                 self.count("invalid");
-                self.answer(reply_block, message_id, outcome, hold);
+                self.answer(*reply_block, message_id, outcome, hold);
                 return Ok(());
             }
         };

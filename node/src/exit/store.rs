@@ -330,7 +330,7 @@ impl ExitStore {
         let txn = self.store.db().begin_write()?;
         {
             let mut done = txn.open_table(DONE)?;
-            done.retain(|_, v| decode::<Done>(v).map_or(false, |d| d.at_ms >= before_ms))?;
+            done.retain(|_, v| decode::<Done>(v).is_ok_and(|d| d.at_ms >= before_ms))?;
             txn.open_table(REPORTS)?.retain(|_, at| at >= before_ms)?;
             txn.open_table(RATE)?
                 .retain(|(_, day), _| day >= oldest_day)?;
