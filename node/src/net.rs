@@ -32,6 +32,10 @@ use crate::config::Config;
 
 /// The gossipsub topic descriptors spread on.
 pub const DESCRIPTOR_TOPIC: &str = "/leak/descriptors/1";
+/// The gossip topic of signed moderation policies.
+pub const POLICY_TOPIC: &str = "/leak/policy/1";
+/// The gossip topic of exits' signed opt-outs.
+pub const OPT_OUT_TOPIC: &str = "/leak/opt-outs/1";
 /// The identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/leak/1.0.0";
 
@@ -355,7 +359,8 @@ pub fn build_swarm(
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
-        .max_transmit_size(16 * 1024)
+        // A signed policy (tens of KiB) or a batch of 256 opt-outs.
+        .max_transmit_size(256 * 1024)
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;

@@ -50,7 +50,10 @@ use crate::{
     held::{HeldQueue, Hold},
     identity::{Identity, peer_id_of},
     metrics::Metrics,
-    net::{self, AddressBook, Behaviour, BehaviourEvent, DESCRIPTOR_TOPIC},
+    net::{
+        self, AddressBook, Behaviour, BehaviourEvent, DESCRIPTOR_TOPIC, OPT_OUT_TOPIC, POLICY_TOPIC,
+    },
+    policy::{Offered, PolicyState},
     queue::{FairQueue, Pushed},
     safelog::Sensitive,
     store::{MailboxLimits, Store},
@@ -127,6 +130,13 @@ struct Shared {
     control: Mutex<libp2p_stream::Control>,
     exit_sink: Option<mpsc::Sender<ExitDelivery>>,
     exit_info: Option<ExitInfo>,
+    /// The exit role, if running (weak: the exit holds the shared state).
+    exit: std::sync::OnceLock<std::sync::Weak<crate::exit::Exit>>,
+    policy: Arc<PolicyState>,
+    /// Wakes maintenance to sign and publish a new descriptor at once.
+    republish: tokio::sync::Notify,
+    /// The `published_at` of the last descriptor signed.
+    last_published_at: std::sync::atomic::AtomicU64,
     own_descriptor: RwLock<Option<SignedDescriptor>>,
     listen_addrs: Vec<Multiaddr>,
     inbound_streams: Mutex<HashMap<PeerId, usize>>,
@@ -144,7 +154,8 @@ const INBOUND_BACKLOG: usize = 64;
 const WORKER_BATCH: usize = 128;
 
 enum Command {
-    Publish(Vec<u8>),
+    /// Publish on a gossip topic.
+    Publish(&'static str, Vec<u8>),
     Dial(Multiaddr),
 }
 
@@ -195,6 +206,11 @@ impl Shared {
         self.book.retain(|p| known.contains(p));
     }
 
+    /// The exit role, while it runs.
+    fn exit(&self) -> Option<Arc<crate::exit::Exit>> {
+        self.exit.get().and_then(std::sync::Weak::upgrade)
+    }
+
     fn drop_packet(&self, reason: &'static str) {
         self.metrics.drop_packet(reason);
     }
@@ -223,11 +239,27 @@ impl Shared {
             exit: self
                 .exit_info
                 .clone()
-                .filter(|_| self.config.node.roles.contains(&Role::Exit)),
+                .filter(|_| self.config.node.roles.contains(&Role::Exit))
+                .map(|info| ExitInfo {
+                    policy_version: if self.exit.get().is_some() || info.policy_version == 0 {
+                        self.policy.version()
+                    } else {
+                        info.policy_version
+                    },
+                    ..info
+                }),
             epoch_period_secs: keys.schedule().period_secs(),
             mix_keys: keys.published_keys(now),
             software: format!("leak-node {}", env!("CARGO_PKG_VERSION")),
-            published_at: now,
+            // Strictly newer than the last one, so a change made within the
+            // same second (a newer policy adopted) still replaces it.
+            published_at: {
+                use std::sync::atomic::Ordering;
+                let last = self.last_published_at.load(Ordering::Relaxed);
+                let at = now.max(last.saturating_add(1));
+                self.last_published_at.store(at, Ordering::Relaxed);
+                at
+            },
         };
         descriptor
             .sign(self.identity.seed())
@@ -280,6 +312,13 @@ pub async fn start(
         .gossipsub
         .subscribe(&topic)
         .map_err(|e| anyhow::anyhow!("subscribing to descriptors: {e}"))?;
+    for name in [POLICY_TOPIC, OPT_OUT_TOPIC] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(name))
+            .map_err(|e| anyhow::anyhow!("subscribing to {name}: {e}"))?;
+    }
     let mut listeners = Vec::new();
     for addr in &config.node.listen {
         // `TransportError::Other` displays as nothing: show the I/O error itself.
@@ -332,6 +371,7 @@ pub async fn start(
         config.directory.max_nodes,
     );
     let control = swarm.behaviour().stream.new_control();
+    let policy = Arc::new(PolicyState::load(&config.policy, &config.node.data_dir)?);
     let mut options = options;
     let mut exit_incoming = None;
     if config.is_exit() && options.exit_sink.is_none() {
@@ -341,7 +381,8 @@ pub async fn start(
         if options.exit_info.is_none() {
             options.exit_info = Some(ExitInfo {
                 domain: config.exit.domain.trim().to_owned(),
-                policy_version: crate::policy::load(&config.policy)?.version(),
+                // Set from the policy in force whenever it is signed.
+                policy_version: 0,
             });
         }
     }
@@ -358,6 +399,10 @@ pub async fn start(
         control: Mutex::new(control.clone()),
         exit_sink: options.exit_sink,
         exit_info: options.exit_info,
+        exit: std::sync::OnceLock::new(),
+        policy: policy.clone(),
+        republish: tokio::sync::Notify::new(),
+        last_published_at: std::sync::atomic::AtomicU64::new(0),
         own_descriptor: RwLock::new(None),
         listen_addrs,
         inbound_streams: Mutex::new(HashMap::new()),
@@ -448,17 +493,26 @@ pub async fn start(
                     None => send_shared.drop_packet("bad_next_hop"),
                 },
             );
+        let publish_commands = commands.clone();
+        let publish: crate::exit::PublishOptOuts = Arc::new(move |batch| {
+            let _ = publish_commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));
+        });
         let started = crate::exit::start(
-            shared.config.clone(),
-            shared.identity.node_id(),
-            shared.identity.seed(),
-            shared.store.clone(),
-            metrics.clone(),
-            send,
+            crate::exit::Parts {
+                config: shared.config.clone(),
+                seed: *shared.identity.seed(),
+                store: shared.store.clone(),
+                metrics: metrics.clone(),
+                policy: shared.policy.clone(),
+                send_packet: send,
+                publish_opt_outs: publish,
+            },
             incoming,
             shutdown_rx.clone(),
         )
         .await?;
+        let _ = shared.exit.set(Arc::downgrade(&started.exit));
+        shared.republish.notify_one();
         tasks.extend(started.tasks);
         exit_http_addr = Some(started.http_addr);
         exit = Some(started.exit);
@@ -563,7 +617,16 @@ impl RunningNode {
     /// descriptor by themselves).
     pub async fn publish_descriptor_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.commands
-            .send(Command::Publish(bytes))
+            .send(Command::Publish(DESCRIPTOR_TOPIC, bytes))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
+    }
+
+    /// Publishes arbitrary bytes on the policy topic (for tests and tools:
+    /// nodes pass on the newest valid policy by themselves).
+    pub async fn publish_policy_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Publish(POLICY_TOPIC, bytes))
             .await
             .map_err(|_| anyhow::anyhow!("the node is shutting down"))
     }
@@ -664,14 +727,15 @@ async fn run_swarm(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use libp2p::metrics::Recorder as _;
-    let mut last_welcome: Option<Instant> = None;
+    let mut last_welcome: HashMap<gossipsub::TopicHash, Option<Instant>> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             Some(command) = commands.recv() => match command {
-                Command::Publish(bytes) => {
-                    if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
-                        tracing::debug!(error = %e, "descriptor not published yet");
+                Command::Publish(name, bytes) => {
+                    let topic = gossipsub::IdentTopic::new(name);
+                    if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                        tracing::debug!(error = %e, topic = name, "not published yet");
                     }
                 }
                 Command::Dial(addr) => {
@@ -686,6 +750,16 @@ async fn run_swarm(
                     SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
                         shared.metrics.libp2p.record(&event);
                         match event {
+                            gossipsub::Event::Message { propagation_source, message_id, message }
+                                if message.topic != topic.hash() =>
+                            {
+                                let acceptance = offer_gossip(&shared, &message);
+                                swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                    &message_id,
+                                    &propagation_source,
+                                    acceptance,
+                                );
+                            }
                             gossipsub::Event::Message { propagation_source, message_id, message } => {
                                 let acceptance = match SignedDescriptor::from_bytes(&message.data)
                                     .map_err(|e| {
@@ -712,15 +786,29 @@ async fn run_swarm(
                                 );
                             }
                             // A new subscriber: make sure it hears of us
-                            // soon, at most once a second however many join.
-                            gossipsub::Event::Subscribed { .. }
-                                if last_welcome.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) =>
-                            {
-                                let own = shared.own_descriptor.read().ok().and_then(|d| d.clone());
-                                if let Some(own) = own.map(|d| d.to_bytes()) {
-                                    let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), own);
-                                    last_welcome = Some(Instant::now());
+                            // (our descriptor, the policy in force, this
+                            // exit's opt-outs) soon, at most once a second
+                            // per topic however many join.
+                            gossipsub::Event::Subscribed { topic: subscribed, .. } => {
+                                let last = last_welcome.entry(subscribed.clone()).or_insert(None);
+                                if last.is_some_and(|t: Instant| t.elapsed() < Duration::from_secs(1)) {
+                                    continue;
                                 }
+                                let mut messages = Vec::new();
+                                if subscribed == topic.hash() {
+                                    let own = shared.own_descriptor.read().ok().and_then(|d| d.clone());
+                                    messages.extend(own.map(|d| d.to_bytes()));
+                                } else if subscribed == gossipsub::IdentTopic::new(POLICY_TOPIC).hash() {
+                                    messages.extend(shared.policy.signed());
+                                } else if subscribed == gossipsub::IdentTopic::new(OPT_OUT_TOPIC).hash()
+                                    && let Some(exit) = shared.exit()
+                                {
+                                    messages.extend(exit.own_opt_outs().unwrap_or_default());
+                                }
+                                for bytes in messages {
+                                    let _ = swarm.behaviour_mut().gossipsub.publish(subscribed.clone(), bytes);
+                                }
+                                *last = Some(Instant::now());
                             }
                             _ => {}
                         }
@@ -748,6 +836,54 @@ async fn run_swarm(
             }
         }
     }
+}
+
+/// A policy or opt-out message from the gossip mesh: checked, kept, and
+/// passed on only if valid.
+fn offer_gossip(
+    shared: &Arc<Shared>,
+    message: &gossipsub::Message,
+) -> gossipsub::MessageAcceptance {
+    use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+    if message.topic == gossipsub::IdentTopic::new(POLICY_TOPIC).hash() {
+        return match shared.policy.offer(&message.data) {
+            Offered::Adopted(_) => {
+                shared.republish.notify_one();
+                Accept
+            }
+            Offered::NotNewer => Accept,
+            Offered::Invalid(e) => {
+                tracing::debug!(error = %e, "refused a policy");
+                Reject
+            }
+        };
+    }
+    if message.topic == gossipsub::IdentTopic::new(OPT_OUT_TOPIC).hash() {
+        let Some(records) = leak_protocol::policy::optout::decode_batch(&message.data) else {
+            return Reject;
+        };
+        // Only from exits in the directory, signed by them.
+        let valid = {
+            let directory = shared.directory.read().unwrap_or_else(|e| e.into_inner());
+            records.iter().all(|r| {
+                r.verify()
+                    && directory
+                        .descriptors()
+                        .any(|d| d.node == r.exit && d.roles.exit)
+            })
+        };
+        if !valid {
+            return Reject;
+        }
+        if let Some(exit) = shared.exit()
+            && let Err(e) = exit.take_opt_outs(&records)
+        {
+            tracing::error!(error = %e, "cannot keep opt-outs from other exits");
+            return Ignore;
+        }
+        return Accept;
+    }
+    Ignore
 }
 
 /// Fetches a node's directory (after connecting to it, and from time to time
@@ -1274,6 +1410,7 @@ async fn maintain(
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = interval.tick() => {}
+            () = shared.republish.notified() => last_publish = 0,
         }
         let now = unix_now();
         let epoch = EpochSchedule::new(period).epoch_at(now);
@@ -1305,8 +1442,22 @@ async fn maintain(
                         .own_descriptor
                         .write()
                         .unwrap_or_else(|e| e.into_inner()) = Some(signed);
-                    let _ = commands.try_send(Command::Publish(bytes));
+                    let _ = commands.try_send(Command::Publish(DESCRIPTOR_TOPIC, bytes));
                     last_publish = now;
+                    // The policy and this exit's opt-outs, for nodes that
+                    // joined since they were last published.
+                    if let Some(policy) = shared.policy.signed() {
+                        let _ = commands.try_send(Command::Publish(POLICY_TOPIC, policy));
+                    }
+                    if let Some(exit) = shared.exit() {
+                        let batches =
+                            tokio::task::spawn_blocking(move || exit.own_opt_outs()).await;
+                        if let Ok(Ok(batches)) = batches {
+                            for batch in batches {
+                                let _ = commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));
+                            }
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot sign this node's descriptor"),
             }

@@ -33,7 +33,7 @@ pub mod store;
 use std::{
     collections::{BTreeSet, HashSet},
     net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -41,7 +41,10 @@ use anyhow::Context as _;
 use leak_protocol::{
     Delay, Leak, MessageId, NodeId, Outcome, Packet, Receipt, ReplyBlock,
     payload::{LeakDecodeError, MAX_REASON_LEN, MAX_RULE_LEN, PayloadError},
-    policy::{self, Policy, Verdict},
+    policy::{
+        self, Policy, Verdict,
+        optout::{self, OptOut},
+    },
 };
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -54,11 +57,14 @@ use crate::{
     config::Config,
     metrics::Metrics,
     node::{ExitDelivery, unix_now_ms},
+    policy::PolicyState,
     store::Store,
 };
 
 /// Sends a packet to a node (the first hop of a reply block).
 pub type SendPacket = Arc<dyn Fn(NodeId, Packet) + Send + Sync>;
+/// Publishes a batch of signed opt-outs to the federation.
+pub type PublishOptOuts = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
 const DAY_MS: u64 = 86_400_000;
 /// How often finished leaks and old counters are forgotten.
@@ -100,7 +106,9 @@ impl Schedule {
 /// The exit.
 pub struct Exit {
     config: Config,
-    policy: RwLock<Policy>,
+    policy: Arc<PolicyState>,
+    seed: zeroize::Zeroizing<[u8; 32]>,
+    publish_opt_outs: PublishOptOuts,
     local_rules: Option<Policy>,
     node_id: NodeId,
     store: ExitStore,
@@ -160,19 +168,35 @@ pub(crate) struct Started {
     pub tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
+/// What the exit needs from its node.
+pub(crate) struct Parts {
+    pub config: Config,
+    pub seed: [u8; 32],
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<PolicyState>,
+    pub send_packet: SendPacket,
+    pub publish_opt_outs: PublishOptOuts,
+}
+
 /// Opens the exit's state and starts its tasks: ingest, delivery, the
 /// HTTP endpoint and the operator's socket.
-#[allow(clippy::too_many_arguments)] // each is a distinct part of the node
 pub(crate) async fn start(
-    config: Config,
-    node_id: NodeId,
-    seed: &[u8; 32],
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
-    send_packet: SendPacket,
+    parts: Parts,
     incoming: mpsc::Receiver<ExitDelivery>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Started> {
+    let Parts {
+        config,
+        seed,
+        store,
+        metrics,
+        policy,
+        send_packet,
+        publish_opt_outs,
+    } = parts;
+    let seed = zeroize::Zeroizing::new(seed);
+    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
     let local_rules = if config.exit.local_rules.trim().is_empty() {
         None
     } else {
@@ -207,16 +231,17 @@ pub(crate) async fn start(
         domain: config.exit.domain.trim().to_owned(),
         abuse_address: config.exit_abuse_address(),
         public_url,
-        tokens: Tokens::new(seed),
+        tokens: Tokens::new(&seed),
     };
     let mailer = Mailer::from_config(&config)?;
     #[cfg(feature = "dkim")]
     let dkim = dkim_config(&config)?;
     let clock = Instant::now();
     let pace = Pace::new(config.exit.min_rate, config.exit.max_rate, Duration::ZERO);
-    let policy = crate::policy::load(&config.policy)?;
     let exit = Arc::new(Exit {
-        policy: RwLock::new(policy),
+        policy,
+        seed,
+        publish_opt_outs,
         local_rules,
         node_id,
         store: exit_store,
@@ -351,15 +376,32 @@ impl Exit {
 
     /// The policy this exit enforces.
     pub fn policy(&self) -> Policy {
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.policy.current()
     }
 
-    /// Replaces the enforced policy (a newer signed version arrived).
-    pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    /// Keeps opt-outs other exits verified (already checked by the node).
+    pub(crate) fn take_opt_outs(&self, records: &[OptOut]) -> anyhow::Result<usize> {
+        let records: Vec<_> = records
+            .iter()
+            .map(|r| (r.recipient, r.at.saturating_mul(1000), r.exit.0))
+            .collect();
+        self.store.opt_out(&records)
+    }
+
+    /// This exit's own opt-outs, signed, in batches (to republish them for
+    /// exits that joined since).
+    pub(crate) fn own_opt_outs(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let own = self.store.opt_outs_by(&self.node_id.0)?;
+        Ok(own
+            .chunks(optout::MAX_OPT_OUTS)
+            .filter_map(|chunk| {
+                let records: Vec<OptOut> = chunk
+                    .iter()
+                    .map(|(recipient, at_ms)| OptOut::sign(&self.seed, *recipient, at_ms / 1000))
+                    .collect();
+                optout::encode_batch(&records)
+            })
+            .collect())
     }
 
     fn count(&self, outcome: &'static str) {
@@ -753,11 +795,17 @@ impl Exit {
             return Ok(false);
         };
         let this = self.clone();
-        let new =
-            tokio::task::spawn_blocking(move || this.store.opt_out(&recipient, unix_now_ms()))
-                .await??;
-        if new {
+        let now = unix_now_ms();
+        let own = self.node_id.0;
+        let new = tokio::task::spawn_blocking(move || this.store.opt_out(&[(recipient, now, own)]))
+            .await??;
+        if new > 0 {
             self.metrics.exit_opt_outs.inc();
+            // Every exit refuses this recipient from now on.
+            let record = OptOut::sign(&self.seed, recipient, now / 1000);
+            if let Some(batch) = optout::encode_batch(&[record]) {
+                (self.publish_opt_outs)(batch);
+            }
         }
         Ok(true)
     }

@@ -6,7 +6,7 @@
 //! | `exit-queue/<id>.leak` | message id | the leak as received (recipient, text) | until delivered or bounced: then overwritten with zeros, synced, unlinked |
 //! | table `exit_queue` | message id | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
 //! | table `exit_done` | message id | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
-//! | table `exit_opt_out` | recipient hash | when | for good |
+//! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
 //! | table `exit_reports` | message id | when | `exit.dedup_secs` |
 //!
@@ -35,7 +35,8 @@ use crate::store::{Store, sync_dir};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
-const OPT_OUT: TableDefinition<[u8; 32], u64> = TableDefinition::new("exit_opt_out");
+/// Recipient hash → (when, in Unix ms; the exit that verified it).
+const OPT_OUT: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
 const REPORTS: TableDefinition<[u8; 16], u64> = TableDefinition::new("exit_reports");
 
@@ -158,19 +159,36 @@ impl ExitStore {
         Ok(txn.open_table(OPT_OUT)?.get(recipient)?.is_some())
     }
 
-    /// Records an opt-out (idempotent). Returns whether it is new.
-    pub fn opt_out(&self, recipient: &[u8; 32], now_ms: u64) -> anyhow::Result<bool> {
+    /// Records opt-outs (idempotent): (recipient hash, when in Unix ms,
+    /// the exit that verified it). Returns how many are new.
+    pub fn opt_out(&self, records: &[([u8; 32], u64, [u8; 32])]) -> anyhow::Result<usize> {
         let txn = self.store.db().begin_write()?;
-        let new = {
+        let mut new = 0;
+        {
             let mut table = txn.open_table(OPT_OUT)?;
-            let new = table.get(recipient)?.is_none();
-            if new {
-                table.insert(recipient, now_ms)?;
+            for (recipient, at_ms, exit) in records {
+                if table.get(recipient)?.is_none() {
+                    table.insert(recipient, (*at_ms, *exit))?;
+                    new += 1;
+                }
             }
-            new
-        };
+        }
         txn.commit()?;
         Ok(new)
+    }
+
+    /// The opt-outs `exit` verified itself: (recipient hash, when in ms).
+    pub fn opt_outs_by(&self, exit: &[u8; 32]) -> anyhow::Result<Vec<([u8; 32], u64)>> {
+        let txn = self.store.db().begin_read()?;
+        let mut out = Vec::new();
+        for item in txn.open_table(OPT_OUT)?.iter()? {
+            let (k, v) = item?;
+            let (at, by) = v.value();
+            if &by == exit {
+                out.push((k.value(), at));
+            }
+        }
+        Ok(out)
     }
 
     /// Records an abuse report about a delivered leak. Returns whether it
@@ -394,8 +412,10 @@ mod tests {
         {
             let store = open(dir.path());
             store.accept(&id, b"kept", &entry(), &[4; 32], 1).unwrap();
-            assert!(store.opt_out(&[9; 32], 1).unwrap());
-            assert!(!store.opt_out(&[9; 32], 2).unwrap());
+            assert_eq!(store.opt_out(&[([9; 32], 1, [5; 32])]).unwrap(), 1);
+            assert_eq!(store.opt_out(&[([9; 32], 2, [6; 32])]).unwrap(), 0);
+            assert_eq!(store.opt_outs_by(&[5; 32]).unwrap(), vec![([9; 32], 1)]);
+            assert!(store.opt_outs_by(&[6; 32]).unwrap().is_empty());
         }
         // A leak file whose entry was never committed.
         let orphan = dir.path().join("exit-queue").join("orphan.leak");

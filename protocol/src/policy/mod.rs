@@ -31,6 +31,7 @@
 //! stamp epoch) and read the files.
 
 mod normalize;
+pub mod optout;
 mod rules;
 mod signed;
 mod stamp;
