@@ -1,23 +1,70 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests use, once, on a fresh machine.
-# Idempotent: does nothing when everything is already there.
+# Idempotent and quick: does nothing (no apt-get at all) when everything is
+# already there. Never asks anything (CI=true, no terminal, no stdin).
+#
+#   postfix       a private Postfix per test (tests/src/mail.rs) and its
+#                 smtp-sink / smtp-source tools (in /usr/sbin)
+#   python3-dkim  dkimpy's `dkimverify`, to verify DKIM signatures in tests
+#
+# Extra Debian packages may be named as arguments ("package" or
+# "command:package": installed when the command is missing).
 set -euo pipefail
 
-# Debian packages the tests need, as "command:package" pairs.
+# Packages in the "install ok installed" state count as present.
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
 needed=()
+for pkg in postfix python3-dkim; do
+    installed "$pkg" || needed+=("$pkg")
+done
 for pair in "$@"; do
-    cmd=${pair%%:*}
-    pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || needed+=("$pkg")
+    if [ "$pair" != "${pair#*:}" ]; then
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || needed+=("$pkg")
+    else
+        installed "$pair" || needed+=("$pair")
+    fi
 done
 
-if [ ${#needed[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages ${needed[*]}: run as root (or install them) first" >&2
-        exit 1
-    fi
-    echo "==> apt-get install ${needed[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${needed[@]}"
+if [ ${#needed[@]} -eq 0 ]; then
+    exit 0
 fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages ${needed[*]}: run as root (or install them) first" >&2
+    exit 1
+fi
+
+echo "==> apt-get install ${needed[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix's package asks what kind of mail server this is: none. With "No
+# configuration" it writes no /etc/postfix/main.cf and starts no server; the
+# tests run private instances with their own config directories.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${needed[@]}" </dev/null
+
+# Leave no system Postfix running (on port 25) if the package started one,
+# and keep it from starting at boot.
+if [ -f /etc/postfix/main.cf ] && /usr/sbin/postfix status >/dev/null 2>&1; then
+    echo "==> stopping the system Postfix"
+    /usr/sbin/postfix stop || true
+fi
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable postfix >/dev/null 2>&1 || true # works without a running systemd
+    if [ -d /run/systemd/system ]; then
+        systemctl stop postfix >/dev/null 2>&1 || true
+    fi
+fi
+if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/postfix ]; then
+    update-rc.d postfix disable >/dev/null 2>&1 || true
+fi
+
+for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source; do
+    [ -x "$tool" ] || { echo "$tool missing after installing postfix" >&2; exit 1; }
+done
+command -v dkimverify >/dev/null 2>&1 || { echo "dkimverify missing after installing python3-dkim" >&2; exit 1; }

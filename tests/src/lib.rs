@@ -23,6 +23,7 @@ use leak_protocol::{
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod mail;
 pub mod process;
 
 pub use process::{NodeProcess, init_node, leak_node_bin};
