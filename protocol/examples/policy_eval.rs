@@ -2,25 +2,32 @@
 //!
 //! ```text
 //! cargo run --release -p leak-protocol --example policy_eval -- \
-//!     [--data ../shared/moderation-eval] [--fixtures protocol/policy/fixtures] \
-//!     [--policy FILE.toml] [--verbose] [--show GROUP-OR-SET]...
+//!     [--data DIR] [--fixtures DIR] [--policy FILE.toml] [--verbose] [--show GROUP-OR-SET]...
 //! ```
 //!
-//! Sets read:
+//! `leak-node policy eval` prints the same numbers; this example adds
+//! `--policy` (a draft TOML instead of the built-in policy), `--verbose` and
+//! `--show`. Sets read, all through `leak_protocol::policy::eval`'s parsers:
 //!
-//! - `hatecheck`: `hatecheck_test_suite_cases.csv` (HateCheck, Röttger et al.,
-//!   ACL 2021, CC BY 4.0): `label_gold` hateful / non-hateful, grouped by
+//! - `hatecheck`: `DIR/hatecheck_test_suite_cases.csv` (HateCheck, Röttger et
+//!   al., ACL 2021, CC BY 4.0): `label_gold` hateful / non-hateful, grouped by
 //!   `functionality`; the `threat_*` cases are labelled threat, the other
 //!   hateful ones hate.
-//! - `sms`: `sms_spam_collection.tsv` (SMS Spam Collection v.1, Almeida,
+//! - `sms`: `DIR/sms_spam_collection.tsv` (SMS Spam Collection v.1, Almeida,
 //!   Gómez Hidalgo and Yamakami 2011, CC BY 4.0): spam / ham.
-//! - `fixtures`: the project's own `*.tsv` files, `label<TAB>text`, where the
-//!   label is a category name or `benign`; grouped by file.
+//! - `fixtures`: the project's own `*.tsv` files (default: `policy/fixtures`
+//!   beside this crate), `label<TAB>text`, where the label is a category name
+//!   or `benign`; grouped by label.
+//!
+//! `DIR` is `--data`, else `$LEAK_EVAL_DATA`, else `shared/moderation-eval`
+//! beside the workspace when it exists; without it only the fixtures are
+//! measured.
 //!
 //! Prints the per-category table, the per-group numbers and the project's
-//! targets with PASS or FAIL. `--verbose` also lists the benign texts refused
-//! and the abusive ones missed in the project's own fixtures; `--show` does
-//! the same for one group (a HateCheck functionality, `ham`, `spam`) or set.
+//! targets with PASS, FAIL or SKIP. `--verbose` also lists the benign texts
+//! refused and the abusive ones missed in the project's own fixtures;
+//! `--show` does the same for one group (a HateCheck functionality, `ham`,
+//! `spam`) or set.
 
 use std::{
     fs,
@@ -29,26 +36,24 @@ use std::{
 };
 
 use leak_protocol::policy::{
-    Category, Policy,
-    eval::{Sample, Stats, evaluate},
+    Policy,
+    eval::{self, Sample, evaluate},
 };
 
 fn main() -> ExitCode {
-    let mut data = PathBuf::from("../shared/moderation-eval");
-    if !data.exists() {
-        data = PathBuf::from("/work/shared/moderation-eval");
-    }
-    let mut fixtures = PathBuf::from("protocol/policy/fixtures");
-    if !fixtures.exists() {
-        fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/fixtures"));
-    }
+    let beside_workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/moderation-eval");
+    let mut data = std::env::var_os("LEAK_EVAL_DATA")
+        .map(PathBuf::from)
+        .or_else(|| beside_workspace.is_dir().then_some(beside_workspace));
+    let mut fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/fixtures");
     let mut policy_file: Option<PathBuf> = None;
     let mut verbose = false;
     let mut show: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--data" => data = args.next().map(PathBuf::from).unwrap_or(data),
+            "--data" => data = args.next().map(PathBuf::from).or(data),
             "--fixtures" => fixtures = args.next().map(PathBuf::from).unwrap_or(fixtures),
             "--policy" => policy_file = args.next().map(PathBuf::from),
             "--verbose" | "-v" => verbose = true,
@@ -74,13 +79,17 @@ fn main() -> ExitCode {
     };
 
     let mut samples = Vec::new();
-    match load_hatecheck(&data.join("hatecheck_test_suite_cases.csv")) {
-        Ok(s) => samples.extend(s),
-        Err(e) => eprintln!("hatecheck: {e}"),
-    }
-    match load_sms(&data.join("sms_spam_collection.tsv")) {
-        Ok(s) => samples.extend(s),
-        Err(e) => eprintln!("sms: {e}"),
+    if let Some(dir) = &data {
+        let hatecheck = read(&dir.join(eval::HATECHECK_FILE), eval::hatecheck_samples);
+        let sms = read(&dir.join(eval::SMS_FILE), eval::sms_samples);
+        for set in [hatecheck, sms] {
+            match set {
+                Ok(s) => samples.extend(s),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
+    } else {
+        eprintln!("no data set directory (--data DIR or LEAK_EVAL_DATA): fixtures only");
     }
     match load_fixtures(&fixtures) {
         Ok(s) => samples.extend(s),
@@ -94,27 +103,7 @@ fn main() -> ExitCode {
     let start = std::time::Instant::now();
     let report = evaluate(&policy, &samples);
     let elapsed = start.elapsed();
-    println!(
-        "policy version {}, {} samples in {:.2?} ({:.1} µs per text)\n",
-        policy.version(),
-        samples.len(),
-        elapsed,
-        elapsed.as_secs_f64() * 1e6 / samples.len() as f64
-    );
-    println!("{report}");
-
-    for set in report.sets().collect::<Vec<_>>() {
-        println!("{set} by group:");
-        for (group, st) in report.group_stats(set) {
-            println!("  {group:<22} {}", describe(&st));
-        }
-        let fp = report.false_positive_rules(set);
-        if !fp.is_empty() {
-            let list: Vec<String> = fp.iter().map(|(r, n)| format!("{r} {n}")).collect();
-            println!("  benign refused by rule: {}", list.join(", "));
-        }
-        println!();
-    }
+    print!("{}", report.summary(Some(elapsed)));
 
     for s in samples
         .iter()
@@ -140,164 +129,19 @@ fn main() -> ExitCode {
         println!();
     }
 
-    println!("targets:");
-    let threats = report.groups("hatecheck", &["threat_dir_h", "threat_norm_h"]);
-    let hc = report.set("hatecheck");
-    let sms = report.set("sms");
-    let benign = report.groups("fixtures", &["benign"]);
-    let mut ok = true;
-    ok &= target(
-        "HateCheck recall, threat_dir_h + threat_norm_h",
-        threats.recall(),
-        ">=",
-        0.90,
-    );
-    ok &= target("HateCheck recall, all hateful", hc.recall(), ">=", 0.80);
-    ok &= target(
-        "HateCheck false-positive rate, non-hateful",
-        hc.false_positive_rate(),
-        "<=",
-        0.10,
-    );
-    ok &= target("SMS spam recall", sms.recall(), ">=", 0.80);
-    ok &= target("SMS ham refused", sms.false_positive_rate(), "<=", 0.01);
-    ok &= target(
-        "own benign confessions refused",
-        benign.false_positive_rate(),
-        "<=",
-        0.02,
-    );
-    println!(
-        "{}",
-        if ok {
-            "all targets met"
-        } else {
-            "some targets missed"
-        }
-    );
     ExitCode::SUCCESS
 }
 
-fn describe(st: &Stats) -> String {
-    let mut parts = Vec::new();
-    if st.positives > 0 {
-        parts.push(format!(
-            "recall {:.3} ({}/{})",
-            st.recall().unwrap_or(0.0),
-            st.true_positives,
-            st.positives
-        ));
-    }
-    if st.negatives > 0 {
-        parts.push(format!(
-            "FPR {:.3} ({}/{})",
-            st.false_positive_rate().unwrap_or(0.0),
-            st.false_positives,
-            st.negatives
-        ));
-    }
-    parts.join("  ")
-}
-
-fn target(name: &str, value: Option<f64>, op: &str, bound: f64) -> bool {
-    let pass = match (value, op) {
-        (Some(v), ">=") => v >= bound,
-        (Some(v), _) => v <= bound,
-        (None, _) => false,
-    };
-    println!(
-        "  {} {name}: {} (target {op} {bound:.2})",
-        if pass { "PASS" } else { "FAIL" },
-        value.map_or_else(|| "no data".to_owned(), |v| format!("{v:.3}")),
-    );
-    pass
-}
-
-/// One CSV record per line group (RFC 4180 quoting).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => record.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                record.push(std::mem::take(&mut field));
-                records.push(std::mem::take(&mut record));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !record.is_empty() {
-        record.push(field);
-        records.push(record);
-    }
-    records
-}
-
-fn load_hatecheck(path: &Path) -> Result<Vec<Sample>, String> {
+/// A data set file's samples, or why not.
+fn read(
+    path: &Path,
+    parse: fn(&str) -> Result<Vec<Sample>, eval::DataError>,
+) -> Result<Vec<Sample>, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let records = parse_csv(&text);
-    let header = records.first().ok_or("empty file")?;
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or(format!("no column {name}"))
-    };
-    let (f, t, l) = (col("functionality")?, col("test_case")?, col("label_gold")?);
-    let mut out = Vec::new();
-    for r in records.iter().skip(1) {
-        let (Some(func), Some(text), Some(label)) = (r.get(f), r.get(t), r.get(l)) else {
-            continue;
-        };
-        let label = match label.as_str() {
-            "hateful" if func.starts_with("threat_") => Some(Category::Threat),
-            "hateful" => Some(Category::Hate),
-            _ => None,
-        };
-        out.push(Sample {
-            text: text.trim().to_owned(),
-            label,
-            set: "hatecheck".to_owned(),
-            group: func.clone(),
-        });
-    }
-    Ok(out)
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn load_sms(path: &Path) -> Result<Vec<Sample>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let Some((label, body)) = line.split_once('\t') else {
-            continue;
-        };
-        let label = match label {
-            "spam" => Some(Category::Spam),
-            "ham" => None,
-            _ => continue,
-        };
-        out.push(Sample {
-            text: body.to_owned(),
-            label,
-            set: "sms".to_owned(),
-            group: if label.is_some() { "spam" } else { "ham" }.to_owned(),
-        });
-    }
-    Ok(out)
-}
-
+/// The samples of every `*.tsv` file in `dir`, in name order.
 fn load_fixtures(dir: &Path) -> Result<Vec<Sample>, String> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -308,29 +152,9 @@ fn load_fixtures(dir: &Path) -> Result<Vec<Sample>, String> {
     let mut out = Vec::new();
     for path in files {
         let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((label, body)) = line.split_once('\t') else {
-                return Err(format!("{}:{}: no tab", path.display(), n + 1));
-            };
-            let label = match label {
-                "benign" => None,
-                name => Some(Category::from_name(name).ok_or_else(|| {
-                    format!("{}:{}: unknown label {name:?}", path.display(), n + 1)
-                })?),
-            };
-            out.push(Sample {
-                text: body.to_owned(),
-                label,
-                set: "fixtures".to_owned(),
-                group: match label {
-                    None => "benign".to_owned(),
-                    Some(c) => c.as_str().to_owned(),
-                },
-            });
-        }
+        out.extend(
+            eval::fixture_samples(&path.display().to_string(), &text).map_err(|e| e.to_string())?,
+        );
     }
     Ok(out)
 }

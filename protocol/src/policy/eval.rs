@@ -1,7 +1,10 @@
 //! Measuring a policy on labelled samples.
 //!
-//! Pure: the caller reads the data sets (see the `policy_eval` example) and
-//! hands over [`Sample`]s; [`evaluate`] checks each one and counts. A sample
+//! Pure: the caller reads the data sets (see the `policy_eval` example and
+//! `leak-node policy eval`) and hands their text to [`hatecheck_samples`],
+//! [`sms_samples`] and [`fixture_samples`], which make [`Sample`]s;
+//! [`evaluate`] checks each one and counts, and [`Report::summary`] prints
+//! the numbers and the project's [targets](Report::targets). A sample
 //! counts as *refused* whatever category refused it; a category's recall is
 //! the share of its samples refused, its precision the share of texts it
 //! refused that were abusive (of any category), and its false-positive rate
@@ -10,6 +13,129 @@
 use std::collections::BTreeMap;
 
 use super::{Category, Policy, Verdict};
+
+/// The HateCheck test suite's file name in an evaluation data directory.
+pub const HATECHECK_FILE: &str = "hatecheck_test_suite_cases.csv";
+/// The SMS Spam Collection's file name in an evaluation data directory.
+pub const SMS_FILE: &str = "sms_spam_collection.tsv";
+
+/// A data set's text that cannot be read as samples.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DataError(String);
+
+/// The samples of HateCheck's test suite (Röttger et al., ACL 2021, CC BY
+/// 4.0), from the text of `test_suite_cases.csv` ([`HATECHECK_FILE`]).
+///
+/// The set is `hatecheck`, the group the case's `functionality`; a
+/// `label_gold` of `hateful` is labelled [`Category::Threat`] for the
+/// `threat_*` functionalities and [`Category::Hate`] for the others, anything
+/// else is benign.
+pub fn hatecheck_samples(csv_text: &str) -> Result<Vec<Sample>, DataError> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(csv_text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| DataError(format!("the header: {e}")))?
+        .clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError(format!("no column {name:?} in the header")))
+    };
+    let (f, t, l) = (
+        column("functionality")?,
+        column("test_case")?,
+        column("label_gold")?,
+    );
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| DataError(e.to_string()))?;
+        let (Some(func), Some(text), Some(label)) = (record.get(f), record.get(t), record.get(l))
+        else {
+            continue;
+        };
+        let label = match label {
+            "hateful" if func.starts_with("threat_") => Some(Category::Threat),
+            "hateful" => Some(Category::Hate),
+            _ => None,
+        };
+        out.push(Sample {
+            text: text.trim().to_owned(),
+            label,
+            set: "hatecheck".to_owned(),
+            group: func.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// The samples of the SMS Spam Collection v.1 (Almeida, Gómez Hidalgo and
+/// Yamakami 2011, CC BY 4.0), from a text of `label<TAB>text` lines after a
+/// header line ([`SMS_FILE`]).
+///
+/// The set is `sms`; `spam` is labelled [`Category::Spam`] and `ham` benign,
+/// each its own group. Lines with another label are skipped. Not read as
+/// CSV: the messages have unbalanced quotes and no escaping.
+pub fn sms_samples(tsv_text: &str) -> Result<Vec<Sample>, DataError> {
+    let mut out = Vec::new();
+    for (n, line) in tsv_text.lines().enumerate().skip(1) {
+        let Some((label, body)) = line.split_once('\t') else {
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Err(DataError(format!("line {}: no tab", n + 1)));
+        };
+        let (label, group) = match label {
+            "spam" => (Some(Category::Spam), "spam"),
+            "ham" => (None, "ham"),
+            _ => continue,
+        };
+        out.push(Sample {
+            text: body.to_owned(),
+            label,
+            set: "sms".to_owned(),
+            group: group.to_owned(),
+        });
+    }
+    if out.is_empty() {
+        return Err(DataError("no ham or spam lines".to_owned()));
+    }
+    Ok(out)
+}
+
+/// The samples of one of the project's fixture files (`policy/fixtures/`
+/// beside this crate), named `name` in errors: `label<TAB>text` lines, where
+/// the label is a category name or `benign`; blank lines and lines starting
+/// with `#` are skipped.
+///
+/// The set is `fixtures`, the group the label (`benign` for the benign ones).
+pub fn fixture_samples(name: &str, tsv_text: &str) -> Result<Vec<Sample>, DataError> {
+    let mut out = Vec::new();
+    for (n, line) in tsv_text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{name}:{}", n + 1);
+        let Some((label, body)) = line.split_once('\t') else {
+            return Err(DataError(format!("{}: no tab", at())));
+        };
+        let label = match label {
+            "benign" => None,
+            other => Some(
+                Category::from_name(other)
+                    .ok_or_else(|| DataError(format!("{}: unknown label {other:?}", at())))?,
+            ),
+        };
+        out.push(Sample {
+            text: body.to_owned(),
+            label,
+            set: "fixtures".to_owned(),
+            group: label.map_or("benign", Category::as_str).to_owned(),
+        });
+    }
+    Ok(out)
+}
 
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +219,10 @@ pub struct CategoryRow {
 pub struct Report {
     /// Per set: samples, and counts per category.
     sets: BTreeMap<String, SetReport>,
+    /// The version of the policy evaluated.
+    version: u32,
+    /// How many samples were checked.
+    samples: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,7 +239,11 @@ struct SetReport {
 
 /// Checks every sample and counts.
 pub fn evaluate(policy: &Policy, samples: &[Sample]) -> Report {
-    let mut report = Report::default();
+    let mut report = Report {
+        version: policy.version(),
+        samples: samples.len(),
+        ..Report::default()
+    };
     for s in samples {
         let verdict = policy.check_text(&s.text);
         let set = report.sets.entry(s.set.clone()).or_default();
@@ -251,5 +385,264 @@ impl core::fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// One of the project's targets for the policy (issue 6), measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// What is measured.
+    pub name: &'static str,
+    /// The measured value; `None` when the samples it needs were not read.
+    pub value: Option<f64>,
+    /// Whether the value must be at least (`true`) or at most the bound.
+    pub at_least: bool,
+    /// The bound.
+    pub bound: f64,
+}
+
+impl Target {
+    /// Whether the target is met; `None` when it was not measured.
+    pub fn met(&self) -> Option<bool> {
+        self.value.map(|v| {
+            if self.at_least {
+                v >= self.bound
+            } else {
+                v <= self.bound
+            }
+        })
+    }
+}
+
+/// `PASS`, `FAIL` or `SKIP` (not measured), the name, the value and the bound.
+impl core::fmt::Display for Target {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let verdict = match self.met() {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "SKIP",
+        };
+        let value = self
+            .value
+            .map_or_else(|| "no data".to_owned(), |v| format!("{v:.3}"));
+        let op = if self.at_least { ">=" } else { "<=" };
+        write!(
+            f,
+            "{verdict} {}: {value} (target {op} {:.2})",
+            self.name, self.bound
+        )
+    }
+}
+
+fn describe(st: &Stats) -> String {
+    let mut parts = Vec::new();
+    if st.positives > 0 {
+        parts.push(format!(
+            "recall {:.3} ({}/{})",
+            st.recall().unwrap_or(0.0),
+            st.true_positives,
+            st.positives
+        ));
+    }
+    if st.negatives > 0 {
+        parts.push(format!(
+            "FPR {:.3} ({}/{})",
+            st.false_positive_rate().unwrap_or(0.0),
+            st.false_positives,
+            st.negatives
+        ));
+    }
+    parts.join("  ")
+}
+
+impl Report {
+    /// The project's targets: HateCheck recall ≥ 0.90 on the threat
+    /// functionalities and ≥ 0.80 on all hateful cases with ≤ 0.10 of the
+    /// non-hateful ones refused; SMS spam recall ≥ 0.80 with ≤ 1 % of ham
+    /// refused; ≤ 2 % of the project's benign confessions refused.
+    pub fn targets(&self) -> Vec<Target> {
+        let hatecheck = self.set("hatecheck");
+        let sms = self.set("sms");
+        let target = |name, value, at_least, bound| Target {
+            name,
+            value,
+            at_least,
+            bound,
+        };
+        vec![
+            target(
+                "HateCheck recall, threat_dir_h + threat_norm_h",
+                self.groups("hatecheck", &["threat_dir_h", "threat_norm_h"])
+                    .recall(),
+                true,
+                0.90,
+            ),
+            target(
+                "HateCheck recall, all hateful",
+                hatecheck.recall(),
+                true,
+                0.80,
+            ),
+            target(
+                "HateCheck false-positive rate, non-hateful",
+                hatecheck.false_positive_rate(),
+                false,
+                0.10,
+            ),
+            target("SMS spam recall", sms.recall(), true, 0.80),
+            target("SMS ham refused", sms.false_positive_rate(), false, 0.01),
+            target(
+                "own benign confessions refused",
+                self.groups("fixtures", &["benign"]).false_positive_rate(),
+                false,
+                0.02,
+            ),
+        ]
+    }
+
+    /// Everything the evaluation prints: the policy's version and how many
+    /// samples were checked (in how long, if the caller timed
+    /// [`evaluate`]), the per-category table, the numbers per group of each
+    /// set with the rules that refused benign samples, and the
+    /// [targets](Report::targets) with PASS, FAIL or SKIP.
+    pub fn summary(&self, elapsed: Option<core::time::Duration>) -> Summary<'_> {
+        Summary {
+            report: self,
+            elapsed,
+        }
+    }
+}
+
+/// [`Report::summary`]'s text.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary<'a> {
+    report: &'a Report,
+    elapsed: Option<core::time::Duration>,
+}
+
+impl core::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let report = self.report;
+        write!(
+            f,
+            "policy version {}, {} samples",
+            report.version, report.samples
+        )?;
+        if let Some(elapsed) = self.elapsed {
+            write!(
+                f,
+                " in {elapsed:.2?} ({:.1} µs per text)",
+                elapsed.as_secs_f64() * 1e6 / report.samples.max(1) as f64
+            )?;
+        }
+        writeln!(f, "\n")?;
+        writeln!(f, "{report}")?;
+        for set in report.sets() {
+            writeln!(f, "{set} by group:")?;
+            for (group, st) in report.group_stats(set) {
+                writeln!(f, "  {group:<22} {}", describe(&st))?;
+            }
+            let fp = report.false_positive_rules(set);
+            if !fp.is_empty() {
+                let list: Vec<String> = fp.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                writeln!(f, "  benign refused by rule: {}", list.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "targets:")?;
+        let targets = report.targets();
+        for t in &targets {
+            writeln!(f, "  {t}")?;
+        }
+        let failed = targets.iter().filter(|t| t.met() == Some(false)).count();
+        let skipped = targets.iter().filter(|t| t.met().is_none()).count();
+        match (failed, skipped) {
+            (0, 0) => writeln!(f, "all targets met"),
+            (0, s) => writeln!(
+                f,
+                "all measured targets met; {s} not measured (their data set was not read)"
+            ),
+            (n, _) => writeln!(f, "{n} target(s) missed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn hatecheck_quoted_fields_and_labels() {
+        let csv = ",functionality,case_id,test_case,label_gold\r\n\
+                   0,threat_dir_h,1,\"I will hurt you, \"\"friend\"\". \",hateful\r\n\
+                   1,derog_neg_emote_h,2,\"I hate\nthem.\",hateful\r\n\
+                   2,counter_quote_nh,3,Saying that is wrong.,non-hateful\r\n";
+        let samples = hatecheck_samples(csv).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples[0].text, "I will hurt you, \"friend\".");
+        assert_eq!(samples[0].label, Some(Category::Threat));
+        assert_eq!(samples[0].group, "threat_dir_h");
+        assert_eq!(samples[1].text, "I hate\nthem.");
+        assert_eq!(samples[1].label, Some(Category::Hate));
+        assert_eq!(samples[2].label, None);
+        assert!(samples.iter().all(|s| s.set == "hatecheck"));
+    }
+
+    #[test]
+    fn hatecheck_errors() {
+        let e = hatecheck_samples("a,b\n1,2\n").unwrap_err();
+        assert!(e.to_string().contains("functionality"), "{e}");
+        let e = hatecheck_samples("functionality,test_case,label_gold\nx,y\n").unwrap_err();
+        assert!(e.to_string().contains("line: 2"), "{e}");
+    }
+
+    #[test]
+    fn sms_lines() {
+        let tsv = "Label\tSMS\nham\tOk \"lar\nspam\tWIN a prize\ttoday\nother\tskipped\n";
+        let samples = sms_samples(tsv).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!((samples[0].label, samples[0].group.as_str()), (None, "ham"));
+        assert_eq!(samples[0].text, "Ok \"lar");
+        assert_eq!(samples[1].label, Some(Category::Spam));
+        assert_eq!(samples[1].text, "WIN a prize\ttoday");
+        assert!(sms_samples("Label\tSMS\n").is_err());
+        assert!(sms_samples("Label\tSMS\nno tab here\n").is_err());
+    }
+
+    #[test]
+    fn fixture_lines() {
+        let tsv = "# comment\n\nbenign\tI lied to you\nthreat\tI will hurt you\n";
+        let samples = fixture_samples("f.tsv", tsv).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(
+            (samples[0].label, samples[0].group.as_str()),
+            (None, "benign")
+        );
+        assert_eq!(samples[1].label, Some(Category::Threat));
+        assert_eq!(samples[1].group, "threat");
+        let e = fixture_samples("f.tsv", "# c\nbogus\tx\n").unwrap_err();
+        assert_eq!(e.to_string(), "f.tsv:2: unknown label \"bogus\"");
+        let e = fixture_samples("f.tsv", "no tab\n").unwrap_err();
+        assert_eq!(e.to_string(), "f.tsv:1: no tab");
+    }
+
+    #[test]
+    fn targets_without_data_are_skipped() {
+        let samples = fixture_samples("f.tsv", "benign\tI lied to you\n").unwrap();
+        let report = evaluate(&Policy::builtin(), &samples);
+        let targets = report.targets();
+        assert_eq!(targets.len(), 6);
+        assert_eq!(targets[5].met(), Some(true));
+        assert!(targets[..5].iter().all(|t| t.met().is_none()));
+        let text = report.summary(None).to_string();
+        assert!(text.starts_with(&format!(
+            "policy version {}, 1 samples\n",
+            Policy::builtin().version()
+        )));
+        assert!(text.contains("PASS own benign confessions refused: 0.000"));
+        assert!(text.contains("SKIP SMS spam recall: no data"));
+        assert!(text.contains("5 not measured"));
     }
 }
