@@ -23,6 +23,7 @@ use leak_protocol::{
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod exit;
 pub mod mail;
 pub mod process;
 
@@ -218,6 +219,16 @@ pub async fn sleep_until_unix(at: Duration) {
 
 /// A minimal `GET path` over HTTP/1.1; returns the status line and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    http_request(addr, "GET", path, "").await
+}
+
+/// A minimal HTTP/1.1 request; returns the status line and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (String, String) {
     let mut stream = tokio::time::timeout(
         Duration::from_secs(20),
         tokio::net::TcpStream::connect(addr),
@@ -225,7 +236,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     .await
     .unwrap()
     .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))

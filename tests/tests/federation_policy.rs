@@ -1,0 +1,285 @@
+//! The policy and the opt-outs are federation-wide: a newer signed policy
+//! spreads to every node, and an opt-out verified by one exit is enforced by
+//! another.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use leak_node::{StartOptions, config::PolicyConfig};
+use leak_protocol::{Outcome, policy::SignedPolicy};
+use leak_tests::{
+    TestNode,
+    exit::{Draft, Sender, exit_config},
+    http_request, random32, test_config, wait_until,
+};
+
+const RECEIPT: Duration = Duration::from_secs(30);
+
+fn cheap(toml: &str, version: u32, per_day: u32) -> String {
+    toml.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with("stamp_bits") {
+                "stamp_bits = 6".to_owned()
+            } else if t.starts_with("version =") {
+                format!("version = {version}")
+            } else if t.starts_with("per_recipient_per_day") {
+                format!("per_recipient_per_day = {per_day}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Setup {
+    relays: Vec<TestNode>,
+    exits: Vec<TestNode>,
+    sender: Sender,
+}
+
+/// Two relays and two exits, all trusting `maintainer`; each node's policy
+/// file is `files[i]` (relays first).
+async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]) -> Setup {
+    let public = leak_protocol::crypto::ed25519_public(maintainer);
+    let trusted: String = public.iter().map(|b| format!("{b:02x}")).collect();
+    let policy_config = |i: usize| {
+        let path = dir.join(format!("policy{i}.signed"));
+        std::fs::write(&path, &files[i]).unwrap();
+        PolicyConfig {
+            file: path.display().to_string(),
+            trusted_keys: vec![trusted.clone()],
+            threshold: 1,
+        }
+    };
+    let mut relays: Vec<TestNode> = Vec::new();
+    for i in 0..2 {
+        let d = dir.join(format!("relay{i}"));
+        let bootstrap = relays
+            .first()
+            .map(|r| vec![r.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, 3600, bootstrap);
+        config.policy = policy_config(i);
+        relays.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    let mut exits = Vec::new();
+    for i in 0..2 {
+        let d = dir.join(format!("exit{i}"));
+        let config = exit_config(&d, vec![relays[0].node.dial_addr()], &policy_config(2 + i));
+        exits.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    wait_until(Duration::from_secs(60), "the directory to converge", || {
+        let done = relays
+            .iter()
+            .chain(&exits)
+            .all(|t| t.node.directory().len() == 4);
+        async move { done }
+    })
+    .await;
+    let peer = leak_node::client::Peer::new().unwrap();
+    for t in relays.iter().chain(&exits) {
+        peer.add_node(t.node.peer_id(), t.node.listen_addrs().to_vec());
+    }
+    let policy = leak_node::policy::load(&policy_config(0)).unwrap();
+    Setup {
+        relays,
+        exits,
+        sender: Sender { peer, policy },
+    }
+}
+
+impl Setup {
+    async fn leak(&self, exit: usize, to: &str, text: &str) -> Outcome {
+        let (packet, sent) = self.sender.build_to(
+            &self.relays[0].node,
+            &self.relays[0].node,
+            &self.relays[1].node,
+            self.exits[exit].node.node_id(),
+            &Draft::new(to, text),
+        );
+        self.sender
+            .peer
+            .send_packets(self.relays[0].node.peer_id(), &[packet])
+            .await
+            .unwrap();
+        self.sender
+            .receipt(&sent, RECEIPT)
+            .await
+            .expect("a receipt")
+            .outcome
+    }
+
+    async fn shutdown(self) {
+        for t in self.relays.into_iter().chain(self.exits) {
+            t.node.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_at_one_exit_holds_at_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let maintainer = random32();
+    let v1 = SignedPolicy::sign(
+        &cheap(leak_protocol::policy::BUILTIN_TOML, 1, 3),
+        &maintainer,
+    )
+    .unwrap()
+    .to_bytes();
+    let setup = start(
+        dir.path(),
+        &maintainer,
+        [v1.clone(), v1.clone(), v1.clone(), v1],
+    )
+    .await;
+
+    assert_eq!(
+        setup.leak(0, "dan@example.org", "I lied to you.").await,
+        Outcome::Delivered
+    );
+    let outbox = dir.path().join("exit0").join("outbox");
+    let email = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let email = std::fs::read_to_string(email).unwrap();
+    let link = email
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .unwrap()
+        .trim_end_matches('>');
+    let (addr, path) = link
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let (status, _) = http_request(
+        addr.parse().unwrap(),
+        "POST",
+        &format!("/{path}"),
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert!(status.contains("200"), "{status}");
+
+    // The other exit learns it over gossip and refuses the recipient, in
+    // any spelling of the address.
+    let other = setup.exits[1].node.exit().unwrap().clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the opt-out to reach exit 1",
+        || {
+            let n = other
+                .counts()
+                .unwrap()
+                .states
+                .get("opted_out_recipients")
+                .copied();
+            async move { n == Some(1) }
+        },
+    )
+    .await;
+    assert_eq!(
+        setup
+            .leak(1, "Dan+again@Example.ORG", "You are underpaid.")
+            .await,
+        Outcome::RecipientOptedOut
+    );
+    assert_eq!(
+        setup.leak(1, "eve@example.org", "You are underpaid.").await,
+        Outcome::Delivered
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_signed_policy_spreads_and_a_forged_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let maintainer = random32();
+    let builtin = leak_protocol::policy::BUILTIN_TOML;
+    let v1 = SignedPolicy::sign(&cheap(builtin, 1, 3), &maintainer)
+        .unwrap()
+        .to_bytes();
+    // Version 2 allows one leak per recipient per day; only relay 1 has it.
+    let v2 = SignedPolicy::sign(&cheap(builtin, 2, 1), &maintainer)
+        .unwrap()
+        .to_bytes();
+    let setup = start(dir.path(), &maintainer, [v1.clone(), v2, v1.clone(), v1]).await;
+
+    for exit in &setup.exits {
+        let exit = exit.node.exit().unwrap().clone();
+        wait_until(
+            Duration::from_secs(60),
+            "version 2 to reach the exits",
+            || {
+                let v = exit.policy().version();
+                async move { v == 2 }
+            },
+        )
+        .await;
+    }
+    // The exits now publish that they enforce version 2.
+    let viewer = &setup.relays[0].node;
+    let ids: Vec<_> = setup.exits.iter().map(|e| e.node.node_id()).collect();
+    wait_until(
+        Duration::from_secs(60),
+        "descriptors with version 2",
+        || {
+            let done = viewer
+                .directory()
+                .iter()
+                .filter(|d| ids.contains(&d.node))
+                .all(|d| d.exit.as_ref().is_some_and(|e| e.policy_version == 2));
+            async move { done }
+        },
+    )
+    .await;
+    assert_eq!(
+        setup.leak(0, "fay@example.org", "I lied to you.").await,
+        Outcome::Delivered
+    );
+    assert_eq!(
+        setup.leak(0, "fay@example.org", "I lied again.").await,
+        Outcome::RateLimited,
+        "version 2's limit is enforced"
+    );
+
+    // A version 3 signed by an unknown key, and one with a forged
+    // signature of the trusted key: neither is adopted.
+    let stranger = SignedPolicy::sign(&cheap(builtin, 3, 100), &random32())
+        .unwrap()
+        .to_bytes();
+    setup.relays[0]
+        .node
+        .publish_policy_bytes(stranger)
+        .await
+        .unwrap();
+    let mut forged = SignedPolicy::sign(&cheap(builtin, 3, 100), &maintainer)
+        .unwrap()
+        .to_bytes();
+    let at = forged.len() - 5;
+    forged[at] ^= 1;
+    setup.relays[0]
+        .node
+        .publish_policy_bytes(forged)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for t in setup.relays.iter().chain(&setup.exits) {
+        let adopted = t.dir.join(leak_node::policy::ADOPTED_FILE);
+        if adopted.exists() {
+            let bytes = std::fs::read(adopted).unwrap();
+            let version = SignedPolicy::from_bytes(&bytes).unwrap();
+            assert!(version.toml().contains("version = 2"));
+        }
+    }
+    for exit in &setup.exits {
+        assert_eq!(exit.node.exit().unwrap().policy().version(), 2);
+    }
+    setup.shutdown().await;
+}
