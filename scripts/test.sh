@@ -14,7 +14,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     log "installing rustfmt and clippy"
     rustup component add rustfmt clippy
 fi
-scripts/lib/install-deps.sh
+# openssl makes the RSA key of the DKIM test.
+scripts/lib/install-deps.sh openssl:openssl
 
 # --- Static checks -------------------------------------------------------------
 log "cargo fmt --check"
