@@ -5,13 +5,24 @@
 //! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
 //! leak-node id --config FILE
 //! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all)] [--json]
+//! leak-node policy keygen --out FILE
+//! leak-node policy sign --key FILE [--key FILE]... [--add-to SIGNED] TOML --out SIGNED
+//! leak-node policy verify SIGNED (--config FILE | --trusted-key HEX... [--threshold N])
+//! leak-node policy show [--config FILE] [--file SIGNED] [--toml]
+//! leak-node policy eval [--data DIR] [--fixtures DIR] [--policy TOML]
 //! ```
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use leak_node::{Config, Identity, StartOptions};
+use leak_protocol::policy::{Category, Policy, SignedPolicy};
 use libp2p::Multiaddr;
 use tracing_subscriber::EnvFilter;
 
@@ -74,6 +85,87 @@ enum Command {
         /// What to do (default: counts).
         #[command(subcommand)]
         action: Option<QueueAction>,
+    },
+    /// The shared moderation policy: maintainer keys, signing, checking,
+    /// what this node enforces, and how well it does.
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Create a policy maintainer's signing key (mode 0600) and print the
+    /// public key that nodes list in `policy.trusted_keys`.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a policy document (it must compile), or add signatures to a
+    /// signed policy of the same document.
+    Sign {
+        /// A maintainer key written by `policy keygen` (repeatable: each
+        /// key signs).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+        /// Add the signatures to this signed policy, which must sign the
+        /// same TOML, instead of starting a new one.
+        #[arg(long, value_name = "SIGNED")]
+        add_to: Option<PathBuf>,
+        /// The policy document (TOML).
+        toml: PathBuf,
+        /// Where to write the signed policy (may be the --add-to file).
+        #[arg(long, value_name = "SIGNED")]
+        out: PathBuf,
+    },
+    /// Check a signed policy as a node would: exit 1 if it is forged, has
+    /// too few signatures by trusted keys, is malformed, or is older than the
+    /// policy built into this release.
+    Verify {
+        /// The signed policy.
+        signed: PathBuf,
+        /// Trust the keys and threshold of this config's `[policy]`.
+        #[arg(long, required_unless_present = "trusted_keys")]
+        config: Option<PathBuf>,
+        /// Trust this maintainer key, 64 hex digits (repeatable).
+        #[arg(long = "trusted-key", value_name = "HEX", conflicts_with = "config")]
+        trusted_keys: Vec<String>,
+        /// How many of the --trusted-key keys must have signed [default: 1].
+        #[arg(long, requires = "trusted_keys", conflicts_with = "config")]
+        threshold: Option<usize>,
+    },
+    /// The policy this node would enforce: version, where it comes from,
+    /// limits and rules.
+    Show {
+        /// The node's config (default: the policy built into this release).
+        #[arg(long, env = "LEAK_CONFIG")]
+        config: Option<PathBuf>,
+        /// Use this signed policy as `policy.file` (needs --config for the
+        /// trusted keys).
+        #[arg(long, value_name = "SIGNED", requires = "config")]
+        file: Option<PathBuf>,
+        /// Print the policy's TOML source instead.
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Measure a policy on labelled data: precision, recall and
+    /// false-positive rate per category and set, and the project's targets.
+    Eval {
+        /// The public data sets (hatecheck_test_suite_cases.csv and
+        /// sms_spam_collection.tsv); without it only the fixtures are read.
+        #[arg(long, env = "LEAK_EVAL_DATA", value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// The project's labelled fixtures, *.tsv [default:
+        /// protocol/policy/fixtures, in the source tree].
+        #[arg(long, value_name = "DIR")]
+        fixtures: Option<PathBuf>,
+        /// Measure this policy document (TOML, e.g. a draft before signing)
+        /// instead of the built-in policy.
+        #[arg(long, value_name = "TOML")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -295,6 +387,316 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
     Ok(())
 }
 
+/// The fixtures' place in the source tree, `policy eval`'s default.
+const FIXTURES_DIR: &str = "protocol/policy/fixtures";
+
+/// Runs a `policy` subcommand; what it prints goes to stdout at the end (a
+/// closed pipe, as with `| head`, is not an error).
+fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let out = policy_action(action)?;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// A `policy` subcommand's output.
+fn policy_action(action: PolicyAction) -> anyhow::Result<String> {
+    match action {
+        PolicyAction::Keygen { out: path } => {
+            let public = leak_node::policy::create_maintainer_key(&path)?;
+            let mut out = String::new();
+            writeln!(out, "maintainer key: {} (keep it secret)", path.display())?;
+            writeln!(out, "public key: {}", hex::encode(public))?;
+            writeln!(
+                out,
+                "nodes trust it with, in [policy]: trusted_keys = [\"{}\"]",
+                hex::encode(public)
+            )?;
+            Ok(out)
+        }
+        PolicyAction::Sign {
+            keys,
+            add_to,
+            toml,
+            out,
+        } => policy_sign(&keys, add_to.as_deref(), &toml, &out),
+        PolicyAction::Verify {
+            signed,
+            config,
+            trusted_keys,
+            threshold,
+        } => policy_verify(
+            &signed,
+            config.as_deref(),
+            &trusted_keys,
+            threshold.unwrap_or(1),
+        ),
+        PolicyAction::Show { config, file, toml } => {
+            policy_show(config.as_deref(), file.as_deref(), toml)
+        }
+        PolicyAction::Eval {
+            data,
+            fixtures,
+            policy,
+        } => policy_eval(data.as_deref(), fixtures, policy.as_deref()),
+    }
+}
+
+/// A policy document's text and its compiled policy, or a clear error.
+fn compile_toml(path: &Path) -> anyhow::Result<(String, Policy)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the policy document {}", path.display()))?;
+    let policy =
+        Policy::from_toml(&text).with_context(|| format!("{} does not compile", path.display()))?;
+    Ok((text, policy))
+}
+
+fn policy_sign(
+    keys: &[PathBuf],
+    add_to: Option<&Path>,
+    toml: &Path,
+    out_path: &Path,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let (text, policy) = compile_toml(toml)?;
+    let seeds = keys
+        .iter()
+        .map(|k| leak_node::policy::read_maintainer_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut signed = match add_to {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the signed policy {}", path.display()))?;
+            let signed =
+                SignedPolicy::from_bytes(&bytes).with_context(|| path.display().to_string())?;
+            anyhow::ensure!(
+                signed.toml() == text,
+                "{} signs another policy text than {}: sign the same TOML file",
+                path.display(),
+                toml.display()
+            );
+            // Its signatures must all verify, whoever made them.
+            let signers: Vec<[u8; 32]> = signed.signers().copied().collect();
+            signed
+                .verify(&signers, signers.len())
+                .with_context(|| format!("{} has a bad signature", path.display()))?;
+            signed
+        }
+        None => {
+            let (first, _) = seeds.split_first().context("no --key")?;
+            SignedPolicy::sign(&text, first)?
+        }
+    };
+    for seed in &seeds {
+        signed.add_signature(seed)?;
+    }
+    write_atomically(out_path, &signed.to_bytes())?;
+    writeln!(
+        out,
+        "signed policy version {} written to {}",
+        policy.version(),
+        out_path.display()
+    )?;
+    let signers: Vec<String> = signed.signers().map(hex::encode).collect();
+    writeln!(out, "signers ({}):", signers.len())?;
+    for signer in signers {
+        writeln!(out, "  {signer}")?;
+    }
+    let builtin = Policy::builtin().version();
+    if policy.version() < builtin {
+        eprintln!(
+            "warning: version {} is older than the policy built into this release (version {builtin}): its nodes refuse it",
+            policy.version()
+        );
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over
+/// `path`, so readers see the old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn policy_verify(
+    path: &Path,
+    config: Option<&Path>,
+    trusted_keys: &[String],
+    threshold: usize,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let (trusted, threshold) = match config {
+        Some(config) => {
+            let config = Config::load(config, &[])?;
+            let keys = leak_node::policy::trusted_keys(&config.policy)?;
+            anyhow::ensure!(
+                !keys.is_empty(),
+                "the config's policy.trusted_keys is empty: it trusts no maintainer key"
+            );
+            (keys, config.policy.threshold)
+        }
+        None => (
+            trusted_keys
+                .iter()
+                .map(|k| leak_node::policy::parse_public_key(k).context("--trusted-key"))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            threshold,
+        ),
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the signed policy {}", path.display()))?;
+    let (signed, policy) = leak_node::policy::verify_usable(&bytes, &trusted, threshold)
+        .with_context(|| format!("{} refused", path.display()))?;
+    let valid = leak_node::policy::valid_signers(&signed, &trusted);
+    writeln!(out, "{}: valid", path.display())?;
+    writeln!(
+        out,
+        "version: {} (built into this release: {})",
+        policy.version(),
+        Policy::builtin().version()
+    )?;
+    writeln!(
+        out,
+        "valid signatures by trusted keys: {} ({} required)",
+        valid.len(),
+        threshold.max(1)
+    )?;
+    for key in &valid {
+        writeln!(out, "  {}", hex::encode(key))?;
+    }
+    let ignored: Vec<String> = signed
+        .signers()
+        .filter(|k| !valid.contains(k))
+        .map(hex::encode)
+        .collect();
+    if !ignored.is_empty() {
+        writeln!(
+            out,
+            "ignored signatures (untrusted keys): {}",
+            ignored.len()
+        )?;
+        for key in ignored {
+            writeln!(out, "  {key}")?;
+        }
+    }
+    Ok(out)
+}
+
+fn policy_show(config: Option<&Path>, file: Option<&Path>, toml: bool) -> anyhow::Result<String> {
+    use leak_node::policy::{Origin, PolicyState};
+    let (policy, origin, signed, trust) = match config {
+        None => (Policy::builtin(), Origin::Builtin, None, None),
+        Some(path) => {
+            let mut config = Config::load(path, &[])?;
+            if let Some(file) = file {
+                config.policy.file = file.display().to_string();
+            }
+            let state = PolicyState::load(&config.policy, &config.node.data_dir)?;
+            let trust = (config.policy.trusted_keys.len(), config.policy.threshold);
+            (state.current(), state.origin(), state.signed(), Some(trust))
+        }
+    };
+    if toml {
+        return Ok(policy.source().to_owned());
+    }
+    let mut out = String::new();
+    writeln!(out, "version: {}", policy.version())?;
+    writeln!(out, "source: {origin}")?;
+    if let Some(bytes) = signed {
+        let signed = SignedPolicy::from_bytes(&bytes)?;
+        let signers: Vec<String> = signed.signers().map(hex::encode).collect();
+        writeln!(out, "signed by: {}", signers.join(", "))?;
+    }
+    if let Some((keys, threshold)) = trust {
+        writeln!(
+            out,
+            "trusted maintainer keys: {keys}, threshold {threshold}"
+        )?;
+    }
+    let limits = policy.limits();
+    writeln!(out, "limits:")?;
+    writeln!(out, "  max length: {} bytes", limits.max_text_len)?;
+    writeln!(
+        out,
+        "  links: {}",
+        if limits.links_allowed {
+            "allowed"
+        } else {
+            "refused"
+        }
+    )?;
+    writeln!(
+        out,
+        "  per recipient per day: {}",
+        limits.per_recipient_per_day
+    )?;
+    writeln!(out, "  stamp bits: {}", limits.stamp_bits)?;
+    let rules: Vec<(&str, Category)> = policy.rule_names().collect();
+    writeln!(
+        out,
+        "rules: {} (the first that matches refuses)",
+        rules.len()
+    )?;
+    for category in Category::RULE_CATEGORIES {
+        let names: Vec<&str> = rules
+            .iter()
+            .filter(|(_, c)| *c == category)
+            .map(|(n, _)| *n)
+            .collect();
+        let list = if names.is_empty() {
+            "(none)".to_owned()
+        } else {
+            names.join(", ")
+        };
+        writeln!(
+            out,
+            "  {:<10} {:>2}: {list}",
+            category.as_str(),
+            names.len()
+        )?;
+    }
+    Ok(out)
+}
+
+fn policy_eval(
+    data: Option<&Path>,
+    fixtures: Option<PathBuf>,
+    policy: Option<&Path>,
+) -> anyhow::Result<String> {
+    let fixtures = match fixtures {
+        Some(dir) => dir,
+        None => {
+            let dir = PathBuf::from(FIXTURES_DIR);
+            anyhow::ensure!(
+                dir.is_dir(),
+                "no fixtures: {FIXTURES_DIR} is not here; run from the Leak source tree or pass --fixtures DIR"
+            );
+            dir
+        }
+    };
+    if data.is_none() {
+        eprintln!(
+            "no --data DIR (or LEAK_EVAL_DATA): HateCheck and the SMS Spam Collection are not measured"
+        );
+    }
+    let policy = match policy {
+        Some(path) => compile_toml(path)?.1,
+        None => Policy::builtin(),
+    };
+    let samples = leak_node::policy::eval_samples(data, &fixtures)?;
+    let start = std::time::Instant::now();
+    let report = leak_protocol::policy::eval::evaluate(&policy, &samples);
+    Ok(report.summary(Some(start.elapsed())).to_string())
+}
+
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -337,6 +739,7 @@ fn main() -> ExitCode {
             .build()
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(queue(config, json, action))),
+        Command::Policy { action } => policy_command(action),
         Command::Id { config } => Config::load(&config, &[])
             .and_then(|c| Identity::load(&c.identity_path()))
             .map(|id| println!("{}", id.peer_id())),

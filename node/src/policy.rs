@@ -2,7 +2,7 @@
 //! release, or a newer signed one named in `[policy]`.
 
 use anyhow::Context as _;
-use leak_protocol::policy::{Policy, SignedPolicy};
+use leak_protocol::policy::{Policy, PolicyError, SignedPolicy};
 
 use crate::config::PolicyConfig;
 
@@ -147,4 +147,200 @@ impl PolicyState {
         tracing::info!(version, "adopted a newer moderation policy");
         Offered::Adopted(version)
     }
+}
+
+// ---------------------------------------------------------------------------
+// For `leak-node policy`: maintainer keys, signature checks, where the policy
+// in force comes from, and the evaluation's data.
+
+/// Decodes a maintainer's public key: 64 hex digits.
+pub fn parse_public_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{hex_key:?} is not a public key (64 hex digits)"))
+}
+
+/// Writes a new maintainer key to `path`: the 32-byte Ed25519 seed in hex
+/// and a newline, readable only by its owner (0600). Refuses to overwrite an
+/// existing file. Returns the public key.
+pub fn create_maintainer_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use rand::TryRng as _;
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::SysRng
+        .try_fill_bytes(seed.as_mut())
+        .context("the operating system's random number generator failed")?;
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(seed.as_ref())));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!("{} exists; not overwriting it", path.display())
+            }
+            _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
+        })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(leak_protocol::crypto::ed25519_public(&seed))
+}
+
+/// Reads a maintainer key written by [`create_maintainer_key`]. Refuses a
+/// file that others can read.
+pub fn read_maintainer_key(path: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the maintainer key {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the maintainer key {} has mode {mode:o}; it must be readable by its owner only (chmod 600)",
+        path.display()
+    );
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the maintainer key {}", path.display()))?,
+    );
+    let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).unwrap_or_default());
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    anyhow::ensure!(
+        bytes.len() == 32,
+        "{} is not a maintainer key (64 hex digits; `leak-node policy keygen` writes one)",
+        path.display()
+    );
+    seed.copy_from_slice(&bytes);
+    Ok(seed)
+}
+
+/// The keys of `trusted` whose signature on `signed` verifies (and whose
+/// policy compiles), in the order they signed.
+pub fn valid_signers(signed: &SignedPolicy, trusted: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    signed
+        .signers()
+        .filter(|k| trusted.contains(k) && signed.verify(&[**k], 1).is_ok())
+        .copied()
+        .collect()
+}
+
+/// Verifies a signed policy as a node would before using it: enough valid
+/// signatures by `trusted` keys, a policy that compiles, and a version no
+/// older than the built-in policy's.
+pub fn verify_usable(
+    bytes: &[u8],
+    trusted: &[[u8; 32]],
+    threshold: usize,
+) -> anyhow::Result<(SignedPolicy, Policy)> {
+    let signed = SignedPolicy::from_bytes(bytes)?;
+    let policy = signed.verify(trusted, threshold).map_err(|e| {
+        let untrusted: Vec<String> = signed
+            .signers()
+            .filter(|k| !trusted.contains(k))
+            .map(hex::encode)
+            .collect();
+        match e {
+            PolicyError::NotEnoughSignatures { .. } if !untrusted.is_empty() => anyhow::anyhow!(
+                "{e}; signatures by keys not trusted do not count: {}",
+                untrusted.join(", ")
+            ),
+            e => e.into(),
+        }
+    })?;
+    let builtin = Policy::builtin().version();
+    anyhow::ensure!(
+        policy.version() >= builtin,
+        "version {} is older than the policy built into this release (version {builtin}); nodes refuse it",
+        policy.version()
+    );
+    Ok((signed, policy))
+}
+
+/// Where the policy in force came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The policy built into this release.
+    Builtin,
+    /// The signed file named by `policy.file`.
+    File(std::path::PathBuf),
+    /// A newer policy adopted from the network (`DATA_DIR/policy.signed`).
+    Adopted(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin => write!(f, "built into leak-node {}", env!("CARGO_PKG_VERSION")),
+            Self::File(p) => write!(f, "policy.file {}", p.display()),
+            Self::Adopted(p) => write!(f, "adopted from the network, kept in {}", p.display()),
+        }
+    }
+}
+
+impl PolicyState {
+    /// Where the policy in force came from.
+    pub fn origin(&self) -> Origin {
+        let Some(bytes) = self.signed() else {
+            return Origin::Builtin;
+        };
+        let file = self.config.file.trim();
+        if !file.is_empty() && std::fs::read(file).is_ok_and(|b| b == bytes) {
+            Origin::File(file.into())
+        } else {
+            Origin::Adopted(self.adopted_path.clone())
+        }
+    }
+}
+
+/// The evaluation's samples (`leak-node policy eval`): the public data sets
+/// in `data` ([`eval::HATECHECK_FILE`] and [`eval::SMS_FILE`], both
+/// required), if given, and every `*.tsv` fixture file in `fixtures`.
+///
+/// [`eval::HATECHECK_FILE`]: leak_protocol::policy::eval::HATECHECK_FILE
+/// [`eval::SMS_FILE`]: leak_protocol::policy::eval::SMS_FILE
+pub fn eval_samples(
+    data: Option<&std::path::Path>,
+    fixtures: &std::path::Path,
+) -> anyhow::Result<Vec<leak_protocol::policy::eval::Sample>> {
+    use leak_protocol::policy::eval;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut samples = Vec::new();
+    if let Some(dir) = data {
+        for (file, parse) in [
+            (
+                eval::HATECHECK_FILE,
+                eval::hatecheck_samples as fn(&str) -> _,
+            ),
+            (eval::SMS_FILE, eval::sms_samples),
+        ] {
+            let path = dir.join(file);
+            samples.extend(parse(&read(&path)?).with_context(|| path.display().to_string())?);
+        }
+    }
+    let mut tsv = Vec::new();
+    for entry in std::fs::read_dir(fixtures)
+        .with_context(|| format!("cannot read the fixtures directory {}", fixtures.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tsv") {
+            tsv.push(path);
+        }
+    }
+    anyhow::ensure!(
+        !tsv.is_empty(),
+        "{} has no fixture (*.tsv) files",
+        fixtures.display()
+    );
+    tsv.sort();
+    for path in tsv {
+        samples.extend(eval::fixture_samples(
+            &path.display().to_string(),
+            &read(&path)?,
+        )?);
+    }
+    Ok(samples)
 }
