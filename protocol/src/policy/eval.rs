@@ -434,25 +434,19 @@ impl core::fmt::Display for Target {
     }
 }
 
+/// "recall 0.900 (9/10)  FPR 0.010 (1/100)", each part only with samples.
 fn describe(st: &Stats) -> String {
-    let mut parts = Vec::new();
-    if st.positives > 0 {
-        parts.push(format!(
-            "recall {:.3} ({}/{})",
-            st.recall().unwrap_or(0.0),
-            st.true_positives,
-            st.positives
-        ));
-    }
-    if st.negatives > 0 {
-        parts.push(format!(
-            "FPR {:.3} ({}/{})",
-            st.false_positive_rate().unwrap_or(0.0),
-            st.false_positives,
-            st.negatives
-        ));
-    }
-    parts.join("  ")
+    let part = |name: &str, hits: usize, of: usize| {
+        (of > 0).then(|| format!("{name} {:.3} ({hits}/{of})", hits as f64 / of as f64))
+    };
+    [
+        part("recall", st.true_positives, st.positives),
+        part("FPR", st.false_positives, st.negatives),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("  ")
 }
 
 impl Report {
