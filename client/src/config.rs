@@ -9,9 +9,12 @@
 
 use std::{
     fs,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
+use anyhow::Context as _;
+use leak_node::client::Peer;
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +42,23 @@ pub struct NetworkConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// How long to wait for one node to answer, in seconds.
     pub connect_timeout_secs: u64,
+    /// The local address outgoing connections use (an address of this
+    /// machine); `None`: the one the system chooses.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "deserialize_bind"
+    )]
+    pub bind: Option<IpAddr>,
+}
+
+/// `network.bind`: an IP address, with an error that names the key.
+fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "network.bind must be an IP address of this machine, like \"127.0.0.77\" (not {text:?})"
+        ))
+    })
 }
 
 /// `[send]`
@@ -113,7 +133,27 @@ impl Default for NetworkConfig {
         Self {
             bootstrap: Vec::new(),
             connect_timeout_secs: 10,
+            bind: None,
         }
+    }
+}
+
+impl NetworkConfig {
+    /// A libp2p peer with a fresh ephemeral identity, whose outgoing
+    /// connections leave from [`Self::bind`] when it is set.
+    pub fn peer(&self) -> anyhow::Result<Peer> {
+        self.check_bind()?;
+        Peer::with_local_address(libp2p::identity::Keypair::generate_ed25519(), self.bind)
+    }
+
+    /// Checks that [`Self::bind`], if set, is an address of this machine
+    /// (else every connection would fail, with a less clear message).
+    pub fn check_bind(&self) -> anyhow::Result<()> {
+        if let Some(ip) = self.bind {
+            std::net::TcpListener::bind((ip, 0))
+                .with_context(|| format!("network.bind {ip} is not usable on this machine"))?;
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +308,11 @@ impl Config {
 bootstrap = {bootstrap}
 # Seconds to wait for one node to answer.
 connect_timeout_secs = {connect_timeout}
+# The local address outgoing connections use: an address of this machine
+# (to leave through one interface; on one machine, a loopback address such
+# as "127.0.0.77"). Nodes of the other IP family are then out of reach.
+# Commented out, the system chooses.
+{bind}
 
 [send]
 # Hops of a path, counting the exit: 2 to 5. More hops, more relays that
@@ -308,6 +353,10 @@ threshold = {threshold}
             file = toml_string(&policy.file),
             threshold = policy.threshold,
             connect_timeout = network.connect_timeout_secs,
+            bind = network.bind.map_or_else(
+                || "# bind = \"127.0.0.77\"".to_owned(),
+                |ip| format!("bind = {}", toml_string(&ip.to_string()))
+            ),
             hops = send.hops,
             mixing = send.mixing_delay_ms,
             timeout = send.receipt_timeout_secs,
@@ -354,6 +403,7 @@ mod tests {
         config.policy.trusted_keys = vec!["ab".repeat(32)];
         config.policy.file = "/etc/leak/policy \"signed\"".into();
         config.policy.threshold = 2;
+        config.network.bind = Some("127.0.0.77".parse().unwrap());
         let text = config.to_commented_toml();
         assert_eq!(Config::parse(&text).unwrap(), config);
         assert_eq!(
@@ -386,6 +436,7 @@ mod tests {
                 "[network]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n",
                 "network.bootstrap",
             ),
+            ("[network]\nbind = \"localhost\"\n", "bind"),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

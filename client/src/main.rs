@@ -8,12 +8,15 @@
 //! leak status [MESSAGE-ID] [--json]
 //! ```
 //!
+//! Global options: `--config FILE`, `--state-dir DIR`, and `--bind IP`, the
+//! local address outgoing connections use (the config's `network.bind`).
+//!
 //! Exit status: 0 delivered (or sent, with `--no-wait`; accepted, for
 //! `check`), 1 refused (by the policy before sending, or by the exit; the
 //! recipient opted out; rate limited), 2 usage error, 3 failed (bounced, no
 //! receipt after every retransmission, no network).
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -27,7 +30,7 @@ use leak_client::{
     state::{BadMessageId, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
     text::{self, TextSourceError},
 };
-use leak_node::{client::Peer, identity::peer_id_of};
+use leak_node::identity::peer_id_of;
 use leak_protocol::{
     Outcome, Recipient, Relationship,
     payload::validate_text,
@@ -50,6 +53,11 @@ struct Cli {
     /// The state directory [default: $XDG_STATE_HOME/leak].
     #[arg(long, env = "LEAK_STATE_DIR", global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The local address outgoing connections use (an address of this
+    /// machine), instead of the config's network.bind; with `init`, written
+    /// into the config.
+    #[arg(long, global = true, value_name = "IP")]
+    bind: Option<IpAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -218,16 +226,17 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             hops,
             mixing_delay_ms,
             receipt_timeout_secs,
+            cli.bind,
             force,
         ),
-        Command::Send(args) => send_command(&paths, args),
+        Command::Send(args) => send_command(&paths, cli.bind, args),
         Command::Check {
             message,
             file,
             json,
         } => check(&paths, message, file, json),
-        Command::Nodes { json } => nodes(&paths, json),
-        Command::Status { message_id, json } => status(&paths, message_id, json),
+        Command::Nodes { json } => nodes(&paths, cli.bind, json),
+        Command::Status { message_id, json } => status(&paths, cli.bind, message_id, json),
     }
 }
 
@@ -245,6 +254,7 @@ fn init(
     hops: Option<u8>,
     mixing_delay_ms: Option<u32>,
     receipt_timeout_secs: Option<u64>,
+    bind: Option<IpAddr>,
     force: bool,
 ) -> anyhow::Result<Status> {
     if paths.config.exists() && !force {
@@ -268,6 +278,7 @@ fn init(
     if let Some(secs) = receipt_timeout_secs {
         config.send.receipt_timeout_secs = secs;
     }
+    config.network.bind = bind;
     config.check().map_err(|e| Usage(e.to_string()))?;
     if let Some(parent) = paths.config.parent() {
         std::fs::create_dir_all(parent)
@@ -304,7 +315,26 @@ fn read_text(
     Ok(text)
 }
 
-fn send_command(paths: &Paths, args: SendArgs) -> anyhow::Result<Status> {
+/// The configuration at `paths`, with `--bind` applied and checked.
+fn load_config(paths: &Paths, bind: Option<IpAddr>) -> anyhow::Result<Config> {
+    let mut config = Config::load(&paths.config)?;
+    apply_bind(&mut config, bind)?;
+    Ok(config)
+}
+
+/// `--bind` over the config's `network.bind`; a local address this machine
+/// does not have is a usage error.
+fn apply_bind(config: &mut Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
+    if bind.is_some() {
+        config.network.bind = bind;
+    }
+    config
+        .network
+        .check_bind()
+        .map_err(|e| Usage(format!("{e:#}")).into())
+}
+
+fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::Result<Status> {
     let SendArgs {
         to: recipient,
         relationship,
@@ -315,7 +345,7 @@ fn send_command(paths: &Paths, args: SendArgs) -> anyhow::Result<Status> {
         json,
         verbose,
     } = args;
-    let config = Config::load(&paths.config)?;
+    let config = load_config(paths, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
     let text = read_text(message, file, true, state.root())?;
     let policy = config.policy.load()?;
@@ -486,12 +516,12 @@ fn check(
     }
 }
 
-fn nodes(paths: &Paths, json: bool) -> anyhow::Result<Status> {
-    let config = Config::load(&paths.config)?;
+fn nodes(paths: &Paths, bind: Option<IpAddr>, json: bool) -> anyhow::Result<Status> {
+    let config = load_config(paths, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
     let now = unix_ms() / 1000;
     let view = runtime()?.block_on(async {
-        let peer = Peer::new()?;
+        let peer = config.network.peer()?;
         directory::load(&peer, &config, &state, now)
             .await
             .map_err(anyhow::Error::from)
@@ -577,13 +607,20 @@ fn nodes(paths: &Paths, json: bool) -> anyhow::Result<Status> {
 /// older than this will get no receipt.
 const MAILBOX_TTL_MS: u64 = 86_400_000;
 
-fn status(paths: &Paths, message_id: Option<String>, json: bool) -> anyhow::Result<Status> {
-    // The configuration is optional here: only timeouts come from it.
-    let config = match Config::load(&paths.config) {
+fn status(
+    paths: &Paths,
+    bind: Option<IpAddr>,
+    message_id: Option<String>,
+    json: bool,
+) -> anyhow::Result<Status> {
+    // The configuration is optional here: only timeouts and the local
+    // address come from it.
+    let mut config = match Config::load(&paths.config) {
         Ok(config) => config,
         Err(e) if e.is::<ConfigMissing>() => Config::default(),
         Err(e) => return Err(e),
     };
+    apply_bind(&mut config, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
     let mut records: Vec<LeakRecord> = match &message_id {
         Some(id) => vec![state.load(id)?],
@@ -599,7 +636,7 @@ fn status(paths: &Paths, message_id: Option<String>, json: bool) -> anyhow::Resu
     if records.iter().any(LeakRecord::is_pending) {
         let timeout = Duration::from_secs(config.network.connect_timeout_secs);
         runtime()?.block_on(async {
-            let peer = Peer::new()?;
+            let peer = config.network.peer()?;
             for record in records.iter_mut().filter(|r| r.is_pending()) {
                 let found = receipts::poll(&peer, record, timeout).await;
                 if let Some(outcome) = found.outcome {

@@ -126,7 +126,7 @@ pub async fn send(
 ) -> Result<SendReport, SendError> {
     let mut rng = rand::rng();
     progress.stage("fetching the directory");
-    let peer = Peer::new()?;
+    let peer = config.network.peer()?;
     if options.verbose {
         progress.note(format!("client peer id: {}", peer.peer_id()));
     }
