@@ -101,7 +101,7 @@ enum PolicyAction {
     /// public key that nodes list in `policy.trusted_keys`.
     Keygen {
         /// Where to write the key; an existing file is never overwritten.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// Sign a policy document (it must compile), or add signatures to a
@@ -128,7 +128,7 @@ enum PolicyAction {
         /// The signed policy.
         signed: PathBuf,
         /// Trust the keys and threshold of this config's `[policy]`.
-        #[arg(long, required_unless_present = "trusted_keys")]
+        #[arg(long, value_name = "FILE", required_unless_present = "trusted_keys")]
         config: Option<PathBuf>,
         /// Trust this maintainer key, 64 hex digits (repeatable).
         #[arg(long = "trusted-key", value_name = "HEX", conflicts_with = "config")]
@@ -141,7 +141,7 @@ enum PolicyAction {
     /// limits and rules.
     Show {
         /// The node's config (default: the policy built into this release).
-        #[arg(long, env = "LEAK_CONFIG")]
+        #[arg(long, value_name = "FILE", env = "LEAK_CONFIG")]
         config: Option<PathBuf>,
         /// Use this signed policy as `policy.file` (needs --config for the
         /// trusted keys).
