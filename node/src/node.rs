@@ -576,7 +576,9 @@ impl RunningNode {
         self.metrics_addr
     }
 
-    /// The exit role, when the node has it.
+    /// The exit role, when the node has it. A clone of the `Arc` kept past
+    /// [`RunningNode::shutdown`] holds the node's state (and its database)
+    /// open: drop it first.
     pub fn exit(&self) -> Option<&Arc<crate::exit::Exit>> {
         self.exit.as_ref()
     }

@@ -85,6 +85,90 @@ pub enum Known {
 pub struct ExitStore {
     store: Arc<Store>,
     dir: PathBuf,
+    /// Finished leaks go to one committer thread, which commits all that
+    /// are waiting in one transaction (group commit).
+    finisher: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<FinishJob>>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ExitStore {
+    /// Stops the commit thread (after what it holds) and waits for it, so
+    /// the database is released when the store is.
+    fn drop(&mut self) {
+        self.finisher
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = self.committer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A leak to take out of the queue, and where its answer goes.
+type FinishJob = (
+    MessageId,
+    Done,
+    std::sync::mpsc::SyncSender<Result<Option<Entry>, String>>,
+);
+
+/// Most finished leaks committed in one transaction.
+const FINISH_BATCH: usize = 256;
+
+/// Takes finished leaks out of the queue, as many per transaction as are
+/// waiting, then scrubs their files. Ends when the store is dropped.
+fn run_finisher(store: &Store, dir: &Path, jobs: &std::sync::mpsc::Receiver<FinishJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < FINISH_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> anyhow::Result<Vec<Option<Entry>>> {
+            let txn = store.db().begin_write()?;
+            let mut entries = Vec::with_capacity(batch.len());
+            {
+                let mut queue = txn.open_table(QUEUE)?;
+                let mut done_table = txn.open_table(DONE)?;
+                for (id, done, _) in &batch {
+                    let entry = match queue.remove(id.0)? {
+                        Some(v) => Some(decode::<Entry>(v.value())?),
+                        None => None,
+                    };
+                    if entry.is_some() {
+                        done_table.insert(id.0, encode(done)?.as_slice())?;
+                    }
+                    entries.push(entry);
+                }
+            }
+            txn.commit()?;
+            Ok(entries)
+        })();
+        match result {
+            Ok(entries) => {
+                for ((id, _, reply), entry) in batch.into_iter().zip(entries) {
+                    let scrubbed = if entry.is_some() {
+                        let path = dir.join(file_name(&id));
+                        match scrub(&path) {
+                            Ok(()) => Ok(entry),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(entry),
+                            Err(e) => Err(format!("cannot scrub {}: {e}", path.display())),
+                        }
+                    } else {
+                        Ok(None)
+                    };
+                    let _ = reply.send(scrubbed);
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in batch {
+                    let _ = reply.send(Err(format!("{e:#}")));
+                }
+            }
+        }
+    }
 }
 
 fn file_name(id: &MessageId) -> String {
@@ -127,7 +211,21 @@ impl ExitStore {
         txn.open_table(RATE)?;
         txn.open_table(REPORTS)?;
         txn.commit()?;
-        let this = Self { store, dir };
+        let (finisher, jobs) = std::sync::mpsc::sync_channel::<FinishJob>(FINISH_BATCH);
+        let committer = {
+            let store = store.clone();
+            let dir = dir.clone();
+            std::thread::Builder::new()
+                .name("leak-exit-commit".into())
+                .spawn(move || run_finisher(&store, &dir, &jobs))
+                .context("starting the exit's commit thread")?
+        };
+        let this = Self {
+            store,
+            dir,
+            finisher: std::sync::Mutex::new(Some(finisher)),
+            committer: Some(committer),
+        };
         let queued: std::collections::HashSet<String> =
             this.queued()?.iter().map(|(id, _)| file_name(id)).collect();
         for entry in std::fs::read_dir(&this.dir)? {
@@ -278,31 +376,25 @@ impl ExitStore {
         Ok(())
     }
 
-    /// Takes a leak out of the queue with its outcome (committed first),
-    /// then scrubs its file. Returns its last entry (for the reply block),
-    /// or `None` if it was no longer queued.
+    /// Takes a leak out of the queue with its outcome (committed first,
+    /// together with whatever else finished meanwhile), then scrubs its
+    /// file. Returns its last entry (for the reply block), or `None` if it
+    /// was no longer queued. Blocks: call it from a blocking thread.
     pub fn finish(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
-        let txn = self.store.db().begin_write()?;
-        let entry = {
-            let mut queue = txn.open_table(QUEUE)?;
-            let entry = match queue.remove(id.0)? {
-                Some(v) => Some(decode::<Entry>(v.value())?),
-                None => None,
-            };
-            if entry.is_some() {
-                txn.open_table(DONE)?
-                    .insert(id.0, encode(done)?.as_slice())?;
-            }
-            entry
-        };
-        txn.commit()?;
-        if entry.is_some() {
-            let path = self.dir.join(file_name(id));
-            if path.exists() {
-                scrub(&path).with_context(|| format!("cannot scrub {}", path.display()))?;
-            }
-        }
-        Ok(entry)
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let sender = self
+            .finisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .context("the exit is stopping")?;
+        sender
+            .send((*id, done.clone(), reply))
+            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// The leak as received (recipient and text): only while queued.
