@@ -151,6 +151,8 @@ async fn a_421_slows_sending() {
         "deferred, not bounced"
     );
     drop(sink);
+    // The exit holds the node's shared state: let go of it before shutdown.
+    drop(exit);
     fed.shutdown().await;
     let _ = sent;
 }
@@ -201,6 +203,7 @@ async fn an_smtp_outage_of_a_minute() {
     let counts = exit.counts().unwrap();
     assert_eq!(counts.states.get("delivered"), Some(&5));
     assert_eq!(counts.states.get("retrying"), None);
+    drop(exit);
     fed.shutdown().await;
 }
 

@@ -194,6 +194,8 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
         setup.leak(1, "eve@example.org", "You are underpaid.").await,
         Outcome::Delivered
     );
+    // The exit holds the node's shared state: let go of it before shutdown.
+    drop(other);
     setup.shutdown().await;
 }
 

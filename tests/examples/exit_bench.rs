@@ -1,0 +1,156 @@
+//! The exit benchmark: how many leaks per second an exit delivers into
+//! Postfix's `smtp-sink`, next to the rate of Postfix's own `smtp-source`
+//! against the same sink in the same run (target: at least 0.8 of it).
+//!
+//! Two relays and an exit run in this process (release build), over
+//! loopback TCP. A sender pushes `--leaks` real leaks (stamp, reply block,
+//! three hops) through them while the exit's mail server is unreachable, so
+//! every leak is taken and queued durably first (file and database,
+//! synced); then a forwarder to the sink opens the port, the queue is made
+//! due, and the exit's rate is the leaks delivered over the time it takes
+//! to drain the queue, each outcome committed durably and each leak file
+//! scrubbed. `smtp-source` sends the same number of messages over the same
+//! number of connections.
+//!
+//! ```text
+//! cargo run --release -p leak-tests --example exit_bench -- [--leaks N] [--connections N] [--json FILE]
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use leak_node::{config::Transport, metrics::Metrics};
+use leak_tests::{
+    exit::{Draft, Federation},
+    mail::{SmtpSink, smtp_source_rate_to},
+};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Forwards every connection on `listener` to 127.0.0.1:`port`.
+async fn forward(listener: tokio::net::TcpListener, port: u16) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let _ = inbound.set_nodelay(true);
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let leaks: usize = arg("--leaks").map_or(2000, |v| v.parse().unwrap());
+    let connections: u32 = arg("--connections").map_or(8, |v| v.parse().unwrap());
+    let sink = SmtpSink::accepting();
+
+    // Postfix's own load generator against the same sink: the reference.
+    let source_rate =
+        smtp_source_rate_to(sink.port(), leaks, connections as usize, "bench@leak.test");
+    let baseline = sink.started_count();
+
+    let gate = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gate_port = gate.local_addr().unwrap().port();
+    drop(gate);
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::start(dir.path(), 2, move |c| {
+        c.exit.transport = Transport::Smtp;
+        c.exit.smtp_url = format!("smtp://127.0.0.1:{gate_port}");
+        c.exit.smtp_connections = connections;
+        c.exit.max_rate = 1e9;
+        c.exit.min_rate = 1.0;
+        c.exit.retry_initial_secs = 3600;
+        c.exit.retry_max_secs = 3600;
+    })
+    .await;
+    let sender = fed.sender();
+    // Built ahead (stamps, onion layers), so the run measures the nodes.
+    let packets: Vec<_> = (0..leaks)
+        .map(|i| {
+            let to = format!("bench{i}@leak.test");
+            let draft = Draft::new(&to, "You killed it at karaoke.");
+            sender.build(&fed, (0, 1), &draft).0
+        })
+        .collect();
+    let metrics = fed.exit.node.metrics();
+    let accepted = || Metrics::get(&metrics.exit_leaks, "outcome", "accepted");
+    let started = Instant::now();
+    // In chunks the relays' queues hold, each once the exit took the last.
+    let mut pushed = 0;
+    for chunk in packets.chunks(200) {
+        sender
+            .peer
+            .send_packets(fed.relays[0].node.peer_id(), chunk)
+            .await
+            .unwrap();
+        pushed += chunk.len() as u64;
+        let wait = Instant::now() + Duration::from_secs(60);
+        while accepted() < pushed && Instant::now() < wait {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let ingest = started.elapsed();
+    let exit = fed.exit.node.exit().unwrap().clone();
+    let waiting = || {
+        let c = exit.counts().unwrap();
+        ["queued", "retrying", "sending"]
+            .iter()
+            .map(|s| c.states.get(*s).copied().unwrap_or(0))
+            .sum::<u64>() as usize
+    };
+    let wait = Instant::now() + Duration::from_secs(60);
+    while waiting() < leaks && Instant::now() < wait {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting(), leaks, "every leak queued");
+
+    // Open the gate, make the queue due, time the drain.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", gate_port))
+        .await
+        .unwrap();
+    tokio::spawn(forward(listener, sink.port()));
+    let opened = Instant::now();
+    exit.retry_now(None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // Cheap: a directory listing. The queue is looked at only at the end.
+        let n = sink.started_count() - baseline;
+        if n >= leaks && waiting() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {leaks} delivered after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit_rate = leaks as f64 / opened.elapsed().as_secs_f64();
+    let ingest_rate = leaks as f64 / ingest.as_secs_f64();
+    let ratio = exit_rate / source_rate;
+    println!(
+        "exit benchmark: {leaks} leaks, {connections} SMTP connections, into smtp-sink on loopback"
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| smtp-source into smtp-sink | {source_rate:.0} msg/s |");
+    println!("| exit draining its queue into smtp-sink | {exit_rate:.0} leaks/s |");
+    println!("| ratio (target >= 0.8) | {ratio:.2} |");
+    println!(
+        "| leaks taken through 3 hops (decrypted, checked, queued durably) | {ingest_rate:.0} leaks/s |"
+    );
+    if let Some(path) = arg("--json") {
+        let json = format!(
+            "{{\"leaks\":{leaks},\"connections\":{connections},\"smtp_source_rate\":{source_rate:.1},\"exit_rate\":{exit_rate:.1},\"ratio\":{ratio:.3},\"ingest_rate\":{ingest_rate:.1}}}\n"
+        );
+        std::fs::write(path, json).unwrap();
+    }
+    fed.shutdown().await;
+}
