@@ -41,9 +41,12 @@ impl Link {
 const MAC_LEN: usize = 16;
 const TOKEN_LEN: usize = 16 + 32 + MAC_LEN;
 
-/// Link tokens: the message id and the recipient hash, with a MAC under a
-/// key only this exit has. A token opts out (or reports for) exactly the
-/// recipient it was made for; nobody can make one for someone else.
+/// Link tokens: a reference to the leak, the recipient hash, and a MAC under
+/// a key only this exit has. A token opts out (or reports for) exactly the
+/// recipient it was made for; nobody can make one for someone else. The
+/// reference is derived from the leak's id under the exit's key, never the
+/// id itself: the id comes from the sender's client (which shows it to its
+/// user), and nothing in the email may match anything the sender holds.
 pub struct Tokens {
     key: SymmetricKey,
 }
@@ -63,8 +66,17 @@ impl Tokens {
         out
     }
 
+    /// The exit's own reference for leak `id` (what a report records).
+    pub fn reference(&self, id: &MessageId) -> MessageId {
+        let derived = mac(&self.key, &[b"reference", &id.0]);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&derived[..16]);
+        MessageId(out)
+    }
+
     /// The token for `link` about leak `id` to `recipient` (hex).
     pub fn make(&self, link: Link, id: &MessageId, recipient: &[u8; 32]) -> String {
+        let id = &self.reference(id);
         let mut bytes = Vec::with_capacity(TOKEN_LEN);
         bytes.extend_from_slice(&id.0);
         bytes.extend_from_slice(recipient);
@@ -72,7 +84,8 @@ impl Tokens {
         hex::encode(bytes)
     }
 
-    /// The message id and recipient hash of a valid token.
+    /// The leak's reference ([`Tokens::reference`]) and the recipient hash
+    /// of a valid token.
     pub fn check(&self, link: Link, token: &str) -> Option<(MessageId, [u8; 32])> {
         if token.len() != 2 * TOKEN_LEN {
             return None;
@@ -253,7 +266,12 @@ mod tests {
         let tokens = Tokens::new(&[1; 32]);
         let id = MessageId([2; 16]);
         let token = tokens.make(Link::OptOut, &id, &[3; 32]);
-        assert_eq!(tokens.check(Link::OptOut, &token), Some((id, [3; 32])));
+        assert_eq!(
+            tokens.check(Link::OptOut, &token),
+            Some((tokens.reference(&id), [3; 32]))
+        );
+        // The sender's id is not in the link.
+        assert!(!token.contains(&id.to_string()));
         // Another link kind, another key, a changed recipient: all refused.
         assert_eq!(tokens.check(Link::Report, &token), None);
         assert_eq!(Tokens::new(&[9; 32]).check(Link::OptOut, &token), None);

@@ -8,7 +8,7 @@
 //! | table `exit_done` | message id | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
 //! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
-//! | table `exit_reports` | message id | when | `exit.dedup_secs` |
+//! | table `exit_reports` | the exit's reference of a leak (not its id) | when | `exit.dedup_secs` |
 //!
 //! Recipient and text never enter the database: redb is copy-on-write and
 //! does not scrub freed pages, so a deleted leak could be read back from the
