@@ -195,6 +195,12 @@ enum QueueAction {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+    /// Stop starting deliveries (leaks are still taken and queued), e.g.
+    /// while the smarthost is down for maintenance; until `resume` or a
+    /// restart.
+    Pause,
+    /// Deliver again after `pause`.
+    Resume,
 }
 
 #[derive(clap::Args)]
@@ -347,6 +353,8 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
         QueueAction::Purge { id, all } => Request::Purge {
             id: if all { None } else { id },
         },
+        QueueAction::Pause => Request::Pause,
+        QueueAction::Resume => Request::Resume,
     };
     let response = request(&config.admin_socket_path(), &req).await?;
     if json {
@@ -362,6 +370,9 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
                 println!("{state:<22} {n}");
             }
             println!("{:<22} {:.2}/s", "send_rate", counts.send_rate);
+            if counts.paused {
+                println!("delivery is paused (leak-node queue resume)");
+            }
         }
         Response::List { items } => {
             println!(
@@ -381,7 +392,11 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
                 );
             }
         }
-        Response::Done { count } => println!("{count} leak(s)"),
+        Response::Done { count } => match req {
+            Request::Pause => println!("delivery paused"),
+            Request::Resume => println!("delivery resumed"),
+            _ => println!("{count} leak(s)"),
+        },
         Response::Error { message } => anyhow::bail!("{message}"),
     }
     Ok(())

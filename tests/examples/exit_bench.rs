@@ -4,12 +4,11 @@
 //!
 //! Two relays and an exit run in this process (release build), over
 //! loopback TCP. A sender pushes `--leaks` real leaks (stamp, reply block,
-//! three hops) through them while the exit's mail server is unreachable, so
-//! every leak is taken and queued durably first (file and database,
-//! synced); then a forwarder to the sink opens the port, the queue is made
-//! due, and the exit's rate is the leaks delivered over the time it takes
-//! to drain the queue, each outcome committed durably and each leak file
-//! scrubbed. `smtp-source` sends the same number of messages over the same
+//! three hops) through them while the exit's delivery is paused, so every
+//! leak is taken and queued durably first (file and database, synced); then
+//! delivery resumes, and the exit's rate is the leaks delivered over the
+//! time it takes to drain the queue, each outcome committed durably and
+//! each leak file scrubbed. `smtp-source` sends the same number of messages over the same
 //! number of connections.
 //!
 //! ```text
@@ -33,19 +32,6 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// Forwards every connection on `listener` to 127.0.0.1:`port`.
-async fn forward(listener: tokio::net::TcpListener, port: u16) {
-    while let Ok((mut inbound, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let _ = inbound.set_nodelay(true);
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                let _ = outbound.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let leaks: usize = arg("--leaks").map_or(2000, |v| v.parse().unwrap());
@@ -57,20 +43,20 @@ async fn main() {
         smtp_source_rate_to(sink.port(), leaks, connections as usize, "bench@leak.test");
     let baseline = sink.started_count();
 
-    let gate = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gate_port = gate.local_addr().unwrap().port();
-    drop(gate);
     let dir = tempfile::tempdir().unwrap();
+    let url = sink.smtp_url();
     let fed = Federation::start(dir.path(), 2, move |c| {
         c.exit.transport = Transport::Smtp;
-        c.exit.smtp_url = format!("smtp://127.0.0.1:{gate_port}");
+        c.exit.smtp_url = url;
         c.exit.smtp_connections = connections;
         c.exit.max_rate = 1e9;
         c.exit.min_rate = 1.0;
-        c.exit.retry_initial_secs = 3600;
-        c.exit.retry_max_secs = 3600;
     })
     .await;
+    // Delivery paused (as `leak-node queue pause` does): every leak is
+    // taken and queued first.
+    let exit = fed.exit.node.exit().unwrap().clone();
+    exit.set_paused(true);
     let sender = fed.sender();
     // Built ahead (stamps, onion layers), so the run measures the nodes.
     let packets: Vec<_> = (0..leaks)
@@ -98,7 +84,6 @@ async fn main() {
         }
     }
     let ingest = started.elapsed();
-    let exit = fed.exit.node.exit().unwrap().clone();
     let waiting = || {
         let c = exit.counts().unwrap();
         ["queued", "retrying", "sending"]
@@ -112,13 +97,9 @@ async fn main() {
     }
     assert_eq!(waiting(), leaks, "every leak queued");
 
-    // Open the gate, make the queue due, time the drain.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", gate_port))
-        .await
-        .unwrap();
-    tokio::spawn(forward(listener, sink.port()));
+    // Resume, and time the drain.
     let opened = Instant::now();
-    exit.retry_now(None).unwrap();
+    exit.set_paused(false);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         // Cheap: a directory listing. The queue is looked at only at the end.
@@ -152,5 +133,6 @@ async fn main() {
         );
         std::fs::write(path, json).unwrap();
     }
+    drop(exit);
     fed.shutdown().await;
 }

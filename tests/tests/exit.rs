@@ -437,3 +437,34 @@ async fn the_operator_queue() {
     assert_eq!(counts.states.get("purged"), Some(&1));
     fed.shutdown().await;
 }
+
+/// `leak-node queue pause`: leaks are still taken and queued, none is
+/// delivered until `resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_delivery_keeps_leaks_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::start(dir.path(), 2, |_| {}).await;
+    let socket = fed.dir.join("exit").join("admin.sock");
+    let ask = |r: Request| {
+        let socket = socket.clone();
+        async move { leak_node::exit::admin::request(&socket, &r).await.unwrap() }
+    };
+    assert!(matches!(ask(Request::Pause).await, Response::Done { .. }));
+    let sender = fed.sender();
+    let sent = sender
+        .leak(&fed, &Draft::new("hal@example.org", "I lied to you."))
+        .await;
+    wait_until(Duration::from_secs(30), "the leak queued", || async {
+        matches!(ask(Request::Counts).await, Response::Counts(c) if c.paused && c.states.get("queued") == Some(&1))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(fed.outbox().is_empty(), "nothing delivered while paused");
+    assert!(matches!(ask(Request::Resume).await, Response::Done { .. }));
+    assert_eq!(
+        sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
+        Outcome::Delivered
+    );
+    assert_eq!(fed.outbox().len(), 1);
+    fed.shutdown().await;
+}

@@ -39,6 +39,10 @@ pub enum Request {
         /// A message id; none means all.
         id: Option<String>,
     },
+    /// Stop starting deliveries (leaks are still taken and queued).
+    Pause,
+    /// Start delivering again.
+    Resume,
 }
 
 /// The exit's answer.
@@ -74,6 +78,14 @@ fn handle(exit: &Exit, request: Request) -> Response {
         Request::Purge { id } => exit
             .purge(id.as_deref())
             .map(|count| Response::Done { count }),
+        Request::Pause => {
+            exit.set_paused(true);
+            Ok(Response::Done { count: 0 })
+        }
+        Request::Resume => {
+            exit.set_paused(false);
+            Ok(Response::Done { count: 0 })
+        }
     };
     result.unwrap_or_else(|e| Response::Error {
         message: format!("{e:#}"),

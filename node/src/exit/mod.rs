@@ -120,6 +120,8 @@ pub struct Exit {
     send_packet: SendPacket,
     runtime: tokio::runtime::Handle,
     schedule: Mutex<Schedule>,
+    /// Set by the operator (`leak-node queue pause`): no new delivery starts.
+    paused: std::sync::atomic::AtomicBool,
     wake: Notify,
     pace: Mutex<Pace>,
     clock: Instant,
@@ -253,6 +255,7 @@ pub(crate) async fn start(
         send_packet,
         runtime: tokio::runtime::Handle::current(),
         schedule: Mutex::new(Schedule::default()),
+        paused: std::sync::atomic::AtomicBool::new(false),
         wake: Notify::new(),
         pace: Mutex::new(pace),
         clock,
@@ -363,6 +366,9 @@ pub struct QueueCounts {
     pub states: std::collections::BTreeMap<String, u64>,
     /// The current sending rate (emails per second).
     pub send_rate: f64,
+    /// Whether delivery is paused.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl Exit {
@@ -619,7 +625,7 @@ impl Exit {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             let mut wait = Duration::from_secs(3600);
-            while running.len() < concurrency {
+            while running.len() < concurrency && !self.is_paused() {
                 let now_ms = unix_now_ms();
                 let next_at = self.lock_schedule().next_at();
                 match next_at {
@@ -842,6 +848,7 @@ impl Exit {
         Ok(QueueCounts {
             states,
             send_rate: self.lock_pace().rate(),
+            paused: self.is_paused(),
         })
     }
 
@@ -893,6 +900,19 @@ impl Exit {
                 Ok(found)
             }
         }
+    }
+
+    /// Whether delivery is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Pauses delivery (leaks are still taken and queued) or resumes it.
+    /// Not kept across a restart: a restarted exit delivers.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// Makes queued leaks (one, or all) due now. Returns how many.
