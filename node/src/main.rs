@@ -608,7 +608,12 @@ fn policy_verify(
 fn policy_show(config: Option<&Path>, file: Option<&Path>, toml: bool) -> anyhow::Result<String> {
     use leak_node::policy::{Origin, PolicyState};
     let (policy, origin, signed, trust) = match config {
-        None => (Policy::builtin(), Origin::Builtin, None, None),
+        None => (
+            std::sync::Arc::new(Policy::builtin()),
+            Origin::Builtin,
+            None,
+            None,
+        ),
         Some(path) => {
             let mut config = Config::load(path, &[])?;
             if let Some(file) = file {

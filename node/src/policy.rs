@@ -62,7 +62,7 @@ pub enum Offered {
 
 /// The policy in force, and the signed document it came from (to pass on).
 pub struct PolicyState {
-    current: std::sync::RwLock<(Policy, Option<Vec<u8>>)>,
+    current: std::sync::RwLock<(std::sync::Arc<Policy>, Option<Vec<u8>>)>,
     config: PolicyConfig,
     adopted_path: std::path::PathBuf,
 }
@@ -89,14 +89,14 @@ impl PolicyState {
             }
         }
         Ok(Self {
-            current: std::sync::RwLock::new(current),
+            current: std::sync::RwLock::new((std::sync::Arc::new(current.0), current.1)),
             config: config.clone(),
             adopted_path,
         })
     }
 
-    /// The policy in force.
-    pub fn current(&self) -> Policy {
+    /// The policy in force (shared: a compiled policy is large to copy).
+    pub fn current(&self) -> std::sync::Arc<Policy> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -135,7 +135,7 @@ impl PolicyState {
             if version <= current.0.version() {
                 return Offered::NotNewer;
             }
-            *current = (policy, Some(bytes.to_vec()));
+            *current = (std::sync::Arc::new(policy), Some(bytes.to_vec()));
         }
         let tmp = self.adopted_path.with_extension("tmp");
         let written = std::fs::write(&tmp, bytes)

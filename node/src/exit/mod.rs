@@ -381,7 +381,7 @@ impl Exit {
     }
 
     /// The policy this exit enforces.
-    pub fn policy(&self) -> Policy {
+    pub fn policy(&self) -> Arc<Policy> {
         self.policy.current()
     }
 

@@ -148,18 +148,36 @@ fn run_finisher(store: &Store, dir: &Path, jobs: &std::sync::mpsc::Receiver<Fini
         })();
         match result {
             Ok(entries) => {
-                for ((id, _, reply), entry) in batch.into_iter().zip(entries) {
-                    let scrubbed = if entry.is_some() {
-                        let path = dir.join(file_name(&id));
-                        match scrub(&path) {
-                            Ok(()) => Ok(entry),
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(entry),
-                            Err(e) => Err(format!("cannot scrub {}: {e}", path.display())),
-                        }
-                    } else {
-                        Ok(None)
-                    };
-                    let _ = reply.send(scrubbed);
+                // Scrubbed in parallel: concurrent syncs share the file
+                // system's journal commits.
+                let scrubbed: Vec<Result<Option<Entry>, String>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = batch
+                        .iter()
+                        .zip(entries)
+                        .map(|((id, _, _), entry)| {
+                            let path = dir.join(file_name(id));
+                            scope.spawn(move || match entry {
+                                None => Ok(None),
+                                Some(entry) => match scrub(&path) {
+                                    Ok(()) => Ok(Some(entry)),
+                                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                        Ok(Some(entry))
+                                    }
+                                    Err(e) => Err(format!("cannot scrub {}: {e}", path.display())),
+                                },
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err("a scrub thread failed".into()))
+                        })
+                        .collect()
+                });
+                for ((_, _, reply), result) in batch.into_iter().zip(scrubbed) {
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
