@@ -73,6 +73,37 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Writes `dir/name` (mode 0600) durably: a temporary file, synced, renamed
+/// into place, and the directory synced.
+pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+/// Overwrites a file with zeros, syncs it and unlinks it (a secret or a
+/// leak must not be readable from the disk after it is deleted).
+pub(crate) fn scrub(path: &Path) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(path)
+}
+
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
@@ -131,20 +162,7 @@ impl Store {
 
     /// Stores the secret of `epoch` durably (before it is published).
     pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> anyhow::Result<()> {
-        let path = self.keys_dir.join(key_file_name(epoch));
-        let tmp = self.keys_dir.join(format!("{}.tmp", key_file_name(epoch)));
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(secret)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.keys_dir)?;
-        Ok(())
+        write_synced(&self.keys_dir, &key_file_name(epoch), secret)
     }
 
     /// Deletes every epoch before `oldest_kept`: its secret (overwritten,
@@ -156,12 +174,7 @@ impl Store {
             if epoch >= oldest_kept {
                 continue;
             }
-            let path = self.keys_dir.join(key_file_name(epoch));
-            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
-            file.write_all(&[0u8; 32])?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::remove_file(&path)?;
+            scrub(&self.keys_dir.join(key_file_name(epoch)))?;
             deleted.push(epoch);
         }
         if !deleted.is_empty() {

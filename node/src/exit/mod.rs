@@ -31,7 +31,7 @@ pub mod http;
 pub mod store;
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -74,17 +74,22 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 #[derive(Default)]
 struct Schedule {
     due: BTreeSet<(u64, MessageId)>,
+    /// When each leak in `due` is due (to find its entry there).
+    at: HashMap<MessageId, u64>,
     in_flight: HashSet<MessageId>,
 }
 
 impl Schedule {
     fn insert(&mut self, at_ms: u64, id: MessageId) {
-        self.due.retain(|(_, i)| *i != id);
+        self.remove(&id);
+        self.at.insert(id, at_ms);
         self.due.insert((at_ms, id));
     }
 
     fn remove(&mut self, id: &MessageId) {
-        self.due.retain(|(_, i)| i != id);
+        if let Some(at) = self.at.remove(id) {
+            self.due.remove(&(at, *id));
+        }
     }
 
     /// The first due leak not in flight, taken out of the schedule.
@@ -94,6 +99,7 @@ impl Schedule {
             return None;
         }
         self.due.remove(&first);
+        self.at.remove(&first.1);
         self.in_flight.insert(first.1);
         Some(first.1)
     }

@@ -17,8 +17,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -31,7 +30,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::store::{Store, sync_dir};
+use crate::store::{Store, scrub, write_synced};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
@@ -201,17 +200,6 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> anyhow::Result<T> {
     postcard::from_bytes(bytes).context("decoding an exit record")
 }
 
-/// Overwrites a file with zeros, syncs and unlinks it.
-fn scrub(path: &Path) -> std::io::Result<()> {
-    let len = std::fs::metadata(path)?.len();
-    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-    let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    file.write_all(&zeros)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::remove_file(path)
-}
-
 impl ExitStore {
     /// Opens the exit's tables and its queue directory `dir`, and scrubs
     /// leak files no queue entry points to (a crash between writing the file
@@ -343,20 +331,7 @@ impl ExitStore {
         recipient: &[u8; 32],
         day: u64,
     ) -> anyhow::Result<()> {
-        let path = self.dir.join(file_name(id));
-        let tmp = self.dir.join(format!("{id}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(leak)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
+        write_synced(&self.dir, &file_name(id), leak)?;
         let txn = self.store.db().begin_write()?;
         {
             txn.open_table(QUEUE)?
