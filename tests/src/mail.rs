@@ -23,7 +23,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom},
     net::{TcpListener, TcpStream},
     ops::Range,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
@@ -745,6 +745,9 @@ pub struct SmtpSink {
     port: PortReservation,
     dir: TempDir,
     args: Vec<String>,
+    /// Whether transactions are dumped into files (`-d`); else only
+    /// counted (`-c`).
+    dumps: bool,
 }
 
 impl SmtpSink {
@@ -753,6 +756,18 @@ impl SmtpSink {
     /// (`-d`); as root it runs as `nobody` (`-u nobody`). Panics with what
     /// it printed if it does not come up.
     pub fn start(args: &[&str]) -> Self {
+        Self::launch(args, true)
+    }
+
+    /// Accepts every message and keeps nothing but smtp-sink's running
+    /// counters (`-c`, no `-d`): a sink that costs as little as smtp-sink
+    /// can, for benchmarks. [`SmtpSink::received_count`] reads the count;
+    /// [`SmtpSink::messages`] is always empty.
+    pub fn counting() -> Self {
+        Self::launch(&["-c"], false)
+    }
+
+    fn launch(args: &[&str], dumps: bool) -> Self {
         let program = postfix_program("smtp-sink");
         let dir = server_dir("leak-smtp-sink-");
         let dump = dir.path().join("dump");
@@ -766,9 +781,10 @@ impl SmtpSink {
         if is_root() {
             command.args(["-u", "nobody"]);
         }
+        if dumps {
+            command.arg("-d").arg(dump.join("msg."));
+        }
         command
-            .arg("-d")
-            .arg(dump.join("msg."))
             .args(args)
             .arg(format!("127.0.0.1:{}", port.port))
             .arg("64")
@@ -783,6 +799,7 @@ impl SmtpSink {
             port,
             dir,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            dumps,
         };
         sink.wait_listening();
         sink
@@ -873,6 +890,40 @@ impl SmtpSink {
     /// count (no file is read) for benchmarks polling thousands of messages.
     pub fn started_count(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("dump")).map_or(0, Iterator::count)
+    }
+
+    /// Messages accepted so far (the end of their DATA answered), by
+    /// smtp-sink's own counter: for a [`SmtpSink::counting`] sink, which
+    /// prints `sess=N quit=N mesg=N` after every message; panics for one
+    /// that was not started counting.
+    pub fn received_count(&self) -> usize {
+        assert!(!self.dumps, "received_count needs SmtpSink::counting");
+        let path = self.dir.path().join("smtp-sink.log");
+        let Ok(mut file) = File::open(&path) else {
+            return 0;
+        };
+        // Only the end: the counters are rewritten (after a CR) each time.
+        let len = file.metadata().map_or(0, |m| m.len());
+        let mut tail = Vec::new();
+        if file.seek(SeekFrom::Start(len.saturating_sub(256))).is_err()
+            || file.read_to_end(&mut tail).is_err()
+        {
+            return 0;
+        }
+        let tail = String::from_utf8_lossy(&tail);
+        // Each line of counters ends with a CR: the last complete one.
+        let Some((complete, _)) = tail.rsplit_once('\r') else {
+            return 0;
+        };
+        complete
+            .rsplit_once("mesg=")
+            .map(|(_, rest)| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Waits until at least `n` transactions were dumped and returns them
@@ -970,9 +1021,31 @@ pub fn smtp_source_rate(port: u16, messages: usize, sessions: usize) -> f64 {
 /// measures how fast it queues mail, not how fast it delivers it. Panics
 /// (with what smtp-source printed) if any reply was not the expected one.
 pub fn smtp_source_rate_to(port: u16, messages: usize, sessions: usize, recipient: &str) -> f64 {
+    smtp_source_run(port, messages, sessions, recipient, &[])
+}
+
+/// As [`smtp_source_rate_to`], but each session sends its messages over
+/// one connection (`smtp-source -d`) instead of connecting for each.
+pub fn smtp_source_rate_reusing(
+    port: u16,
+    messages: usize,
+    sessions: usize,
+    recipient: &str,
+) -> f64 {
+    smtp_source_run(port, messages, sessions, recipient, &["-d"])
+}
+
+fn smtp_source_run(
+    port: u16,
+    messages: usize,
+    sessions: usize,
+    recipient: &str,
+    flags: &[&str],
+) -> f64 {
     assert!(messages > 0 && sessions > 0, "smtp-source needs work to do");
     let started = Instant::now();
     let output = Command::new(postfix_program("smtp-source"))
+        .args(flags)
         .args(["-s", &sessions.to_string(), "-m", &messages.to_string()])
         .args([
             "-f",
@@ -989,7 +1062,7 @@ pub fn smtp_source_rate_to(port: u16, messages: usize, sessions: usize, recipien
     let elapsed = started.elapsed();
     assert!(
         output.status.success(),
-        "smtp-source to 127.0.0.1:{port} failed ({}): {}{}",
+        "smtp-source {flags:?} to 127.0.0.1:{port} failed ({}): {}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)

@@ -46,7 +46,7 @@ use leak_protocol::{
         optout::{self, OptOut},
     },
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use self::{
     deliver::{Attempt, Mailer, Pace},
@@ -69,6 +69,9 @@ pub type PublishOptOuts = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 const DAY_MS: u64 = 86_400_000;
 /// How often finished leaks and old counters are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Most leaks in flight at once per SMTP connection: being read, sent, or
+/// waiting for their outcome's commit (which holds no connection).
+const IN_FLIGHT_PER_CONNECTION: usize = 32;
 
 /// Leaks due for delivery, and those being delivered.
 #[derive(Default)]
@@ -626,12 +629,20 @@ impl Exit {
     }
 
     async fn run_delivery(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let concurrency = self.config.exit.smtp_connections.max(1) as usize;
+        let connections = self.config.exit.smtp_connections.max(1) as usize;
+        // A leak holds an SMTP connection only while it is sent: its
+        // outcome's durable commit (grouped with others) and its receipt
+        // follow without one, so the connection takes the next leak at once.
+        let sending = Arc::new(Semaphore::new(connections));
+        let max_in_flight = connections * IN_FLIGHT_PER_CONNECTION;
         let mut running = tokio::task::JoinSet::new();
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             let mut wait = Duration::from_secs(3600);
-            while running.len() < concurrency && !self.is_paused() {
+            while running.len() < max_in_flight && !self.is_paused() {
+                let Ok(permit) = sending.clone().try_acquire_owned() else {
+                    break;
+                };
                 let now_ms = unix_now_ms();
                 let next_at = self.lock_schedule().next_at();
                 match next_at {
@@ -649,7 +660,7 @@ impl Exit {
                 let Some(id) = self.lock_schedule().take_due(now_ms) else {
                     break;
                 };
-                running.spawn(self.clone().deliver(id));
+                running.spawn(self.clone().deliver(id, permit));
             }
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -691,9 +702,10 @@ impl Exit {
         Ok(true)
     }
 
-    /// One delivery attempt of a queued leak.
-    async fn deliver(self: Arc<Self>, id: MessageId) {
-        if let Err(e) = self.try_deliver(id).await {
+    /// One delivery attempt of a queued leak; `connection` is given back
+    /// once the SMTP exchange is over.
+    async fn deliver(self: Arc<Self>, id: MessageId, connection: OwnedSemaphorePermit) {
+        if let Err(e) = self.try_deliver(id, connection).await {
             tracing::error!(error = %e, "a delivery attempt failed; retrying later");
             let retry = unix_now_ms() + self.config.exit.retry_initial_secs * 1000;
             self.lock_schedule().insert(retry, id);
@@ -702,7 +714,11 @@ impl Exit {
         self.wake.notify_one();
     }
 
-    async fn try_deliver(self: &Arc<Self>, id: MessageId) -> anyhow::Result<()> {
+    async fn try_deliver(
+        self: &Arc<Self>,
+        id: MessageId,
+        connection: OwnedSemaphorePermit,
+    ) -> anyhow::Result<()> {
         let this = self.clone();
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let entry = match this.store.lookup(&id)? {
@@ -742,6 +758,8 @@ impl Exit {
             lettre::message::dkim::dkim_sign(&mut message, dkim);
         }
         let attempt = self.mailer.send(message).await;
+        drop(connection);
+        self.wake.notify_one();
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.settle(id, entry, attempt)).await??;
         Ok(())
