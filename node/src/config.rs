@@ -89,6 +89,10 @@ pub struct ExitConfig {
     pub smtp_url: String,
     /// File holding the SMTP password (mode 0600); empty for no AUTH.
     pub smtp_password_file: String,
+    /// A PEM file of CA certificates trusted for the smarthost's TLS
+    /// certificate besides the default (Mozilla) roots, for a smarthost with
+    /// a private CA; empty for none.
+    pub smtp_ca_file: String,
     /// Most SMTP connections kept open and used at once.
     pub smtp_connections: u32,
     /// Seconds before an SMTP command times out.
@@ -135,6 +139,7 @@ impl ExitConfig {
             file_dir: String::new(),
             smtp_url: String::new(),
             smtp_password_file: String::new(),
+            smtp_ca_file: String::new(),
             smtp_connections: 4,
             smtp_timeout_secs: 60,
             per_recipient_per_day: 0,
@@ -642,11 +647,15 @@ public_url = {public_url:?}
 # "file" writes .eml files into file_dir ("" = DATA_DIR/outbox);
 # "smtp" hands mail to smtp_url: smtp://host:587?tls=required (STARTTLS),
 # smtps://host:465 (implicit TLS), smtp://127.0.0.1:25 (plain, loopback only),
-# with smtp://user@host and smtp_password_file for AUTH.
+# with smtp://user@host and smtp_password_file for AUTH (PLAIN or LOGIN).
+# TLS trusts Mozilla's roots, plus the CA certificates (PEM) in smtp_ca_file
+# ("" = none) for a smarthost with a private CA. A rejected AUTH or a failed
+# TLS check never bounces a leak: it stays queued, and the log says why.
 transport = {transport:?}
 file_dir = {file_dir:?}
 smtp_url = {smtp_url:?}
 smtp_password_file = {smtp_password_file:?}
+smtp_ca_file = {smtp_ca_file:?}
 smtp_connections = {smtp_connections}
 smtp_timeout_secs = {smtp_timeout}
 # Leaks per recipient per UTC day, if stricter than the policy (0 = policy).
@@ -715,6 +724,7 @@ threshold = {threshold}
             file_dir = c.exit.file_dir,
             smtp_url = c.exit.smtp_url,
             smtp_password_file = c.exit.smtp_password_file,
+            smtp_ca_file = c.exit.smtp_ca_file,
             smtp_connections = c.exit.smtp_connections,
             smtp_timeout = c.exit.smtp_timeout_secs,
             per_recipient = c.exit.per_recipient_per_day,
@@ -772,7 +782,9 @@ mod tests {
         config.node.roles = vec![Role::Relay, Role::Exit];
         config.exit.domain = "leak.example".into();
         config.exit.transport = Transport::Smtp;
-        config.exit.smtp_url = "smtp://127.0.0.1:2525".into();
+        config.exit.smtp_url = "smtp://relay@127.0.0.1:2525?tls=required".into();
+        config.exit.smtp_password_file = "/etc/leak/smtp-password".into();
+        config.exit.smtp_ca_file = "/etc/leak/smarthost-ca.pem".into();
         config.exit.max_rate = 7.5;
         let path = write(dir.path(), &config.to_commented_toml());
         assert_eq!(Config::load(&path, &[]).unwrap(), config);
