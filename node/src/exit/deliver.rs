@@ -70,7 +70,9 @@ pub enum Problem {
     /// AUTH is configured but the server offers neither PLAIN nor LOGIN
     /// (many servers offer AUTH only after STARTTLS).
     AuthUnavailable,
-    /// The server wants AUTH (or STARTTLS) before it takes mail (530).
+    /// The server wants AUTH (or STARTTLS) before it takes mail: a 530,
+    /// or a 5.7.x refusal of a client that did not authenticate although
+    /// the server offers AUTH.
     AuthRequired,
     /// STARTTLS is required but the server does not offer it, or refused it.
     StartTlsUnavailable,
@@ -112,8 +114,8 @@ impl Problem {
                  (most servers offer AUTH only over TLS: use smtps:// or ?tls=required)"
             }
             Self::AuthRequired => {
-                "the smarthost requires AUTH or STARTTLS before it takes mail (530): \
-                 set a user in exit.smtp_url and exit.smtp_password_file, or ?tls=required"
+                "the smarthost requires AUTH or STARTTLS before it takes mail: set a user \
+                 in exit.smtp_url and exit.smtp_password_file, or ?tls=required"
             }
             Self::StartTlsUnavailable => {
                 "exit.smtp_url requires STARTTLS but the smarthost does not offer it \
@@ -345,7 +347,13 @@ impl SmtpPool {
                     return (Attempt::Delivered, None);
                 }
                 Ok(Err(e)) => {
-                    let failure = failure(&e);
+                    let failure = if self.credentials.is_none()
+                        && refused_for_want_of_auth(&e, conn.server_info())
+                    {
+                        (Problem::AuthRequired.attempt(), Some(Problem::AuthRequired))
+                    } else {
+                        failure(&e)
+                    };
                     conn.abort().await;
                     // A pooled connection the server closed meanwhile.
                     if was_idle && e.status().is_none() {
@@ -649,6 +657,23 @@ fn tls_problem(rustls_text: &str) -> Problem {
     } else {
         Problem::TlsHandshake
     }
+}
+
+/// Whether a refusal is most likely the smarthost's answer to a client
+/// that did not authenticate although it offers AUTH: a permanent 5.7.x
+/// (a submission server typically answers `554 5.7.1 ... Access denied`
+/// at RCPT). An exit configured without AUTH against such a server would
+/// otherwise bounce every leak. The cost: a message refused by policy
+/// (5.7.x) by such a server is retried until its lifetime ends.
+fn refused_for_want_of_auth(
+    error: &lettre::transport::smtp::Error,
+    server: &lettre::transport::smtp::extension::ServerInfo,
+) -> bool {
+    error.is_permanent()
+        && enhanced_code(&error.to_string()).is_some_and(|e| e.starts_with("5.7."))
+        && server
+            .get_auth_mechanism(&[Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2])
+            .is_some()
 }
 
 /// A failure at the greeting or EHLO: never the leak's.
@@ -1044,6 +1069,44 @@ APG73ZtPyfvBjGb8KW04DxAe1qUTW652ipCS+Y6aPzvhAiACYWns/X9LvOPaYMo2
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "auth"));
         let said = server.await.unwrap();
         assert!(!said.iter().any(|l| l.starts_with("RCPT")), "{said:?}");
+    }
+
+    /// No AUTH configured, a server that offers it and refuses the RCPT
+    /// with 5.7.1: the operator forgot the credentials, not the leak's
+    /// fault. Without AUTH on offer, the same refusal bounces.
+    #[tokio::test]
+    async fn a_refusal_for_want_of_auth_never_bounces() {
+        let (port, _server) = scripted("220 fake ESMTP\r\n", |c| {
+            if c.starts_with("EHLO") {
+                Some("250-fake.test\r\n250 AUTH PLAIN LOGIN\r\n")
+            } else if c.starts_with("RCPT") {
+                Some("554 5.7.1 <alice@secret.example>: Relay access denied\r\n")
+            } else {
+                None
+            }
+        })
+        .await;
+        let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
+            .send(&message())
+            .await;
+        assert_eq!(problem, Some(Problem::AuthRequired));
+        assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "auth"));
+
+        let (port, _server) = scripted("220 fake ESMTP\r\n", |c| {
+            c.starts_with("RCPT")
+                .then_some("554 5.7.1 <alice@secret.example>: Relay access denied\r\n")
+        })
+        .await;
+        let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
+            .send(&message())
+            .await;
+        assert_eq!(problem, None);
+        assert_eq!(
+            attempt,
+            Attempt::Permanent {
+                code: "554 5.7.1".into()
+            }
+        );
     }
 
     /// `tls=required` and no STARTTLS offered: nothing is sent in plaintext.
