@@ -6,6 +6,9 @@
 #   postfix       a private Postfix per test (tests/src/mail.rs) and its
 #                 smtp-sink / smtp-source tools (in /usr/sbin)
 #   python3-dkim  dkimpy's `dkimverify`, to verify DKIM signatures in tests
+#   sasl2-bin, libsasl2-modules
+#                 Cyrus SASL's `saslpasswd2` and its PLAIN/LOGIN and sasldb
+#                 plugins: the test Postfix that requires AUTH (tests/src/mail.rs)
 #
 # Extra Debian packages may be named as arguments ("package" or
 # "command:package": installed when the command is missing).
@@ -17,7 +20,7 @@ installed() {
 }
 
 needed=()
-for pkg in postfix python3-dkim; do
+for pkg in postfix python3-dkim sasl2-bin libsasl2-modules; do
     installed "$pkg" || needed+=("$pkg")
 done
 for pair in "$@"; do
@@ -68,3 +71,4 @@ for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source; do
     [ -x "$tool" ] || { echo "$tool missing after installing postfix" >&2; exit 1; }
 done
 command -v dkimverify >/dev/null 2>&1 || { echo "dkimverify missing after installing python3-dkim" >&2; exit 1; }
+[ -x /usr/sbin/saslpasswd2 ] || { echo "/usr/sbin/saslpasswd2 missing after installing sasl2-bin" >&2; exit 1; }

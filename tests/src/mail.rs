@@ -8,6 +8,12 @@
 //! Nothing here skips a test when Postfix is missing: it panics and says
 //! how to install it.
 //!
+//! A [`Postfix`] may also offer STARTTLS, implicit TLS on a second port,
+//! and AUTH (Cyrus SASL with a sasldb): [`Postfix::builder`]. Its
+//! certificate comes from a throwaway CA ([`TestCa`], made with the
+//! `openssl` command) whose PEM file a client can be told to trust. AUTH
+//! needs Debian's `sasl2-bin` and `libsasl2-modules` too.
+//!
 //! Each server listens on 127.0.0.1 on a port of its own in
 //! [`PORT_RANGE`], below the kernel's ephemeral range so that no socket
 //! bound to port 0 (nor any outgoing connection) can take it. Ports are
@@ -45,6 +51,10 @@ pub const PORT_RANGE: Range<u16> = 20_000..32_000;
 /// The uid and gid that own the Maildir (Debian's `nobody`/`nogroup`).
 const MAILDIR_OWNER: u32 = 65534;
 
+/// The Cyrus SASL realm of a [`Postfix`] with AUTH: users log in with
+/// their bare names.
+const SASL_REALM: &str = "leak-test";
+
 /// How long a server gets to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -80,6 +90,20 @@ fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+/// The uid and gid of the `postfix` user (from `/etc/passwd`).
+fn postfix_user() -> (u32, u32) {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&"postfix") && fields.len() > 3)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .flatten()
+        })
+        .expect("no postfix user in /etc/passwd: install Debian's postfix package")
 }
 
 /// A fresh directory for a server, traversable by Postfix's users.
@@ -250,18 +274,64 @@ pub struct Postfix {
     /// In the SMTP greeting, to know the instance that answers is this one.
     token: String,
     master_pid: Option<i32>,
+    /// What it offers beyond plain SMTP.
+    options: PostfixBuilder,
+    /// The implicit-TLS port, if any.
+    smtps_port: Option<PortReservation>,
+    /// The CA its certificate comes from, if it speaks TLS.
+    ca: Option<TestCa>,
 }
 
-impl Postfix {
-    /// Starts an instance for `domain`; panics (with Postfix's log) if it
-    /// does not come up.
-    pub fn start(domain: &str) -> Self {
-        Self::start_for(&[domain])
+/// A [`Postfix`] to start, with what it offers beyond plain SMTP:
+/// [`Postfix::builder`]. Without any option it is the plain instance of
+/// [`Postfix::start_for`].
+#[derive(Debug, Clone, Default)]
+pub struct PostfixBuilder {
+    domains: Vec<String>,
+    starttls: bool,
+    require_tls: bool,
+    implicit_tls: bool,
+    users: Vec<(String, String)>,
+}
+
+impl PostfixBuilder {
+    /// Offers STARTTLS (`smtpd_tls_security_level = may`) with a
+    /// certificate for `127.0.0.1` and `localhost` from its own [`TestCa`]
+    /// ([`Postfix::ca_file`]).
+    pub fn starttls(mut self) -> Self {
+        self.starttls = true;
+        self
     }
 
-    /// Starts an instance that accepts mail for each of `domains`.
-    pub fn start_for(domains: &[&str]) -> Self {
-        assert!(!domains.is_empty(), "Postfix::start_for needs a domain");
+    /// Offers STARTTLS and takes no mail without it
+    /// (`smtpd_tls_security_level = encrypt`: MAIL before STARTTLS gets
+    /// `530 5.7.0 Must issue a STARTTLS command first`).
+    pub fn require_tls(mut self) -> Self {
+        self.starttls = true;
+        self.require_tls = true;
+        self
+    }
+
+    /// Also listens on a second port in implicit-TLS mode
+    /// (`smtpd_tls_wrappermode = yes`): [`Postfix::smtps_url`].
+    pub fn implicit_tls(mut self) -> Self {
+        self.implicit_tls = true;
+        self
+    }
+
+    /// Takes mail only from clients that authenticated (AUTH PLAIN or
+    /// LOGIN through Cyrus SASL and a private sasldb), and adds `user`
+    /// with `password`; may be called again for more users. A client that
+    /// did not authenticate gets `554 5.7.1` at RCPT. AUTH is offered with
+    /// or without TLS.
+    pub fn auth_user(mut self, user: &str, password: &str) -> Self {
+        self.users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Starts it; panics (with Postfix's log) if it does not come up.
+    pub fn start(self) -> Postfix {
+        assert!(!self.domains.is_empty(), "a Postfix needs a domain");
         assert!(
             is_root(),
             "a private Postfix needs root (its daemons switch to the postfix user): run the \
@@ -275,16 +345,44 @@ impl Postfix {
             .and_then(|name| name.to_str())
             .unwrap_or("leak-postfix")
             .to_owned();
-        let mut postfix = Self {
+        let tls = self.starttls || self.implicit_tls;
+        let ca = tls.then(|| TestCa::new(&dir.path().join("tls")));
+        let mut postfix = Postfix {
             dir,
             port: PortReservation::new(),
-            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            domains: self.domains.clone(),
             token,
             master_pid: None,
+            smtps_port: self.implicit_tls.then(PortReservation::new),
+            options: self,
+            ca,
         };
         postfix.configure();
         postfix.launch();
         postfix
+    }
+}
+
+impl Postfix {
+    /// Starts an instance for `domain`; panics (with Postfix's log) if it
+    /// does not come up.
+    pub fn start(domain: &str) -> Self {
+        Self::start_for(&[domain])
+    }
+
+    /// Starts an instance that accepts mail for each of `domains`.
+    pub fn start_for(domains: &[&str]) -> Self {
+        assert!(!domains.is_empty(), "Postfix::start_for needs a domain");
+        Self::builder(domains).start()
+    }
+
+    /// An instance for `domains` to configure (TLS, AUTH) before
+    /// [`PostfixBuilder::start`].
+    pub fn builder(domains: &[&str]) -> PostfixBuilder {
+        PostfixBuilder {
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            ..PostfixBuilder::default()
+        }
     }
 
     /// The port it listens on (on 127.0.0.1).
@@ -297,13 +395,37 @@ impl Postfix {
         format!("smtp://127.0.0.1:{}", self.port())
     }
 
+    /// The implicit-TLS port ([`PostfixBuilder::implicit_tls`]); panics
+    /// without one.
+    pub fn smtps_port(&self) -> u16 {
+        self.smtps_port
+            .as_ref()
+            .map(|p| p.port)
+            .expect("this Postfix was not built with implicit_tls()")
+    }
+
+    /// `smtps://127.0.0.1:PORT` ([`PostfixBuilder::implicit_tls`]).
+    pub fn smtps_url(&self) -> String {
+        format!("smtps://127.0.0.1:{}", self.smtps_port())
+    }
+
+    /// The PEM file of the CA its TLS certificate comes from; panics if it
+    /// speaks no TLS.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca
+            .as_ref()
+            .map(TestCa::ca_file)
+            .expect("this Postfix was not built with TLS")
+    }
+
     /// The domains it accepts mail for.
     pub fn domains(&self) -> &[String] {
         &self.domains
     }
 
-    /// Its directory: `etc/` (config), `queue/`, `data/`, `mail/`, `maillog`
-    /// and `postfix-start.out` (what `postfix start` printed).
+    /// Its directory: `etc/` (config; `etc/sasl/` with AUTH), `queue/`,
+    /// `data/`, `mail/`, `maillog`, `postfix-start.out` (what `postfix
+    /// start` printed) and `tls/` (with TLS: [`TestCa`]'s files).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -452,7 +574,7 @@ virtual_mailbox_maps = static:catchall/
 virtual_uid_maps = static:{MAILDIR_OWNER}
 virtual_gid_maps = static:{MAILDIR_OWNER}
 virtual_mailbox_limit = 0
-smtpd_relay_restrictions = reject_unauth_destination
+smtpd_relay_restrictions = {relay}
 default_transport = error:5.7.1 no mail leaves this test instance
 relay_transport = error:5.7.1 no mail leaves this test instance
 smtpd_peername_lookup = no
@@ -460,7 +582,13 @@ smtpd_error_sleep_time = 0
 in_flow_delay = 0
 biff = no
 append_dot_mydomain = no
-"
+{extra}",
+            relay = if self.options.users.is_empty() {
+                "reject_unauth_destination"
+            } else {
+                "permit_sasl_authenticated, reject"
+            },
+            extra = self.security_cf(),
         );
         let port = self.port();
         // Only what a Maildir sink needs, chroot off everywhere, no TLS.
@@ -489,6 +617,20 @@ scache     unix  -       -       n       -       1       scache
 postlog    unix-dgram n  -       n       -       1       postlogd
 "
         );
+        let mut master_cf = master_cf;
+        if self.ca.is_some() {
+            master_cf.push_str("tlsmgr     unix  -       -       n       1000?   1       tlsmgr\n");
+        }
+        if let Some(smtps) = &self.smtps_port {
+            master_cf.push_str(&format!(
+                "127.0.0.1:{} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes \
+                 -o smtpd_tls_security_level=encrypt\n",
+                smtps.port
+            ));
+        }
+        if !self.options.users.is_empty() {
+            self.make_sasldb();
+        }
         // Postfix reads a config file again, 300 ms later, for as long as it
         // was modified less than a second ago (util/load_file.c, against
         // half-written files): a fresh main.cf would cost about 2 s at
@@ -503,6 +645,104 @@ postlog    unix-dgram n  -       n       -       1       postlogd
                 .and_then(|file| file.set_modified(past))
                 .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
         }
+    }
+
+    /// The `main.cf` lines for TLS and AUTH (none for a plain instance).
+    fn security_cf(&self) -> String {
+        let dir = self.dir().display();
+        let mut cf = String::new();
+        if let Some(ca) = &self.ca {
+            let level = if self.options.require_tls {
+                "encrypt"
+            } else if self.options.starttls {
+                "may"
+            } else {
+                // Implicit TLS only: the plain port offers no STARTTLS.
+                "none"
+            };
+            cf.push_str(&format!(
+                "smtpd_tls_security_level = {level}
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+smtpd_tls_session_cache_database =
+",
+                cert = ca.server_cert_file().display(),
+                key = ca.server_key_file().display(),
+            ));
+        }
+        if !self.options.users.is_empty() {
+            cf.push_str(&format!(
+                "smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = {dir}/etc/sasl
+smtpd_sasl_local_domain = {SASL_REALM}
+smtpd_sasl_security_options = noanonymous
+smtpd_sasl_tls_security_options = noanonymous
+smtpd_tls_auth_only = no
+smtpd_sasl_authenticated_header = yes
+"
+            ));
+        }
+        cf
+    }
+
+    /// Writes `etc/sasl/smtpd.conf` and the sasldb with the users,
+    /// readable by the `postfix` user (smtpd runs as it). Debian's Postfix
+    /// looks for `smtpd.conf` in `$config_directory/sasl/` (then in
+    /// `/usr/lib/sasl/`) whatever `cyrus_sasl_config_path` says; upstream's
+    /// follows `cyrus_sasl_config_path`, which names the same directory.
+    fn make_sasldb(&self) {
+        let sasl = self.config_dir().join("sasl");
+        fs::create_dir(&sasl).unwrap_or_else(|e| panic!("mkdir {}: {e}", sasl.display()));
+        let db = sasl.join("sasldb2");
+        let conf = sasl.join("smtpd.conf");
+        fs::write(
+            &conf,
+            format!(
+                "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n\
+                 sasldb_path: {}\n",
+                db.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+        let saslpasswd2 = Path::new("/usr/sbin/saslpasswd2");
+        assert!(
+            saslpasswd2.is_file(),
+            "/usr/sbin/saslpasswd2 not found: a Postfix with AUTH needs Debian's sasl2-bin and \
+             libsasl2-modules; install them with scripts/lib/install-deps.sh (as root), which \
+             scripts/test.sh runs"
+        );
+        for (user, password) in &self.options.users {
+            let mut child = Command::new(saslpasswd2)
+                .arg("-f")
+                .arg(&db)
+                .args(["-p", "-c", "-u", SASL_REALM, user])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("running saslpasswd2: {e}"));
+            if let Some(mut stdin) = child.stdin.take() {
+                std::io::Write::write_all(&mut stdin, password.as_bytes())
+                    .expect("the password to saslpasswd2");
+            }
+            let output = child.wait_with_output().expect("saslpasswd2's exit");
+            assert!(
+                output.status.success(),
+                "saslpasswd2 for {user} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let (uid, gid) = postfix_user();
+        for path in [&db, &conf] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        }
+        set_mode(&db, 0o600);
     }
 
     /// Runs `postfix start` and waits for this instance's greeting.
@@ -529,7 +769,9 @@ postlog    unix-dgram n  -       n       -       1       postlogd
         } else if self.master_pid.is_none() {
             Some(format!("no master pid in {}", pid_file.display()))
         } else {
-            self.greeting_check().err()
+            self.greeting_check()
+                .and_then(|()| self.smtps_check())
+                .err()
         };
         if let Some(failure) = failure {
             let context = format!(
@@ -540,6 +782,25 @@ postlog    unix-dgram n  -       n       -       1       postlogd
             self.stop();
             panic!("the test Postfix did not start: {context}");
         }
+    }
+
+    /// Waits until the implicit-TLS port (if any) listens: `master` opens
+    /// every listener at start, so this is at once once it greets.
+    fn smtps_check(&self) -> Result<(), String> {
+        let Some(smtps) = &self.smtps_port else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if listening(smtps.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "nothing listens on the implicit-TLS port 127.0.0.1:{}",
+            smtps.port
+        ))
     }
 
     /// Connects until the greeting names this instance.
@@ -589,8 +850,140 @@ impl std::fmt::Debug for Postfix {
             .field("port", &self.port())
             .field("domains", &self.domains)
             .field("master_pid", &self.master_pid)
+            .field("options", &self.options)
             .finish()
     }
+}
+
+// --- A throwaway CA -------------------------------------------------------------
+
+/// A throwaway certificate authority and one server certificate it signed
+/// for `127.0.0.1` and `localhost` (ECDSA P-256, valid for two days), made
+/// with the `openssl` command in a directory of its own. Nothing trusts it
+/// but a client told to ([`TestCa::ca_file`]).
+#[derive(Debug)]
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+impl TestCa {
+    /// Makes the CA and the server certificate in `dir` (created). Panics
+    /// with openssl's output when it fails, or says how to install it.
+    pub fn new(dir: &Path) -> Self {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        set_mode(dir, 0o755);
+        let ext = dir.join("server.ext");
+        fs::write(
+            &ext,
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = IP:127.0.0.1, DNS:localhost\n",
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", ext.display()));
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            dir,
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=Leak test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        );
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The CA's certificate (PEM): what a client must trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's certificate (PEM).
+    pub fn server_cert_file(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    /// The server's private key (PEM, unencrypted).
+    pub fn server_key_file(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+}
+
+/// Runs `openssl ARGS` in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running openssl: {e} (install Debian's openssl package; scripts/test.sh does)")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // --- Delivered mail ----------------------------------------------------------
