@@ -56,7 +56,7 @@ use crate::{
     policy::{Offered, PolicyState},
     queue::{FairQueue, Pushed},
     safelog::Sensitive,
-    store::{MailboxLimits, Store},
+    store::{Deposit, MailboxLimits, Store},
     wire,
 };
 
@@ -1129,25 +1129,38 @@ fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) {
                 continue;
             }
         };
+        let mut deposits = Vec::new();
         for ((source, _, processed), fresh) in survivors.into_iter().zip(fresh) {
             if !fresh {
                 shared.drop_packet("replay");
                 continue;
             }
-            dispatch(shared, timer, source, processed);
+            if let Some(deposit) = dispatch(shared, timer, source, processed) {
+                deposits.push(deposit);
+            }
         }
+        deposit_all(shared, &deposits);
     }
+}
+
+/// A reply for a mailbox of this node, stored with the rest of its batch.
+struct PendingDeposit {
+    mailbox: MailboxId,
+    reply: Vec<u8>,
+    delay: Delay,
 }
 
 /// A packet for the timer: when, from whom, what to do.
 type TimerItem = (Instant, PeerId, HeldAction);
 
+/// Sends a processed packet on its way; a reply for one of this node's
+/// mailboxes is handed back, to be stored with the rest of the batch.
 fn dispatch(
     shared: &Arc<Shared>,
     timer: &mpsc::Sender<TimerItem>,
     source: PeerId,
     processed: Processed,
-) {
+) -> Option<PendingDeposit> {
     let max_delay = shared.config.limits.max_delay_ms;
     let hold = |delay: Delay, action: HeldAction| {
         if delay.as_millis() > max_delay {
@@ -1183,9 +1196,13 @@ fn dispatch(
             FinalPayload::Mailbox { mailbox, reply } => {
                 if done.delay.as_millis() > max_delay {
                     shared.drop_packet("delay_too_long");
-                    return;
+                    return None;
                 }
-                deposit(shared, mailbox, reply.as_slice(), done.delay);
+                return Some(PendingDeposit {
+                    mailbox,
+                    reply: reply.as_slice().to_vec(),
+                    delay: done.delay,
+                });
             }
             FinalPayload::Exit { message } => match &shared.exit_sink {
                 Some(sink) => {
@@ -1203,6 +1220,7 @@ fn dispatch(
         },
         Processed::Drop(reason) => shared.drop_packet(reason.as_str()),
     }
+    None
 }
 
 async fn run_timer(
@@ -1249,27 +1267,46 @@ fn release(shared: &Arc<Shared>, action: HeldAction) {
     }
 }
 
-/// Stores a reply in its mailbox, visible once `delay` has passed.
-fn deposit(shared: &Arc<Shared>, mailbox: MailboxId, reply: &[u8], delay: Delay) {
+/// Stores replies in their mailboxes (one durable transaction), each
+/// visible once its delay has passed.
+fn deposit_all(shared: &Arc<Shared>, pending: &[PendingDeposit]) {
+    if pending.is_empty() {
+        return;
+    }
     let limits = MailboxLimits {
         per_mailbox: shared.config.mailbox.max_per_mailbox,
         total: shared.config.mailbox.max_total,
     };
     let now = unix_now_ms();
-    let visible = now + u64::from(delay.as_millis());
-    let expires = visible + shared.config.mailbox.ttl_secs * 1000;
-    match shared
-        .store
-        .mailbox_put(&mailbox.0, reply, visible, expires, limits)
-    {
-        Ok(Ok(())) => {
-            shared.metrics.final_packet("mailbox");
-            shared.metrics.mailbox_replies.inc();
+    let deposits: Vec<Deposit<'_>> = pending
+        .iter()
+        .map(|p| {
+            let visible = now + u64::from(p.delay.as_millis());
+            Deposit {
+                mailbox: p.mailbox.0,
+                reply: &p.reply,
+                visible_at_ms: visible,
+                expires_at_ms: visible + shared.config.mailbox.ttl_secs * 1000,
+            }
+        })
+        .collect();
+    match shared.store.mailbox_put_all(&deposits, limits) {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(()) => {
+                        shared.metrics.final_packet("mailbox");
+                        shared.metrics.mailbox_replies.inc();
+                    }
+                    Err(_) => shared.drop_packet("mailbox_full"),
+                }
+            }
         }
-        Ok(Err(_)) => shared.drop_packet("mailbox_full"),
         Err(e) => {
-            tracing::error!(error = %e, "cannot store a reply");
-            shared.drop_packet("storage_error");
+            tracing::error!(error = %e, "cannot store replies");
+            for _ in &deposits {
+                shared.drop_packet("storage_error");
+            }
         }
     }
 }

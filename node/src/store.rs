@@ -104,6 +104,19 @@ pub(crate) fn scrub(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)
 }
 
+/// A sealed reply to store in a mailbox ([`Store::mailbox_put_all`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deposit<'a> {
+    /// The mailbox.
+    pub mailbox: [u8; 32],
+    /// The sealed reply.
+    pub reply: &'a [u8],
+    /// Shown from then (Unix ms), when its mixing delay has passed.
+    pub visible_at_ms: u64,
+    /// Forgotten then (Unix ms).
+    pub expires_at_ms: u64,
+}
+
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
@@ -232,23 +245,57 @@ impl Store {
         expires_at_ms: u64,
         limits: MailboxLimits,
     ) -> anyhow::Result<Result<(), MailboxFull>> {
+        let deposit = Deposit {
+            mailbox: *mailbox,
+            reply,
+            visible_at_ms,
+            expires_at_ms,
+        };
+        let mut results = self.mailbox_put_all(std::slice::from_ref(&deposit), limits)?;
+        Ok(results.pop().unwrap_or(Err(MailboxFull::Node)))
+    }
+
+    /// Stores many replies, as [`Store::mailbox_put`] does one, in one
+    /// durable transaction (one sync for a worker's whole batch). The
+    /// result for each, in order; a full mailbox refuses only its own.
+    pub fn mailbox_put_all(
+        &self,
+        deposits: &[Deposit<'_>],
+        limits: MailboxLimits,
+    ) -> anyhow::Result<Vec<Result<(), MailboxFull>>> {
+        let mut results = Vec::with_capacity(deposits.len());
+        if deposits.is_empty() {
+            return Ok(results);
+        }
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(MAILBOX)?;
-            if table.len()? >= limits.total {
-                return Ok(Err(MailboxFull::Node));
-            }
-            let held = table.range((*mailbox, 0)..=(*mailbox, u64::MAX))?.count();
-            if held >= limits.per_mailbox as usize {
-                return Ok(Err(MailboxFull::Mailbox));
-            }
             let mut meta = txn.open_table(META)?;
-            let seq = meta.get(MAILBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
+            let mut total = table.len()?;
+            let mut seq = meta.get(MAILBOX_SEQ)?.map_or(0, |v| v.value());
+            for deposit in deposits {
+                if total >= limits.total {
+                    results.push(Err(MailboxFull::Node));
+                    continue;
+                }
+                let mailbox = deposit.mailbox;
+                let held = table.range((mailbox, 0)..=(mailbox, u64::MAX))?.count();
+                if held >= limits.per_mailbox as usize {
+                    results.push(Err(MailboxFull::Mailbox));
+                    continue;
+                }
+                seq += 1;
+                table.insert(
+                    (mailbox, seq),
+                    (deposit.visible_at_ms, deposit.expires_at_ms, deposit.reply),
+                )?;
+                total += 1;
+                results.push(Ok(()));
+            }
             meta.insert(MAILBOX_SEQ, seq)?;
-            table.insert((*mailbox, seq), (visible_at_ms, expires_at_ms, reply))?;
         }
         txn.commit()?;
-        Ok(Ok(()))
+        Ok(results)
     }
 
     /// The replies of `mailbox` visible at `now_ms` and not yet expired, with
@@ -395,5 +442,64 @@ mod tests {
         assert_eq!(store.mailbox_expire(150).unwrap(), 1);
         assert_eq!(store.mailbox_len().unwrap(), 1);
         assert!(store.mailbox_peek(&a, 150).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_deposits_keeps_the_limits_and_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let deposit = |mailbox, reply| Deposit {
+            mailbox,
+            reply,
+            visible_at_ms: 0,
+            expires_at_ms: 200,
+        };
+        let results = store
+            .mailbox_put_all(
+                &[
+                    deposit(a, b"r1"),
+                    deposit(a, b"r2"),
+                    deposit(a, b"r3"),
+                    deposit(b, b"s1"),
+                    deposit([3; 32], b"t"),
+                ],
+                LIMITS,
+            )
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Ok(()),
+                Ok(()),
+                Err(MailboxFull::Mailbox),
+                Ok(()),
+                Err(MailboxFull::Node)
+            ]
+        );
+        let held: Vec<Vec<u8>> = store
+            .mailbox_peek(&a, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(held, vec![b"r1".to_vec(), b"r2".to_vec()]);
+        // Sequence numbers go on after the batch.
+        store
+            .mailbox_remove(&b, &[store.mailbox_peek(&b, 10).unwrap()[0].0])
+            .unwrap();
+        assert_eq!(
+            store.mailbox_put(&b, b"s2", 0, 200, LIMITS).unwrap(),
+            Ok(())
+        );
+        let seqs: Vec<u64> = store
+            .mailbox_peek(&a, 10)
+            .unwrap()
+            .iter()
+            .chain(&store.mailbox_peek(&b, 10).unwrap())
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 4]);
+        assert!(store.mailbox_put_all(&[], LIMITS).unwrap().is_empty());
     }
 }

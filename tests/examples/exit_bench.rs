@@ -2,28 +2,50 @@
 //! Postfix's `smtp-sink`, next to the rate of Postfix's own `smtp-source`
 //! against the same sink in the same run (target: at least 0.8 of it).
 //!
-//! Two relays and an exit run in this process (release build), over
-//! loopback TCP. A sender pushes `--leaks` real leaks (stamp, reply block,
-//! three hops) through them while the exit's delivery is paused, so every
-//! leak is taken and queued durably first (file and database, synced); then
-//! delivery resumes, and the exit's rate is the leaks delivered over the
-//! time it takes to drain the queue, each outcome committed durably and
-//! each leak file scrubbed. `smtp-source` sends the same number of messages over the same
-//! number of connections.
+//! The exit is a `leak-node` process (release build) with the SMTP
+//! transport; two relays and the sender run in this process, over loopback
+//! TCP. A sender pushes `--leaks` real leaks (stamp, reply block, three
+//! hops) through them while the exit's delivery is paused (`leak-node queue
+//! pause`), so every leak is taken and queued durably first (file and
+//! database, synced); then delivery resumes, and the exit's rate is the
+//! leaks delivered over the time it takes to drain the queue: each email
+//! accepted by the sink, each outcome committed durably, each leak file
+//! scrubbed, each receipt sent back along its reply block.
+//!
+//! The sink only counts (`smtp-sink -c`, no dump files), so it costs as
+//! little as it can. On a machine with two CPUs or more, the exit and the
+//! sink share CPU 0 and everything else (the relays and the sender, which
+//! would be other machines) runs on CPU 1; `smtp-source` is measured on
+//! CPU 0 too, against the same sink: the exit and the reference get the
+//! same resources. `--no-pin` runs everything unpinned.
 //!
 //! ```text
-//! cargo run --release -p leak-tests --example exit_bench -- [--leaks N] [--connections N] [--json FILE]
+//! cargo build --release -p leak-node --bins
+//! cargo run --release -p leak-tests --example exit_bench -- [--leaks N] [--connections N] [--no-pin] [--json FILE]
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
-
-use leak_node::{config::Transport, metrics::Metrics};
-use leak_tests::{
-    exit::{Draft, Federation},
-    mail::{SmtpSink, smtp_source_rate_reusing, smtp_source_rate_to},
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
 };
+
+use leak_node::{StartOptions, identity::node_id_of};
+use leak_tests::{
+    NodeProcess, TestNode,
+    exit::{Draft, Sender, cheap_policy},
+    init_node,
+    mail::{SmtpSink, SourceOptions, smtp_source_rate_with},
+    process::{free_port, leak_node_command, leak_node_command_on},
+    test_config, wait_until,
+};
+
+/// The CPU of the exit, the sink and smtp-source when pinned.
+const EXIT_CPU: usize = 0;
+/// The CPU of everything else when pinned.
+const OTHERS_CPU: usize = 1;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -32,23 +54,113 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// CPU time a process used so far (user and system, all threads), from
+/// `/proc/PID/stat` (in clock ticks of 10 ms).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Pins every thread of process `pid` to `cpu` (threads it starts later
+/// inherit it).
+fn pin(pid: u32, cpu: usize) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running taskset");
+    assert!(status.success(), "taskset -a -p -c {cpu} {pid}: {status}");
+}
+
+/// Whether the benchmark can pin: two CPUs or more, and `taskset`.
+fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `leak-node queue --json --config CONFIG ARGS`'s output; panics if it
+/// fails.
+fn queue(config: &Path, args: &[&str]) -> String {
+    let output = leak_node_command()
+        .args(["queue", "--json", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("running leak-node queue");
+    assert!(
+        output.status.success(),
+        "leak-node queue {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The exit's counts: (waiting: queued, retrying or sending; delivered).
+fn queue_counts(config: &Path) -> (u64, u64) {
+    let json: serde_json::Value = serde_json::from_str(&queue(config, &["counts"])).unwrap();
+    let state = |name: &str| json["states"][name].as_u64().unwrap_or(0);
+    (
+        state("queued") + state("retrying") + state("sending"),
+        state("delivered"),
+    )
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let leaks: usize = arg("--leaks").map_or(2000, |v| v.parse().unwrap());
     let connections: u32 = arg("--connections").map_or(8, |v| v.parse().unwrap());
+    let pinned = !flag("--no-pin") && can_pin();
+    if pinned {
+        pin(std::process::id(), OTHERS_CPU);
+    }
+    let exit_cpu = pinned.then_some(EXIT_CPU);
+
     // Counting only (no dump files), so the sink costs as little as it can
     // and the measure is of the sender.
     let sink = SmtpSink::counting();
+    if pinned {
+        pin(sink.pid().unwrap(), EXIT_CPU);
+    }
 
     // Postfix's own load generator against the same sink: the reference,
     // the best of three runs. Its default connects for each message; with
     // `-d` a session keeps its connection, as the exit's pool does.
-    let best = |run: &dyn Fn() -> f64| (0..3).map(|_| run()).fold(0.0, f64::max);
-    let sessions = connections as usize;
-    let source_rate =
-        best(&|| smtp_source_rate_to(sink.port(), leaks, sessions, "bench@leak.test"));
-    let reusing_rate =
-        best(&|| smtp_source_rate_reusing(sink.port(), leaks, sessions, "bench@leak.test"));
+    let best = |options: SourceOptions| {
+        (0..3)
+            .map(|_| {
+                smtp_source_rate_with(
+                    sink.port(),
+                    leaks,
+                    connections as usize,
+                    "bench@leak.test",
+                    &options,
+                )
+            })
+            .fold(0.0, f64::max)
+    };
+    let source_rate = best(SourceOptions {
+        reuse_connections: false,
+        cpu: exit_cpu,
+    });
+    let reusing_rate = best(SourceOptions {
+        reuse_connections: true,
+        cpu: exit_cpu,
+    });
     let baseline = sink.received_count();
     assert_eq!(
         baseline,
@@ -56,89 +168,160 @@ async fn main() {
         "smtp-sink counted every smtp-source message"
     );
 
+    // Two relays here, the exit a process of its own.
     let dir = tempfile::tempdir().unwrap();
-    let url = sink.smtp_url();
-    let fed = Federation::start(dir.path(), 2, move |c| {
-        c.exit.transport = Transport::Smtp;
-        c.exit.smtp_url = url;
-        c.exit.smtp_connections = connections;
-        c.exit.max_rate = 1e9;
-        c.exit.min_rate = 1.0;
-    })
+    let (policy_config, policy) = cheap_policy(dir.path());
+    let mut relays: Vec<TestNode> = Vec::new();
+    for i in 0..2 {
+        let d = dir.path().join(format!("relay{i}"));
+        let bootstrap = relays
+            .first()
+            .map(|r| vec![r.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, 3600, bootstrap);
+        config.policy = policy_config.clone();
+        relays.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    let exit_dir = dir.path().join("exit");
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let bootstrap = relays[0].node.dial_addr().to_string();
+    let config = init_node(
+        &exit_dir,
+        &[
+            "--listen",
+            &listen,
+            "--bootstrap",
+            &bootstrap,
+            "--exit-domain",
+            "exit.test",
+            "--metrics",
+            "",
+        ],
+    );
+    let sets = [
+        "exit.transport=\"smtp\"".to_owned(),
+        format!("exit.smtp_url={:?}", sink.smtp_url()),
+        format!("exit.smtp_connections={connections}"),
+        "exit.max_rate=1e9".to_owned(),
+        "exit.min_rate=1.0".to_owned(),
+        "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
+        format!("policy.file={:?}", policy_config.file),
+        format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
+    ];
+    // Started on its CPU (`taskset -c`), so every thread it starts is too.
+    let mut command = leak_node_command_on(exit_cpu);
+    command.arg("run").arg("--config").arg(&config);
+    for set in &sets {
+        command.args(["--set", set]);
+    }
+    let mut exit = NodeProcess::spawn("exit", command);
+    let started = exit.wait_started(false, Duration::from_secs(60));
+    let exit_id = node_id_of(&started.peer_id).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the relays to know the exit",
+        || {
+            let done = relays.iter().all(|r| {
+                r.node
+                    .directory()
+                    .iter()
+                    .any(|d| d.node == exit_id && d.roles.exit)
+            });
+            async move { done }
+        },
+    )
     .await;
-    // Delivery paused (as `leak-node queue pause` does): every leak is
-    // taken and queued first.
-    let exit = fed.exit.node.exit().unwrap().clone();
-    exit.set_paused(true);
-    let sender = fed.sender();
+
+    // Delivery paused: every leak is taken and queued first.
+    queue(&config, &["pause"]);
+    let sender = Sender {
+        peer: leak_node::client::Peer::new().unwrap(),
+        policy,
+    };
+    for r in &relays {
+        sender
+            .peer
+            .add_node(r.node.peer_id(), r.node.listen_addrs().to_vec());
+    }
     // Built ahead (stamps, onion layers), so the run measures the nodes.
     let packets: Vec<_> = (0..leaks)
         .map(|i| {
             let to = format!("bench{i}@leak.test");
             let draft = Draft::new(&to, "You killed it at karaoke.");
-            sender.build(&fed, (0, 1), &draft).0
+            sender
+                .build_to(
+                    &relays[0].node,
+                    &relays[0].node,
+                    &relays[1].node,
+                    exit_id,
+                    &draft,
+                )
+                .0
         })
         .collect();
-    let metrics = fed.exit.node.metrics();
-    let accepted = || Metrics::get(&metrics.exit_leaks, "outcome", "accepted");
-    let started = Instant::now();
+    let ingest_started = Instant::now();
     // In chunks the relays' queues hold, each once the exit took the last.
     let mut pushed = 0;
     for chunk in packets.chunks(200) {
         sender
             .peer
-            .send_packets(fed.relays[0].node.peer_id(), chunk)
+            .send_packets(relays[0].node.peer_id(), chunk)
             .await
             .unwrap();
         pushed += chunk.len() as u64;
-        let wait = Instant::now() + Duration::from_secs(60);
-        while accepted() < pushed && Instant::now() < wait {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let wait = Instant::now() + Duration::from_secs(120);
+        while queue_counts(&config).0 < pushed && Instant::now() < wait {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let ingest = started.elapsed();
-    let waiting = || {
-        let c = exit.counts().unwrap();
-        ["queued", "retrying", "sending"]
-            .iter()
-            .map(|s| c.states.get(*s).copied().unwrap_or(0))
-            .sum::<u64>() as usize
-    };
-    let wait = Instant::now() + Duration::from_secs(60);
-    while waiting() < leaks && Instant::now() < wait {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(waiting(), leaks, "every leak queued");
+    let ingest = ingest_started.elapsed();
+    assert_eq!(queue_counts(&config).0, leaks as u64, "every leak queued");
 
     // Resume, and time the drain.
+    eprintln!("{leaks} leaks queued; draining");
+    let exit_pid = exit.pid();
+    let cpu_before = process_cpu(exit_pid);
     let opened = Instant::now();
-    exit.set_paused(false);
+    queue(&config, &["resume"]);
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        // Cheap: the end of smtp-sink's output.
-        let n = sink.received_count() - baseline;
-        if n >= leaks && waiting() == 0 {
-            break;
-        }
+    // Cheap to look at: the end of smtp-sink's output.
+    while sink.received_count() - baseline < leaks {
         assert!(
             Instant::now() < deadline,
-            "only {n} of {leaks} delivered after 5 minutes"
+            "only {} of {leaks} delivered after 5 minutes",
+            sink.received_count() - baseline
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let exit_rate = leaks as f64 / opened.elapsed().as_secs_f64();
+    // Then until every outcome is committed.
+    while queue_counts(&config).0 > 0 {
+        assert!(Instant::now() < deadline, "outcomes not committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = opened.elapsed();
+    let cpu = process_cpu(exit_pid) - cpu_before;
+    let exit_rate = leaks as f64 / drained.as_secs_f64();
+    let cpu_per_leak = cpu.as_secs_f64() * 1e6 / leaks as f64;
     assert_eq!(
         sink.received_count() - baseline,
         leaks,
         "smtp-sink got each leak once"
     );
-    let delivered = exit.counts().unwrap().states.get("delivered").copied();
-    assert_eq!(delivered, Some(leaks as u64), "every leak ended delivered");
+    assert_eq!(
+        queue_counts(&config).1,
+        leaks as u64,
+        "every leak ended delivered"
+    );
     let ingest_rate = leaks as f64 / ingest.as_secs_f64();
     let ratio = exit_rate / source_rate;
     let reusing_ratio = exit_rate / reusing_rate;
+    let placement = if pinned {
+        "the exit process, smtp-sink and smtp-source on CPU 0; relays and sender on CPU 1"
+    } else {
+        "unpinned"
+    };
     println!(
-        "exit benchmark: {leaks} leaks, {connections} SMTP connections, into smtp-sink on loopback"
+        "exit benchmark: {leaks} leaks, {connections} SMTP connections, into smtp-sink on loopback ({placement})"
     );
     println!("| measure | value |");
     println!("|---|---|");
@@ -149,15 +332,27 @@ async fn main() {
     println!("| exit draining its queue into smtp-sink | {exit_rate:.0} leaks/s |");
     println!("| ratio to smtp-source (target >= 0.8) | {ratio:.2} |");
     println!("| ratio to smtp-source -d | {reusing_ratio:.2} |");
+    println!("| exit process CPU per leak delivered | {cpu_per_leak:.0} µs |");
     println!(
         "| leaks taken through 3 hops (decrypted, checked, queued durably) | {ingest_rate:.0} leaks/s |"
     );
     if let Some(path) = arg("--json") {
-        let json = format!(
-            "{{\"leaks\":{leaks},\"connections\":{connections},\"smtp_source_rate\":{source_rate:.1},\"smtp_source_reusing_rate\":{reusing_rate:.1},\"exit_rate\":{exit_rate:.1},\"ratio\":{ratio:.3},\"reusing_ratio\":{reusing_ratio:.3},\"ingest_rate\":{ingest_rate:.1}}}\n"
-        );
-        std::fs::write(path, json).unwrap();
+        let json = serde_json::json!({
+            "leaks": leaks,
+            "connections": connections,
+            "pinned": pinned,
+            "smtp_source_rate": source_rate,
+            "smtp_source_reusing_rate": reusing_rate,
+            "exit_rate": exit_rate,
+            "ratio": ratio,
+            "reusing_ratio": reusing_ratio,
+            "exit_cpu_us_per_leak": cpu_per_leak,
+            "ingest_rate": ingest_rate,
+        });
+        std::fs::write(path, format!("{json}\n")).unwrap();
     }
-    drop(exit);
-    fed.shutdown().await;
+    exit.stop_cleanly();
+    for r in relays {
+        r.node.shutdown().await.unwrap();
+    }
 }

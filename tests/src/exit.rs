@@ -411,3 +411,20 @@ impl Sender {
         }
     }
 }
+
+/// Panics unless an exit's queue directory holds nothing of any leak: no
+/// file but the spool, and the spool all zeros (every slot scrubbed).
+pub fn assert_queue_scrubbed(queue_dir: &Path) {
+    for entry in std::fs::read_dir(queue_dir).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            entry.file_name(),
+            leak_node::exit::spool::SPOOL_FILE,
+            "only the spool is left in {}",
+            queue_dir.display()
+        );
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let left = bytes.iter().filter(|&&b| b != 0).count();
+        assert_eq!(left, 0, "{left} bytes of the spool are not zeroed");
+    }
+}

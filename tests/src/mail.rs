@@ -1243,6 +1243,11 @@ impl SmtpSink {
         self.port.port
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `smtp://127.0.0.1:PORT`.
     pub fn smtp_url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port())
@@ -1414,31 +1419,49 @@ pub fn smtp_source_rate(port: u16, messages: usize, sessions: usize) -> f64 {
 /// measures how fast it queues mail, not how fast it delivers it. Panics
 /// (with what smtp-source printed) if any reply was not the expected one.
 pub fn smtp_source_rate_to(port: u16, messages: usize, sessions: usize, recipient: &str) -> f64 {
-    smtp_source_run(port, messages, sessions, recipient, &[])
+    smtp_source_rate_with(
+        port,
+        messages,
+        sessions,
+        recipient,
+        &SourceOptions::default(),
+    )
 }
 
-/// As [`smtp_source_rate_to`], but each session sends its messages over
-/// one connection (`smtp-source -d`) instead of connecting for each.
-pub fn smtp_source_rate_reusing(
+/// How [`smtp_source_rate_with`] runs `smtp-source`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceOptions {
+    /// Each session sends its messages over one connection (`-d`) instead
+    /// of connecting for each.
+    pub reuse_connections: bool,
+    /// Runs it on this CPU only (with `taskset -c`).
+    pub cpu: Option<usize>,
+}
+
+/// As [`smtp_source_rate_to`], run as `options` say.
+pub fn smtp_source_rate_with(
     port: u16,
     messages: usize,
     sessions: usize,
     recipient: &str,
+    options: &SourceOptions,
 ) -> f64 {
-    smtp_source_run(port, messages, sessions, recipient, &["-d"])
-}
-
-fn smtp_source_run(
-    port: u16,
-    messages: usize,
-    sessions: usize,
-    recipient: &str,
-    flags: &[&str],
-) -> f64 {
+    let mut command = match options.cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset
+                .args(["-c", &cpu.to_string()])
+                .arg(postfix_program("smtp-source"));
+            taskset
+        }
+        None => Command::new(postfix_program("smtp-source")),
+    };
+    if options.reuse_connections {
+        command.arg("-d");
+    }
     assert!(messages > 0 && sessions > 0, "smtp-source needs work to do");
     let started = Instant::now();
-    let output = Command::new(postfix_program("smtp-source"))
-        .args(flags)
+    let output = command
         .args(["-s", &sessions.to_string(), "-m", &messages.to_string()])
         .args([
             "-f",
@@ -1455,7 +1478,7 @@ fn smtp_source_run(
     let elapsed = started.elapsed();
     assert!(
         output.status.success(),
-        "smtp-source {flags:?} to 127.0.0.1:{port} failed ({}): {}{}",
+        "smtp-source {options:?} to 127.0.0.1:{port} failed ({}): {}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)

@@ -61,7 +61,20 @@ pub fn leak_node_bin() -> PathBuf {
 /// A `leak-node` command with a clean environment: no inherited `LEAK_*`
 /// variables (they would override the config under test) and no colours.
 pub fn leak_node_command() -> Command {
-    let mut command = Command::new(leak_node_bin());
+    leak_node_command_on(None)
+}
+
+/// As [`leak_node_command`], run on `cpu` only (`taskset -c CPU leak-node`,
+/// so every thread it starts is pinned) when one is given.
+pub fn leak_node_command_on(cpu: Option<usize>) -> Command {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string()]).arg(leak_node_bin());
+            taskset
+        }
+        None => Command::new(leak_node_bin()),
+    };
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LEAK_") {
             command.env_remove(key);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use leak_node::exit::admin::{Request, Response};
 use leak_protocol::{MessageId, Outcome, Relationship, payload::Stamp};
 use leak_tests::{
-    exit::{Draft, Federation},
+    exit::{Draft, Federation, assert_queue_scrubbed},
     http_request, wait_until,
 };
 
@@ -118,8 +118,7 @@ async fn delivers_once_and_answers_every_copy() {
     assert_eq!(fed.outbox().len(), 1, "delivered once");
 
     // Nothing of the leak is left in the exit's queue directory.
-    let queue_dir = fed.dir.join("exit").join("exit-queue");
-    assert_eq!(std::fs::read_dir(&queue_dir).unwrap().count(), 0);
+    assert_queue_scrubbed(&fed.dir.join("exit").join("exit-queue"));
     let exit = fed.exit.node.exit().unwrap();
     let counts = exit.counts().unwrap();
     assert_eq!(counts.states.get("delivered"), Some(&1));

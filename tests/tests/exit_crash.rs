@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 use leak_node::{StartOptions, identity::node_id_of};
 use leak_tests::{
     NodeProcess, TestNode,
-    exit::{Draft, Sender, cheap_policy},
+    exit::{Draft, Sender, assert_queue_scrubbed, cheap_policy},
     init_node,
     mail::Postfix,
     process::{free_port, leak_node_command},
@@ -208,12 +208,7 @@ async fn sigkill_during_delivery_loses_nothing() {
     let (_, delivered) = queue_counts(&config).unwrap();
     assert_eq!(delivered, LEAKS as u64);
     // The queue directory holds nothing of the leaks any more.
-    assert_eq!(
-        std::fs::read_dir(exit_dir.join("exit-queue"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_queue_scrubbed(&exit_dir.join("exit-queue"));
     exit.stop_cleanly();
     for r in relays {
         r.node.shutdown().await.unwrap();

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod deliver;
 pub mod email;
 pub mod http;
+pub mod spool;
 pub mod store;
 
 use std::{

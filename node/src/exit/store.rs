@@ -1,9 +1,9 @@
-//! The exit's durable state, in the node's database plus one file per
-//! queued leak.
+//! The exit's durable state, in the node's database plus the spool of
+//! queued leaks ([`super::spool`]).
 //!
 //! | where | key | value | kept |
 //! |---|---|---|---|
-//! | `exit-queue/<id>.leak` | message id | the leak as received (recipient, text) | until delivered or bounced: then overwritten with zeros, synced, unlinked |
+//! | `exit-queue/spool`, one slot per leak | message id | the leak as received (recipient, text) | until delivered or bounced: then the slot is overwritten with zeros and synced |
 //! | table `exit_queue` | message id | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
 //! | table `exit_done` | message id | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
 //! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
@@ -12,13 +12,13 @@
 //!
 //! Recipient and text never enter the database: redb is copy-on-write and
 //! does not scrub freed pages, so a deleted leak could be read back from the
-//! file. They live only in the leak's own file, scrubbed on delivery. The
+//! file. They live only in the leak's slot of the spool, scrubbed on delivery. The
 //! recipient hash is the policy's keyed hash of the normalised address.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     os::unix::fs::DirBuilderExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
 };
 
@@ -30,7 +30,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::store::{Store, scrub, write_synced};
+use super::spool::Spool;
+use crate::store::Store;
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
@@ -83,7 +84,7 @@ pub enum Known {
 /// The exit's tables and queue directory.
 pub struct ExitStore {
     store: Arc<Store>,
-    dir: PathBuf,
+    spool: Arc<Spool>,
     /// Finished leaks go to one committer thread, which commits all that
     /// are waiting in one transaction (group commit).
     finisher: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<FinishJob>>>,
@@ -115,8 +116,8 @@ type FinishJob = (
 const FINISH_BATCH: usize = 256;
 
 /// Takes finished leaks out of the queue, as many per transaction as are
-/// waiting, then scrubs their files. Ends when the store is dropped.
-fn run_finisher(store: &Store, dir: &Path, jobs: &std::sync::mpsc::Receiver<FinishJob>) {
+/// waiting, then scrubs their slots. Ends when the store is dropped.
+fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<FinishJob>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < FINISH_BATCH {
@@ -147,34 +148,21 @@ fn run_finisher(store: &Store, dir: &Path, jobs: &std::sync::mpsc::Receiver<Fini
         })();
         match result {
             Ok(entries) => {
-                // Scrubbed in parallel: concurrent syncs share the file
-                // system's journal commits.
-                let scrubbed: Vec<Result<Option<Entry>, String>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = batch
-                        .iter()
-                        .zip(entries)
-                        .map(|((id, _, _), entry)| {
-                            let path = dir.join(file_name(id));
-                            scope.spawn(move || match entry {
-                                None => Ok(None),
-                                Some(entry) => match scrub(&path) {
-                                    Ok(()) => Ok(Some(entry)),
-                                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                                        Ok(Some(entry))
-                                    }
-                                    Err(e) => Err(format!("cannot scrub {}: {e}", path.display())),
-                                },
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err("a scrub thread failed".into()))
-                        })
-                        .collect()
-                });
+                let ids: Vec<MessageId> = batch
+                    .iter()
+                    .zip(&entries)
+                    .filter(|(_, entry)| entry.is_some())
+                    .map(|((id, _, _), _)| *id)
+                    .collect();
+                let scrubbed = spool.scrub(&ids).map_err(|e| format!("{e:#}"));
+                let scrubbed: Vec<Result<Option<Entry>, String>> = entries
+                    .into_iter()
+                    .map(|entry| match (&scrubbed, entry) {
+                        (_, None) => Ok(None),
+                        (Ok(()), Some(entry)) => Ok(Some(entry)),
+                        (Err(e), Some(_)) => Err(e.clone()),
+                    })
+                    .collect();
                 for ((_, _, reply), result) in batch.into_iter().zip(scrubbed) {
                     let _ = reply.send(result);
                 }
@@ -188,10 +176,6 @@ fn run_finisher(store: &Store, dir: &Path, jobs: &std::sync::mpsc::Receiver<Fini
     }
 }
 
-fn file_name(id: &MessageId) -> String {
-    format!("{id}.leak")
-}
-
 fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
     postcard::to_allocvec(value).context("encoding an exit record")
 }
@@ -201,9 +185,10 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> anyhow::Result<T> {
 }
 
 impl ExitStore {
-    /// Opens the exit's tables and its queue directory `dir`, and scrubs
-    /// leak files no queue entry points to (a crash between writing the file
-    /// and committing the entry: that leak was never acknowledged).
+    /// Opens the exit's tables and its queue directory `dir` with its
+    /// spool, whose slots no queue entry points to are zeroed (a crash
+    /// between writing a leak and committing its entry: that leak was never
+    /// acknowledged; or between committing an outcome and the scrub).
     pub fn open(store: Arc<Store>, dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -217,32 +202,31 @@ impl ExitStore {
         txn.open_table(RATE)?;
         txn.open_table(REPORTS)?;
         txn.commit()?;
+        let queued: HashSet<MessageId> = {
+            let txn = store.db().begin_read()?;
+            let table = txn.open_table(QUEUE)?;
+            let mut ids = HashSet::new();
+            for item in table.iter()? {
+                ids.insert(MessageId(item?.0.value()));
+            }
+            ids
+        };
+        let spool = Arc::new(Spool::open(&dir, &queued)?);
         let (finisher, jobs) = std::sync::mpsc::sync_channel::<FinishJob>(FINISH_BATCH);
         let committer = {
             let store = store.clone();
-            let dir = dir.clone();
+            let spool = spool.clone();
             std::thread::Builder::new()
                 .name("leak-exit-commit".into())
-                .spawn(move || run_finisher(&store, &dir, &jobs))
+                .spawn(move || run_finisher(&store, &spool, &jobs))
                 .context("starting the exit's commit thread")?
         };
-        let this = Self {
+        Ok(Self {
             store,
-            dir,
+            spool,
             finisher: std::sync::Mutex::new(Some(finisher)),
             committer: Some(committer),
-        };
-        let queued: std::collections::HashSet<String> =
-            this.queued()?.iter().map(|(id, _)| file_name(id)).collect();
-        for entry in std::fs::read_dir(&this.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !queued.contains(&name) {
-                scrub(&entry.path())
-                    .with_context(|| format!("cannot scrub {}", entry.path().display()))?;
-            }
-        }
-        Ok(this)
+        })
     }
 
     /// What is known of `id`.
@@ -320,9 +304,9 @@ impl ExitStore {
             .map_or(0, |v| v.value()))
     }
 
-    /// Accepts a leak: its file is written and synced, then its entry and
-    /// the recipient's count are committed in one transaction. Only then may
-    /// anything else happen.
+    /// Accepts a leak: it is written into a slot of the spool and synced,
+    /// then its entry and the recipient's count are committed in one
+    /// transaction. Only then may anything else happen.
     pub fn accept(
         &self,
         id: &MessageId,
@@ -331,17 +315,24 @@ impl ExitStore {
         recipient: &[u8; 32],
         day: u64,
     ) -> anyhow::Result<()> {
-        write_synced(&self.dir, &file_name(id), leak)?;
-        let txn = self.store.db().begin_write()?;
-        {
-            txn.open_table(QUEUE)?
-                .insert(id.0, encode(entry)?.as_slice())?;
-            let mut rate = txn.open_table(RATE)?;
-            let count = rate.get((*recipient, day))?.map_or(0, |v| v.value());
-            rate.insert((*recipient, day), count.saturating_add(1))?;
+        self.spool.put(id, leak)?;
+        let committed = (|| -> anyhow::Result<()> {
+            let txn = self.store.db().begin_write()?;
+            {
+                txn.open_table(QUEUE)?
+                    .insert(id.0, encode(entry)?.as_slice())?;
+                let mut rate = txn.open_table(RATE)?;
+                let count = rate.get((*recipient, day))?.map_or(0, |v| v.value());
+                rate.insert((*recipient, day), count.saturating_add(1))?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if committed.is_err() {
+            // Not acknowledged: its text does not stay.
+            let _ = self.spool.scrub(&[*id]);
         }
-        txn.commit()?;
-        Ok(())
+        committed
     }
 
     /// Replaces a queued leak's entry (a new reply block, a new schedule).
@@ -392,10 +383,7 @@ impl ExitStore {
 
     /// The leak as received (recipient and text): only while queued.
     pub fn body(&self, id: &MessageId) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        let path = self.dir.join(file_name(id));
-        std::fs::read(&path)
-            .map(Zeroizing::new)
-            .with_context(|| format!("cannot read the queued leak {id}"))
+        self.spool.get(id)
     }
 
     /// Every queued leak.
@@ -448,7 +436,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn open(dir: &Path) -> ExitStore {
+    fn open(dir: &std::path::Path) -> ExitStore {
         let store = Arc::new(Store::open(&dir.join("node.redb")).unwrap());
         ExitStore::open(store, dir.join("exit-queue")).unwrap()
     }
