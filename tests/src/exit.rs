@@ -134,18 +134,31 @@ impl Federation {
         .await;
     }
 
-    /// Restarts the exit as the same node (after `configure`).
-    pub async fn restart_exit(&mut self, configure: impl FnOnce(&mut Config)) {
-        let exit_dir = self.dir.join("exit");
-        let bootstrap = vec![self.relays[0].node.dial_addr()];
-        let mut config = exit_config(&exit_dir, bootstrap, &self.policy_config);
+    /// Stops the exit, then starts it again as the same node with its
+    /// queue, after `configure` (as an operator fixes its config and
+    /// restarts it).
+    pub async fn restart_exit(self, configure: impl FnOnce(&mut Config)) -> Self {
+        let Self {
+            relays,
+            exit,
+            policy,
+            policy_config,
+            dir,
+        } = self;
+        exit.node.shutdown().await.unwrap();
+        let exit_dir = dir.join("exit");
+        let mut config = exit_config(&exit_dir, vec![relays[0].node.dial_addr()], &policy_config);
         configure(&mut config);
-        let old = std::mem::replace(
-            &mut self.exit,
-            TestNode::start(exit_dir.clone(), config.clone(), StartOptions::default()).await,
-        );
-        let _ = old;
-        self.converge().await;
+        let exit = TestNode::start(exit_dir, config, StartOptions::default()).await;
+        let fed = Self {
+            relays,
+            exit,
+            policy,
+            policy_config,
+            dir,
+        };
+        fed.converge().await;
+        fed
     }
 
     /// A sender that knows every node.

@@ -200,7 +200,8 @@ async fn sigkill_during_delivery_loses_nothing() {
     assert_eq!(by_id.len(), LEAKS, "every leak delivered, none lost");
     assert_eq!(recipients.len(), LEAKS);
     // A duplicate can only come from a leak in flight at a kill (between
-    // the server's 250 and the commit): at most one per connection per kill.
+    // the server's 250 and the commit of its outcome, a few milliseconds):
+    // paced at 20 leaks a second, at most one per connection per kill.
     assert!(
         duplicates <= kills * CONNECTIONS,
         "{duplicates} duplicates for {kills} kills"

@@ -10,11 +10,10 @@
 
 use std::{path::Path, time::Duration};
 
-use leak_node::{StartOptions, config::Transport, exit::QueueItem, metrics::Metrics};
+use leak_node::{config::Transport, exit::QueueItem, metrics::Metrics};
 use leak_protocol::{Outcome, Relationship};
 use leak_tests::{
-    TestNode,
-    exit::{Draft, Federation, Sender, Sent, exit_config},
+    exit::{Draft, Federation, Sender, Sent},
     mail::{DeliveredMail, Postfix},
     wait_until,
 };
@@ -43,37 +42,6 @@ fn smarthost(
         c.exit.smtp_password_file = password_file.unwrap_or_default();
         c.exit.smtp_ca_file = ca_file.unwrap_or_default();
     }
-}
-
-/// Stops the exit, then starts it again as the same node with its queue,
-/// after `configure` (as an operator fixes its config and restarts it).
-/// `Federation::restart_exit` would start the new exit while the old one
-/// still holds the database.
-async fn restart_exit(
-    fed: Federation,
-    configure: impl FnOnce(&mut leak_node::Config),
-) -> Federation {
-    let Federation {
-        relays,
-        exit,
-        policy,
-        policy_config,
-        dir,
-    } = fed;
-    exit.node.shutdown().await.unwrap();
-    let exit_dir = dir.join("exit");
-    let mut config = exit_config(&exit_dir, vec![relays[0].node.dial_addr()], &policy_config);
-    configure(&mut config);
-    let exit = TestNode::start(exit_dir, config, StartOptions::default()).await;
-    let fed = Federation {
-        relays,
-        exit,
-        policy,
-        policy_config,
-        dir,
-    };
-    fed.converge().await;
-    fed
 }
 
 /// Sends one leak to `to` and returns it.
@@ -283,7 +251,9 @@ async fn a_wrong_password_keeps_the_leak_queued() {
     let log = postfix.log();
     assert!(log.contains("authentication failed"), "{log}");
 
-    let fed = restart_exit(fed, smarthost(dir.path(), url, Some(PASSWORD), Some(&ca))).await;
+    let fed = fed
+        .restart_exit(smarthost(dir.path(), url, Some(PASSWORD), Some(&ca)))
+        .await;
     assert_delivered(&fed, &sender, &sent, &postfix).await;
     let mail = the_delivered_leak(&postfix, "hr@leak.test").await;
     assert!(received(&mail).contains("with ESMTPSA"));
@@ -342,7 +312,9 @@ async fn an_untrusted_certificate_keeps_the_leak_queued() {
 
         if url.starts_with("smtps:") {
             let ca = postfix.ca_file();
-            let fed = restart_exit(fed, smarthost(dir.path(), url, None, Some(&ca))).await;
+            let fed = fed
+                .restart_exit(smarthost(dir.path(), url, None, Some(&ca)))
+                .await;
             assert_delivered(&fed, &sender, &sent, &postfix).await;
             let mail = the_delivered_leak(&postfix, "audit@leak.test").await;
             assert!(received(&mail).contains("(using TLSv1."));

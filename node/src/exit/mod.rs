@@ -72,7 +72,7 @@ const DAY_MS: u64 = 86_400_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Most leaks in flight at once per SMTP connection: being read, sent, or
 /// waiting for their outcome's commit (which holds no connection).
-const IN_FLIGHT_PER_CONNECTION: usize = 32;
+const IN_FLIGHT_PER_CONNECTION: usize = 8;
 
 /// Leaks due for delivery, and those being delivered.
 #[derive(Default)]
@@ -684,15 +684,39 @@ impl Exit {
         running.abort_all();
     }
 
-    /// Ends a queued leak with `outcome` and answers its sender.
+    /// Ends a queued leak with `outcome` and answers its sender. Blocks.
     fn finish(&self, id: MessageId, outcome: Outcome, state: &str) -> anyhow::Result<bool> {
-        let done = Done {
+        let done = Self::done(&outcome, state);
+        let entry = self.store.finish(&id, &done)?;
+        Ok(self.finished(id, outcome, state, entry))
+    }
+
+    /// [`Exit::finish`] for the delivery tasks: waits for the group commit
+    /// without holding a thread.
+    async fn finish_async(
+        &self,
+        id: MessageId,
+        outcome: Outcome,
+        state: &str,
+    ) -> anyhow::Result<bool> {
+        let done = Self::done(&outcome, state);
+        let entry = self.store.finish_async(&id, &done).await?;
+        Ok(self.finished(id, outcome, state, entry))
+    }
+
+    fn done(outcome: &Outcome, state: &str) -> Done {
+        Done {
             outcome: outcome.clone(),
             state: state.to_owned(),
             at_ms: unix_now_ms(),
-        };
-        let Some(entry) = self.store.finish(&id, &done)? else {
-            return Ok(false);
+        }
+    }
+
+    /// Counts a finished leak and answers its sender; false if it was no
+    /// longer queued.
+    fn finished(&self, id: MessageId, outcome: Outcome, state: &str, entry: Option<Entry>) -> bool {
+        let Some(entry) = entry else {
+            return false;
         };
         self.metrics.exit_queue.dec();
         Metrics::count(&self.metrics.exit_finished, "outcome", outcome_label(state));
@@ -700,7 +724,7 @@ impl Exit {
             Some(block) => self.answer(block, id, outcome, Duration::ZERO),
             None => tracing::warn!("a queued leak's reply block does not decode"),
         }
-        Ok(true)
+        true
     }
 
     /// One delivery attempt of a queued leak; `connection` is given back
@@ -720,25 +744,18 @@ impl Exit {
         id: MessageId,
         connection: OwnedSemaphorePermit,
     ) -> anyhow::Result<()> {
-        let this = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let entry = match this.store.lookup(&id)? {
-                Known::Queued(entry) => entry,
-                // Purged meanwhile.
-                _ => return Ok(None),
-            };
-            Ok(Some((entry, this.store.body(&id)?)))
-        })
-        .await??;
-        let Some((entry, body)) = loaded else {
-            return Ok(());
+        // Both quick (a read transaction, one read of a slot of the spool,
+        // in the page cache): done here rather than on another thread.
+        let entry = match self.store.lookup(&id)? {
+            Known::Queued(entry) => entry,
+            // Purged meanwhile.
+            _ => return Ok(()),
         };
+        let body = self.store.body(&id)?;
         let leak = match Leak::decode(&body) {
             Ok(leak) => leak,
             Err(_) => {
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || this.finish(id, Outcome::Bounced, "bounced"))
-                    .await??;
+                self.finish_async(id, Outcome::Bounced, "bounced").await?;
                 return Ok(());
             }
         };
@@ -747,9 +764,7 @@ impl Exit {
         let mut message = match self.composer.compose(&leak, &recipient) {
             Ok(m) => m,
             Err(_) => {
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || this.finish(id, Outcome::Bounced, "bounced"))
-                    .await??;
+                self.finish_async(id, Outcome::Bounced, "bounced").await?;
                 return Ok(());
             }
         };
@@ -761,13 +776,16 @@ impl Exit {
         let attempt = self.mailer.send(message).await;
         drop(connection);
         self.wake.notify_one();
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.settle(id, entry, attempt)).await??;
-        Ok(())
+        self.settle(id, entry, attempt).await
     }
 
     /// Records what an attempt did.
-    fn settle(&self, id: MessageId, mut entry: Entry, attempt: Attempt) -> anyhow::Result<()> {
+    async fn settle(
+        self: &Arc<Self>,
+        id: MessageId,
+        mut entry: Entry,
+        attempt: Attempt,
+    ) -> anyhow::Result<()> {
         let result = match &attempt {
             Attempt::Delivered => "ok",
             Attempt::Permanent { .. } => "permanent",
@@ -778,11 +796,12 @@ impl Exit {
         match attempt {
             Attempt::Delivered => {
                 self.lock_pace().succeeded();
-                self.finish(id, Outcome::Delivered, "delivered")?;
+                self.finish_async(id, Outcome::Delivered, "delivered")
+                    .await?;
             }
             Attempt::Permanent { code } => {
                 tracing::info!(%id, %code, "a leak bounced");
-                self.finish(id, Outcome::Bounced, "bounced")?;
+                self.finish_async(id, Outcome::Bounced, "bounced").await?;
             }
             Attempt::Temporary { code, deferral } => {
                 if deferral {
@@ -796,7 +815,7 @@ impl Exit {
                 entry.last_error = code;
                 if now.saturating_sub(entry.accepted_ms) >= self.config.exit.lifetime_secs * 1000 {
                     tracing::info!(%id, attempts = entry.attempts, "a leak expired undelivered");
-                    self.finish(id, Outcome::Bounced, "expired")?;
+                    self.finish_async(id, Outcome::Bounced, "expired").await?;
                     return Ok(());
                 }
                 let wait = deliver::backoff(
@@ -806,8 +825,12 @@ impl Exit {
                     rand::random::<f64>(),
                 );
                 entry.next_attempt_ms = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                if self.store.update(&id, &entry)? {
-                    self.lock_schedule().insert(entry.next_attempt_ms, id);
+                let this = self.clone();
+                let next = entry.next_attempt_ms;
+                let kept =
+                    tokio::task::spawn_blocking(move || this.store.update(&id, &entry)).await??;
+                if kept {
+                    self.lock_schedule().insert(next, id);
                 }
             }
         }

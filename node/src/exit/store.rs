@@ -109,19 +109,29 @@ impl Drop for ExitStore {
 type FinishJob = (
     MessageId,
     Done,
-    std::sync::mpsc::SyncSender<Result<Option<Entry>, String>>,
+    tokio::sync::oneshot::Sender<Result<Option<Entry>, String>>,
 );
 
 /// Most finished leaks committed in one transaction.
 const FINISH_BATCH: usize = 256;
+/// Finished leaks waiting for the commit thread, at most (more than the
+/// delivery loop keeps in flight, so a delivery task rarely waits to hand
+/// one over).
+const FINISH_QUEUE: usize = 4096;
+/// How long a commit waits for more finished leaks to join it.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Takes finished leaks out of the queue, as many per transaction as are
 /// waiting, then scrubs their slots. Ends when the store is dropped.
 fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<FinishJob>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
+        // What else finishes within a short window joins this commit: one
+        // sync of the database and one of the spool for all of them.
+        let until = std::time::Instant::now() + COMMIT_WINDOW;
         while batch.len() < FINISH_BATCH {
-            match jobs.try_recv() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match jobs.recv_timeout(left) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -212,7 +222,7 @@ impl ExitStore {
             ids
         };
         let spool = Arc::new(Spool::open(&dir, &queued)?);
-        let (finisher, jobs) = std::sync::mpsc::sync_channel::<FinishJob>(FINISH_BATCH);
+        let (finisher, jobs) = std::sync::mpsc::sync_channel::<FinishJob>(FINISH_QUEUE);
         let committer = {
             let store = store.clone();
             let spool = spool.clone();
@@ -362,21 +372,58 @@ impl ExitStore {
 
     /// Takes a leak out of the queue with its outcome (committed first,
     /// together with whatever else finished meanwhile), then scrubs its
-    /// file. Returns its last entry (for the reply block), or `None` if it
-    /// was no longer queued. Blocks: call it from a blocking thread.
+    /// slot. Returns its last entry (for the reply block), or `None` if it
+    /// was no longer queued. Blocks: call it from a blocking thread, or use
+    /// [`ExitStore::finish_async`].
     pub fn finish(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let (sender, job, answer) = self.job(id, done)?;
+        sender
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+        Self::answered(answer.blocking_recv())
+    }
+
+    /// [`ExitStore::finish`] for async code: waits without a thread.
+    pub async fn finish_async(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
+        let (sender, job, answer) = self.job(id, done)?;
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || sender.send(job))
+                    .await?
+                    .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                anyhow::bail!("the exit's commit thread stopped")
+            }
+        }
+        Self::answered(answer.await)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn job(
+        &self,
+        id: &MessageId,
+        done: &Done,
+    ) -> anyhow::Result<(
+        std::sync::mpsc::SyncSender<FinishJob>,
+        FinishJob,
+        tokio::sync::oneshot::Receiver<Result<Option<Entry>, String>>,
+    )> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self
             .finisher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .context("the exit is stopping")?;
-        sender
-            .send((*id, done.clone(), reply))
-            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+        Ok((sender, (*id, done.clone(), reply), answer))
+    }
+
+    fn answered(
+        answer: Result<Result<Option<Entry>, String>, tokio::sync::oneshot::error::RecvError>,
+    ) -> anyhow::Result<Option<Entry>> {
         answer
-            .recv()
             .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?
             .map_err(|e| anyhow::anyhow!(e))
     }
