@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor,
     transport::smtp::{
-        PoolConfig,
         authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters},
+        client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters},
         extension::ClientId,
     },
 };
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
 use crate::config::{Config, Transport};
 
@@ -50,10 +51,9 @@ pub struct Mailer {
 enum MailTransport {
     /// `.eml` files in a directory.
     File(AsyncFileTransport<Tokio1Executor>),
-    /// The smarthost over implicit TLS (`smtps://`), with lettre's pool.
-    Smtps(AsyncSmtpTransport<Tokio1Executor>),
-    /// The smarthost over `smtp://` (plain or STARTTLS), with our pool.
-    Smtp(SmtpPool),
+    /// The smarthost over `smtp://` (plain or STARTTLS) or `smtps://`
+    /// (implicit TLS), with our pool.
+    Smtp(Box<SmtpPool>),
 }
 
 /// Something the exit's operator must fix (or the smarthost's): the
@@ -160,17 +160,22 @@ pub enum StartTls {
     Required,
 }
 
-/// Pooled SMTP connections to the smarthost for `smtp://` URLs.
+/// Pooled SMTP connections to the smarthost for `smtp://` and `smtps://`
+/// URLs.
 ///
 /// lettre's own transport writes the end-of-data marker in a write of its
 /// own on a socket without `TCP_NODELAY`, so Nagle's algorithm holds it
 /// until the server's delayed ACK (about 40 ms per email on Linux). These
-/// connections are opened here with `TCP_NODELAY` and handed to lettre's
-/// SMTP client.
+/// connections are opened here with `TCP_NODELAY` (and for `smtps://` the
+/// TLS session is set up here, with rustls) and handed to lettre's SMTP
+/// client.
 pub struct SmtpPool {
     host: String,
     port: u16,
     starttls: StartTls,
+    /// For `smtps://`: TLS from the first byte (the default roots and
+    /// `exit.smtp_ca_file`'s).
+    implicit: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     /// For STARTTLS (the default roots and `exit.smtp_ca_file`'s).
     tls: Option<TlsParameters>,
     hello: ClientId,
@@ -184,22 +189,24 @@ pub struct SmtpPool {
 type Failure = (Attempt, Option<Problem>);
 
 impl SmtpPool {
-    /// A pool for `url` (`smtp://[user@]host[:port][?tls=required|opportunistic]`);
-    /// STARTTLS trusts the default roots and `ca`.
+    /// A pool for `url` (`smtp://[user@]host[:port][?tls=required|opportunistic]`
+    /// or `smtps://[user@]host[:port]`); TLS trusts the default roots and
+    /// `ca` (the PEM of `exit.smtp_ca_file`).
     pub fn new(
         url: &str,
         hello: ClientId,
         credentials: Option<Credentials>,
-        ca: Option<Certificate>,
+        ca: Option<&[u8]>,
         timeout: Duration,
         max_idle: usize,
     ) -> anyhow::Result<Self> {
         let parsed =
             url::Url::parse(url).map_err(|e| anyhow::anyhow!("exit.smtp_url {url:?}: {e}"))?;
         anyhow::ensure!(
-            parsed.scheme() == "smtp",
-            "exit.smtp_url {url:?}: expected smtp://"
+            matches!(parsed.scheme(), "smtp" | "smtps"),
+            "exit.smtp_url {url:?}: expected smtp:// or smtps://"
         );
+        let implicit_tls = parsed.scheme() == "smtps";
         let host = parsed
             .host_str()
             .with_context(|| format!("exit.smtp_url {url:?} names no host"))?
@@ -213,13 +220,25 @@ impl SmtpPool {
             .as_deref()
         {
             None | Some("none") => StartTls::Never,
+            Some(_) if implicit_tls => anyhow::bail!(
+                "exit.smtp_url {url:?}: smtps:// is TLS from the start; tls= is for smtp://"
+            ),
             Some("opportunistic") => StartTls::Opportunistic,
             Some("required") => StartTls::Required,
             Some(other) => anyhow::bail!(
                 "exit.smtp_url {url:?}: tls={other} (expected required, opportunistic or none)"
             ),
         };
+        let ca = ca.map(parse_ca).transpose()?;
+        let implicit = if implicit_tls {
+            let server_name = ServerName::try_from(host.clone())
+                .map_err(|e| anyhow::anyhow!("exit.smtp_url {url:?}: {e}"))?;
+            Some((implicit_tls_connector(ca.as_ref())?, server_name))
+        } else {
+            None
+        };
         let tls = match starttls {
+            StartTls::Never if implicit_tls => None,
             StartTls::Never => {
                 anyhow::ensure!(
                     ca.is_none(),
@@ -228,12 +247,15 @@ impl SmtpPool {
                 );
                 None
             }
-            StartTls::Opportunistic | StartTls::Required => Some(tls_parameters(&host, ca)?),
+            StartTls::Opportunistic | StartTls::Required => {
+                Some(tls_parameters(&host, ca.map(|ca| ca.lettre))?)
+            }
         };
         Ok(Self {
-            port: parsed.port().unwrap_or(25),
+            port: parsed.port().unwrap_or(if implicit_tls { 465 } else { 25 }),
             host,
             starttls,
+            implicit,
             tls,
             hello,
             credentials,
@@ -267,9 +289,26 @@ impl SmtpPool {
             Err(_) => return Err(temporary("timeout")),
         };
         tcp.set_nodelay(true).map_err(|_| temporary("network"))?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit {
+            None => Box::new(tcp),
+            Some((connector, server_name)) => {
+                match tokio::time::timeout(
+                    self.timeout,
+                    connector.connect(server_name.clone(), tcp),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => Box::new(ImplicitTls(tls)),
+                    Ok(Err(_)) => {
+                        return Err((Problem::TlsHandshake.attempt(), Some(Problem::TlsHandshake)));
+                    }
+                    Err(_) => return Err(temporary("timeout")),
+                }
+            }
+        };
         let mut conn = tokio::time::timeout(
             self.timeout,
-            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello),
         )
         .await
         .map_err(|_| temporary("timeout"))?
@@ -395,38 +434,14 @@ impl Mailer {
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 MailTransport::File(AsyncFileTransport::new(dir))
             }
-            Transport::Smtp if !exit.smtp_url.trim_start().starts_with("smtps:") => {
-                MailTransport::Smtp(SmtpPool::new(
-                    exit.smtp_url.trim(),
-                    ClientId::Domain(exit.domain.trim().to_owned()),
-                    credentials(config)?,
-                    ca_certificate(config)?,
-                    Duration::from_secs(exit.smtp_timeout_secs),
-                    exit.smtp_connections as usize,
-                )?)
-            }
-            Transport::Smtp => {
-                let url = exit.smtp_url.trim();
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .with_context(|| format!("exit.smtp_url {url:?} names no host"))?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| anyhow::anyhow!("exit.smtp_url {url:?}: {e}"))?
-                    .tls(Tls::Wrapper(tls_parameters(host, ca_certificate(config)?)?))
-                    .hello_name(ClientId::Domain(exit.domain.trim().to_owned()))
-                    .timeout(Some(Duration::from_secs(exit.smtp_timeout_secs)))
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(exit.smtp_connections)
-                            .idle_timeout(Duration::from_secs(60)),
-                    );
-                if let Some(credentials) = credentials(config)? {
-                    builder = builder.credentials(credentials);
-                }
-                MailTransport::Smtps(builder.build())
-            }
+            Transport::Smtp => MailTransport::Smtp(Box::new(SmtpPool::new(
+                exit.smtp_url.trim(),
+                ClientId::Domain(exit.domain.trim().to_owned()),
+                credentials(config)?,
+                ca_file(config)?.as_deref(),
+                Duration::from_secs(exit.smtp_timeout_secs),
+                exit.smtp_connections as usize,
+            )?)),
         };
         Ok(Self {
             transport,
@@ -446,10 +461,6 @@ impl Mailer {
                     },
                     None,
                 ),
-            },
-            MailTransport::Smtps(t) => match t.send(message).await {
-                Ok(_) => (Attempt::Delivered, None),
-                Err(e) => failure(&e),
             },
             MailTransport::Smtp(pool) => pool.send(&message).await,
         };
@@ -496,20 +507,27 @@ fn credentials(config: &Config) -> anyhow::Result<Option<Credentials>> {
 
 /// The CA certificates of `exit.smtp_ca_file`, checked: the file must hold
 /// at least one PEM certificate, and every one must parse.
-fn ca_certificate(config: &Config) -> anyhow::Result<Option<Certificate>> {
+fn ca_file(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
     let file = config.exit.smtp_ca_file.trim();
     if file.is_empty() {
         return Ok(None);
     }
     let pem =
         std::fs::read(file).with_context(|| format!("cannot read exit.smtp_ca_file {file}"))?;
-    parse_ca(&pem)
-        .map(Some)
-        .with_context(|| format!("exit.smtp_ca_file {file}"))
+    parse_ca(&pem).with_context(|| format!("exit.smtp_ca_file {file}"))?;
+    Ok(Some(pem))
 }
 
-/// PEM CA certificates, checked as [`ca_certificate`] says.
-fn parse_ca(pem: &[u8]) -> anyhow::Result<Certificate> {
+/// The certificates of a CA file, for lettre (STARTTLS) and for rustls
+/// (`smtps://`).
+#[derive(Debug)]
+struct CaCertificates {
+    lettre: Certificate,
+    der: Vec<CertificateDer<'static>>,
+}
+
+/// PEM CA certificates, checked as [`ca_file`] says.
+fn parse_ca(pem: &[u8]) -> anyhow::Result<CaCertificates> {
     // lettre (with rustls) takes a file without any certificate as an
     // empty list: say so instead.
     anyhow::ensure!(
@@ -523,7 +541,87 @@ fn parse_ca(pem: &[u8]) -> anyhow::Result<Certificate> {
         .add_root_certificate(certificate.clone())
         .build()
         .map_err(|e| anyhow::anyhow!("holds a certificate that does not parse: {e}"))?;
-    Ok(certificate)
+    let der = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("is not valid PEM: {e}"))?;
+    Ok(CaCertificates {
+        lettre: certificate,
+        der,
+    })
+}
+
+/// rustls for `smtps://`, as lettre sets it up for STARTTLS: ring, TLS 1.2
+/// and 1.3, Mozilla's roots (webpki-roots) and `ca`'s.
+fn implicit_tls_connector(
+    ca: Option<&CaCertificates>,
+) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in ca.map(|ca| ca.der.as_slice()).unwrap_or_default() {
+        roots.add(cert.clone()).map_err(|e| {
+            anyhow::anyhow!("exit.smtp_ca_file holds a certificate that does not parse: {e}")
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(rustls::ALL_VERSIONS)
+    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// An `smtps://` connection's TLS stream, as lettre's SMTP client takes a
+/// stream.
+struct ImplicitTls(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl std::fmt::Debug for ImplicitTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImplicitTls").finish_non_exhaustive()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }
 
 /// TLS for `host`, trusting the default roots and `ca`.
@@ -807,6 +905,34 @@ mod tests {
         );
         assert_eq!(enhanced_code("permanent error (550): no such user"), None);
         assert_eq!(enhanced_code("version 1.2.3"), None);
+    }
+
+    #[test]
+    fn smtps_urls() {
+        let smtps = pool("smtps://127.0.0.1", None);
+        assert_eq!(smtps.port, 465);
+        assert!(smtps.implicit.is_some() && smtps.tls.is_none());
+        assert!(matches!(smtps.starttls, StartTls::Never));
+        let smtp = pool("smtp://127.0.0.1", None);
+        assert_eq!(smtp.port, 25);
+        assert!(smtp.implicit.is_none());
+        let new = |url: &str| {
+            SmtpPool::new(
+                url,
+                ClientId::Domain("exit.test".into()),
+                None,
+                None,
+                Duration::from_secs(10),
+                1,
+            )
+        };
+        let err = new("smtps://127.0.0.1?tls=required")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("TLS from the start"), "{err}");
+        assert!(new("http://127.0.0.1").is_err());
+        assert_eq!(new("smtps://mail.example.org:4650").unwrap().port, 4650);
     }
 
     #[test]
