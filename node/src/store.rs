@@ -96,9 +96,14 @@ pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Resu
 /// Overwrites a file with zeros, syncs it and unlinks it (a secret or a
 /// leak must not be readable from the disk after it is deleted).
 pub(crate) fn scrub(path: &Path) -> std::io::Result<()> {
-    let len = std::fs::metadata(path)?.len();
     let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    let mut left = file.metadata()?.len();
+    let zeros = [0u8; 64 * 1024];
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
     file.sync_all()?;
     drop(file);
     std::fs::remove_file(path)

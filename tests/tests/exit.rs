@@ -467,3 +467,39 @@ async fn paused_delivery_keeps_leaks_queued() {
     assert_eq!(fed.outbox().len(), 1);
     fed.shutdown().await;
 }
+
+/// A queued leak whose text is gone from the spool (the file restored from
+/// an old backup, a failed disk) is not retried for ever: its sender is
+/// told `Bounced`, the operator sees it as `lost`, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_lost_from_the_spool_bounces() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::start(dir.path(), 2, |_| {}).await;
+    let exit = fed.exit.node.exit().unwrap().clone();
+    exit.set_paused(true);
+    let sender = fed.sender();
+    let sent = sender
+        .leak(&fed, &Draft::new("hal@example.org", "I lied to you."))
+        .await;
+    wait_until(Duration::from_secs(30), "the leak queued", || {
+        let queued = exit.counts().unwrap().states.get("queued") == Some(&1);
+        async move { queued }
+    })
+    .await;
+    let spool = fed
+        .dir
+        .join("exit")
+        .join("exit-queue")
+        .join(leak_node::exit::spool::SPOOL_FILE);
+    let len = std::fs::metadata(&spool).unwrap().len();
+    std::fs::write(&spool, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
+    exit.set_paused(false);
+    assert_eq!(
+        sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
+        Outcome::Bounced
+    );
+    assert_eq!(exit.counts().unwrap().states.get("lost"), Some(&1));
+    assert!(fed.outbox().is_empty(), "nothing to send");
+    drop(exit);
+    fed.shutdown().await;
+}

@@ -96,9 +96,14 @@ impl Schedule {
         }
     }
 
-    /// The first due leak not in flight, taken out of the schedule.
+    /// The first due leak not in flight, taken out of the schedule. A leak
+    /// in flight stays scheduled (a retry asked for while it is sent) and
+    /// is taken once its attempt is over, so it is never sent twice at once.
     fn take_due(&mut self, now_ms: u64) -> Option<MessageId> {
-        let first = *self.due.iter().next()?;
+        let first = *self
+            .due
+            .iter()
+            .find(|(_, id)| !self.in_flight.contains(id))?;
         if first.0 > now_ms {
             return None;
         }
@@ -108,8 +113,12 @@ impl Schedule {
         Some(first.1)
     }
 
+    /// When the first leak not in flight is due.
     fn next_at(&self) -> Option<u64> {
-        self.due.iter().next().map(|(at, _)| *at)
+        self.due
+            .iter()
+            .find(|(_, id)| !self.in_flight.contains(id))
+            .map(|(at, _)| *at)
     }
 }
 
@@ -169,6 +178,7 @@ fn outcome_label(state: &str) -> &'static str {
         "bounced" => "bounced",
         "expired" => "expired",
         "purged" => "purged",
+        "lost" => "lost",
         _ => "other",
     }
 }
@@ -559,11 +569,12 @@ impl Exit {
                 self.answer(leak.reply_block, leak.message_id, done.outcome, hold);
                 return Ok(());
             }
-            Known::Queued(mut entry) => {
+            Known::Queued(_) => {
                 // A retransmission: its reply block is the one to answer.
                 self.count("duplicate");
-                entry.reply_block = leak.reply_block.to_bytes().to_vec();
-                self.store.update(&leak.message_id, &entry)?;
+                let block = leak.reply_block.to_bytes().to_vec();
+                self.store
+                    .update_with(&leak.message_id, |e| e.reply_block = block)?;
                 return Ok(());
             }
             Known::New => {}
@@ -730,12 +741,15 @@ impl Exit {
     /// One delivery attempt of a queued leak; `connection` is given back
     /// once the SMTP exchange is over.
     async fn deliver(self: Arc<Self>, id: MessageId, connection: OwnedSemaphorePermit) {
-        if let Err(e) = self.try_deliver(id, connection).await {
+        let result = self.try_deliver(id, connection).await;
+        let mut schedule = self.lock_schedule();
+        schedule.in_flight.remove(&id);
+        if let Err(e) = result {
             tracing::error!(error = %e, "a delivery attempt failed; retrying later");
             let retry = unix_now_ms() + self.config.exit.retry_initial_secs * 1000;
-            self.lock_schedule().insert(retry, id);
+            schedule.insert(retry, id);
         }
-        self.lock_schedule().in_flight.remove(&id);
+        drop(schedule);
         self.wake.notify_one();
     }
 
@@ -751,7 +765,14 @@ impl Exit {
             // Purged meanwhile.
             _ => return Ok(()),
         };
-        let body = self.store.body(&id)?;
+        let Some(body) = self.store.body(&id)? else {
+            // Its slot is gone or damaged (the spool restored or edited, a
+            // failed disk): it cannot be delivered, and retrying would not
+            // change that. Its sender is told.
+            tracing::error!(%id, "a queued leak's text is missing from the spool; it is bounced");
+            self.finish_async(id, Outcome::Bounced, "lost").await?;
+            return Ok(());
+        };
         let leak = match Leak::decode(&body) {
             Ok(leak) => leak,
             Err(_) => {
@@ -796,8 +817,15 @@ impl Exit {
         match attempt {
             Attempt::Delivered => {
                 self.lock_pace().succeeded();
-                self.finish_async(id, Outcome::Delivered, "delivered")
-                    .await?;
+                // The server has it: never sent again for a failed commit
+                // (only a crash before the commit resends it). The commit
+                // is retried until it holds; the leak stays in flight.
+                let mut wait = Duration::from_secs(1);
+                while let Err(e) = self.finish_async(id, Outcome::Delivered, "delivered").await {
+                    tracing::error!(error = %e, "cannot record a delivered leak; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
             }
             Attempt::Permanent { code } => {
                 tracing::info!(%id, %code, "a leak bounced");
@@ -827,8 +855,17 @@ impl Exit {
                 entry.next_attempt_ms = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                 let this = self.clone();
                 let next = entry.next_attempt_ms;
-                let kept =
-                    tokio::task::spawn_blocking(move || this.store.update(&id, &entry)).await??;
+                let (attempts, last_error) = (entry.attempts, entry.last_error);
+                // Changed in place: a reply block a retransmission brought
+                // meanwhile is kept.
+                let kept = tokio::task::spawn_blocking(move || {
+                    this.store.update_with(&id, |e| {
+                        e.attempts = attempts;
+                        e.last_error = last_error;
+                        e.next_attempt_ms = next;
+                    })
+                })
+                .await??;
                 if kept {
                     self.lock_schedule().insert(next, id);
                 }
@@ -912,6 +949,7 @@ impl Exit {
                 .store
                 .body(&id)
                 .ok()
+                .flatten()
                 .and_then(|b| Leak::decode(&b).ok())
                 .map(|l| l.recipient.ascii_domain().to_owned())
                 .unwrap_or_default();
@@ -967,12 +1005,11 @@ impl Exit {
     pub fn retry_now(&self, id: Option<&str>) -> anyhow::Result<usize> {
         let now = unix_now_ms();
         let mut n = 0;
-        for (id, mut entry) in self.queued_ids(id)? {
+        for (id, _) in self.queued_ids(id)? {
             if self.lock_schedule().in_flight.contains(&id) {
                 continue;
             }
-            entry.next_attempt_ms = now;
-            if self.store.update(&id, &entry)? {
+            if self.store.update_with(&id, |e| e.next_attempt_ms = now)? {
                 self.lock_schedule().insert(now, id);
                 n += 1;
             }
@@ -998,5 +1035,28 @@ impl Exit {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leak_in_flight_is_not_taken_again() {
+        let mut schedule = Schedule::default();
+        let (a, b) = (MessageId([1; 16]), MessageId([2; 16]));
+        schedule.insert(10, a);
+        schedule.insert(20, b);
+        assert_eq!(schedule.take_due(100), Some(a));
+        // A retry of `a` asked for while it is sent.
+        schedule.insert(5, a);
+        assert_eq!(schedule.next_at(), Some(20));
+        assert_eq!(schedule.take_due(100), Some(b));
+        assert_eq!(schedule.take_due(100), None, "a is still in flight");
+        schedule.in_flight.remove(&a);
+        assert_eq!(schedule.next_at(), Some(5));
+        assert_eq!(schedule.take_due(100), Some(a));
+        assert_eq!(schedule.take_due(100), None);
     }
 }

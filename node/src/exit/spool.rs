@@ -59,7 +59,12 @@ impl Slots {
 
 /// The spool file.
 pub struct Spool {
+    /// For writing and reading leaks.
     file: File,
+    /// For zeroing them: a descriptor of its own, so that a write-back
+    /// error of a leak being accepted is reported to `put`'s sync, not
+    /// consumed by a scrub's (Linux reports it once per open file).
+    scrubber: File,
     path: PathBuf,
     slots: Mutex<Slots>,
 }
@@ -84,12 +89,20 @@ impl Spool {
     /// (`dir/<id>.leak`) are moved into slots if queued, and scrubbed.
     pub fn open(dir: &Path, queued: &HashSet<MessageId>) -> anyhow::Result<Self> {
         let path = dir.join(SPOOL_FILE);
+        let created = !path.exists();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if created {
+            crate::store::sync_dir(dir)?;
+        }
+        let scrubber = std::fs::OpenOptions::new()
+            .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         let size = file.metadata()?.len();
@@ -121,6 +134,7 @@ impl Spool {
         }
         let spool = Self {
             file,
+            scrubber,
             path,
             slots: Mutex::new(slots),
         };
@@ -132,8 +146,10 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Moves queued leaks from files of the older layout into slots, and
-    /// scrubs every other file in `dir`.
+    /// Moves queued leaks from files of the older layout into slots (again
+    /// if a slot already holds one: its write may have been torn), and
+    /// scrubs every other file in `dir`. Anything but a plain file is left
+    /// alone (with a warning).
     fn import_files(&self, dir: &Path, queued: &HashSet<MessageId>) -> anyhow::Result<()> {
         let names: HashMap<String, MessageId> = queued
             .iter()
@@ -145,9 +161,14 @@ impl Spool {
             if name == SPOOL_FILE {
                 continue;
             }
-            if let Some(id) = names.get(&name)
-                && !self.holds(id)
-            {
+            if !entry.file_type()?.is_file() {
+                tracing::warn!(
+                    path = %entry.path().display(),
+                    "not a file: left alone in the exit's queue directory"
+                );
+                continue;
+            }
+            if let Some(id) = names.get(&name) {
                 let body = Zeroizing::new(std::fs::read(entry.path())?);
                 self.put(id, &body)?;
             }
@@ -196,13 +217,15 @@ impl Spool {
                 Ok(())
             }
             Err(e) => {
-                // Whatever reached the slot is zeroed before it is reused.
-                let _ = self
-                    .file
+                // Whatever reached the slot is zeroed before it is reused;
+                // if even that fails, it is not reused before the start
+                // zeroes it.
+                let zeroed = self
+                    .scrubber
                     .write_all_at(&[0u8; SLOT_LEN], offset(slot))
-                    .and_then(|()| self.file.sync_data());
+                    .and_then(|()| self.scrubber.sync_data());
                 let mut slots = self.lock();
-                if !slots.by_id.values().any(|&s| s == slot) {
+                if zeroed.is_ok() && !slots.by_id.values().any(|&s| s == slot) {
                     slots.free.insert(slot);
                 }
                 Err(e).with_context(|| format!("cannot write {}", self.path.display()))
@@ -210,27 +233,27 @@ impl Spool {
         }
     }
 
-    /// Leak `id`'s body.
-    pub fn get(&self, id: &MessageId) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        let slot = self
-            .lock()
-            .by_id
-            .get(id)
-            .copied()
-            .with_context(|| format!("the queued leak {id} is not in the spool"))?;
+    /// Leak `id`'s body; `None` if no intact slot holds it.
+    pub fn get(&self, id: &MessageId) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(slot) = self.lock().by_id.get(id).copied() else {
+            return Ok(None);
+        };
         let mut bytes = Zeroizing::new(vec![0u8; SLOT_LEN]);
         self.file
             .read_exact_at(&mut bytes, offset(slot))
             .with_context(|| format!("cannot read {}", self.path.display()))?;
-        anyhow::ensure!(
-            slot_id(&bytes) == Some(*id),
-            "the spool's slot of {id} is damaged"
-        );
+        if slot_id(&bytes) != Some(*id) {
+            return Ok(None);
+        }
         let mut len = [0u8; 4];
         len.copy_from_slice(&bytes[20..24]);
         let len = u32::from_le_bytes(len) as usize;
-        anyhow::ensure!(len <= MAX_BODY_LEN, "the spool's slot of {id} is damaged");
-        Ok(Zeroizing::new(bytes[HEADER_LEN..HEADER_LEN + len].to_vec()))
+        if len > MAX_BODY_LEN {
+            return Ok(None);
+        }
+        Ok(Some(Zeroizing::new(
+            bytes[HEADER_LEN..HEADER_LEN + len].to_vec(),
+        )))
     }
 
     /// Zeroes the slots of `ids` (those it holds), syncs them with one
@@ -247,11 +270,11 @@ impl Spool {
         }
         let zeros = [0u8; SLOT_LEN];
         for &slot in &taken {
-            self.file
+            self.scrubber
                 .write_all_at(&zeros, offset(slot))
                 .with_context(|| format!("cannot scrub {}", self.path.display()))?;
         }
-        self.file
+        self.scrubber
             .sync_data()
             .with_context(|| format!("cannot sync {}", self.path.display()))?;
         let mut slots = self.lock();
@@ -313,8 +336,8 @@ mod tests {
         let (a, b) = (MessageId([1; 16]), MessageId([2; 16]));
         spool.put(&a, b"first secret").unwrap();
         spool.put(&b, &vec![7u8; MAX_BODY_LEN]).unwrap();
-        assert_eq!(spool.get(&a).unwrap().as_slice(), b"first secret");
-        assert_eq!(spool.get(&b).unwrap().len(), MAX_BODY_LEN);
+        assert_eq!(spool.get(&a).unwrap().unwrap().as_slice(), b"first secret");
+        assert_eq!(spool.get(&b).unwrap().unwrap().len(), MAX_BODY_LEN);
         assert!(
             spool
                 .put(&MessageId([3; 16]), &vec![0u8; MAX_BODY_LEN + 1])
@@ -323,7 +346,7 @@ mod tests {
         let path = dir.path().join(SPOOL_FILE);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * SLOT_LEN as u64);
         spool.scrub(&[a]).unwrap();
-        assert!(spool.get(&a).is_err());
+        assert!(spool.get(&a).unwrap().is_none());
         let bytes = std::fs::read(&path).unwrap();
         assert!(
             bytes[..SLOT_LEN].iter().all(|&x| x == 0),
@@ -356,9 +379,12 @@ mod tests {
         std::fs::write(dir.path().join("gone.leak"), b"not queued").unwrap();
         let queued: HashSet<MessageId> = [kept, legacy].into_iter().collect();
         let spool = Spool::open(dir.path(), &queued).unwrap();
-        assert_eq!(spool.get(&kept).unwrap().as_slice(), b"kept");
-        assert_eq!(spool.get(&legacy).unwrap().as_slice(), b"from a file");
-        assert!(spool.get(&orphan).is_err());
+        assert_eq!(spool.get(&kept).unwrap().unwrap().as_slice(), b"kept");
+        assert_eq!(
+            spool.get(&legacy).unwrap().unwrap().as_slice(),
+            b"from a file"
+        );
+        assert!(spool.get(&orphan).unwrap().is_none());
         assert_eq!(spool.held(), 2);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -372,5 +398,35 @@ mod tests {
         assert_eq!(bytes.len(), 2 * SLOT_LEN);
         spool.scrub(&[kept, legacy]).unwrap();
         assert!(all_zero(&dir.path().join(SPOOL_FILE)));
+    }
+
+    #[test]
+    fn a_damaged_slot_reads_as_missing_and_a_torn_import_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = MessageId([7; 16]);
+        {
+            let spool = Spool::open(dir.path(), &HashSet::new()).unwrap();
+            spool.put(&id, b"whole").unwrap();
+            // Its body torn away (the header alone reached the disk).
+            spool
+                .file
+                .write_all_at(&[0u8; SLOT_LEN - HEADER_LEN], HEADER_LEN as u64)
+                .unwrap();
+            // A length no slot holds.
+            spool
+                .file
+                .write_all_at(&u32::MAX.to_le_bytes(), 20)
+                .unwrap();
+            assert!(spool.get(&id).unwrap().is_none());
+        }
+        // The old layout's file still holds it: imported again over the
+        // torn slot, and a directory there is left alone.
+        std::fs::write(dir.path().join(format!("{id}.leak")), b"whole").unwrap();
+        std::fs::create_dir(dir.path().join("not-a-leak")).unwrap();
+        let queued: HashSet<MessageId> = [id].into_iter().collect();
+        let spool = Spool::open(dir.path(), &queued).unwrap();
+        assert_eq!(spool.get(&id).unwrap().unwrap().as_slice(), b"whole");
+        assert!(dir.path().join("not-a-leak").is_dir());
+        assert!(!dir.path().join(format!("{id}.leak")).exists());
     }
 }

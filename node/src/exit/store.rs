@@ -124,6 +124,7 @@ const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 /// Takes finished leaks out of the queue, as many per transaction as are
 /// waiting, then scrubs their slots. Ends when the store is dropped.
 fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<FinishJob>) {
+    let mut unscrubbed: Vec<MessageId> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         // What else finishes within a short window joins this commit: one
@@ -143,10 +144,20 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
                 let mut queue = txn.open_table(QUEUE)?;
                 let mut done_table = txn.open_table(DONE)?;
                 for (id, done, _) in &batch {
-                    let entry = match queue.remove(id.0)? {
-                        Some(v) => Some(decode::<Entry>(v.value())?),
-                        None => None,
-                    };
+                    // One entry that does not decode fails only itself: it
+                    // is finished without a receipt.
+                    let entry = queue.remove(id.0)?.map(|v| {
+                        decode::<Entry>(v.value()).unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "a queued leak's entry does not decode");
+                            Entry {
+                                accepted_ms: 0,
+                                next_attempt_ms: 0,
+                                attempts: 0,
+                                last_error: String::new(),
+                                reply_block: Vec::new(),
+                            }
+                        })
+                    });
                     if entry.is_some() {
                         done_table.insert(id.0, encode(done)?.as_slice())?;
                     }
@@ -164,15 +175,19 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
                     .filter(|(_, entry)| entry.is_some())
                     .map(|((id, _, _), _)| *id)
                     .collect();
-                let scrubbed = spool.scrub(&ids).map_err(|e| format!("{e:#}"));
-                let scrubbed: Vec<Result<Option<Entry>, String>> = entries
-                    .into_iter()
-                    .map(|entry| match (&scrubbed, entry) {
-                        (_, None) => Ok(None),
-                        (Ok(()), Some(entry)) => Ok(Some(entry)),
-                        (Err(e), Some(_)) => Err(e.clone()),
-                    })
-                    .collect();
+                // The outcome holds once committed; a slot that cannot be
+                // zeroed now is zeroed with a later batch (or at start).
+                unscrubbed.extend(ids);
+                match spool.scrub(&unscrubbed) {
+                    Ok(()) => unscrubbed.clear(),
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        waiting = unscrubbed.len(),
+                        "cannot zero finished leaks' slots; trying again with the next batch"
+                    ),
+                }
+                let scrubbed: Vec<Result<Option<Entry>, String>> =
+                    entries.into_iter().map(Ok).collect();
                 for ((_, _, reply), result) in batch.into_iter().zip(scrubbed) {
                     let _ = reply.send(result);
                 }
@@ -205,6 +220,9 @@ impl ExitStore {
             .mode(0o700)
             .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        if let Some(parent) = dir.parent() {
+            crate::store::sync_dir(parent)?;
+        }
         let txn = store.db().begin_write()?;
         txn.open_table(QUEUE)?;
         txn.open_table(DONE)?;
@@ -339,23 +357,39 @@ impl ExitStore {
             Ok(())
         })();
         if committed.is_err() {
-            // Not acknowledged: its text does not stay.
-            let _ = self.spool.scrub(&[*id]);
+            // Not acknowledged: its text does not stay (else the start
+            // zeroes it).
+            if let Err(e) = self.spool.scrub(&[*id]) {
+                tracing::error!(error = %format!("{e:#}"), "cannot zero an unacknowledged leak's slot");
+            }
         }
         committed
     }
 
-    /// Replaces a queued leak's entry (a new reply block, a new schedule).
-    /// Returns false if it is no longer queued.
-    pub fn update(&self, id: &MessageId, entry: &Entry) -> anyhow::Result<bool> {
+    /// Changes a queued leak's entry in place (a new reply block, a new
+    /// schedule), read and written in one transaction so that concurrent
+    /// changes of other fields are kept. Returns false if it is no longer
+    /// queued.
+    pub fn update_with(
+        &self,
+        id: &MessageId,
+        change: impl FnOnce(&mut Entry),
+    ) -> anyhow::Result<bool> {
         let txn = self.store.db().begin_write()?;
         let present = {
             let mut table = txn.open_table(QUEUE)?;
-            let present = table.get(id.0)?.is_some();
-            if present {
-                table.insert(id.0, encode(entry)?.as_slice())?;
+            let entry = match table.get(id.0)? {
+                Some(v) => Some(decode::<Entry>(v.value())?),
+                None => None,
+            };
+            match entry {
+                Some(mut entry) => {
+                    change(&mut entry);
+                    table.insert(id.0, encode(&entry)?.as_slice())?;
+                    true
+                }
+                None => false,
             }
-            present
         };
         txn.commit()?;
         Ok(present)
@@ -429,7 +463,8 @@ impl ExitStore {
     }
 
     /// The leak as received (recipient and text): only while queued.
-    pub fn body(&self, id: &MessageId) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    /// `None` if the spool holds no intact slot for it.
+    pub fn body(&self, id: &MessageId) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
         self.spool.get(id)
     }
 
@@ -508,7 +543,7 @@ mod tests {
             .accept(&id, b"secret text", &entry(), &[3; 32], 10)
             .unwrap();
         assert!(matches!(store.lookup(&id).unwrap(), Known::Queued(_)));
-        assert_eq!(store.body(&id).unwrap().as_slice(), b"secret text");
+        assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"secret text");
         assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 1);
         let done = Done {
             outcome: Outcome::Delivered,
@@ -516,7 +551,7 @@ mod tests {
             at_ms: 5,
         };
         assert_eq!(store.finish(&id, &done).unwrap(), Some(entry()));
-        assert!(store.body(&id).is_err());
+        assert!(store.body(&id).unwrap().is_none());
         assert!(matches!(store.lookup(&id).unwrap(), Known::Done(d) if d == done));
         // A second finish finds nothing.
         assert_eq!(store.finish(&id, &done).unwrap(), None);
@@ -543,8 +578,31 @@ mod tests {
         let store = open(dir.path());
         assert!(!orphan.exists());
         assert_eq!(store.queued().unwrap().len(), 1);
-        assert_eq!(store.body(&id).unwrap().as_slice(), b"kept");
+        assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"kept");
         assert!(store.opted_out(&[9; 32]).unwrap());
         assert!(!store.opted_out(&[8; 32]).unwrap());
+    }
+
+    #[test]
+    fn update_with_keeps_what_it_does_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let id = MessageId([3; 16]);
+        store.accept(&id, b"text", &entry(), &[1; 32], 1).unwrap();
+        assert!(
+            store
+                .update_with(&id, |e| e.reply_block = vec![9; 4])
+                .unwrap()
+        );
+        assert!(store.update_with(&id, |e| e.attempts = 2).unwrap());
+        let Known::Queued(now) = store.lookup(&id).unwrap() else {
+            panic!("queued");
+        };
+        assert_eq!((now.attempts, now.reply_block), (2, vec![9; 4]));
+        assert!(
+            !store
+                .update_with(&MessageId([4; 16]), |e| e.attempts = 1)
+                .unwrap()
+        );
     }
 }
