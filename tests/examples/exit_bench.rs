@@ -27,19 +27,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use leak_node::{StartOptions, identity::node_id_of};
 use leak_tests::{
-    NodeProcess, TestNode,
-    exit::{Draft, Sender, cheap_policy},
-    init_node,
+    exit::{Draft, ProcessFederation},
     mail::{SmtpSink, SourceOptions, smtp_source_rate_with},
-    process::{free_port, leak_node_command, leak_node_command_on},
-    test_config, wait_until,
 };
 
 /// The CPU of the exit, the sink and smtp-source when pinned.
@@ -93,31 +87,9 @@ fn can_pin() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-/// `leak-node queue --json --config CONFIG ARGS`'s output; panics if it
-/// fails.
-fn queue(config: &Path, args: &[&str]) -> String {
-    let output = leak_node_command()
-        .args(["queue", "--json", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("running leak-node queue");
-    assert!(
-        output.status.success(),
-        "leak-node queue {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// The exit's counts: (waiting: queued, retrying or sending; delivered).
-fn queue_counts(config: &Path) -> (u64, u64) {
-    let json: serde_json::Value = serde_json::from_str(&queue(config, &["counts"])).unwrap();
-    let state = |name: &str| json["states"][name].as_u64().unwrap_or(0);
-    (
-        state("queued") + state("retrying") + state("sending"),
-        state("delivered"),
-    )
+fn queue_counts(fed: &ProcessFederation) -> (u64, u64) {
+    fed.queue_counts().expect("leak-node queue counts")
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -168,94 +140,29 @@ async fn main() {
         "smtp-sink counted every smtp-source message"
     );
 
-    // Two relays here, the exit a process of its own.
+    // Two relays here, the exit a process of its own (started on its CPU
+    // with `taskset -c`, so every thread it starts is too).
     let dir = tempfile::tempdir().unwrap();
-    let (policy_config, policy) = cheap_policy(dir.path());
-    let mut relays: Vec<TestNode> = Vec::new();
-    for i in 0..2 {
-        let d = dir.path().join(format!("relay{i}"));
-        let bootstrap = relays
-            .first()
-            .map(|r| vec![r.node.dial_addr()])
-            .unwrap_or_default();
-        let mut config = test_config(&d, 3600, bootstrap);
-        config.policy = policy_config.clone();
-        relays.push(TestNode::start(d, config, StartOptions::default()).await);
-    }
-    let exit_dir = dir.path().join("exit");
-    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let bootstrap = relays[0].node.dial_addr().to_string();
-    let config = init_node(
-        &exit_dir,
+    let fed = ProcessFederation::start(
+        dir.path(),
+        &sink.smtp_url(),
+        connections,
         &[
-            "--listen",
-            &listen,
-            "--bootstrap",
-            &bootstrap,
-            "--exit-domain",
-            "exit.test",
-            "--metrics",
-            "",
+            "exit.max_rate=1e9".to_owned(),
+            "exit.min_rate=1.0".to_owned(),
         ],
-    );
-    let sets = [
-        "exit.transport=\"smtp\"".to_owned(),
-        format!("exit.smtp_url={:?}", sink.smtp_url()),
-        format!("exit.smtp_connections={connections}"),
-        "exit.max_rate=1e9".to_owned(),
-        "exit.min_rate=1.0".to_owned(),
-        "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
-        format!("policy.file={:?}", policy_config.file),
-        format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
-    ];
-    // Started on its CPU (`taskset -c`), so every thread it starts is too.
-    let mut command = leak_node_command_on(exit_cpu);
-    command.arg("run").arg("--config").arg(&config);
-    for set in &sets {
-        command.args(["--set", set]);
-    }
-    let mut exit = NodeProcess::spawn("exit", command);
-    let started = exit.wait_started(false, Duration::from_secs(60));
-    let exit_id = node_id_of(&started.peer_id).unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "the relays to know the exit",
-        || {
-            let done = relays.iter().all(|r| {
-                r.node
-                    .directory()
-                    .iter()
-                    .any(|d| d.node == exit_id && d.roles.exit)
-            });
-            async move { done }
-        },
+        exit_cpu,
     )
     .await;
 
     // Delivery paused: every leak is taken and queued first.
-    queue(&config, &["pause"]);
-    let sender = Sender {
-        peer: leak_node::client::Peer::new().unwrap(),
-        policy,
-    };
-    for r in &relays {
-        sender
-            .peer
-            .add_node(r.node.peer_id(), r.node.listen_addrs().to_vec());
-    }
+    fed.queue(&["pause"]).expect("leak-node queue pause");
+    let sender = fed.sender();
     // Built ahead (stamps, onion layers), so the run measures the nodes.
     let packets: Vec<_> = (0..leaks)
         .map(|i| {
             let to = format!("bench{i}@leak.test");
-            let draft = Draft::new(&to, "You killed it at karaoke.");
-            sender
-                .build_to(
-                    &relays[0].node,
-                    &relays[0].node,
-                    &relays[1].node,
-                    exit_id,
-                    &draft,
-                )
+            fed.build(&sender, &Draft::new(&to, "You killed it at karaoke."))
                 .0
         })
         .collect();
@@ -265,24 +172,24 @@ async fn main() {
     for chunk in packets.chunks(200) {
         sender
             .peer
-            .send_packets(relays[0].node.peer_id(), chunk)
+            .send_packets(fed.relays[0].node.peer_id(), chunk)
             .await
             .unwrap();
         pushed += chunk.len() as u64;
         let wait = Instant::now() + Duration::from_secs(120);
-        while queue_counts(&config).0 < pushed && Instant::now() < wait {
+        while queue_counts(&fed).0 < pushed && Instant::now() < wait {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let ingest = ingest_started.elapsed();
-    assert_eq!(queue_counts(&config).0, leaks as u64, "every leak queued");
+    assert_eq!(queue_counts(&fed).0, leaks as u64, "every leak queued");
 
     // Resume, and time the drain.
     eprintln!("{leaks} leaks queued; draining");
-    let exit_pid = exit.pid();
+    let exit_pid = fed.exit.pid();
     let cpu_before = process_cpu(exit_pid);
     let opened = Instant::now();
-    queue(&config, &["resume"]);
+    fed.queue(&["resume"]).expect("leak-node queue resume");
     let deadline = Instant::now() + Duration::from_secs(300);
     // Cheap to look at: the end of smtp-sink's output.
     while sink.received_count() - baseline < leaks {
@@ -294,7 +201,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Then until every outcome is committed.
-    while queue_counts(&config).0 > 0 {
+    while queue_counts(&fed).0 > 0 {
         assert!(Instant::now() < deadline, "outcomes not committed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -308,7 +215,7 @@ async fn main() {
         "smtp-sink got each leak once"
     );
     assert_eq!(
-        queue_counts(&config).1,
+        queue_counts(&fed).1,
         leaks as u64,
         "every leak ended delivered"
     );
@@ -351,8 +258,5 @@ async fn main() {
         });
         std::fs::write(path, format!("{json}\n")).unwrap();
     }
-    exit.stop_cleanly();
-    for r in relays {
-        r.node.shutdown().await.unwrap();
-    }
+    fed.shutdown().await;
 }

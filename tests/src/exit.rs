@@ -57,6 +57,40 @@ pub fn signed_policy(
     (config, policy)
 }
 
+/// Starts `n` relays in `dir/relay<i>` (each bootstrapping from the
+/// first), relay `i` with `policy(i)`.
+pub async fn start_relays(
+    dir: &Path,
+    n: usize,
+    policy: impl Fn(usize) -> PolicyConfig,
+) -> Vec<TestNode> {
+    let mut relays: Vec<TestNode> = Vec::new();
+    for i in 0..n {
+        let d = dir.join(format!("relay{i}"));
+        let bootstrap = relays
+            .first()
+            .map(|r| vec![r.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, 3600, bootstrap);
+        config.policy = policy(i);
+        relays.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    relays
+}
+
+/// A reply block along `reply` to a fresh mailbox: its capability, the
+/// block, and the keys that open what comes back.
+fn reply_block_on(reply: &[PathHop]) -> ([u8; 32], leak_protocol::ReplyBlock, ReplyKeys) {
+    let capability = random32();
+    let (block, keys) = build_reply_block(
+        reply,
+        MailboxId::from_capability(&capability),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    (capability, block, keys)
+}
+
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -93,18 +127,8 @@ impl Federation {
     /// Starts `relays` relays and an exit configured by `configure`.
     pub async fn start(dir: &Path, relays: usize, configure: impl FnOnce(&mut Config)) -> Self {
         let (policy_config, policy) = cheap_policy(dir);
-        let first_dir = dir.join("relay0");
-        let mut first_config = test_config(&first_dir, 3600, vec![]);
-        first_config.policy = policy_config.clone();
-        let first = TestNode::start(first_dir, first_config, StartOptions::default()).await;
-        let bootstrap = vec![first.node.dial_addr()];
-        let mut nodes = vec![first];
-        for i in 1..relays {
-            let d = dir.join(format!("relay{i}"));
-            let mut config = test_config(&d, 3600, bootstrap.clone());
-            config.policy = policy_config.clone();
-            nodes.push(TestNode::start(d, config, StartOptions::default()).await);
-        }
+        let nodes = start_relays(dir, relays, |_| policy_config.clone()).await;
+        let bootstrap = vec![nodes[0].node.dial_addr()];
         let exit_dir = dir.join("exit");
         let mut config = exit_config(&exit_dir, bootstrap, &policy_config);
         configure(&mut config);
@@ -325,13 +349,7 @@ impl Sender {
         draft: &Draft<'_>,
     ) -> (leak_protocol::Packet, Sent) {
         let exit_id = forward.last().unwrap().node;
-        let capability = random32();
-        let (reply_block, keys) = build_reply_block(
-            &reply,
-            MailboxId::from_capability(&capability),
-            &mut rand::rng(),
-        )
-        .unwrap();
+        let (capability, reply_block, keys) = reply_block_on(&reply);
         let id = draft
             .id
             .unwrap_or_else(|| MessageId(random32()[..16].try_into().unwrap()));
@@ -366,13 +384,7 @@ impl Sender {
         encode: impl FnOnce(MessageId, &leak_protocol::ReplyBlock) -> Vec<u8>,
     ) -> (leak_protocol::Packet, Sent) {
         let (forward, reply, mailbox_node) = Self::paths(federation, (0, 1));
-        let capability = random32();
-        let (reply_block, keys) = build_reply_block(
-            &reply,
-            MailboxId::from_capability(&capability),
-            &mut rand::rng(),
-        )
-        .unwrap();
+        let (capability, reply_block, keys) = reply_block_on(&reply);
         let id = MessageId(random32()[..16].try_into().unwrap());
         let bytes = encode(id, &reply_block);
         let packet = build_packet(&forward, &bytes, &mut rand::rng()).unwrap();
@@ -440,4 +452,168 @@ pub fn assert_queue_scrubbed(queue_dir: &Path) {
         let left = bytes.iter().filter(|&&b| b != 0).count();
         assert_eq!(left, 0, "{left} bytes of the spool are not zeroed");
     }
+}
+
+/// Two relays in this process and an exit as a `leak-node` process of its
+/// own (release or debug, as [`crate::leak_node_bin`] finds it) delivering
+/// over SMTP: for tests that kill the exit and for benchmarks that measure
+/// it alone.
+pub struct ProcessFederation {
+    /// The relays (the sender enters at the first).
+    pub relays: Vec<TestNode>,
+    /// The exit's process.
+    pub exit: crate::NodeProcess,
+    /// The exit's data directory.
+    pub exit_dir: PathBuf,
+    /// The exit's config file (for `leak-node queue --config`).
+    pub config: PathBuf,
+    /// The exit's node id.
+    pub exit_id: leak_protocol::NodeId,
+    policy: Policy,
+    sets: Vec<String>,
+    cpu: Option<usize>,
+}
+
+impl ProcessFederation {
+    /// Starts the relays, then the exit delivering to `smtp_url` over
+    /// `connections` connections, with `extra` config settings
+    /// (`--set KEY=VALUE`), on `cpu` only if given; waits until the relays
+    /// know the exit.
+    pub async fn start(
+        dir: &Path,
+        smtp_url: &str,
+        connections: u32,
+        extra: &[String],
+        cpu: Option<usize>,
+    ) -> Self {
+        let (policy_config, policy) = cheap_policy(dir);
+        let relays = start_relays(dir, 2, |_| policy_config.clone()).await;
+        let exit_dir = dir.join("exit");
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", crate::process::free_port());
+        let bootstrap = relays[0].node.dial_addr().to_string();
+        let config = crate::init_node(
+            &exit_dir,
+            &[
+                "--listen",
+                &listen,
+                "--bootstrap",
+                &bootstrap,
+                "--exit-domain",
+                "exit.test",
+                "--metrics",
+                "",
+            ],
+        );
+        let mut sets = vec![
+            "exit.transport=\"smtp\"".to_owned(),
+            format!("exit.smtp_url={smtp_url:?}"),
+            format!("exit.smtp_connections={connections}"),
+            "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
+            format!("policy.file={:?}", policy_config.file),
+            format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
+        ];
+        sets.extend_from_slice(extra);
+        let (exit, exit_id) = spawn_exit(&config, &sets, cpu);
+        let federation = Self {
+            relays,
+            exit,
+            exit_dir,
+            config,
+            exit_id,
+            policy,
+            sets,
+            cpu,
+        };
+        wait_until(
+            Duration::from_secs(60),
+            "the relays to know the exit",
+            || {
+                let done = federation.relays.iter().all(|r| {
+                    r.node
+                        .directory()
+                        .iter()
+                        .any(|d| d.node == exit_id && d.roles.exit)
+                });
+                async move { done }
+            },
+        )
+        .await;
+        federation
+    }
+
+    /// Starts the exit's process again (after a kill) and waits until it
+    /// runs.
+    pub fn restart_exit(&mut self) {
+        self.exit = spawn_exit(&self.config, &self.sets, self.cpu).0;
+    }
+
+    /// A sender that knows the relays.
+    pub fn sender(&self) -> Sender {
+        let peer = Peer::new().unwrap();
+        for r in &self.relays {
+            peer.add_node(r.node.peer_id(), r.node.listen_addrs().to_vec());
+        }
+        Sender {
+            peer,
+            policy: self.policy.clone(),
+        }
+    }
+
+    /// A leak through both relays to the exit.
+    pub fn build(&self, sender: &Sender, draft: &Draft<'_>) -> (leak_protocol::Packet, Sent) {
+        let (entry, middle) = (&self.relays[0].node, &self.relays[1].node);
+        sender.build_to(entry, entry, middle, self.exit_id, draft)
+    }
+
+    /// `leak-node queue --json ARGS` against the running exit; `None` if
+    /// it fails (the exit not running).
+    pub fn queue(&self, args: &[&str]) -> Option<String> {
+        let output = crate::process::leak_node_command()
+            .args(["queue", "--json", "--config"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The exit's queue: (waiting: queued, retrying or sending;
+    /// delivered), or `None` if it cannot be asked.
+    pub fn queue_counts(&self) -> Option<(u64, u64)> {
+        let json: serde_json::Value = serde_json::from_str(&self.queue(&["counts"])?).ok()?;
+        let state = |name: &str| json["states"][name].as_u64().unwrap_or(0);
+        Some((
+            state("queued") + state("retrying") + state("sending"),
+            state("delivered"),
+        ))
+    }
+
+    /// Stops the exit cleanly and the relays.
+    pub async fn shutdown(mut self) {
+        self.exit.stop_cleanly();
+        for r in self.relays {
+            r.node.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Runs `leak-node run --config CONFIG --set SET...` (on `cpu` only, if
+/// given) and waits until it runs; returns it and its node id.
+fn spawn_exit(
+    config: &Path,
+    sets: &[String],
+    cpu: Option<usize>,
+) -> (crate::NodeProcess, leak_protocol::NodeId) {
+    let mut command = crate::process::leak_node_command_on(cpu);
+    command.arg("run").arg("--config").arg(config);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let mut exit = crate::NodeProcess::spawn("exit", command);
+    let started = exit.wait_started(false, Duration::from_secs(60));
+    let id = leak_node::identity::node_id_of(&started.peer_id).unwrap();
+    (exit, id)
 }

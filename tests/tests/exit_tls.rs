@@ -94,10 +94,7 @@ async fn the_delivered_leak(postfix: &Postfix, to: &str) -> DeliveredMail {
 
 /// The `Received` field Postfix added for the exit's session.
 fn received(mail: &DeliveredMail) -> String {
-    mail.headers()
-        .into_iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("Received"))
-        .map(|(_, value)| value)
+    mail.header("Received")
         .unwrap_or_else(|| panic!("no Received field:\n{}", mail.text()))
 }
 
@@ -158,6 +155,19 @@ async fn assert_still_queued(
     assert!(postfix.messages().is_empty(), "{}", postfix.log());
 }
 
+/// Postfix's `Received` field says the email came over TLS, authenticated
+/// as [`USER`] (ESMTPSA: ESMTP with STARTTLS or TLS (S) and AUTH (A), RFC
+/// 3848).
+fn assert_tls_and_auth(mail: &DeliveredMail) {
+    let received = received(mail);
+    assert!(received.contains("with ESMTPSA"), "{received}");
+    assert!(received.contains("(using TLSv1."), "{received}");
+    assert!(
+        received.contains(&format!("(Authenticated sender: {USER}")),
+        "{received}"
+    );
+}
+
 /// STARTTLS required, AUTH PLAIN, the server's certificate from a private
 /// CA named in `exit.smtp_ca_file`: delivered, over TLS, authenticated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,14 +188,7 @@ async fn starttls_and_auth_deliver() {
     let sent = send(&fed, &sender, "board@leak.test").await;
     assert_delivered(&fed, &sender, &sent, &postfix).await;
     let mail = the_delivered_leak(&postfix, "board@leak.test").await;
-    let received = received(&mail);
-    // ESMTPSA: ESMTP with STARTTLS (S) and AUTH (A), RFC 3848.
-    assert!(received.contains("with ESMTPSA"), "{received}");
-    assert!(received.contains("(using TLSv1."), "{received}");
-    assert!(
-        received.contains(&format!("(Authenticated sender: {USER}")),
-        "{received}"
-    );
+    assert_tls_and_auth(&mail);
     let log = postfix.log();
     assert!(log.contains("TLS connection established"), "{log}");
     // What the tests of leaks that must not arrive look for.
@@ -217,13 +220,7 @@ async fn implicit_tls_and_auth_deliver() {
     let sent = send(&fed, &sender, "press@leak.test").await;
     assert_delivered(&fed, &sender, &sent, &postfix).await;
     let mail = the_delivered_leak(&postfix, "press@leak.test").await;
-    let received = received(&mail);
-    assert!(received.contains("with ESMTPSA"), "{received}");
-    assert!(received.contains("(using TLSv1."), "{received}");
-    assert!(
-        received.contains(&format!("(Authenticated sender: {USER}")),
-        "{received}"
-    );
+    assert_tls_and_auth(&mail);
     fed.shutdown().await;
 }
 

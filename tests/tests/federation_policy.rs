@@ -10,8 +10,8 @@ use leak_node::{StartOptions, config::PolicyConfig};
 use leak_protocol::{Outcome, policy::SignedPolicy};
 use leak_tests::{
     TestNode,
-    exit::{Draft, Sender, exit_config},
-    http_request, random32, test_config, wait_until,
+    exit::{Draft, Sender, exit_config, start_relays},
+    http_request, random32, wait_until,
 };
 
 const RECEIPT: Duration = Duration::from_secs(30);
@@ -54,17 +54,7 @@ async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]
             threshold: 1,
         }
     };
-    let mut relays: Vec<TestNode> = Vec::new();
-    for i in 0..2 {
-        let d = dir.join(format!("relay{i}"));
-        let bootstrap = relays
-            .first()
-            .map(|r| vec![r.node.dial_addr()])
-            .unwrap_or_default();
-        let mut config = test_config(&d, 3600, bootstrap);
-        config.policy = policy_config(i);
-        relays.push(TestNode::start(d, config, StartOptions::default()).await);
-    }
+    let relays = start_relays(dir, 2, policy_config).await;
     let mut exits = Vec::new();
     for i in 0..2 {
         let d = dir.join(format!("exit{i}"));

@@ -182,11 +182,6 @@ impl Spool {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a leak `id` is in a slot.
-    pub fn holds(&self, id: &MessageId) -> bool {
-        self.lock().by_id.contains_key(id)
-    }
-
     /// Writes leak `id` into a free slot and syncs it.
     pub fn put(&self, id: &MessageId, body: &[u8]) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -302,8 +297,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Leaks held (for tests and the operator).
-    pub fn held(&self) -> usize {
+    /// Leaks held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.lock().by_id.len()
     }
 }

@@ -106,11 +106,9 @@ impl Drop for ExitStore {
 }
 
 /// A leak to take out of the queue, and where its answer goes.
-type FinishJob = (
-    MessageId,
-    Done,
-    tokio::sync::oneshot::Sender<Result<Option<Entry>, String>>,
-);
+type FinishJob = (MessageId, Done, tokio::sync::oneshot::Sender<Finished>);
+/// What finishing a leak gave: its last entry (`None`: no longer queued).
+type Finished = Result<Option<Entry>, String>;
 
 /// Most finished leaks committed in one transaction.
 const FINISH_BATCH: usize = 256;
@@ -169,15 +167,15 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
         })();
         match result {
             Ok(entries) => {
-                let ids: Vec<MessageId> = batch
-                    .iter()
-                    .zip(&entries)
-                    .filter(|(_, entry)| entry.is_some())
-                    .map(|((id, _, _), _)| *id)
-                    .collect();
                 // The outcome holds once committed; a slot that cannot be
                 // zeroed now is zeroed with a later batch (or at start).
-                unscrubbed.extend(ids);
+                unscrubbed.extend(
+                    batch
+                        .iter()
+                        .zip(&entries)
+                        .filter(|(_, entry)| entry.is_some())
+                        .map(|((id, _, _), _)| *id),
+                );
                 match spool.scrub(&unscrubbed) {
                     Ok(()) => unscrubbed.clear(),
                     Err(e) => tracing::error!(
@@ -186,10 +184,8 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
                         "cannot zero finished leaks' slots; trying again with the next batch"
                     ),
                 }
-                let scrubbed: Vec<Result<Option<Entry>, String>> =
-                    entries.into_iter().map(Ok).collect();
-                for ((_, _, reply), result) in batch.into_iter().zip(scrubbed) {
-                    let _ = reply.send(result);
+                for ((_, _, reply), entry) in batch.into_iter().zip(entries) {
+                    let _ = reply.send(Ok(entry));
                 }
             }
             Err(e) => {
@@ -434,7 +430,7 @@ impl ExitStore {
         Self::answered(answer.await)
     }
 
-    #[allow(clippy::type_complexity)]
+    /// The commit thread's queue, and a job for it with its answer.
     fn job(
         &self,
         id: &MessageId,
@@ -442,7 +438,7 @@ impl ExitStore {
     ) -> anyhow::Result<(
         std::sync::mpsc::SyncSender<FinishJob>,
         FinishJob,
-        tokio::sync::oneshot::Receiver<Result<Option<Entry>, String>>,
+        tokio::sync::oneshot::Receiver<Finished>,
     )> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self
@@ -455,7 +451,7 @@ impl ExitStore {
     }
 
     fn answered(
-        answer: Result<Result<Option<Entry>, String>, tokio::sync::oneshot::error::RecvError>,
+        answer: Result<Finished, tokio::sync::oneshot::error::RecvError>,
     ) -> anyhow::Result<Option<Entry>> {
         answer
             .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?
