@@ -20,6 +20,7 @@
 //! client).
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod epoch;

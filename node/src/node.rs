@@ -28,7 +28,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -41,12 +41,12 @@ use leak_protocol::{
 };
 use libp2p::{Multiaddr, PeerId, gossipsub, swarm::SwarmEvent};
 use tokio::sync::{Semaphore, mpsc, watch};
-use zeroize::Zeroizing;
 
 use crate::{
     config::{Config, Role},
     directory::{Directory, Offer, Refused},
     epoch::{EpochSchedule, KeyRing},
+    exit::ExitDelivery,
     held::{HeldQueue, Hold},
     identity::{Identity, peer_id_of},
     metrics::Metrics,
@@ -59,14 +59,6 @@ use crate::{
     store::{Deposit, MailboxLimits, Store},
     wire,
 };
-
-/// A leak that reached this node as its exit, for the exit role to deliver.
-pub struct ExitDelivery {
-    /// The decrypted message (an encoded `Leak`).
-    pub message: Zeroizing<Vec<u8>>,
-    /// The delay the client asked the exit to hold it for.
-    pub delay: Delay,
-}
 
 /// What a node is started with besides its configuration.
 #[derive(Default)]
@@ -101,19 +93,7 @@ fn publishable(listen: &[Multiaddr]) -> Vec<Multiaddr> {
     }
 }
 
-/// The current Unix time in milliseconds.
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::{unix_now, unix_now_ms};
 
 /// State shared by the node's tasks.
 struct Shared {

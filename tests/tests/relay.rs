@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use leak_node::{StartOptions, client::Peer, node::ExitDelivery};
+use leak_node::{StartOptions, client::Peer, exit::ExitDelivery};
 use leak_protocol::{MailboxId, build_packet, build_reply_block};
 use leak_tests::{TestNode, descriptor_of, hop, own_descriptor, random32, test_config, wait_until};
 use tokio::sync::mpsc;

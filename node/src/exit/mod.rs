@@ -55,12 +55,16 @@ use self::{
     store::{Done, Entry, ExitStore, Known},
 };
 use crate::{
-    config::Config,
-    metrics::Metrics,
-    node::{ExitDelivery, unix_now_ms},
-    policy::PolicyState,
-    store::Store,
+    clock::unix_now_ms, config::Config, metrics::Metrics, policy::PolicyState, store::Store,
 };
+
+/// A leak that reached this node as its exit, for the exit role to deliver.
+pub struct ExitDelivery {
+    /// The decrypted message (an encoded `Leak`).
+    pub message: zeroize::Zeroizing<Vec<u8>>,
+    /// The delay the client asked the exit to hold it for.
+    pub delay: Delay,
+}
 
 /// Sends a packet to a node (the first hop of a reply block).
 pub type SendPacket = Arc<dyn Fn(NodeId, Packet) + Send + Sync>;
