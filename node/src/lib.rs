@@ -32,6 +32,7 @@ pub mod net;
 pub mod node;
 pub mod policy;
 pub mod queue;
+pub mod relay;
 pub mod safelog;
 pub mod store;
 pub mod wire;

@@ -131,14 +131,28 @@ impl Store {
                 path.display()
             )
         })?;
-        let txn = db.begin_write()?;
-        txn.open_table(MAILBOX)?;
-        txn.open_table(META)?;
-        txn.commit()?;
         let keys_dir = path
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join("mix-keys");
+        Self::with_database(db, keys_dir)
+    }
+
+    /// A store whose database lives in memory (the virtual-time harness:
+    /// the same tables and transactions, without a sync per batch); mix
+    /// keys still go to `keys_dir`, as files.
+    pub fn open_in_memory(keys_dir: &Path) -> anyhow::Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .context("cannot create an in-memory database")?;
+        Self::with_database(db, keys_dir.to_path_buf())
+    }
+
+    fn with_database(db: Database, keys_dir: PathBuf) -> anyhow::Result<Self> {
+        let txn = db.begin_write()?;
+        txn.open_table(MAILBOX)?;
+        txn.open_table(META)?;
+        txn.commit()?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -28,7 +28,7 @@ async fn five_nodes_three_hops() {
         let options = if i == 4 {
             StartOptions {
                 exit_sink: Some(exit_tx.clone()),
-                exit_info: None,
+                ..StartOptions::default()
             }
         } else {
             StartOptions::default()

@@ -1,0 +1,141 @@
+//! The worker threads: batches from the fair inbound queue through the
+//! [relay core](crate::relay), and each decision carried out.
+
+use std::{sync::Arc, time::Duration};
+
+use leak_protocol::NodeId;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use super::{shared::Shared, timer::TimerItem};
+use crate::{
+    exit::ExitDelivery,
+    identity::peer_id_of,
+    relay::{Decision, DropReason, settle_batch},
+    store::{Deposit, MailboxLimits},
+};
+
+/// Packets a worker takes from the queue at once (one database transaction).
+const WORKER_BATCH: usize = 128;
+
+/// One worker thread: take batches fairly, open them, record replay tags in
+/// one transaction, and carry out what the core decided.
+pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) {
+    loop {
+        let batch = shared
+            .inbound
+            .pop_batch(WORKER_BATCH, Duration::from_millis(250));
+        if batch.is_empty() {
+            if shared.inbound.is_closed() {
+                return;
+            }
+            continue;
+        }
+        shared.metrics.queue_depth.set(shared.inbound.len() as i64);
+        let now_ms = shared.clock.now_ms();
+        let mut opened = Vec::with_capacity(batch.len());
+        {
+            let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+            for (source, packet) in batch {
+                let started = std::time::Instant::now();
+                let result = shared.core.open(&packet, &keys, now_ms / 1000);
+                shared
+                    .metrics
+                    .processing_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match result {
+                    Ok((epoch, processed)) => opened.push((source, epoch, processed)),
+                    Err(reason) => shared.drop_packet(reason),
+                }
+            }
+        }
+        let knows =
+            |node: &NodeId| peer_id_of(node).is_some_and(|peer| !shared.book.get(&peer).is_empty());
+        let decided = settle_batch(&shared.core, &*shared.store, now_ms, opened, knows);
+        let mut deposits = Vec::new();
+        for opened in decided {
+            match opened.decision {
+                Decision::Hold {
+                    due_ms,
+                    next_hop,
+                    packet,
+                } => match peer_id_of(&next_hop) {
+                    Some(next_hop) => hold(shared, timer, opened.source, due_ms, next_hop, packet),
+                    None => shared.drop_packet(DropReason::BadNextHop),
+                },
+                Decision::Deposit {
+                    mailbox,
+                    reply,
+                    visible_at_ms,
+                    expires_at_ms,
+                } => deposits.push((mailbox.0, reply, visible_at_ms, expires_at_ms)),
+                Decision::ToExit { message, delay } => {
+                    to_exit(shared, ExitDelivery { message, delay })
+                }
+                Decision::Drop(reason) => shared.drop_packet(reason),
+            }
+        }
+        deposit(shared, &deposits);
+    }
+}
+
+/// Hands a packet to the timer, to be released at `due_ms`.
+fn hold(
+    shared: &Shared,
+    timer: &mpsc::Sender<TimerItem>,
+    source: PeerId,
+    due_ms: u64,
+    next_hop: PeerId,
+    packet: leak_protocol::Packet,
+) {
+    let item = TimerItem {
+        due_ms,
+        source,
+        next_hop,
+        packet,
+    };
+    if timer.blocking_send(item).is_err() {
+        shared.drop_packet(DropReason::Shutdown);
+    }
+}
+
+fn to_exit(shared: &Shared, delivery: ExitDelivery) {
+    let Some(sink) = &shared.exit_sink else {
+        shared.drop_packet(DropReason::NotAnExit);
+        return;
+    };
+    match sink.try_send(delivery) {
+        Ok(()) => shared.metrics.final_packet("exit"),
+        Err(_) => shared.drop_packet(DropReason::ExitBacklog),
+    }
+}
+
+/// Stores a batch's replies in their mailboxes (one durable transaction),
+/// each visible once its delay has passed.
+fn deposit(shared: &Shared, pending: &[([u8; 32], Vec<u8>, u64, u64)]) {
+    if pending.is_empty() {
+        return;
+    }
+    let limits = MailboxLimits {
+        per_mailbox: shared.config.mailbox.max_per_mailbox,
+        total: shared.config.mailbox.max_total,
+    };
+    let deposits: Vec<Deposit<'_>> = pending
+        .iter()
+        .map(|(mailbox, reply, visible_at_ms, expires_at_ms)| Deposit {
+            mailbox: *mailbox,
+            reply,
+            visible_at_ms: *visible_at_ms,
+            expires_at_ms: *expires_at_ms,
+        })
+        .collect();
+    for result in crate::relay::deposit_all(&shared.store, &deposits, limits) {
+        match result {
+            Ok(()) => {
+                shared.metrics.final_packet("mailbox");
+                shared.metrics.mailbox_replies.inc();
+            }
+            Err(reason) => shared.drop_packet(reason),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The state every task of a node shares, and this node's descriptor.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use leak_protocol::{
+    Packet,
+    directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
+};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use crate::{
+    clock::SharedClock,
+    config::{Config, Role},
+    directory::{Directory, Offer, Refused},
+    epoch::KeyRing,
+    exit::ExitDelivery,
+    identity::{Identity, peer_id_of},
+    metrics::Metrics,
+    net::AddressBook,
+    policy::PolicyState,
+    queue::FairQueue,
+    relay::{DropReason, RelayCore},
+    store::Store,
+};
+
+/// How long a request may take before it is abandoned.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What other tasks ask of the swarm task.
+pub(super) enum Command {
+    /// Publish on a gossip topic.
+    Publish(&'static str, Vec<u8>),
+    /// Dial an address.
+    Dial(Multiaddr),
+}
+
+/// The listen addresses worth publishing: loopback ones only when there is
+/// nothing else (a federation on one machine).
+fn publishable(listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let is_loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+            Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let outside: Vec<Multiaddr> = listen.iter().filter(|a| !is_loopback(a)).cloned().collect();
+    if outside.is_empty() {
+        listen.to_vec()
+    } else {
+        outside
+    }
+}
+
+/// State shared by the node's tasks.
+pub(super) struct Shared {
+    pub(super) config: Config,
+    pub(super) identity: Identity,
+    pub(super) local_peer: PeerId,
+    pub(super) store: Arc<Store>,
+    pub(super) keys: RwLock<KeyRing>,
+    pub(super) directory: RwLock<Directory>,
+    pub(super) book: AddressBook,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) inbound: FairQueue<PeerId, Packet>,
+    pub(super) links: Mutex<HashMap<PeerId, mpsc::Sender<Packet>>>,
+    pub(super) control: Mutex<libp2p_stream::Control>,
+    pub(super) exit_sink: Option<mpsc::Sender<ExitDelivery>>,
+    pub(super) exit_info: Option<ExitInfo>,
+    /// The exit role, if running (weak: the exit holds the shared state).
+    pub(super) exit: std::sync::OnceLock<std::sync::Weak<crate::exit::Exit>>,
+    pub(super) policy: Arc<PolicyState>,
+    /// Wakes maintenance to sign and publish a new descriptor at once.
+    pub(super) republish: tokio::sync::Notify,
+    /// The `published_at` of the last descriptor signed.
+    pub(super) last_published_at: std::sync::atomic::AtomicU64,
+    pub(super) own_descriptor: RwLock<Option<SignedDescriptor>>,
+    pub(super) listen_addrs: Vec<Multiaddr>,
+    pub(super) inbound_streams: Mutex<HashMap<PeerId, usize>>,
+    /// The time, injected.
+    pub(super) clock: SharedClock,
+    /// The relay's decisions.
+    pub(super) core: RelayCore,
+}
+
+impl Shared {
+    /// The current Unix time in seconds, by the node's clock.
+    pub(super) fn now(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
+    /// Verifies and keeps a descriptor from the network.
+    pub(super) fn offer(&self, signed: SignedDescriptor) -> Result<Offer, Refused> {
+        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        let offer = directory.offer(signed, self.now());
+        if let Err(refused) = &offer {
+            self.metrics.refuse_descriptor(refused.as_str());
+        }
+        self.metrics.directory_nodes.set(directory.len() as i64);
+        offer
+    }
+
+    /// Updates the address book from the directory.
+    pub(super) fn refresh_addresses(&self) {
+        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        let mut known = std::collections::HashSet::new();
+        for d in directory.descriptors() {
+            let Some(peer) = peer_id_of(&d.node) else {
+                continue;
+            };
+            if peer == self.local_peer {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = d.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+            self.book.set(peer, addrs);
+            known.insert(peer);
+        }
+        self.book.retain(|p| known.contains(p));
+    }
+
+    /// The exit role, while it runs.
+    pub(super) fn exit(&self) -> Option<Arc<crate::exit::Exit>> {
+        self.exit.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    pub(super) fn drop_packet(&self, reason: DropReason) {
+        self.metrics.drop_packet(reason.label());
+    }
+
+    /// Signs a fresh descriptor of this node.
+    pub(super) fn sign_descriptor(&self) -> anyhow::Result<SignedDescriptor> {
+        let now = self.now();
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let addresses = if self.config.node.external_addresses.is_empty() {
+            publishable(&self.listen_addrs)
+        } else {
+            self.config.node.external_addresses.clone()
+        };
+        let descriptor = Descriptor {
+            node: self.identity.node_id(),
+            addresses: addresses
+                .iter()
+                .take(leak_protocol::directory::MAX_ADDRESSES)
+                .map(ToString::to_string)
+                .collect(),
+            roles: Roles {
+                relay: self.config.node.roles.contains(&Role::Relay),
+                exit: self.config.node.roles.contains(&Role::Exit) && self.exit_info.is_some(),
+            },
+            family: self.config.node.family.clone(),
+            exit: self
+                .exit_info
+                .clone()
+                .filter(|_| self.config.node.roles.contains(&Role::Exit))
+                .map(|info| ExitInfo {
+                    policy_version: if self.exit.get().is_some() || info.policy_version == 0 {
+                        self.policy.version()
+                    } else {
+                        info.policy_version
+                    },
+                    ..info
+                }),
+            epoch_period_secs: keys.schedule().period_secs(),
+            mix_keys: keys.published_keys(now),
+            software: format!("leak-node {}", env!("CARGO_PKG_VERSION")),
+            // Strictly newer than the last one, so a change made within the
+            // same second (a newer policy adopted) still replaces it.
+            published_at: {
+                use std::sync::atomic::Ordering;
+                let last = self.last_published_at.load(Ordering::Relaxed);
+                let at = now.max(last.saturating_add(1));
+                self.last_published_at.store(at, Ordering::Relaxed);
+                at
+            },
+        };
+        descriptor
+            .sign(self.identity.seed())
+            .context("signing this node's descriptor")
+    }
+}

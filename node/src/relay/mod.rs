@@ -1,0 +1,24 @@
+//! The relay core: what a relay does with a packet, decided without I/O.
+//!
+//! A packet's life at a relay, and who decides what:
+//!
+//! | step | where | pure? |
+//! |---|---|---|
+//! | take a batch from the fair inbound queue | `node::pipeline` | I/O |
+//! | find the mix secret for the packet's key hint and epoch, peel one layer | [`RelayCore::open`] | pure |
+//! | record the batch's replay tags durably, in one transaction | [`settle_batch`] through [`ReplayLog`] | storage |
+//! | hold / deposit / hand to the exit / drop, with a typed reason | [`RelayCore::decide`] | pure |
+//! | carry the decision out (timer, mailbox store, exit sink, metrics) | `node::pipeline`, `node::timer`, [`deposit_all`] | I/O |
+//!
+//! Time is a value (`now`, Unix milliseconds from an injected
+//! [`Clock`](crate::clock::Clock)), so the same code runs in a `leak-node`
+//! process and in the virtual-time federation harness of `leak-tests`,
+//! where days of epochs pass in milliseconds.
+
+mod batch;
+mod core;
+
+pub use self::{
+    batch::{Opened, ReplayLog, deposit_all, process_batch, settle_batch},
+    core::{Decision, DropReason, RelayCore, RelayLimits},
+};
