@@ -1,7 +1,9 @@
 //! The client's configuration file and where its files live.
 //!
 //! One TOML file (unknown keys are errors, missing keys take their
-//! defaults), written with comments by `leak init`. Its place is
+//! defaults). Every key is explained in the example file
+//! `client/leak.example.toml` ([`EXAMPLE`]), which `leak init` writes with
+//! the values it was given, keeping its comments. Its place is
 //! `$XDG_CONFIG_HOME/leak/config.toml` unless `--config` or `LEAK_CONFIG`
 //! names another; the state directory (directory cache, pending and finished
 //! leaks) is `$XDG_STATE_HOME/leak` unless `--state-dir` or `LEAK_STATE_DIR`
@@ -19,6 +21,12 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
 use crate::path::{MAX_HOP_DELAY_MS, MAX_HOPS, MIN_HOPS};
+
+/// The example configuration (`client/leak.example.toml`): every setting,
+/// commented, at its default. `leak init` writes it with the values it was
+/// given ([`Config::to_commented_toml`]); a test checks that it parses to
+/// the defaults and names every setting.
+pub const EXAMPLE: &str = include_str!("../leak.example.toml");
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -43,17 +51,28 @@ pub struct NetworkConfig {
     /// How long to wait for one node to answer, in seconds.
     pub connect_timeout_secs: u64,
     /// The local address outgoing connections use (an address of this
-    /// machine); `None`: the one the system chooses.
+    /// machine); `None` (`""` in the file): the one the system chooses.
     #[serde(
-        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_bind",
         deserialize_with = "deserialize_bind"
     )]
     pub bind: Option<IpAddr>,
 }
 
-/// `network.bind`: an IP address, with an error that names the key.
+/// `network.bind`: the address, or `""` for none (TOML has no null).
+fn serialize_bind<S: serde::Serializer>(bind: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match bind {
+        Some(ip) => s.collect_str(ip),
+        None => s.serialize_str(""),
+    }
+}
+
+/// `network.bind`: an IP address or `""`, with an error that names the key.
 fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
     let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
     text.parse().map(Some).map_err(|_| {
         serde::de::Error::custom(format!(
             "network.bind must be an IP address of this machine, like \"127.0.0.77\" (not {text:?})"
@@ -271,107 +290,63 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as a commented TOML file.
-    pub fn to_commented_toml(&self) -> String {
-        let list = |items: Vec<String>| {
-            if items.is_empty() {
-                "[]".to_owned()
-            } else {
-                let lines: Vec<String> = items
-                    .iter()
-                    .map(|i| format!("    {},", toml_string(i)))
-                    .collect();
-                format!("[\n{}\n]", lines.join("\n"))
-            }
-        };
-        let bootstrap = list(
-            self.network
-                .bootstrap
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-        );
-        let trusted = list(self.policy.trusted_keys.clone());
-        let Self {
-            network,
-            send,
-            directory,
-            policy,
-        } = self;
-        format!(
-            r#"# Leak client configuration (written by `leak init`).
-# Unknown keys are errors; a missing key takes its default.
-
-[network]
-# Nodes to fetch the federation's directory from: /ip4/ADDR/tcp/PORT/p2p/PEERID.
-# Ask the operators of a federation for these.
-bootstrap = {bootstrap}
-# Seconds to wait for one node to answer.
-connect_timeout_secs = {connect_timeout}
-# The local address outgoing connections use: an address of this machine
-# (to leave through one interface; on one machine, a loopback address such
-# as "127.0.0.77"). Nodes of the other IP family are then out of reach.
-# Commented out, the system chooses.
-{bind}
-
-[send]
-# Hops of a path, counting the exit: 2 to 5. More hops, more relays that
-# would have to collude to link you to your leak; a little more latency.
-hops = {hops}
-# Mean per-hop mixing delay in milliseconds (each hop holds the packet for
-# a time drawn from the exponential distribution with this mean). Longer
-# delays make timing analysis harder. 0 disables mixing (tests, benchmarks).
-mixing_delay_ms = {mixing}
-# Seconds to wait for the exit's receipt, beyond the delays the path adds,
-# before the leak is sent again over a fresh path.
-receipt_timeout_secs = {timeout}
-# How many times a leak without a receipt is sent again (same message id,
-# same exit, so it is delivered at most once).
-retransmissions = {retransmissions}
-# Mean pause before a retransmission, in milliseconds (randomised: between
-# half and one and a half times this).
-retransmit_delay_ms = {retransmit_delay}
-
-[directory]
-# Descriptors published longer ago than this (seconds) are refused.
-max_age_secs = {max_age}
-# Descriptors published further in the future than this are refused.
-max_clock_skew_secs = {skew}
-# When no bootstrap node answers, use the cached directory if it is at
-# most this many seconds old.
-cache_max_age_secs = {cache_age}
-
-[policy]
-# The moderation policy texts are checked against before sending. Empty:
-# the policy built into this client. Else a signed policy file (as exits
-# use), accepted only if signed by `threshold` of `trusted_keys` (Ed25519
-# public keys in hex) and at least as new as the built-in one.
-file = {file}
-trusted_keys = {trusted}
-threshold = {threshold}
-"#,
-            file = toml_string(&policy.file),
-            threshold = policy.threshold,
-            connect_timeout = network.connect_timeout_secs,
-            bind = network.bind.map_or_else(
-                || "# bind = \"127.0.0.77\"".to_owned(),
-                |ip| format!("bind = {}", toml_string(&ip.to_string()))
-            ),
-            hops = send.hops,
-            mixing = send.mixing_delay_ms,
-            timeout = send.receipt_timeout_secs,
-            retransmissions = send.retransmissions,
-            retransmit_delay = send.retransmit_delay_ms,
-            max_age = directory.max_age_secs,
-            skew = directory.max_clock_skew_secs,
-            cache_age = directory.cache_max_age_secs,
-        )
+    /// The configuration as a commented TOML file: [`EXAMPLE`] with every
+    /// value that differs from it replaced, its comments and layout kept.
+    /// `leak init` writes this.
+    pub fn to_commented_toml(&self) -> anyhow::Result<String> {
+        let values = toml::Table::try_from(self).context("encoding the configuration")?;
+        fill_template(EXAMPLE, &values).context("filling in the example configuration")
     }
 }
 
-/// `s` as a TOML string literal.
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
+/// `template` (TOML with comments) with each value that differs from
+/// `values` replaced, and each key of `values` it lacks added: comments,
+/// order and the formatting of unchanged values stay as they are. Values
+/// are compared as TOML values, so `100_000` in the template equals
+/// `100000`. (`leak-node` writes its config the same way.)
+fn fill_template(template: &str, values: &toml::Table) -> anyhow::Result<String> {
+    let mut document: toml_edit::DocumentMut = template.parse()?;
+    let current: toml::Table = toml::from_str(template)?;
+    fill_table(document.as_table_mut(), &current, values)?;
+    Ok(document.to_string())
+}
+
+fn fill_table(
+    document: &mut toml_edit::Table,
+    current: &toml::Table,
+    values: &toml::Table,
+) -> anyhow::Result<()> {
+    let empty = toml::Table::new();
+    for (key, value) in values {
+        let was = current.get(key);
+        if let toml::Value::Table(values) = value {
+            let item = document.entry(key).or_insert_with(toml_edit::table);
+            let table = item
+                .as_table_mut()
+                .with_context(|| format!("{key} is not a table in the template"))?;
+            fill_table(
+                table,
+                was.and_then(toml::Value::as_table).unwrap_or(&empty),
+                values,
+            )?;
+        } else if was != Some(value) {
+            let mut new: toml_edit::Value = value.to_string().parse()?;
+            match document.get_mut(key) {
+                // Replacing the item keeps the key, and with it the comment
+                // above; the old value's decor keeps a comment after it.
+                Some(item) => {
+                    if let Some(old) = item.as_value() {
+                        *new.decor_mut() = old.decor().clone();
+                    }
+                    *item = toml_edit::Item::Value(new);
+                }
+                None => {
+                    document.insert(key, toml_edit::Item::Value(new));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The configuration file does not exist.
@@ -404,12 +379,77 @@ mod tests {
         config.policy.file = "/etc/leak/policy \"signed\"".into();
         config.policy.threshold = 2;
         config.network.bind = Some("127.0.0.77".parse().unwrap());
-        let text = config.to_commented_toml();
+        let text = config.to_commented_toml().unwrap();
         assert_eq!(Config::parse(&text).unwrap(), config);
         assert_eq!(
-            Config::parse(&Config::default().to_commented_toml()).unwrap(),
+            Config::parse(&Config::default().to_commented_toml().unwrap()).unwrap(),
             Config::default()
         );
+    }
+
+    /// The example file parses to the defaults, and what `init` writes
+    /// without options is the example itself.
+    #[test]
+    fn example_is_the_defaults() {
+        assert_eq!(Config::parse(EXAMPLE).unwrap(), Config::default());
+        assert_eq!(Config::default().to_commented_toml().unwrap(), EXAMPLE);
+    }
+
+    /// Every setting is in the example (so a new one cannot be left out of
+    /// it), and nothing else is.
+    #[test]
+    fn example_names_every_setting() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let path = format!("{prefix}{key}");
+                match value {
+                    toml::Value::Table(table) => keys(&format!("{path}."), table, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut settings = Vec::new();
+        keys(
+            "",
+            &toml::Table::try_from(Config::default()).unwrap(),
+            &mut settings,
+        );
+        let mut in_example = Vec::new();
+        keys("", &toml::from_str(EXAMPLE).unwrap(), &mut in_example);
+        settings.sort();
+        in_example.sort();
+        assert_eq!(in_example, settings);
+    }
+
+    /// What `init` writes is the example with the changed values only: every
+    /// comment and every unchanged line stays.
+    #[test]
+    fn commented_file_is_the_example_with_values_set() {
+        let mut config = Config::default();
+        config.network.bootstrap = vec![
+            "/ip4/127.0.0.1/tcp/4700/p2p/12D3KooWGzHqThQN7U5zHQkdprBgB1XQhKexGEkCPAKRM3HqpwZC"
+                .parse()
+                .unwrap(),
+        ];
+        config.network.bind = Some("127.0.0.77".parse().unwrap());
+        config.send.hops = 4;
+        let text = config.to_commented_toml().unwrap();
+        let changed = [
+            "bootstrap = [\"/ip4/127.0.0.1/tcp/4700/p2p/12D3KooWGzHqThQN7U5zHQkdprBgB1XQhKexGEkCPAKRM3HqpwZC\"]",
+            "bind = \"127.0.0.77\"",
+            "hops = 4",
+        ];
+        let written: Vec<&str> = text.lines().collect();
+        let example: Vec<&str> = EXAMPLE.lines().collect();
+        assert_eq!(written.len(), example.len());
+        for (written, example) in written.iter().zip(&example) {
+            if written != example {
+                assert!(changed.contains(written), "{example:?} became {written:?}");
+            }
+        }
+        for line in changed {
+            assert!(written.contains(&line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -284,7 +284,8 @@ fn init(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    std::fs::write(&paths.config, config.to_commented_toml())
+    // The example file, with the values given here set in it.
+    std::fs::write(&paths.config, config.to_commented_toml()?)
         .with_context(|| format!("cannot write {}", paths.config.display()))?;
     StateDir::open(&paths.state_dir)?;
     println!("Wrote {}", paths.config.display());

@@ -1,9 +1,13 @@
 //! The node's configuration: one TOML file, every value overridable.
 //!
 //! Values come from, in increasing precedence: the built-in defaults, the
-//! TOML file (`leak-node init` writes a commented one), `LEAK_<SECTION>__<KEY>`
-//! environment variables (for example `LEAK_LIMITS__GLOBAL_QUEUE=8192`) and
-//! `--set section.key=value` flags. Unknown keys are errors everywhere.
+//! TOML file, `LEAK_<SECTION>__<KEY>` environment variables (for example
+//! `LEAK_LIMITS__GLOBAL_QUEUE=8192`) and `--set section.key=value` flags.
+//! Unknown keys are errors everywhere.
+//!
+//! Every key is explained in one place, the example file
+//! `node/leak-node.example.toml` ([`EXAMPLE`]): `leak-node init` writes it
+//! with the values it was given, keeping its comments.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -14,6 +18,17 @@ use figment::{
 };
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+
+/// The example configuration (`node/leak-node.example.toml`): every
+/// setting, commented, at its default, with `node.data_dir` set to
+/// [`EXAMPLE_DATA_DIR`]. `leak-node init` writes it with the values it was
+/// given ([`Config::to_commented_toml`]); a test checks that it parses to
+/// the defaults and names every setting.
+pub const EXAMPLE: &str = include_str!("../leak-node.example.toml");
+
+/// The data directory [`EXAMPLE`] names: a system-wide one, since the
+/// defaults have none (`init` and [`Config::load`] choose it).
+pub const EXAMPLE_DATA_DIR: &str = "/var/lib/leak";
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -535,213 +550,12 @@ impl Config {
         self.node.data_dir.join(crate::identity::IDENTITY_FILE)
     }
 
-    /// The commented TOML that `leak-node init` writes.
-    pub fn to_commented_toml(&self) -> String {
-        let list = |v: &[Multiaddr]| {
-            let items: Vec<String> = v.iter().map(|a| format!("{:?}", a.to_string())).collect();
-            format!("[{}]", items.join(", "))
-        };
-        let roles: Vec<String> = self
-            .node
-            .roles
-            .iter()
-            .map(|r| match r {
-                Role::Relay => "\"relay\"".to_owned(),
-                Role::Exit => "\"exit\"".to_owned(),
-            })
-            .collect();
-        let c = self;
-        let trusted_keys = format!(
-            "[{}]",
-            c.policy
-                .trusted_keys
-                .iter()
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        format!(
-            r#"# leak-node configuration.
-# Every value can be overridden by an environment variable
-# LEAK_<SECTION>__<KEY> (e.g. LEAK_LIMITS__GLOBAL_QUEUE=8192) or by
-# `leak-node run --set section.key=value`. Unknown keys are errors.
-
-[node]
-# Where the identity key (identity.key, mode 0600) and the database
-# (node.redb: mix keys, replay tags, mailboxes) live.
-data_dir = {data_dir:?}
-# libp2p addresses to listen on (TCP; Noise; Yamux).
-listen = {listen}
-# Addresses to publish in this node's descriptor; empty = the listen addresses.
-external_addresses = {external}
-# Nodes to contact at start: /ip4/ADDR/tcp/PORT/p2p/PEERID.
-bootstrap = {bootstrap}
-# Operator family: give every node you run the same name, so no path uses
-# two of them.
-family = {family:?}
-# "relay" forwards packets and keeps reply mailboxes; "exit" also delivers
-# leaks by email (see [exit]).
-roles = [{roles}]
-
-[epochs]
-# Seconds per mix-key epoch (UTC, from the Unix epoch). Must be the same on
-# every node of a federation. Keys of the current and previous epoch are
-# accepted; older secrets are deleted (forward secrecy).
-period_secs = {period}
-# Future epochs whose keys are generated and published ahead.
-keys_ahead = {ahead}
-
-[limits]
-# Most simultaneous connections, and per peer.
-max_connections = {max_conn}
-max_connections_per_peer = {max_conn_peer}
-# Packets waiting for processing: per peer, and in all. When full, the
-# newest packet of the peer with the longest queue is dropped.
-peer_queue = {peer_queue}
-global_queue = {global_queue}
-# Packets held for their mixing delay.
-held_packets = {held}
-# Packets waiting to be written to one next hop.
-link_queue = {link_queue}
-# Longest mixing delay accepted (ms); packets asking for more are dropped.
-max_delay_ms = {max_delay}
-# Seconds an idle connection stays open (relay links are long-lived).
-idle_timeout_secs = {idle}
-
-[mailbox]
-# Reply payloads held for clients: seconds kept, most per mailbox, most in all.
-ttl_secs = {ttl}
-max_per_mailbox = {per_mailbox}
-max_total = {mailbox_total}
-
-[directory]
-# Descriptors older than max_age_secs are dropped; ones dated more than
-# max_clock_skew_secs ahead are refused; at most max_nodes are kept.
-max_age_secs = {max_age}
-max_clock_skew_secs = {skew}
-max_nodes = {max_nodes}
-
-[metrics]
-# Prometheus endpoint (http://ADDR/metrics); "" disables it. Keep it on
-# loopback or behind a firewall.
-listen = {metrics:?}
-
-[log]
-# error, warn, info, debug or trace, for Leak's own code; third-party
-# libraries never log, since their messages can carry peer addresses. Logs
-# never contain IP addresses, recipients or message text, at any level.
-level = {level:?}
-
-[exit]
-# Used with the "exit" role. The mail domain the exit sends from; publish
-# SPF, DKIM and DMARC records for it (README: "Running an exit").
-domain = {domain:?}
-# From: address ("" = leak@DOMAIN) and the abuse address named in every
-# email ("" = abuse@DOMAIN).
-from = {from:?}
-abuse_address = {abuse:?}
-# The opt-out and report-abuse endpoint (plain HTTP: put it behind an HTTPS
-# reverse proxy) and its public base URL ("" = http://HTTP_LISTEN).
-http_listen = {http_listen:?}
-public_url = {public_url:?}
-# "file" writes .eml files into file_dir ("" = DATA_DIR/outbox);
-# "smtp" hands mail to smtp_url: smtp://host:587?tls=required (STARTTLS),
-# smtps://host:465 (implicit TLS), smtp://127.0.0.1:25 (plain, loopback only),
-# with smtp://user@host and smtp_password_file for AUTH (PLAIN or LOGIN).
-# TLS trusts Mozilla's roots, plus the CA certificates (PEM) in smtp_ca_file
-# ("" = none) for a smarthost with a private CA. A rejected AUTH or a failed
-# TLS check never bounces a leak: it stays queued, and the log says why.
-transport = {transport:?}
-file_dir = {file_dir:?}
-smtp_url = {smtp_url:?}
-smtp_password_file = {smtp_password_file:?}
-smtp_ca_file = {smtp_ca_file:?}
-smtp_connections = {smtp_connections}
-smtp_timeout_secs = {smtp_timeout}
-# Leaks per recipient per UTC day, if stricter than the policy (0 = policy).
-per_recipient_per_day = {per_recipient}
-# Extra local rules in the policy format ("" = none).
-local_rules = {local_rules:?}
-# Temporary failures retry after retry_initial_secs, doubling (with jitter)
-# up to retry_max_secs; a leak undelivered after lifetime_secs bounces.
-retry_initial_secs = {retry_initial}
-retry_max_secs = {retry_max}
-lifetime_secs = {lifetime}
-# Message ids are remembered this long, so retransmissions are delivered once.
-dedup_secs = {dedup}
-# Sending rate (emails per second): at most max_rate; a deferral (421, 4.7.x)
-# halves it, down to min_rate, and it recovers slowly with each success.
-max_rate = {max_rate:?}
-min_rate = {min_rate:?}
-# DKIM signing (build with --features dkim): selector ("" = off), key file
-# (PEM RSA key or base64 Ed25519 seed) and algorithm ("rsa" or "ed25519").
-dkim_selector = {dkim_selector:?}
-dkim_key_file = {dkim_key_file:?}
-dkim_algorithm = {dkim_algorithm:?}
-
-[policy]
-# The shared moderation policy. "" = the policy built into this release;
-# otherwise a signed policy file, used if at least `threshold` of the
-# maintainers' keys in trusted_keys (hex Ed25519 public keys) signed it and it
-# is not older than the built-in one.
-file = {policy_file:?}
-trusted_keys = {trusted_keys}
-threshold = {threshold}
-"#,
-            data_dir = c.node.data_dir.display().to_string(),
-            listen = list(&c.node.listen),
-            external = list(&c.node.external_addresses),
-            bootstrap = list(&c.node.bootstrap),
-            family = c.node.family,
-            roles = roles.join(", "),
-            period = c.epochs.period_secs,
-            ahead = c.epochs.keys_ahead,
-            max_conn = c.limits.max_connections,
-            max_conn_peer = c.limits.max_connections_per_peer,
-            peer_queue = c.limits.peer_queue,
-            global_queue = c.limits.global_queue,
-            held = c.limits.held_packets,
-            link_queue = c.limits.link_queue,
-            max_delay = c.limits.max_delay_ms,
-            idle = c.limits.idle_timeout_secs,
-            ttl = c.mailbox.ttl_secs,
-            per_mailbox = c.mailbox.max_per_mailbox,
-            mailbox_total = c.mailbox.max_total,
-            max_age = c.directory.max_age_secs,
-            skew = c.directory.max_clock_skew_secs,
-            max_nodes = c.directory.max_nodes,
-            metrics = c.metrics.listen,
-            level = c.log.level,
-            domain = c.exit.domain,
-            from = c.exit.from,
-            abuse = c.exit.abuse_address,
-            http_listen = c.exit.http_listen,
-            public_url = c.exit.public_url,
-            transport = match c.exit.transport {
-                Transport::File => "file",
-                Transport::Smtp => "smtp",
-            },
-            file_dir = c.exit.file_dir,
-            smtp_url = c.exit.smtp_url,
-            smtp_password_file = c.exit.smtp_password_file,
-            smtp_ca_file = c.exit.smtp_ca_file,
-            smtp_connections = c.exit.smtp_connections,
-            smtp_timeout = c.exit.smtp_timeout_secs,
-            per_recipient = c.exit.per_recipient_per_day,
-            local_rules = c.exit.local_rules,
-            retry_initial = c.exit.retry_initial_secs,
-            retry_max = c.exit.retry_max_secs,
-            lifetime = c.exit.lifetime_secs,
-            dedup = c.exit.dedup_secs,
-            max_rate = c.exit.max_rate,
-            min_rate = c.exit.min_rate,
-            dkim_selector = c.exit.dkim_selector,
-            dkim_key_file = c.exit.dkim_key_file,
-            dkim_algorithm = c.exit.dkim_algorithm,
-            policy_file = c.policy.file,
-            trusted_keys = trusted_keys,
-            threshold = c.policy.threshold,
-        )
+    /// The configuration as a commented TOML file: [`EXAMPLE`] with every
+    /// value that differs from it replaced, its comments and layout kept.
+    /// `leak-node init` writes this.
+    pub fn to_commented_toml(&self) -> anyhow::Result<String> {
+        let values = toml::Table::try_from(self).context("encoding the configuration")?;
+        fill_template(EXAMPLE, &values).context("filling in the example configuration")
     }
 }
 
@@ -749,6 +563,56 @@ fn default_listen() -> Multiaddr {
     "/ip4/0.0.0.0/tcp/4700"
         .parse()
         .unwrap_or_else(|_| Multiaddr::empty())
+}
+
+/// `template` (TOML with comments) with each value that differs from
+/// `values` replaced, and each key of `values` it lacks added: comments,
+/// order and the formatting of unchanged values stay as they are. Values
+/// are compared as TOML values, so `100_000` in the template equals
+/// `100000`.
+fn fill_template(template: &str, values: &toml::Table) -> anyhow::Result<String> {
+    let mut document: toml_edit::DocumentMut = template.parse()?;
+    let current: toml::Table = toml::from_str(template)?;
+    fill_table(document.as_table_mut(), &current, values)?;
+    Ok(document.to_string())
+}
+
+fn fill_table(
+    document: &mut toml_edit::Table,
+    current: &toml::Table,
+    values: &toml::Table,
+) -> anyhow::Result<()> {
+    let empty = toml::Table::new();
+    for (key, value) in values {
+        let was = current.get(key);
+        if let toml::Value::Table(values) = value {
+            let item = document.entry(key).or_insert_with(toml_edit::table);
+            let table = item
+                .as_table_mut()
+                .with_context(|| format!("{key} is not a table in the template"))?;
+            fill_table(
+                table,
+                was.and_then(toml::Value::as_table).unwrap_or(&empty),
+                values,
+            )?;
+        } else if was != Some(value) {
+            let mut new: toml_edit::Value = value.to_string().parse()?;
+            match document.get_mut(key) {
+                // Replacing the item keeps the key, and with it the comment
+                // above; the old value's decor keeps a comment after it.
+                Some(item) => {
+                    if let Some(old) = item.as_value() {
+                        *new.decor_mut() = old.decor().clone();
+                    }
+                    *item = toml_edit::Item::Value(new);
+                }
+                None => {
+                    document.insert(key, toml_edit::Item::Value(new));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `--set` value: TOML if it parses as a TOML value, else a plain string.
@@ -786,8 +650,83 @@ mod tests {
         config.exit.smtp_password_file = "/etc/leak/smtp-password".into();
         config.exit.smtp_ca_file = "/etc/leak/smarthost-ca.pem".into();
         config.exit.max_rate = 7.5;
-        let path = write(dir.path(), &config.to_commented_toml());
+        let path = write(dir.path(), &config.to_commented_toml().unwrap());
         assert_eq!(Config::load(&path, &[]).unwrap(), config);
+    }
+
+    /// The example file parses to the defaults.
+    #[test]
+    fn example_is_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), EXAMPLE);
+        let defaults = Config::defaults(PathBuf::from(EXAMPLE_DATA_DIR));
+        assert_eq!(Config::load(&path, &[]).unwrap(), defaults);
+        // And the defaults are written as the example itself.
+        assert_eq!(defaults.to_commented_toml().unwrap(), EXAMPLE);
+    }
+
+    /// Every setting is in the example (so a new one cannot be left out of
+    /// it), and nothing else is.
+    #[test]
+    fn example_names_every_setting() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let path = format!("{prefix}{key}");
+                match value {
+                    toml::Value::Table(table) => keys(&format!("{path}."), table, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut settings = Vec::new();
+        let defaults = Config::defaults(PathBuf::from(EXAMPLE_DATA_DIR));
+        keys(
+            "",
+            &toml::Table::try_from(&defaults).unwrap(),
+            &mut settings,
+        );
+        let mut in_example = Vec::new();
+        keys("", &toml::from_str(EXAMPLE).unwrap(), &mut in_example);
+        settings.sort();
+        in_example.sort();
+        assert_eq!(in_example, settings);
+        // Each is explained: a comment line comes before it in its section.
+        let mut commented = false;
+        for line in EXAMPLE.lines() {
+            if line.starts_with('#') {
+                commented = true;
+            } else if line.starts_with('[') {
+                commented = false;
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                assert!(commented, "{key} has no comment in the example");
+            }
+        }
+    }
+
+    /// What `init` writes is the example with the changed values only: every
+    /// comment and every unchanged line stays.
+    #[test]
+    fn commented_file_is_the_example_with_values_set() {
+        let mut config = Config::defaults(PathBuf::from("/srv/leak"));
+        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4701".parse().unwrap()];
+        config.exit.max_rate = 7.5;
+        let text = config.to_commented_toml().unwrap();
+        let changed = [
+            "data_dir = \"/srv/leak\"",
+            "bootstrap = [\"/ip4/127.0.0.1/tcp/4701\"]",
+            "max_rate = 7.5",
+        ];
+        let written: Vec<&str> = text.lines().collect();
+        let example: Vec<&str> = EXAMPLE.lines().collect();
+        assert_eq!(written.len(), example.len());
+        for (written, example) in written.iter().zip(&example) {
+            if written != example {
+                assert!(changed.contains(written), "{example:?} became {written:?}");
+            }
+        }
+        for line in changed {
+            assert!(written.contains(&line), "{line} missing:\n{text}");
+        }
     }
 
     /// A hand-written file naming only what differs from the defaults.
@@ -805,7 +744,7 @@ mod tests {
     fn set_flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::defaults(dir.path().to_path_buf());
-        let path = write(dir.path(), &config.to_commented_toml());
+        let path = write(dir.path(), &config.to_commented_toml().unwrap());
         let loaded = Config::load(
             &path,
             &[
@@ -828,13 +767,14 @@ mod tests {
         let config = Config::defaults(dir.path().to_path_buf());
         let text = config
             .to_commented_toml()
+            .unwrap()
             .replace("[limits]", "[limits]\nmax_conections = 3");
         let err = Config::load(&write(dir.path(), &text), &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_conections"), "{err}");
 
-        let text = config.to_commented_toml();
+        let text = config.to_commented_toml().unwrap();
         let path = write(dir.path(), &text);
         let err = Config::load(&path, &["limits.peer_queue=many".into()])
             .unwrap_err()

@@ -267,8 +267,10 @@ fn init(
     if config_path.exists() {
         anyhow::bail!("{} exists; not overwriting it", config_path.display());
     }
+    // The example file, with the values given here set in it.
+    let text = config.to_commented_toml()?;
     let identity = Identity::create(&config.identity_path())?;
-    std::fs::write(&config_path, config.to_commented_toml())
+    std::fs::write(&config_path, text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     println!("peer id: {}", identity.peer_id());
     println!("identity: {}", config.identity_path().display());

@@ -3,12 +3,12 @@
 # Idempotent and quick: does nothing (no apt-get at all) when everything is
 # already there. Never asks anything (CI=true, no terminal, no stdin).
 #
-#   postfix       a private Postfix per test (tests/src/mail.rs) and its
+#   postfix       a private Postfix per test (tests/src/mail/postfix.rs) and its
 #                 smtp-sink / smtp-source tools (in /usr/sbin)
 #   python3-dkim  dkimpy's `dkimverify`, to verify DKIM signatures in tests
 #   sasl2-bin, libsasl2-modules
 #                 Cyrus SASL's `saslpasswd2` and its PLAIN/LOGIN and sasldb
-#                 plugins: the test Postfix that requires AUTH (tests/src/mail.rs)
+#                 plugins: the test Postfix that requires AUTH (tests/src/mail/postfix.rs)
 #
 # Extra Debian packages may be named as arguments ("package" or
 # "command:package": installed when the command is missing).

@@ -1,6 +1,8 @@
 //! Helpers for Leak's integration tests: start real nodes, build paths
 //! from their descriptors, wait for conditions; [`process`] runs the
-//! `leak-node` binary as child processes.
+//! `leak-node` binary as child processes; [`exit`] starts federations with
+//! an exit; [`mail`] runs real mail servers (Postfix, smtp-sink, a test CA)
+//! on ports from [`ports`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,6 +27,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub mod exit;
 pub mod mail;
+pub mod ports;
 pub mod process;
 
 pub use process::{NodeProcess, init_node, leak_node_bin};

@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Condvar, Mutex},
@@ -12,6 +12,8 @@ use std::{
 };
 
 use libp2p::{Multiaddr, PeerId};
+
+pub use crate::ports::free_port;
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -102,15 +104,6 @@ pub fn init_node(data_dir: &Path, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     data_dir.join("leak-node.toml")
-}
-
-/// A port that was free a moment ago on 127.0.0.1 (another process may take
-/// it before it is used: prefer port 0 where the caller can learn the port).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// Lines a child printed, filled by a reader thread.

@@ -1,5 +1,5 @@
 //! The exit's SMTP delivery over TLS and with AUTH, against a real Postfix
-//! (tests/src/mail.rs): STARTTLS, implicit TLS (`smtps://`), AUTH PLAIN
+//! (tests/src/mail/postfix.rs): STARTTLS, implicit TLS (`smtps://`), AUTH PLAIN
 //! through Cyrus SASL, a private CA named in `exit.smtp_ca_file`; and what
 //! an operator's mistake does: a wrong password, an untrusted certificate,
 //! `tls=required` against a server without STARTTLS. Those never bounce a
