@@ -27,6 +27,7 @@ pub mod directory;
 pub mod path;
 pub mod progress;
 pub mod receipts;
+pub mod retransmit;
 pub mod send;
 pub mod state;
 pub mod text;

@@ -36,6 +36,7 @@ use crate::{
     path::{self, PathError, RouteRequest},
     progress::Progress,
     receipts,
+    retransmit::Retransmit,
     state::{
         AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, redact_recipient,
     },
@@ -176,8 +177,8 @@ pub async fn send(
         outcome: None,
     };
 
-    let max_attempts = 1 + config.send.retransmissions;
-    let receipt_timeout = Duration::from_secs(config.send.receipt_timeout_secs);
+    let retransmit = Retransmit::from_config(&config.send);
+    let max_attempts = retransmit.max_attempts;
     let mut entry: Option<NodeId> = None;
     let mut used: Vec<NodeId> = Vec::new();
     let mut unreachable: Vec<NodeId> = Vec::new();
@@ -185,7 +186,7 @@ pub async fn send(
     let mut any_sent = false;
     for attempt in 1..=max_attempts {
         if attempt > 1 {
-            let pause = retransmit_pause(config.send.retransmit_delay_ms, &mut rng);
+            let pause = retransmit.pause(&mut rng);
             progress.stage(format!(
                 "no receipt yet; sending again in {:.1}s",
                 pause.as_secs_f64()
@@ -302,7 +303,7 @@ pub async fn send(
             "sent; waiting for the receipt from {}",
             exit_info.domain
         ));
-        let window = Duration::from_millis(route.total_delay_ms()) + receipt_timeout;
+        let window = retransmit.window(route.total_delay_ms());
         if let Some(outcome) = wait(&peer, state, &mut record, window, progress).await? {
             return finish(state, record, outcome, exit_info.domain);
         }
@@ -418,14 +419,6 @@ async fn wait(
     }
 }
 
-/// A pause drawn uniformly between half and one and a half times `mean_ms`.
-fn retransmit_pause<R: rand::Rng + ?Sized>(mean_ms: u64, rng: &mut R) -> Duration {
-    let low = mean_ms / 2;
-    let high = mean_ms.saturating_add(mean_ms / 2);
-    let span = high - low + 1;
-    Duration::from_millis(low + rng.next_u64() % span)
-}
-
 /// Solves the stamp off the async threads (it can take a second or more).
 async fn solve_stamp(
     policy: &Policy,
@@ -439,21 +432,4 @@ async fn solve_stamp(
     tokio::task::spawn_blocking(move || policy::solve_stamp(&hash, &exit, epoch, bits, &message_id))
         .await
         .map_err(|e| anyhow::anyhow!("the stamp computation stopped: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::{SeedableRng as _, rngs::StdRng};
-
-    use super::*;
-
-    #[test]
-    fn retransmit_pauses_are_within_bounds() {
-        let mut rng = StdRng::seed_from_u64(1);
-        for _ in 0..1000 {
-            let p = retransmit_pause(2000, &mut rng);
-            assert!((1000..=3000).contains(&p.as_millis()), "{p:?}");
-        }
-        assert_eq!(retransmit_pause(0, &mut rng), Duration::ZERO);
-    }
 }
