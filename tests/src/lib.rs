@@ -26,6 +26,7 @@ use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub mod exit;
+pub mod harness;
 pub mod mail;
 pub mod ports;
 pub mod process;

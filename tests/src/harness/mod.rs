@@ -1,0 +1,519 @@
+//! The virtual-time federation: relays, exits and senders in one process,
+//! driven by one manual clock, with no sockets and no sleeps.
+//!
+//! Every relay runs the node's own decisions on the node's own state:
+//! [`RelayCore`](leak_node::relay::RelayCore) through
+//! [`process_batch`](leak_node::relay::process_batch), its
+//! [`KeyRing`](leak_node::epoch::KeyRing) rotated on the UTC schedule, its
+//! [`Store`](leak_node::store::Store) (redb, in memory) for replay tags and
+//! mailboxes, its [`HeldQueue`](leak_node::held::HeldQueue) for mixing
+//! delays. Senders choose exits and routes with `leak-client`'s path rules,
+//! build real packets and reply blocks with `leak-protocol`, and retransmit
+//! by `leak-client`'s [`Retransmit`](leak_client::retransmit::Retransmit)
+//! policy. Exits open real leaks, deliver each message id once to a
+//! scripted mail server (which can be down for a while), retry by the
+//! exit's backoff, and answer with real receipts along the reply blocks.
+//!
+//! What replaces the network: a packet sent at `t` arrives at `t + link
+//! latency`, in order; every transmission is recorded
+//! ([`Transmission`]), which is what an observer of the links would see.
+//!
+//! Time only moves in [`VirtualFederation::run_until`]: events are taken in
+//! time order (ties in the order they were scheduled), so a run is
+//! deterministic for a given seed, and a day of epochs takes milliseconds.
+
+mod exit;
+mod relay;
+mod sender;
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::Arc,
+};
+
+use leak_client::retransmit::Retransmit;
+use leak_node::clock::{Clock as _, ManualClock};
+use leak_protocol::{MessageId, NodeId, Outcome, Packet, directory::Descriptor};
+use rand::{SeedableRng as _, rngs::StdRng};
+
+pub use self::{
+    exit::{Delivery, MailOutage},
+    relay::VirtualRelay,
+    sender::{SenderId, SentLeak},
+};
+
+/// Who is at either end of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// A sender's machine.
+    Sender(usize),
+    /// A relay (or exit), by index.
+    Relay(usize),
+}
+
+/// One packet on one link, as a global observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmission {
+    /// When it left (Unix ms).
+    pub at_ms: u64,
+    /// From.
+    pub from: Endpoint,
+    /// To.
+    pub to: Endpoint,
+}
+
+/// Packets on the matching links are lost (sent, never received) until
+/// `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loss {
+    /// Only packets from here (any sender when `None`).
+    pub from: Option<Endpoint>,
+    /// Only packets to this relay (any when `None`).
+    pub to: Option<usize>,
+    /// Until (Unix ms, excluded).
+    pub until_ms: u64,
+}
+
+impl Loss {
+    fn matches(&self, now_ms: u64, from: Endpoint, to: usize) -> bool {
+        now_ms < self.until_ms
+            && self.from.is_none_or(|f| f == from)
+            && self.to.is_none_or(|t| t == to)
+    }
+}
+
+/// How the virtual federation is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Relays that are not exits.
+    pub relays: usize,
+    /// Exits (also relays).
+    pub exits: usize,
+    /// Seconds per key epoch.
+    pub epoch_secs: u64,
+    /// Future epochs whose keys are published.
+    pub keys_ahead: u32,
+    /// One-way latency of every link (ms).
+    pub link_ms: u64,
+    /// Hops of each forward path (the exit included).
+    pub hops: usize,
+    /// The senders' mean mixing delay per hop (ms).
+    pub mean_delay_ms: u32,
+    /// The senders' retransmission policy.
+    pub retransmit: Retransmit,
+    /// How often a waiting sender looks in its mailbox (ms).
+    pub poll_ms: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// The virtual clock's start (Unix ms).
+    pub start_ms: u64,
+    /// Record every link transmission.
+    pub record_links: bool,
+    /// The policy version the exits enforce (and the senders hold).
+    pub policy_version: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let client = leak_client::config::Config::default();
+        let node = leak_node::Config::defaults(std::path::PathBuf::new());
+        Self {
+            relays: 4,
+            exits: 1,
+            epoch_secs: node.epochs.period_secs,
+            keys_ahead: node.epochs.keys_ahead,
+            link_ms: 5,
+            hops: 3,
+            mean_delay_ms: client.send.mixing_delay_ms,
+            retransmit: Retransmit::from_config(&client.send),
+            poll_ms: 1_000,
+            seed: 1,
+            // 2026-12-01T00:00:00Z.
+            start_ms: 1_796_083_200_000,
+            record_links: false,
+            policy_version: leak_protocol::policy::Policy::builtin().version(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    /// A packet reaches a relay.
+    Arrive {
+        to: usize,
+        from: Endpoint,
+        packet: Box<Packet>,
+    },
+    /// A relay releases what is due.
+    Release { relay: usize },
+    /// A relay's periodic work (keys, descriptor, expiry).
+    Maintain { relay: usize },
+    /// An exit tries the deliveries that are due.
+    Deliver { relay: usize },
+    /// A sender looks in its mailboxes.
+    Poll { sender: usize, leak: usize },
+    /// A sender sends a leak again (if no receipt came).
+    Resend {
+        sender: usize,
+        leak: usize,
+        attempt: u32,
+    },
+    /// A sender gives up waiting.
+    GiveUp { sender: usize, leak: usize },
+}
+
+/// A federation in virtual time.
+pub struct VirtualFederation {
+    settings: Settings,
+    clock: Arc<ManualClock>,
+    rng: StdRng,
+    relays: Vec<VirtualRelay>,
+    senders: Vec<sender::VirtualSender>,
+    events: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    payloads: HashMap<usize, Event>,
+    next_seq: u64,
+    links: Vec<Transmission>,
+    losses: Vec<Loss>,
+    lost: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl VirtualFederation {
+    /// Starts `settings.relays` relays and `settings.exits` exits at
+    /// `settings.start_ms`, each with its keys and descriptor.
+    pub fn new(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = Arc::new(ManualClock::new(settings.start_ms));
+        let mut rng = StdRng::seed_from_u64(settings.seed);
+        let total = settings.relays + settings.exits;
+        let relays = (0..total)
+            .map(|i| {
+                VirtualRelay::new(
+                    i,
+                    i >= settings.relays,
+                    &settings,
+                    &dir.path().join(format!("relay{i}")),
+                    clock.now_ms(),
+                    &mut rng,
+                )
+            })
+            .collect();
+        let mut fed = Self {
+            settings,
+            clock,
+            rng,
+            relays,
+            senders: Vec::new(),
+            events: BinaryHeap::new(),
+            payloads: HashMap::new(),
+            next_seq: 0,
+            links: Vec::new(),
+            losses: Vec::new(),
+            lost: 0,
+            _dir: dir,
+        };
+        let tick = fed.maintenance_tick_ms();
+        for relay in 0..total {
+            let at = fed.now_ms() + tick;
+            fed.schedule(at, Event::Maintain { relay });
+        }
+        fed
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The virtual time (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The directory every sender sees: each relay's newest descriptor.
+    pub fn directory(&self) -> Vec<Descriptor> {
+        self.relays.iter().map(|r| r.descriptor().clone()).collect()
+    }
+
+    /// A relay, by index (exits come after the plain relays).
+    pub fn relay(&self, index: usize) -> &VirtualRelay {
+        &self.relays[index]
+    }
+
+    /// The index of the relay with node id `node`.
+    pub fn relay_index(&self, node: &NodeId) -> Option<usize> {
+        self.relays.iter().position(|r| r.node_id() == *node)
+    }
+
+    /// How many relays (exits included).
+    pub fn relay_count(&self) -> usize {
+        self.relays.len()
+    }
+
+    /// Packets dropped for `reason` (a metric label) at every relay.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.relays.iter().map(|r| r.dropped(reason)).sum()
+    }
+
+    /// Every email the exits delivered, in order.
+    pub fn deliveries(&self) -> Vec<&Delivery> {
+        let mut all: Vec<&Delivery> = self
+            .relays
+            .iter()
+            .filter_map(|r| r.exit())
+            .flat_map(|e| e.deliveries())
+            .collect();
+        all.sort_by_key(|d| d.at_ms);
+        all
+    }
+
+    /// Makes every exit's mail server refuse with a 4xx from `from_ms` to
+    /// `until_ms`.
+    pub fn mail_outage(&mut self, outage: MailOutage) {
+        for relay in &mut self.relays {
+            if let Some(exit) = relay.exit_mut() {
+                exit.add_outage(outage);
+            }
+        }
+    }
+
+    /// Loses the packets of matching links for a while.
+    pub fn lose(&mut self, loss: Loss) {
+        self.losses.push(loss);
+    }
+
+    /// Packets lost on the links so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Every link transmission so far (when `record_links`).
+    pub fn transmissions(&self) -> &[Transmission] {
+        &self.links
+    }
+
+    /// A new sender.
+    pub fn add_sender(&mut self) -> SenderId {
+        let id = self.senders.len();
+        self.senders.push(sender::VirtualSender::default());
+        SenderId(id)
+    }
+
+    /// A leak a sender sent, with how it went.
+    pub fn leak(&self, sender: SenderId, leak: usize) -> &SentLeak {
+        self.senders[sender.0].leak(leak)
+    }
+
+    /// Sends a leak from `sender` now: a fresh message id, an exit chosen
+    /// once, a route per attempt. Returns its index among the sender's
+    /// leaks.
+    pub fn send(&mut self, sender: SenderId, to: &str, text: &str) -> usize {
+        let directory = self.directory();
+        let now = self.now_ms();
+        let leak = self.senders[sender.0].start(to, text, &directory, now, &mut self.rng);
+        self.attempt(sender.0, leak, 1);
+        leak
+    }
+
+    /// Delivers `packet` to relay `to` as if `from` had sent it now.
+    pub fn inject(&mut self, from: Endpoint, to: usize, packet: Packet) {
+        self.transmit(from, to, packet);
+    }
+
+    /// Runs every event due up to `until_ms`, then sets the clock there.
+    pub fn run_until(&mut self, until_ms: u64) {
+        while let Some(Reverse((at, _, key))) = self.events.peek().copied() {
+            if at > until_ms {
+                break;
+            }
+            self.events.pop();
+            self.clock.set_ms(at);
+            if let Some(event) = self.payloads.remove(&key) {
+                self.handle(event);
+            }
+        }
+        self.clock.set_ms(until_ms);
+    }
+
+    /// Runs for `ms` of virtual time.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now_ms() + ms;
+        self.run_until(until);
+    }
+
+    /// Runs until every leak sent so far has ended (a receipt or given
+    /// up), or `limit_ms` of virtual time passed. Returns whether all ended.
+    pub fn run_until_settled(&mut self, limit_ms: u64) -> bool {
+        let limit = self.now_ms() + limit_ms;
+        while self.now_ms() < limit {
+            if self.senders.iter().all(sender::VirtualSender::settled) {
+                return true;
+            }
+            let step = (self.now_ms() + 1_000).min(limit);
+            self.run_until(step);
+        }
+        self.senders.iter().all(sender::VirtualSender::settled)
+    }
+
+    fn maintenance_tick_ms(&self) -> u64 {
+        // As the node: a quarter period, between 250 ms and 30 s.
+        (self.settings.epoch_secs * 1000 / 4).clamp(250, 30_000)
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        let key = self.next_seq as usize;
+        self.next_seq += 1;
+        self.payloads.insert(key, event);
+        self.events.push(Reverse((at_ms, self.next_seq, key)));
+    }
+
+    fn transmit(&mut self, from: Endpoint, to: usize, packet: Packet) {
+        let now = self.now_ms();
+        if self.settings.record_links {
+            self.links.push(Transmission {
+                at_ms: now,
+                from,
+                to: Endpoint::Relay(to),
+            });
+        }
+        if self.losses.iter().any(|l| l.matches(now, from, to)) {
+            self.lost += 1;
+            return;
+        }
+        let at = now + self.settings.link_ms;
+        self.schedule(
+            at,
+            Event::Arrive {
+                to,
+                from,
+                packet: Box::new(packet),
+            },
+        );
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now_ms();
+        match event {
+            Event::Arrive { to, from, packet } => {
+                let directory: Vec<NodeId> = self.relays.iter().map(|r| r.node_id()).collect();
+                let out = self.relays[to].receive(now, from, *packet, &directory, &mut self.rng);
+                if let Some(due) = out.wake_at {
+                    self.schedule(due, Event::Release { relay: to });
+                }
+                if out.deliver_at.is_some() {
+                    let at = out.deliver_at.unwrap_or(now);
+                    self.schedule(at, Event::Deliver { relay: to });
+                }
+                self.send_all(to, out.send);
+            }
+            Event::Release { relay } => {
+                let out = self.relays[relay].release(now);
+                self.send_all(relay, out);
+            }
+            Event::Maintain { relay } => {
+                self.relays[relay].maintain(now, &mut self.rng);
+                let at = now + self.maintenance_tick_ms();
+                self.schedule(at, Event::Maintain { relay });
+            }
+            Event::Deliver { relay } => {
+                let out = self.relays[relay].deliver(now, &mut self.rng);
+                if let Some(next) = out.wake_at {
+                    self.schedule(next, Event::Deliver { relay });
+                }
+                self.send_all(relay, out.send);
+            }
+            Event::Poll { sender, leak } => self.poll(sender, leak),
+            Event::Resend {
+                sender,
+                leak,
+                attempt,
+            } => {
+                if !self.senders[sender].leak(leak).ended() {
+                    self.attempt(sender, leak, attempt);
+                }
+            }
+            Event::GiveUp { sender, leak } => self.senders[sender].give_up(leak, now),
+        }
+    }
+
+    fn send_all(&mut self, from: usize, packets: Vec<(NodeId, Packet)>) {
+        for (node, packet) in packets {
+            match self.relay_index(&node) {
+                Some(to) => self.transmit(Endpoint::Relay(from), to, packet),
+                None => self.relays[from].count_drop("bad_next_hop"),
+            }
+        }
+    }
+
+    /// Builds and sends attempt `attempt` of a leak, and schedules what
+    /// follows it: polls of its mailbox, and a resend or giving up.
+    fn attempt(&mut self, sender: usize, leak: usize, attempt: u32) {
+        let directory = self.directory();
+        let now = self.now_ms();
+        let settings = self.settings.clone();
+        let built =
+            self.senders[sender].build_attempt(leak, &directory, &settings, now, &mut self.rng);
+        let Some(built) = built else {
+            return;
+        };
+        if let Some(entry) = self.relay_index(&built.entry) {
+            self.transmit(Endpoint::Sender(sender), entry, built.packet);
+        }
+        // No receipt can be in the mailbox before the path's delays passed.
+        self.schedule(now + built.path_delay_ms, Event::Poll { sender, leak });
+        match settings
+            .retransmit
+            .after(attempt, now, built.path_delay_ms, &mut self.rng)
+        {
+            leak_client::retransmit::Next::Resend { attempt, at_ms } => {
+                self.schedule(
+                    at_ms,
+                    Event::Resend {
+                        sender,
+                        leak,
+                        attempt,
+                    },
+                );
+            }
+            leak_client::retransmit::Next::GiveUp { at_ms } => {
+                self.schedule(at_ms, Event::GiveUp { sender, leak });
+            }
+        }
+    }
+
+    fn poll(&mut self, sender: usize, leak: usize) {
+        if self.senders[sender].leak(leak).ended() {
+            return;
+        }
+        let now = self.now_ms();
+        let mailboxes = self.senders[sender].mailboxes(leak);
+        for (entry, mailbox, keys_index) in mailboxes {
+            let Some(index) = self.relay_index(&entry) else {
+                continue;
+            };
+            let replies = self.relays[index].fetch_mailbox(&mailbox, now);
+            for reply in replies {
+                self.senders[sender].open_reply(leak, keys_index, &reply, now);
+            }
+        }
+        if !self.senders[sender].leak(leak).ended() {
+            let at = now + self.settings.poll_ms;
+            self.schedule(at, Event::Poll { sender, leak });
+        }
+    }
+
+    /// The outcome of a leak, if its receipt came.
+    pub fn receipt(&self, sender: SenderId, leak: usize) -> Option<&Outcome> {
+        self.senders[sender.0]
+            .leak(leak)
+            .receipt
+            .as_ref()
+            .map(|(o, _)| o)
+    }
+
+    /// Message ids of every leak sent (for matching deliveries).
+    pub fn message_id(&self, sender: SenderId, leak: usize) -> MessageId {
+        self.senders[sender.0].leak(leak).message_id
+    }
+}

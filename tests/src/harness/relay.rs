@@ -1,0 +1,304 @@
+//! A relay (and, with its exit, an exit) of the virtual federation: the
+//! node's own core, key ring, store and held queue.
+
+use std::{collections::HashMap, path::Path};
+
+use leak_node::{
+    epoch::{EpochSchedule, KeyRing},
+    held::{HeldQueue, Hold},
+    relay::{Decision, RelayCore, RelayLimits, process_batch},
+    store::{Deposit, MailboxLimits, Store},
+};
+use leak_protocol::{
+    NodeId, Packet,
+    directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
+};
+use rand::{RngExt as _, rngs::StdRng};
+
+use super::{Endpoint, Settings, exit::VirtualExit};
+
+/// What a relay does with an arriving packet.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    /// Wake the relay then to release held packets.
+    pub wake_at: Option<u64>,
+    /// Wake the exit then to deliver.
+    pub deliver_at: Option<u64>,
+    /// Packets to send now.
+    pub send: Vec<(NodeId, Packet)>,
+}
+
+/// What an exit's delivery round did.
+#[derive(Debug, Default)]
+pub(super) struct Delivered {
+    /// Wake the exit again then.
+    pub wake_at: Option<u64>,
+    /// Receipts to send now.
+    pub send: Vec<(NodeId, Packet)>,
+}
+
+/// One relay.
+pub struct VirtualRelay {
+    seed: [u8; 32],
+    node: NodeId,
+    index: usize,
+    core: RelayCore,
+    keys: KeyRing,
+    store: Store,
+    held: HeldQueue<Endpoint, u64, (NodeId, Packet)>,
+    mailbox_limits: MailboxLimits,
+    descriptor: Descriptor,
+    published_at: u64,
+    policy_version: u32,
+    dropped: HashMap<&'static str, u64>,
+    exit: Option<VirtualExit>,
+}
+
+impl VirtualRelay {
+    pub(super) fn new(
+        index: usize,
+        is_exit: bool,
+        settings: &Settings,
+        dir: &Path,
+        now_ms: u64,
+        rng: &mut StdRng,
+    ) -> Self {
+        let config = leak_node::Config::defaults(std::path::PathBuf::new());
+        let seed: [u8; 32] = rng.random();
+        let node = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+        let store = Store::open_in_memory(&dir.join("mix-keys")).expect("an in-memory store");
+        let mut keys = KeyRing::load(
+            &store,
+            EpochSchedule::new(settings.epoch_secs),
+            settings.keys_ahead,
+        )
+        .expect("a key ring");
+        keys.rotate(&store, now_ms / 1000, rng).expect("keys");
+        let core = RelayCore::new(
+            node,
+            RelayLimits {
+                max_delay_ms: config.limits.max_delay_ms.into(),
+                mailbox_ttl_ms: config.mailbox.ttl_secs * 1000,
+            },
+            is_exit,
+        );
+        let mut relay = Self {
+            seed,
+            node,
+            index,
+            core,
+            keys,
+            store,
+            held: HeldQueue::new(config.limits.held_packets),
+            mailbox_limits: MailboxLimits {
+                per_mailbox: config.mailbox.max_per_mailbox,
+                total: config.mailbox.max_total,
+            },
+            descriptor: placeholder(node),
+            published_at: 0,
+            policy_version: settings.policy_version,
+            dropped: HashMap::new(),
+            exit: is_exit.then(|| VirtualExit::new(&seed)),
+        };
+        relay.publish(now_ms);
+        relay
+    }
+
+    /// Signs a fresh descriptor (as the node does after each rotation).
+    fn publish(&mut self, now_ms: u64) {
+        let now = now_ms / 1000;
+        self.published_at = now.max(self.published_at + 1);
+        let octet = u8::try_from(self.index % 250).unwrap_or(0);
+        let descriptor = Descriptor {
+            node: self.node,
+            // One /16 per relay, so the path rules treat them as distinct
+            // networks (addresses are never dialled here).
+            addresses: vec![format!("/ip4/10.{octet}.0.1/tcp/4700")],
+            roles: Roles {
+                relay: true,
+                exit: self.exit.is_some(),
+            },
+            family: format!("family-{}", self.index),
+            exit: self.exit.as_ref().map(|_| ExitInfo {
+                domain: format!("exit{}.leak.test", self.index),
+                policy_version: self.policy_version,
+            }),
+            epoch_period_secs: self.keys.schedule().period_secs(),
+            mix_keys: self.keys.published_keys(now),
+            software: "leak-node (virtual)".to_owned(),
+            published_at: self.published_at,
+        };
+        let signed: SignedDescriptor = descriptor.sign(&self.seed).expect("a valid descriptor");
+        self.descriptor = signed
+            .verify(leak_protocol::directory::Freshness {
+                now,
+                max_age_secs: u64::MAX / 2,
+                max_clock_skew_secs: 0,
+            })
+            .expect("its own descriptor verifies");
+    }
+
+    /// This relay's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// Its newest descriptor.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    /// Epochs whose secrets it holds.
+    pub fn key_epochs(&self) -> Vec<u64> {
+        self.keys.epochs()
+    }
+
+    /// Packets held for their delay right now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Replies in its mailboxes.
+    pub fn mailbox_replies(&self) -> u64 {
+        self.store.mailbox_len().unwrap_or(0)
+    }
+
+    /// Packets it dropped for `reason`.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped.get(reason).copied().unwrap_or(0)
+    }
+
+    pub(super) fn count_drop(&mut self, reason: &'static str) {
+        *self.dropped.entry(reason).or_default() += 1;
+    }
+
+    /// Its exit role.
+    pub fn exit(&self) -> Option<&VirtualExit> {
+        self.exit.as_ref()
+    }
+
+    pub(super) fn exit_mut(&mut self) -> Option<&mut VirtualExit> {
+        self.exit.as_mut()
+    }
+
+    /// A packet arrives from `from` at `now_ms`: through the core.
+    pub(super) fn receive(
+        &mut self,
+        now_ms: u64,
+        from: Endpoint,
+        packet: Packet,
+        directory: &[NodeId],
+        rng: &mut StdRng,
+    ) -> Received {
+        let mut out = Received::default();
+        let knows = |node: &NodeId| directory.contains(node);
+        let decided = process_batch(
+            &self.core,
+            &self.keys,
+            &self.store,
+            now_ms,
+            vec![(from, packet)],
+            knows,
+        );
+        for opened in decided {
+            match opened.decision {
+                Decision::Hold {
+                    due_ms,
+                    next_hop,
+                    packet,
+                } => match self.held.push(opened.source, due_ms, (next_hop, packet)) {
+                    Hold::Held => out.wake_at = Some(due_ms),
+                    Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+                },
+                Decision::Deposit {
+                    mailbox,
+                    reply,
+                    visible_at_ms,
+                    expires_at_ms,
+                } => {
+                    let deposit = Deposit {
+                        mailbox: mailbox.0,
+                        reply: &reply,
+                        visible_at_ms,
+                        expires_at_ms,
+                    };
+                    for result in leak_node::relay::deposit_all(
+                        &self.store,
+                        std::slice::from_ref(&deposit),
+                        self.mailbox_limits,
+                    ) {
+                        if let Err(reason) = result {
+                            self.count_drop(reason.label());
+                        }
+                    }
+                }
+                Decision::ToExit { message, delay } => match self.exit.as_mut() {
+                    Some(exit) => {
+                        let (due, receipts) = exit.ingest(now_ms, &message, delay, rng);
+                        out.deliver_at = due;
+                        out.send.extend(receipts);
+                    }
+                    None => self.count_drop("not_an_exit"),
+                },
+                Decision::Drop(reason) => self.count_drop(reason.label()),
+            }
+        }
+        out
+    }
+
+    /// Releases every held packet that is due.
+    pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet)> {
+        let mut out = Vec::new();
+        while let Some(next) = self.held.pop_due(now_ms) {
+            out.push(next);
+        }
+        out
+    }
+
+    /// The exit's delivery round.
+    pub(super) fn deliver(&mut self, now_ms: u64, rng: &mut StdRng) -> Delivered {
+        match self.exit.as_mut() {
+            Some(exit) => exit.deliver_due(now_ms, rng),
+            None => Delivered::default(),
+        }
+    }
+
+    /// The node's maintenance: rotate keys (and publish), expire mailboxes.
+    pub(super) fn maintain(&mut self, now_ms: u64, rng: &mut StdRng) {
+        let rotation = self
+            .keys
+            .rotate(&self.store, now_ms / 1000, rng)
+            .expect("rotation");
+        if !rotation.created.is_empty() || !rotation.deleted.is_empty() {
+            self.publish(now_ms);
+        }
+        let _ = self.store.mailbox_expire(now_ms);
+    }
+
+    /// What the mailbox server answers (and then deletes).
+    pub(super) fn fetch_mailbox(&mut self, mailbox: &[u8; 32], now_ms: u64) -> Vec<Vec<u8>> {
+        let held = self.store.mailbox_peek(mailbox, now_ms).unwrap_or_default();
+        let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held.into_iter().unzip();
+        if !seqs.is_empty() {
+            let _ = self.store.mailbox_remove(mailbox, &seqs);
+        }
+        replies
+    }
+}
+
+fn placeholder(node: NodeId) -> Descriptor {
+    Descriptor {
+        node,
+        addresses: Vec::new(),
+        roles: Roles {
+            relay: true,
+            exit: false,
+        },
+        family: String::new(),
+        exit: None,
+        epoch_period_secs: 1,
+        mix_keys: Vec::new(),
+        software: String::new(),
+        published_at: 0,
+    }
+}
