@@ -278,6 +278,13 @@ impl Exit {
         self.policy.current()
     }
 
+    /// Tells the delivery loop that the clock moved (a virtual-time
+    /// harness, after advancing its manual clock): leaks now due start
+    /// without waiting for the loop's own timer, which counts real time.
+    pub fn clock_moved(&self) {
+        self.wake.notify_one();
+    }
+
     /// The current sending rate, in the metric.
     fn show_rate(&self) {
         let rate = self.lock_pace().rate();

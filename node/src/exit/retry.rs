@@ -9,6 +9,10 @@
 //! | the exit's own storage fails during an attempt (code `local`) | yes | [`RetryPolicy::after_failure`] |
 //! | the outcome of a *delivered* leak cannot be committed | no (the email is never sent again) | [`Backoff::delay`] of [`COMMIT_BACKOFF`], never gives up |
 //!
+//! Within one attempt, the SMTP pool sends once more on a fresh connection
+//! when an idle one it reused turns out closed by the server: that is the
+//! same attempt, not a retry.
+//!
 //! The wait before attempt `n + 1` is `exit.retry_initial_secs` doubled per
 //! attempt (`initial · 2ⁿ⁻¹`), capped at `exit.retry_max_secs`, then drawn
 //! uniformly from its upper half: the jitter keeps leaks deferred together
@@ -217,5 +221,40 @@ mod tests {
     fn the_commit_of_a_delivery_is_retried_for_ever_up_to_a_minute() {
         assert_eq!(COMMIT_BACKOFF.delay(1, 1.0), S(1));
         assert_eq!(COMMIT_BACKOFF.delay(1_000, 1.0), S(60));
+    }
+
+    /// The whole life of a leak whose every attempt fails, driven by a
+    /// manual clock through the schedule and the policy as the delivery
+    /// loop drives them: no runtime, no sleep, five days in microseconds.
+    #[test]
+    fn a_leak_that_never_gets_through_is_tried_until_its_lifetime_in_virtual_time() {
+        use crate::clock::{Clock as _, ManualClock};
+        use leak_protocol::MessageId;
+
+        use super::super::schedule::Schedule;
+
+        for (draw, expected_attempts, given_up_at_s) in [(1.0, 126, 432_180), (0.0, 246, 432_090)] {
+            let accepted = 1_700_000_000_000;
+            let clock = ManualClock::new(accepted);
+            let mut schedule = Schedule::default();
+            let id = MessageId([7; 16]);
+            schedule.insert(accepted, id);
+            let mut attempts = 0u32;
+            loop {
+                let at = schedule.next_at().unwrap();
+                clock.set_ms(at);
+                assert_eq!(schedule.take_due(clock.now_ms()), Some(id));
+                attempts += 1;
+                let decision = policy().after_failure(attempts, accepted, clock.now_ms(), draw);
+                schedule.landed(&id);
+                match decision {
+                    Decision::RetryAt(next) => schedule.insert(next, id),
+                    Decision::GiveUp => break,
+                }
+            }
+            assert_eq!(attempts, expected_attempts, "draw {draw}");
+            assert_eq!(clock.now_ms() - accepted, given_up_at_s * 1000);
+            assert_eq!(schedule.next_at(), None);
+        }
     }
 }

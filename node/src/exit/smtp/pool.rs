@@ -596,4 +596,134 @@ mod tests {
             }
         );
     }
+
+    /// A CA and a certificate it signed for `localhost` and 127.0.0.1
+    /// (valid from 2020 to 2126; the keys are throwaway test keys), for the TLS
+    /// failures below.
+    const TLS_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBdTCCARqgAwIBAgICEAAwCgYIKoZIzj0EAwIwIDEeMBwGA1UEAwwVTGVhayB1
+bml0LXRlc3QgVExTIENBMCAXDTIwMDEwMTAwMDAwMFoYDzIxMjYwMTAxMDAwMDAw
+WjAgMR4wHAYDVQQDDBVMZWFrIHVuaXQtdGVzdCBUTFMgQ0EwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAAQHLC+5aDQnMZBtALixRMMudL+FNkWRAHU/pW81eW8mnFlI
+ZGMBstvFeHdpzqf5IS2LvwlgL/iESjP8A1JlElZNo0IwQDAPBgNVHRMBAf8EBTAD
+AQH/MA4GA1UdDwEB/wQEAwICBDAdBgNVHQ4EFgQUzsYhorwtZvU7ZspBaV+rgnF9
+Cx0wCgYIKoZIzj0EAwIDSQAwRgIhAMBzdj65qUOZ25Z1mGbNN5hHcZ4cslE/vX51
+NfsG9iXaAiEAqamcXzSRCiUGrFcEOd4CNtrKJlWIn2JOZZ5VKvm2/TQ=
+-----END CERTIFICATE-----
+";
+    const TLS_LEAF: &str = "-----BEGIN CERTIFICATE-----
+MIIBpDCCAUqgAwIBAgICEAEwCgYIKoZIzj0EAwIwIDEeMBwGA1UEAwwVTGVhayB1
+bml0LXRlc3QgVExTIENBMCAXDTIwMDEwMTAwMDAwMFoYDzIxMjYwMTAxMDAwMDAw
+WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AATy2G9Q7KTsZaCG0/zwX8xuk39hE4Ks//bHWL4WmURf2CcURK1eXt7II13K/w2M
+GfQMg6ThGDRw2NKZQYuvIjKgo34wfDAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8A
+AAEwCQYDVR0TBAIwADATBgNVHSUEDDAKBggrBgEFBQcDATAdBgNVHQ4EFgQU51YG
+unC8cDIlQ4K2paFE46rmh6IwHwYDVR0jBBgwFoAUzsYhorwtZvU7ZspBaV+rgnF9
+Cx0wCgYIKoZIzj0EAwIDSAAwRQIhAIwKt3M2xPClYxVd11/P5Qnjowf6ZvObg53K
+ldqvG6A+AiA9HlLOR1tqW5M+GsCSvYg1FExuf99dNjSXpujDCdzMYw==
+-----END CERTIFICATE-----
+";
+    const TLS_LEAF_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0/VeYxMwrPYTXR8K
+uoh1R15RJBGcTOld+BYA7MJcgjehRANCAATy2G9Q7KTsZaCG0/zwX8xuk39hE4Ks
+//bHWL4WmURf2CcURK1eXt7II13K/w2MGfQMg6ThGDRw2NKZQYuvIjKg
+-----END PRIVATE KEY-----
+";
+
+    /// A TLS server on `ip` with [`TLS_LEAF`], for one session; with
+    /// `starttls`, it speaks SMTP up to STARTTLS first. Only the handshake
+    /// matters: the client is expected to refuse the certificate.
+    async fn tls_server(ip: &str, starttls: bool) -> u16 {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let certs = CertificateDer::pem_slice_iter(TLS_LEAF.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(TLS_LEAF_KEY.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            if starttls {
+                socket.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+                // The client waits for our 220 before its ClientHello: no
+                // TLS byte is read into this buffer.
+                let mut lines = tokio::io::BufReader::new(&mut socket);
+                let mut line = String::new();
+                while lines.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    let upper = line.to_ascii_uppercase();
+                    let answer: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-fake.test\r\n250 STARTTLS\r\n"
+                    } else if upper.starts_with("STARTTLS") {
+                        b"220 go ahead\r\n"
+                    } else {
+                        b"250 Ok\r\n"
+                    };
+                    lines.get_mut().write_all(answer).await.unwrap();
+                    if upper.starts_with("STARTTLS") {
+                        break;
+                    }
+                    line.clear();
+                }
+            }
+            let _ = acceptor.accept(socket).await;
+        });
+        port
+    }
+
+    async fn tls_problem(url: &str, ca: Option<&str>) -> Option<Problem> {
+        let pool = SmtpPool::new(
+            url,
+            ClientId::Domain("exit.test".into()),
+            None,
+            ca.map(str::as_bytes),
+            Duration::from_secs(10),
+            1,
+        )
+        .unwrap();
+        let (attempt, problem) = pool.send(&message()).await;
+        assert!(
+            matches!(&attempt, Attempt::Temporary { code, .. } if code == "tls"),
+            "{url}: {attempt:?}"
+        );
+        problem
+    }
+
+    /// A real handshake's rustls error is named by its type, over STARTTLS
+    /// (lettre's stream) and over implicit TLS (ours): a certificate from
+    /// a CA the exit does not trust, and one that does not name the host.
+    #[tokio::test]
+    async fn real_tls_failures_are_named_by_kind() {
+        for starttls in [true, false] {
+            let url = |ip: &str, port: u16| {
+                if starttls {
+                    format!("smtp://{ip}:{port}?tls=required")
+                } else {
+                    format!("smtps://{ip}:{port}")
+                }
+            };
+            let port = tls_server("127.0.0.1", starttls).await;
+            assert_eq!(
+                tls_problem(&url("127.0.0.1", port), None).await,
+                Some(Problem::TlsUntrusted),
+                "starttls: {starttls}"
+            );
+            // Trusted, but the certificate names 127.0.0.1, not 127.0.0.2.
+            let port = tls_server("127.0.0.2", starttls).await;
+            assert_eq!(
+                tls_problem(&url("127.0.0.2", port), Some(TLS_CA)).await,
+                Some(Problem::TlsWrongName),
+                "starttls: {starttls}"
+            );
+        }
+    }
 }
