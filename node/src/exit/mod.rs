@@ -23,11 +23,11 @@
 //!
 //! "How does the exit retry?" is answered in one file: [`retry`].
 //!
-//! The node holds the exit behind a narrow interface: [`start`] with its
-//! [`Parts`] (a [`SendPacket`] and a [`PublishOptOuts`] handle, the
-//! node's store, metrics, policy and clock), a channel of
-//! [`ExitDelivery`]s, and [`Exit::offer_opt_outs`] / [`Exit::own_opt_outs`]
-//! for the opt-out gossip ([`optout`]). The exit never imports the node.
+//! The node holds the exit behind a narrow interface: `start` with its
+//! `Parts` (a [`SendPacket`] and a [`PublishOptOuts`] handle, the node's
+//! store, metrics, policy and clock), a channel of [`ExitDelivery`]s, and
+//! [`optout::offer`] / [`Exit::own_opt_outs`] for the opt-out gossip. The
+//! exit never imports the node.
 //!
 //! A leak is delivered at most once per message id, except in one window:
 //! if the exit dies after the mail server said 250 and before the outcome is
