@@ -48,6 +48,8 @@ pub mod smtp;
 pub mod spool;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::{
     net::SocketAddr,
