@@ -127,18 +127,25 @@ async fn the_retry_schedule_runs_in_virtual_time() {
 
     let attempts = || Metrics::get(&metrics.exit_attempts, "result", "temporary");
     let expired = || exit.counts().unwrap().states.get("expired") == Some(&1);
-    until("the first attempt", || attempts() == 1).await;
-    let item = exit.list(1).unwrap().remove(0);
-    assert_eq!((item.state.as_str(), item.attempts), ("retrying", 1));
-    assert_eq!(item.last_error, "network");
+    // An attempt is over once its leak is back in the queue, out of
+    // flight, with its count recorded (its next time was set from the
+    // clock before that): only then may the clock move on.
+    let settled = |n: u32| {
+        exit.list(1)
+            .unwrap()
+            .first()
+            .is_some_and(|item| item.state == "retrying" && item.attempts == n)
+    };
+    until("the first attempt", || settled(1)).await;
+    assert_eq!(exit.list(1).unwrap()[0].last_error, "network");
     let real = std::time::Instant::now();
-    let mut hours: u64 = 0;
+    let mut hours: u32 = 0;
     while !expired() {
         hours += 1;
         assert!(hours <= 30, "still queued after {hours} virtual hours");
         clock.advance_ms(3_600_000);
         exit.clock_moved();
-        until("the next attempt", || attempts() == hours + 1 || expired()).await;
+        until("the next attempt", || settled(hours + 1) || expired()).await;
     }
     assert_eq!(
         attempts(),
