@@ -38,7 +38,8 @@ pub enum Attempt {
     /// Try again later. `deferral` marks a 421 or a 4.7.x answer: the
     /// receiving system asks us to slow down.
     Temporary {
-        /// `451 4.3.0`, `network`, `tls`, `timeout`, `io`: never the server's
+        /// `451 4.3.0`, `network`, `tls`, `auth`, `session`, `timeout`, `io`,
+        /// `local` (the exit's own storage): never the server's
         /// text, which can name the recipient.
         code: String,
         /// A rate-limiting deferral.
