@@ -241,6 +241,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `value`'s label under `key` in `family`.
+    pub fn count_as(family: &Family<Labels, Counter>, key: &'static str, value: &impl Label) {
+        Self::count(family, key, value.as_label());
+    }
+
     /// Counts `labels` in `family`.
     pub fn count(family: &Family<Labels, Counter>, key: &'static str, value: &'static str) {
         family.get_or_create(&vec![(key, value)]).inc();
@@ -318,4 +323,12 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// A typed value (an end state, a drop reason, an attempt's result) that
+/// names itself in a metric's label: labels are derived from enums, never
+/// written as strings at the call site.
+pub trait Label {
+    /// The label's value: lower-case, `snake_case`, stable.
+    fn as_label(&self) -> &'static str;
 }

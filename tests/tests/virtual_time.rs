@@ -201,6 +201,37 @@ fn the_exit_retries_through_a_mail_outage_and_delivers_once() {
     assert_eq!(exit.queued(), 0);
 }
 
+/// A mail server down for longer than a leak's lifetime (five days by
+/// default): the exit gives the leak up then, as bounced, and delivers
+/// nothing.
+#[test]
+fn the_exit_gives_up_after_the_lifetime() {
+    let mut fed = federation(Settings::default());
+    let start = fed.now_ms();
+    fed.mail_outage(MailOutage {
+        from_ms: start,
+        until_ms: start + 7 * DAY,
+    });
+    let s = fed.add_sender();
+    let leak = fed.send(s, "gone@example.org", "Nobody will read this.");
+    fed.run_for(5 * DAY - HOUR);
+    let id = fed.message_id(s, leak);
+    let exit = fed.relay(fed.relay_count() - 1).exit().unwrap();
+    assert_eq!(exit.outcome(&id), None, "still tried within its lifetime");
+    assert_eq!(exit.queued(), 1);
+    fed.run_for(2 * HOUR);
+    let exit = fed.relay(fed.relay_count() - 1).exit().unwrap();
+    assert_eq!(exit.outcome(&id), Some(&Outcome::Bounced));
+    assert_eq!(exit.queued(), 0);
+    // An hour apart at most (the cap), from a minute: about 5 · 24 + 6.
+    assert!(
+        (100..=250).contains(&exit.deferrals),
+        "{} attempts",
+        exit.deferrals
+    );
+    assert!(fed.deliveries().is_empty());
+}
+
 /// The first packet is lost on its way to the exit: without a receipt, the
 /// sender sends the same leak again over a fresh path after the receipt
 /// timeout and a pause, and the receipt of the second attempt ends it.

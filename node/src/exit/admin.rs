@@ -5,7 +5,6 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, sync::Arc};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -13,7 +12,7 @@ use tokio::{
     sync::watch,
 };
 
-use super::{Exit, QueueCounts, QueueItem};
+use super::{Exit, ExitError, QueueCounts, QueueItem};
 
 /// The longest request line read.
 const MAX_REQUEST: u64 = 4096;
@@ -88,11 +87,11 @@ fn handle(exit: &Exit, request: Request) -> Response {
         }
     };
     result.unwrap_or_else(|e| Response::Error {
-        message: format!("{e:#}"),
+        message: e.to_string(),
     })
 }
 
-async fn serve_one(stream: UnixStream, exit: Arc<Exit>) -> anyhow::Result<()> {
+async fn serve_one(stream: UnixStream, exit: Arc<Exit>) -> Result<(), ExitError> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST))
@@ -104,7 +103,7 @@ async fn serve_one(stream: UnixStream, exit: Arc<Exit>) -> anyhow::Result<()> {
             message: format!("bad request: {e}"),
         },
     };
-    let mut out = serde_json::to_vec(&response)?;
+    let mut out = serde_json::to_vec(&response).map_err(|e| ExitError::Admin(e.to_string()))?;
     out.push(b'\n');
     write.write_all(&out).await?;
     Ok(())
@@ -115,10 +114,10 @@ pub(crate) async fn serve(
     path: PathBuf,
     exit: Arc<Exit>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, ExitError> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+        .map_err(|e| ExitError::io(format!("cannot listen on {}", path.display()), e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
@@ -145,18 +144,22 @@ pub(crate) async fn serve(
 }
 
 /// Sends one request to the node whose control socket is `path`.
-pub async fn request(path: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
-    let stream = UnixStream::connect(path).await.with_context(|| {
-        format!(
-            "cannot reach the node's control socket {} (is the exit running?)",
-            path.display()
+pub async fn request(path: &std::path::Path, request: &Request) -> Result<Response, ExitError> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        ExitError::io(
+            format!(
+                "cannot reach the node's control socket {} (is the exit running?)",
+                path.display()
+            ),
+            e,
         )
     })?;
     let (read, mut write) = stream.into_split();
-    let mut out = serde_json::to_vec(request)?;
+    let mut out = serde_json::to_vec(request).map_err(|e| ExitError::Admin(e.to_string()))?;
     out.push(b'\n');
     write.write_all(&out).await?;
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
-    serde_json::from_str(&line).context("the node's answer does not parse")
+    serde_json::from_str(&line)
+        .map_err(|e| ExitError::Admin(format!("the node's answer does not parse: {e}")))
 }

@@ -20,6 +20,8 @@ use lettre::{
     },
 };
 
+use super::ExitError;
+
 /// What a link in the email does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -207,12 +209,10 @@ impl Composer {
     }
 
     /// The email for `leak`, whose recipient hashes to `recipient`.
-    pub fn compose(&self, leak: &Leak, recipient: &[u8; 32]) -> anyhow::Result<Message> {
-        let to: lettre::Address = leak
-            .recipient
-            .to_ascii_address()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("the recipient address is not deliverable: {e}"))?;
+    pub fn compose(&self, leak: &Leak, recipient: &[u8; 32]) -> Result<Message, ExitError> {
+        let to: lettre::Address = leak.recipient.to_ascii_address().parse().map_err(|e| {
+            ExitError::Compose(format!("the recipient address is not deliverable: {e}"))
+        })?;
         let noun = leak.relationship.noun_phrase();
         let opt_out = self.opt_out_url(&leak.message_id, recipient);
         let report = self.report_url(&leak.message_id, recipient);
@@ -251,9 +251,60 @@ impl Composer {
             .header(lettre::message::header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
-            .map_err(|e| anyhow::anyhow!("cannot build the email: {e}"))?;
+            .map_err(|e| ExitError::Compose(e.to_string()))?;
         Ok(message)
     }
+}
+
+#[cfg(feature = "dkim")]
+/// The DKIM signing configuration `exit.dkim_*` describes, if any.
+pub(super) fn dkim_config(
+    config: &crate::config::Config,
+) -> Result<Option<lettre::message::dkim::DkimConfig>, ExitError> {
+    use lettre::message::{
+        dkim::{
+            DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+            DkimSigningKey,
+        },
+        header::HeaderName,
+    };
+    let exit = &config.exit;
+    if exit.dkim_selector.is_empty() {
+        return Ok(None);
+    }
+    let key = std::fs::read_to_string(&exit.dkim_key_file)
+        .map_err(|e| ExitError::read("exit.dkim_key_file", &exit.dkim_key_file, e))?;
+    let algorithm = match exit.dkim_algorithm.as_str() {
+        "rsa" => DkimSigningAlgorithm::Rsa,
+        _ => DkimSigningAlgorithm::Ed25519,
+    };
+    let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
+        ExitError::setting("exit.dkim_key_file", format!("{}: {e}", exit.dkim_key_file))
+    })?;
+    let headers = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Content-Type",
+        "MIME-Version",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ]
+    .into_iter()
+    .map(HeaderName::new_from_ascii_str)
+    .collect();
+    Ok(Some(DkimConfig::new(
+        exit.dkim_selector.clone(),
+        exit.domain.trim().to_owned(),
+        key,
+        headers,
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    )))
 }
 
 #[cfg(test)]

@@ -22,9 +22,10 @@ use std::{
     sync::Mutex,
 };
 
-use anyhow::Context as _;
 use leak_protocol::{MessageId, sphinx::MESSAGE_CAPACITY};
 use zeroize::{Zeroize as _, Zeroizing};
+
+use super::ExitError;
 
 /// The bytes of one slot.
 pub const SLOT_LEN: usize = 4096;
@@ -87,7 +88,7 @@ impl Spool {
     /// Opens (or creates) `dir/spool`. Every slot not holding one of
     /// `queued` is zeroed; leak files of the older layout
     /// (`dir/<id>.leak`) are moved into slots if queued, and scrubbed.
-    pub fn open(dir: &Path, queued: &HashSet<MessageId>) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, queued: &HashSet<MessageId>) -> Result<Self, ExitError> {
         let path = dir.join(SPOOL_FILE);
         let created = !path.exists();
         let file = std::fs::OpenOptions::new()
@@ -97,14 +98,14 @@ impl Spool {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| ExitError::io(format!("cannot open {}", path.display()), e))?;
         if created {
             crate::store::sync_dir(dir)?;
         }
         let scrubber = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| ExitError::io(format!("cannot open {}", path.display()), e))?;
         let size = file.metadata()?.len();
         let len = size.div_ceil(SLOT_LEN as u64);
         let mut slots = Slots {
@@ -150,7 +151,7 @@ impl Spool {
     /// if a slot already holds one: its write may have been torn), and
     /// scrubs every other file in `dir`. Anything but a plain file is left
     /// alone (with a warning).
-    fn import_files(&self, dir: &Path, queued: &HashSet<MessageId>) -> anyhow::Result<()> {
+    fn import_files(&self, dir: &Path, queued: &HashSet<MessageId>) -> Result<(), ExitError> {
         let names: HashMap<String, MessageId> = queued
             .iter()
             .map(|id| (format!("{id}.leak"), *id))
@@ -172,8 +173,9 @@ impl Spool {
                 let body = Zeroizing::new(std::fs::read(entry.path())?);
                 self.put(id, &body)?;
             }
-            crate::store::scrub(&entry.path())
-                .with_context(|| format!("cannot scrub {}", entry.path().display()))?;
+            crate::store::scrub(&entry.path()).map_err(|e| {
+                ExitError::io(format!("cannot scrub {}", entry.path().display()), e)
+            })?;
         }
         Ok(())
     }
@@ -183,12 +185,10 @@ impl Spool {
     }
 
     /// Writes leak `id` into a free slot and syncs it.
-    pub fn put(&self, id: &MessageId, body: &[u8]) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            body.len() <= MAX_BODY_LEN,
-            "a leak of {} bytes does not fit a slot",
-            body.len()
-        );
+    pub fn put(&self, id: &MessageId, body: &[u8]) -> Result<(), ExitError> {
+        if body.len() > MAX_BODY_LEN {
+            return Err(ExitError::TooLarge(body.len()));
+        }
         let slot = {
             let mut slots = self.lock();
             match slots.by_id.get(id) {
@@ -223,20 +223,23 @@ impl Spool {
                 if zeroed.is_ok() && !slots.by_id.values().any(|&s| s == slot) {
                     slots.free.insert(slot);
                 }
-                Err(e).with_context(|| format!("cannot write {}", self.path.display()))
+                Err(ExitError::io(
+                    format!("cannot write {}", self.path.display()),
+                    e,
+                ))
             }
         }
     }
 
     /// Leak `id`'s body; `None` if no intact slot holds it.
-    pub fn get(&self, id: &MessageId) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    pub fn get(&self, id: &MessageId) -> Result<Option<Zeroizing<Vec<u8>>>, ExitError> {
         let Some(slot) = self.lock().by_id.get(id).copied() else {
             return Ok(None);
         };
         let mut bytes = Zeroizing::new(vec![0u8; SLOT_LEN]);
         self.file
             .read_exact_at(&mut bytes, offset(slot))
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
+            .map_err(|e| ExitError::io(format!("cannot read {}", self.path.display()), e))?;
         if slot_id(&bytes) != Some(*id) {
             return Ok(None);
         }
@@ -253,7 +256,7 @@ impl Spool {
 
     /// Zeroes the slots of `ids` (those it holds), syncs them with one
     /// `fdatasync`, and frees them. Ids it does not hold are skipped.
-    pub fn scrub(&self, ids: &[MessageId]) -> anyhow::Result<()> {
+    pub fn scrub(&self, ids: &[MessageId]) -> Result<(), ExitError> {
         let taken: Vec<u64> = {
             let slots = self.lock();
             ids.iter()
@@ -267,11 +270,11 @@ impl Spool {
         for &slot in &taken {
             self.scrubber
                 .write_all_at(&zeros, offset(slot))
-                .with_context(|| format!("cannot scrub {}", self.path.display()))?;
+                .map_err(|e| ExitError::io(format!("cannot scrub {}", self.path.display()), e))?;
         }
         self.scrubber
             .sync_data()
-            .with_context(|| format!("cannot sync {}", self.path.display()))?;
+            .map_err(|e| ExitError::io(format!("cannot sync {}", self.path.display()), e))?;
         let mut slots = self.lock();
         for id in ids {
             if let Some(slot) = slots.by_id.remove(id) {
@@ -282,7 +285,7 @@ impl Spool {
     }
 
     /// Cuts off the free (zeroed and synced) slots at the end of the file.
-    fn shrink(&self) -> anyhow::Result<()> {
+    fn shrink(&self) -> Result<(), ExitError> {
         let mut slots = self.lock();
         let before = slots.len;
         while slots.len > 0 && slots.free.contains(&(slots.len - 1)) {

@@ -22,7 +22,6 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Context as _;
 use leak_protocol::{MessageId, Outcome};
 use redb::{
     ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
@@ -30,8 +29,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::spool::Spool;
-use crate::store::Store;
+use super::{ExitError, spool::Spool, state::EndState};
+use crate::{metrics::Label as _, store::Store};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
@@ -63,9 +62,8 @@ pub struct Entry {
 pub struct Done {
     /// The outcome its sender was told.
     pub outcome: Outcome,
-    /// Why, for the operator: delivered, bounced, expired, purged, refused,
-    /// opted_out, rate_limited, invalid.
-    pub state: String,
+    /// Why, for the operator (stored as its label, a string).
+    pub state: EndState,
     /// When (Unix ms).
     pub at_ms: u64,
 }
@@ -135,7 +133,7 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
                 Err(_) => break,
             }
         }
-        let result = (|| -> anyhow::Result<Vec<Option<Entry>>> {
+        let result = (|| -> Result<Vec<Option<Entry>>, ExitError> {
             let txn = store.db().begin_write()?;
             let mut entries = Vec::with_capacity(batch.len());
             {
@@ -190,19 +188,19 @@ fn run_finisher(store: &Store, spool: &Spool, jobs: &std::sync::mpsc::Receiver<F
             }
             Err(e) => {
                 for (_, _, reply) in batch {
-                    let _ = reply.send(Err(format!("{e:#}")));
+                    let _ = reply.send(Err(e.to_string()));
                 }
             }
         }
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
-    postcard::to_allocvec(value).context("encoding an exit record")
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ExitError> {
+    Ok(postcard::to_allocvec(value)?)
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> anyhow::Result<T> {
-    postcard::from_bytes(bytes).context("decoding an exit record")
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ExitError> {
+    Ok(postcard::from_bytes(bytes)?)
 }
 
 impl ExitStore {
@@ -210,14 +208,15 @@ impl ExitStore {
     /// spool, whose slots no queue entry points to are zeroed (a crash
     /// between writing a leak and committing its entry: that leak was never
     /// acknowledged; or between committing an outcome and the scrub).
-    pub fn open(store: Arc<Store>, dir: PathBuf) -> anyhow::Result<Self> {
+    pub fn open(store: Arc<Store>, dir: PathBuf) -> Result<Self, ExitError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+            .map_err(|e| ExitError::io(format!("cannot create {}", dir.display()), e))?;
         if let Some(parent) = dir.parent() {
-            crate::store::sync_dir(parent)?;
+            crate::store::sync_dir(parent)
+                .map_err(|e| ExitError::io(format!("cannot sync {}", parent.display()), e))?;
         }
         let txn = store.db().begin_write()?;
         txn.open_table(QUEUE)?;
@@ -243,7 +242,7 @@ impl ExitStore {
             std::thread::Builder::new()
                 .name("leak-exit-commit".into())
                 .spawn(move || run_finisher(&store, &spool, &jobs))
-                .context("starting the exit's commit thread")?
+                .map_err(|e| ExitError::io("cannot start the exit's commit thread", e))?
         };
         Ok(Self {
             store,
@@ -254,7 +253,7 @@ impl ExitStore {
     }
 
     /// What is known of `id`.
-    pub fn lookup(&self, id: &MessageId) -> anyhow::Result<Known> {
+    pub fn lookup(&self, id: &MessageId) -> Result<Known, ExitError> {
         let txn = self.store.db().begin_read()?;
         if let Some(v) = txn.open_table(QUEUE)?.get(id.0)? {
             return Ok(Known::Queued(decode(v.value())?));
@@ -266,14 +265,14 @@ impl ExitStore {
     }
 
     /// Whether the recipient opted out.
-    pub fn opted_out(&self, recipient: &[u8; 32]) -> anyhow::Result<bool> {
+    pub fn opted_out(&self, recipient: &[u8; 32]) -> Result<bool, ExitError> {
         let txn = self.store.db().begin_read()?;
         Ok(txn.open_table(OPT_OUT)?.get(recipient)?.is_some())
     }
 
     /// Records opt-outs (idempotent): (recipient hash, when in Unix ms,
     /// the exit that verified it). Returns how many are new.
-    pub fn opt_out(&self, records: &[([u8; 32], u64, [u8; 32])]) -> anyhow::Result<usize> {
+    pub fn opt_out(&self, records: &[([u8; 32], u64, [u8; 32])]) -> Result<usize, ExitError> {
         let txn = self.store.db().begin_write()?;
         let mut new = 0;
         {
@@ -290,7 +289,7 @@ impl ExitStore {
     }
 
     /// The opt-outs `exit` verified itself: (recipient hash, when in ms).
-    pub fn opt_outs_by(&self, exit: &[u8; 32]) -> anyhow::Result<Vec<([u8; 32], u64)>> {
+    pub fn opt_outs_by(&self, exit: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let mut out = Vec::new();
         for item in txn.open_table(OPT_OUT)?.iter()? {
@@ -305,7 +304,7 @@ impl ExitStore {
 
     /// Records an abuse report about a delivered leak. Returns whether it
     /// is new.
-    pub fn report(&self, id: &MessageId, now_ms: u64) -> anyhow::Result<bool> {
+    pub fn report(&self, id: &MessageId, now_ms: u64) -> Result<bool, ExitError> {
         let txn = self.store.db().begin_write()?;
         let new = {
             let mut table = txn.open_table(REPORTS)?;
@@ -320,7 +319,7 @@ impl ExitStore {
     }
 
     /// Leaks accepted for `recipient` on UTC day `day`.
-    pub fn rate_count(&self, recipient: &[u8; 32], day: u64) -> anyhow::Result<u32> {
+    pub fn rate_count(&self, recipient: &[u8; 32], day: u64) -> Result<u32, ExitError> {
         let txn = self.store.db().begin_read()?;
         Ok(txn
             .open_table(RATE)?
@@ -338,9 +337,9 @@ impl ExitStore {
         entry: &Entry,
         recipient: &[u8; 32],
         day: u64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ExitError> {
         self.spool.put(id, leak)?;
-        let committed = (|| -> anyhow::Result<()> {
+        let committed = (|| -> Result<(), ExitError> {
             let txn = self.store.db().begin_write()?;
             {
                 txn.open_table(QUEUE)?
@@ -370,7 +369,7 @@ impl ExitStore {
         &self,
         id: &MessageId,
         change: impl FnOnce(&mut Entry),
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, ExitError> {
         let txn = self.store.db().begin_write()?;
         let present = {
             let mut table = txn.open_table(QUEUE)?;
@@ -392,7 +391,7 @@ impl ExitStore {
     }
 
     /// Records the outcome of a leak that was never queued (refused).
-    pub fn record(&self, id: &MessageId, done: &Done) -> anyhow::Result<()> {
+    pub fn record(&self, id: &MessageId, done: &Done) -> Result<(), ExitError> {
         let txn = self.store.db().begin_write()?;
         txn.open_table(DONE)?
             .insert(id.0, encode(done)?.as_slice())?;
@@ -405,26 +404,28 @@ impl ExitStore {
     /// slot. Returns its last entry (for the reply block), or `None` if it
     /// was no longer queued. Blocks: call it from a blocking thread, or use
     /// [`ExitStore::finish_async`].
-    pub fn finish(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
+    pub fn finish(&self, id: &MessageId, done: &Done) -> Result<Option<Entry>, ExitError> {
         let (sender, job, answer) = self.job(id, done)?;
-        sender
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+        sender.send(job).map_err(|_| ExitError::CommitStopped)?;
         Self::answered(answer.blocking_recv())
     }
 
     /// [`ExitStore::finish`] for async code: waits without a thread.
-    pub async fn finish_async(&self, id: &MessageId, done: &Done) -> anyhow::Result<Option<Entry>> {
+    pub async fn finish_async(
+        &self,
+        id: &MessageId,
+        done: &Done,
+    ) -> Result<Option<Entry>, ExitError> {
         let (sender, job, answer) = self.job(id, done)?;
         match sender.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 tokio::task::spawn_blocking(move || sender.send(job))
                     .await?
-                    .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?;
+                    .map_err(|_| ExitError::CommitStopped)?;
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                anyhow::bail!("the exit's commit thread stopped")
+                return Err(ExitError::CommitStopped);
             }
         }
         Self::answered(answer.await)
@@ -435,37 +436,40 @@ impl ExitStore {
         &self,
         id: &MessageId,
         done: &Done,
-    ) -> anyhow::Result<(
-        std::sync::mpsc::SyncSender<FinishJob>,
-        FinishJob,
-        tokio::sync::oneshot::Receiver<Finished>,
-    )> {
+    ) -> Result<
+        (
+            std::sync::mpsc::SyncSender<FinishJob>,
+            FinishJob,
+            tokio::sync::oneshot::Receiver<Finished>,
+        ),
+        ExitError,
+    > {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self
             .finisher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .context("the exit is stopping")?;
+            .ok_or(ExitError::CommitStopped)?;
         Ok((sender, (*id, done.clone(), reply), answer))
     }
 
     fn answered(
         answer: Result<Finished, tokio::sync::oneshot::error::RecvError>,
-    ) -> anyhow::Result<Option<Entry>> {
+    ) -> Result<Option<Entry>, ExitError> {
         answer
-            .map_err(|_| anyhow::anyhow!("the exit's commit thread stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+            .map_err(|_| ExitError::CommitStopped)?
+            .map_err(ExitError::Commit)
     }
 
     /// The leak as received (recipient and text): only while queued.
     /// `None` if the spool holds no intact slot for it.
-    pub fn body(&self, id: &MessageId) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    pub fn body(&self, id: &MessageId) -> Result<Option<Zeroizing<Vec<u8>>>, ExitError> {
         self.spool.get(id)
     }
 
     /// Every queued leak.
-    pub fn queued(&self) -> anyhow::Result<Vec<(MessageId, Entry)>> {
+    pub fn queued(&self) -> Result<Vec<(MessageId, Entry)>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let table = txn.open_table(QUEUE)?;
         let mut out = Vec::new();
@@ -477,13 +481,13 @@ impl ExitStore {
     }
 
     /// Counts of finished leaks still remembered, by state.
-    pub fn done_counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+    pub fn done_counts(&self) -> Result<BTreeMap<String, u64>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let mut out = BTreeMap::new();
         for item in txn.open_table(DONE)?.iter()? {
             let (_, v) = item?;
             let done: Done = decode(v.value())?;
-            *out.entry(done.state).or_insert(0) += 1;
+            *out.entry(done.state.as_label().to_owned()).or_insert(0) += 1;
         }
         out.insert(
             "opted_out_recipients".into(),
@@ -495,7 +499,7 @@ impl ExitStore {
 
     /// Forgets finished leaks and reports older than `before_ms`, and rate
     /// counts of days before `oldest_day`.
-    pub fn prune(&self, before_ms: u64, oldest_day: u64) -> anyhow::Result<()> {
+    pub fn prune(&self, before_ms: u64, oldest_day: u64) -> Result<(), ExitError> {
         let txn = self.store.db().begin_write()?;
         {
             let mut done = txn.open_table(DONE)?;
@@ -543,7 +547,7 @@ mod tests {
         assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 1);
         let done = Done {
             outcome: Outcome::Delivered,
-            state: "delivered".into(),
+            state: EndState::Delivered,
             at_ms: 5,
         };
         assert_eq!(store.finish(&id, &done).unwrap(), Some(entry()));

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use leak_protocol::NodeId;
 use libp2p::gossipsub;
 
 use super::shared::Shared;
@@ -31,29 +32,14 @@ pub(super) fn offer_gossip(
         };
     }
     if message.topic == gossipsub::IdentTopic::new(OPT_OUT_TOPIC).hash() {
-        let Some(records) = leak_protocol::policy::optout::decode_batch(&message.data) else {
-            return Reject;
-        };
         // Only from exits in the directory, signed by them.
-        let valid = {
+        let listed = |node: &NodeId| {
             let directory = shared.directory.read().unwrap_or_else(|e| e.into_inner());
-            records.iter().all(|r| {
-                r.verify()
-                    && directory
-                        .descriptors()
-                        .any(|d| d.node == r.exit && d.roles.exit)
-            })
+            directory
+                .descriptors()
+                .any(|d| d.node == *node && d.roles.exit)
         };
-        if !valid {
-            return Reject;
-        }
-        if let Some(exit) = shared.exit()
-            && let Err(e) = exit.take_opt_outs(&records)
-        {
-            tracing::error!(error = %e, "cannot keep opt-outs from other exits");
-            return Ignore;
-        }
-        return Accept;
+        return crate::exit::optout::offer(&message.data, listed, shared.exit().as_deref()).into();
     }
     Ignore
 }

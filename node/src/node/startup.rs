@@ -313,6 +313,7 @@ pub async fn start(
                 policy: shared.policy.clone(),
                 send_packet: send,
                 publish_opt_outs: publish,
+                clock: shared.clock.clone(),
             },
             incoming,
             shutdown_rx.clone(),

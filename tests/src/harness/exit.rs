@@ -1,9 +1,15 @@
 //! An exit of the virtual federation: opens leaks, delivers each message
-//! id once to a scripted mail server, retries by the exit's backoff while
-//! the server is down, and answers along the reply block.
+//! id once to a scripted mail server, and answers along the reply block.
+//! When the server is down, the exit's own [`Schedule`] and
+//! [`RetryPolicy`] (`leak_node::exit::retry`, the one home of its retries)
+//! decide when each leak is tried again and when it is given up.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
+use leak_node::exit::{
+    retry::{Decision, RetryPolicy},
+    schedule::Schedule,
+};
 use leak_protocol::{Leak, MessageId, NodeId, Outcome, Packet, Receipt, ReplyBlock};
 use rand::{RngExt as _, rngs::StdRng};
 
@@ -36,7 +42,6 @@ pub struct Delivery {
 struct Queued {
     leak: Leak,
     accepted_ms: u64,
-    next_ms: u64,
     attempts: u32,
 }
 
@@ -46,9 +51,8 @@ pub struct VirtualExit {
     done: HashMap<MessageId, Outcome>,
     deliveries: Vec<Delivery>,
     outages: Vec<MailOutage>,
-    retry_initial: Duration,
-    retry_max: Duration,
-    lifetime_ms: u64,
+    schedule: Schedule,
+    retry: RetryPolicy,
     /// Leaks that arrived again after they were queued or finished.
     pub repeats: u64,
     /// Failed delivery attempts (server down).
@@ -57,15 +61,14 @@ pub struct VirtualExit {
 
 impl VirtualExit {
     pub(super) fn new(_seed: &[u8; 32]) -> Self {
-        let exit = leak_node::Config::defaults(std::path::PathBuf::new()).exit;
+        let config = leak_node::Config::defaults(std::path::PathBuf::new());
         Self {
             queue: HashMap::new(),
             done: HashMap::new(),
             deliveries: Vec::new(),
             outages: Vec::new(),
-            retry_initial: Duration::from_secs(exit.retry_initial_secs),
-            retry_max: Duration::from_secs(exit.retry_max_secs),
-            lifetime_ms: exit.lifetime_secs * 1000,
+            schedule: Schedule::default(),
+            retry: RetryPolicy::from_config(&config),
             repeats: 0,
             deferrals: 0,
         }
@@ -74,6 +77,11 @@ impl VirtualExit {
     /// What it delivered.
     pub fn deliveries(&self) -> &[Delivery] {
         &self.deliveries
+    }
+
+    /// How a leak ended here, if it did.
+    pub fn outcome(&self, id: &MessageId) -> Option<&Outcome> {
+        self.done.get(id)
     }
 
     /// Leaks waiting for delivery.
@@ -120,30 +128,39 @@ impl VirtualExit {
             Queued {
                 leak,
                 accepted_ms: now_ms,
-                next_ms,
                 attempts: 0,
             },
         );
+        self.schedule.insert(next_ms, id);
         (Some(next_ms), Vec::new())
     }
 
     /// Tries every leak that is due.
     pub(super) fn deliver_due(&mut self, now_ms: u64, rng: &mut StdRng) -> Delivered {
         let mut out = Delivered::default();
-        let mut due: Vec<MessageId> = self
-            .queue
-            .iter()
-            .filter(|(_, q)| q.next_ms <= now_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        due.sort_by_key(|id| id.0);
         let down = self.server_down(now_ms);
-        for id in due {
+        while let Some(id) = self.schedule.take_due(now_ms) {
+            self.schedule.landed(&id);
             let Some(mut queued) = self.queue.remove(&id) else {
                 continue;
             };
             queued.attempts += 1;
-            let outcome = if !down {
+            let outcome = if down {
+                self.deferrals += 1;
+                match self.retry.after_failure(
+                    queued.attempts,
+                    queued.accepted_ms,
+                    now_ms,
+                    rng.random::<f64>(),
+                ) {
+                    Decision::RetryAt(at_ms) => {
+                        self.schedule.insert(at_ms, id);
+                        self.queue.insert(id, queued);
+                        continue;
+                    }
+                    Decision::GiveUp => Outcome::Bounced,
+                }
+            } else {
                 self.deliveries.push(Delivery {
                     at_ms: now_ms,
                     message_id: id,
@@ -152,25 +169,12 @@ impl VirtualExit {
                     attempts: queued.attempts,
                 });
                 Outcome::Delivered
-            } else if now_ms.saturating_sub(queued.accepted_ms) >= self.lifetime_ms {
-                Outcome::Bounced
-            } else {
-                self.deferrals += 1;
-                let wait = leak_node::exit::deliver::backoff(
-                    queued.attempts,
-                    self.retry_initial,
-                    self.retry_max,
-                    rng.random::<f64>(),
-                );
-                queued.next_ms = now_ms + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                self.queue.insert(id, queued);
-                continue;
             };
             self.done.insert(id, outcome.clone());
             out.send
                 .extend(answer(queued.leak.reply_block, id, outcome));
         }
-        out.wake_at = self.queue.values().map(|q| q.next_ms).min();
+        out.wake_at = self.schedule.next_at();
         out
     }
 }

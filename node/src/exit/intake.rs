@@ -1,0 +1,255 @@
+//! Intake: a leak that ended here is refused, answered again, or accepted
+//! durably, one at a time and in order; and the receipts sent back.
+
+use std::{sync::Arc, time::Duration};
+
+use leak_protocol::{
+    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock,
+    payload::{LeakDecodeError, MAX_REASON_LEN, MAX_RULE_LEN, PayloadError},
+    policy::{self, Verdict},
+};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    DAY_MS, Exit, ExitDelivery, ExitError,
+    state::{EndState, Intake},
+    store::{Done, Entry, Known},
+};
+use crate::metrics::Metrics;
+
+/// A refusal's rule name for an invalid leak.
+fn invalid_rule(error: &PayloadError) -> &'static str {
+    match error {
+        PayloadError::Recipient(_) => "format.recipient",
+        PayloadError::Text(_) => "format.text",
+        PayloadError::InvalidUtf8(_) => "format.utf8",
+        PayloadError::UnknownRelationship(_) => "format.relationship",
+        _ => "format",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn refused(rule: &str, reason: &str) -> Outcome {
+    Outcome::Refused {
+        rule: truncate(rule, MAX_RULE_LEN),
+        reason: truncate(reason, MAX_REASON_LEN),
+    }
+}
+
+impl Exit {
+    fn count(&self, intake: Intake) {
+        Metrics::count_as(&self.metrics.exit_leaks, "outcome", &intake);
+    }
+
+    /// Sends `outcome` back along `reply_block`, after `delay`.
+    pub(super) fn answer(
+        &self,
+        reply_block: ReplyBlock,
+        id: MessageId,
+        outcome: Outcome,
+        delay: Duration,
+    ) {
+        let receipt = Receipt {
+            message_id: id,
+            outcome,
+        };
+        let packet = match receipt.encode() {
+            Ok(bytes) => reply_block.into_packet(&bytes).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match packet {
+            Ok((first_hop, packet)) => {
+                self.metrics.exit_receipts.inc();
+                if delay.is_zero() {
+                    (self.send_packet)(first_hop, packet);
+                } else {
+                    // Not durable: if the exit stops first, the client's
+                    // retransmission is answered from the record.
+                    let send = self.send_packet.clone();
+                    self.runtime.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        send(first_hop, packet);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot build a receipt"),
+        }
+    }
+
+    fn record(&self, id: MessageId, outcome: Outcome, state: EndState) -> Result<(), ExitError> {
+        self.store.record(
+            &id,
+            &Done {
+                outcome,
+                state,
+                at_ms: self.now_ms(),
+            },
+        )
+    }
+
+    /// Why the exit will not deliver `leak`, if it will not.
+    fn judge(
+        &self,
+        leak: &Leak,
+        recipient: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<(Outcome, EndState)>, ExitError> {
+        if self.store.opted_out(recipient)? {
+            return Ok(Some((Outcome::RecipientOptedOut, EndState::OptedOut)));
+        }
+        let policy = self.policy();
+        let verdicts = std::iter::once(policy.check_text(&leak.text))
+            .chain(self.local_rules.iter().map(|p| p.check_text(&leak.text)));
+        for verdict in verdicts {
+            if let Verdict::Refused(r) = verdict {
+                return Ok(Some((refused(&r.rule, &r.reason), EndState::Refused)));
+            }
+        }
+        let bits = policy.limits().stamp_bits;
+        if bits > 0 {
+            let epoch = now_ms / 1000 / policy::STAMP_EPOCH_SECS;
+            if let Err(e) = policy::verify_stamp(
+                &leak.stamp,
+                recipient,
+                &self.node_id,
+                &leak.message_id,
+                bits,
+                epoch,
+            ) {
+                return Ok(Some((
+                    refused("stamp", &format!("the anti-abuse stamp is not valid: {e}")),
+                    EndState::Refused,
+                )));
+            }
+        }
+        if leak
+            .recipient
+            .to_ascii_address()
+            .parse::<lettre::Address>()
+            .is_err()
+        {
+            return Ok(Some((
+                refused(
+                    "address.undeliverable",
+                    "this exit cannot deliver to that address",
+                ),
+                EndState::Refused,
+            )));
+        }
+        let policy_limit = policy.limits().per_recipient_per_day;
+        let local_limit = self.config.exit.per_recipient_per_day;
+        let limit = match (policy_limit, local_limit) {
+            (0, l) | (l, 0) => l,
+            (p, l) => p.min(l),
+        };
+        if limit > 0 && self.store.rate_count(recipient, now_ms / DAY_MS)? >= limit {
+            return Ok(Some((Outcome::RateLimited, EndState::RateLimited)));
+        }
+        Ok(None)
+    }
+
+    /// Takes one leak that ended here: refuses, answers again, or accepts
+    /// it durably. Runs on a blocking thread.
+    fn ingest(&self, message: &[u8], delay: Delay) -> Result<(), ExitError> {
+        let now = self.now_ms();
+        let hold = Duration::from_millis(u64::from(delay.as_millis()));
+        let leak = match Leak::decode_or_reject(message) {
+            Ok(leak) => leak,
+            Err(LeakDecodeError::Unanswerable(_)) => {
+                self.count(Intake::Unanswerable);
+                return Ok(());
+            }
+            Err(LeakDecodeError::Invalid {
+                message_id,
+                reply_block,
+                error,
+            }) => {
+                if let Known::Done(done) = self.store.lookup(&message_id)? {
+                    self.count(Intake::Duplicate);
+                    self.answer(*reply_block, message_id, done.outcome, hold);
+                    return Ok(());
+                }
+                let outcome = refused(invalid_rule(&error), &error.to_string());
+                self.record(message_id, outcome.clone(), EndState::Invalid)?;
+                self.count(Intake::Invalid);
+                self.answer(*reply_block, message_id, outcome, hold);
+                return Ok(());
+            }
+        };
+        match self.store.lookup(&leak.message_id)? {
+            Known::Done(done) => {
+                self.count(Intake::Duplicate);
+                self.answer(leak.reply_block, leak.message_id, done.outcome, hold);
+                return Ok(());
+            }
+            Known::Queued(_) => {
+                // A retransmission: its reply block is the one to answer.
+                self.count(Intake::Duplicate);
+                let block = leak.reply_block.to_bytes().to_vec();
+                self.store
+                    .update_with(&leak.message_id, |e| e.reply_block = block)?;
+                return Ok(());
+            }
+            Known::New => {}
+        }
+        let recipient = self.policy().recipient_hash(&leak.recipient);
+        if let Some((outcome, state)) = self.judge(&leak, &recipient, now)? {
+            self.record(leak.message_id, outcome.clone(), state)?;
+            self.count(Intake::refusal(state));
+            self.answer(leak.reply_block, leak.message_id, outcome, hold);
+            return Ok(());
+        }
+        let due = now + u64::from(delay.as_millis());
+        let entry = Entry {
+            accepted_ms: now,
+            next_attempt_ms: due,
+            attempts: 0,
+            last_error: String::new(),
+            reply_block: leak.reply_block.to_bytes().to_vec(),
+        };
+        self.store
+            .accept(&leak.message_id, message, &entry, &recipient, now / DAY_MS)?;
+        self.count(Intake::Accepted);
+        self.metrics.exit_queue.inc();
+        self.lock_schedule().insert(due, leak.message_id);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes the leaks the node hands over, in order, until shutdown.
+    pub(super) async fn run_intake(
+        self: Arc<Self>,
+        mut incoming: mpsc::Receiver<ExitDelivery>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.changed() => break,
+                d = incoming.recv() => match d {
+                    Some(d) => d,
+                    None => break,
+                },
+            };
+            let this = self.clone();
+            let result =
+                tokio::task::spawn_blocking(move || this.ingest(&delivery.message, delivery.delay))
+                    .await;
+            match result {
+                Ok(Ok(())) => {}
+                // The leak was not acknowledged: the client retransmits.
+                Ok(Err(e)) => {
+                    self.count(Intake::StorageError);
+                    tracing::error!(error = %e, "cannot take a leak");
+                }
+                Err(e) => tracing::error!(error = %e, "the ingest thread failed"),
+            }
+        }
+    }
+}

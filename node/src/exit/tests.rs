@@ -1,0 +1,167 @@
+//! The whole exit on a manual clock: its retry schedule runs in virtual
+//! time (a day of retries in well under a second of real time, no sleep).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use leak_protocol::{
+    Delay, Leak, MailboxId, MessageId, MixSecret, PathHop, Recipient, Relationship,
+    build_reply_block,
+    policy::{self, solve_stamp},
+};
+
+use super::*;
+use crate::{
+    clock::{Clock as _, ManualClock},
+    config::Transport,
+};
+
+/// A leak for `exit` (its stamp solved for the policy in force at `now_ms`)
+/// with a one-hop reply block.
+fn leak_for(exit: &Exit, node_id: NodeId, now_ms: u64) -> Vec<u8> {
+    let mut rng = rand::rng();
+    let recipient = Recipient::parse("alice@leak.test").unwrap();
+    let policy = exit.policy();
+    let message_id = MessageId([3; 16]);
+    let recipient_hash = policy.recipient_hash(&recipient);
+    let stamp = solve_stamp(
+        &recipient_hash,
+        &node_id,
+        now_ms / 1000 / policy::STAMP_EPOCH_SECS,
+        policy.limits().stamp_bits,
+        &message_id,
+    );
+    let hop = PathHop {
+        node: NodeId([9; 32]),
+        key: MixSecret::generate(&mut rng).public(),
+        key_hint: 0,
+        delay: Delay(0),
+    };
+    let (reply_block, _) =
+        build_reply_block(&[hop], MailboxId::from_capability(&[5; 32]), &mut rng).unwrap();
+    Leak {
+        message_id,
+        recipient,
+        relationship: Relationship::Friend,
+        text: "The vase was me.".into(),
+        policy_version: policy.version(),
+        stamp,
+        reply_block,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// Waits (real time, in short polls) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A smarthost that refuses every connection: the leak is tried at the
+/// start, then once per hour of virtual time (the backoff's cap, jitter or
+/// not), and expires at its lifetime of a day, after exactly 25 attempts,
+/// each counted; its sender gets one receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_schedule_runs_in_virtual_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().to_path_buf());
+    config.exit.domain = "exit.test".into();
+    config.exit.transport = Transport::Smtp;
+    // Nothing listens on port 1: every attempt fails at once (`network`).
+    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
+    config.exit.http_listen = "127.0.0.1:0".into();
+    config.exit.retry_initial_secs = 60;
+    config.exit.retry_max_secs = 3600;
+    config.exit.lifetime_secs = 86_400;
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = Arc::new(Store::open(&config.database_path()).unwrap());
+    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let start_ms = crate::clock::unix_now_ms();
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let receipts = Arc::new(AtomicUsize::new(0));
+    let counted = receipts.clone();
+    let seed = [4u8; 32];
+    let (tx, rx) = mpsc::channel(4);
+    let (_stop, shutdown) = watch::channel(false);
+    let started = start(
+        Parts {
+            config,
+            seed,
+            store,
+            metrics: metrics.clone(),
+            policy,
+            send_packet: Arc::new(move |_, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+            publish_opt_outs: Arc::new(|_| {}),
+            clock: clock.clone(),
+        },
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let exit = started.exit.clone();
+    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let message = leak_for(&exit, node_id, clock.now_ms());
+    tx.send(ExitDelivery {
+        message: zeroize::Zeroizing::new(message),
+        delay: Delay(0),
+    })
+    .await
+    .unwrap();
+
+    let attempts = || Metrics::get(&metrics.exit_attempts, "result", "temporary");
+    let expired = || exit.counts().unwrap().states.get("expired") == Some(&1);
+    // An attempt is over once its leak is back in the queue, out of
+    // flight, with its count recorded (its next time was set from the
+    // clock before that): only then may the clock move on.
+    let settled = |n: u32| {
+        exit.list(1)
+            .unwrap()
+            .first()
+            .is_some_and(|item| item.state == "retrying" && item.attempts == n)
+    };
+    until("the first attempt", || settled(1)).await;
+    assert_eq!(exit.list(1).unwrap()[0].last_error, "network");
+    let real = std::time::Instant::now();
+    let mut hours: u32 = 0;
+    while !expired() {
+        hours += 1;
+        assert!(hours <= 30, "still queued after {hours} virtual hours");
+        clock.advance_ms(3_600_000);
+        exit.clock_moved();
+        until("the next attempt", || settled(hours + 1) || expired()).await;
+    }
+    assert_eq!(
+        attempts(),
+        25,
+        "every attempt counted, none after the lifetime"
+    );
+    assert_eq!(clock.now_ms() - start_ms, 24 * 3_600_000);
+    until("the receipt", || receipts.load(Ordering::SeqCst) == 1).await;
+    assert!(exit.list(10).unwrap().is_empty());
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "a day of retries took {:?}",
+        real.elapsed()
+    );
+    drop(exit);
+    for (_, task) in started.tasks {
+        task.abort();
+    }
+}
