@@ -126,13 +126,24 @@ pub struct Federation {
 impl Federation {
     /// Starts `relays` relays and an exit configured by `configure`.
     pub async fn start(dir: &Path, relays: usize, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(dir, relays, StartOptions::default(), configure).await
+    }
+
+    /// As [`Federation::start`], the exit started with `exit_options` (a
+    /// manual clock, say).
+    pub async fn start_with(
+        dir: &Path,
+        relays: usize,
+        exit_options: StartOptions,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let (policy_config, policy) = cheap_policy(dir);
         let nodes = start_relays(dir, relays, |_| policy_config.clone()).await;
         let bootstrap = vec![nodes[0].node.dial_addr()];
         let exit_dir = dir.join("exit");
         let mut config = exit_config(&exit_dir, bootstrap, &policy_config);
         configure(&mut config);
-        let exit = TestNode::start(exit_dir, config, StartOptions::default()).await;
+        let exit = TestNode::start(exit_dir, config, exit_options).await;
         let federation = Self {
             relays: nodes,
             exit,

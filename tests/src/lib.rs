@@ -214,13 +214,6 @@ pub fn unix_time() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
 }
 
-/// Sleeps until the wall clock reads `at` (since the Unix epoch).
-pub async fn sleep_until_unix(at: Duration) {
-    if let Some(left) = at.checked_sub(unix_time()) {
-        tokio::time::sleep(left).await;
-    }
-}
-
 /// A minimal `GET path` over HTTP/1.1; returns the status line and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     http_request(addr, "GET", path, "").await

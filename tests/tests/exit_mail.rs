@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use leak_node::config::Transport;
+use leak_node::{StartOptions, clock::ManualClock, config::Transport};
 use leak_protocol::{Outcome, Relationship};
 use leak_tests::{
     exit::{Draft, Federation},
@@ -157,17 +157,25 @@ async fn a_421_slows_sending() {
     let _ = sent;
 }
 
-/// The mail server is down for a minute: leaks accepted meanwhile wait, and
-/// are all delivered once it is back.
+/// The mail server is down for an hour: leaks accepted meanwhile wait,
+/// retried by the exit's schedule (from a minute, doubling, at most ten),
+/// and are all delivered once it is back. The exit runs on a manual clock:
+/// the hour passes in virtual time, each retry is real SMTP to a real
+/// (stopped, then restarted) Postfix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_smtp_outage_of_a_minute() {
+async fn an_smtp_outage_of_an_hour() {
     let mut postfix = Postfix::start("leak.test");
     let dir = tempfile::tempdir().unwrap();
     let url = postfix.smtp_url();
-    let fed = Federation::start(dir.path(), 2, move |c| {
+    let clock = Arc::new(ManualClock::new(leak_tests::unix_time().as_millis() as u64));
+    let options = StartOptions {
+        clock: Some(clock.clone()),
+        ..StartOptions::default()
+    };
+    let fed = Federation::start_with(dir.path(), 2, options, move |c| {
         smtp(url)(c);
-        c.exit.retry_initial_secs = 2;
-        c.exit.retry_max_secs = 8;
+        c.exit.retry_initial_secs = 60;
+        c.exit.retry_max_secs = 600;
     })
     .await;
     postfix.stop();
@@ -187,9 +195,25 @@ async fn an_smtp_outage_of_a_minute() {
         async move { n == Some(5) }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // An hour in steps of ten minutes (the longest wait): each step makes
+    // every leak due, and each is tried (and fails) before the next.
+    let attempts = |exit: &leak_node::exit::Exit| -> Vec<u32> {
+        exit.list(10).unwrap().iter().map(|i| i.attempts).collect()
+    };
+    assert_eq!(attempts(&exit), vec![1; 5]);
+    for step in 1..=6u32 {
+        clock.advance_ms(10 * 60_000);
+        exit.clock_moved();
+        wait_until(Duration::from_secs(30), "every leak tried again", || {
+            let tried = attempts(&exit).iter().all(|&a| a == 1 + step);
+            async move { tried }
+        })
+        .await;
+    }
     assert_eq!(postfix.messages().len(), 0);
     postfix.restart();
+    clock.advance_ms(10 * 60_000);
+    exit.clock_moved();
     let delivered = postfix
         .wait_for_messages_async(5, Duration::from_secs(60))
         .await;
