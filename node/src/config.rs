@@ -11,13 +11,42 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use figment::{
     Figment,
     providers::{Env, Format as _, Serialized, Toml},
 };
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is missing, of the wrong type, or makes no sense; the text
+    /// names the key and the problem.
+    #[error("{0}")]
+    Invalid(String),
+    /// The configuration cannot be written as commented TOML.
+    #[error("cannot write the configuration: {0}")]
+    Write(String),
+}
+
+/// Returns [`ConfigError::Invalid`] with the message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(ConfigError::Invalid(format!($($fmt)+)));
+        }
+    };
+}
 
 /// The example configuration (`node/leak-node.example.toml`): every
 /// setting, commented, at its default, with `node.data_dir` set to
@@ -327,9 +356,11 @@ impl Config {
     }
 
     /// Loads `path`, then environment overrides, then `--set` overrides.
-    pub fn load(path: &std::path::Path, sets: &[String]) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    pub fn load(path: &std::path::Path, sets: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         // Defaults first, so a file written by an older version, or by hand,
         // need not name every key; data_dir defaults to the file's directory.
         let data_dir = path
@@ -343,9 +374,9 @@ impl Config {
                     .split("__"),
             );
         for set in sets {
-            let (key, value) = set
-                .split_once('=')
-                .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
+            let (key, value) = set.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--set {set:?}: expected section.key=value"))
+            })?;
             figment = figment.merge(Serialized::global(key.trim(), parse_value(value.trim())));
         }
         let config: Self = figment.extract().map_err(|e| {
@@ -358,55 +389,55 @@ impl Config {
                     key => format!("{key}: {}", e.kind),
                 })
                 .collect();
-            anyhow::anyhow!(
+            ConfigError::Invalid(format!(
                 "invalid configuration ({} with LEAK_* and --set overrides): {}",
                 path.display(),
                 problems.join("; ")
-            )
+            ))
         })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but make no sense.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure!(
             (1..=366 * 86_400).contains(&self.epochs.period_secs),
             "epochs.period_secs must be between 1 and 31622400"
         );
-        anyhow::ensure!(
+        ensure!(
             (1..=6).contains(&self.epochs.keys_ahead),
             "epochs.keys_ahead must be between 1 and 6"
         );
-        anyhow::ensure!(
+        ensure!(
             self.directory.max_age_secs >= 3 && self.directory.max_nodes >= 1,
             "directory.max_age_secs must be at least 3 and directory.max_nodes at least 1"
         );
-        anyhow::ensure!(
+        ensure!(
             self.mailbox.ttl_secs <= 366 * 86_400,
             "mailbox.ttl_secs must be at most a year"
         );
-        anyhow::ensure!(
+        ensure!(
             !self.node.listen.is_empty(),
             "node.listen must name at least one address"
         );
-        anyhow::ensure!(
+        ensure!(
             !self.node.roles.is_empty(),
             "node.roles must name at least one role"
         );
-        anyhow::ensure!(
+        ensure!(
             self.limits.peer_queue >= 1 && self.limits.global_queue >= 1,
             "queue limits must be at least 1"
         );
-        anyhow::ensure!(
+        ensure!(
             self.limits.held_packets >= 1 && self.limits.link_queue >= 1,
             "queue limits must be at least 1"
         );
-        anyhow::ensure!(
+        ensure!(
             self.limits.max_connections >= 1,
             "limits.max_connections must be at least 1"
         );
-        anyhow::ensure!(
+        ensure!(
             self.node.family.len() <= 128,
             "node.family is at most 128 bytes"
         );
@@ -414,7 +445,7 @@ impl Config {
         if self.is_exit() {
             self.validate_exit()?;
         }
-        anyhow::ensure!(
+        ensure!(
             self.log.level.trim().parse::<tracing::Level>().is_ok(),
             "log.level {:?} must be one of error, warn, info, debug, trace",
             self.log.level
@@ -427,46 +458,50 @@ impl Config {
         self.node.roles.contains(&Role::Exit)
     }
 
-    fn validate_exit(&self) -> anyhow::Result<()> {
+    fn validate_exit(&self) -> Result<(), ConfigError> {
         let e = &self.exit;
-        anyhow::ensure!(
+        ensure!(
             !e.domain.trim().is_empty(),
             "exit.domain must be set for the exit role (the domain mail is sent from)"
         );
-        leak_protocol::Recipient::parse(&self.exit_from())
-            .map_err(|err| anyhow::anyhow!("exit.from {:?}: {err}", self.exit_from()))?;
+        leak_protocol::Recipient::parse(&self.exit_from()).map_err(|err| {
+            ConfigError::Invalid(format!("exit.from {:?}: {err}", self.exit_from()))
+        })?;
         leak_protocol::Recipient::parse(&self.exit_abuse_address()).map_err(|err| {
-            anyhow::anyhow!("exit.abuse_address {:?}: {err}", self.exit_abuse_address())
+            ConfigError::Invalid(format!(
+                "exit.abuse_address {:?}: {err}",
+                self.exit_abuse_address()
+            ))
         })?;
         self.exit_http_addr()?;
         if e.transport == Transport::Smtp {
-            anyhow::ensure!(
+            ensure!(
                 !e.smtp_url.trim().is_empty(),
                 "exit.smtp_url must be set for the smtp transport"
             );
         }
-        anyhow::ensure!(
+        ensure!(
             e.smtp_connections >= 1,
             "exit.smtp_connections must be at least 1"
         );
-        anyhow::ensure!(
+        ensure!(
             e.retry_initial_secs >= 1 && e.retry_max_secs >= e.retry_initial_secs,
             "exit.retry_initial_secs must be at least 1 and at most exit.retry_max_secs"
         );
-        anyhow::ensure!(
+        ensure!(
             e.min_rate > 0.0 && e.max_rate >= e.min_rate && e.max_rate.is_finite(),
             "exit.min_rate must be positive and at most exit.max_rate"
         );
-        anyhow::ensure!(
+        ensure!(
             matches!(e.dkim_algorithm.as_str(), "rsa" | "ed25519"),
             "exit.dkim_algorithm must be \"rsa\" or \"ed25519\""
         );
         if !e.dkim_selector.is_empty() {
-            anyhow::ensure!(
+            ensure!(
                 cfg!(feature = "dkim"),
                 "exit.dkim_selector is set but this leak-node was built without the `dkim` feature"
             );
-            anyhow::ensure!(
+            ensure!(
                 !e.dkim_key_file.is_empty(),
                 "exit.dkim_key_file must be set when exit.dkim_selector is"
             );
@@ -493,12 +528,12 @@ impl Config {
     }
 
     /// The opt-out endpoint's listen address.
-    pub fn exit_http_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.exit.http_listen.parse().with_context(|| {
-            format!(
+    pub fn exit_http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.exit.http_listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
                 "exit.http_listen {:?} is not an address:port",
                 self.exit.http_listen
-            )
+            ))
         })
     }
 
@@ -523,15 +558,15 @@ impl Config {
     }
 
     /// The metrics address, if enabled.
-    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.metrics.listen.trim().is_empty() {
             return Ok(None);
         }
-        self.metrics.listen.parse().map(Some).with_context(|| {
-            format!(
+        self.metrics.listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
                 "metrics.listen {:?} is not an address:port",
                 self.metrics.listen
-            )
+            ))
         })
     }
 
@@ -553,9 +588,10 @@ impl Config {
     /// The configuration as a commented TOML file: [`EXAMPLE`] with every
     /// value that differs from it replaced, its comments and layout kept.
     /// `leak-node init` writes this.
-    pub fn to_commented_toml(&self) -> anyhow::Result<String> {
-        let values = toml::Table::try_from(self).context("encoding the configuration")?;
-        fill_template(EXAMPLE, &values).context("filling in the example configuration")
+    pub fn to_commented_toml(&self) -> Result<String, ConfigError> {
+        let values = toml::Table::try_from(self).map_err(|e| ConfigError::Write(e.to_string()))?;
+        fill_template(EXAMPLE, &values)
+            .map_err(|e| ConfigError::Write(format!("filling in the example configuration: {e}")))
     }
 }
 
@@ -570,7 +606,10 @@ fn default_listen() -> Multiaddr {
 /// order and the formatting of unchanged values stay as they are. Values
 /// are compared as TOML values, so `100_000` in the template equals
 /// `100000`.
-fn fill_template(template: &str, values: &toml::Table) -> anyhow::Result<String> {
+fn fill_template(
+    template: &str,
+    values: &toml::Table,
+) -> Result<String, Box<dyn std::error::Error>> {
     let mut document: toml_edit::DocumentMut = template.parse()?;
     let current: toml::Table = toml::from_str(template)?;
     fill_table(document.as_table_mut(), &current, values)?;
@@ -581,7 +620,7 @@ fn fill_table(
     document: &mut toml_edit::Table,
     current: &toml::Table,
     values: &toml::Table,
-) -> anyhow::Result<()> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let empty = toml::Table::new();
     for (key, value) in values {
         let was = current.get(key);
@@ -589,7 +628,7 @@ fn fill_table(
             let item = document.entry(key).or_insert_with(toml_edit::table);
             let table = item
                 .as_table_mut()
-                .with_context(|| format!("{key} is not a table in the template"))?;
+                .ok_or_else(|| format!("{key} is not a table in the template"))?;
             fill_table(
                 table,
                 was.and_then(toml::Value::as_table).unwrap_or(&empty),

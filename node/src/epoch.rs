@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use leak_protocol::{MixSecret, directory::EpochKey};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The schedule: seconds per epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,11 @@ pub struct Rotation {
 
 impl KeyRing {
     /// Loads the stored keys.
-    pub fn load(store: &Store, schedule: EpochSchedule, keys_ahead: u32) -> anyhow::Result<Self> {
+    pub fn load(
+        store: &Store,
+        schedule: EpochSchedule,
+        keys_ahead: u32,
+    ) -> Result<Self, StoreError> {
         let keys = store
             .mix_keys()?
             .into_iter()
@@ -82,7 +86,7 @@ impl KeyRing {
         store: &Store,
         now_unix: u64,
         rng: &mut R,
-    ) -> anyhow::Result<Rotation> {
+    ) -> Result<Rotation, StoreError> {
         let current = self.schedule.epoch_at(now_unix);
         let mut rotation = Rotation::default();
         for epoch in current..=current + u64::from(self.keys_ahead) {

@@ -763,6 +763,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(queue(config, json, action))),
         Command::Policy { action } => policy_command(action),
         Command::Id { config } => Config::load(&config, &[])
+            .map_err(anyhow::Error::from)
             .and_then(|c| Identity::load(&c.identity_path()))
             .map(|id| println!("{}", id.peer_id())),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()

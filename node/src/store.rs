@@ -21,7 +21,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition, TableHandle as _,
@@ -38,6 +37,68 @@ const MAILBOX_SEQ: &str = "mailbox_seq";
 fn replay_table_name(epoch: u64) -> String {
     format!("replay_{epoch}")
 }
+
+/// A mix secret as stored: 32 bytes, zeroed when dropped.
+pub type MixKeyBytes = Zeroizing<[u8; 32]>;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be opened: another `leak-node` holds it, or the
+    /// file is damaged.
+    #[error(
+        "cannot open the database {path} (is another leak-node using this data directory?): {source}"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: redb::DatabaseError,
+    },
+    /// A read, write or commit of the database failed.
+    #[error("the node's database: {0}")]
+    Database(#[from] redb::Error),
+    /// A file beside the database (the mix keys) cannot be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A mix key file is not 32 bytes.
+    #[error("{0} is not a 32-byte mix key")]
+    BadKey(PathBuf),
+}
+
+impl StoreError {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::Io { what, path, source }
+    }
+}
+
+/// redb reports each step with its own error type; all are the database's.
+macro_rules! database_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Database(e.into())
+            }
+        }
+    )*};
+}
+
+database_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Why a reply could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +136,7 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `dir/name` (mode 0600) durably: a temporary file, synced, renamed
 /// into place, and the directory synced.
-pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
@@ -84,12 +145,13 @@ pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Resu
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+        .map_err(StoreError::io("cannot create", &tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(StoreError::io("cannot write", &tmp))?;
     drop(file);
-    std::fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    std::fs::rename(&tmp, &path).map_err(StoreError::io("cannot rename into", &path))?;
+    sync_dir(dir).map_err(StoreError::io("cannot sync", dir))?;
     Ok(())
 }
 
@@ -124,12 +186,10 @@ pub struct Deposit<'a> {
 
 impl Store {
     /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::create(path).with_context(|| {
-            format!(
-                "cannot open the database {} (is another leak-node using this data directory?)",
-                path.display()
-            )
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
         })?;
         let keys_dir = path
             .parent()
@@ -141,14 +201,12 @@ impl Store {
     /// A store whose database lives in memory (the virtual-time harness:
     /// the same tables and transactions, without a sync per batch); mix
     /// keys still go to `keys_dir`, as files.
-    pub fn open_in_memory(keys_dir: &Path) -> anyhow::Result<Self> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .context("cannot create an in-memory database")?;
+    pub fn open_in_memory(keys_dir: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
         Self::with_database(db, keys_dir.to_path_buf())
     }
 
-    fn with_database(db: Database, keys_dir: PathBuf) -> anyhow::Result<Self> {
+    fn with_database(db: Database, keys_dir: PathBuf) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
         txn.open_table(MAILBOX)?;
         txn.open_table(META)?;
@@ -157,7 +215,7 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(&keys_dir)
-            .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+            .map_err(StoreError::io("cannot create", &keys_dir))?;
         Ok(Self { db, keys_dir })
     }
 
@@ -167,12 +225,12 @@ impl Store {
     }
 
     /// Every stored mix key, by epoch.
-    pub fn mix_keys(&self) -> anyhow::Result<Vec<(u64, Zeroizing<[u8; 32]>)>> {
+    pub fn mix_keys(&self) -> Result<Vec<(u64, MixKeyBytes)>, StoreError> {
         let mut out = Vec::new();
         let entries = std::fs::read_dir(&self.keys_dir)
-            .with_context(|| format!("cannot read {}", self.keys_dir.display()))?;
+            .map_err(StoreError::io("cannot read", &self.keys_dir))?;
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(StoreError::io("cannot read", &self.keys_dir))?;
             let name = entry.file_name();
             let Some(epoch) = name
                 .to_str()
@@ -182,10 +240,13 @@ impl Store {
             else {
                 continue;
             };
-            let bytes = Zeroizing::new(std::fs::read(entry.path())?);
-            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                anyhow::anyhow!("{} is not a 32-byte mix key", entry.path().display())
-            })?;
+            let path = entry.path();
+            let bytes =
+                Zeroizing::new(std::fs::read(&path).map_err(StoreError::io("cannot read", &path))?);
+            let secret: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::BadKey(path.clone()))?;
             out.push((epoch, Zeroizing::new(secret)));
         }
         out.sort_by_key(|(epoch, _)| *epoch);
@@ -193,24 +254,25 @@ impl Store {
     }
 
     /// Stores the secret of `epoch` durably (before it is published).
-    pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> anyhow::Result<()> {
+    pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> Result<(), StoreError> {
         write_synced(&self.keys_dir, &key_file_name(epoch), secret)
     }
 
     /// Deletes every epoch before `oldest_kept`: its secret (overwritten,
     /// synced, unlinked) and its replay tags (no packet for that key can be
     /// processed any more). Returns the epochs whose secrets were deleted.
-    pub fn delete_epochs_before(&self, oldest_kept: u64) -> anyhow::Result<Vec<u64>> {
+    pub fn delete_epochs_before(&self, oldest_kept: u64) -> Result<Vec<u64>, StoreError> {
         let mut deleted = Vec::new();
         for (epoch, _) in self.mix_keys()? {
             if epoch >= oldest_kept {
                 continue;
             }
-            scrub(&self.keys_dir.join(key_file_name(epoch)))?;
+            let path = self.keys_dir.join(key_file_name(epoch));
+            scrub(&path).map_err(StoreError::io("cannot scrub", &path))?;
             deleted.push(epoch);
         }
         if !deleted.is_empty() {
-            sync_dir(&self.keys_dir)?;
+            sync_dir(&self.keys_dir).map_err(StoreError::io("cannot sync", &self.keys_dir))?;
         }
         let txn = self.db.begin_write()?;
         let stale: Vec<String> = txn
@@ -232,7 +294,7 @@ impl Store {
     /// Records a batch of replay tags, each under its epoch, in one durable
     /// transaction. Returns, for each, whether it was new (`true`) or a
     /// replay (`false`). A tag repeated within the batch is a replay too.
-    pub fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> anyhow::Result<Vec<bool>> {
+    pub fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut fresh = Vec::with_capacity(tags.len());
         {
@@ -263,7 +325,7 @@ impl Store {
         visible_at_ms: u64,
         expires_at_ms: u64,
         limits: MailboxLimits,
-    ) -> anyhow::Result<Result<(), MailboxFull>> {
+    ) -> Result<Result<(), MailboxFull>, StoreError> {
         let deposit = Deposit {
             mailbox: *mailbox,
             reply,
@@ -281,7 +343,7 @@ impl Store {
         &self,
         deposits: &[Deposit<'_>],
         limits: MailboxLimits,
-    ) -> anyhow::Result<Vec<Result<(), MailboxFull>>> {
+    ) -> Result<Vec<Result<(), MailboxFull>>, StoreError> {
         let mut results = Vec::with_capacity(deposits.len());
         if deposits.is_empty() {
             return Ok(results);
@@ -323,7 +385,7 @@ impl Store {
         &self,
         mailbox: &[u8; 32],
         now_ms: u64,
-    ) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MAILBOX)?;
         let mut out = Vec::new();
@@ -338,7 +400,7 @@ impl Store {
     }
 
     /// Deletes the given replies of `mailbox` (after the client confirmed).
-    pub fn mailbox_remove(&self, mailbox: &[u8; 32], seqs: &[u64]) -> anyhow::Result<()> {
+    pub fn mailbox_remove(&self, mailbox: &[u8; 32], seqs: &[u64]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(MAILBOX)?;
@@ -351,7 +413,7 @@ impl Store {
     }
 
     /// Deletes expired replies; returns how many.
-    pub fn mailbox_expire(&self, now_ms: u64) -> anyhow::Result<usize> {
+    pub fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut table = txn.open_table(MAILBOX)?;
@@ -367,7 +429,7 @@ impl Store {
     }
 
     /// How many replies are held.
-    pub fn mailbox_len(&self) -> anyhow::Result<u64> {
+    pub fn mailbox_len(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(MAILBOX)?.len()?)
     }

@@ -7,18 +7,18 @@ use leak_protocol::{Packet, Processed};
 use super::core::{Decision, DropReason, RelayCore};
 use crate::{
     epoch::KeyRing,
-    store::{Deposit, MailboxLimits, Store},
+    store::{Deposit, MailboxLimits, Store, StoreError},
 };
 
 /// Where replay tags are remembered: durably, before any packet of the
 /// batch leaves (a crash must not let a replay through).
 pub trait ReplayLog {
     /// Records `(epoch, tag)` pairs; for each, whether it was new.
-    fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> anyhow::Result<Vec<bool>>;
+    fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError>;
 }
 
 impl ReplayLog for Store {
-    fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> anyhow::Result<Vec<bool>> {
+    fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError> {
         Store::record_replay_tags(self, tags)
     }
 }
