@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use leak_node::{client::Peer, identity::peer_id_of};
+use leak_net::{Peer, peer_id_of};
 use leak_protocol::{
     NodeId,
     directory::{Descriptor, Freshness, SignedDescriptor},

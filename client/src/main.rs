@@ -30,7 +30,7 @@ use leak_client::{
     state::{BadMessageId, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
     text::{self, TextSourceError},
 };
-use leak_node::identity::peer_id_of;
+use leak_net::peer_id_of;
 use leak_protocol::{
     Outcome, Recipient, Relationship,
     payload::validate_text,

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leak_node::{client::Peer, identity::peer_id_of};
+use leak_net::{Peer, peer_id_of};
 use leak_protocol::{
     Leak, MailboxId, MessageId, NodeId, Outcome, Recipient, Relationship, build_packet,
     build_reply_block,
