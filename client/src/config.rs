@@ -180,8 +180,8 @@ impl Default for SendConfig {
 impl Default for DirectoryConfig {
     fn default() -> Self {
         Self {
-            max_age_secs: 10_800,
-            max_clock_skew_secs: 300,
+            max_age_secs: leak_protocol::federation::DESCRIPTOR_MAX_AGE_SECS,
+            max_clock_skew_secs: leak_protocol::federation::MAX_CLOCK_SKEW_SECS,
             cache_max_age_secs: 3600,
         }
     }

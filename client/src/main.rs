@@ -603,9 +603,9 @@ fn nodes(paths: &Paths, bind: Option<IpAddr>, json: bool) -> anyhow::Result<Stat
     Ok(Status::Ok)
 }
 
-/// How long relays keep a reply in a mailbox by default: a pending leak
-/// older than this will get no receipt.
-const MAILBOX_TTL_MS: u64 = 86_400_000;
+/// How long relays keep a reply in a mailbox: a pending leak older than
+/// this will get no receipt.
+const MAILBOX_TTL_MS: u64 = leak_protocol::federation::MAILBOX_LIFETIME_SECS * 1000;
 
 fn status(
     paths: &Paths,

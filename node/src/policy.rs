@@ -2,6 +2,7 @@
 //! release, or a newer signed one named in `[policy]`.
 
 use anyhow::Context as _;
+use leak_net::durable::{self, Access};
 use leak_protocol::policy::{self, Policy, PolicyError, SignedPolicy};
 
 use crate::config::PolicyConfig;
@@ -121,10 +122,7 @@ impl PolicyState {
             }
             *current = (std::sync::Arc::new(policy), Some(bytes.to_vec()));
         }
-        let tmp = self.adopted_path.with_extension("tmp");
-        let written = std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &self.adopted_path));
+        let written = durable::write(&self.adopted_path, bytes, Access::Shared);
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot keep the adopted policy on disk");
         }
