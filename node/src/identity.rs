@@ -106,8 +106,8 @@ impl Identity {
     }
 }
 
-// Where they were first written; they are the client's too, so they live in
-// `leak-net`.
+// The client needs them too, without the node: they live in `leak-net` and
+// keep their old path here.
 pub use leak_net::peer_id::{node_id_of, peer_id_of};
 
 #[cfg(test)]
