@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use leak_node::client::Peer;
+use leak_net::Peer;
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -139,11 +139,16 @@ impl PolicyConfig {
     /// must verify under the trusted keys and be at least as new as the
     /// built-in policy), else the built-in one. The same rules as an exit's.
     pub fn load(&self) -> anyhow::Result<leak_protocol::policy::Policy> {
-        leak_node::policy::load(&leak_node::config::PolicyConfig {
-            file: self.file.clone(),
-            trusted_keys: self.trusted_keys.clone(),
-            threshold: self.threshold,
-        })
+        use leak_protocol::policy;
+        let path = self.file.trim();
+        if path.is_empty() {
+            return Ok(policy::Policy::builtin());
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read policy.file {path}"))?;
+        let keys = policy::parse_public_keys(&self.trusted_keys).context("policy.trusted_keys")?;
+        policy::verify_replacement(&bytes, &keys, self.threshold)
+            .with_context(|| format!("policy.file {path}"))
     }
 }
 
@@ -162,7 +167,10 @@ impl NetworkConfig {
     /// connections leave from [`Self::bind`] when it is set.
     pub fn peer(&self) -> anyhow::Result<Peer> {
         self.check_bind()?;
-        Peer::with_local_address(libp2p::identity::Keypair::generate_ed25519(), self.bind)
+        Ok(Peer::with_local_address(
+            libp2p::identity::Keypair::generate_ed25519(),
+            self.bind,
+        )?)
     }
 
     /// Checks that [`Self::bind`], if set, is an address of this machine
@@ -191,8 +199,8 @@ impl Default for SendConfig {
 impl Default for DirectoryConfig {
     fn default() -> Self {
         Self {
-            max_age_secs: 10_800,
-            max_clock_skew_secs: 300,
+            max_age_secs: leak_protocol::federation::DESCRIPTOR_MAX_AGE_SECS,
+            max_clock_skew_secs: leak_protocol::federation::MAX_CLOCK_SKEW_SECS,
             cache_max_age_secs: 3600,
         }
     }

@@ -11,11 +11,8 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use leak_node::{client::Peer, identity::peer_id_of};
-use leak_protocol::{
-    NodeId,
-    directory::{Descriptor, Freshness, SignedDescriptor},
-};
+use leak_net::{Peer, peer_id_of};
+use leak_protocol::directory::{Descriptor, Directory, Freshness, SignedDescriptor};
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -76,30 +73,25 @@ pub fn split_peer(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     }
 }
 
-/// Verifies every descriptor and keeps the newest valid one per node.
-/// Returns the descriptors (sorted by node id), their signed forms and how
-/// many were refused.
+/// Verifies every descriptor and keeps the newest valid one per node
+/// (the federation's one verified directory, unbounded here: the client
+/// keeps whatever its bootstrap nodes vouch for). Returns the descriptors
+/// (sorted by node id), their signed forms and how many were refused.
 pub fn verify_all(
     signed: Vec<SignedDescriptor>,
     freshness: Freshness,
 ) -> (Vec<(Descriptor, SignedDescriptor)>, usize) {
-    let mut refused = 0;
-    let mut newest: std::collections::BTreeMap<NodeId, (Descriptor, SignedDescriptor)> =
-        std::collections::BTreeMap::new();
-    for s in signed {
-        match s.verify(freshness) {
-            Ok(d) => {
-                let newer = newest
-                    .get(&d.node)
-                    .is_none_or(|(known, _)| known.published_at < d.published_at);
-                if newer {
-                    newest.insert(d.node, (d, s));
-                }
-            }
-            Err(_) => refused += 1,
-        }
-    }
-    (newest.into_values().collect(), refused)
+    let mut directory = Directory::new(
+        freshness.max_age_secs,
+        freshness.max_clock_skew_secs,
+        usize::MAX,
+    );
+    let refused = directory.offer_all(signed, freshness.now);
+    let verified = directory
+        .entries()
+        .map(|(d, s)| (d.clone(), s.clone()))
+        .collect();
+    (verified, refused)
 }
 
 /// Tells `peer` where every node in `nodes` listens.
@@ -236,7 +228,7 @@ pub fn format_age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use leak_protocol::{
-        MixPublicKey,
+        MixPublicKey, NodeId,
         directory::{EpochKey, Roles},
     };
 

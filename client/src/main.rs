@@ -30,7 +30,7 @@ use leak_client::{
     state::{BadMessageId, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
     text::{self, TextSourceError},
 };
-use leak_node::identity::peer_id_of;
+use leak_net::peer_id_of;
 use leak_protocol::{
     Outcome, Recipient, Relationship,
     payload::validate_text,
@@ -604,9 +604,9 @@ fn nodes(paths: &Paths, bind: Option<IpAddr>, json: bool) -> anyhow::Result<Stat
     Ok(Status::Ok)
 }
 
-/// How long relays keep a reply in a mailbox by default: a pending leak
-/// older than this will get no receipt.
-const MAILBOX_TTL_MS: u64 = 86_400_000;
+/// How long relays keep a reply in a mailbox: a pending leak older than
+/// this will get no receipt.
+const MAILBOX_TTL_MS: u64 = leak_protocol::federation::MAILBOX_LIFETIME_SECS * 1000;
 
 fn status(
     paths: &Paths,

@@ -49,7 +49,7 @@ pub const MIN_HOPS: usize = 2;
 /// The most hops of a path (what a packet header has room for).
 pub const MAX_HOPS: usize = leak_protocol::sphinx::MAX_HOPS;
 /// The longest per-hop delay: relays refuse longer ones by default.
-pub const MAX_HOP_DELAY_MS: u32 = 600_000;
+pub const MAX_HOP_DELAY_MS: u32 = leak_protocol::federation::MAX_HOP_DELAY_MS;
 /// How many candidate placements the search tries before giving up.
 const SEARCH_BUDGET: usize = 50_000;
 
@@ -400,8 +400,7 @@ fn path_hop(descriptor: &Descriptor, at_ms: u64, delay: Delay) -> Option<PathHop
     Some(PathHop {
         node: descriptor.node,
         key,
-        // The key hint is the epoch's low byte (SPEC.md §9).
-        key_hint: epoch as u8,
+        key_hint: leak_protocol::federation::epoch_key_hint(epoch),
         delay,
     })
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use leak_node::client::Peer;
+use leak_net::Peer;
 use leak_protocol::{MessageId, Outcome, Receipt};
 use libp2p::{Multiaddr, PeerId};
 

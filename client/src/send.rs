@@ -20,12 +20,12 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leak_node::{client::Peer, identity::peer_id_of};
+use leak_net::{Peer, peer_id_of};
 use leak_protocol::{
-    Leak, MailboxId, MessageId, NodeId, Outcome, Recipient, Relationship, build_packet,
-    build_reply_block,
+    MailboxId, MessageId, NodeId, Outcome, Recipient, Relationship,
     payload::Stamp,
     policy::{self, Policy},
+    seal::{LeakContents, SealError, SealedLeak, seal_leak},
 };
 use rand::RngExt as _;
 use zeroize::Zeroizing;
@@ -99,8 +99,8 @@ pub enum SendError {
     #[error(transparent)]
     Path(#[from] PathError),
     /// The leak does not encode or the packet does not build.
-    #[error("cannot build the packet: {0}")]
-    Build(String),
+    #[error(transparent)]
+    Build(#[from] SealError),
     /// No entry relay took the packet.
     #[error("no entry relay took the packet: {0}")]
     Unreachable(String),
@@ -209,25 +209,20 @@ pub async fn send(
             &mut rng,
         )?;
         let capability = Zeroizing::new(rng.random::<[u8; 32]>());
-        let (reply_block, reply_keys) = build_reply_block(
+        let SealedLeak { packet, reply_keys } = seal_leak(
+            &LeakContents {
+                message_id,
+                recipient: &draft.recipient,
+                relationship: draft.relationship,
+                text: &draft.text,
+                policy_version: policy.version(),
+                stamp,
+            },
+            &route.forward,
             &route.reply,
             MailboxId::from_capability(&capability),
             &mut rng,
-        )
-        .map_err(|e| SendError::Build(e.to_string()))?;
-        let leak = Leak {
-            message_id,
-            recipient: draft.recipient.clone(),
-            relationship: draft.relationship,
-            text: draft.text.to_string(),
-            policy_version: policy.version(),
-            stamp,
-            reply_block,
-        };
-        let encoded = Zeroizing::new(leak.encode().map_err(|e| SendError::Build(e.to_string()))?);
-        drop(Zeroizing::new(leak.text));
-        let packet = build_packet(&route.forward, &encoded, &mut rng)
-            .map_err(|e| SendError::Build(e.to_string()))?;
+        )?;
         let entry_node = route.entry();
         let entry_descriptor = directory.nodes.iter().find(|d| d.node == entry_node);
         let entry_peer = peer_id_of(&entry_node)

@@ -15,6 +15,7 @@ use figment::{
     Figment,
     providers::{Env, Format as _, Serialized, Toml},
 };
+use leak_protocol::federation;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -317,7 +318,7 @@ impl Config {
                 roles: vec![Role::Relay],
             },
             epochs: EpochConfig {
-                period_secs: 3600,
+                period_secs: federation::EPOCH_PERIOD_SECS,
                 keys_ahead: 2,
             },
             limits: LimitsConfig {
@@ -327,17 +328,17 @@ impl Config {
                 global_queue: 8192,
                 held_packets: 16384,
                 link_queue: 1024,
-                max_delay_ms: 600_000,
+                max_delay_ms: federation::MAX_HOP_DELAY_MS,
                 idle_timeout_secs: 600,
             },
             mailbox: MailboxConfig {
-                ttl_secs: 86_400,
+                ttl_secs: federation::MAILBOX_LIFETIME_SECS,
                 max_per_mailbox: 8,
                 max_total: 100_000,
             },
             directory: DirectoryConfig {
-                max_age_secs: 3 * 3600,
-                max_clock_skew_secs: 300,
+                max_age_secs: federation::DESCRIPTOR_MAX_AGE_SECS,
+                max_clock_skew_secs: federation::MAX_CLOCK_SKEW_SECS,
                 max_nodes: 10_000,
             },
             metrics: MetricsConfig {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use leak_protocol::{MixSecret, directory::EpochKey};
+use leak_protocol::{MixSecret, directory::EpochKey, federation};
 
 use crate::store::{Store, StoreError};
 
@@ -110,7 +110,7 @@ impl KeyRing {
         let current = self.schedule.epoch_at(now_unix);
         [current, current.saturating_sub(1)]
             .into_iter()
-            .filter(|epoch| *epoch as u8 == hint)
+            .filter(|epoch| federation::epoch_key_hint(*epoch) == hint)
             .find_map(|epoch| self.keys.get(&epoch).map(|k| (epoch, k)))
     }
 

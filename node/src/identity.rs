@@ -106,25 +106,9 @@ impl Identity {
     }
 }
 
-/// The libp2p peer id of a Leak node id, or `None` if the bytes are not an
-/// Ed25519 public key.
-pub fn peer_id_of(node: &leak_protocol::NodeId) -> Option<libp2p::PeerId> {
-    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
-    Some(libp2p::identity::PublicKey::from(public).to_peer_id())
-}
-
-/// The Leak node id of a libp2p peer id, if it is an inline Ed25519 key.
-pub fn node_id_of(peer: &libp2p::PeerId) -> Option<leak_protocol::NodeId> {
-    let public = libp2p::identity::PublicKey::try_decode_protobuf(
-        libp2p::multihash::Multihash::<64>::from_bytes(&peer.to_bytes())
-            .ok()?
-            .digest(),
-    )
-    .ok()?;
-    Some(leak_protocol::NodeId(
-        public.try_into_ed25519().ok()?.to_bytes(),
-    ))
-}
+// The client needs them too, without the node: they live in `leak-net` and
+// keep their old path here.
+pub use leak_net::peer_id::{node_id_of, peer_id_of};
 
 #[cfg(test)]
 mod tests {

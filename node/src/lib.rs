@@ -14,12 +14,14 @@
 //!
 //! Modules: [`config`] (the TOML file and its overrides), [`identity`],
 //! [`store`] (redb), [`epoch`] (key rotation), [`directory`], [`queue`] (the
-//! fair bounded inbound queue), [`wire`] (the `/leak/...` protocols),
-//! [`net`] (libp2p), [`node`] (the running node), [`metrics`], [`safelog`],
-//! [`client`] (a minimal peer that talks to nodes: tests, tools, the sender's
-//! client).
+//! fair bounded inbound queue), [`net`] (libp2p), [`node`] (the running
+//! node), [`metrics`], [`safelog`].
+//!
+//! The `/leak/...` wire formats ([`wire`]), the minimal peer that talks to
+//! nodes ([`client`]) and the peer-id helpers live in `leak-net`, which the
+//! sender's client shares without carrying the node; they are re-exported
+//! here under their old paths.
 
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod directory;
@@ -35,7 +37,8 @@ pub mod queue;
 pub mod relay;
 pub mod safelog;
 pub mod store;
-pub mod wire;
+
+pub use leak_net::{peer as client, wire};
 
 pub use config::Config;
 pub use identity::Identity;

@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use leak_net::durable::{self, Access};
 use leak_node::{Config, Identity, StartOptions};
 use leak_protocol::policy::{Category, Policy, SignedPolicy};
 use libp2p::Multiaddr;
@@ -509,7 +510,9 @@ fn policy_sign(
     for seed in &seeds {
         signed.add_signature(seed)?;
     }
-    write_atomically(out_path, &signed.to_bytes())?;
+    // A signed policy is a public document, handed to operators.
+    durable::write(out_path, &signed.to_bytes(), Access::Shared)
+        .with_context(|| format!("cannot write {}", out_path.display()))?;
     writeln!(
         out,
         "signed policy version {} written to {}",
@@ -529,18 +532,6 @@ fn policy_sign(
         );
     }
     Ok(out)
-}
-
-/// Writes `bytes` to a temporary file beside `path` and renames it over
-/// `path`, so readers see the old file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn policy_verify(

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{Arc, RwLock},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -20,7 +20,6 @@ use libp2p::{
     swarm::{
         ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
         NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-        dummy,
         handler::{ConnectionEvent, FullyNegotiatedInbound},
     },
     tcp, yamux,
@@ -39,116 +38,7 @@ pub const OPT_OUT_TOPIC: &str = "/leak/opt-outs/1";
 /// The identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/leak/1.0.0";
 
-/// Addresses of nodes, learned from verified descriptors only: never from
-/// whoever connects to us, so no client's address is kept.
-#[derive(Clone, Default)]
-pub struct AddressBook {
-    inner: Arc<RwLock<HashMap<PeerId, Vec<Multiaddr>>>>,
-}
-
-impl AddressBook {
-    /// Replaces the addresses of `peer`.
-    pub fn set(&self, peer: PeerId, addresses: Vec<Multiaddr>) {
-        if let Ok(mut map) = self.inner.write() {
-            map.insert(peer, addresses);
-        }
-    }
-
-    /// Forgets `peer`.
-    pub fn remove(&self, peer: &PeerId) {
-        if let Ok(mut map) = self.inner.write() {
-            map.remove(peer);
-        }
-    }
-
-    /// The addresses of `peer`.
-    pub fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.inner
-            .read()
-            .ok()
-            .and_then(|map| map.get(peer).cloned())
-            .unwrap_or_default()
-    }
-
-    /// Every peer with addresses.
-    pub fn peers(&self) -> Vec<PeerId> {
-        self.inner
-            .read()
-            .map(|map| map.keys().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// Keeps only the peers `keep` says yes to.
-    pub fn retain(&self, mut keep: impl FnMut(&PeerId) -> bool) {
-        if let Ok(mut map) = self.inner.write() {
-            map.retain(|p, _| keep(p));
-        }
-    }
-}
-
-/// A behaviour with no protocol: it hands the swarm the addresses of a peer
-/// it is asked to dial by id (by `libp2p-stream` when opening a packet stream).
-pub struct AddressBookBehaviour {
-    book: AddressBook,
-}
-
-impl AddressBookBehaviour {
-    /// Serves addresses from `book`.
-    pub fn new(book: AddressBook) -> Self {
-        Self { book }
-    }
-}
-
-impl NetworkBehaviour for AddressBookBehaviour {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: Option<PeerId>,
-        _: &[Multiaddr],
-        _: libp2p::core::Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        Ok(peer.map(|p| self.book.get(&p)).unwrap_or_default())
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: libp2p::core::Endpoint,
-        _: libp2p::core::transport::PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
-}
+pub use leak_net::address_book::{AddressBook, AddressBookBehaviour};
 
 /// The streams peers opened for one protocol, waiting for the node.
 pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;

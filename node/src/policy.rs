@@ -2,48 +2,33 @@
 //! release, or a newer signed one named in `[policy]`.
 
 use anyhow::Context as _;
-use leak_protocol::policy::{Policy, PolicyError, SignedPolicy};
+use leak_net::durable::{self, Access};
+use leak_protocol::policy::{self, Policy, PolicyError, SignedPolicy};
 
 use crate::config::PolicyConfig;
 
 /// The maintainers' keys of `config`, decoded.
 pub fn trusted_keys(config: &PolicyConfig) -> anyhow::Result<Vec<[u8; 32]>> {
-    config
-        .trusted_keys
-        .iter()
-        .map(|k| {
-            hex::decode(k.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .with_context(|| format!("policy.trusted_keys: {k:?} is not a 64-digit hex key"))
-        })
-        .collect()
+    policy::parse_public_keys(&config.trusted_keys).context("policy.trusted_keys")
 }
 
 /// Verifies a signed policy against `config`'s trusted keys.
 pub fn verify(config: &PolicyConfig, bytes: &[u8]) -> anyhow::Result<Policy> {
     let keys = trusted_keys(config)?;
-    let signed = SignedPolicy::from_bytes(bytes)?;
-    Ok(signed.verify(&keys, config.threshold)?)
+    Ok(policy::verify_signed(bytes, &keys, config.threshold)?)
 }
 
 /// The policy to enforce: the signed file if one is configured (it must
 /// verify and be at least as new as the built-in one), else the built-in.
 pub fn load(config: &PolicyConfig) -> anyhow::Result<Policy> {
-    let builtin = Policy::builtin();
     let path = config.file.trim();
     if path.is_empty() {
-        return Ok(builtin);
+        return Ok(Policy::builtin());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read policy.file {path}"))?;
-    let policy = verify(config, &bytes).with_context(|| format!("policy.file {path}"))?;
-    anyhow::ensure!(
-        policy.version() >= builtin.version(),
-        "policy.file {path} is version {}, older than the built-in version {}",
-        policy.version(),
-        builtin.version()
-    );
-    Ok(policy)
+    let keys = trusted_keys(config)?;
+    policy::verify_replacement(&bytes, &keys, config.threshold)
+        .with_context(|| format!("policy.file {path}"))
 }
 
 /// The file where a policy adopted from the network is kept.
@@ -137,10 +122,7 @@ impl PolicyState {
             }
             *current = (std::sync::Arc::new(policy), Some(bytes.to_vec()));
         }
-        let tmp = self.adopted_path.with_extension("tmp");
-        let written = std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &self.adopted_path));
+        let written = durable::write(&self.adopted_path, bytes, Access::Shared);
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot keep the adopted policy on disk");
         }
@@ -155,10 +137,7 @@ impl PolicyState {
 
 /// Decodes a maintainer's public key: 64 hex digits.
 pub fn parse_public_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
-    hex::decode(hex_key.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .with_context(|| format!("{hex_key:?} is not a public key (64 hex digits)"))
+    Ok(policy::parse_public_key(hex_key)?)
 }
 
 /// Writes a new maintainer key to `path`: the 32-byte Ed25519 seed in hex
@@ -250,11 +229,13 @@ pub fn verify_usable(
         }
     })?;
     let builtin = Policy::builtin().version();
-    anyhow::ensure!(
-        policy.version() >= builtin,
-        "version {} is older than the policy built into this release (version {builtin}); nodes refuse it",
-        policy.version()
-    );
+    if policy.version() < builtin {
+        return Err(PolicyError::OlderThanBuiltin {
+            version: policy.version(),
+            builtin,
+        }
+        .into());
+    }
     Ok((signed, policy))
 }
 

@@ -17,10 +17,11 @@
 
 use std::{
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
+use leak_net::durable::{self, Access};
 use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition, TableHandle as _,
@@ -130,30 +131,8 @@ fn key_file_name(epoch: u64) -> String {
     format!("epoch-{epoch}.key")
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Writes `dir/name` (mode 0600) durably: a temporary file, synced, renamed
-/// into place, and the directory synced.
-pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(StoreError::io("cannot create", &tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(StoreError::io("cannot write", &tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(StoreError::io("cannot rename into", &path))?;
-    sync_dir(dir).map_err(StoreError::io("cannot sync", dir))?;
-    Ok(())
-}
+// The exit's spool syncs its directory the same way.
+pub(crate) use leak_net::durable::sync_dir;
 
 /// Overwrites a file with zeros, syncs it and unlinks it (a secret or a
 /// leak must not be readable from the disk after it is deleted).
@@ -255,7 +234,9 @@ impl Store {
 
     /// Stores the secret of `epoch` durably (before it is published).
     pub fn put_mix_key(&self, epoch: u64, secret: &[u8; 32]) -> Result<(), StoreError> {
-        write_synced(&self.keys_dir, &key_file_name(epoch), secret)
+        let path = self.keys_dir.join(key_file_name(epoch));
+        durable::write(&path, secret, Access::Private)
+            .map_err(StoreError::io("cannot write", &path))
     }
 
     /// Deletes every epoch before `oldest_kept`: its secret (overwritten,

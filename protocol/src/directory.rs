@@ -9,9 +9,15 @@
 //! before using it, and drops descriptors that are forged, stale, from the
 //! future, or inconsistent.
 //!
+//! A [`Directory`] is the verified view built from them, the same for a
+//! node (fed by gossip and anti-entropy) and a client (fed by bootstrap
+//! nodes or its cache): only descriptors that verify, the newest per node,
+//! bounded in number, dropped once stale.
+//!
 //! Times are Unix seconds passed in by the caller: this module reads no clock.
 
 use core::fmt;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
@@ -298,6 +304,141 @@ where
     deserializer.deserialize_seq(Bounded::<T, N>(core::marker::PhantomData))
 }
 
+/// What happened to a descriptor offered to a [`Directory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// A new node, or a newer descriptor of a known node: now in use.
+    Accepted,
+    /// Already known (published at the same time or earlier).
+    Known,
+}
+
+/// Why a [`Directory`] refused a descriptor.
+// Exhaustive: the node matches on it to choose what to gossip on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// It failed verification.
+    #[error(transparent)]
+    Invalid(#[from] DescriptorError),
+    /// The directory is full.
+    #[error("the directory is full")]
+    Full,
+}
+
+impl Refused {
+    /// A short stable label, for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Invalid(DescriptorError::BadSignature) => "bad_signature",
+            Self::Invalid(DescriptorError::Stale) => "stale",
+            Self::Invalid(DescriptorError::FromTheFuture) => "from_the_future",
+            Self::Invalid(DescriptorError::Inconsistent(_)) => "inconsistent",
+            Self::Invalid(_) => "malformed",
+        }
+    }
+}
+
+/// The verified directory: descriptors that passed
+/// [`SignedDescriptor::verify`], the newest per node, in node-id order,
+/// with the signed form each came in (to serve on, or to cache).
+#[derive(Debug, Clone)]
+pub struct Directory {
+    entries: BTreeMap<NodeId, (Descriptor, SignedDescriptor)>,
+    max_age_secs: u64,
+    max_clock_skew_secs: u64,
+    max_nodes: usize,
+}
+
+impl Directory {
+    /// An empty directory: descriptors older than `max_age_secs` or dated
+    /// more than `max_clock_skew_secs` ahead are refused, and at most
+    /// `max_nodes` nodes are kept.
+    pub fn new(max_age_secs: u64, max_clock_skew_secs: u64, max_nodes: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            max_age_secs,
+            max_clock_skew_secs,
+            max_nodes,
+        }
+    }
+
+    /// The freshness rule at `now` (Unix seconds).
+    pub fn freshness(&self, now: u64) -> Freshness {
+        Freshness {
+            now,
+            max_age_secs: self.max_age_secs,
+            max_clock_skew_secs: self.max_clock_skew_secs,
+        }
+    }
+
+    /// Verifies `signed` at `now` and keeps it if its node is new or it is
+    /// newer than the one known.
+    pub fn offer(&mut self, signed: SignedDescriptor, now: u64) -> Result<Offer, Refused> {
+        let descriptor = signed.verify(self.freshness(now))?;
+        match self.entries.get(&descriptor.node) {
+            Some((known, _)) if known.published_at >= descriptor.published_at => {
+                return Ok(Offer::Known);
+            }
+            None if self.entries.len() >= self.max_nodes => return Err(Refused::Full),
+            _ => {}
+        }
+        self.entries.insert(descriptor.node, (descriptor, signed));
+        Ok(Offer::Accepted)
+    }
+
+    /// Offers every descriptor of `signed`; returns how many were refused.
+    pub fn offer_all(
+        &mut self,
+        signed: impl IntoIterator<Item = SignedDescriptor>,
+        now: u64,
+    ) -> usize {
+        signed
+            .into_iter()
+            .filter(|s| self.offer(s.clone(), now).is_err())
+            .count()
+    }
+
+    /// Drops the descriptors stale at `now`; returns how many.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let before = self.entries.len();
+        let max_age = self.max_age_secs;
+        self.entries
+            .retain(|_, (d, _)| now.saturating_sub(d.published_at) <= max_age);
+        before - self.entries.len()
+    }
+
+    /// The descriptor of `node`.
+    pub fn get(&self, node: &NodeId) -> Option<&Descriptor> {
+        self.entries.get(node).map(|(d, _)| d)
+    }
+
+    /// Every verified descriptor, in node-id order.
+    pub fn descriptors(&self) -> impl Iterator<Item = &Descriptor> {
+        self.entries.values().map(|(d, _)| d)
+    }
+
+    /// Every descriptor with its signed form, in node-id order.
+    pub fn entries(&self) -> impl Iterator<Item = (&Descriptor, &SignedDescriptor)> {
+        self.entries.values().map(|(d, s)| (d, s))
+    }
+
+    /// Every signed descriptor, to serve to others.
+    pub fn signed(&self) -> Vec<SignedDescriptor> {
+        self.entries.values().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// How many nodes are known.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no node is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +540,75 @@ mod tests {
         assert_eq!(
             SignedDescriptor::from_bytes(&[0xff; 10]),
             Err(DescriptorError::Malformed)
+        );
+    }
+
+    fn signed(seed: u8, published_at: u64) -> (Descriptor, SignedDescriptor) {
+        let seed = [seed; 32];
+        let d = Descriptor {
+            node: NodeId(crypto::ed25519_public(&seed)),
+            addresses: vec!["/ip4/127.0.0.1/tcp/4700".into()],
+            roles: Roles {
+                relay: true,
+                exit: false,
+            },
+            family: String::new(),
+            exit: None,
+            epoch_period_secs: 3600,
+            mix_keys: vec![EpochKey {
+                epoch: 1,
+                key: MixPublicKey([1; 32]),
+            }],
+            software: "test".into(),
+            published_at,
+        };
+        let s = d.sign(&seed).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn keeps_the_newest_valid_descriptor_per_node_within_its_bounds() {
+        let mut directory = Directory::new(3600, 60, 2);
+        let (old_a, old_a_signed) = signed(1, 9_000);
+        let (new_a, new_a_signed) = signed(1, 9_500);
+        let (_, stale_b) = signed(2, 1_000);
+        let (_, future_b) = signed(2, 10_100);
+        let (c, c_signed) = signed(3, 9_999);
+        let (_, d_signed) = signed(4, 9_999);
+        assert_eq!(
+            directory.offer(new_a_signed.clone(), 10_000),
+            Ok(Offer::Accepted)
+        );
+        assert_eq!(
+            directory.offer(old_a_signed.clone(), 10_000),
+            Ok(Offer::Known)
+        );
+        assert_eq!(
+            directory.offer(stale_b, 10_000).map_err(|e| e.as_str()),
+            Err("stale")
+        );
+        assert_eq!(
+            directory.offer(future_b, 10_000).map_err(|e| e.as_str()),
+            Err("from_the_future")
+        );
+        assert_eq!(directory.offer_all([c_signed, old_a_signed], 10_000), 0);
+        assert_eq!(directory.offer(d_signed, 10_000), Err(Refused::Full));
+        assert_eq!(directory.get(&new_a.node), Some(&new_a));
+        let mut expected = vec![new_a.clone(), c.clone()];
+        expected.sort_by_key(|d| d.node);
+        assert_eq!(
+            directory.descriptors().cloned().collect::<Vec<_>>(),
+            expected
+        );
+        assert!(!directory.descriptors().any(|d| *d == old_a));
+        assert_eq!(directory.signed().len(), 2);
+        // At 12 600 the descriptor published at 9 500 is 3 100 s old, and at
+        // 13 100 it is 3 600 s: still kept; one second later it is stale.
+        assert_eq!(directory.expire(13_100), 0);
+        assert_eq!(directory.expire(13_101), 1);
+        assert_eq!(
+            directory.descriptors().cloned().collect::<Vec<_>>(),
+            vec![c]
         );
     }
 }

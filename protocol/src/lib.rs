@@ -11,12 +11,17 @@
 //!   and learns only the next hop and how long to wait.
 //! - [`reply`]: single-use reply blocks, so the exit can answer the sender
 //!   without knowing where the answer goes.
+//! - [`seal`]: [`seal::seal_leak`], the one way a sender turns a leak into
+//!   its packet (reply block, encoding, onion layers).
 //! - [`payload`]: the messages inside: a [`payload::Leak`] and its
 //!   [`payload::Receipt`], versioned, bounded and validated on decode.
 //! - [`address`]: recipient address validation.
 //! - [`policy`]: the shared moderation policy: rules, limits, the
 //!   anti-abuse stamp and signed policy documents.
-//! - [`directory`]: node descriptors, signed with the node's identity.
+//! - [`directory`]: node descriptors, signed with the node's identity, and
+//!   the verified directory built from them.
+//! - [`federation`]: the parameters every node and client agree on (the
+//!   longest hop delay, the mailbox lifetime, the key-hint rule, …).
 //! - [`crypto`]: the one module through which every primitive is used.
 //!
 //! Every function takes the bytes, keys and randomness it needs and returns
@@ -27,9 +32,11 @@
 pub mod address;
 pub mod crypto;
 pub mod directory;
+pub mod federation;
 pub mod payload;
 pub mod policy;
 pub mod reply;
+pub mod seal;
 pub mod sphinx;
 
 pub use address::Recipient;

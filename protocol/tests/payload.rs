@@ -13,6 +13,7 @@ use leak_protocol::{
         FORMAT_VERSION, MAX_REASON_LEN, MAX_TEXT_LEN, PayloadError, Stamp, TextError, validate_text,
     },
     process_packet,
+    seal::{LeakContents, SealError, seal_leak},
     sphinx::{FinalPayload, MAX_HOPS, MESSAGE_CAPACITY, MailboxId},
 };
 use proptest::prelude::*;
@@ -308,5 +309,92 @@ fn invalid_fields_are_answerable() {
     assert!(matches!(
         Leak::decode_or_reject(&[FORMAT_VERSION, 1, 0xff]),
         Err(LeakDecodeError::Unanswerable(_))
+    ));
+}
+
+/// A sealed leak crosses its forward path whole, carries a reply block
+/// to the sender's mailbox on the reply path, and its receipt opens with
+/// the keys `seal_leak` returned.
+#[test]
+fn a_sealed_leak_reaches_the_exit_and_its_receipt_opens() {
+    let nodes = test_nodes(4, "seal");
+    let forward = path_of(&nodes[..3], &[0, 0, 0], 1);
+    let reply = path_of(&nodes[3..], &[0], 1);
+    let recipient = Recipient::parse("bob@example.org").unwrap();
+    let contents = LeakContents {
+        message_id: MessageId([9; 16]),
+        recipient: &recipient,
+        relationship: Relationship::Friend,
+        text: "You were right about the budget.",
+        policy_version: 1,
+        stamp: Stamp { epoch: 3, nonce: 4 },
+    };
+    let capability = [5u8; 32];
+    let mut rng = ByteRng::from_label("seal", 4096);
+    let sealed = seal_leak(
+        &contents,
+        &forward,
+        &reply,
+        MailboxId::from_capability(&capability),
+        &mut rng,
+    )
+    .unwrap();
+    let mut packet = sealed.packet;
+    let mut message = None;
+    for node in &nodes[..3] {
+        match process_packet(packet.as_bytes(), &node.secret) {
+            Processed::Forward(f) => packet = f.packet,
+            Processed::Final(f) => match f.payload {
+                FinalPayload::Exit { message: m } => {
+                    message = Some(m);
+                    break;
+                }
+                FinalPayload::Mailbox { .. } => panic!("ended at a mailbox"),
+            },
+            Processed::Drop(reason) => panic!("dropped: {reason:?}"),
+        }
+    }
+    let message = message.expect("the exit got the message");
+    let leak = Leak::decode(&message).unwrap();
+    assert_eq!(leak.message_id, contents.message_id);
+    assert_eq!(leak.recipient, recipient);
+    assert_eq!(leak.relationship, Relationship::Friend);
+    assert_eq!(leak.text, contents.text);
+    assert_eq!(leak.stamp, contents.stamp);
+    assert_eq!(leak.reply_block.first_hop(), nodes[3].id);
+
+    // The exit answers through the reply block; the mailbox node stores
+    // it; the sender opens it with the keys seal_leak gave.
+    let receipt = Receipt {
+        message_id: contents.message_id,
+        outcome: Outcome::Delivered,
+    };
+    let (_, reply_packet) = leak
+        .reply_block
+        .into_packet(&receipt.encode().unwrap())
+        .unwrap();
+    let Processed::Final(f) = process_packet(reply_packet.as_bytes(), &nodes[3].secret) else {
+        panic!("the mailbox node did not keep the reply");
+    };
+    let FinalPayload::Mailbox {
+        mailbox,
+        reply: stored,
+    } = f.payload
+    else {
+        panic!("the reply did not end in a mailbox");
+    };
+    assert_eq!(mailbox, MailboxId::from_capability(&capability));
+    let opened = sealed.reply_keys.open(stored.as_ref()).unwrap();
+    assert_eq!(Receipt::decode(&opened).unwrap(), receipt);
+
+    // A text over the limit is refused before any packet is built.
+    let long = "a".repeat(MAX_TEXT_LEN + 1);
+    let too_long = LeakContents {
+        text: &long,
+        ..contents
+    };
+    assert!(matches!(
+        seal_leak(&too_long, &forward, &reply, MailboxId([0; 32]), &mut rng),
+        Err(SealError::Encode(_))
     ));
 }

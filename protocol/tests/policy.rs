@@ -9,7 +9,8 @@ use leak_protocol::{
     payload::{MAX_REASON_LEN, MAX_RULE_LEN, MessageId, Stamp},
     policy::{
         BUILTIN_TOML, Category, Policy, PolicyError, SignedPolicy, StampError, Verdict,
-        leading_zero_bits, solve_stamp, verify_stamp, views,
+        leading_zero_bits, parse_public_key, parse_public_keys, solve_stamp, verify_replacement,
+        verify_signed, verify_stamp, views,
     },
 };
 
@@ -232,6 +233,49 @@ fn signatures() {
 
     // Signing a broken policy is refused.
     assert!(SignedPolicy::sign("version = 1", &a).is_err());
+}
+
+#[test]
+fn signed_policies_verify_from_bytes_and_keys_in_hex() {
+    let seed = [4u8; 32];
+    let public = ed25519_public(&seed);
+    let hex: String = public.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(parse_public_key(&format!(" {hex}\n")).unwrap(), public);
+    assert_eq!(
+        parse_public_key(&hex.to_uppercase()).unwrap(),
+        public,
+        "either case"
+    );
+    for bad in [&hex[..62], "zz", &format!("{}g", &hex[..63])] {
+        assert!(matches!(parse_public_key(bad), Err(PolicyError::BadKey(_))));
+    }
+    assert!(parse_public_keys(&[hex.clone(), "nope".to_owned()]).is_err());
+    let trusted = parse_public_keys(&[hex]).unwrap();
+
+    let current = SignedPolicy::sign(BUILTIN_TOML, &seed).unwrap().to_bytes();
+    assert_eq!(
+        verify_replacement(&current, &trusted, 1).unwrap().version(),
+        Policy::builtin().version()
+    );
+    assert!(matches!(
+        verify_signed(&current, &trusted, 2),
+        Err(PolicyError::NotEnoughSignatures { .. })
+    ));
+    assert!(matches!(
+        verify_signed(b"not a policy", &trusted, 1),
+        Err(PolicyError::Malformed(_))
+    ));
+    // An older version verifies, but cannot replace the built-in policy.
+    let older_toml = BUILTIN_TOML.replacen("version = 1", "version = 0", 1);
+    let older = SignedPolicy::sign(&older_toml, &seed).unwrap().to_bytes();
+    assert_eq!(verify_signed(&older, &trusted, 1).unwrap().version(), 0);
+    assert!(matches!(
+        verify_replacement(&older, &trusted, 1),
+        Err(PolicyError::OlderThanBuiltin {
+            version: 0,
+            builtin: 1
+        })
+    ));
 }
 
 #[test]

@@ -29,7 +29,7 @@
 //!
 //! # What is measured
 //!
-//! 1. The library (`leak-client` and `leak_node::client::Peer`), warm: one
+//! 1. The library (`leak-client` and `leak_net::Peer`), warm: one
 //!    peer, connected, with the verified directory, sends `--leaks` leaks
 //!    (100) one after the other, each the way `leak send` builds it: the
 //!    policy check of the text, a fresh route, a reply block, the sealed
@@ -70,12 +70,12 @@ use leak_client::{
     send::unix_ms,
     state::StateDir,
 };
-use leak_node::{client::Peer, identity::peer_id_of};
+use leak_net::{Peer, peer_id_of};
 use leak_protocol::{
-    Leak, MailboxId, MessageId, NodeId, Outcome, Recipient, Relationship, build_packet,
-    build_reply_block,
+    MailboxId, MessageId, NodeId, Outcome, Recipient, Relationship,
     payload::Stamp,
     policy::{self, Policy, Verdict},
+    seal::{LeakContents, SealedLeak, seal_leak},
 };
 use leak_tests::{NodeProcess, init_node, process::Started};
 use libp2p::Multiaddr;
@@ -415,22 +415,24 @@ async fn library_leak(
     )
     .unwrap();
     let capability: [u8; 32] = rng.random();
-    let (reply_block, keys) = build_reply_block(
+    let SealedLeak {
+        packet,
+        reply_keys: keys,
+    } = seal_leak(
+        &LeakContents {
+            message_id,
+            recipient,
+            relationship: Relationship::Coworker,
+            text: TEXT,
+            policy_version: policy.version(),
+            stamp,
+        },
+        &route.forward,
         &route.reply,
         MailboxId::from_capability(&capability),
         &mut rng,
     )
     .unwrap();
-    let leak = Leak {
-        message_id,
-        recipient: recipient.clone(),
-        relationship: Relationship::Coworker,
-        text: TEXT.to_owned(),
-        policy_version: policy.version(),
-        stamp,
-        reply_block,
-    };
-    let packet = build_packet(&route.forward, &leak.encode().unwrap(), &mut rng).unwrap();
     let entry = peer_id_of(&route.entry()).unwrap();
     let built = start.elapsed();
     peer.send_packets(entry, std::slice::from_ref(&packet))

@@ -528,13 +528,13 @@ async fn main() {
     let epoch = unix_now() / EPOCH_SECS;
     // Bulk: A -> B -> C, C's layer under a key hint C has no key for.
     let mut c_hop = hop(&dc, 0);
-    c_hop.key_hint = (epoch as u8).wrapping_add(128);
+    c_hop.key_hint = leak_protocol::federation::epoch_key_hint(epoch).wrapping_add(128);
     let bulk_path = vec![hop(&da, 0), hop(&db, 0), c_hop];
     // Probes: A -> B -> sink.
     let sink_hop = PathHop {
         node: sink.descriptor.node,
         key: sink.descriptor.mix_key(epoch).unwrap(),
-        key_hint: epoch as u8,
+        key_hint: leak_protocol::federation::epoch_key_hint(epoch),
         delay: Delay(0),
     };
     let probe_path = vec![hop(&da, 0), hop(&db, 0), sink_hop];

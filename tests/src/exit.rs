@@ -8,10 +8,11 @@ use std::{
 
 use leak_node::{Config, StartOptions, client::Peer, config::PolicyConfig, config::Role};
 use leak_protocol::{
-    Leak, MailboxId, MessageId, PathHop, Receipt, Recipient, Relationship, ReplyKeys, build_packet,
+    MailboxId, MessageId, PathHop, Receipt, Recipient, Relationship, ReplyKeys, build_packet,
     build_reply_block,
     payload::Stamp,
     policy::{self, Policy, SignedPolicy},
+    seal::{LeakContents, seal_leak},
 };
 
 use crate::{TestNode, descriptor_of, hop, random32, test_config, wait_until};
@@ -360,28 +361,33 @@ impl Sender {
         draft: &Draft<'_>,
     ) -> (leak_protocol::Packet, Sent) {
         let exit_id = forward.last().unwrap().node;
-        let (capability, reply_block, keys) = reply_block_on(&reply);
+        let capability = random32();
         let id = draft
             .id
             .unwrap_or_else(|| MessageId(random32()[..16].try_into().unwrap()));
         let recipient = Recipient::parse(draft.to).unwrap();
         let stamp = self.stamp(&recipient, &exit_id, &id);
-        let leak = Leak {
-            message_id: id,
-            recipient,
-            relationship: draft.relationship,
-            text: draft.text.to_owned(),
-            policy_version: self.policy.version(),
-            stamp,
-            reply_block,
-        };
-        let packet = build_packet(&forward, &leak.encode().unwrap(), &mut rand::rng()).unwrap();
+        let sealed = seal_leak(
+            &LeakContents {
+                message_id: id,
+                recipient: &recipient,
+                relationship: draft.relationship,
+                text: draft.text,
+                policy_version: self.policy.version(),
+                stamp,
+            },
+            &forward,
+            &reply,
+            MailboxId::from_capability(&capability),
+            &mut rand::rng(),
+        )
+        .unwrap();
         (
-            packet,
+            sealed.packet,
             Sent {
                 id,
                 capability,
-                keys,
+                keys: sealed.reply_keys,
                 mailbox_node,
             },
         )

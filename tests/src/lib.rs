@@ -107,7 +107,7 @@ pub fn hop_for_epoch(descriptor: &Descriptor, epoch: u64, delay_ms: u32) -> Path
         key: descriptor
             .mix_key(epoch)
             .unwrap_or_else(|| panic!("no key for epoch {epoch}")),
-        key_hint: epoch as u8,
+        key_hint: leak_protocol::federation::epoch_key_hint(epoch),
         delay: Delay(delay_ms),
     }
 }

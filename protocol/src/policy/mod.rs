@@ -41,7 +41,10 @@ pub mod eval;
 use core::fmt;
 
 pub use normalize::{Views, views};
-pub use signed::{MAX_POLICY_LEN, MAX_SIGNATURES, SignedPolicy};
+pub use signed::{
+    MAX_POLICY_LEN, MAX_SIGNATURES, SignedPolicy, parse_public_key, parse_public_keys,
+    verify_replacement, verify_signed,
+};
 pub use stamp::{STAMP_EPOCH_SECS, StampError, leading_zero_bits, solve_stamp, verify_stamp};
 
 use crate::address::Recipient;
@@ -229,6 +232,20 @@ pub enum PolicyError {
         /// The key, in hex.
         key: String,
     },
+    /// A maintainer's public key is not 64 hex digits.
+    #[error("{0:?} is not a public key (64 hex digits)")]
+    BadKey(String),
+    /// A signed policy that verifies but is older than the one built into
+    /// this release: nodes and clients never go back to it.
+    #[error(
+        "version {version} is older than the policy built into this release (version {builtin}); nodes refuse it"
+    )]
+    OlderThanBuiltin {
+        /// The signed policy's version.
+        version: u32,
+        /// The built-in policy's version.
+        builtin: u32,
+    },
 }
 
 /// A compiled policy, ready to check texts.
@@ -396,21 +413,10 @@ pub fn normalized_address(recipient: &Recipient) -> String {
 }
 
 fn parse_key(hex: &str) -> Result<[u8; 32], PolicyError> {
-    let err = || PolicyError::Invalid {
+    signed::decode_hex_key(hex).ok_or_else(|| PolicyError::Invalid {
         at: "optout_key".to_owned(),
         message: "must be 64 hexadecimal digits (32 bytes)".to_owned(),
-    };
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return Err(err());
-    }
-    let mut key = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16).ok_or_else(err)?;
-        let lo = (pair[1] as char).to_digit(16).ok_or_else(err)?;
-        key[i] = (hi * 16 + lo) as u8;
-    }
-    Ok(key)
+    })
 }
 
 #[cfg(test)]

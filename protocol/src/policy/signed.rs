@@ -7,6 +7,13 @@
 //! ignored.
 //!
 //! The byte encoding is described on [`SignedPolicy`].
+//!
+//! Whoever holds a signed policy (an exit reading `policy.file` or taking
+//! one from gossip, a client checking a text before sending) checks it the
+//! same way: [`parse_public_keys`] for the configured maintainers' keys,
+//! then [`verify_signed`] (enough trusted signatures, a policy that
+//! compiles) or [`verify_replacement`] (and not older than the policy built
+//! into this release). Reading the file is the caller's business.
 
 use super::{Policy, PolicyError};
 use crate::crypto::{self, KEY_LEN, SIGNATURE_LEN};
@@ -69,6 +76,60 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Decodes a maintainer's public key written as 64 hex digits (either
+/// case; surrounding whitespace ignored).
+pub fn parse_public_key(text: &str) -> Result<[u8; KEY_LEN], PolicyError> {
+    decode_hex_key(text.trim()).ok_or_else(|| PolicyError::BadKey(text.to_owned()))
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+pub(super) fn decode_hex_key(digits: &str) -> Option<[u8; KEY_LEN]> {
+    let digits = digits.as_bytes();
+    if digits.len() != 2 * KEY_LEN {
+        return None;
+    }
+    let nibble = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let mut key = [0u8; KEY_LEN];
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(key)
+}
+
+/// Decodes every key of a configured list of trusted maintainers' keys.
+pub fn parse_public_keys<S: AsRef<str>>(texts: &[S]) -> Result<Vec<[u8; KEY_LEN]>, PolicyError> {
+    texts.iter().map(|t| parse_public_key(t.as_ref())).collect()
+}
+
+/// Decodes a signed policy and verifies it ([`SignedPolicy::verify`]): at
+/// least `threshold` of the `trusted` keys signed it, and it compiles.
+pub fn verify_signed(
+    bytes: &[u8],
+    trusted: &[[u8; KEY_LEN]],
+    threshold: usize,
+) -> Result<Policy, PolicyError> {
+    SignedPolicy::from_bytes(bytes)?.verify(trusted, threshold)
+}
+
+/// [`verify_signed`], and refuses a policy older than the one built into
+/// this release ([`Policy::builtin`]): what a configured policy file must
+/// pass to replace the built-in policy.
+pub fn verify_replacement(
+    bytes: &[u8],
+    trusted: &[[u8; KEY_LEN]],
+    threshold: usize,
+) -> Result<Policy, PolicyError> {
+    let policy = verify_signed(bytes, trusted, threshold)?;
+    let builtin = Policy::builtin().version();
+    if policy.version() < builtin {
+        return Err(PolicyError::OlderThanBuiltin {
+            version: policy.version(),
+            builtin,
+        });
+    }
+    Ok(policy)
 }
 
 impl SignedPolicy {

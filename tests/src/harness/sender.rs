@@ -3,8 +3,10 @@
 
 use leak_client::path::{self, RouteRequest};
 use leak_protocol::{
-    Leak, MailboxId, MessageId, NodeId, Outcome, Packet, Receipt, Recipient, Relationship,
-    ReplyKeys, build_packet, build_reply_block, directory::Descriptor, payload::Stamp,
+    MailboxId, MessageId, NodeId, Outcome, Packet, Receipt, Recipient, Relationship, ReplyKeys,
+    directory::Descriptor,
+    payload::Stamp,
+    seal::{LeakContents, seal_leak},
 };
 use rand::{RngExt as _, rngs::StdRng};
 
@@ -140,18 +142,22 @@ impl VirtualSender {
         };
         let capability: [u8; 32] = rng.random();
         let mailbox = MailboxId::from_capability(&capability);
-        let (reply_block, keys) = build_reply_block(&route.reply, mailbox, rng).ok()?;
-        let sealed = Leak {
-            message_id: leak.message_id,
-            recipient: leak.recipient.clone(),
-            relationship: Relationship::Friend,
-            text: leak.text.clone(),
-            policy_version: settings.policy_version,
-            stamp: Stamp { epoch: 0, nonce: 0 },
-            reply_block,
-        };
-        let encoded = sealed.encode().ok()?;
-        let packet = build_packet(&route.forward, &encoded, rng).ok()?;
+        let sealed = seal_leak(
+            &LeakContents {
+                message_id: leak.message_id,
+                recipient: &leak.recipient,
+                relationship: Relationship::Friend,
+                text: &leak.text,
+                policy_version: settings.policy_version,
+                stamp: Stamp { epoch: 0, nonce: 0 },
+            },
+            &route.forward,
+            &route.reply,
+            mailbox,
+            rng,
+        )
+        .ok()?;
+        let (packet, keys) = (sealed.packet, sealed.reply_keys);
         leak.entry = Some(route.entry());
         leak.used.extend(route.middles().iter().map(|h| h.node));
         leak.used

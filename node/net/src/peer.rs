@@ -1,6 +1,6 @@
 //! A minimal libp2p peer that talks to Leak nodes: sends packets, fetches
 //! directories and mailboxes. It listens on nothing and serves nothing.
-//! Used by the tests, the benchmark and the sender's client.
+//! Used by the sender's client, the tests and the benchmarks.
 //!
 //! Its outgoing connections can come from a chosen local address
 //! ([`Peer::with_local_address`]): libp2p's TCP transport cannot bind a
@@ -33,9 +33,21 @@ use libp2p::{
 };
 
 use crate::{
-    net::{AddressBook, AddressBookBehaviour},
+    address_book::{AddressBook, AddressBookBehaviour},
     wire,
 };
+
+/// Why a peer could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The Noise handshake's keys could not be derived from the identity.
+    #[error("setting up Noise: {0}")]
+    Noise(#[from] noise::Error),
+    /// The transport or the behaviours could not be built.
+    #[error("building the libp2p peer: {0}")]
+    Build(String),
+}
 
 #[derive(NetworkBehaviour)]
 struct ClientBehaviour {
@@ -69,12 +81,12 @@ fn timeout_error() -> io::Error {
 
 impl Peer {
     /// A new peer with a fresh identity.
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new() -> Result<Self, PeerError> {
         Self::with_keypair(Keypair::generate_ed25519())
     }
 
     /// A new peer with the given identity.
-    pub fn with_keypair(keypair: Keypair) -> anyhow::Result<Self> {
+    pub fn with_keypair(keypair: Keypair) -> Result<Self, PeerError> {
         Self::with_local_address(keypair, None)
     }
 
@@ -83,7 +95,7 @@ impl Peer {
     /// or from the address the system chooses when `None`. A bound peer
     /// cannot reach nodes of the other IP family. Either way it listens on
     /// nothing and accepts no connection.
-    pub fn with_local_address(keypair: Keypair, local: Option<IpAddr>) -> anyhow::Result<Self> {
+    pub fn with_local_address(keypair: Keypair, local: Option<IpAddr>) -> Result<Self, PeerError> {
         let book = AddressBook::default();
         let peer_id = keypair.public().to_peer_id();
         let behaviour = |_: &Keypair| ClientBehaviour {
@@ -101,7 +113,7 @@ impl Peer {
                     yamux::Config::default,
                 )?
                 .with_behaviour(behaviour)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(|e| PeerError::Build(e.to_string()))?
                 .with_swarm_config(config)
                 .build(),
             Some(local) => {
@@ -113,9 +125,10 @@ impl Peer {
                             .upgrade(Version::V1)
                             .authenticate(noise)
                             .multiplex(yamux::Config::default())
-                    })?
+                    })
+                    .map_err(|e| -> PeerError { match e {} })?
                     .with_behaviour(behaviour)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .map_err(|e| PeerError::Build(e.to_string()))?
                     .with_swarm_config(config)
                     .build()
             }
