@@ -24,6 +24,9 @@ cargo fmt --all --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "module structure: no import cycles between modules, no file over 800 lines"
+python3 scripts/lib/module_cycles.py node/src node/net/src client/src protocol/src tests/src
+
 # --- Tests ---------------------------------------------------------------------
 # tests/tests/processes.rs runs the leak-node binary, which Cargo does not build
 # for another package's tests: build every binary first.

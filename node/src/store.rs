@@ -198,7 +198,7 @@ impl Store {
         Ok(Self { db, keys_dir })
     }
 
-    /// The database itself, for the exit's tables ([`crate::exit::store`]).
+    /// The database itself, for the exit's tables (in `exit/store.rs`).
     pub(crate) fn db(&self) -> &Database {
         &self.db
     }

@@ -10,7 +10,7 @@
 
 use std::{path::Path, time::Duration};
 
-use leak_node::{config::Transport, exit::QueueItem, metrics::Metrics};
+use leak_node::{config::Transport, exit::queue::QueueItem, metrics::Metrics};
 use leak_protocol::{Outcome, Relationship};
 use leak_tests::{
     exit::{Draft, Federation, Sender, Sent},

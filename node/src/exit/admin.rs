@@ -12,7 +12,11 @@ use tokio::{
     sync::watch,
 };
 
-use super::{Exit, ExitError, QueueCounts, QueueItem};
+use super::{
+    Exit,
+    error::ExitError,
+    queue::{QueueCounts, QueueItem},
+};
 
 /// The longest request line read.
 const MAX_REQUEST: u64 = 4096;

@@ -20,7 +20,7 @@ use lettre::{
     },
 };
 
-use super::ExitError;
+use crate::exit::error::ExitError;
 
 /// What a link in the email does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,7 +68,6 @@ use self::{
 };
 pub use self::{
     error::ExitError,
-    queue::{QueueCounts, QueueItem},
     state::{EndState, Intake, QueueState},
 };
 use crate::{

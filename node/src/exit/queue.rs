@@ -4,7 +4,8 @@
 use leak_protocol::{Leak, MessageId, Outcome};
 
 use super::{
-    Exit, ExitError,
+    Exit,
+    error::ExitError,
     state::{EndState, QueueState},
     store::Entry,
 };

@@ -29,7 +29,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{ExitError, spool::Spool, state::EndState};
+use super::{error::ExitError, spool::Spool, state::EndState};
 use crate::{metrics::Label as _, store::Store};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");

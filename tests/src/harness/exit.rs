@@ -13,7 +13,14 @@ use leak_node::exit::{
 use leak_protocol::{Leak, MessageId, NodeId, Outcome, Packet, Receipt, ReplyBlock};
 use rand::{RngExt as _, rngs::StdRng};
 
-use super::relay::Delivered;
+/// What an exit's delivery round did.
+#[derive(Debug, Default)]
+pub(super) struct Delivered {
+    /// Wake the exit again then.
+    pub wake_at: Option<u64>,
+    /// Receipts to send now.
+    pub send: Vec<(NodeId, Packet)>,
+}
 
 /// A window during which the exit's mail server answers 4xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

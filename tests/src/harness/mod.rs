@@ -25,6 +25,7 @@
 mod exit;
 mod relay;
 mod sender;
+mod settings;
 
 use std::{
     cmp::Reverse,
@@ -32,7 +33,6 @@ use std::{
     sync::Arc,
 };
 
-use leak_client::retransmit::Retransmit;
 use leak_node::clock::{Clock as _, ManualClock};
 use leak_protocol::{MessageId, NodeId, Outcome, Packet, directory::Descriptor};
 use rand::{SeedableRng as _, rngs::StdRng};
@@ -41,101 +41,8 @@ pub use self::{
     exit::{Delivery, MailOutage},
     relay::VirtualRelay,
     sender::{SenderId, SentLeak},
+    settings::{Endpoint, Loss, Settings, Transmission},
 };
-
-/// Who is at either end of a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    /// A sender's machine.
-    Sender(usize),
-    /// A relay (or exit), by index.
-    Relay(usize),
-}
-
-/// One packet on one link, as a global observer sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmission {
-    /// When it left (Unix ms).
-    pub at_ms: u64,
-    /// From.
-    pub from: Endpoint,
-    /// To.
-    pub to: Endpoint,
-}
-
-/// Packets on the matching links are lost (sent, never received) until
-/// `until_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Loss {
-    /// Only packets from here (any sender when `None`).
-    pub from: Option<Endpoint>,
-    /// Only packets to this relay (any when `None`).
-    pub to: Option<usize>,
-    /// Until (Unix ms, excluded).
-    pub until_ms: u64,
-}
-
-impl Loss {
-    fn matches(&self, now_ms: u64, from: Endpoint, to: usize) -> bool {
-        now_ms < self.until_ms
-            && self.from.is_none_or(|f| f == from)
-            && self.to.is_none_or(|t| t == to)
-    }
-}
-
-/// How the virtual federation is set up.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Relays that are not exits.
-    pub relays: usize,
-    /// Exits (also relays).
-    pub exits: usize,
-    /// Seconds per key epoch.
-    pub epoch_secs: u64,
-    /// Future epochs whose keys are published.
-    pub keys_ahead: u32,
-    /// One-way latency of every link (ms).
-    pub link_ms: u64,
-    /// Hops of each forward path (the exit included).
-    pub hops: usize,
-    /// The senders' mean mixing delay per hop (ms).
-    pub mean_delay_ms: u32,
-    /// The senders' retransmission policy.
-    pub retransmit: Retransmit,
-    /// How often a waiting sender looks in its mailbox (ms).
-    pub poll_ms: u64,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// The virtual clock's start (Unix ms).
-    pub start_ms: u64,
-    /// Record every link transmission.
-    pub record_links: bool,
-    /// The policy version the exits enforce (and the senders hold).
-    pub policy_version: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let client = leak_client::config::Config::default();
-        let node = leak_node::Config::defaults(std::path::PathBuf::new());
-        Self {
-            relays: 4,
-            exits: 1,
-            epoch_secs: node.epochs.period_secs,
-            keys_ahead: node.epochs.keys_ahead,
-            link_ms: 5,
-            hops: 3,
-            mean_delay_ms: client.send.mixing_delay_ms,
-            retransmit: Retransmit::from_config(&client.send),
-            poll_ms: 1_000,
-            seed: 1,
-            // 2026-12-01T00:00:00Z.
-            start_ms: 1_796_083_200_000,
-            record_links: false,
-            policy_version: leak_protocol::policy::Policy::builtin().version(),
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Event {

@@ -15,7 +15,10 @@ use leak_protocol::{
 };
 use rand::{RngExt as _, rngs::StdRng};
 
-use super::{Endpoint, Settings, exit::VirtualExit};
+use super::{
+    exit::{Delivered, VirtualExit},
+    settings::{Endpoint, Settings},
+};
 
 /// What a relay does with an arriving packet.
 #[derive(Debug, Default)]
@@ -25,15 +28,6 @@ pub(super) struct Received {
     /// Wake the exit then to deliver.
     pub deliver_at: Option<u64>,
     /// Packets to send now.
-    pub send: Vec<(NodeId, Packet)>,
-}
-
-/// What an exit's delivery round did.
-#[derive(Debug, Default)]
-pub(super) struct Delivered {
-    /// Wake the exit again then.
-    pub wake_at: Option<u64>,
-    /// Receipts to send now.
     pub send: Vec<(NodeId, Packet)>,
 }
 

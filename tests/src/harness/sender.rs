@@ -10,7 +10,7 @@ use leak_protocol::{
 };
 use rand::{RngExt as _, rngs::StdRng};
 
-use super::Settings;
+use super::settings::Settings;
 
 /// A sender, by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

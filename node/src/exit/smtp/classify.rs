@@ -10,7 +10,7 @@
 use lettre::transport::smtp::authentication::Mechanism;
 use rustls::CertificateError;
 
-use super::Attempt;
+use super::attempt::Attempt;
 
 /// Something the exit's operator must fix (or the smarthost's): the
 /// configured smarthost cannot take any email, whatever its recipient.

@@ -13,13 +13,14 @@ use lettre::{
 use rustls::pki_types::ServerName;
 
 use super::{
-    Attempt, ExitError,
+    attempt::Attempt,
     classify::{
         Failure, Problem, auth_failure, failure, refused_for_want_of_auth, session_failure,
         starttls_failure, tls_io_problem,
     },
     tls::{ImplicitTls, implicit_tls_connector, parse_ca, tls_parameters},
 };
+use crate::exit::error::ExitError;
 
 /// When to upgrade an `smtp://` connection with STARTTLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

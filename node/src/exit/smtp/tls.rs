@@ -6,7 +6,7 @@
 use lettre::transport::smtp::client::{AsyncTokioStream, Certificate, TlsParameters};
 use rustls::pki_types::{CertificateDer, pem::PemObject as _};
 
-use super::ExitError;
+use crate::exit::error::ExitError;
 
 const CA_FILE: &str = "exit.smtp_ca_file";
 

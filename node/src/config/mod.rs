@@ -54,7 +54,7 @@ macro_rules! ensure {
 /// [`EXAMPLE_DATA_DIR`]. `leak-node init` writes it with the values it was
 /// given ([`Config::to_commented_toml`]); a test checks that it parses to
 /// the defaults and names every setting.
-pub const EXAMPLE: &str = include_str!("../leak-node.example.toml");
+pub const EXAMPLE: &str = include_str!("../../leak-node.example.toml");
 
 /// The data directory [`EXAMPLE`] names: a system-wide one, since the
 /// defaults have none (`init` and [`Config::load`] choose it).
@@ -591,7 +591,7 @@ impl Config {
     /// `leak-node init` writes this.
     pub fn to_commented_toml(&self) -> Result<String, ConfigError> {
         let values = toml::Table::try_from(self).map_err(|e| ConfigError::Write(e.to_string()))?;
-        fill_template(EXAMPLE, &values)
+        template::fill(EXAMPLE, &values)
             .map_err(|e| ConfigError::Write(format!("filling in the example configuration: {e}")))
     }
 }
@@ -600,59 +600,6 @@ fn default_listen() -> Multiaddr {
     "/ip4/0.0.0.0/tcp/4700"
         .parse()
         .unwrap_or_else(|_| Multiaddr::empty())
-}
-
-/// `template` (TOML with comments) with each value that differs from
-/// `values` replaced, and each key of `values` it lacks added: comments,
-/// order and the formatting of unchanged values stay as they are. Values
-/// are compared as TOML values, so `100_000` in the template equals
-/// `100000`.
-fn fill_template(
-    template: &str,
-    values: &toml::Table,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let mut document: toml_edit::DocumentMut = template.parse()?;
-    let current: toml::Table = toml::from_str(template)?;
-    fill_table(document.as_table_mut(), &current, values)?;
-    Ok(document.to_string())
-}
-
-fn fill_table(
-    document: &mut toml_edit::Table,
-    current: &toml::Table,
-    values: &toml::Table,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let empty = toml::Table::new();
-    for (key, value) in values {
-        let was = current.get(key);
-        if let toml::Value::Table(values) = value {
-            let item = document.entry(key).or_insert_with(toml_edit::table);
-            let table = item
-                .as_table_mut()
-                .ok_or_else(|| format!("{key} is not a table in the template"))?;
-            fill_table(
-                table,
-                was.and_then(toml::Value::as_table).unwrap_or(&empty),
-                values,
-            )?;
-        } else if was != Some(value) {
-            let mut new: toml_edit::Value = value.to_string().parse()?;
-            match document.get_mut(key) {
-                // Replacing the item keeps the key, and with it the comment
-                // above; the old value's decor keeps a comment after it.
-                Some(item) => {
-                    if let Some(old) = item.as_value() {
-                        *new.decor_mut() = old.decor().clone();
-                    }
-                    *item = toml_edit::Item::Value(new);
-                }
-                None => {
-                    document.insert(key, toml_edit::Item::Value(new));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A `--set` value: TOML if it parses as a TOML value, else a plain string.
@@ -666,171 +613,6 @@ fn parse_value(text: &str) -> toml::Value {
         .unwrap_or_else(|_| toml::Value::String(text.to_owned()))
 }
 
+mod template;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &std::path::Path, text: &str) -> PathBuf {
-        let path = dir.join("leak-node.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// The commented file `init` writes parses back to the same values.
-    #[test]
-    fn commented_template_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::defaults(dir.path().to_path_buf());
-        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4701".parse().unwrap()];
-        config.node.family = "alice's \"nodes\"".into();
-        config.node.roles = vec![Role::Relay, Role::Exit];
-        config.exit.domain = "leak.example".into();
-        config.exit.transport = Transport::Smtp;
-        config.exit.smtp_url = "smtp://relay@127.0.0.1:2525?tls=required".into();
-        config.exit.smtp_password_file = "/etc/leak/smtp-password".into();
-        config.exit.smtp_ca_file = "/etc/leak/smarthost-ca.pem".into();
-        config.exit.max_rate = 7.5;
-        let path = write(dir.path(), &config.to_commented_toml().unwrap());
-        assert_eq!(Config::load(&path, &[]).unwrap(), config);
-    }
-
-    /// The example file parses to the defaults.
-    #[test]
-    fn example_is_the_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), EXAMPLE);
-        let defaults = Config::defaults(PathBuf::from(EXAMPLE_DATA_DIR));
-        assert_eq!(Config::load(&path, &[]).unwrap(), defaults);
-        // And the defaults are written as the example itself.
-        assert_eq!(defaults.to_commented_toml().unwrap(), EXAMPLE);
-    }
-
-    /// Every setting is in the example (so a new one cannot be left out of
-    /// it), and nothing else is.
-    #[test]
-    fn example_names_every_setting() {
-        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
-            for (key, value) in table {
-                let path = format!("{prefix}{key}");
-                match value {
-                    toml::Value::Table(table) => keys(&format!("{path}."), table, out),
-                    _ => out.push(path),
-                }
-            }
-        }
-        let mut settings = Vec::new();
-        let defaults = Config::defaults(PathBuf::from(EXAMPLE_DATA_DIR));
-        keys(
-            "",
-            &toml::Table::try_from(&defaults).unwrap(),
-            &mut settings,
-        );
-        let mut in_example = Vec::new();
-        keys("", &toml::from_str(EXAMPLE).unwrap(), &mut in_example);
-        settings.sort();
-        in_example.sort();
-        assert_eq!(in_example, settings);
-        // Each is explained: a comment line comes before it in its section.
-        let mut commented = false;
-        for line in EXAMPLE.lines() {
-            if line.starts_with('#') {
-                commented = true;
-            } else if line.starts_with('[') {
-                commented = false;
-            } else if let Some((key, _)) = line.split_once(" = ") {
-                assert!(commented, "{key} has no comment in the example");
-            }
-        }
-    }
-
-    /// What `init` writes is the example with the changed values only: every
-    /// comment and every unchanged line stays.
-    #[test]
-    fn commented_file_is_the_example_with_values_set() {
-        let mut config = Config::defaults(PathBuf::from("/srv/leak"));
-        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4701".parse().unwrap()];
-        config.exit.max_rate = 7.5;
-        let text = config.to_commented_toml().unwrap();
-        let changed = [
-            "data_dir = \"/srv/leak\"",
-            "bootstrap = [\"/ip4/127.0.0.1/tcp/4701\"]",
-            "max_rate = 7.5",
-        ];
-        let written: Vec<&str> = text.lines().collect();
-        let example: Vec<&str> = EXAMPLE.lines().collect();
-        assert_eq!(written.len(), example.len());
-        for (written, example) in written.iter().zip(&example) {
-            if written != example {
-                assert!(changed.contains(written), "{example:?} became {written:?}");
-            }
-        }
-        for line in changed {
-            assert!(written.contains(&line), "{line} missing:\n{text}");
-        }
-    }
-
-    /// A hand-written file naming only what differs from the defaults.
-    #[test]
-    fn missing_keys_take_their_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "[limits]\nglobal_queue = 99\n");
-        let loaded = Config::load(&path, &[]).unwrap();
-        let mut expected = Config::defaults(dir.path().to_path_buf());
-        expected.limits.global_queue = 99;
-        assert_eq!(loaded, expected);
-    }
-
-    #[test]
-    fn set_flags_override_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::defaults(dir.path().to_path_buf());
-        let path = write(dir.path(), &config.to_commented_toml().unwrap());
-        let loaded = Config::load(
-            &path,
-            &[
-                "limits.global_queue=77".into(),
-                "node.listen=[\"/ip4/127.0.0.1/tcp/9\"]".into(),
-                "node.family=ops team".into(),
-                "metrics.listen=".into(),
-            ],
-        )
-        .unwrap();
-        assert_eq!(loaded.limits.global_queue, 77);
-        assert_eq!(loaded.node.listen[0].to_string(), "/ip4/127.0.0.1/tcp/9");
-        assert_eq!(loaded.node.family, "ops team");
-        assert_eq!(loaded.metrics_addr().unwrap(), None);
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::defaults(dir.path().to_path_buf());
-        let text = config
-            .to_commented_toml()
-            .unwrap()
-            .replace("[limits]", "[limits]\nmax_conections = 3");
-        let err = Config::load(&write(dir.path(), &text), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("max_conections"), "{err}");
-
-        let text = config.to_commented_toml().unwrap();
-        let path = write(dir.path(), &text);
-        let err = Config::load(&path, &["limits.peer_queue=many".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("peer_queue"), "{err}");
-        let err = Config::load(&path, &["node.listen=[\"not an address\"]".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("listen"), "{err}");
-        let err = Config::load(&path, &["epochs.period_secs=0".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("period_secs"), "{err}");
-        let err = Config::load(&dir.path().join("missing.toml"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("cannot read the config file"), "{err}");
-    }
-}
+mod tests;
