@@ -7,9 +7,10 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Context as _, bail};
 use libp2p::identity::Keypair;
 use zeroize::Zeroizing;
+
+pub use crate::error::IdentityError;
 
 /// The identity file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
@@ -26,63 +27,70 @@ impl Identity {
     /// Generates a new identity.
     pub fn generate() -> Self {
         Self::from_keypair(Keypair::generate_ed25519())
-            .unwrap_or_else(|_| unreachable!("a fresh ed25519 keypair is ed25519"))
+            .unwrap_or_else(|| unreachable!("a fresh ed25519 keypair is ed25519"))
     }
 
-    fn from_keypair(keypair: Keypair) -> anyhow::Result<Self> {
-        let ed = keypair
-            .clone()
-            .try_into_ed25519()
-            .context("the identity key is not an Ed25519 key")?;
+    fn from_keypair(keypair: Keypair) -> Option<Self> {
+        let ed = keypair.clone().try_into_ed25519().ok()?;
         let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&ed.secret().as_ref()[..32]);
-        Ok(Self { keypair, seed })
+        Some(Self { keypair, seed })
     }
 
     /// Writes a new identity to `path`, readable only by its owner (0600).
     /// Refuses to overwrite an existing file.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
+    pub fn create(path: &Path) -> Result<Self, IdentityError> {
+        let io = |what| {
+            move |source| IdentityError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         let identity = Self::generate();
         let bytes = Zeroizing::new(
             identity
                 .keypair
                 .to_protobuf_encoding()
-                .context("encoding the identity key")?,
+                .map_err(|_| IdentityError::NotAKey(path.to_path_buf()))?,
         );
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .with_context(|| format!("creating the identity key {}", path.display()))?;
+            .map_err(io("creating the identity key"))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing the identity key {}", path.display()))?;
+            .map_err(io("writing the identity key"))?;
         Ok(identity)
     }
 
     /// Reads the identity at `path`. Refuses a file that others can read.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let meta = fs::metadata(path).with_context(|| {
-            format!(
-                "cannot read the identity key {} (run `leak-node init` first?)",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let io = |what| {
+            move |source| IdentityError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let meta = fs::metadata(path).map_err(|source| IdentityError::Missing {
+            path: path.to_path_buf(),
+            source,
         })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            bail!(
-                "the identity key {} has mode {mode:o}; it must be readable by its owner only (chmod 600)",
-                path.display()
-            );
+            return Err(IdentityError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
-        let bytes = Zeroizing::new(
-            fs::read(path)
-                .with_context(|| format!("cannot read the identity key {}", path.display()))?,
-        );
-        let keypair = Keypair::from_protobuf_encoding(&bytes)
-            .with_context(|| format!("{} is not a valid identity key", path.display()))?;
-        Self::from_keypair(keypair)
+        let bytes = Zeroizing::new(fs::read(path).map_err(io("cannot read the identity key"))?);
+        Keypair::from_protobuf_encoding(&bytes)
+            .ok()
+            .and_then(Self::from_keypair)
+            .ok_or_else(|| IdentityError::NotAKey(path.to_path_buf()))
     }
 
     /// The libp2p keypair.

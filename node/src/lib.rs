@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod epoch;
+pub mod error;
 pub mod exit;
 pub mod held;
 pub mod identity;

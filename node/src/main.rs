@@ -755,7 +755,7 @@ fn main() -> ExitCode {
         Command::Policy { action } => policy_command(action),
         Command::Id { config } => Config::load(&config, &[])
             .map_err(anyhow::Error::from)
-            .and_then(|c| Identity::load(&c.identity_path()))
+            .and_then(|c| Identity::load(&c.identity_path()).map_err(anyhow::Error::from))
             .map(|id| println!("{}", id.peer_id())),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

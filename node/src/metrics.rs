@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use anyhow::Context as _;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{
@@ -297,11 +296,13 @@ impl Default for Metrics {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr} (port taken?)"))?;
-    let bound = listener.local_addr()?;
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::error::NodeError> {
+    let io = |source| crate::error::NodeError::Io {
+        what: format!("cannot listen for metrics on {addr} (port taken?)"),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+    let bound = listener.local_addr().map_err(io)?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use libp2p::{
     Multiaddr, PeerId, Stream, StreamProtocol, Swarm, connection_limits,
     core::upgrade::{DeniedUpgrade, InboundUpgrade, UpgradeInfo},
@@ -236,7 +235,8 @@ pub fn build_swarm(
     config: &Config,
     book: AddressBook,
     inbound: InboundStreams,
-) -> anyhow::Result<Swarm<Behaviour>> {
+) -> Result<Swarm<Behaviour>, crate::error::NodeError> {
+    use crate::error::NodeError;
     let limits = connection_limits::ConnectionLimits::default()
         // Inbound connections get all but an eighth of the slots, so a crowd
         // of throwaway identities cannot stop the node dialling next hops.
@@ -253,7 +253,7 @@ pub fn build_swarm(
         .max_transmit_size(256 * 1024)
         .heartbeat_interval(Duration::from_secs(1))
         .build()
-        .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
+        .map_err(|e| NodeError::Network(format!("gossipsub configuration: {e}")))?;
     let idle = Duration::from_secs(config.limits.idle_timeout_secs);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
@@ -262,7 +262,7 @@ pub fn build_swarm(
             noise::Config::new,
             yamux::Config::default,
         )
-        .context("setting up TCP, Noise and Yamux")?
+        .map_err(|e| NodeError::Network(format!("setting up TCP, Noise and Yamux: {e}")))?
         .with_behaviour(|key| {
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
@@ -284,7 +284,7 @@ pub fn build_swarm(
                 inbound,
             })
         })
-        .map_err(|e| anyhow::anyhow!("building the libp2p behaviours: {e}"))?
+        .map_err(|e| NodeError::Network(format!("building the libp2p behaviours: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)

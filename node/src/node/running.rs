@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use leak_protocol::{
     NodeId,
     directory::{Descriptor, SignedDescriptor},
@@ -18,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::shared::{Command, Shared};
 use crate::{
     directory::{Offer, Refused},
+    error::NodeError,
     metrics::Metrics,
     net::{DESCRIPTOR_TOPIC, POLICY_TOPIC},
 };
@@ -108,28 +108,28 @@ impl RunningNode {
     /// Publishes arbitrary bytes on the descriptor topic, as a hostile or
     /// broken node might (for tests and tools; honest nodes publish their own
     /// descriptor by themselves).
-    pub async fn publish_descriptor_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+    pub async fn publish_descriptor_bytes(&self, bytes: Vec<u8>) -> Result<(), NodeError> {
         self.commands
             .send(Command::Publish(DESCRIPTOR_TOPIC, bytes))
             .await
-            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
+            .map_err(|_| NodeError::ShuttingDown)
     }
 
     /// Publishes arbitrary bytes on the policy topic (for tests and tools:
     /// nodes pass on the newest valid policy by themselves).
-    pub async fn publish_policy_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+    pub async fn publish_policy_bytes(&self, bytes: Vec<u8>) -> Result<(), NodeError> {
         self.commands
             .send(Command::Publish(POLICY_TOPIC, bytes))
             .await
-            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
+            .map_err(|_| NodeError::ShuttingDown)
     }
 
     /// Dials an address (a bootstrap node, say).
-    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.commands
             .send(Command::Dial(addr))
             .await
-            .map_err(|_| anyhow::anyhow!("the node is shutting down"))
+            .map_err(|_| NodeError::ShuttingDown)
     }
 
     /// The epochs whose mix secrets the node holds.
@@ -174,7 +174,7 @@ impl RunningNode {
     /// Stops every task, lets the workers finish the packets they hold, and
     /// closes the database. Packets still held for their delay are dropped
     /// (counted as `shutdown`): releasing them early would break mixing.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
         let _ = self.shutdown.send(true);
         // The exit holds the shared state (to send receipts).
         self.exit = None;
@@ -192,7 +192,10 @@ impl RunningNode {
             }
         })
         .await
-        .context("joining the worker threads")?;
+        .map_err(|e| NodeError::Io {
+            what: "joining the worker threads".into(),
+            source: std::io::Error::other(e),
+        })?;
         self.shared
             .links
             .lock()

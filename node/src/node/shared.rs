@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use leak_protocol::{
     Packet,
     directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
@@ -19,6 +18,7 @@ use crate::{
     config::{Config, Role},
     directory::{Directory, Offer, Refused},
     epoch::KeyRing,
+    error::NodeError,
     exit::ExitDelivery,
     identity::{Identity, peer_id_of},
     metrics::Metrics,
@@ -135,7 +135,7 @@ impl Shared {
     }
 
     /// Signs a fresh descriptor of this node.
-    pub(super) fn sign_descriptor(&self) -> anyhow::Result<SignedDescriptor> {
+    pub(super) fn sign_descriptor(&self) -> Result<SignedDescriptor, NodeError> {
         let now = self.now();
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let addresses = if self.config.node.external_addresses.is_empty() {
@@ -182,6 +182,6 @@ impl Shared {
         };
         descriptor
             .sign(self.identity.seed())
-            .context("signing this node's descriptor")
+            .map_err(|e| NodeError::Descriptor(e.to_string()))
     }
 }

@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use futures::StreamExt as _;
 use leak_protocol::{NodeId, Packet, directory::ExitInfo};
 use libp2p::{gossipsub, swarm::SwarmEvent};
@@ -29,6 +28,7 @@ use crate::{
     config::Config,
     directory::Directory,
     epoch::{EpochSchedule, KeyRing},
+    error::NodeError,
     exit::ExitDelivery,
     identity::{Identity, peer_id_of},
     metrics::Metrics,
@@ -65,13 +65,14 @@ pub async fn start(
     config: Config,
     identity: Identity,
     options: StartOptions,
-) -> anyhow::Result<RunningNode> {
+) -> Result<RunningNode, NodeError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
-        format!(
+    std::fs::create_dir_all(&config.node.data_dir).map_err(|source| NodeError::Io {
+        what: format!(
             "cannot create the data directory {}",
             config.node.data_dir.display()
-        )
+        ),
+        source,
     })?;
     let store = Arc::new(Store::open(&config.database_path())?);
     let schedule = EpochSchedule::new(config.epochs.period_secs);
@@ -96,7 +97,7 @@ pub async fn start(
     let mut take_incoming = |protocol| {
         incoming
             .remove(&protocol)
-            .with_context(|| format!("no inbound queue for {protocol}"))
+            .ok_or_else(|| NodeError::Network(format!("no inbound queue for {protocol}")))
     };
     let packets = take_incoming(wire::PACKET_PROTOCOL)?;
     let directory_streams = take_incoming(wire::DIRECTORY_PROTOCOL)?;
@@ -107,22 +108,22 @@ pub async fn start(
         .behaviour_mut()
         .gossipsub
         .subscribe(&topic)
-        .map_err(|e| anyhow::anyhow!("subscribing to descriptors: {e}"))?;
+        .map_err(|e| NodeError::Network(format!("subscribing to descriptors: {e}")))?;
     for name in [POLICY_TOPIC, OPT_OUT_TOPIC] {
         swarm
             .behaviour_mut()
             .gossipsub
             .subscribe(&gossipsub::IdentTopic::new(name))
-            .map_err(|e| anyhow::anyhow!("subscribing to {name}: {e}"))?;
+            .map_err(|e| NodeError::Network(format!("subscribing to {name}: {e}")))?;
     }
     let mut listeners = Vec::new();
     for addr in &config.node.listen {
         // `TransportError::Other` displays as nothing: show the I/O error itself.
         let id = swarm.listen_on(addr.clone()).map_err(|e| match e {
-            libp2p::TransportError::Other(io) => {
-                anyhow::anyhow!("cannot listen on {addr}: {io} (is the port taken?)")
-            }
-            other => anyhow::anyhow!("cannot listen on {addr}: {other}"),
+            libp2p::TransportError::Other(io) => NodeError::Network(format!(
+                "cannot listen on {addr}: {io} (is the port taken?)"
+            )),
+            other => NodeError::Network(format!("cannot listen on {addr}: {other}")),
         })?;
         listeners.push(id);
     }
@@ -141,7 +142,11 @@ pub async fn start(
         let event = match tokio::time::timeout_at(wait_until, swarm.select_next_some()).await {
             Ok(event) => event,
             Err(_) if grace.is_some() => break,
-            Err(_) => anyhow::bail!("timed out waiting for the listeners to start"),
+            Err(_) => {
+                return Err(NodeError::Network(
+                    "timed out waiting for the listeners to start".into(),
+                ));
+            }
         };
         match event {
             SwarmEvent::NewListenAddr {
@@ -151,11 +156,15 @@ pub async fn start(
                 started.insert(listener_id);
                 listen_addrs.push(address);
             }
-            SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(NodeError::Network(format!("listener failed: {error}")));
+            }
             SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
             } => {
-                anyhow::bail!("cannot listen: {error} (is the port taken?)")
+                return Err(NodeError::Network(format!(
+                    "cannot listen: {error} (is the port taken?)"
+                )));
             }
             _ => {}
         }
@@ -167,7 +176,10 @@ pub async fn start(
         config.directory.max_nodes,
     );
     let control = swarm.behaviour().stream.new_control();
-    let policy = Arc::new(PolicyState::load(&config.policy, &config.node.data_dir)?);
+    let policy = Arc::new(
+        PolicyState::load(&config.policy, &config.node.data_dir)
+            .map_err(|e| NodeError::Policy(format!("{e:#}")))?,
+    );
     let mut options = options;
     let mut exit_incoming = None;
     if config.is_exit() && options.exit_sink.is_none() {
@@ -218,7 +230,7 @@ pub async fn start(
     let own = shared.sign_descriptor()?;
     shared
         .offer(own.clone())
-        .context("this node's own descriptor does not verify")?;
+        .map_err(|e| NodeError::Descriptor(format!("it does not verify: {e}")))?;
     *shared
         .own_descriptor
         .write()
@@ -284,9 +296,12 @@ pub async fn start(
             std::thread::Builder::new()
                 .name(format!("leak-worker-{i}"))
                 .spawn(move || run_worker(&shared, &timer_tx))
-                .context("starting a worker thread")
+                .map_err(|source| NodeError::Io {
+                    what: "starting a worker thread".into(),
+                    source,
+                })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, NodeError>>()?;
     drop(timer_tx);
 
     let mut exit = None;
