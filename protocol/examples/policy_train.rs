@@ -27,7 +27,7 @@ use std::{
 
 use leak_protocol::policy::{
     Category, Policy,
-    model::{HEADS, Model, Scores, addressed},
+    model::{HEADS, Model, Scores, addressed, enough_words},
     train::{TrainConfig, TrainSample, cross_validate, threshold_for, train},
     views,
 };
@@ -327,7 +327,7 @@ fn report(rows: &[Row], scores: &[Scores], model: &Model) {
         .zip(scores)
         .map(|(r, s)| {
             let words = views(&r.sample.text).words;
-            model.verdict_of(s, addressed(&words)).is_some()
+            enough_words(&words) && model.verdict_of(s, addressed(&words)).is_some()
         })
         .collect();
     let by_both: Vec<bool> = rows

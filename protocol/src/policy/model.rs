@@ -246,6 +246,9 @@ impl Model {
     /// the category is the likeliest category head; the abusive head alone
     /// refuses only a text [`addressed`] to the recipient.
     pub fn verdict(&self, words_view: &str) -> Option<Category> {
+        if !enough_words(words_view) {
+            return None;
+        }
         self.verdict_of(&self.scores(words_view), addressed(words_view))
     }
 
@@ -283,6 +286,21 @@ impl Model {
         }
         Some(likeliest.1)
     }
+}
+
+/// The fewest words the model judges: one or two words ("u too", "U 2.")
+/// give it too little evidence, and its scores on them are mostly the bias.
+/// Short abuse is the rules' (insults, slurs, "kys").
+pub const MIN_WORDS: usize = 3;
+
+/// Whether a words view has at least [`MIN_WORDS`] words (clause marks
+/// not counted).
+pub fn enough_words(words_view: &str) -> bool {
+    words_view
+        .split_ascii_whitespace()
+        .filter(|w| *w != ".")
+        .nth(MIN_WORDS - 1)
+        .is_some()
 }
 
 /// Whether a words view speaks to someone ("you", "your", "tu", "t'", "toi"…).
@@ -477,6 +495,14 @@ mod tests {
         features(" im going to . ", |h| a.push(h));
         features(" i am going to ", |h| b.push(h));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn short_texts_are_left_to_the_rules() {
+        assert!(!enough_words(" you too . "));
+        assert!(enough_words(" i hate you "));
+        let m = tiny();
+        assert_eq!(m.verdict(" u 2 . "), None);
     }
 
     #[test]
