@@ -24,7 +24,8 @@
 //! beside the workspace when it exists; without it only the fixtures are
 //! measured.
 //!
-//! Prints the per-category table, the per-group numbers and the project's
+//! Prints the per-category table, the per-group numbers, the flip rate under
+//! small edits ([`eval::flips`]) and the project's
 //! targets with PASS, FAIL or SKIP. `--verbose` also lists the benign texts
 //! refused and the abusive ones missed in the project's own fixtures;
 //! `--scores TEXT` prints only TEXT's verdict and the model's logit per head
@@ -111,8 +112,9 @@ fn main() -> ExitCode {
     }
 
     let start = std::time::Instant::now();
-    let report = evaluate(&policy, &samples);
+    let mut report = evaluate(&policy, &samples);
     let elapsed = start.elapsed();
+    report.set_flips(eval::flips(&policy, &samples));
     print!("{}", report.summary(Some(elapsed)));
 
     for s in samples
