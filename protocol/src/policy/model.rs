@@ -15,10 +15,12 @@
 //! # Heads and verdict
 //!
 //! One logistic-regression head per [`HEADS`] entry: `abusive` (any kind of
-//! abuse) and one per category. A text is refused when the abusive head or
-//! a category head reaches its threshold (thresholds are chosen on held-back
-//! folds by the trainer and stored in the model file); the refusal names the
-//! category whose head is furthest above its own threshold.
+//! abuse) and one per category. A text of at least [`MIN_WORDS`] words is
+//! refused when a category head reaches its threshold, or when the abusive
+//! head does and the text is [`addressed`] to its reader (thresholds are
+//! chosen on held-back folds by the trainer and stored in the model file);
+//! the refusal names the category whose head is furthest above its own
+//! threshold.
 //!
 //! # Determinism
 //!

@@ -1,7 +1,7 @@
-//! Fitting the [`Model`](super::model::Model): deterministic, reproducible.
+//! Fitting the [`Model`]: deterministic, reproducible.
 //!
 //! One-vs-rest logistic regression per head, fitted by AdaGrad over the
-//! hashed features of [`features`](super::model::features), samples visited
+//! hashed features of [`features`], samples visited
 //! in an order shuffled by a fixed seed. No threads, no clock, no random
 //! state from outside: the same samples, in the same order, with the same
 //! [`TrainConfig`] give the same model bytes. The weights are then
