@@ -617,5 +617,14 @@ mod tests {
         assert_ne!(other, BUILTIN_TOML);
         let err = Policy::from_toml(&other).unwrap_err();
         assert!(matches!(err, PolicyError::Model(_)), "{err}");
+        // Nobody signs it, and so no node verifies it: a signed policy is
+        // compiled (with its model) before it is taken, and a node keeps
+        // the policy it had when that fails.
+        let err = SignedPolicy::sign(&other, &[7; 32]).unwrap_err();
+        assert!(matches!(err, PolicyError::Model(_)), "{err}");
+        assert!(
+            err.to_string().contains("not built into this release"),
+            "{err}"
+        );
     }
 }
