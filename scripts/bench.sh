@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the packet-format benchmarks (protocol/benches/sphinx.rs) and prints
-# each benchmark's median next to the project's targets:
+# Runs the packet-format benchmarks (protocol/benches/sphinx.rs) and the
+# moderation policy's (protocol/benches/policy.rs), and prints each
+# benchmark's median next to the project's targets:
 #   hop processing (process_packet/*)    median <= 45 us
 #   5-hop packet creation (build_packet/5_hops) median <= 300 us
+#   policy check of 2,000 bytes, rules and model (check_text/2000_bytes) median < 300 us
 #
 # Usage: scripts/bench.sh [criterion args...]
 #   Every argument goes to the benchmark binary (after `--`), e.g.
@@ -48,7 +50,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
-cargo bench -p leak-protocol --bench sphinx -- "$@"
+cargo bench -p leak-protocol --bench sphinx --bench policy -- "$@"
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
@@ -120,6 +122,10 @@ BENCHES = [
     ("build_packet/3_hops", None),
     ("build_packet/5_hops", 300_000),
     ("build_reply_block/3_hops", None),
+    ("check_text/2000_bytes", 300_000),
+    ("check_text/short", None),
+    ("model/2000_bytes", None),
+    ("normalize/2000_bytes", None),
 ]
 
 

@@ -275,6 +275,30 @@ impl PolicyState {
     }
 }
 
+/// The measurement-only sets of the moderation training data in `dir`
+/// (`shared/moderation-train`): their licences keep them out of the shipped
+/// model, so they measure it on texts it never saw.
+pub fn measurement_samples(
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<leak_protocol::policy::eval::Sample>> {
+    let mut samples = Vec::new();
+    for set in [
+        "cyberagression_fr",
+        "dailydialog",
+        "gab_hate_corpus",
+        "enron_spam",
+    ] {
+        let path = dir.join(format!("{set}.tsv"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        samples.extend(
+            leak_protocol::policy::eval::labelled_samples(set, &text)
+                .with_context(|| path.display().to_string())?,
+        );
+    }
+    Ok(samples)
+}
+
 /// The evaluation's samples (`leak-node policy eval`): the public data sets
 /// in `data` ([`eval::HATECHECK_FILE`] and [`eval::SMS_FILE`], both
 /// required), if given, and every `*.tsv` fixture file in `fixtures`.

@@ -2,9 +2,10 @@
 //!
 //! | benchmark | what is timed |
 //! |---|---|
-//! | `check_text/2000_bytes` | the built-in policy checking a benign 2,000-byte text (target < 100 µs) |
+//! | `check_text/2000_bytes` | the built-in policy, rules and model, checking a benign 2,000-byte text (target < 300 µs) |
 //! | `check_text/short` | the same for a one-line confession |
 //! | `normalize/2000_bytes` | computing the views of the 2,000-byte text |
+//! | `model/2000_bytes` | the built-in model alone scoring the words view of that text |
 //! | `stamp/solve_default_bits` | solving a stamp at the built-in policy's `stamp_bits` (one message id per iteration) |
 //! | `stamp/verify` | checking one stamp |
 //!
@@ -64,6 +65,12 @@ fn bench_check(c: &mut Criterion) {
     let mut g = c.benchmark_group("normalize");
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("2000_bytes", |b| b.iter(|| views(black_box(&text))));
+    g.finish();
+    let model = policy.model().expect("the built-in policy has a model");
+    let words = views(&text).words;
+    let mut g = c.benchmark_group("model");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("2000_bytes", |b| b.iter(|| model.scores(black_box(&words))));
     g.finish();
 }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p leak-protocol --example policy_eval -- \
 //!     [--data DIR] [--fixtures DIR] [--policy FILE.toml] [--verbose] [--show GROUP-OR-SET]...
+//!     [--scores TEXT]...
 //! ```
 //!
 //! `leak-node policy eval` prints the same numbers; this example adds
@@ -23,10 +24,12 @@
 //! beside the workspace when it exists; without it only the fixtures are
 //! measured.
 //!
-//! Prints the per-category table, the per-group numbers and the project's
+//! Prints the per-category table, the per-group numbers, the flip rate under
+//! small edits ([`eval::flips`]) and the project's
 //! targets with PASS, FAIL or SKIP. `--verbose` also lists the benign texts
 //! refused and the abusive ones missed in the project's own fixtures;
-//! `--show` does the same for one group (a HateCheck functionality, `ham`,
+//! `--scores TEXT` prints only TEXT's verdict and the model's logit per head
+//! next to the head's threshold. `--show` does the same for one group (a HateCheck functionality, `ham`,
 //! `spam`) or set.
 
 use std::{
@@ -38,6 +41,7 @@ use std::{
 use leak_protocol::policy::{
     Policy,
     eval::{self, Sample, evaluate},
+    model,
 };
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let mut policy_file: Option<PathBuf> = None;
     let mut verbose = false;
     let mut show: Vec<String> = Vec::new();
+    let mut scores: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
             "--policy" => policy_file = args.next().map(PathBuf::from),
             "--verbose" | "-v" => verbose = true,
             "--show" => show.extend(args.next()),
+            "--scores" => scores.extend(args.next()),
             other => {
                 eprintln!("unknown argument {other:?}");
                 return ExitCode::from(2);
@@ -77,6 +83,11 @@ fn main() -> ExitCode {
             }
         },
     };
+
+    if !scores.is_empty() {
+        print_scores(&policy, &scores);
+        return ExitCode::SUCCESS;
+    }
 
     let mut samples = Vec::new();
     if let Some(dir) = &data {
@@ -101,8 +112,9 @@ fn main() -> ExitCode {
     }
 
     let start = std::time::Instant::now();
-    let report = evaluate(&policy, &samples);
+    let mut report = evaluate(&policy, &samples);
     let elapsed = start.elapsed();
+    report.set_flips(eval::flips(&policy, &samples));
     print!("{}", report.summary(Some(elapsed)));
 
     for s in samples
@@ -130,6 +142,21 @@ fn main() -> ExitCode {
     }
 
     ExitCode::SUCCESS
+}
+
+/// Each text's verdict and, per model head, its logit and threshold.
+fn print_scores(policy: &Policy, texts: &[String]) {
+    for text in texts {
+        println!("{:?}", policy.check_text(text));
+        let Some(model) = policy.model() else {
+            continue;
+        };
+        let scores = model.scores(&leak_protocol::policy::views(text).words);
+        for ((kind, s), h) in model::HEADS.iter().zip(scores.0).zip(model.heads()) {
+            let name = kind.map_or("abusive", leak_protocol::policy::Category::as_str);
+            println!("  {name:10} {s:7.3} (threshold {:7.3})", h.threshold);
+        }
+    }
 }
 
 /// A data set file's samples, or why not.

@@ -109,6 +109,43 @@ fn negation_and_counter_speech_are_not_hate() {
     );
 }
 
+/// Issue 14: the built-in policy's known holes, tried as a sender would.
+/// Punctuation, quotation, a missing apostrophe, a wish rather than a plan,
+/// an insult without a listed intensifier, French; and support for someone
+/// in distress is not encouragement to self-harm.
+#[test]
+fn issue_14_regressions() {
+    let policy = Policy::builtin();
+    for text in [
+        "I will kill you",
+        "I will kill you!!",
+        "Remember this: \"I will kill you\"",
+        "Im going to kill you",
+        "I hope you die",
+        "you are truly stupid",
+        "Je vais te tuer",
+        "t'es une grosse merde",
+    ] {
+        assert!(!policy.check_text(text).is_accepted(), "accepted: {text}");
+    }
+    assert_eq!(
+        policy.check_text("Don't ever kill yourself, you matter to me"),
+        Verdict::Accepted
+    );
+}
+
+/// A model refusal names its category and gives a sentence that does not
+/// repeat the text, like a rule's.
+#[test]
+fn model_refusals_name_a_category_without_echoing() {
+    let policy = Policy::builtin();
+    let text = "t'es une grosse merde";
+    let r = policy.check_text(text);
+    let r = r.refusal().expect("refused");
+    assert!(r.rule.len() <= MAX_RULE_LEN && r.reason.len() <= MAX_REASON_LEN);
+    assert!(!r.reason.to_lowercase().contains("merde"));
+}
+
 #[test]
 fn refusals_name_rule_and_reason_without_echoing() {
     let policy = Policy::builtin();

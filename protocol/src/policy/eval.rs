@@ -137,6 +137,211 @@ pub fn fixture_samples(name: &str, tsv_text: &str) -> Result<Vec<Sample>, DataEr
     Ok(out)
 }
 
+/// The samples of a set in the moderation training format
+/// (`shared/moderation-train/*.tsv`): a header `label<TAB>category<TAB>lang<TAB>text`
+/// and one text per line. The set is `set`, the group the language (`en`,
+/// `fr`). An `abusive` text is labelled with its category; abuse of an
+/// unnamed kind (`other_abusive`) counts as [`Category::Bullying`]
+/// (harassment), which only matters for the per-category table: recall
+/// counts a refusal of any category.
+pub fn labelled_samples(set: &str, tsv_text: &str) -> Result<Vec<Sample>, DataError> {
+    let mut out = Vec::new();
+    for (n, line) in tsv_text.lines().enumerate() {
+        if (n == 0 && line.starts_with("label\t"))
+            || line.trim().is_empty()
+            || line.starts_with('#')
+        {
+            continue;
+        }
+        let at = || format!("{set}:{}", n + 1);
+        let mut f = line.splitn(4, '\t');
+        let (Some(label), Some(category), Some(lang), Some(text)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(DataError(format!("{}: not 4 tab-separated fields", at())));
+        };
+        let label = match (label, category) {
+            ("benign", _) => None,
+            ("abusive", "other_abusive") => Some(Category::Bullying),
+            ("abusive", "self_harm") => Some(Category::SelfHarm),
+            ("abusive", c) => Some(
+                Category::from_name(c)
+                    .ok_or_else(|| DataError(format!("{}: unknown category {c:?}", at())))?,
+            ),
+            (other, _) => return Err(DataError(format!("{}: unknown label {other:?}", at()))),
+        };
+        out.push(Sample {
+            text: text.to_owned(),
+            label,
+            set: set.to_owned(),
+            group: lang.to_owned(),
+        });
+    }
+    if out.is_empty() {
+        return Err(DataError(format!("{set}: no samples")));
+    }
+    Ok(out)
+}
+
+/// The small edits a sender would try on a refused text to get it through:
+/// punctuation, case, quotes, apostrophes, one-letter misspellings,
+/// inserted spaces or zero-width characters, emoji. Each name is reported
+/// with its flip rate.
+pub const EDITS: [&str; 14] = [
+    "add !!!",
+    "drop punctuation",
+    "upper case",
+    "lower case",
+    "in quotes",
+    "drop apostrophes",
+    "drop a letter",
+    "swap two letters",
+    "double a letter",
+    "replace a letter",
+    "space in a word",
+    "zero-width in a word",
+    "emoji after",
+    "emoji between words",
+];
+
+/// `text` with the edit `EDITS[edit]` applied. Letter edits touch the
+/// longest word (the likeliest to carry the meaning), never its first letter.
+pub fn edit(text: &str, edit: usize) -> String {
+    // The longest word: its byte range.
+    let mut best = (0, 0);
+    let mut start = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(core::iter::once((text.len(), ' ')))
+    {
+        if c.is_alphanumeric() {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take()
+            && text[s..i].chars().count() > text[best.0..best.1].chars().count()
+        {
+            best = (s, i);
+        }
+    }
+    let word: Vec<char> = text[best.0..best.1].chars().collect();
+    let with_word = |w: String| format!("{}{w}{}", &text[..best.0], &text[best.1..]);
+    let mid = word.len() / 2;
+    match EDITS.get(edit).copied().unwrap_or("") {
+        "add !!!" => format!("{}!!!", text.trim_end_matches(['.', '!', '?'])),
+        "drop punctuation" => text.chars().filter(|c| !c.is_ascii_punctuation()).collect(),
+        "upper case" => text.to_uppercase(),
+        "lower case" => text.to_lowercase(),
+        "in quotes" => format!("\"{text}\""),
+        "drop apostrophes" => text.chars().filter(|c| !matches!(c, '\'' | '’')).collect(),
+        "drop a letter" if word.len() >= 4 => with_word(
+            word.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != mid)
+                .map(|(_, c)| c)
+                .collect(),
+        ),
+        "swap two letters" if word.len() >= 4 => {
+            let mut w = word.clone();
+            w.swap(mid - 1, mid);
+            with_word(w.into_iter().collect())
+        }
+        "double a letter" if word.len() >= 2 => {
+            let mut w = word.clone();
+            w.insert(mid, word[mid]);
+            with_word(w.into_iter().collect())
+        }
+        "replace a letter" if word.len() >= 4 => {
+            let mut w = word.clone();
+            // A neighbouring key's worth of change: the next letter.
+            w[mid] = match w[mid] {
+                'z' => 'a',
+                'Z' => 'A',
+                c if c.is_ascii_alphabetic() => char::from(c as u8 + 1),
+                c => c,
+            };
+            with_word(w.into_iter().collect())
+        }
+        "space in a word" if word.len() >= 2 => {
+            let (a, b) = word.split_at(mid);
+            with_word(format!(
+                "{} {}",
+                a.iter().collect::<String>(),
+                b.iter().collect::<String>()
+            ))
+        }
+        "zero-width in a word" if word.len() >= 2 => {
+            let (a, b) = word.split_at(mid);
+            with_word(format!(
+                "{}\u{200b}{}",
+                a.iter().collect::<String>(),
+                b.iter().collect::<String>()
+            ))
+        }
+        "emoji after" => format!("{text} 😂"),
+        "emoji between words" => text.replacen(' ', " 😡 ", 1),
+        _ => text.to_owned(),
+    }
+}
+
+/// How often a small edit turns a refused abusive text into an accepted one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flips {
+    /// Abusive samples the policy refused (each one is edited).
+    pub refused: usize,
+    /// Per [`EDITS`] entry: edited texts that differ from the original, and
+    /// how many of them were accepted.
+    pub per_edit: Vec<(usize, usize)>,
+}
+
+impl Flips {
+    /// Accepted edited texts over all edited texts.
+    pub fn rate(&self) -> Option<f64> {
+        let (n, flipped) = self
+            .per_edit
+            .iter()
+            .fold((0, 0), |(n, f), (a, b)| (n + a, f + b));
+        ratio(flipped, n)
+    }
+}
+
+/// Applies every [`edit`] to every abusive sample the policy refuses and
+/// counts the edited texts it accepts.
+pub fn flips(policy: &Policy, samples: &[Sample]) -> Flips {
+    let mut out = Flips {
+        refused: 0,
+        per_edit: vec![(0, 0); EDITS.len()],
+    };
+    for s in samples.iter().filter(|s| s.label.is_some()) {
+        if policy.check_text(&s.text).is_accepted() {
+            continue;
+        }
+        out.refused += 1;
+        for (e, counts) in out.per_edit.iter_mut().enumerate() {
+            let edited = edit(&s.text, e);
+            if edited == s.text {
+                continue;
+            }
+            counts.0 += 1;
+            counts.1 += usize::from(policy.check_text(&edited).is_accepted());
+        }
+    }
+    out
+}
+
+impl core::fmt::Display for Flips {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        writeln!(
+            f,
+            "flip rate under small edits ({} refused abusive texts, each edited {} ways):",
+            self.refused,
+            EDITS.len()
+        )?;
+        for (name, (n, flipped)) in EDITS.iter().zip(&self.per_edit) {
+            writeln!(f, "  {name:<22} {}", fmt_ratio(ratio(*flipped, *n)))?;
+        }
+        writeln!(f, "  {:<22} {}", "(all)", fmt_ratio(self.rate()))
+    }
+}
+
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
@@ -223,6 +428,8 @@ pub struct Report {
     version: u32,
     /// How many samples were checked.
     samples: usize,
+    /// The flip rate under small edits, when measured ([`Report::set_flips`]).
+    flips: Option<Flips>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -278,6 +485,11 @@ pub fn evaluate(policy: &Policy, samples: &[Sample]) -> Report {
 }
 
 impl Report {
+    /// Adds the flip-rate measurement ([`flips`]) to the report and its targets.
+    pub fn set_flips(&mut self, flips: Flips) {
+        self.flips = Some(flips);
+    }
+
     /// The sets, in name order.
     pub fn sets(&self) -> impl Iterator<Item = &str> {
         self.sets.keys().map(String::as_str)
@@ -491,6 +703,25 @@ impl Report {
                 false,
                 0.02,
             ),
+            target(
+                "French abusive recall, never-trained set (cyberagression_fr)",
+                self.groups("cyberagression_fr", &["fr"]).recall(),
+                true,
+                0.80,
+            ),
+            target(
+                "French benign refused, never-trained set (cyberagression_fr)",
+                self.groups("cyberagression_fr", &["fr"])
+                    .false_positive_rate(),
+                false,
+                0.05,
+            ),
+            target(
+                "flip rate under small edits",
+                self.flips.as_ref().and_then(Flips::rate),
+                false,
+                0.10,
+            ),
         ]
     }
 
@@ -542,6 +773,9 @@ impl core::fmt::Display for Summary<'_> {
                 writeln!(f, "  benign refused by rule: {}", list.join(", "))?;
             }
             writeln!(f)?;
+        }
+        if let Some(flips) = &report.flips {
+            writeln!(f, "{flips}")?;
         }
         writeln!(f, "targets:")?;
         let targets = report.targets();
@@ -627,9 +861,10 @@ mod tests {
         let samples = fixture_samples("f.tsv", "benign\tI lied to you\n").unwrap();
         let report = evaluate(&Policy::builtin(), &samples);
         let targets = report.targets();
-        assert_eq!(targets.len(), 6);
+        assert_eq!(targets.len(), 9);
         assert_eq!(targets[5].met(), Some(true));
         assert!(targets[..5].iter().all(|t| t.met().is_none()));
+        assert!(targets[6..].iter().all(|t| t.met().is_none()));
         let text = report.summary(None).to_string();
         assert!(text.starts_with(&format!(
             "policy version {}, 1 samples\n",
@@ -637,6 +872,55 @@ mod tests {
         )));
         assert!(text.contains("PASS own benign confessions refused: 0.000"));
         assert!(text.contains("SKIP SMS spam recall: no data"));
-        assert!(text.contains("5 not measured"));
+        assert!(text.contains("8 not measured"));
+    }
+
+    #[test]
+    fn labelled_lines() {
+        let tsv = "label\tcategory\tlang\ttext\nabusive\tthreat\ten\tI will hurt you\n\
+                   abusive\tother_abusive\tfr\tt'es nul\nbenign\tbenign\tfr\tsalut\n";
+        let s = labelled_samples("x", tsv).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].label, s[0].group.as_str()),
+            (Some(Category::Threat), "en")
+        );
+        assert_eq!(
+            (s[1].label, s[1].group.as_str()),
+            (Some(Category::Bullying), "fr")
+        );
+        assert_eq!(s[2].label, None);
+        assert!(
+            labelled_samples("x", "label\tcategory\tlang\ttext\nabusive\tbogus\ten\tx\n").is_err()
+        );
+        assert!(labelled_samples("x", "label\tcategory\tlang\ttext\nno tabs\n").is_err());
+    }
+
+    #[test]
+    fn edits_change_the_text_as_named() {
+        let t = "I'm going to hurt you.";
+        let all: Vec<String> = (0..EDITS.len()).map(|e| edit(t, e)).collect();
+        assert_eq!(all[0], "I'm going to hurt you!!!");
+        assert_eq!(all[1], "Im going to hurt you");
+        assert_eq!(all[4], "\"I'm going to hurt you.\"");
+        assert_eq!(all[5], "Im going to hurt you.");
+        assert_eq!(all[6], "I'm gong to hurt you.");
+        assert_eq!(all[10], "I'm go ing to hurt you.");
+        assert!(all.iter().all(|e| e != t));
+        // Any text, even without words, gives an edit and no panic.
+        for text in ["", "!!", "é", "a"] {
+            for e in 0..EDITS.len() {
+                let _ = edit(text, e);
+            }
+        }
+    }
+
+    #[test]
+    fn flips_count_accepted_edits() {
+        let samples = fixture_samples("f.tsv", "threat\tI will kill you\nbenign\thi\n").unwrap();
+        let flips = flips(&Policy::builtin(), &samples);
+        assert_eq!(flips.refused, 1);
+        assert!(flips.per_edit.iter().all(|(n, f)| f <= n));
+        assert!(flips.rate().is_some());
     }
 }

@@ -30,11 +30,13 @@
 //! Everything here is pure: no I/O, no clock. Callers supply the time (as a
 //! stamp epoch) and read the files.
 
+pub mod model;
 mod normalize;
 pub mod optout;
 mod rules;
 mod signed;
 mod stamp;
+pub mod train;
 
 pub mod eval;
 
@@ -51,6 +53,23 @@ use crate::address::Recipient;
 
 /// The default policy's source, shipped in the repository.
 pub const BUILTIN_TOML: &str = include_str!("../../policy/default.toml");
+
+/// The default policy's model (`policy/model.bin`), shipped in the
+/// repository and built in, so that no client or node downloads it.
+pub const BUILTIN_MODEL: &[u8] = include_bytes!("../../policy/model.bin");
+
+/// The built-in model, parsed once.
+fn builtin_model() -> Option<std::sync::Arc<model::Model>> {
+    static MODEL: std::sync::OnceLock<Option<std::sync::Arc<model::Model>>> =
+        std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            model::Model::from_bytes(BUILTIN_MODEL)
+                .ok()
+                .map(std::sync::Arc::new)
+        })
+        .clone()
+}
 
 /// The most leading zero bits a policy may ask of a stamp.
 pub const MAX_STAMP_BITS: u8 = 32;
@@ -224,6 +243,10 @@ pub enum PolicyError {
         /// How many were required.
         threshold: usize,
     },
+    /// The policy names a model whose bytes are missing, altered or
+    /// malformed.
+    #[error("policy model: {0}")]
+    Model(String),
     /// A signature made by a trusted key does not verify.
     #[error(
         "signed policy: the signature by trusted key {key} does not verify (forged or altered)"
@@ -255,6 +278,7 @@ pub struct Policy {
     optout_key: [u8; 32],
     limits: Limits,
     rules: rules::RuleSet,
+    model: Option<std::sync::Arc<model::Model>>,
     source: String,
 }
 
@@ -266,6 +290,7 @@ impl fmt::Debug for Policy {
             .field("version", &self.version)
             .field("limits", &self.limits)
             .field("rules", &self.rules.rules.len())
+            .field("model", &self.model.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -294,12 +319,27 @@ impl Policy {
                 stamp_bits: 20,
             },
             rules: rules::RuleSet::empty(),
+            model: None,
             source: String::new(),
         }
     }
 
-    /// Compiles a policy document.
+    /// Compiles a policy document. A document that names a model (`[model]`,
+    /// by its BLAKE3 hash) gets the built-in model when the hashes match,
+    /// and is refused otherwise: use [`Policy::from_toml_with_model`] to
+    /// supply another model's bytes.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        Self::compile(text, None)
+    }
+
+    /// Compiles a policy document with the bytes of the model file it names.
+    /// The bytes must hash to the document's `[model] blake3`: the
+    /// maintainers' signature over the document then covers the model.
+    pub fn from_toml_with_model(text: &str, model: &[u8]) -> Result<Policy, PolicyError> {
+        Self::compile(text, Some(model))
+    }
+
+    fn compile(text: &str, model_bytes: Option<&[u8]>) -> Result<Policy, PolicyError> {
         let file: rules::PolicyFile =
             toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
         let optout_key = parse_key(&file.optout_key)?;
@@ -323,6 +363,10 @@ impl Policy {
             });
         }
         let rules = rules::RuleSet::compile(&file)?;
+        let model = match &file.model {
+            None => None,
+            Some(m) => Some(load_model(m, model_bytes)?),
+        };
         Ok(Policy {
             version: file.version,
             optout_key,
@@ -333,6 +377,7 @@ impl Policy {
                 stamp_bits: l.stamp_bits,
             },
             rules,
+            model,
             source: text.to_owned(),
         })
     }
@@ -376,14 +421,47 @@ impl Policy {
         }
         let views = normalize::views(text);
         let skip = self.limits.links_allowed.then_some(Category::Links);
-        match self.rules.first_match(&views, skip) {
-            None => Verdict::Accepted,
-            Some(rule) => Verdict::Refused(Refusal {
+        if let Some(rule) = self.rules.first_match(&views, skip) {
+            return Verdict::Refused(Refusal {
                 category: rule.category,
                 rule: rule.name.clone(),
                 reason: rule.reason.clone(),
+            });
+        }
+        match self.model.as_ref().and_then(|m| m.verdict(&views.words)) {
+            None => Verdict::Accepted,
+            Some(category) => Verdict::Refused(Refusal {
+                category,
+                rule: format!("model.{category}"),
+                reason: model_reason(category).to_owned(),
             }),
         }
+    }
+
+    /// The model file a policy document names (`[model] file`), if it names
+    /// one; `None` too when the document is not valid TOML.
+    pub fn model_file_name(text: &str) -> Option<String> {
+        let file: rules::PolicyFile = toml::from_str(text).ok()?;
+        file.model.and_then(|m| m.file)
+    }
+
+    /// The same policy without its model: the rules alone (for measuring
+    /// what the model adds).
+    pub fn without_model(&self) -> Policy {
+        Policy {
+            model: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the policy has a learned model beside its rules.
+    pub fn has_model(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// The policy's model, if it has one.
+    pub fn model(&self) -> Option<&model::Model> {
+        self.model.as_deref()
     }
 
     /// The keyed hash of a recipient's normalised address, for opt-outs and
@@ -410,6 +488,81 @@ pub fn normalized_address(recipient: &Recipient) -> String {
     out.push('@');
     out.push_str(&recipient.ascii_domain().to_ascii_lowercase());
     out
+}
+
+/// The sentence a model refusal gives, per category: like a rule's reason,
+/// it never repeats the text.
+fn model_reason(category: Category) -> &'static str {
+    match category {
+        Category::Threat => {
+            "The message reads as a threat against someone, which Leak never delivers."
+        }
+        Category::SelfHarm => {
+            "The message reads as encouraging someone to harm themselves, which Leak never delivers."
+        }
+        Category::Bullying => "The message reads as insulting or harassing the recipient.",
+        Category::Hate => "The message reads as hateful towards a group of people.",
+        Category::Sexual => "The message reads as unwanted sexual content.",
+        Category::Spam => "The message reads as spam or a scam.",
+        Category::Doxxing => "The message reads as exposing someone's personal details.",
+        Category::Links => "The message contains links, which this policy does not allow.",
+        Category::Length => "The message is too long.",
+    }
+}
+
+/// The model a policy's `[model]` names: `bytes` when given, else the
+/// built-in model; either way it must hash to the named BLAKE3.
+fn load_model(
+    named: &rules::ModelFile,
+    bytes: Option<&[u8]>,
+) -> Result<std::sync::Arc<model::Model>, PolicyError> {
+    let want = parse_hash(&named.blake3)?;
+    let file = named.file.as_deref().unwrap_or("the model file");
+    match bytes {
+        Some(bytes) => {
+            if *blake3::hash(bytes).as_bytes() != want {
+                return Err(PolicyError::Model(format!(
+                    "{file} does not match the policy's [model] blake3 (missing, altered or another model)"
+                )));
+            }
+            model::Model::from_bytes(bytes)
+                .map(std::sync::Arc::new)
+                .map_err(|e| PolicyError::Model(format!("{file}: {e}")))
+        }
+        None => {
+            if *blake3::hash(BUILTIN_MODEL).as_bytes() != want {
+                return Err(PolicyError::Model(format!(
+                    "the policy names a model (blake3 {}) that is not built into this release; \
+                     supply {file} with it",
+                    named.blake3
+                )));
+            }
+            builtin_model()
+                .ok_or_else(|| PolicyError::Model("the built-in model does not parse".to_owned()))
+        }
+    }
+}
+
+/// 64 hex digits → 32 bytes.
+fn parse_hash(hex: &str) -> Result<[u8; 32], PolicyError> {
+    parse_hex32(hex).ok_or_else(|| PolicyError::Invalid {
+        at: "model.blake3".to_owned(),
+        message: "must be 64 hexadecimal digits (32 bytes)".to_owned(),
+    })
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 fn parse_key(hex: &str) -> Result<[u8; 32], PolicyError> {
@@ -440,5 +593,44 @@ mod tests {
             assert!(r.name.len() <= MAX_RULE_LEN);
             assert!(r.reason.len() <= MAX_REASON_LEN);
         }
+        for c in Category::ALL {
+            assert!(format!("model.{c}").len() <= MAX_RULE_LEN);
+            assert!(model_reason(c).len() <= MAX_REASON_LEN);
+        }
+    }
+
+    #[test]
+    fn builtin_policy_has_its_model() {
+        assert!(Policy::builtin().has_model());
+        assert!(builtin_model().is_some());
+    }
+
+    #[test]
+    fn a_model_that_does_not_match_its_hash_is_refused() {
+        let ok = Policy::from_toml_with_model(BUILTIN_TOML, BUILTIN_MODEL);
+        assert!(ok.is_ok_and(|p| p.has_model()));
+        let mut altered = BUILTIN_MODEL.to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        let err = Policy::from_toml_with_model(BUILTIN_TOML, &altered).unwrap_err();
+        assert!(matches!(err, PolicyError::Model(_)), "{err}");
+        assert!(Policy::from_toml_with_model(BUILTIN_TOML, b"").is_err());
+        // A document naming a model this build does not have.
+        let other = BUILTIN_TOML.replace(
+            &blake3::hash(BUILTIN_MODEL).to_hex().to_string(),
+            &"ab".repeat(32),
+        );
+        assert_ne!(other, BUILTIN_TOML);
+        let err = Policy::from_toml(&other).unwrap_err();
+        assert!(matches!(err, PolicyError::Model(_)), "{err}");
+        // Nobody signs it, and so no node verifies it: a signed policy is
+        // compiled (with its model) before it is taken, and a node keeps
+        // the policy it had when that fails.
+        let err = SignedPolicy::sign(&other, &[7; 32]).unwrap_err();
+        assert!(matches!(err, PolicyError::Model(_)), "{err}");
+        assert!(
+            err.to_string().contains("not built into this release"),
+            "{err}"
+        );
     }
 }

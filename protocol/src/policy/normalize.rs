@@ -43,12 +43,14 @@ pub fn views(text: &str) -> Views {
         Some(outside) => {
             let w = words_view(&outside);
             // A text that is (almost) all quotation is judged as a whole:
-            // quotation marks are not a way around the rules.
-            if w.split_ascii_whitespace().count() >= 3 {
-                w
-            } else {
-                words.clone()
-            }
+            // quotation marks are not a way around the rules. Only the
+            // sender's own words count ("quote" stands for the quotation):
+            // `Remember this: "I will kill you"` is a threat, not a report.
+            let own = w
+                .split_ascii_whitespace()
+                .filter(|t| !matches!(*t, "quote" | "."))
+                .count();
+            if own >= 3 { w } else { words.clone() }
         }
         None => words.clone(),
     };
@@ -333,7 +335,11 @@ fn fold_leet(token: &str, out: &mut String) {
             lone && (prev.is_some_and(|p| p.is_ascii_alphabetic())
                 || next.is_some_and(|n| n.is_ascii_alphabetic()))
         } else {
-            let inside = prev.is_some_and(is_letterish) && next.is_some_and(is_letterish);
+            // Between letters, and with a real letter or digit still to
+            // come: "sh!t" is a word, "you!!" is "you" and two marks.
+            let inside = prev.is_some_and(is_letterish)
+                && next.is_some_and(is_letterish)
+                && chars[i + 1..].iter().any(char::is_ascii_alphanumeric);
             let leading = prev.is_none_or(|p| !is_letterish(p))
                 && matches!(c, '@' | '$')
                 && next.is_some_and(|n| n.is_ascii_alphabetic());
@@ -511,6 +517,9 @@ mod tests {
             " its 20 on 2024 01 01 "
         );
         assert_eq!(fold_term("kill"), "kil");
+        // Marks after a word are punctuation, not leetspeak.
+        assert_eq!(views("I will kill you!!").words, " i wil kil you ");
+        assert_eq!(views("sh!t").words, " shit ");
     }
 
     #[test]

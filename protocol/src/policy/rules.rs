@@ -21,6 +21,17 @@ pub(crate) struct PolicyFile {
     #[serde(default)]
     pub rules: Vec<RuleFile>,
     pub fuzzy: Option<FuzzyFile>,
+    pub model: Option<ModelFile>,
+}
+
+/// The learned model a policy uses, named by its hash.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelFile {
+    /// The model file's name beside the policy (informational).
+    pub file: Option<String>,
+    /// BLAKE3 of the model file's bytes, 64 hex digits.
+    pub blake3: String,
 }
 
 /// Misspelling variants added to lexicons.
