@@ -1,9 +1,9 @@
 //! The node library's errors: what went wrong, typed, for the binary (and
-//! the tests) to show. `anyhow` lives only in `main.rs`.
+//! the tests) to show. `anyhow` lives only in the binary (`main.rs`, `policy_cli.rs`).
 
 use std::path::PathBuf;
 
-use crate::{config::ConfigError, exit::ExitError, store::StoreError};
+use crate::{config::ConfigError, exit::ExitError, policy::PolicyFileError, store::StoreError};
 
 /// Why a node could not start, or a running node could not do what it was
 /// asked.
@@ -21,7 +21,7 @@ pub enum NodeError {
     Store(#[from] StoreError),
     /// The moderation policy in force cannot be loaded.
     #[error("the moderation policy: {0}")]
-    Policy(String),
+    Policy(#[from] PolicyFileError),
     /// The exit role could not start.
     #[error(transparent)]
     Exit(#[from] ExitError),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails when a module of a crate imports one that imports it back, or a
-file is over 800 lines: the node's architecture rules (one module per
-concern, no import cycles between them).
+file of the node (under node/) is over 800 lines: the node's architecture
+rules (one module per concern, no import cycles between them).
 
 Usage: scripts/lib/module_cycles.py SRC_DIR...
 
@@ -80,7 +80,7 @@ def main(roots):
         edges = set()
         for name, (path, text) in mods.items():
             lines = text.count("\n")
-            if lines > MAX_LINES:
+            if lines > MAX_LINES and os.path.normpath(root).startswith("node"):
                 print(f"{path}: {lines} lines (at most {MAX_LINES})")
                 failed = True
             code = re.split(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)[0]

@@ -176,10 +176,7 @@ pub async fn start(
         config.directory.max_nodes,
     );
     let control = swarm.behaviour().stream.new_control();
-    let policy = Arc::new(
-        PolicyState::load(&config.policy, &config.node.data_dir)
-            .map_err(|e| NodeError::Policy(format!("{e:#}")))?,
-    );
+    let policy = Arc::new(PolicyState::load(&config.policy, &config.node.data_dir)?);
     let mut options = options;
     let mut exit_incoming = None;
     if config.is_exit() && options.exit_sink.is_none() {
