@@ -11,7 +11,7 @@ use super::{shared::Shared, timer::TimerItem};
 use crate::{
     exit::ExitDelivery,
     identity::peer_id_of,
-    relay::{Decision, DropReason, settle_batch},
+    relay::{Decision, DropReason, NextHop, settle_batch},
     store::{Deposit, MailboxLimits},
 };
 
@@ -49,9 +49,15 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                 }
             }
         }
-        let knows =
-            |node: &NodeId| peer_id_of(node).is_some_and(|peer| !shared.book.get(&peer).is_empty());
-        let decided = settle_batch(&shared.core, &*shared.store, now_ms, opened, knows);
+        // One Ed25519 point decoding per packet (peer_id_of), here only.
+        let resolve = |node: &NodeId| match peer_id_of(node) {
+            None => NextHop::Invalid,
+            Some(peer) if peer == shared.local_peer || !shared.book.get(&peer).is_empty() => {
+                NextHop::Known(peer)
+            }
+            Some(_) => NextHop::Unknown,
+        };
+        let decided = settle_batch(&shared.core, &*shared.store, now_ms, opened, resolve);
         let mut deposits = Vec::new();
         for opened in decided {
             match opened.decision {
@@ -59,10 +65,7 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                     due_ms,
                     next_hop,
                     packet,
-                } => match peer_id_of(&next_hop) {
-                    Some(next_hop) => hold(shared, timer, opened.source, due_ms, next_hop, packet),
-                    None => shared.drop_packet(DropReason::BadNextHop),
-                },
+                } => hold(shared, timer, opened.source, due_ms, next_hop, packet),
                 Decision::Deposit {
                     mailbox,
                     reply,

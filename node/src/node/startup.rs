@@ -191,7 +191,6 @@ pub async fn start(
             });
         }
     }
-    let identity_node = identity.node_id();
     let has_exit = options.exit_sink.is_some();
     let shared = Arc::new(Shared {
         local_peer: identity.peer_id(),
@@ -214,7 +213,6 @@ pub async fn start(
         listen_addrs,
         inbound_streams: Mutex::new(HashMap::new()),
         core: RelayCore::new(
-            identity_node,
             RelayLimits {
                 max_delay_ms: config.limits.max_delay_ms.into(),
                 mailbox_ttl_ms: config.mailbox.ttl_secs.saturating_mul(1000),

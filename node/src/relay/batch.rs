@@ -4,7 +4,7 @@
 
 use leak_protocol::{Packet, Processed};
 
-use super::core::{Decision, DropReason, RelayCore};
+use super::core::{Decision, DropReason, NextHop, RelayCore};
 use crate::{
     epoch::KeyRing,
     store::{Deposit, MailboxLimits, Store, StoreError},
@@ -25,23 +25,23 @@ impl ReplayLog for Store {
 
 /// A packet of a batch, decided, with where it came from.
 #[derive(Debug)]
-pub struct Opened<S> {
+pub struct Opened<S, P> {
     /// The peer that sent it.
     pub source: S,
     /// What to do with it.
-    pub decision: Decision,
+    pub decision: Decision<P>,
 }
 
 /// Processes a batch of packets at `now_ms`: peels each with the key of
 /// its epoch ([`RelayCore::open`]), then [`settle_batch`].
-pub fn process_batch<S>(
+pub fn process_batch<S, P>(
     core: &RelayCore,
     keys: &KeyRing,
     replay: &impl ReplayLog,
     now_ms: u64,
     batch: Vec<(S, Packet)>,
-    knows: impl Fn(&leak_protocol::NodeId) -> bool,
-) -> Vec<Opened<S>> {
+    resolve: impl Fn(&leak_protocol::NodeId) -> NextHop<P>,
+) -> Vec<Opened<S, P>> {
     let mut dropped = Vec::new();
     let mut opened = Vec::with_capacity(batch.len());
     for (source, packet) in batch {
@@ -53,21 +53,21 @@ pub fn process_batch<S>(
             }),
         }
     }
-    dropped.extend(settle_batch(core, replay, now_ms, opened, knows));
+    dropped.extend(settle_batch(core, replay, now_ms, opened, resolve));
     dropped
 }
 
 /// Settles packets opened at `now_ms` (with their epochs): records the
 /// replay tags of all of them in one transaction (none passes on unless its
-/// tag is durably recorded) and decides each. `knows` is the directory
-/// check of [`RelayCore::decide`].
-pub fn settle_batch<S>(
+/// tag is durably recorded) and decides each. `resolve` is the directory
+/// look-up of [`RelayCore::decide`].
+pub fn settle_batch<S, P>(
     core: &RelayCore,
     replay: &impl ReplayLog,
     now_ms: u64,
     opened: Vec<(S, u64, Processed)>,
-    knows: impl Fn(&leak_protocol::NodeId) -> bool,
-) -> Vec<Opened<S>> {
+    resolve: impl Fn(&leak_protocol::NodeId) -> NextHop<P>,
+) -> Vec<Opened<S, P>> {
     if opened.is_empty() {
         return Vec::new();
     }
@@ -94,7 +94,7 @@ pub fn settle_batch<S>(
         .map(|((source, _, processed), fresh)| Opened {
             source,
             decision: if fresh {
-                core.decide(processed, now_ms, &knows)
+                core.decide(processed, now_ms, &resolve)
             } else {
                 Decision::Drop(DropReason::Replay)
             },

@@ -7,7 +7,7 @@ use leak_protocol::{
 };
 use zeroize::Zeroizing;
 
-use crate::{epoch::KeyRing, identity::peer_id_of};
+use crate::epoch::KeyRing;
 
 /// Why a relay dropped a packet. Each is counted under its
 /// [`label`](DropReason::label) in `leak_packets_dropped_total{reason}`.
@@ -75,15 +75,28 @@ impl DropReason {
     }
 }
 
-/// What a relay must do with a processed packet.
+/// What the relay's directory says of a packet's next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop<P> {
+    /// A node of the directory (or this one), reached as `P`.
+    Known(P),
+    /// A valid id this relay does not know: a packet cannot make a relay
+    /// dial arbitrary keys and hold queues for them.
+    Unknown,
+    /// Not a node id at all (not an Ed25519 key).
+    Invalid,
+}
+
+/// What a relay must do with a processed packet; `P` is how the caller
+/// reaches a next hop (a libp2p `PeerId` in the node).
 #[derive(Debug)]
-pub enum Decision {
+pub enum Decision<P> {
     /// Hold it until `due_ms`, then pass it to `next_hop`.
     Hold {
         /// When to release it (Unix ms).
         due_ms: u64,
         /// The next hop.
-        next_hop: NodeId,
+        next_hop: P,
         /// The re-encrypted packet.
         packet: Packet,
     },
@@ -123,19 +136,14 @@ pub struct RelayLimits {
 /// A relay's decisions, without I/O.
 #[derive(Debug, Clone)]
 pub struct RelayCore {
-    local: NodeId,
     limits: RelayLimits,
     exit: bool,
 }
 
 impl RelayCore {
-    /// The core of node `local`, with the exit role if `exit`.
-    pub fn new(local: NodeId, limits: RelayLimits, exit: bool) -> Self {
-        Self {
-            local,
-            limits,
-            exit,
-        }
+    /// A relay's core, with the exit role if `exit`.
+    pub fn new(limits: RelayLimits, exit: bool) -> Self {
+        Self { limits, exit }
     }
 
     /// The limits in force.
@@ -162,32 +170,28 @@ impl RelayCore {
     }
 
     /// Decides what to do with a packet processed (and found fresh) at
-    /// `now_ms`. `knows` says whether a node is in this relay's directory:
-    /// a packet cannot make a relay dial arbitrary keys and hold queues for
-    /// them.
-    pub fn decide(
+    /// `now_ms`. `resolve` looks a next hop up in this relay's directory
+    /// (this relay itself counts as known: a path may pass it twice).
+    pub fn decide<P>(
         &self,
         processed: Processed,
         now_ms: u64,
-        knows: impl Fn(&NodeId) -> bool,
-    ) -> Decision {
+        resolve: impl Fn(&NodeId) -> NextHop<P>,
+    ) -> Decision<P> {
         let too_long = |delay: Delay| u64::from(delay.as_millis()) > self.limits.max_delay_ms;
         match processed {
-            Processed::Forward(forward) => {
-                if peer_id_of(&forward.next_hop).is_none() {
-                    Decision::Drop(DropReason::BadNextHop)
-                } else if forward.next_hop != self.local && !knows(&forward.next_hop) {
-                    Decision::Drop(DropReason::UnknownNextHop)
-                } else if too_long(forward.delay) {
+            Processed::Forward(forward) => match resolve(&forward.next_hop) {
+                NextHop::Invalid => Decision::Drop(DropReason::BadNextHop),
+                NextHop::Unknown => Decision::Drop(DropReason::UnknownNextHop),
+                NextHop::Known(_) if too_long(forward.delay) => {
                     Decision::Drop(DropReason::DelayTooLong)
-                } else {
-                    Decision::Hold {
-                        due_ms: now_ms + u64::from(forward.delay.as_millis()),
-                        next_hop: forward.next_hop,
-                        packet: forward.packet,
-                    }
                 }
-            }
+                NextHop::Known(next_hop) => Decision::Hold {
+                    due_ms: now_ms + u64::from(forward.delay.as_millis()),
+                    next_hop,
+                    packet: forward.packet,
+                },
+            },
             Processed::Final(done) => match done.payload {
                 FinalPayload::Mailbox { mailbox, reply } => {
                     if too_long(done.delay) {

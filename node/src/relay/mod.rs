@@ -20,5 +20,5 @@ mod core;
 
 pub use self::{
     batch::{Opened, ReplayLog, deposit_all, process_batch, settle_batch},
-    core::{Decision, DropReason, RelayCore, RelayLimits},
+    core::{Decision, DropReason, NextHop, RelayCore, RelayLimits},
 };

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::Path};
 use leak_node::{
     epoch::{EpochSchedule, KeyRing},
     held::{HeldQueue, Hold},
-    relay::{Decision, RelayCore, RelayLimits, process_batch},
+    relay::{Decision, NextHop, RelayCore, RelayLimits, process_batch},
     store::{Deposit, MailboxLimits, Store},
 };
 use leak_protocol::{
@@ -69,7 +69,6 @@ impl VirtualRelay {
         .expect("a key ring");
         keys.rotate(&store, now_ms / 1000, rng).expect("keys");
         let core = RelayCore::new(
-            node,
             RelayLimits {
                 max_delay_ms: config.limits.max_delay_ms.into(),
                 mailbox_ttl_ms: config.mailbox.ttl_secs * 1000,
@@ -185,14 +184,20 @@ impl VirtualRelay {
         rng: &mut StdRng,
     ) -> Received {
         let mut out = Received::default();
-        let knows = |node: &NodeId| directory.contains(node);
+        let resolve = |node: &NodeId| {
+            if directory.contains(node) {
+                NextHop::Known(*node)
+            } else {
+                NextHop::Unknown
+            }
+        };
         let decided = process_batch(
             &self.core,
             &self.keys,
             &self.store,
             now_ms,
             vec![(from, packet)],
-            knows,
+            resolve,
         );
         for opened in decided {
             match opened.decision {
