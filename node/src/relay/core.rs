@@ -215,3 +215,125 @@ impl RelayCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use leak_protocol::{
+        MailboxId, MixSecret, PathHop, build_packet, build_reply_block, process_packet,
+    };
+    use rand::{SeedableRng as _, rngs::StdRng};
+
+    use super::*;
+
+    const LIMITS: RelayLimits = RelayLimits {
+        max_delay_ms: 10_000,
+        mailbox_ttl_ms: 86_400_000,
+    };
+
+    fn node(n: u8) -> NodeId {
+        NodeId(leak_protocol::crypto::ed25519_public(&[n; 32]))
+    }
+
+    fn hop(node: NodeId, secret: &MixSecret, delay_ms: u32) -> PathHop {
+        PathHop {
+            node,
+            key: secret.public(),
+            key_hint: 7,
+            delay: Delay(delay_ms),
+        }
+    }
+
+    /// What the first of two hops makes of a packet whose first delay is
+    /// `delay_ms`, going on to `next`.
+    fn forward(delay_ms: u32, next: NodeId) -> Processed {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (a, b) = (MixSecret::generate(&mut rng), MixSecret::generate(&mut rng));
+        let path = [hop(node(1), &a, delay_ms), hop(next, &b, 0)];
+        let packet = build_packet(&path, b"a leak", &mut rng).unwrap();
+        process_packet(packet.as_bytes(), &a)
+    }
+
+    fn resolve_all(peer: &'static str) -> impl Fn(&NodeId) -> NextHop<&'static str> {
+        move |_| NextHop::Known(peer)
+    }
+
+    #[test]
+    fn a_packet_for_a_known_hop_is_held_for_its_delay() {
+        let core = RelayCore::new(LIMITS, false);
+        match core.decide(forward(1_500, node(2)), 1_000_000, resolve_all("B")) {
+            Decision::Hold {
+                due_ms, next_hop, ..
+            } => {
+                assert_eq!(due_ms, 1_001_500);
+                assert_eq!(next_hop, "B");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_invalid_and_too_slow_hops_are_dropped_with_their_reason() {
+        let core = RelayCore::new(LIMITS, false);
+        let unknown = |_: &NodeId| NextHop::<()>::Unknown;
+        let invalid = |_: &NodeId| NextHop::<()>::Invalid;
+        assert!(matches!(
+            core.decide(forward(0, node(2)), 0, unknown),
+            Decision::Drop(DropReason::UnknownNextHop)
+        ));
+        assert!(matches!(
+            core.decide(forward(0, node(2)), 0, invalid),
+            Decision::Drop(DropReason::BadNextHop)
+        ));
+        assert!(matches!(
+            core.decide(forward(10_001, node(2)), 0, resolve_all("B")),
+            Decision::Drop(DropReason::DelayTooLong)
+        ));
+        assert_eq!(DropReason::DelayTooLong.label(), "delay_too_long");
+    }
+
+    #[test]
+    fn a_reply_is_deposited_visible_after_its_delay_until_its_lifetime() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let a = MixSecret::generate(&mut rng);
+        let (block, _keys) = build_reply_block(
+            &[hop(node(1), &a, 2_000)],
+            MailboxId::from_capability(&[9; 32]),
+            &mut rng,
+        )
+        .unwrap();
+        let (_, packet) = block.into_packet(b"a receipt").unwrap();
+        let processed = process_packet(packet.as_bytes(), &a);
+        let core = RelayCore::new(LIMITS, false);
+        match core.decide(processed, 50_000, resolve_all("unused")) {
+            Decision::Deposit {
+                mailbox,
+                visible_at_ms,
+                expires_at_ms,
+                ..
+            } => {
+                assert_eq!(mailbox, MailboxId::from_capability(&[9; 32]));
+                assert_eq!(visible_at_ms, 52_000);
+                assert_eq!(expires_at_ms, 52_000 + LIMITS.mailbox_ttl_ms);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_an_exit_takes_a_leak() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = MixSecret::generate(&mut rng);
+        let packet = build_packet(&[hop(node(1), &a, 0)], b"a leak", &mut rng).unwrap();
+        let relay = RelayCore::new(LIMITS, false);
+        let exit = RelayCore::new(LIMITS, true);
+        let processed = process_packet(packet.as_bytes(), &a);
+        assert!(matches!(
+            relay.decide(processed.clone(), 0, resolve_all("x")),
+            Decision::Drop(DropReason::NotAnExit)
+        ));
+        match exit.decide(processed, 0, resolve_all("x")) {
+            Decision::ToExit { message, .. } => assert_eq!(&message[..], b"a leak"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
