@@ -17,6 +17,7 @@
 //!   durably.
 
 pub mod address_book;
+pub mod config_template;
 pub mod durable;
 pub mod peer;
 pub mod peer_id;

@@ -591,7 +591,7 @@ impl Config {
     /// `leak-node init` writes this.
     pub fn to_commented_toml(&self) -> Result<String, ConfigError> {
         let values = toml::Table::try_from(self).map_err(|e| ConfigError::Write(e.to_string()))?;
-        template::fill(EXAMPLE, &values)
+        leak_net::config_template::fill(EXAMPLE, &values)
             .map_err(|e| ConfigError::Write(format!("filling in the example configuration: {e}")))
     }
 }
@@ -613,6 +613,5 @@ fn parse_value(text: &str) -> toml::Value {
         .unwrap_or_else(|_| toml::Value::String(text.to_owned()))
 }
 
-mod template;
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,13 @@
-//! Writing a configuration as the commented example file, with its
-//! values set: comments, order and untouched values kept (`toml_edit`).
+//! Writing a configuration as its commented example file, with its values
+//! set: comments, order and untouched values kept (`toml_edit`). The node's
+//! `leak-node init` and the client's `leak init` both write this way.
 
 /// `template` (TOML with comments) with each value that differs from
 /// `values` replaced, and each key of `values` it lacks added: comments,
 /// order and the formatting of unchanged values stay as they are. Values
 /// are compared as TOML values, so `100_000` in the template equals
 /// `100000`.
-pub(super) fn fill(
-    template: &str,
-    values: &toml::Table,
-) -> Result<String, Box<dyn std::error::Error>> {
+pub fn fill(template: &str, values: &toml::Table) -> Result<String, Box<dyn std::error::Error>> {
     let mut document: toml_edit::DocumentMut = template.parse()?;
     let current: toml::Table = toml::from_str(template)?;
     fill_table(document.as_table_mut(), &current, values)?;
