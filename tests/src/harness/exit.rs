@@ -67,7 +67,7 @@ pub struct VirtualExit {
 }
 
 impl VirtualExit {
-    pub(super) fn new(_seed: &[u8; 32]) -> Self {
+    pub(super) fn new() -> Self {
         let config = leak_node::Config::defaults(std::path::PathBuf::new());
         Self {
             queue: HashMap::new(),
@@ -114,7 +114,6 @@ impl VirtualExit {
         now_ms: u64,
         message: &[u8],
         delay: leak_protocol::Delay,
-        _rng: &mut StdRng,
     ) -> (Option<u64>, Vec<(NodeId, Packet)>) {
         let Ok(leak) = Leak::decode(message) else {
             return (None, Vec::new());

@@ -27,11 +27,7 @@ mod relay;
 mod sender;
 mod settings;
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-    sync::Arc,
-};
+use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
 
 use leak_node::clock::{Clock as _, ManualClock};
 use leak_protocol::{MessageId, NodeId, Outcome, Packet, directory::Descriptor};
@@ -43,6 +39,34 @@ pub use self::{
     sender::{SenderId, SentLeak},
     settings::{Endpoint, Loss, Settings, Transmission},
 };
+
+/// An event in the queue: ordered by time, then by the order scheduled.
+#[derive(Debug)]
+struct Scheduled {
+    at_ms: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ms, self.seq) == (other.at_ms, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at_ms, self.seq).cmp(&(other.at_ms, other.seq))
+    }
+}
 
 #[derive(Debug)]
 enum Event {
@@ -77,9 +101,10 @@ pub struct VirtualFederation {
     rng: StdRng,
     relays: Vec<VirtualRelay>,
     senders: Vec<sender::VirtualSender>,
-    events: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    payloads: HashMap<usize, Event>,
+    events: BinaryHeap<Reverse<Scheduled>>,
     next_seq: u64,
+    /// Every relay's node id, by index (they never change).
+    node_ids: Vec<NodeId>,
     links: Vec<Transmission>,
     losses: Vec<Loss>,
     lost: u64,
@@ -105,7 +130,8 @@ impl VirtualFederation {
                     &mut rng,
                 )
             })
-            .collect();
+            .collect::<Vec<VirtualRelay>>();
+        let node_ids = relays.iter().map(VirtualRelay::node_id).collect();
         let mut fed = Self {
             settings,
             clock,
@@ -113,8 +139,8 @@ impl VirtualFederation {
             relays,
             senders: Vec::new(),
             events: BinaryHeap::new(),
-            payloads: HashMap::new(),
             next_seq: 0,
+            node_ids,
             links: Vec::new(),
             losses: Vec::new(),
             lost: 0,
@@ -150,7 +176,7 @@ impl VirtualFederation {
 
     /// The index of the relay with node id `node`.
     pub fn relay_index(&self, node: &NodeId) -> Option<usize> {
-        self.relays.iter().position(|r| r.node_id() == *node)
+        self.node_ids.iter().position(|n| n == node)
     }
 
     /// How many relays (exits included).
@@ -230,15 +256,16 @@ impl VirtualFederation {
 
     /// Runs every event due up to `until_ms`, then sets the clock there.
     pub fn run_until(&mut self, until_ms: u64) {
-        while let Some(Reverse((at, _, key))) = self.events.peek().copied() {
-            if at > until_ms {
+        while self
+            .events
+            .peek()
+            .is_some_and(|Reverse(next)| next.at_ms <= until_ms)
+        {
+            let Some(Reverse(next)) = self.events.pop() else {
                 break;
-            }
-            self.events.pop();
-            self.clock.set_ms(at);
-            if let Some(event) = self.payloads.remove(&key) {
-                self.handle(event);
-            }
+            };
+            self.clock.set_ms(next.at_ms);
+            self.handle(next.event);
         }
         self.clock.set_ms(until_ms);
     }
@@ -269,10 +296,12 @@ impl VirtualFederation {
     }
 
     fn schedule(&mut self, at_ms: u64, event: Event) {
-        let key = self.next_seq as usize;
         self.next_seq += 1;
-        self.payloads.insert(key, event);
-        self.events.push(Reverse((at_ms, self.next_seq, key)));
+        self.events.push(Reverse(Scheduled {
+            at_ms,
+            seq: self.next_seq,
+            event,
+        }));
     }
 
     fn transmit(&mut self, from: Endpoint, to: usize, packet: Packet) {
@@ -303,13 +332,11 @@ impl VirtualFederation {
         let now = self.now_ms();
         match event {
             Event::Arrive { to, from, packet } => {
-                let directory: Vec<NodeId> = self.relays.iter().map(|r| r.node_id()).collect();
-                let out = self.relays[to].receive(now, from, *packet, &directory, &mut self.rng);
+                let out = self.relays[to].receive(now, from, *packet, &self.node_ids);
                 if let Some(due) = out.wake_at {
                     self.schedule(due, Event::Release { relay: to });
                 }
-                if out.deliver_at.is_some() {
-                    let at = out.deliver_at.unwrap_or(now);
+                if let Some(at) = out.deliver_at {
                     self.schedule(at, Event::Deliver { relay: to });
                 }
                 self.send_all(to, out.send);

@@ -91,7 +91,7 @@ impl VirtualRelay {
             published_at: 0,
             policy_version: settings.policy_version,
             dropped: HashMap::new(),
-            exit: is_exit.then(|| VirtualExit::new(&seed)),
+            exit: is_exit.then(VirtualExit::new),
         };
         relay.publish(now_ms);
         relay
@@ -181,7 +181,6 @@ impl VirtualRelay {
         from: Endpoint,
         packet: Packet,
         directory: &[NodeId],
-        rng: &mut StdRng,
     ) -> Received {
         let mut out = Received::default();
         let resolve = |node: &NodeId| {
@@ -233,7 +232,7 @@ impl VirtualRelay {
                 }
                 Decision::ToExit { message, delay } => match self.exit.as_mut() {
                     Some(exit) => {
-                        let (due, receipts) = exit.ingest(now_ms, &message, delay, rng);
+                        let (due, receipts) = exit.ingest(now_ms, &message, delay);
                         out.deliver_at = due;
                         out.send.extend(receipts);
                     }
