@@ -138,9 +138,12 @@ async fn a_421_slows_sending() {
         .leak(&fed, &Draft::new("z@leak.test", "You are underpaid."))
         .await;
     let metrics = fed.exit.node.metrics();
-    wait_until(Duration::from_secs(30), "a deferral", || {
+    // The attempt is counted when the server answers and settled (back in
+    // the queue) a moment later: wait for both.
+    wait_until(Duration::from_secs(30), "a deferral, settled", || {
         let n = leak_node::metrics::Metrics::get(&metrics.exit_attempts, "result", "deferred");
-        async move { n >= 1 }
+        let sending = exit.counts().unwrap().states.contains_key("sending");
+        async move { n >= 1 && !sending }
     })
     .await;
     let after = exit.counts().unwrap().send_rate;
