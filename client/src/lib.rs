@@ -18,11 +18,13 @@
 //!    [`receipts`]);
 //! 5. remembers pending and finished leaks, never their text ([`state`]).
 //!
-//! [`config`] is the configuration file; [`text`] reads the message from
+//! [`cover`] is the always-on agent's schedule of cover traffic and
+//! polls; [`config`] is the configuration file; [`text`] reads the message from
 //! the command line, a file, standard input or an editor; [`progress`]
 //! shows what is happening on standard error.
 
 pub mod config;
+pub mod cover;
 pub mod directory;
 pub mod path;
 pub mod progress;

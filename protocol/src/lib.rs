@@ -13,6 +13,8 @@
 //!   without knowing where the answer goes.
 //! - [`seal`]: [`seal::seal_leak`], the one way a sender turns a leak into
 //!   its packet (reply block, encoding, onion layers).
+//! - [`cover`]: drop and loop packets, built like real traffic, that hide
+//!   when a sender (or a relay) has something to send.
 //! - [`payload`]: the messages inside: a [`payload::Leak`] and its
 //!   [`payload::Receipt`], versioned, bounded and validated on decode.
 //! - [`address`]: recipient address validation.
@@ -30,6 +32,7 @@
 //! `testvectors/` pin it to this code byte for byte.
 
 pub mod address;
+pub mod cover;
 pub mod crypto;
 pub mod directory;
 pub mod federation;

@@ -37,6 +37,9 @@ pub enum Kind {
     Leak = 1,
     /// A [`Receipt`].
     Receipt = 2,
+    /// Cover traffic ([`crate::cover`]): nothing inside, discarded by the
+    /// exit, recognised by the builder of a loop.
+    Cover = 3,
 }
 
 /// A random identifier the client gives a leak; retransmissions keep it, so
@@ -331,6 +334,7 @@ pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
     match bytes {
         [FORMAT_VERSION, 1, ..] => Some(Kind::Leak),
         [FORMAT_VERSION, 2, ..] => Some(Kind::Receipt),
+        [FORMAT_VERSION, 3, ..] => Some(Kind::Cover),
         _ => None,
     }
 }
