@@ -15,7 +15,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 # openssl makes the RSA key of the DKIM test.
-scripts/lib/install-deps.sh openssl:openssl
+scripts/lib/install-deps.sh openssl:openssl tcpdump:tcpdump ss:iproute2
 
 # --- Static checks -------------------------------------------------------------
 log "cargo fmt --check"

@@ -9,6 +9,9 @@
 #   sasl2-bin, libsasl2-modules
 #                 Cyrus SASL's `saslpasswd2` and its PLAIN/LOGIN and sasldb
 #                 plugins: the test Postfix that requires AUTH (tests/src/mail/postfix.rs)
+#   tcpdump, iproute2 (ss)
+#                 (named by scripts/test.sh) capture what an agent emits on
+#                 loopback (tests/src/capture.rs)
 #
 # Extra Debian packages may be named as arguments ("package" or
 # "command:package": installed when the command is missing).
