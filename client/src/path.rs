@@ -221,15 +221,32 @@ pub fn compatible(a: &Descriptor, b: &Descriptor) -> bool {
     !networks(a).iter().any(|n| theirs.contains(n))
 }
 
-/// Chooses a route for `request`.
+/// Chooses a route for `request`, whose reply path has one hop fewer than
+/// its forward path (`leak send --direct`).
 pub fn choose_route<R: CryptoRng + ?Sized>(
     nodes: &[Descriptor],
     request: &RouteRequest<'_>,
     rng: &mut R,
 ) -> Result<Route, PathError> {
+    choose_route_with_reply(nodes, request, request.hops.saturating_sub(1), rng)
+}
+
+/// Chooses a route for `request` whose reply path has `reply_hops` hops,
+/// the entry's mailbox included. The agent asks for as many as the forward
+/// path has, so that a receipt's way back is as long (and as delayed) as
+/// the leak's way out, and its round trip looks like the agent's loops.
+pub fn choose_route_with_reply<R: CryptoRng + ?Sized>(
+    nodes: &[Descriptor],
+    request: &RouteRequest<'_>,
+    reply_hops: usize,
+    rng: &mut R,
+) -> Result<Route, PathError> {
     let hops = request.hops;
     if !(MIN_HOPS..=MAX_HOPS).contains(&hops) {
         return Err(PathError::HopCount(hops));
+    }
+    if !(1..=MAX_HOPS).contains(&reply_hops) {
+        return Err(PathError::HopCount(reply_hops));
     }
     let exit = request.exit;
     let relays: Vec<&Descriptor> = nodes
@@ -245,7 +262,7 @@ pub fn choose_route<R: CryptoRng + ?Sized>(
     let forward_delays: Vec<Delay> = (0..hops)
         .map(|_| sample_delay(request.mean_delay_ms, rng))
         .collect();
-    let reply_delays: Vec<Delay> = (0..hops - 1)
+    let reply_delays: Vec<Delay> = (0..reply_hops)
         .map(|_| sample_delay(request.mean_delay_ms, rng))
         .collect();
     let forward_arrival = arrivals(request.now_ms, &forward_delays);
@@ -265,14 +282,14 @@ pub fn choose_route<R: CryptoRng + ?Sized>(
     // The entry is reached first and keeps the mailbox the reply reaches last.
     let mut entries: Vec<&Descriptor> = with_key(forward_arrival[0])
         .into_iter()
-        .filter(|d| key_for(d, reply_arrival[hops - 2]).is_some() && compatible(d, exit))
+        .filter(|d| key_for(d, reply_arrival[reply_hops - 1]).is_some() && compatible(d, exit))
         .collect();
     entries.shuffle(rng);
     let mut middle_slots: Vec<Vec<&Descriptor>> = forward_arrival[1..hops - 1]
         .iter()
         .map(|&at| with_key(at))
         .collect();
-    let mut reply_slots: Vec<Vec<&Descriptor>> = reply_arrival[..hops - 2]
+    let mut reply_slots: Vec<Vec<&Descriptor>> = reply_arrival[..reply_hops - 1]
         .iter()
         .map(|&at| with_key(at))
         .collect();
@@ -342,6 +359,62 @@ pub fn choose_route<R: CryptoRng + ?Sized>(
         }
     }
     Err(not_enough)
+}
+
+/// The hops of a loop: `[guard, middle, exit node, relay, guard (mailbox)]`.
+pub const LOOP_HOPS: usize = 5;
+
+/// Chooses the path of one of the agent's loops:
+/// `guard → middle → E → relay → guard (mailbox)`, where `E` is an exit
+/// node acting as a plain relay, with the given per-hop delays. At every
+/// relay a loop has the link pattern of a leak and its receipt (the guard
+/// sends to a middle, an exit node hands on to a relay, a relay deposits
+/// at the guard), so nobody on the path can tell the two apart. The same
+/// rules as a route's: no node twice (the guard aside, which is both ends),
+/// no family or network twice, a key for the epoch each hop is reached in.
+pub fn choose_loop_path<R: CryptoRng + ?Sized>(
+    nodes: &[Descriptor],
+    guard: NodeId,
+    now_ms: u64,
+    delays: &[Delay; LOOP_HOPS],
+    rng: &mut R,
+) -> Result<Vec<PathHop>, PathError> {
+    let not_enough = PathError::NotEnoughNodes {
+        hops: LOOP_HOPS,
+        relays: nodes.iter().filter(|d| d.roles.relay).count(),
+    };
+    let guard_d = nodes
+        .iter()
+        .find(|d| d.node == guard)
+        .ok_or_else(|| not_enough.clone())?;
+    let arrival = arrivals(now_ms, delays);
+    if key_for(guard_d, arrival[0]).is_none() || key_for(guard_d, arrival[4]).is_none() {
+        return Err(not_enough);
+    }
+    let slot = |at_ms: u64, exit: bool, rng: &mut R| -> Vec<&Descriptor> {
+        let mut slot: Vec<&Descriptor> = nodes
+            .iter()
+            .filter(|d| d.node != guard)
+            .filter(|d| if exit { d.roles.exit } else { d.roles.relay })
+            .filter(|d| key_for(d, at_ms).is_some())
+            .collect();
+        slot.shuffle(rng);
+        slot
+    };
+    let slots = vec![
+        slot(arrival[1], false, rng),
+        slot(arrival[2], true, rng),
+        slot(arrival[3], false, rng),
+    ];
+    let mut budget = SEARCH_BUDGET;
+    let chosen = fill(&[guard_d], &slots, &mut budget).ok_or_else(|| not_enough.clone())?;
+    std::iter::once(guard_d)
+        .chain(chosen)
+        .chain([guard_d])
+        .zip(delays.iter().zip(&arrival))
+        .map(|(d, (&delay, &at))| path_hop(d, at, delay))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(not_enough)
 }
 
 /// A delay from the exponential distribution with mean `mean_ms`, capped.
@@ -441,324 +514,4 @@ fn fill<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use leak_protocol::{
-        MixPublicKey,
-        directory::{EpochKey, ExitInfo, Roles},
-    };
-    use rand::{SeedableRng as _, rngs::StdRng};
-
-    use super::*;
-
-    const PERIOD: u64 = 3600;
-    const NOW_MS: u64 = 100 * PERIOD * 1000 + 1000;
-
-    fn node(n: u8, family: &str, ip: &str, exit: bool) -> Descriptor {
-        Descriptor {
-            node: NodeId([n; 32]),
-            addresses: vec![format!("/ip4/{ip}/tcp/4700")],
-            roles: Roles { relay: true, exit },
-            family: family.into(),
-            exit: exit.then(|| ExitInfo {
-                domain: "leak.test".into(),
-                policy_version: 1,
-            }),
-            epoch_period_secs: PERIOD,
-            mix_keys: vec![
-                EpochKey {
-                    epoch: 100,
-                    key: MixPublicKey([n; 32]),
-                },
-                EpochKey {
-                    epoch: 101,
-                    key: MixPublicKey([n ^ 0xff; 32]),
-                },
-            ],
-            software: "test".into(),
-            published_at: 100 * PERIOD,
-        }
-    }
-
-    fn request<'a>(exit: &'a Descriptor, hops: usize) -> RouteRequest<'a> {
-        RouteRequest {
-            hops,
-            mean_delay_ms: 200,
-            now_ms: NOW_MS,
-            exit,
-            entry: None,
-            avoid: &[],
-            exclude: &[],
-        }
-    }
-
-    fn distinct(nodes: impl IntoIterator<Item = NodeId>) -> bool {
-        let nodes: Vec<NodeId> = nodes.into_iter().collect();
-        let set: HashSet<NodeId> = nodes.iter().copied().collect();
-        set.len() == nodes.len()
-    }
-
-    fn check_rules(directory: &[Descriptor], route: &Route) {
-        let by_id = |id: NodeId| directory.iter().find(|d| d.node == id).unwrap();
-        let exit = route.forward.last().unwrap().node;
-        for path in [
-            route.forward.iter().map(|h| h.node).collect::<Vec<_>>(),
-            std::iter::once(exit)
-                .chain(route.reply.iter().map(|h| h.node))
-                .collect(),
-        ] {
-            assert!(distinct(path.iter().copied()), "a node twice: {path:?}");
-            for (i, a) in path.iter().enumerate() {
-                for b in &path[i + 1..] {
-                    assert!(compatible(by_id(*a), by_id(*b)), "{a:?} and {b:?}");
-                }
-            }
-        }
-        assert_eq!(route.mailbox_node(), route.entry());
-    }
-
-    #[test]
-    fn routes_follow_the_rules() {
-        let mut directory: Vec<Descriptor> = (1..=12)
-            .map(|n| {
-                node(
-                    n,
-                    &format!("family-{}", n % 4),
-                    &format!("10.{}.0.{n}", n % 5),
-                    false,
-                )
-            })
-            .collect();
-        directory.push(node(50, "exit-family", "192.0.2.1", true));
-        let mut rng = StdRng::seed_from_u64(1);
-        for hops in MIN_HOPS..=MAX_HOPS {
-            for _ in 0..50 {
-                let exit = choose_exit(&directory, 1, NOW_MS, &mut rng).unwrap();
-                assert!(exit.same_policy);
-                let route =
-                    choose_route(&directory, &request(&exit.descriptor, hops), &mut rng).unwrap();
-                assert_eq!(route.forward.len(), hops);
-                assert_eq!(route.reply.len(), hops - 1);
-                assert_eq!(route.forward.last().unwrap().node, NodeId([50; 32]));
-                check_rules(&directory, &route);
-            }
-        }
-    }
-
-    #[test]
-    fn one_family_is_never_used_twice() {
-        // Six relays, but only two families besides the exit's: a 3-hop
-        // forward path (entry, middle, exit) fits, a 4-hop one does not.
-        let mut directory: Vec<Descriptor> = (1..=6)
-            .map(|n| {
-                node(
-                    n,
-                    if n % 2 == 0 { "even" } else { "odd" },
-                    "127.0.0.1",
-                    false,
-                )
-            })
-            .collect();
-        directory.push(node(50, "", "127.0.0.1", true));
-        let exit = directory[6].clone();
-        let mut rng = StdRng::seed_from_u64(2);
-        let route = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
-        check_rules(&directory, &route);
-        assert_eq!(
-            choose_route(&directory, &request(&exit, 4), &mut rng),
-            Err(PathError::NotEnoughNodes { hops: 4, relays: 6 })
-        );
-    }
-
-    #[test]
-    fn one_network_is_never_used_twice_but_loopback_is_exempt() {
-        // All relays in 203.0.113.0/24 (one /16): no 3-hop path.
-        let mut directory: Vec<Descriptor> = (1..=6)
-            .map(|n| node(n, "", &format!("203.0.113.{n}"), false))
-            .collect();
-        directory.push(node(50, "", "198.51.100.1", true));
-        let exit = directory[6].clone();
-        let mut rng = StdRng::seed_from_u64(3);
-        assert!(matches!(
-            choose_route(&directory, &request(&exit, 3), &mut rng),
-            Err(PathError::NotEnoughNodes { .. })
-        ));
-        // The same on loopback: fine.
-        for d in &mut directory {
-            d.addresses = vec!["/ip4/127.0.0.1/tcp/4700".into()];
-        }
-        let exit = directory[6].clone();
-        let route = choose_route(&directory, &request(&exit, 5), &mut rng).unwrap();
-        check_rules(&directory, &route);
-        // IPv6: one /32 counts as one network.
-        let a = Descriptor {
-            addresses: vec!["/ip6/2001:db8:1::1/tcp/1".into()],
-            ..node(1, "", "127.0.0.1", false)
-        };
-        let b = Descriptor {
-            addresses: vec!["/ip6/2001:db8:2::1/tcp/1".into()],
-            ..node(2, "", "127.0.0.1", false)
-        };
-        assert!(!compatible(&a, &b));
-        assert!(compatible(&a, &node(3, "", "127.0.0.1", false)));
-    }
-
-    #[test]
-    fn nodes_without_a_key_for_their_epoch_are_not_used() {
-        let mut directory: Vec<Descriptor> =
-            (1..=4).map(|n| node(n, "", "127.0.0.1", false)).collect();
-        directory.push(node(50, "", "127.0.0.1", true));
-        // Two relays only have keys for epochs long gone.
-        for d in &mut directory[..2] {
-            for (i, k) in d.mix_keys.iter_mut().enumerate() {
-                k.epoch = 10 + i as u64;
-            }
-        }
-        let exit = directory[4].clone();
-        let mut rng = StdRng::seed_from_u64(4);
-        for _ in 0..20 {
-            let route = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
-            for hop in route.forward.iter().chain(&route.reply) {
-                assert!(hop.node != NodeId([1; 32]) && hop.node != NodeId([2; 32]));
-                assert_eq!(hop.key_hint, 100, "the current epoch's key");
-            }
-        }
-        // A packet that will reach a hop in the next epoch uses that epoch's key.
-        let late = RouteRequest {
-            now_ms: 101 * PERIOD * 1000 - 1,
-            mean_delay_ms: 0,
-            ..request(&exit, 3)
-        };
-        let route = choose_route(&directory, &late, &mut rng).unwrap();
-        assert!(route.forward.iter().all(|h| h.key_hint == 100));
-        let late = RouteRequest {
-            now_ms: 101 * PERIOD * 1000,
-            ..late
-        };
-        let route = choose_route(&directory, &late, &mut rng).unwrap();
-        assert!(route.forward.iter().all(|h| h.key_hint == 101));
-        assert_eq!(route.forward[2].key, MixPublicKey([50 ^ 0xff; 32]));
-    }
-
-    #[test]
-    fn epochs_follow_the_delays() {
-        // A long mean delay pushes later hops into the next epoch.
-        let mut directory: Vec<Descriptor> =
-            (1..=8).map(|n| node(n, "", "127.0.0.1", false)).collect();
-        directory.push(node(50, "", "127.0.0.1", true));
-        let exit = directory[8].clone();
-        let mut rng = StdRng::seed_from_u64(5);
-        let start = 101 * PERIOD * 1000 - 30_000;
-        for _ in 0..30 {
-            let req = RouteRequest {
-                now_ms: start,
-                mean_delay_ms: 20_000,
-                ..request(&exit, 4)
-            };
-            let Ok(route) = choose_route(&directory, &req, &mut rng) else {
-                continue; // Delays past the last published epoch: no route.
-            };
-            let mut at = start;
-            for hop in route.forward.iter().chain(&route.reply) {
-                assert_eq!(u64::from(hop.key_hint), at / 1000 / PERIOD);
-                at += u64::from(hop.delay.as_millis());
-            }
-        }
-    }
-
-    #[test]
-    fn retransmissions_keep_the_entry_and_avoid_earlier_relays() {
-        let mut directory: Vec<Descriptor> =
-            (1..=8).map(|n| node(n, "", "127.0.0.1", false)).collect();
-        directory.push(node(50, "", "127.0.0.1", true));
-        let exit = directory[8].clone();
-        let mut rng = StdRng::seed_from_u64(6);
-        for _ in 0..20 {
-            let first = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
-            let avoid: Vec<NodeId> = first.middles().iter().map(|h| h.node).collect();
-            let again = RouteRequest {
-                entry: Some(first.entry()),
-                avoid: &avoid,
-                ..request(&exit, 3)
-            };
-            let second = choose_route(&directory, &again, &mut rng).unwrap();
-            assert_eq!(second.entry(), first.entry());
-            assert_eq!(second.forward[2].node, first.forward[2].node);
-            assert!(second.middles().iter().all(|h| !avoid.contains(&h.node)));
-            // An unreachable entry is replaced.
-            let exclude = [first.entry()];
-            let third = choose_route(
-                &directory,
-                &RouteRequest {
-                    entry: Some(first.entry()),
-                    exclude: &exclude,
-                    ..request(&exit, 3)
-                },
-                &mut rng,
-            )
-            .unwrap();
-            assert_ne!(third.entry(), first.entry());
-        }
-        // When avoiding is impossible, earlier relays are used again.
-        let small: Vec<Descriptor> = directory[..3]
-            .iter()
-            .cloned()
-            .chain([exit.clone()])
-            .collect();
-        let avoid = [NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32])];
-        let route = choose_route(
-            &small,
-            &RouteRequest {
-                avoid: &avoid,
-                ..request(&exit, 3)
-            },
-            &mut rng,
-        )
-        .unwrap();
-        check_rules(&small, &route);
-    }
-
-    #[test]
-    fn no_exit_and_bad_hop_counts_are_errors() {
-        let directory: Vec<Descriptor> = (1..=4).map(|n| node(n, "", "127.0.0.1", false)).collect();
-        let mut rng = StdRng::seed_from_u64(7);
-        assert!(matches!(
-            choose_exit(&directory, 1, NOW_MS, &mut rng),
-            Err(PathError::NoExit)
-        ));
-        let exit = node(50, "", "127.0.0.1", true);
-        for hops in [0, 1, 6] {
-            assert_eq!(
-                choose_route(&directory, &request(&exit, hops), &mut rng),
-                Err(PathError::HopCount(hops))
-            );
-        }
-    }
-
-    #[test]
-    fn exits_of_the_client_policy_version_are_preferred() {
-        let mut old = node(50, "", "127.0.0.1", true);
-        old.exit.as_mut().unwrap().policy_version = 0;
-        let new = node(51, "", "127.0.0.1", true);
-        let mut rng = StdRng::seed_from_u64(8);
-        for _ in 0..20 {
-            let choice = choose_exit(&[old.clone(), new.clone()], 1, NOW_MS, &mut rng).unwrap();
-            assert_eq!(choice.descriptor.node, new.node);
-            assert!(choice.same_policy);
-        }
-        let choice = choose_exit(std::slice::from_ref(&old), 1, NOW_MS, &mut rng).unwrap();
-        assert!(!choice.same_policy);
-    }
-
-    #[test]
-    fn delays_are_exponential_and_capped() {
-        let mut rng = StdRng::seed_from_u64(9);
-        let n = 20_000;
-        let total: u64 = (0..n)
-            .map(|_| u64::from(sample_delay(200, &mut rng).as_millis()))
-            .sum();
-        let mean = total / n;
-        assert!((185..=215).contains(&mean), "mean {mean}");
-        assert_eq!(sample_delay(0, &mut rng), Delay(0));
-        assert!((0..1000).all(|_| sample_delay(60_000, &mut rng).as_millis() <= MAX_HOP_DELAY_MS));
-    }
-}
+mod tests;
