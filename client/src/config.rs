@@ -29,13 +29,17 @@ use crate::path::{MAX_HOP_DELAY_MS, MAX_HOPS, MIN_HOPS};
 pub const EXAMPLE: &str = include_str!("../leak.example.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// How to reach the federation.
     pub network: NetworkConfig,
     /// How leaks are sent.
     pub send: SendConfig,
+    /// The agent's cover traffic and mailbox polls.
+    pub cover: CoverSettings,
+    /// The always-on agent (`leak agent`).
+    pub agent: AgentConfig,
     /// Which descriptors to trust, and the cache.
     pub directory: DirectoryConfig,
     /// The moderation policy.
@@ -95,6 +99,37 @@ pub struct SendConfig {
     /// Mean pause before a retransmission, in milliseconds (drawn uniformly
     /// between half and one and a half times this).
     pub retransmit_delay_ms: u64,
+}
+
+/// `[cover]`: the agent's Poisson clocks. These defaults, with
+/// [`SendConfig::mixing_delay_ms`], are the traffic model's one place
+/// (issue 12's measurement sets them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoverSettings {
+    /// Mean interval between two packets the agent sends to its guard
+    /// (drop, loop or real), in milliseconds.
+    pub send_interval_ms: u64,
+    /// The share of send slots that are loops (a waiting leak takes a loop
+    /// slot), above 0 and at most 1.
+    pub loop_share: f64,
+    /// Mean interval between two polls of the agent's mailbox, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// How often the agent fetches the directory again, in seconds.
+    pub directory_refresh_secs: u64,
+    /// The least time a leak's receipt is waited for before the leak is
+    /// sent again, in seconds (the agent waits longer when the round trip's
+    /// p99.9 is longer).
+    pub retransmit_min_wait_secs: u64,
+    /// A retransmission leaves at a random time uniform in this many
+    /// seconds after the wait.
+    pub retransmit_spread_secs: u64,
 }
 
 /// `[directory]`
@@ -188,10 +223,30 @@ impl Default for SendConfig {
     fn default() -> Self {
         Self {
             hops: 3,
-            mixing_delay_ms: 200,
+            mixing_delay_ms: 60_000,
             receipt_timeout_secs: 60,
             retransmissions: 2,
             retransmit_delay_ms: 2000,
+        }
+    }
+}
+
+impl Default for CoverSettings {
+    fn default() -> Self {
+        Self {
+            send_interval_ms: crate::cover::DEFAULT_SEND_INTERVAL_MS,
+            loop_share: crate::cover::DEFAULT_LOOP_SHARE,
+            poll_interval_ms: crate::cover::DEFAULT_POLL_INTERVAL_MS,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            directory_refresh_secs: 1800,
+            retransmit_min_wait_secs: 3600,
+            retransmit_spread_secs: 3 * 3600,
         }
     }
 }
@@ -280,6 +335,17 @@ impl Config {
         }
         if self.send.retransmissions > 10 {
             anyhow::bail!("send.retransmissions must be at most 10");
+        }
+        if self.cover.send_interval_ms == 0 || self.cover.poll_interval_ms == 0 {
+            anyhow::bail!("cover.send_interval_ms and cover.poll_interval_ms must be at least 1");
+        }
+        if !(self.cover.loop_share > 0.0 && self.cover.loop_share <= 1.0) {
+            anyhow::bail!(
+                "cover.loop_share must be above 0 (leaks leave in loop slots) and at most 1"
+            );
+        }
+        if self.agent.directory_refresh_secs == 0 {
+            anyhow::bail!("agent.directory_refresh_secs must be at least 1");
         }
         if self.network.connect_timeout_secs == 0 {
             anyhow::bail!("network.connect_timeout_secs must be at least 1");
@@ -416,7 +482,7 @@ mod tests {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         let partial = Config::parse("[send]\nhops = 4\n").unwrap();
         assert_eq!(partial.send.hops, 4);
-        assert_eq!(partial.send.mixing_delay_ms, 200);
+        assert_eq!(partial.send.mixing_delay_ms, 60_000);
         let err = Config::parse("[send]\nhopz = 4\n").unwrap_err().to_string();
         assert!(err.contains("hopz"), "{err}");
         let err = Config::parse("colour = 1\n").unwrap_err().to_string();
@@ -436,6 +502,9 @@ mod tests {
                 "network.bootstrap",
             ),
             ("[network]\nbind = \"localhost\"\n", "bind"),
+            ("[cover]\nloop_share = 1.5\n", "cover.loop_share"),
+            ("[cover]\nloop_share = 0.0\n", "cover.loop_share"),
+            ("[cover]\nsend_interval_ms = 0\n", "cover.send_interval_ms"),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

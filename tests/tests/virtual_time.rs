@@ -237,8 +237,11 @@ fn the_exit_gives_up_after_the_lifetime() {
 /// timeout and a pause, and the receipt of the second attempt ends it.
 #[test]
 fn a_lost_packet_is_sent_again_and_delivered_once() {
+    // Hops of 200 ms: the first copy reaches the exit inside the loss
+    // window (at the default minute per hop it would arrive after it).
     let mut fed = federation(Settings {
         seed: 5,
+        mean_delay_ms: 200,
         ..Settings::default()
     });
     let exit = fed.relay_count() - 1;
