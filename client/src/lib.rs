@@ -18,11 +18,16 @@
 //!    [`receipts`]);
 //! 5. remembers pending and finished leaks, never their text ([`state`]).
 //!
-//! [`cover`] is the always-on agent's schedule of cover traffic and
-//! polls; [`config`] is the configuration file; [`text`] reads the message from
+//! [`agent`] is the always-on agent (`leak agent`) that sends leaks among
+//! cover traffic, so that the sender's connection says nothing about when
+//! they send; `leak send` hands leaks to it ([`agent::ipc`]); [`cover`] is
+//! its schedule of cover traffic and polls.
+//!
+//! [`config`] is the configuration file; [`text`] reads the message from
 //! the command line, a file, standard input or an editor; [`progress`]
 //! shows what is happening on standard error.
 
+pub mod agent;
 pub mod config;
 pub mod cover;
 pub mod directory;

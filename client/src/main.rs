@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! leak init [--bootstrap ADDRESS]... [--force]
-//! leak send --to ADDRESS --as RELATIONSHIP [MESSAGE] [--file FILE] [--hops N] [--no-wait] [--json]
+//! leak agent [stop]
+//! leak send --to ADDRESS --as RELATIONSHIP [MESSAGE] [--file FILE] [--within 2h] [--wait] [--hops N] [--json]
+//! leak send --direct --to ADDRESS --as RELATIONSHIP [MESSAGE] [--no-wait] [--hops N] [--json]
 //! leak check [MESSAGE] [--file FILE] [--json]
 //! leak nodes [--json]
 //! leak status [MESSAGE-ID] [--json]
@@ -11,15 +13,23 @@
 //! Global options: `--config FILE`, `--state-dir DIR`, and `--bind IP`, the
 //! local address outgoing connections use (the config's `network.bind`).
 //!
-//! Exit status: 0 delivered (or sent, with `--no-wait`; accepted, for
-//! `check`), 1 refused (by the policy before sending, or by the exit; the
+//! `leak send` hands the leak to the running agent (`leak agent`), which
+//! sends it among its cover traffic; without an agent it refuses and says
+//! what `--direct` (today's one-shot send) gives up.
+//!
+//! Exit status: 0 delivered (or queued by the agent, or sent with
+//! `--direct --no-wait`; accepted, for `check`), 1 refused (by the policy before sending, or by the exit; the
 //! recipient opted out; rate limited), 2 usage error, 3 failed (bounced, no
 //! receipt after every retransmission, no network).
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
+mod cli;
+mod handoff;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cli::{Status, Usage, describe, state_line};
 use leak_client::{
     config::{Config, ConfigMissing, Paths, check_bootstrap},
     directory::{self, DirectoryError, format_age},
@@ -82,7 +92,14 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check and send a leak, and wait for the exit's receipt.
+    /// Run the always-on agent that sends leaks among cover traffic (until
+    /// `leak agent stop`, SIGTERM or Ctrl-C); `leak agent stop` stops it.
+    Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
+    /// Check a leak and hand it to the agent (or, with --direct, send it
+    /// now and wait for the exit's receipt).
     Send(SendArgs),
     /// Check a message against the moderation policy without sending it.
     Check {
@@ -111,6 +128,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Stop the running agent (what it holds stays on disk).
+    Stop,
+}
+
 #[derive(clap::Args)]
 struct SendArgs {
     /// The recipient's email address.
@@ -127,8 +150,21 @@ struct SendArgs {
     /// Hops per path, counting the exit [default: from the config, 3].
     #[arg(long, value_parser = clap::value_parser!(u8).range(MIN_HOPS as i64..=MAX_HOPS as i64))]
     hops: Option<u8>,
-    /// Return once the first relay has the leak; `leak status` fetches the receipt later.
+    /// Send now, without the agent and its cover traffic (see `leak send
+    /// --help`): the connection's timing and the receipt poll reveal when
+    /// you send.
     #[arg(long)]
+    direct: bool,
+    /// With the agent: wait until the receipt comes (can take many minutes).
+    #[arg(long, conflicts_with = "direct")]
+    wait: bool,
+    /// With the agent: release the leak at a random time within this
+    /// window (30m, 2h, 1h30m), so the moment you send says less.
+    #[arg(long, value_name = "DURATION", value_parser = handoff::parse_within, conflicts_with = "direct")]
+    within: Option<Duration>,
+    /// With --direct: return once the first relay has the leak; `leak
+    /// status` fetches the receipt later.
+    #[arg(long, requires = "direct")]
     no_wait: bool,
     /// Print one JSON object on standard output.
     #[arg(long)]
@@ -145,26 +181,6 @@ fn parse_recipient(s: &str) -> Result<Recipient, String> {
 fn parse_relationship(s: &str) -> Result<Relationship, String> {
     s.parse::<Relationship>().map_err(|e| e.to_string())
 }
-
-/// Exit statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Ok = 0,
-    Refused = 1,
-    Usage = 2,
-    Failed = 3,
-}
-
-impl From<Status> for ExitCode {
-    fn from(status: Status) -> Self {
-        ExitCode::from(status as u8)
-    }
-}
-
-/// An error that is the user's to fix (exit status 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Usage(String);
 
 fn classify(error: &anyhow::Error) -> Status {
     if error.is::<Usage>()
@@ -229,6 +245,10 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             cli.bind,
             force,
         ),
+        Command::Agent { action: None } => agent(&paths, cli.bind),
+        Command::Agent {
+            action: Some(AgentAction::Stop),
+        } => handoff::stop(&paths.state_dir),
         Command::Send(args) => send_command(&paths, cli.bind, args),
         Command::Check {
             message,
@@ -246,6 +266,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// `leak agent`: runs the agent in the foreground until it is stopped.
+fn agent(paths: &Paths, bind: Option<IpAddr>) -> anyhow::Result<Status> {
+    let config = load_config(paths, bind)?;
+    if config.network.bootstrap.is_empty() {
+        return Err(DirectoryError::NoBootstrap.into());
+    }
+    let state = StateDir::open(&paths.state_dir)?;
+    let policy = config.policy.load()?;
+    eprintln!(
+        "leak agent: listening on {} (`leak send` hands leaks to it; `leak agent stop` stops it)",
+        leak_client::agent::ipc::socket_path(state.root()).display()
+    );
+    runtime()?.block_on(leak_client::agent::run::run(config, state, policy))?;
+    Ok(Status::Ok)
 }
 
 fn init(
@@ -342,12 +378,19 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
         message,
         file,
         hops,
+        direct,
+        wait,
+        within,
         no_wait,
         json,
         verbose,
     } = args;
     let config = load_config(paths, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
+    // Refused before the text is asked for: nothing to send it with.
+    if !direct && !leak_client::agent::ipc::running(state.root()) {
+        return Err(Usage(handoff::no_agent_message(state.root())).into());
+    }
     let text = read_text(message, file, true, state.root())?;
     let policy = config.policy.load()?;
     if let Verdict::Refused(refusal) = policy.check_text(&text) {
@@ -364,6 +407,20 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
             refusal.rule, refusal.reason
         );
         return Ok(Status::Refused);
+    }
+    if !direct {
+        return handoff::send(
+            &state,
+            handoff::Handoff {
+                recipient,
+                relationship,
+                text,
+                within,
+                hops: hops.map(usize::from),
+                wait,
+                json,
+            },
+        );
     }
     let draft = Draft {
         recipient,
@@ -445,32 +502,6 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
         );
     }
     Ok(status)
-}
-
-/// The exit status and the sentence for an exit's outcome.
-fn describe(outcome: &Outcome, exit_domain: &str) -> (Status, String) {
-    match outcome {
-        Outcome::Delivered => (
-            Status::Ok,
-            format!("Delivered: {exit_domain} handed the email to the recipient's mail system"),
-        ),
-        Outcome::Refused { rule, reason } => (
-            Status::Refused,
-            format!("Refused by the exit ({rule}): {reason}"),
-        ),
-        Outcome::RecipientOptedOut => (
-            Status::Refused,
-            "RecipientOptedOut: the recipient asked never to receive leaks".to_owned(),
-        ),
-        Outcome::RateLimited => (
-            Status::Refused,
-            "RateLimited: the recipient has received as many leaks as allowed for now; try again tomorrow".to_owned(),
-        ),
-        Outcome::Bounced => (
-            Status::Failed,
-            "Bounced: the recipient's mail system refused the email".to_owned(),
-        ),
-    }
 }
 
 fn check(
@@ -634,11 +665,17 @@ fn status(
         }
     };
     let mut notes = Vec::new();
-    if records.iter().any(LeakRecord::is_pending) {
+    // A running agent fetches its mailbox itself, on its own schedule: a
+    // fetch from here would say when a receipt is awaited. Without one,
+    // the mailboxes of sent leaks are fetched now (a leak still in the
+    // outbox has none yet).
+    let agent = handoff::agent_status(state.root());
+    let fetchable = |r: &LeakRecord| r.is_pending() && !r.attempts.is_empty();
+    if agent.is_none() && records.iter().any(fetchable) {
         let timeout = Duration::from_secs(config.network.connect_timeout_secs);
         runtime()?.block_on(async {
             let peer = config.network.peer()?;
-            for record in records.iter_mut().filter(|r| r.is_pending()) {
+            for record in records.iter_mut().filter(|r| fetchable(r)) {
                 let found = receipts::poll(&peer, record, timeout).await;
                 if let Some(outcome) = found.outcome {
                     record.finish(Finished::Receipt { receipt: outcome }, unix_ms());
@@ -673,8 +710,14 @@ fn status(
             None => println!("{}", serde_json::Value::Array(list)),
         }
     } else if records.is_empty() {
+        if let Some(agent) = &agent {
+            handoff::print_agent(agent);
+        }
         println!("No leaks sent yet.");
     } else {
+        if let Some(agent) = &agent {
+            handoff::print_agent(agent);
+        }
         let now = unix_ms();
         println!(
             "{:<32} {:>8} {:<24} {:<16} {:>3}  STATE",
@@ -688,24 +731,26 @@ fn status(
                 r.recipient,
                 r.exit.domain,
                 r.attempts.iter().filter(|a| a.sent).count(),
-                state_line(r)
+                agent
+                    .as_ref()
+                    .and_then(|a| handoff::queued_line(a, r))
+                    .unwrap_or_else(|| state_line(r))
             );
         }
     }
     for note in notes {
         eprintln!("leak: cannot fetch a receipt yet for {note}");
     }
-    Ok(Status::Ok)
-}
-
-fn state_line(record: &LeakRecord) -> String {
-    match &record.outcome {
-        None => "pending (no receipt yet)".to_owned(),
-        Some(done) => match &done.result {
-            Finished::NoReceipt => "failed: no receipt".to_owned(),
-            Finished::Receipt { receipt } => describe(receipt, &record.exit.domain).1,
-        },
+    let waiting = records
+        .iter()
+        .filter(|r| r.is_pending() && r.attempts.is_empty())
+        .count();
+    if agent.is_none() && waiting > 0 {
+        eprintln!(
+            "leak: {waiting} leak(s) wait in the agent's outbox: start the agent (`leak agent`, or `systemctl --user start leak-agent`) to send them"
+        );
     }
+    Ok(Status::Ok)
 }
 
 fn record_json(record: &LeakRecord) -> serde_json::Value {

@@ -580,7 +580,7 @@ async fn command_run(
         let start = Instant::now();
         let child = tokio::process::Command::from(leak_command(home))
             .args([
-                "send", "--json", "--as", "coworker", "--to", &recipient, TEXT,
+                "send", "--direct", "--json", "--as", "coworker", "--to", &recipient, TEXT,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -35,7 +35,15 @@ fn leaks_through_a_federation_of_processes() {
 
     // Delivered: one email, the right headers, the text; the receipt says so.
     let text = "I always admired how calmly you handle the Monday meetings.";
-    let out = sender.run(&["send", "--to", "alice@example.com", "--as", "friend", text]);
+    let out = sender.run(&[
+        "send",
+        "--direct",
+        "--to",
+        "alice@example.com",
+        "--as",
+        "friend",
+        text,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("Delivered"), "{}", stdout(&out));
     let emails = fed.emails_to("alice@example.com");
@@ -55,6 +63,7 @@ fn leaks_through_a_federation_of_processes() {
     // --json: one object, parsed by its fields.
     let out = sender.run(&[
         "send",
+        "--direct",
         "--json",
         "--to",
         "bob@example.com",
@@ -75,6 +84,7 @@ fn leaks_through_a_federation_of_processes() {
     // its own, as the path rules require.
     let out = sender.run(&[
         "send",
+        "--direct",
         "--hops",
         "5",
         "--to",
@@ -89,6 +99,7 @@ fn leaks_through_a_federation_of_processes() {
     // A text the client's policy accepts but this exit's local rules refuse.
     let out = sender.run(&[
         "send",
+        "--direct",
         "--json",
         "--to",
         "carol@example.com",
@@ -112,6 +123,7 @@ fn leaks_through_a_federation_of_processes() {
     assert!(status.contains("200"), "{status}");
     let out = sender.run(&[
         "send",
+        "--direct",
         "--to",
         "alice@example.com",
         "--as",
@@ -138,6 +150,7 @@ fn leaks_through_a_federation_of_processes() {
     let mut child = slow
         .command(&[
             "send",
+            "--direct",
             "--verbose",
             "--json",
             "--to",
@@ -213,7 +226,15 @@ fn no_exit_and_too_few_nodes_are_failures() {
     );
     sender.wait_for_directory(2, 0);
     let text = "Thank you for standing up for me in that meeting.";
-    let out = sender.run(&["send", "--to", "erin@example.com", "--as", "coworker", text]);
+    let out = sender.run(&[
+        "send",
+        "--direct",
+        "--to",
+        "erin@example.com",
+        "--as",
+        "coworker",
+        text,
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no exit in the directory"),
@@ -222,6 +243,7 @@ fn no_exit_and_too_few_nodes_are_failures() {
     );
     let out = sender.run(&[
         "send",
+        "--direct",
         "--json",
         "--to",
         "erin@example.com",
@@ -237,6 +259,7 @@ fn no_exit_and_too_few_nodes_are_failures() {
     sender.wait_for_directory(3, 1);
     let out = sender.run(&[
         "send",
+        "--direct",
         "--hops",
         "5",
         "--to",
@@ -252,13 +275,22 @@ fn no_exit_and_too_few_nodes_are_failures() {
         stderr(&out)
     );
     assert!(fed.emails().is_empty());
-    let out = sender.run(&["send", "--to", "erin@example.com", "--as", "coworker", text]);
+    let out = sender.run(&[
+        "send",
+        "--direct",
+        "--to",
+        "erin@example.com",
+        "--as",
+        "coworker",
+        text,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fed.emails_to("erin@example.com").len(), 1);
     // The shortest path: an entry relay and the exit; the receipt comes
     // straight back to the entry's mailbox.
     let out = sender.run(&[
         "send",
+        "--direct",
         "--hops",
         "2",
         "--to",

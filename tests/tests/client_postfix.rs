@@ -178,6 +178,7 @@ fn a_leak_through_postfix_and_what_each_node_knows() {
         dir: dir.path().to_path_buf(),
         relays: Vec::new(),
         exit: None,
+        metrics: false,
     };
     for i in 0..4 {
         let relay = fed.start_node(&format!("relay-{i}"), &[], &DEBUG);
@@ -218,6 +219,7 @@ fn a_leak_through_postfix_and_what_each_node_knows() {
     let text = "Your garden is the loveliest on our street; I never told you.";
     let out = sender.run(&[
         "send",
+        "--direct",
         "--verbose",
         "--json",
         "--to",

@@ -51,14 +51,26 @@ pub struct Federation {
     pub dir: PathBuf,
     pub relays: Vec<Node>,
     pub exit: Option<Node>,
+    /// Whether nodes serve their metrics (on a free loopback port).
+    pub metrics: bool,
 }
 
 impl Federation {
     pub fn start(dir: &Path, relays: usize, exit: bool) -> Self {
+        Self::start_with(dir, relays, exit, false)
+    }
+
+    /// As [`Self::start`], every node serving its metrics.
+    pub fn start_with_metrics(dir: &Path, relays: usize, exit: bool) -> Self {
+        Self::start_with(dir, relays, exit, true)
+    }
+
+    fn start_with(dir: &Path, relays: usize, exit: bool, metrics: bool) -> Self {
         let mut fed = Self {
             dir: dir.to_path_buf(),
             relays: Vec::new(),
             exit: None,
+            metrics,
         };
         for i in 0..relays {
             let node = fed.start_node(&format!("relay-{i}"), &[], &[]);
@@ -76,11 +88,12 @@ impl Federation {
 
     pub fn start_node(&self, name: &str, init_args: &[&str], run_args: &[&str]) -> Node {
         let data = self.dir.join(name);
+        let metrics = if self.metrics { "127.0.0.1:0" } else { "" };
         let mut args = vec![
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--metrics",
-            "",
+            metrics,
             "--family",
             name,
         ];
@@ -94,7 +107,7 @@ impl Federation {
         args.extend(init_args);
         let config = init_node(&data, &args);
         let mut process = NodeProcess::run(name, &config, run_args, &[]);
-        let started = process.wait_started(false, START);
+        let started = process.wait_started(self.metrics, START);
         Node { process, started }
     }
 
@@ -194,6 +207,96 @@ impl Sender {
         self.command(args).output().unwrap()
     }
 
+    /// Replaces one line of the config file (`key = value`, as `leak init`
+    /// wrote it) with another.
+    pub fn set_config_line(&self, line: &str, replacement: &str) {
+        let path = self.home.join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in {}",
+            path.display()
+        );
+        let text = text
+            .lines()
+            .map(|l| if l == line { replacement } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, text + "\n").unwrap();
+    }
+
+    /// Short cover intervals, retransmission waits and directory refreshes
+    /// for tests (which never assert on wall-clock time).
+    pub fn fast_agent_config(&self) {
+        self.set_config_line("send_interval_ms = 12000", "send_interval_ms = 150");
+        self.set_config_line("poll_interval_ms = 20000", "poll_interval_ms = 150");
+        self.set_config_line(
+            "retransmit_min_wait_secs = 3600",
+            "retransmit_min_wait_secs = 20",
+        );
+        self.set_config_line(
+            "retransmit_spread_secs = 10800",
+            "retransmit_spread_secs = 5",
+        );
+    }
+
+    /// Starts `leak agent` and waits until `leak status` shows it running
+    /// with a guard.
+    pub fn start_agent(&self) -> AgentProcess {
+        // Its log goes to a file: a pipe nobody reads would fill and stop it.
+        let log = self.home.join("agent.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = self
+            .command(&["agent"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut agent = AgentProcess {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let out = self.run(&["status"]);
+            if stdout(&out).contains("Agent: running") && !stdout(&out).contains("not chosen yet") {
+                return agent;
+            }
+            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("leak agent exited ({status}): {}", agent.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never got a guard: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `leak status` until `pred` holds for its output; panics after a minute.
+    pub fn wait_status(&self, args: &[&str], what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let out = self.run(&[&["status"], args].concat());
+            let text = stdout(&out);
+            if pred(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what}: {text}{}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until `leak nodes` lists `count` nodes, `exits` of them exits.
     pub fn wait_for_directory(&self, count: usize, exits: usize) {
         let deadline = Instant::now() + CONVERGE;
@@ -259,4 +362,31 @@ pub fn http_post(url: &str, body: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A running `leak agent`; killed (SIGKILL) when dropped.
+pub struct AgentProcess {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Kills it at once (SIGKILL: no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What it wrote on standard error so far (every run of this sender).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,0 +1,832 @@
+//! The running agent: one task that owns every piece of state and reacts
+//! to four kinds of events (its Poisson clocks, a command on the socket, a
+//! finished network operation, a fresh directory), and small spawned tasks
+//! that do the network work and report back. Only this task writes the
+//! state directory, so no two writers ever race on a leak's files.
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::PermissionsExt as _,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use leak_net::{Peer, peer_id_of};
+use leak_protocol::{
+    MessageId, NodeId, Packet, Recipient, Relationship,
+    payload::validate_text,
+    policy::{self, Policy, Verdict},
+};
+use libp2p::PeerId;
+use rand::RngExt as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use zeroize::Zeroizing;
+
+use crate::{
+    agent::{
+        guard::{Guard, Replace},
+        ipc::{self, AgentStatus, Counters, Queued, Request, Response},
+        outbox::{Outbox, OutboxEntry, OutboxSecret},
+        traffic::{self, Context, LeakInput, Opened, PendingLeaks, PendingLoops},
+    },
+    config::Config,
+    cover::{CoverConfig, Schedule, Slot},
+    directory::{self, DirectoryView},
+    path::{self, MAX_HOPS, MIN_HOPS},
+    send::unix_ms,
+    state::{
+        AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, redact_recipient,
+    },
+};
+
+/// Consecutive failed sends and polls after which the guard counts as
+/// unreachable and is replaced.
+const GUARD_MAX_FAILURES: u32 = 30;
+/// How long a network operation may take before it counts as failed.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon a failed directory fetch is tried again.
+const DIRECTORY_RETRY_MS: u64 = 10_000;
+/// The p99.9 of a round trip (seven exponential delays: Gamma(7, mu)), in
+/// units of the mean per-hop delay: a receipt later than this is lost.
+const ROUND_TRIP_P999_IN_MU: f64 = 18.1;
+
+/// Something the agent's task reacts to.
+enum Event {
+    /// A command on the socket, and where to answer.
+    Command(Request, oneshot::Sender<Response>),
+    /// A packet was handed to the guard, or not.
+    Sent(Sent, bool),
+    /// A mailbox poll's entries, or why there are none.
+    Polled(Result<Vec<Vec<u8>>, String>),
+    /// A directory fetch's result.
+    Directory(Result<DirectoryView, String>),
+}
+
+/// What a sent packet was.
+enum Sent {
+    Cover,
+    /// A leak's attempt: its message id (hex).
+    Leak(String),
+}
+
+/// Runs the agent until `leak agent stop`, SIGTERM or SIGINT. What it
+/// holds stays on disk for the next run.
+pub async fn run(config: Config, state: StateDir, policy: Policy) -> anyhow::Result<()> {
+    let root = state.root().to_path_buf();
+    let socket = ipc::socket_path(&root);
+    if ipc::running(&root) {
+        anyhow::bail!(
+            "an agent already runs for {} (`leak status` shows it)",
+            root.display()
+        );
+    }
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", socket.display())),
+    }
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    let result = Agent::new(config, state, policy)?.serve(listener).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+struct Agent {
+    config: Config,
+    state: StateDir,
+    outbox: Outbox,
+    policy: Policy,
+    peer: Arc<Peer>,
+    directory: Option<DirectoryView>,
+    next_directory_ms: u64,
+    guard: Option<Guard>,
+    guard_failures: u32,
+    schedule: Schedule,
+    entries: Vec<OutboxEntry>,
+    leaks: PendingLeaks,
+    loops: PendingLoops,
+    in_flight: HashSet<String>,
+    polling: bool,
+    counters: Counters,
+    started_at_ms: u64,
+    stopping: bool,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+}
+
+fn log(message: impl std::fmt::Display) {
+    eprintln!("leak agent: {message}");
+}
+
+impl Agent {
+    fn new(config: Config, state: StateDir, policy: Policy) -> anyhow::Result<Self> {
+        let outbox = Outbox::open(state.root())?;
+        let guard = Guard::load(state.root())?;
+        let peer = Arc::new(config.network.peer()?);
+        let now = unix_ms();
+        let schedule = Schedule::new(cover_config(&config), now, &mut rand::rng());
+        let (tx, rx) = mpsc::channel(256);
+        let mut agent = Self {
+            config,
+            state,
+            outbox,
+            policy,
+            peer,
+            directory: None,
+            next_directory_ms: now,
+            guard,
+            guard_failures: 0,
+            schedule,
+            entries: Vec::new(),
+            leaks: HashMap::new(),
+            loops: PendingLoops::default(),
+            in_flight: HashSet::new(),
+            polling: false,
+            counters: Counters::default(),
+            started_at_ms: now,
+            stopping: false,
+            tx,
+            rx,
+        };
+        agent.reload_outbox()?;
+        Ok(agent)
+    }
+
+    /// Reads the outbox and the keys of every attempt of its leaks, as
+    /// after a restart.
+    fn reload_outbox(&mut self) -> anyhow::Result<()> {
+        let (entries, errors) = self.outbox.list()?;
+        for e in errors {
+            log(e);
+        }
+        let mut waiting = Vec::new();
+        for entry in entries {
+            let Some(id) = entry.id() else { continue };
+            let keys = match self.state.load(&entry.message_id) {
+                // Finished while the agent was away (`leak status` fetched
+                // the receipt): only the text is left to forget.
+                Ok(record) if !record.is_pending() => {
+                    self.outbox.remove(&entry.message_id)?;
+                    continue;
+                }
+                Ok(record) => record
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.secrets.as_ref()?.reply_keys().ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            self.leaks.insert(entry.message_id.clone(), (id, keys));
+            waiting.push(entry);
+        }
+        let entries = waiting;
+        if !entries.is_empty() {
+            log(format!("{} leak(s) waiting in the outbox", entries.len()));
+        }
+        self.entries = entries;
+        Ok(())
+    }
+
+    async fn serve(mut self, listener: UnixListener) -> anyhow::Result<()> {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot watch SIGTERM")?;
+        log("started");
+        while !self.stopping {
+            let now = unix_ms();
+            let wake = self.schedule.next_event_ms().min(self.next_directory_ms);
+            let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
+            tokio::select! {
+                () = sleep => self.on_clock(unix_ms()),
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        tokio::spawn(serve_connection(stream, self.tx.clone()));
+                    }
+                }
+                Some(event) = self.rx.recv() => self.on_event(event).await,
+                _ = terminate.recv() => self.stopping = true,
+                _ = tokio::signal::ctrl_c() => self.stopping = true,
+            }
+        }
+        log("stopped; the outbox stays on disk for the next start");
+        Ok(())
+    }
+
+    fn on_clock(&mut self, now: u64) {
+        if now >= self.next_directory_ms {
+            self.next_directory_ms = u64::MAX;
+            self.fetch_directory(now);
+        }
+        self.counters.loops_lost += self.loops.expire(now);
+        self.give_up_on_expired(now);
+        let waiting = self.due_leak(now).is_some();
+        match self.schedule.take_send_slot(now, waiting, &mut rand::rng()) {
+            Some(Slot::Drop) => self.send_drop(now),
+            Some(Slot::Loop) => self.send_loop(now),
+            // A leak that cannot be built leaves its slot to a loop.
+            Some(Slot::Real) if !self.send_leak(now) => self.send_loop(now),
+            Some(Slot::Real) | None => {}
+        }
+        if self.schedule.take_poll(now, &mut rand::rng()) {
+            self.poll();
+        }
+    }
+
+    fn fetch_directory(&mut self, now: u64) {
+        let peer = self.peer.clone();
+        let config = self.config.clone();
+        let state = self.state.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = directory::load(&peer, &config, &state, now / 1000)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Directory(result)).await;
+        });
+    }
+
+    /// The guard's node id, peer id and the mailbox capability, once there
+    /// is a guard.
+    fn guard_parts(&self) -> Option<(NodeId, PeerId, Zeroizing<[u8; 32]>)> {
+        let guard = self.guard.as_ref()?;
+        let node = guard.node_id()?;
+        Some((node, peer_id_of(&node)?, guard.capability()?))
+    }
+
+    fn context(&self, now: u64) -> Option<Context<'_>> {
+        let directory = self.directory.as_ref()?;
+        let guard = self.guard.as_ref()?;
+        Some(Context {
+            nodes: &directory.nodes,
+            guard: guard.node_id()?,
+            mailbox: guard.mailbox()?,
+            mean_delay_ms: self.config.send.mixing_delay_ms,
+            hops: self.config.send.hops,
+            now_ms: now,
+        })
+    }
+
+    fn send_drop(&mut self, now: u64) {
+        let Some(cx) = self.context(now) else { return };
+        match traffic::build_drop(&cx, self.policy.version(), &mut rand::rng()) {
+            Ok(packet) => {
+                self.counters.drops_sent += 1;
+                self.transmit(packet, Sent::Cover);
+            }
+            Err(e) => log(format!("no drop this slot: {e}")),
+        }
+    }
+
+    fn send_loop(&mut self, now: u64) {
+        let Some(cx) = self.context(now) else { return };
+        match traffic::build_loop(&cx, &mut rand::rng()) {
+            Ok((packet, keys, delays_ms)) => {
+                // Given up on once it is clearly late: its delays, plus
+                // room for polls that found the mailbox busy.
+                let grace = self.config.cover.poll_interval_ms.saturating_mul(30) + 60_000;
+                let expires = now + delays_ms + grace;
+                self.counters.loops_lost += self.loops.push(expires, keys);
+                self.counters.loops_sent += 1;
+                self.transmit(packet, Sent::Cover);
+            }
+            Err(e) => log(format!("no loop this slot: {e}")),
+        }
+    }
+
+    /// The first leak whose next attempt is due and not already leaving.
+    fn due_leak(&self, now: u64) -> Option<usize> {
+        let max = self.max_attempts();
+        self.entries.iter().position(|e| {
+            e.next_at_ms <= now && e.attempts_sent < max && !self.in_flight.contains(&e.message_id)
+        })
+    }
+
+    fn max_attempts(&self) -> u32 {
+        1 + self.config.send.retransmissions
+    }
+
+    /// Sends the next due leak's attempt in this slot; false when none
+    /// could be built (the slot then carries a loop).
+    fn send_leak(&mut self, now: u64) -> bool {
+        let Some(index) = self.due_leak(now) else {
+            return false;
+        };
+        let entry = self.entries[index].clone();
+        match self.build_attempt(&entry, now) {
+            Ok(packet) => {
+                self.in_flight.insert(entry.message_id.clone());
+                self.counters.leaks_sent += 1;
+                self.transmit(packet, Sent::Leak(entry.message_id));
+                true
+            }
+            Err(e) => {
+                log(format!("a leak could not leave in this slot: {e:#}"));
+                false
+            }
+        }
+    }
+
+    /// Seals an attempt of `entry` over a fresh route and records it (with
+    /// its reply keys) before it leaves: a receipt is never unreadable
+    /// because the agent stopped.
+    fn build_attempt(&mut self, entry: &OutboxEntry, now: u64) -> anyhow::Result<Packet> {
+        let (Some(cx), Some((_, guard_peer, capability))) = (self.context(now), self.guard_parts())
+        else {
+            anyhow::bail!("no directory or guard yet");
+        };
+        let secret = self.outbox.secret(&entry.message_id)?;
+        let recipient = Recipient::parse(&secret.recipient)?;
+        let relationship: Relationship = entry
+            .relationship
+            .parse()
+            .map_err(|e| anyhow::anyhow!("stored relationship: {e}"))?;
+        let message_id = entry.id().context("stored message id")?;
+        let exit = entry.exit().context("stored exit")?;
+        let (packet, keys, path_delay_ms) = traffic::build_leak(
+            &Context {
+                hops: entry.hops,
+                ..cx
+            },
+            &LeakInput {
+                message_id,
+                exit,
+                recipient: &recipient,
+                relationship,
+                text: &secret.text,
+                policy_version: entry.policy_version,
+                stamp: entry.stamp(),
+            },
+            &mut rand::rng(),
+        )?;
+        let mailbox_addresses = self
+            .directory
+            .as_ref()
+            .and_then(|d| d.nodes.iter().find(|n| n.node == cx.guard))
+            .map(|d| d.addresses.clone())
+            .unwrap_or_default();
+        let mut record = self.state.load(&entry.message_id)?;
+        record.attempts.push(AttemptRecord {
+            sent_at_ms: now,
+            path_delay_ms,
+            mailbox_peer: guard_peer.to_string(),
+            mailbox_addresses,
+            sent: false,
+            secrets: Some(AttemptSecrets::new(&capability, &keys)?),
+        });
+        self.state.save(&record)?;
+        if let Some((_, all)) = self.leaks.get_mut(&entry.message_id) {
+            all.push(keys);
+        }
+        Ok(packet)
+    }
+
+    fn transmit(&self, packet: Packet, what: Sent) {
+        let Some((_, guard_peer, _)) = self.guard_parts() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                OPERATION_TIMEOUT,
+                peer.send_packets(guard_peer, std::slice::from_ref(&packet)),
+            )
+            .await;
+            let ok = matches!(sent, Ok(Ok(())));
+            let _ = tx.send(Event::Sent(what, ok)).await;
+        });
+    }
+
+    fn poll(&mut self) {
+        let Some((_, guard_peer, capability)) = self.guard_parts() else {
+            return;
+        };
+        if self.polling {
+            // The last poll has not come back yet: this one would only
+            // queue behind it.
+            return;
+        }
+        self.polling = true;
+        let peer = self.peer.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let fetched = tokio::time::timeout(
+                OPERATION_TIMEOUT,
+                peer.fetch_mailbox(guard_peer, &capability),
+            )
+            .await;
+            let result = match fetched {
+                Ok(Ok(entries)) => Ok(entries),
+                Ok(Err(e)) => Err(directory::short_network_error(&e)),
+                Err(_) => Err("no answer in time".to_owned()),
+            };
+            let _ = tx.send(Event::Polled(result)).await;
+        });
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Command(request, answer) => {
+                let response = self.on_command(&request).await;
+                let _ = answer.send(response);
+            }
+            Event::Sent(what, ok) => {
+                self.note_guard(ok);
+                if let Sent::Leak(id) = what {
+                    self.in_flight.remove(&id);
+                    if let Err(e) = self.after_attempt(&id, ok) {
+                        log(format!("recording an attempt: {e:#}"));
+                    }
+                }
+            }
+            Event::Polled(result) => {
+                self.polling = false;
+                self.counters.polls += 1;
+                match result {
+                    Ok(entries) => {
+                        self.note_guard(true);
+                        for entry in entries {
+                            self.on_mailbox_entry(&entry);
+                        }
+                    }
+                    Err(e) => {
+                        self.note_guard(false);
+                        log(format!("mailbox poll failed: {e}"));
+                    }
+                }
+            }
+            Event::Directory(result) => self.on_directory(result),
+        }
+    }
+
+    fn note_guard(&mut self, ok: bool) {
+        if ok {
+            self.guard_failures = 0;
+            return;
+        }
+        self.counters.failures += 1;
+        self.guard_failures += 1;
+        if self.guard_failures >= GUARD_MAX_FAILURES {
+            log("the guard has not answered for a while: choosing another");
+            let avoid = self.guard.as_ref().and_then(Guard::node_id);
+            self.choose_guard(avoid);
+        }
+    }
+
+    fn on_directory(&mut self, result: Result<DirectoryView, String>) {
+        let now = unix_ms();
+        match result {
+            Ok(view) => {
+                let fresh = !view.from_cache;
+                self.directory = Some(view);
+                self.next_directory_ms = now + self.config.agent.directory_refresh_secs * 1000;
+                let replace = match &self.guard {
+                    None => true,
+                    Some(guard) => {
+                        let nodes = self
+                            .directory
+                            .as_ref()
+                            .map_or(&[][..], |d| d.nodes.as_slice());
+                        match guard.replace(nodes, fresh, now) {
+                            Some(Replace::Expired) => {
+                                log("the guard has served 30 days: choosing a new one");
+                                true
+                            }
+                            Some(Replace::LeftDirectory) => {
+                                log("the guard left the directory: choosing a new one");
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                };
+                if replace {
+                    let avoid = self.guard.as_ref().and_then(Guard::node_id);
+                    self.choose_guard(avoid);
+                }
+            }
+            Err(e) => {
+                log(format!("no directory: {e}"));
+                self.next_directory_ms = now + DIRECTORY_RETRY_MS;
+            }
+        }
+    }
+
+    fn choose_guard(&mut self, avoid: Option<NodeId>) {
+        let Some(directory) = &self.directory else {
+            return;
+        };
+        let Some(guard) = Guard::choose(&directory.nodes, avoid, unix_ms(), &mut rand::rng())
+        else {
+            log("no relay can be the guard yet");
+            return;
+        };
+        if let Err(e) = guard.save(self.state.root()) {
+            log(format!("cannot store the guard: {e}"));
+            return;
+        }
+        self.guard = Some(guard);
+        self.guard_failures = 0;
+        // The loops went to the old mailbox: they will not come back.
+        let lost = self.loops.len() as u64;
+        self.loops = PendingLoops::default();
+        self.counters.loops_lost += lost;
+    }
+
+    fn on_mailbox_entry(&mut self, entry: &[u8]) {
+        match traffic::open_entry(&self.leaks, &mut self.loops, entry) {
+            Opened::Receipt(id, outcome) => {
+                self.counters.receipts += 1;
+                log(format!(
+                    "a receipt came: {}",
+                    crate::state::outcome_name(&outcome)
+                ));
+                if let Err(e) = self.finish(&id, Finished::Receipt { receipt: outcome }) {
+                    log(format!("recording a receipt: {e:#}"));
+                }
+            }
+            Opened::Loop => self.counters.loops_returned += 1,
+            Opened::Nothing => {}
+        }
+    }
+
+    /// Records how a leak ended, then forgets its text.
+    fn finish(&mut self, id: &str, result: Finished) -> anyhow::Result<()> {
+        let mut record = self.state.load(id)?;
+        if record.is_pending() {
+            record.finish(result, unix_ms());
+            self.state.save(&record)?;
+        }
+        self.entries.retain(|e| e.message_id != id);
+        self.leaks.remove(id);
+        self.outbox.remove(id)?;
+        Ok(())
+    }
+
+    /// After an attempt was handed to the guard (or not): the record says
+    /// so, and the next attempt's time is drawn.
+    fn after_attempt(&mut self, id: &str, ok: bool) -> anyhow::Result<()> {
+        let now = unix_ms();
+        let mut record = self.state.load(id)?;
+        if let Some(last) = record.attempts.last_mut() {
+            last.sent = ok;
+            if ok {
+                last.sent_at_ms = now;
+            } else {
+                last.secrets = None;
+            }
+        }
+        self.state.save(&record)?;
+        if !ok {
+            return Ok(());
+        }
+        let wait_ms = self.retransmit_wait_ms();
+        let spread = self
+            .config
+            .agent
+            .retransmit_spread_secs
+            .saturating_mul(1000);
+        let jitter = if spread == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=spread)
+        };
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.message_id == id) {
+            entry.attempts_sent += 1;
+            // After the last attempt, this is when the agent gives up.
+            entry.next_at_ms = now + wait_ms + jitter;
+            self.outbox.update(entry)?;
+        }
+        Ok(())
+    }
+
+    /// How long a receipt is waited for before the leak is sent again:
+    /// the p99.9 of a round trip, and at least the configured minimum.
+    fn retransmit_wait_ms(&self) -> u64 {
+        let p999 = f64::from(self.config.send.mixing_delay_ms) * ROUND_TRIP_P999_IN_MU;
+        let min = self
+            .config
+            .agent
+            .retransmit_min_wait_secs
+            .saturating_mul(1000);
+        (p999 as u64).max(min)
+    }
+
+    fn give_up_on_expired(&mut self, now: u64) {
+        let max = self.max_attempts();
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| e.attempts_sent >= max && e.next_at_ms <= now)
+            .map(|e| e.message_id.clone())
+            .collect();
+        for id in expired {
+            log("a leak got no receipt after its last attempt");
+            if let Err(e) = self.finish(&id, Finished::NoReceipt) {
+                log(format!("recording a failed leak: {e:#}"));
+            }
+        }
+    }
+
+    async fn on_command(&mut self, request: &Request) -> Response {
+        match request {
+            Request::Send {
+                recipient,
+                relationship,
+                text,
+                within_secs,
+                hops,
+            } => match self
+                .accept(recipient, relationship, text, *within_secs, *hops)
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => Response::Error {
+                    message: format!("{e:#}"),
+                },
+            },
+            Request::Status => Response::Status(self.status()),
+            Request::Stop => {
+                self.stopping = true;
+                Response::Stopping
+            }
+        }
+    }
+
+    /// Takes a leak: checks it, chooses its exit and id, solves its stamp,
+    /// and stores it (synced) before answering.
+    async fn accept(
+        &mut self,
+        recipient: &str,
+        relationship: &str,
+        text: &str,
+        within_secs: Option<u64>,
+        hops: Option<usize>,
+    ) -> anyhow::Result<Response> {
+        let recipient = Recipient::parse(recipient)?;
+        let relationship: Relationship =
+            relationship.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        validate_text(text)?;
+        if let Verdict::Refused(refusal) = self.policy.check_text(text) {
+            anyhow::bail!("refused ({}): {}", refusal.rule, refusal.reason);
+        }
+        let hops = hops.unwrap_or(self.config.send.hops);
+        if !(MIN_HOPS..=MAX_HOPS).contains(&hops) {
+            anyhow::bail!("a path has {MIN_HOPS} to {MAX_HOPS} hops, not {hops}");
+        }
+        let now = unix_ms();
+        let Some(directory) = &self.directory else {
+            anyhow::bail!("the agent has no directory yet: try again in a moment");
+        };
+        let mut rng = rand::rng();
+        let exit = path::choose_exit(&directory.nodes, self.policy.version(), now, &mut rng)?;
+        let exit_domain = exit
+            .descriptor
+            .exit
+            .as_ref()
+            .map(|e| e.domain.clone())
+            .unwrap_or_default();
+        let exit_peer = peer_id_of(&exit.descriptor.node)
+            .context("the exit's node id is not an Ed25519 key")?;
+        let within_ms = within_secs.unwrap_or(0).saturating_mul(1000);
+        let release_at_ms = crate::cover::release_time(now, within_ms, &mut rng);
+        let message_id = MessageId(rng.random());
+        let hash = self.policy.recipient_hash(&recipient);
+        let bits = self.policy.limits().stamp_bits;
+        let epoch = release_at_ms / 1000 / policy::STAMP_EPOCH_SECS;
+        let exit_node = exit.descriptor.node;
+        let stamp = tokio::task::spawn_blocking(move || {
+            policy::solve_stamp(&hash, &exit_node, epoch, bits, &message_id)
+        })
+        .await
+        .context("the stamp computation stopped")?;
+        let record = LeakRecord {
+            message_id: message_id.to_string(),
+            recipient: redact_recipient(recipient.as_str()),
+            relationship: relationship.to_string(),
+            exit: ExitRecord {
+                peer: exit_peer.to_string(),
+                domain: exit_domain,
+            },
+            created_at_ms: now,
+            attempts: Vec::new(),
+            outcome: None,
+        };
+        let entry = OutboxEntry {
+            message_id: message_id.to_string(),
+            relationship: relationship.to_string(),
+            policy_version: self.policy.version(),
+            stamp_epoch: stamp.epoch,
+            stamp_nonce: stamp.nonce,
+            exit_node: hex::encode(exit_node.0),
+            hops,
+            next_at_ms: release_at_ms,
+            attempts_sent: 0,
+        };
+        self.state.save(&record)?;
+        self.outbox.put(
+            &entry,
+            &OutboxSecret {
+                recipient: recipient.as_str().to_owned(),
+                text: text.to_owned(),
+            },
+        )?;
+        self.leaks
+            .insert(entry.message_id.clone(), (message_id, Vec::new()));
+        self.entries.push(entry);
+        self.entries.sort_by_key(|e| e.next_at_ms);
+        log("a leak was queued");
+        Ok(Response::Queued {
+            message_id: message_id.to_string(),
+            release_at_ms,
+        })
+    }
+
+    fn status(&self) -> AgentStatus {
+        let c = &self.counters;
+        let nodes = self.directory.as_ref().map_or(0, |d| d.nodes.len());
+        let returned = if c.loops_sent == 0 {
+            "no loop sent yet".to_owned()
+        } else {
+            format!(
+                "{} of {} loops came back ({} given up on, {} on their way)",
+                c.loops_returned,
+                c.loops_sent,
+                c.loops_lost,
+                self.loops.len()
+            )
+        };
+        AgentStatus {
+            started_at_ms: self.started_at_ms,
+            guard: self
+                .guard
+                .as_ref()
+                .and_then(Guard::node_id)
+                .and_then(|n| peer_id_of(&n))
+                .map(|p| p.to_string()),
+            guard_since_ms: self.guard.as_ref().map(|g| g.chosen_at_ms),
+            directory_nodes: nodes,
+            directory_fetched_at: self.directory.as_ref().map_or(0, |d| d.fetched_at),
+            counters: c.clone(),
+            outbox: self
+                .entries
+                .iter()
+                .map(|e| Queued {
+                    message_id: e.message_id.clone(),
+                    attempts_sent: e.attempts_sent,
+                    next_at_ms: e.next_at_ms,
+                })
+                .collect(),
+            anonymity_set: None,
+            anonymity_note: format!(
+                "no estimate in this build; what the agent sees: {returned}; {nodes} node(s) in the directory"
+            ),
+        }
+    }
+}
+
+/// The agent's Poisson clocks from the configuration.
+fn cover_config(config: &Config) -> CoverConfig {
+    CoverConfig {
+        send_interval_ms: config.cover.send_interval_ms,
+        loop_share: config.cover.loop_share,
+        poll_interval_ms: config.cover.poll_interval_ms,
+    }
+}
+
+/// Reads one request line from a connection, hands it to the agent's task
+/// and writes the answer back.
+async fn serve_connection(stream: UnixStream, tx: mpsc::Sender<Event>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(ipc::MAX_LINE as u64));
+    let mut line = Zeroizing::new(Vec::new());
+    let response =
+        match tokio::time::timeout(OPERATION_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+            Ok(Ok(n)) if n > 0 => match ipc::decode_request(&line) {
+                Ok(request) => {
+                    let (answer, wait) = oneshot::channel();
+                    if tx.send(Event::Command(request, answer)).await.is_err() {
+                        return;
+                    }
+                    match wait.await {
+                        Ok(response) => response,
+                        Err(_) => Response::Error {
+                            message: "the agent is stopping".into(),
+                        },
+                    }
+                }
+                Err(message) => Response::Error { message },
+            },
+            _ => return,
+        };
+    let _ = write.write_all(&ipc::encode_response(response)).await;
+    let _ = write.shutdown().await;
+}

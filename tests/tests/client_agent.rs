@@ -1,0 +1,176 @@
+//! The always-on agent (`leak agent`) against a federation of `leak-node`
+//! processes on 127.0.0.1: `leak send` refuses without it, the agent emits
+//! cover while idle (counted at its guard), leaks handed to it are
+//! delivered (with `--wait`, without, and `--within`), and a leak accepted
+//! by an agent that is then killed (SIGKILL) is delivered exactly once
+//! after a restart, its text gone from the disk afterwards.
+//!
+//! Cover intervals are short here (150 ms) and mixing delays 20 ms; the
+//! tests wait for events, never for wall-clock durations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod client_common;
+
+use client_common::{Federation, Sender, json_line, stderr, stdout};
+use leak_tests::process::{metric, scrape_metrics};
+use libp2p::PeerId;
+
+/// The number after `label` in `text` ("sent 12 drop(s)": label "sent ").
+fn number_after(text: &str, label: &str) -> u64 {
+    let rest = text
+        .split(label)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"));
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {label:?} in {text}"))
+}
+
+fn guard_of(status: &str) -> PeerId {
+    let rest = status.split("; guard ").nth(1).expect("a guard line");
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = Federation::start_with_metrics(dir.path(), 4, true);
+    let sender = Sender::new(
+        dir.path(),
+        "sender",
+        &fed.bootstrap(),
+        &["--mixing-delay-ms", "20"],
+    );
+    sender.fast_agent_config();
+    sender.wait_for_directory(5, 1);
+
+    // No agent: refused, nothing sent, and the way out is spelt out.
+    let text = "Thank you for covering for me last week.";
+    let out = sender.run(&["send", "--to", "ann@example.com", "--as", "coworker", text]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for needle in [
+        "no agent is running",
+        "leak agent",
+        "systemctl --user start leak-agent",
+        "--direct",
+        "no cover traffic",
+        "reveals the moment you send",
+    ] {
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+    }
+    assert!(fed.emails().is_empty());
+
+    // Idle, the agent sends cover through its guard: the guard counts the
+    // packets, and loops come back to the agent's mailbox.
+    let mut agent = sender.start_agent();
+    let status = sender.wait_status(&[], "loops came back", |s| {
+        s.contains("Agent: running") && number_after(s, " loop(s) (") >= 3
+    });
+    let guard = guard_of(&status);
+    let metrics = fed
+        .relay_by_peer(&guard)
+        .unwrap_or_else(|| panic!("the guard {guard} is not a relay"))
+        .started
+        .metrics_addr();
+    let received = || {
+        metric(
+            &scrape_metrics(metrics).unwrap(),
+            "leak_packets_received_total",
+            None,
+        )
+    };
+    let before = received();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while received() < before + 10.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guard saw no cover: {}",
+            agent.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = stdout(&sender.run(&["status"]));
+    assert!(number_after(&status, "sent ") > 0, "drops: {status}");
+    assert!(status.contains("anonymity: "), "{status}");
+    assert!(status.contains("No leaks sent yet."), "{status}");
+
+    // Handed over: the command returns at once; the receipt shows up in
+    // `leak status`.
+    let out = sender.run(&["send", "--to", "ann@example.com", "--as", "coworker", text]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("queued; the receipt will appear in `leak status`"),
+        "{}",
+        stdout(&out)
+    );
+    sender.wait_status(&["--json"], "delivered", |s| {
+        s.contains(r#""outcome":"delivered""#)
+    });
+    assert_eq!(fed.emails_to("ann@example.com").len(), 1);
+    assert!(
+        fed.emails_to("ann@example.com")[0].contains(text),
+        "the text arrived"
+    );
+
+    // --wait: the command ends with the receipt; --within: later, at random.
+    let out = sender.run(&[
+        "send",
+        "--wait",
+        "--json",
+        "--within",
+        "2s",
+        "--to",
+        "ben@example.com",
+        "--as",
+        "friend",
+        "You were the kindest person on the team.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(json_line(&out).contains(r#""outcome":"delivered""#));
+    assert_eq!(fed.emails_to("ben@example.com").len(), 1);
+
+    // Accepted, then the agent is killed before (or while) the leak leaves;
+    // restarted, it delivers it exactly once under the same message id.
+    let out = sender.run(&[
+        "send",
+        "--json",
+        "--within",
+        "3s",
+        "--to",
+        "cat@example.com",
+        "--as",
+        "family",
+        "I never told you how much your letters meant.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    agent.kill();
+    let json = json_line(&out);
+    let id = json
+        .split(r#""message_id":""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let outbox = sender.home.join("state").join("outbox");
+    let files = || std::fs::read_dir(&outbox).unwrap().count();
+    let out = sender.run(&["status", &id]);
+    assert!(
+        stderr(&out).contains("wait in the agent's outbox") || files() == 0,
+        "{}",
+        stderr(&out)
+    );
+    let _agent = sender.start_agent();
+    let done = sender.wait_status(&["--json", &id], "delivered after the restart", |s| {
+        s.contains(r#""outcome":"delivered""#)
+    });
+    assert!(done.contains(&id), "{done}");
+    assert_eq!(fed.emails_to("cat@example.com").len(), 1);
+    // Finished leaks leave nothing in the outbox: the texts are gone.
+    assert_eq!(files(), 0, "the outbox is empty");
+    // Every leak was sent once: no duplicate at the exit either.
+    assert_eq!(fed.emails().len(), 3);
+}
