@@ -3,7 +3,8 @@
 #
 # Builds leak-node and leak in release mode, starts four relays and one exit
 # as separate processes on 127.0.0.1 (the exit "delivers" into a directory of
-# .eml files instead of a mail server), sends a leak with `leak send`, shows
+# .eml files instead of a mail server), starts the sender's agent (`leak
+# agent`, cover traffic every half second here), sends a leak with `leak send`, shows
 # the email the recipient would get and the sender's receipt, then stops
 # every process it started.
 #
@@ -96,6 +97,15 @@ for _ in $(seq 1 100); do
 done
 "$LEAK" nodes
 
+bold "The sender starts the agent: leak agent (a packet every half second here; every 12 s by default)"
+sed -i 's/^send_interval_ms = 12000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/' "$LEAK_CONFIG"
+"$LEAK" agent 2>"$WORK/agent.err" &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+    "$LEAK" status 2>/dev/null | grep -q "guard 12D3" && break
+    sleep 0.2
+done
+
 bold "leak check: what the federation's moderation policy says, before sending"
 "$LEAK" check "I always admired how calmly you handle the Monday meetings." || true
 "$LEAK" check "I know where you live and I will hurt you." || true
@@ -105,8 +115,8 @@ status=0
 "$LEAK" send --to alice@example.com --as coworker "I know where you live and I will hurt you." || status=$?
 echo "(exit status $status: refused, nothing left this machine)"
 
-bold "leak send: a leak through three hops, and its receipt"
-"$LEAK" send --to alice@example.com --as coworker \
+bold "leak send --wait: the agent sends the leak in place of a loop, through three hops, and the receipt comes back"
+"$LEAK" send --wait --to alice@example.com --as coworker \
     "I always admired how calmly you handle the Monday meetings. Thank you."
 
 bold "The email the recipient got (the exit's outbox)"
@@ -116,7 +126,7 @@ for _ in $(seq 1 50); do
 done
 cat "$WORK"/outbox/*.eml
 
-bold "leak status: the sender's own record (no text, a redacted address)"
+bold "leak status: the agent and the sender's own record (no text, a redacted address)"
 "$LEAK" status
 
 if [[ "${KEEP:-}" == 1 ]]; then
