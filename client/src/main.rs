@@ -666,12 +666,17 @@ fn status(
     };
     let mut notes = Vec::new();
     // A running agent fetches its mailbox itself, on its own schedule: a
-    // fetch from here would say when a receipt is awaited. Without one,
-    // the mailboxes of sent leaks are fetched now (a leak still in the
-    // outbox has none yet).
+    // fetch from here would say when a receipt is awaited. The mailboxes
+    // of other sent leaks (`--direct`, or the agent's while it is stopped)
+    // are fetched now; a leak not sent yet has none.
     let agent = handoff::agent_status(state.root());
-    let fetchable = |r: &LeakRecord| r.is_pending() && !r.attempts.is_empty();
-    if agent.is_none() && records.iter().any(fetchable) {
+    let with_agent = |r: &LeakRecord| {
+        agent
+            .as_ref()
+            .is_some_and(|a| a.outbox.iter().any(|q| q.message_id == r.message_id))
+    };
+    let fetchable = |r: &LeakRecord| r.is_pending() && !r.attempts.is_empty() && !with_agent(r);
+    if records.iter().any(fetchable) {
         let timeout = Duration::from_secs(config.network.connect_timeout_secs);
         runtime()?.block_on(async {
             let peer = config.network.peer()?;

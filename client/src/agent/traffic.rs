@@ -254,3 +254,111 @@ pub fn open_entry(leaks: &PendingLeaks, loops: &mut PendingLoops, entry: &[u8]) 
     }
     Opened::Nothing
 }
+
+#[cfg(test)]
+mod tests {
+    use leak_protocol::{
+        Delay, MixSecret, Processed, Receipt, build_reply_block, process_packet,
+        sphinx::{FinalPayload, PAYLOAD_LEN},
+    };
+
+    use super::*;
+
+    fn hops(secrets: &[MixSecret]) -> Vec<leak_protocol::PathHop> {
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| leak_protocol::PathHop {
+                node: NodeId([i as u8 + 1; 32]),
+                key: s.public(),
+                key_hint: 0,
+                delay: Delay(10),
+            })
+            .collect()
+    }
+
+    /// What the mailbox holds once `packet` crossed every hop.
+    fn deposit(mut packet: Packet, secrets: &[MixSecret]) -> Vec<u8> {
+        for secret in secrets {
+            match process_packet(packet.as_bytes(), secret) {
+                Processed::Forward(f) => packet = f.packet,
+                Processed::Final(f) => match f.payload {
+                    FinalPayload::Mailbox { reply, .. } => return reply.to_vec(),
+                    FinalPayload::Exit { .. } => panic!("ended at an exit"),
+                },
+                Processed::Drop(reason) => panic!("dropped: {reason:?}"),
+            }
+        }
+        panic!("no final hop")
+    }
+
+    /// A mailbox answer holds returned loops, a receipt and filler: each is
+    /// told for what it is, a loop counts once, and lost loops expire.
+    #[test]
+    fn loops_receipts_and_filler_are_told_apart() {
+        let secrets: Vec<MixSecret> = (1..=3u8).map(|i| MixSecret::from_bytes([i; 32])).collect();
+        let path = hops(&secrets);
+        let mailbox = MailboxId([7; 32]);
+        let mut rng = rand::rng();
+        let mut loops = PendingLoops::default();
+        let a = cover::build_loop(&path, mailbox, &mut rng).unwrap();
+        let b = cover::build_loop(&path, mailbox, &mut rng).unwrap();
+        assert_eq!(loops.push(1_000, a.keys), 0);
+        assert_eq!(loops.push(5_000, b.keys), 0);
+        let back_a = deposit(a.packet, &secrets);
+        let back_b = deposit(b.packet, &secrets);
+
+        let (block, keys) = build_reply_block(&path, mailbox, &mut rng).unwrap();
+        let id = MessageId([4; 16]);
+        let receipt = Receipt {
+            message_id: id,
+            outcome: Outcome::Delivered,
+        };
+        let (_, packet) = block.into_packet(&receipt.encode().unwrap()).unwrap();
+        let back_receipt = deposit(packet, &secrets);
+        let mut leaks = PendingLeaks::new();
+        leaks.insert(id.to_string(), (id, vec![keys]));
+
+        let filler = vec![0x5a; PAYLOAD_LEN];
+        assert_eq!(open_entry(&leaks, &mut loops, &filler), Opened::Nothing);
+        assert_eq!(
+            open_entry(&leaks, &mut loops, &back_receipt),
+            Opened::Receipt(id.to_string(), Outcome::Delivered)
+        );
+        // A receipt for another leak is not this one's.
+        let other: PendingLeaks = HashMap::new();
+        assert_eq!(
+            open_entry(&other, &mut loops, &back_receipt),
+            Opened::Nothing
+        );
+        assert_eq!(open_entry(&leaks, &mut loops, &back_a), Opened::Loop);
+        assert_eq!(
+            open_entry(&leaks, &mut loops, &back_a),
+            Opened::Nothing,
+            "a replayed loop counts once"
+        );
+        assert_eq!(loops.len(), 1);
+        assert_eq!(loops.expire(4_999), 0);
+        assert_eq!(loops.expire(5_000), 1, "b is given up on");
+        assert!(loops.is_empty());
+        assert_eq!(open_entry(&leaks, &mut loops, &back_b), Opened::Nothing);
+    }
+
+    #[test]
+    fn pending_loops_are_bounded() {
+        let secrets = [MixSecret::from_bytes([1; 32])];
+        let path = hops(&secrets);
+        let keys = || {
+            cover::build_loop(&path, MailboxId([1; 32]), &mut rand::rng())
+                .unwrap()
+                .keys
+        };
+        let mut loops = PendingLoops::default();
+        let one = keys();
+        for _ in 0..MAX_PENDING_LOOPS {
+            assert_eq!(loops.push(u64::MAX, one.clone()), 0);
+        }
+        assert_eq!(loops.push(u64::MAX, keys()), 1, "the oldest goes");
+        assert_eq!(loops.len(), MAX_PENDING_LOOPS);
+    }
+}
