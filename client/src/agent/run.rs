@@ -115,6 +115,8 @@ struct Agent {
     loops: PendingLoops,
     in_flight: HashSet<String>,
     polling: bool,
+    /// The last trouble logged, so a lasting one is logged once.
+    last_warning: Option<String>,
     counters: Counters,
     started_at_ms: u64,
     stopping: bool,
@@ -150,6 +152,7 @@ impl Agent {
             loops: PendingLoops::default(),
             in_flight: HashSet::new(),
             polling: false,
+            last_warning: None,
             counters: Counters::default(),
             started_at_ms: now,
             stopping: false,
@@ -274,6 +277,14 @@ impl Agent {
         })
     }
 
+    /// Logs `message` unless it is the trouble logged last.
+    fn warn(&mut self, message: String) {
+        if self.last_warning.as_ref() != Some(&message) {
+            log(&message);
+            self.last_warning = Some(message);
+        }
+    }
+
     fn send_drop(&mut self, now: u64) {
         let Some(cx) = self.context(now) else { return };
         match traffic::build_drop(&cx, self.policy.version(), &mut rand::rng()) {
@@ -281,7 +292,7 @@ impl Agent {
                 self.counters.drops_sent += 1;
                 self.transmit(packet, Sent::Cover);
             }
-            Err(e) => log(format!("no drop this slot: {e}")),
+            Err(e) => self.warn(format!("no drop this slot: {e}")),
         }
     }
 
@@ -297,7 +308,7 @@ impl Agent {
                 self.counters.loops_sent += 1;
                 self.transmit(packet, Sent::Cover);
             }
-            Err(e) => log(format!("no loop this slot: {e}")),
+            Err(e) => self.warn(format!("no loop this slot: {e}")),
         }
     }
 
@@ -328,7 +339,23 @@ impl Agent {
                 true
             }
             Err(e) => {
-                log(format!("a leak could not leave in this slot: {e:#}"));
+                if matches!(e.downcast_ref(), Some(traffic::TrafficError::ExitGone)) {
+                    // Its stamp binds it to that exit: wait for the exit to
+                    // be listed again rather than trying every slot.
+                    let retry = now + self.config.agent.directory_refresh_secs * 1000;
+                    if let Some(waiting) = self.entries.get_mut(index) {
+                        waiting.next_at_ms = retry;
+                        if let Err(e) = self.outbox.update(waiting) {
+                            log(format!("cannot update the outbox: {e}"));
+                        }
+                    }
+                    self.warn(
+                        "a leak's exit is not in the directory: it waits for the next directory"
+                            .to_owned(),
+                    );
+                } else {
+                    self.warn(format!("a leak could not leave in this slot: {e:#}"));
+                }
                 false
             }
         }
