@@ -1,7 +1,8 @@
 //! The always-on agent (`leak agent`) against a federation of `leak-node`
 //! processes on 127.0.0.1: `leak send` refuses without it, the agent emits
 //! cover while idle (counted at its guard), leaks handed to it are
-//! delivered (with `--wait`, without, and `--within`), and a leak accepted
+//! delivered (with `--wait`, without, and `--within`) or refused by the
+//! exit, and a leak accepted
 //! by an agent that is then killed (SIGKILL) is delivered exactly once
 //! after a restart, its text gone from the disk afterwards.
 //!
@@ -130,6 +131,23 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(json_line(&out).contains(r#""outcome":"delivered""#));
     assert_eq!(fed.emails_to("ben@example.com").len(), 1);
+
+    // The exit's local rules refuse this one: the receipt says so.
+    let out = sender.run(&[
+        "send",
+        "--wait",
+        "--json",
+        "--to",
+        "dan@example.com",
+        "--as",
+        "friend",
+        "I still think about the pineapple cake you made.",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json = json_line(&out);
+    assert!(json.contains(r#""outcome":"refused""#), "{json}");
+    assert!(json.contains(r#""rule":"local.pineapple""#), "{json}");
+    assert!(fed.emails_to("dan@example.com").is_empty());
 
     // Accepted, then the agent is killed before (or while) the leak leaves;
     // restarted, it delivers it exactly once under the same message id.

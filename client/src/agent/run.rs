@@ -34,7 +34,7 @@ use crate::{
         outbox::{Outbox, OutboxEntry, OutboxSecret},
         traffic::{self, Context, LeakInput, Opened, PendingLeaks, PendingLoops},
     },
-    config::Config,
+    config::{AgentConfig, Config},
     cover::{CoverConfig, Schedule, Slot},
     directory::{self, DirectoryView},
     path::{self, MAX_HOPS, MIN_HOPS},
@@ -615,36 +615,19 @@ impl Agent {
         if !ok {
             return Ok(());
         }
-        let wait_ms = self.retransmit_wait_ms();
-        let spread = self
-            .config
-            .agent
-            .retransmit_spread_secs
-            .saturating_mul(1000);
-        let jitter = if spread == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=spread)
-        };
+        let next_at = retransmission_at(
+            now,
+            self.config.send.mixing_delay_ms,
+            &self.config.agent,
+            &mut rand::rng(),
+        );
         if let Some(entry) = self.entries.iter_mut().find(|e| e.message_id == id) {
             entry.attempts_sent += 1;
             // After the last attempt, this is when the agent gives up.
-            entry.next_at_ms = now + wait_ms + jitter;
+            entry.next_at_ms = next_at;
             self.outbox.update(entry)?;
         }
         Ok(())
-    }
-
-    /// How long a receipt is waited for before the leak is sent again:
-    /// the p99.9 of a round trip, and at least the configured minimum.
-    fn retransmit_wait_ms(&self) -> u64 {
-        let p999 = f64::from(self.config.send.mixing_delay_ms) * ROUND_TRIP_P999_IN_MU;
-        let min = self
-            .config
-            .agent
-            .retransmit_min_wait_secs
-            .saturating_mul(1000);
-        (p999 as u64).max(min)
     }
 
     fn give_up_on_expired(&mut self, now: u64) {
@@ -820,6 +803,29 @@ impl Agent {
     }
 }
 
+/// When a leak whose attempt left at `sent_at_ms` is sent again (or, after
+/// its last attempt, given up on): once a receipt is clearly late (the p99.9
+/// of a round trip, at least `agent.retransmit_min_wait_secs`), then at a
+/// random time uniform in the next `agent.retransmit_spread_secs`, so an exit
+/// that withholds receipts learns nothing sharper from a retransmission's
+/// timing than from the first attempt's.
+fn retransmission_at<R: rand::Rng + ?Sized>(
+    sent_at_ms: u64,
+    mean_delay_ms: u32,
+    agent: &AgentConfig,
+    rng: &mut R,
+) -> u64 {
+    let p999 = (f64::from(mean_delay_ms) * ROUND_TRIP_P999_IN_MU) as u64;
+    let wait = p999.max(agent.retransmit_min_wait_secs.saturating_mul(1000));
+    let spread = agent.retransmit_spread_secs.saturating_mul(1000);
+    let jitter = if spread == 0 {
+        0
+    } else {
+        rng.random_range(0..=spread)
+    };
+    sent_at_ms.saturating_add(wait).saturating_add(jitter)
+}
+
 /// The agent's Poisson clocks from the configuration.
 fn cover_config(config: &Config) -> CoverConfig {
     CoverConfig {
@@ -856,4 +862,35 @@ async fn serve_connection(stream: UnixStream, tx: mpsc::Sender<Event>) {
         };
     let _ = write.write_all(&ipc::encode_response(response)).await;
     let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{SeedableRng as _, rngs::StdRng};
+
+    use super::*;
+
+    #[test]
+    fn retransmissions_wait_for_a_late_receipt_then_spread_out() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let defaults = AgentConfig::default();
+        // A minute per hop: the p99.9 (about 18 minutes) is under the
+        // one-hour minimum, so the hour counts, then up to three more.
+        let mut seen = Vec::new();
+        for _ in 0..500 {
+            let at = retransmission_at(1_000, 60_000, &defaults, &mut rng);
+            assert!((1_000 + 3_600_000..=1_000 + 3_600_000 + 10_800_000).contains(&at));
+            seen.push(at);
+        }
+        seen.sort_unstable();
+        assert!(seen[499] - seen[0] > 9_000_000, "spread over the window");
+        // Ten minutes per hop: the p99.9 of seven hops is longer than the hour.
+        let slow = retransmission_at(0, 600_000, &defaults, &mut rng);
+        assert!(slow >= 10_860_000, "{slow}");
+        let exact = AgentConfig {
+            retransmit_spread_secs: 0,
+            ..defaults
+        };
+        assert_eq!(retransmission_at(5, 0, &exact, &mut rng), 5 + 3_600_000);
+    }
 }
