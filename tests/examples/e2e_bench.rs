@@ -55,10 +55,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -77,14 +75,12 @@ use leak_protocol::{
     policy::{self, Policy, Verdict},
     seal::{LeakContents, SealedLeak, seal_leak},
 };
-use leak_tests::{NodeProcess, init_node, process::Started};
+use leak_tests::{
+    mail::{Accepted, Transaction, start_instant_smtp},
+    process::start_node,
+};
 use libp2p::Multiaddr;
 use rand::RngExt as _;
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::TcpListener,
-    sync::watch,
-};
 
 /// Leaks of the library measurement.
 const LEAKS: usize = 100;
@@ -102,176 +98,7 @@ const RECEIPT_POLL: Duration = Duration::from_millis(2);
 const TEXT: &str = "The benchmark says hello: this is one leak among many, \
                     measured from the moment it is sent to the moment the mail server takes it.";
 
-// --- The SMTP server -----------------------------------------------------------
-
-/// What the SMTP server saw of one message.
-#[derive(Debug, Clone, Copy)]
-struct Transaction {
-    /// When MAIL FROM arrived: the exit began to deliver.
-    mail: Instant,
-    /// When the server was about to answer 250 to the final `.`.
-    accepted: Instant,
-    /// How long the end-of-data marker (`CRLF.CRLF`, its own 5-byte write
-    /// in lettre) arrived after the last line of the message.
-    end_marker_gap: Duration,
-}
-
-/// The SMTP server's transactions, by recipient.
-#[derive(Clone)]
-struct Accepted {
-    at: Arc<Mutex<HashMap<String, Transaction>>>,
-    changed: watch::Sender<u64>,
-}
-
-impl Accepted {
-    /// Waits until a message to `recipient` was accepted.
-    async fn wait(&self, recipient: &str, timeout: Duration) -> Option<Transaction> {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(at) = self.at.lock().unwrap().get(recipient) {
-                return Some(*at);
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                return None;
-            }
-        }
-    }
-}
-
-/// An SMTP server on 127.0.0.1 that accepts every message at once.
-async fn start_smtp() -> (u16, Accepted) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Accepted {
-        at: Arc::new(Mutex::new(HashMap::new())),
-        changed: watch::channel(0).0,
-    };
-    let shared = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            stream.set_nodelay(true).unwrap();
-            let accepted = shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = smtp_session(stream, &accepted).await {
-                    eprintln!("e2e_bench: an SMTP session failed: {e}");
-                }
-            });
-        }
-    });
-    (port, accepted)
-}
-
-async fn smtp_session(stream: tokio::net::TcpStream, accepted: &Accepted) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    write.write_all(b"220 e2e-bench ESMTP\r\n").await?;
-    let mut recipients: Vec<String> = Vec::new();
-    let mut mail_at = Instant::now();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let command = line.trim_end().to_ascii_uppercase();
-        let reply: &[u8] = if command.starts_with("EHLO") {
-            b"250-e2e-bench\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10240000\r\n"
-        } else if command.starts_with("HELO") {
-            b"250 e2e-bench\r\n"
-        } else if command.starts_with("MAIL") {
-            mail_at = Instant::now();
-            recipients.clear();
-            b"250 2.1.0 Ok\r\n"
-        } else if command.starts_with("RCPT") {
-            let address = line
-                .split_once('<')
-                .and_then(|(_, rest)| rest.split_once('>'))
-                .map_or_else(String::new, |(a, _)| a.to_ascii_lowercase());
-            recipients.push(address);
-            b"250 2.1.5 Ok\r\n"
-        } else if command == "DATA" {
-            write
-                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                .await?;
-            // Arrival times of the last three lines: the message's last
-            // line, then the marker's empty line and its ".".
-            let mut arrivals = [Instant::now(); 3];
-            loop {
-                line.clear();
-                if lines.read_line(&mut line).await? == 0 {
-                    return Ok(());
-                }
-                arrivals.rotate_left(1);
-                arrivals[2] = Instant::now();
-                if line == ".\r\n" || line == ".\n" {
-                    break;
-                }
-            }
-            let transaction = Transaction {
-                mail: mail_at,
-                accepted: Instant::now(),
-                end_marker_gap: arrivals[1].duration_since(arrivals[0]),
-            };
-            {
-                let mut at = accepted.at.lock().unwrap();
-                for r in recipients.drain(..) {
-                    at.insert(r, transaction);
-                }
-            }
-            accepted.changed.send_modify(|n| *n += 1);
-            b"250 2.0.0 Ok: queued\r\n"
-        } else if command.starts_with("QUIT") {
-            write.write_all(b"221 2.0.0 Bye\r\n").await?;
-            return Ok(());
-        } else if command.starts_with("RSET") || command.starts_with("NOOP") {
-            b"250 2.0.0 Ok\r\n"
-        } else {
-            b"502 5.5.2 Error: command not recognized\r\n"
-        };
-        write.write_all(reply).await?;
-    }
-}
-
 // --- The federation ----------------------------------------------------------
-
-struct Node {
-    process: NodeProcess,
-    started: Started,
-}
-
-fn start_node(
-    dir: &Path,
-    name: &str,
-    bootstrap: Option<&Multiaddr>,
-    init_args: &[&str],
-    run_args: &[&str],
-) -> Node {
-    let data = dir.join(name);
-    let bootstrap = bootstrap.map(ToString::to_string);
-    let mut args = vec![
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--metrics",
-        "",
-        "--family",
-        name,
-    ];
-    if let Some(b) = &bootstrap {
-        args.extend(["--bootstrap", b.as_str()]);
-    }
-    args.extend(init_args);
-    let config = init_node(&data, &args);
-    let mut process = NodeProcess::run(name, &config, run_args, &[]);
-    let started = process.wait_started(false, Duration::from_secs(30));
-    Node { process, started }
-}
 
 /// The client's configuration: the bootstrap relay, mixing delay 0.
 fn client_config(bootstrap: &Multiaddr) -> Config {
@@ -624,11 +451,11 @@ async fn main() {
     );
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let (smtp_port, accepted) = start_smtp().await;
+    let (smtp_port, accepted) = start_instant_smtp().await;
 
     let smtp_url = format!("exit.smtp_url=\"smtp://127.0.0.1:{smtp_port}\"");
     let mut nodes = tokio::task::block_in_place(|| {
-        let first = start_node(dir.path(), "relay-0", None, &[], &[]);
+        let first = start_node(dir.path(), "relay-0", None, false, &[], &[]);
         let bootstrap = first.started.dial_addr();
         let mut nodes = vec![first];
         for i in 1..3 {
@@ -636,6 +463,7 @@ async fn main() {
                 dir.path(),
                 &format!("relay-{i}"),
                 Some(&bootstrap),
+                false,
                 &[],
                 &[],
             ));
@@ -644,6 +472,7 @@ async fn main() {
             dir.path(),
             "exit",
             Some(&bootstrap),
+            false,
             &["--exit-domain", "bench.test"],
             &[
                 "--set",

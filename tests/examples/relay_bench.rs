@@ -70,7 +70,7 @@ use leak_protocol::{
 };
 use leak_tests::{
     NodeProcess, hop, init_node,
-    process::{Started, metric, scrape_metrics},
+    process::{Started, cpu_secs, metric, peak_rss_mib, scrape_metrics},
 };
 use libp2p::{Multiaddr, PeerId, noise, swarm::SwarmEvent, tcp, yamux};
 
@@ -239,34 +239,6 @@ impl Node {
             drops,
             cpu_secs: cpu_secs(self.process.pid()),
         }
-    }
-
-    /// Peak resident set size, MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
-            .expect("reading /proc/PID/status");
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib / 1024.0
-    }
-}
-
-/// User + system CPU seconds of process `pid` (every thread).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses; utime and
-    // stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => 0.0,
     }
 }
 
@@ -669,7 +641,7 @@ async fn main() {
         }
     }
 
-    let b_rss = b.peak_rss_mib();
+    let b_rss = peak_rss_mib(b.process.pid());
     // The highest sustained step, and the highest one (B at saturation).
     let best = steps
         .iter()

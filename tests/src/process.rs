@@ -478,3 +478,69 @@ pub fn metric(text: &str, name: &str, label: Option<&str>) -> f64 {
         })
         .sum()
 }
+
+/// User + system CPU seconds of process `pid` (every thread).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses; utime and
+    // stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
+/// Peak resident set size of process `pid` (`VmHWM`), MiB; 0 when unknown.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// A `leak-node` process started by [`start_node`], with what it printed.
+pub struct RunningProcess {
+    /// The process.
+    pub process: NodeProcess,
+    /// Its peer id and addresses.
+    pub started: Started,
+}
+
+/// Initialises and starts node `name` in `dir/name`: loopback, any port,
+/// its own family, `bootstrap` if given, metrics on a free loopback port if
+/// `metrics`; `init_args` go to `leak-node init`, `run_args` to `run`.
+pub fn start_node(
+    dir: &Path,
+    name: &str,
+    bootstrap: Option<&Multiaddr>,
+    metrics: bool,
+    init_args: &[&str],
+    run_args: &[&str],
+) -> RunningProcess {
+    let data = dir.join(name);
+    let bootstrap = bootstrap.map(ToString::to_string);
+    let mut args = vec![
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        if metrics { "127.0.0.1:0" } else { "" },
+        "--family",
+        name,
+    ];
+    if let Some(b) = &bootstrap {
+        args.extend(["--bootstrap", b.as_str()]);
+    }
+    args.extend(init_args);
+    let config = init_node(&data, &args);
+    let mut process = NodeProcess::run(name, &config, run_args, &[]);
+    let started = process.wait_started(metrics, Duration::from_secs(30));
+    RunningProcess { process, started }
+}

@@ -9,7 +9,10 @@
 //! - [`test_ca`]: the throwaway certificate authority ([`TestCa`]) a TLS
 //!   Postfix takes its certificate from;
 //! - [`delivered`]: a message as a server stored it ([`DeliveredMail`]),
-//!   with its headers and text.
+//!   with its headers and text;
+//! - [`instant_smtp`]: an SMTP server in the benchmark's own process that
+//!   accepts at once and notes when ([`start_instant_smtp`]), for latency
+//!   measurements on one clock.
 //!
 //! Everything public is also re-exported here (`leak_tests::mail::Postfix`).
 //!
@@ -42,6 +45,7 @@ use std::{
 use tempfile::TempDir;
 
 pub mod delivered;
+pub mod instant_smtp;
 pub mod postfix;
 pub mod smtp_sink;
 pub mod smtp_source;
@@ -49,6 +53,7 @@ pub mod test_ca;
 
 pub use crate::ports::PORT_RANGE;
 pub use delivered::DeliveredMail;
+pub use instant_smtp::{Accepted, Transaction, start_instant_smtp};
 pub use postfix::{Postfix, PostfixBuilder};
 pub use smtp_sink::SmtpSink;
 pub use smtp_source::{

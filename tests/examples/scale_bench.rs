@@ -1,0 +1,421 @@
+//! Scale benchmark: real processes, real always-on senders, the shipped
+//! defaults (issue 12's "real processes, real scale").
+//!
+//! ```text
+//! cargo build --release -p leak-node --bins
+//! cargo run --release -p leak-tests --example scale_bench -- [--senders N] [--minutes M] [--json FILE]
+//! ```
+//! (`BENCH_SCALE=1 scripts/bench.sh` does both and prints the table.)
+//!
+//! # Set-up
+//!
+//! Twenty `leak-node` processes on loopback (release build, own data
+//! directories): 18 relays and 2 exits delivering over SMTP to an SMTP
+//! server inside this process that accepts at once
+//! ([`leak_tests::mail::start_instant_smtp`]). Then `--senders` (300)
+//! always-on agents: [`leak_client::agent::run::run`], the code `leak agent`
+//! runs, each with its own configuration (the defaults, but the bootstrap
+//! address), state directory, guard, mailbox and libp2p peer, all in this
+//! process. Every node and agent uses the shipped defaults: mixing delays,
+//! cover rates, polls, relay loops, receipt delays.
+//!
+//! After a minute of warm-up, leaks are handed to random agents through
+//! their sockets (what `leak send` does) as a Poisson process of 10 a
+//! minute in all, for `--minutes` (30); then the run waits until every leak
+//! was delivered (at most 30 minutes more).
+//!
+//! # What is measured (over the sending period)
+//!
+//! - every node's CPU seconds and resident memory (`/proc`), and the
+//!   packets it received (its metrics);
+//! - relay CPU per sender (CPU milliseconds per sender-hour) and memory per
+//!   sender (the nodes' resident memory at the end of the period minus
+//!   before the agents started, divided by the senders);
+//! - packets processed per CPU second (all nodes' packets over all their
+//!   CPU), and from it how many always-on senders one core carries: that
+//!   rate over the packets one sender's traffic makes the federation
+//!   process per second (all hops, relay loops included);
+//! - bytes per sender per day: the kernel's counters (`ss -tinp`:
+//!   `bytes_sent` + `bytes_received`) of this process's TCP connections,
+//!   which are the agents' (guard links and directory fetches), divided by
+//!   the senders and scaled to a day;
+//! - delivery latency: from handing a leak to its agent to the SMTP server
+//!   accepting its email, p50 and p99.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use leak_client::{
+    agent::ipc::{self, Request, Response},
+    config::Config,
+    state::StateDir,
+};
+use leak_tests::{
+    mail::{Accepted, start_instant_smtp},
+    process::{RunningProcess, cpu_secs, metric, peak_rss_mib, scrape_metrics, start_node},
+};
+use libp2p::Multiaddr;
+use rand::RngExt as _;
+
+/// Relays and exits.
+const RELAYS: usize = 18;
+const EXITS: usize = 2;
+/// Leaks per minute, in all.
+const LEAKS_PER_MINUTE: f64 = 10.0;
+/// Before the first leak: agents fetch the directory, choose guards, start
+/// their clocks.
+const WARM_UP: Duration = Duration::from_secs(60);
+/// The longest wait for the last leaks after the sending period.
+const DRAIN: Duration = Duration::from_secs(30 * 60);
+/// The targets (issue 12).
+const TARGET_MB_PER_DAY: f64 = 60.0;
+const TARGET_SENDERS_PER_CORE: f64 = 10_000.0;
+const TARGET_P50_MIN: f64 = 5.0;
+const TARGET_P99_MIN: f64 = 20.0;
+
+const TEXT: &str = "The scale benchmark says hello: one leak among many, carried by the \
+                    federation's defaults.";
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Resident memory now (`VmRSS`), MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Bytes sent and received over this process's TCP connections, from the
+/// kernel (`ss -tinpH`: each socket's line, then its counters' line).
+fn own_tcp_bytes() -> u64 {
+    let output = Command::new("ss")
+        .args(["-tinpH"])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let needle = format!("pid={},", std::process::id());
+    let mut total = 0u64;
+    let mut ours = false;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            ours = line.contains(&needle);
+            continue;
+        }
+        if !ours {
+            continue;
+        }
+        for word in line.split_whitespace() {
+            for key in ["bytes_sent:", "bytes_received:"] {
+                if let Some(n) = word.strip_prefix(key).and_then(|n| n.parse::<u64>().ok()) {
+                    total += n;
+                }
+            }
+        }
+    }
+    total
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Starts the twenty nodes.
+fn start_federation(dir: &Path, smtp_port: u16) -> Vec<RunningProcess> {
+    let first = start_node(dir, "relay-0", None, true, &[], &[]);
+    let bootstrap = first.started.dial_addr();
+    let mut nodes = vec![first];
+    for i in 1..RELAYS {
+        nodes.push(start_node(
+            dir,
+            &format!("relay-{i}"),
+            Some(&bootstrap),
+            true,
+            &[],
+            &[],
+        ));
+    }
+    let smtp_url = format!("exit.smtp_url=\"smtp://127.0.0.1:{smtp_port}\"");
+    for i in 0..EXITS {
+        nodes.push(start_node(
+            dir,
+            &format!("exit-{i}"),
+            Some(&bootstrap),
+            true,
+            &["--exit-domain", &format!("exit{i}.bench.test")],
+            &[
+                "--set",
+                "exit.transport=\"smtp\"",
+                "--set",
+                &smtp_url,
+                "--set",
+                "exit.http_listen=\"127.0.0.1:0\"",
+            ],
+        ));
+    }
+    nodes
+}
+
+/// One node's counters at one moment.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    cpu: f64,
+    rss: f64,
+    received: f64,
+}
+
+fn sample(node: &RunningProcess) -> Sample {
+    let received = scrape_metrics(node.started.metrics_addr())
+        .map(|text| metric(&text, "leak_packets_received_total", None))
+        .unwrap_or(0.0);
+    Sample {
+        cpu: cpu_secs(node.process.pid()),
+        rss: rss_mib(node.process.pid()),
+        received,
+    }
+}
+
+/// Starts agent `i` in `dir/agent-i` as a task of this process.
+fn start_agent(
+    dir: &Path,
+    i: usize,
+    bootstrap: &Multiaddr,
+) -> (PathBuf, tokio::task::JoinHandle<()>) {
+    let root = dir.join(format!("agent-{i}"));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut config = Config::default();
+    config.network.bootstrap = vec![bootstrap.clone()];
+    let state = StateDir::open(&root).unwrap();
+    let policy = config.policy.load().unwrap();
+    // The agent's future is not `Send` (its randomness is thread-local):
+    // the agents share this process's local task set, as one `leak agent`
+    // runs on its own runtime.
+    let handle = tokio::task::spawn_local(async move {
+        if let Err(e) = leak_client::agent::run::run(config, state, policy).await {
+            eprintln!("scale_bench: agent {i} stopped: {e:#}");
+        }
+    });
+    (root, handle)
+}
+
+/// Hands a leak to the agent at `root`; `Some` when it was queued.
+async fn hand_over(root: PathBuf, recipient: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let request = Request::Send {
+            recipient,
+            relationship: "friend".to_owned(),
+            text: TEXT.to_owned(),
+            within_secs: None,
+            hops: None,
+        };
+        matches!(
+            ipc::call(&root, request, Duration::from_secs(60)),
+            Ok(Response::Queued { .. })
+        )
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Waits until every handed-over leak was accepted by the SMTP server or
+/// `deadline` passes; returns the latencies in minutes.
+async fn latencies(
+    handed: &[(String, Instant)],
+    accepted: &Accepted,
+    deadline: Instant,
+) -> Vec<f64> {
+    loop {
+        let done = handed
+            .iter()
+            .filter(|(r, _)| accepted.get(r).is_some())
+            .count();
+        if done == handed.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let mut out: Vec<f64> = handed
+        .iter()
+        .filter_map(|(r, at)| {
+            accepted
+                .get(r)
+                .map(|t| t.accepted.saturating_duration_since(*at).as_secs_f64() / 60.0)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    tokio::task::LocalSet::new().run_until(run()).await;
+}
+
+async fn run() {
+    let senders: usize = arg("--senders").and_then(|s| s.parse().ok()).unwrap_or(300);
+    let minutes: f64 = arg("--minutes")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30.0);
+    let json_path = arg("--json");
+    let begun = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp_port, accepted) = start_instant_smtp().await;
+
+    // Blocking calls on this thread are fine while no agent runs yet (and
+    // brief ones, like a metrics scrape, afterwards).
+    let mut nodes = start_federation(dir.path(), smtp_port);
+    let bootstrap = nodes[0].started.dial_addr();
+    eprintln!(
+        "scale_bench: {RELAYS} relays and {EXITS} exits started; letting the directory converge"
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle: Vec<Sample> = nodes.iter().map(sample).collect();
+
+    let mut agents = Vec::new();
+    for i in 0..senders {
+        agents.push(start_agent(dir.path(), i, &bootstrap));
+    }
+    eprintln!("scale_bench: {senders} agents started; warming up for {WARM_UP:?}");
+    tokio::time::sleep(WARM_UP).await;
+
+    let bytes_before = own_tcp_bytes();
+    let before: Vec<Sample> = nodes.iter().map(sample).collect();
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(minutes * 60.0);
+    let mut handed: Vec<(String, Instant)> = Vec::new();
+    let mut refused = 0usize;
+    let mut rng = rand::rng();
+    let mut next = started;
+    while next < started + period {
+        tokio::time::sleep_until(next.into()).await;
+        let recipient = format!("reader{}@example.com", handed.len() + refused);
+        let root = agents[rng.random_range(0..senders)].0.clone();
+        let at = Instant::now();
+        if hand_over(root, recipient.clone()).await {
+            handed.push((recipient, at));
+        } else {
+            refused += 1;
+        }
+        let gap = -(1.0 - rng.random::<f64>()).ln() * 60.0 / LEAKS_PER_MINUTE;
+        next += Duration::from_secs_f64(gap);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after: Vec<Sample> = nodes.iter().map(sample).collect();
+    let bytes_after = own_tcp_bytes();
+    eprintln!(
+        "scale_bench: {} leaks handed over ({refused} not queued); waiting for the last",
+        handed.len()
+    );
+    let lat = latencies(&handed, &accepted, Instant::now() + DRAIN).await;
+
+    for (root, _) in &agents {
+        let root = root.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            ipc::call(&root, Request::Stop, Duration::from_secs(10))
+        })
+        .await;
+    }
+    for (_, handle) in agents {
+        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    }
+    let peaks: Vec<f64> = nodes
+        .iter()
+        .map(|n| peak_rss_mib(n.process.pid()))
+        .collect();
+    for node in &mut nodes {
+        node.process.terminate(leak_tests::process::TERM_GRACE);
+    }
+
+    // The figures.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let n = senders as f64;
+    let relay_cpu: f64 = before.iter().zip(&after).map(|(b, a)| a.cpu - b.cpu).sum();
+    let packets: f64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.received - b.received)
+        .sum();
+    let per_cpu_second = packets / relay_cpu.max(1e-9);
+    let per_sender_per_second = packets / n / elapsed;
+    let senders_per_core = per_cpu_second / per_sender_per_second.max(1e-12);
+    let cpu_ms_per_sender_hour = relay_cpu * 1000.0 / n / (elapsed / 3600.0);
+    let rss_idle: f64 = idle.iter().map(|s| s.rss).sum();
+    let rss_end: f64 = after.iter().map(|s| s.rss).sum();
+    let kib_per_sender = (rss_end - rss_idle) * 1024.0 / n;
+    let mb_per_day =
+        (bytes_after.saturating_sub(bytes_before)) as f64 / n / elapsed * 86_400.0 / 1e6;
+    let (p50, p99) = (percentile(&lat, 50.0), percentile(&lat, 99.0));
+    let relay_peak = peaks[..RELAYS].iter().copied().fold(0.0, f64::max);
+    let exit_peak = peaks[RELAYS..].iter().copied().fold(0.0, f64::max);
+    let mark = |ok: bool| if ok { "yes" } else { "NO" };
+
+    println!();
+    println!(
+        "Scale: {RELAYS} relays + {EXITS} exits (leak-node processes), {senders} always-on agents, \
+         {:.0} min of {LEAKS_PER_MINUTE} leaks/min, {cores} cores, defaults",
+        elapsed / 60.0
+    );
+    println!("| measure | value | target | met |");
+    println!("|---|---|---|---|");
+    println!("| packets processed per CPU second (all nodes) | {per_cpu_second:.0} | | |");
+    println!("| packets per sender per second (all hops) | {per_sender_per_second:.3} | | |");
+    println!(
+        "| always-on senders one core carries | {senders_per_core:.0} | >= {TARGET_SENDERS_PER_CORE:.0} | {} |",
+        mark(senders_per_core >= TARGET_SENDERS_PER_CORE)
+    );
+    println!("| node CPU per sender | {cpu_ms_per_sender_hour:.1} ms per hour | | |");
+    println!(
+        "| node memory per sender | {kib_per_sender:.1} KiB (peak RSS: relay {relay_peak:.0} MiB, exit {exit_peak:.0} MiB) | | |"
+    );
+    println!(
+        "| bytes per sender per day | {mb_per_day:.1} MB | <= {TARGET_MB_PER_DAY:.0} MB | {} |",
+        mark(mb_per_day <= TARGET_MB_PER_DAY)
+    );
+    println!(
+        "| delivery latency p50 | {p50:.2} min | <= {TARGET_P50_MIN:.0} min | {} |",
+        mark(p50 <= TARGET_P50_MIN)
+    );
+    println!(
+        "| delivery latency p99 | {p99:.2} min | <= {TARGET_P99_MIN:.0} min | {} |",
+        mark(p99 <= TARGET_P99_MIN)
+    );
+    println!(
+        "| leaks delivered | {} of {} | all | {} |",
+        lat.len(),
+        handed.len(),
+        mark(lat.len() == handed.len())
+    );
+    println!("(run took {:.1} min)", begun.elapsed().as_secs_f64() / 60.0);
+
+    if let Some(path) = json_path {
+        let json = format!(
+            "{{\n  \"senders\": {senders},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
+             \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
+             \"senders_per_core\": {senders_per_core:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
+             \"kib_per_sender\": {kib_per_sender:.2},\n  \"relay_peak_rss_mib\": {relay_peak:.1},\n  \"exit_peak_rss_mib\": {exit_peak:.1},\n  \
+             \"mb_per_sender_day\": {mb_per_day:.2},\n  \"latency_p50_min\": {p50:.3},\n  \"latency_p99_min\": {p99:.3},\n  \
+             \"delivered\": {},\n  \"handed\": {}\n}}\n",
+            elapsed / 60.0,
+            lat.len(),
+            handed.len()
+        );
+        std::fs::write(&path, json).unwrap();
+    }
+}
