@@ -476,6 +476,7 @@ mod tests {
             ],
             software: "test".into(),
             published_at: 100 * PERIOD,
+            traffic: None,
         }
     }
 
