@@ -36,6 +36,21 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+/// A receipt's extra hold: exponential with mean `mean_ms` (0: none),
+/// capped at the longest hop delay (a receipt held longer than a relay
+/// would hold a packet stands out as much as one sent at once).
+pub fn receipt_delay_ms<R: rand::CryptoRng + ?Sized>(mean_ms: u64, rng: &mut R) -> u64 {
+    if mean_ms == 0 {
+        return 0;
+    }
+    let mean = u32::try_from(mean_ms).unwrap_or(u32::MAX);
+    u64::from(
+        Delay::sample_exponential(mean, rng)
+            .as_millis()
+            .min(leak_protocol::federation::MAX_HOP_DELAY_MS),
+    )
+}
+
 fn refused(rule: &str, reason: &str) -> Outcome {
     Outcome::Refused {
         rule: truncate(rule, MAX_RULE_LEN),
@@ -48,7 +63,11 @@ impl Exit {
         Metrics::count_as(&self.metrics.exit_leaks, "outcome", &intake);
     }
 
-    /// Sends `outcome` back along `reply_block`, after `delay`.
+    /// Sends `outcome` back along `reply_block`, after `delay` (the exit
+    /// hop's own delay for an answer given at once) plus the receipt delay:
+    /// exponential with mean `exit.receipt_delay_ms`, so the time a receipt
+    /// leaves says nothing precise of when its leak arrived or was
+    /// delivered. The node's timer holds it meanwhile.
     pub(super) fn answer(
         &self,
         reply_block: ReplyBlock,
@@ -67,17 +86,14 @@ impl Exit {
         match packet {
             Ok((first_hop, packet)) => {
                 self.metrics.exit_receipts.inc();
-                if delay.is_zero() {
-                    (self.send_packet)(first_hop, packet);
-                } else {
-                    // Not durable: if the exit stops first, the client's
-                    // retransmission is answered from the record.
-                    let send = self.send_packet.clone();
-                    self.runtime.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        send(first_hop, packet);
-                    });
-                }
+                let due_ms = self
+                    .now_ms()
+                    .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+                    .saturating_add(receipt_delay_ms(
+                        self.config.exit.receipt_delay_ms,
+                        &mut rand::rng(),
+                    ));
+                (self.send_packet)(first_hop, packet, due_ms);
             }
             Err(e) => tracing::warn!(error = %e, "cannot build a receipt"),
         }
