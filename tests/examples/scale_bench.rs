@@ -28,13 +28,16 @@
 //!
 //! - every node's CPU seconds and resident memory (`/proc`), and the
 //!   packets it received (its metrics);
-//! - relay CPU per sender (CPU milliseconds per sender-hour) and memory per
+//! - node CPU per sender above the idle cost (CPU milliseconds per sender-hour) and memory per
 //!   sender (the nodes' resident memory at the end of the period minus
 //!   before the agents started, divided by the senders);
+//! - the idle federation's own CPU (relay loops, gossip, timers), over 30 s
+//!   before the agents start;
 //! - packets processed per CPU second (all nodes' packets over all their
-//!   CPU), and from it how many always-on senders one core carries: that
-//!   rate over the packets one sender's traffic makes the federation
-//!   process per second (all hops, relay loops included);
+//!   CPU, and over their CPU above the idle cost), and from the latter how
+//!   many always-on senders one core carries: that rate over the packets
+//!   one sender's traffic makes the federation process per second (all
+//!   hops);
 //! - bytes per sender per day: the kernel's counters (`ss -tinp`:
 //!   `bytes_sent` + `bytes_received`) of this process's TCP connections,
 //!   which are the agents' (guard links and directory fetches), divided by
@@ -70,6 +73,8 @@ const LEAKS_PER_MINUTE: f64 = 10.0;
 /// Before the first leak: agents fetch the directory, choose guards, start
 /// their clocks.
 const WARM_UP: Duration = Duration::from_secs(60);
+/// The quiet interval that measures the federation's cost without senders.
+const IDLE: Duration = Duration::from_secs(30);
 /// The longest wait for the last leaks after the sending period.
 const DRAIN: Duration = Duration::from_secs(30 * 60);
 /// The targets (issue 12).
@@ -286,7 +291,18 @@ async fn run() {
         "scale_bench: {RELAYS} relays and {EXITS} exits started; letting the directory converge"
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
+    // The federation's own cost without senders (relay loops, directory
+    // gossip, timers), measured over a quiet interval, so that the cost of
+    // the senders' traffic can be told apart from it.
     let idle: Vec<Sample> = nodes.iter().map(sample).collect();
+    tokio::time::sleep(IDLE).await;
+    let idle_end: Vec<Sample> = nodes.iter().map(sample).collect();
+    let idle_cpu_per_sec: f64 = idle
+        .iter()
+        .zip(&idle_end)
+        .map(|(b, a)| a.cpu - b.cpu)
+        .sum::<f64>()
+        / IDLE.as_secs_f64();
 
     let mut agents = Vec::new();
     for i in 0..senders {
@@ -353,9 +369,13 @@ async fn run() {
         .map(|(b, a)| a.received - b.received)
         .sum();
     let per_cpu_second = packets / relay_cpu.max(1e-9);
+    // The senders' share: the CPU above the idle federation's.
+    let sender_cpu = (relay_cpu - idle_cpu_per_sec * elapsed).max(1e-9);
+    let per_sender_cpu_second = packets / sender_cpu;
     let per_sender_per_second = packets / n / elapsed;
-    let senders_per_core = per_cpu_second / per_sender_per_second.max(1e-12);
-    let cpu_ms_per_sender_hour = relay_cpu * 1000.0 / n / (elapsed / 3600.0);
+    let senders_per_core = per_sender_cpu_second / per_sender_per_second.max(1e-12);
+    let cpu_ms_per_sender_hour = sender_cpu * 1000.0 / n / (elapsed / 3600.0);
+    let idle_cpu_share = idle_cpu_per_sec / (RELAYS + EXITS) as f64 * 100.0;
     let rss_idle: f64 = idle.iter().map(|s| s.rss).sum();
     let rss_end: f64 = after.iter().map(|s| s.rss).sum();
     let kib_per_sender = (rss_end - rss_idle) * 1024.0 / n;
@@ -380,7 +400,7 @@ async fn run() {
         "| always-on senders one core carries | {senders_per_core:.0} | >= {TARGET_SENDERS_PER_CORE:.0} | {} |",
         mark(senders_per_core >= TARGET_SENDERS_PER_CORE)
     );
-    println!("| node CPU per sender | {cpu_ms_per_sender_hour:.1} ms per hour | | |");
+    println!("| node CPU per sender (above idle) | {cpu_ms_per_sender_hour:.1} ms per hour | | |");
     println!(
         "| node memory per sender | {kib_per_sender:.1} KiB (peak RSS: relay {relay_peak:.0} MiB, exit {exit_peak:.0} MiB) | | |"
     );
@@ -407,7 +427,7 @@ async fn run() {
     if let Some(path) = json_path {
         let json = format!(
             "{{\n  \"senders\": {senders},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
-             \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
+             \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_cpu_second\": {per_sender_cpu_second:.1},\n  \"idle_node_cpu_percent\": {idle_cpu_share:.3},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
              \"senders_per_core\": {senders_per_core:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
              \"kib_per_sender\": {kib_per_sender:.2},\n  \"relay_peak_rss_mib\": {relay_peak:.1},\n  \"exit_peak_rss_mib\": {exit_peak:.1},\n  \
              \"mb_per_sender_day\": {mb_per_day:.2},\n  \"latency_p50_min\": {p50:.3},\n  \"latency_p99_min\": {p99:.3},\n  \
