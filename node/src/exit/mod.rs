@@ -68,7 +68,6 @@ use self::{
 };
 pub use self::{
     error::ExitError,
-    intake::receipt_delay_ms,
     state::{EndState, Intake, QueueState},
 };
 use crate::{
