@@ -310,3 +310,61 @@ async fn descriptors_publish_the_last_epochs_traffic() {
         n.node.shutdown().await.unwrap();
     }
 }
+
+/// A relay that stops dropping everything (as an (n−1) attacker holding
+/// packets back would look from outside) shows up in the others' loops:
+/// the loops that cross it are counted lost, while those that avoid it
+/// still come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_shows_up_as_lost_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for i in 0..4 {
+        let d = dir.path().join(format!("n{i}"));
+        let bootstrap = nodes
+            .first()
+            .map(|n| vec![n.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, 3600, bootstrap);
+        fast_loops(&mut config);
+        config.cover.loop_grace_ms = 500;
+        nodes.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    wait_until(TIMEOUT, "the directory to converge", || {
+        let done = nodes.iter().all(|n| n.node.directory().len() == 4);
+        async move { done }
+    })
+    .await;
+    let watcher = &nodes[0].node;
+    wait_until(
+        TIMEOUT,
+        "loops to come back while every relay works",
+        || {
+            let done = watcher.metrics().loops_returned.get() >= 5;
+            async move { done }
+        },
+    )
+    .await;
+    assert_eq!(watcher.metrics().loops_lost.get(), 0, "none lost yet");
+    let stopped = nodes.pop().unwrap();
+    stopped.node.shutdown().await.unwrap();
+    let watcher = &nodes[0].node;
+    wait_until(
+        TIMEOUT,
+        "the loops through the stopped relay to be lost",
+        || {
+            let done = watcher.metrics().loops_lost.get() >= 3;
+            async move { done }
+        },
+    )
+    .await;
+    let returned = watcher.metrics().loops_returned.get();
+    wait_until(TIMEOUT, "loops avoiding it to keep coming back", || {
+        let done = watcher.metrics().loops_returned.get() > returned;
+        async move { done }
+    })
+    .await;
+    for n in nodes {
+        n.node.shutdown().await.unwrap();
+    }
+}
