@@ -345,7 +345,9 @@ async fn a_relay_that_stops_shows_up_as_lost_loops() {
         },
     )
     .await;
-    assert_eq!(watcher.metrics().loops_lost.get(), 0, "none lost yet");
+    // Loops sent while the directories converged may have been lost: count
+    // from here.
+    let lost_before = watcher.metrics().loops_lost.get();
     let stopped = nodes.pop().unwrap();
     stopped.node.shutdown().await.unwrap();
     let watcher = &nodes[0].node;
@@ -353,7 +355,7 @@ async fn a_relay_that_stops_shows_up_as_lost_loops() {
         TIMEOUT,
         "the loops through the stopped relay to be lost",
         || {
-            let done = watcher.metrics().loops_lost.get() >= 3;
+            let done = watcher.metrics().loops_lost.get() >= lost_before + 3;
             async move { done }
         },
     )
