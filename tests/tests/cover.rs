@@ -12,11 +12,11 @@
 use std::{path::Path, time::Duration};
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, future::join_all};
-use leak_node::{StartOptions, config::Config, metrics::Metrics, wire};
+use leak_node::{StartOptions, config::Config, wire};
 use leak_protocol::{cover::seal_drop, sphinx::PAYLOAD_LEN};
 use leak_tests::{
     NodeProcess, TestNode, client_for, descriptor_of,
-    exit::Federation,
+    exit::ProcessFederation,
     hop, init_node, mailbox_finals, own_descriptor,
     process::{free_port, metric, scrape_metrics},
     random32, reply_packet, test_config, wait_until,
@@ -87,37 +87,55 @@ async fn relay_loops_come_back_between_processes() {
     }
 }
 
-/// Drops sealed to the exit cross two relays like leaks; the exit opens
-/// them, counts them as cover and discards them: no email, no receipt, no
-/// leak taken, nothing stored.
+/// Drops sealed to an exit (a `leak-node` process) cross two relays like
+/// leaks; the exit opens them, counts them as cover and discards them: no
+/// delivery attempt, no receipt, nothing queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_counts_drops_and_delivers_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = Federation::start(dir.path(), 2, |_| {}).await;
-    let viewer = &fed.relays[0].node;
+    let metrics = format!("127.0.0.1:{}", free_port());
+    // Nothing listens on port 1: any delivery attempt would be counted.
+    let fed = ProcessFederation::start(
+        dir.path(),
+        "smtp://127.0.0.1:1",
+        1,
+        &[format!("metrics.listen={metrics:?}")],
+        None,
+    )
+    .await;
+    let (entry, middle) = (&fed.relays[0].node, &fed.relays[1].node);
+    let exit = entry
+        .directory()
+        .into_iter()
+        .find(|d| d.node == fed.exit_id)
+        .unwrap();
     let path = [
-        hop(&descriptor_of(viewer, &fed.relays[0].node).unwrap(), 10),
-        hop(&descriptor_of(viewer, &fed.relays[1].node).unwrap(), 10),
-        hop(&descriptor_of(viewer, &fed.exit.node).unwrap(), 10),
+        hop(&descriptor_of(entry, entry).unwrap(), 10),
+        hop(&descriptor_of(entry, middle).unwrap(), 10),
+        hop(&exit, 10),
     ];
     let drops: Vec<_> = (0..3)
         .map(|_| seal_drop(&path, &mut rand::rng()).unwrap())
         .collect();
-    let client = client_for(&[viewer]);
-    client.send_packets(viewer.peer_id(), &drops).await.unwrap();
-    let exit = &fed.exit.node;
+    let client = client_for(&[entry]);
+    client.send_packets(entry.peer_id(), &drops).await.unwrap();
+    let addr = metrics.parse().unwrap();
+    let scrape = |name: &str, label: Option<&str>| {
+        scrape_metrics(addr).map_or(0.0, |text| metric(&text, name, label))
+    };
     wait_until(TIMEOUT, "the exit to count three drops", || {
-        let done = exit.metrics().dropped("cover") == 3;
+        let done = scrape("leak_packets_dropped_total", Some("reason=\"cover\"")) == 3.0;
         async move { done }
     })
     .await;
-    assert_eq!(exit.metrics().exit_receipts.get(), 0, "no receipt");
+    assert_eq!(scrape("leak_exit_receipts_total", None), 0.0, "no receipt");
+    assert_eq!(scrape("leak_exit_leaks_total", None), 0.0, "no leak taken");
     assert_eq!(
-        Metrics::get(&exit.metrics().packets_final, "kind", "exit"),
-        0,
-        "nothing for the exit role"
+        scrape("leak_exit_delivery_attempts_total", None),
+        0.0,
+        "no delivery attempt"
     );
-    assert!(fed.outbox().is_empty(), "no email");
+    assert_eq!(fed.queue_counts(), Some((0, 0)), "nothing queued");
     for relay in &fed.relays {
         assert_eq!(mailbox_finals(&relay.node), 0);
     }
@@ -306,6 +324,66 @@ async fn descriptors_publish_the_last_epochs_traffic() {
     let descriptor = descriptor_of(observer, target).unwrap();
     let traffic = descriptor.traffic.unwrap();
     assert!(traffic.epoch < descriptor.epoch_at(descriptor.published_at));
+    for n in nodes {
+        n.node.shutdown().await.unwrap();
+    }
+}
+
+/// A relay that stops dropping everything (as an (n−1) attacker holding
+/// packets back would look from outside) shows up in the others' loops:
+/// the loops that cross it are counted lost, while those that avoid it
+/// still come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_shows_up_as_lost_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for i in 0..4 {
+        let d = dir.path().join(format!("n{i}"));
+        let bootstrap = nodes
+            .first()
+            .map(|n| vec![n.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, 3600, bootstrap);
+        fast_loops(&mut config);
+        config.cover.loop_grace_ms = 500;
+        nodes.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    wait_until(TIMEOUT, "the directory to converge", || {
+        let done = nodes.iter().all(|n| n.node.directory().len() == 4);
+        async move { done }
+    })
+    .await;
+    let watcher = &nodes[0].node;
+    wait_until(
+        TIMEOUT,
+        "loops to come back while every relay works",
+        || {
+            let done = watcher.metrics().loops_returned.get() >= 5;
+            async move { done }
+        },
+    )
+    .await;
+    // Loops sent while the directories converged may have been lost: count
+    // from here.
+    let lost_before = watcher.metrics().loops_lost.get();
+    let stopped = nodes.pop().unwrap();
+    stopped.node.shutdown().await.unwrap();
+    let watcher = &nodes[0].node;
+    wait_until(
+        TIMEOUT,
+        "the loops through the stopped relay to be lost",
+        || {
+            let done = watcher.metrics().loops_lost.get() >= lost_before + 3;
+            async move { done }
+        },
+    )
+    .await;
+    let returned = watcher.metrics().loops_returned.get();
+    wait_until(TIMEOUT, "loops avoiding it to keep coming back", || {
+        let done = watcher.metrics().loops_returned.get() > returned;
+        async move { done }
+    })
+    .await;
     for n in nodes {
         n.node.shutdown().await.unwrap();
     }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     DAY_MS, Exit, ExitDelivery, ExitError,
+    schedule::receipt_delay_ms,
     state::{EndState, Intake},
     store::{Done, Entry, Known},
 };
@@ -34,21 +35,6 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
-}
-
-/// A receipt's extra hold: exponential with mean `mean_ms` (0: none),
-/// capped at the longest hop delay (a receipt held longer than a relay
-/// would hold a packet stands out as much as one sent at once).
-pub fn receipt_delay_ms<R: rand::CryptoRng + ?Sized>(mean_ms: u64, rng: &mut R) -> u64 {
-    if mean_ms == 0 {
-        return 0;
-    }
-    let mean = u32::try_from(mean_ms).unwrap_or(u32::MAX);
-    u64::from(
-        Delay::sample_exponential(mean, rng)
-            .as_millis()
-            .min(leak_protocol::federation::MAX_HOP_DELAY_MS),
-    )
 }
 
 fn refused(rule: &str, reason: &str) -> Outcome {

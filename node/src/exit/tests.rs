@@ -173,9 +173,9 @@ async fn the_retry_schedule_runs_in_virtual_time() {
 fn receipt_delays_are_exponential_with_the_configured_mean() {
     use rand::SeedableRng as _;
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-    assert_eq!(super::intake::receipt_delay_ms(0, &mut rng), 0);
+    assert_eq!(super::schedule::receipt_delay_ms(0, &mut rng), 0);
     let draws: Vec<u64> = (0..20_000)
-        .map(|_| super::intake::receipt_delay_ms(60_000, &mut rng))
+        .map(|_| super::schedule::receipt_delay_ms(60_000, &mut rng))
         .collect();
     let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
     assert!((mean - 60_000.0).abs() < 3_000.0, "mean {mean} ms");
@@ -187,7 +187,7 @@ fn receipt_delays_are_exponential_with_the_configured_mean() {
     );
     let cap = u64::from(leak_protocol::federation::MAX_HOP_DELAY_MS);
     assert!(
-        (0..1_000).all(|_| super::intake::receipt_delay_ms(10 * cap, &mut rng) <= cap),
+        (0..1_000).all(|_| super::schedule::receipt_delay_ms(10 * cap, &mut rng) <= cap),
         "capped at the longest hop delay"
     );
 }

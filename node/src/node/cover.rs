@@ -140,14 +140,10 @@ pub(super) async fn run_loops(shared: Arc<Shared>, mut shutdown: watch::Receiver
                 .unwrap_or_else(|e| e.into_inner())
                 .counters();
             let window = counters.since(&window_counters);
-            if let Some(ratio) = window.return_ratio()
-                && window.returned + window.lost >= MIN_SETTLED
-                && ratio < shared.config.cover.min_return_ratio
-            {
+            if window.too_few_returned(shared.config.cover.min_return_ratio, MIN_SETTLED) {
                 tracing::warn!(
                     returned = window.returned,
                     lost = window.lost,
-                    ratio,
                     "few of this node's loops came back: a relay or a link on their paths drops packets, or this node is isolated by an (n-1) attack"
                 );
             }

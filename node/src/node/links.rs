@@ -63,13 +63,38 @@ async fn open_packet_stream(shared: &Arc<Shared>, peer: PeerId) -> Option<libp2p
 
 /// Writes packets to one next hop over a long-lived stream, reopening it once
 /// if it fails; when the hop is unreachable the queued packets are dropped.
+/// Ends when the node stops, even while dialling a hop that is gone (a
+/// dial waits up to [`REQUEST_TIMEOUT`]): the node's shutdown waits for
+/// every task holding its state, and a node that keeps sending (its loops)
+/// always has links in flight.
 async fn write_link(peer: PeerId, mut rx: mpsc::Receiver<Packet>, shared: Arc<Shared>) {
-    let mut stream = open_packet_stream(&shared, peer).await;
+    let mut stopping = shared.stopping.clone();
+    let stopped = tokio::select! {
+        _ = stopping.wait_for(|stop| *stop) => true,
+        () = carry(peer, &mut rx, &shared) => false,
+    };
+    if stopped {
+        rx.close();
+        while rx.try_recv().is_ok() {
+            shared.drop_packet(DropReason::Shutdown);
+        }
+    }
+    drop(rx);
+    let mut links = shared.links.lock().unwrap_or_else(|e| e.into_inner());
+    if links.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+        links.remove(&peer);
+    }
+}
+
+/// The packets of one link, written in order until the queue closes or the
+/// hop cannot be reached.
+async fn carry(peer: PeerId, rx: &mut mpsc::Receiver<Packet>, shared: &Arc<Shared>) {
+    let mut stream = open_packet_stream(shared, peer).await;
     while let Some(packet) = rx.recv().await {
         let mut sent = false;
         for _attempt in 0..2 {
             if stream.is_none() {
-                stream = open_packet_stream(&shared, peer).await;
+                stream = open_packet_stream(shared, peer).await;
             }
             let Some(s) = stream.as_mut() else {
                 break;
@@ -90,12 +115,7 @@ async fn write_link(peer: PeerId, mut rx: mpsc::Receiver<Packet>, shared: Arc<Sh
             while rx.try_recv().is_ok() {
                 shared.drop_packet(DropReason::NextHopUnreachable);
             }
-            break;
+            return;
         }
-    }
-    drop(rx);
-    let mut links = shared.links.lock().unwrap_or_else(|e| e.into_inner());
-    if links.get(&peer).is_some_and(mpsc::Sender::is_closed) {
-        links.remove(&peer);
     }
 }

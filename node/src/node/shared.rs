@@ -93,6 +93,8 @@ pub(super) struct Shared {
     pub(super) loops: Mutex<RelayLoops>,
     /// Packets received this epoch and the last, for the descriptor.
     pub(super) traffic: Mutex<TrafficCounter>,
+    /// Becomes true when the node stops: tasks that hold this state end.
+    pub(super) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Shared {

@@ -194,6 +194,7 @@ pub async fn start(
         }
     }
     let has_exit = options.exit_sink.is_some();
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         local_peer: identity.peer_id(),
         identity,
@@ -225,6 +226,7 @@ pub async fn start(
         traffic: std::sync::Mutex::new(TrafficCounter::start(
             clock.now_secs() / config.epochs.period_secs.max(1),
         )),
+        stopping: shutdown_rx.clone(),
         clock,
         config,
     });
@@ -237,7 +239,6 @@ pub async fn start(
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(own);
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (timer_tx, timer_rx) = mpsc::channel(1024);
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();

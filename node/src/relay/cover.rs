@@ -84,6 +84,14 @@ impl LoopCounters {
         (settled > 0).then(|| self.returned as f64 / settled as f64)
     }
 
+    /// Whether these counts (a window's) show too few loops coming back:
+    /// at least `min_settled` settled, and fewer than `min_ratio` of them
+    /// returned. Fewer settled loops say nothing either way.
+    pub fn too_few_returned(&self, min_ratio: f64, min_settled: u64) -> bool {
+        self.returned + self.lost >= min_settled.max(1)
+            && self.return_ratio().is_some_and(|ratio| ratio < min_ratio)
+    }
+
     /// The counts since `earlier` (a snapshot of the same counters): the
     /// loops of one window.
     pub fn since(&self, earlier: &LoopCounters) -> LoopCounters {
@@ -643,7 +651,11 @@ mod tests {
             }
         );
         assert_eq!(window.return_ratio(), Some(3.0 / 9.0));
+        assert!(window.too_few_returned(0.8, 9));
+        assert!(!window.too_few_returned(0.8, 10), "too few settled to say");
+        assert!(!window.too_few_returned(0.3, 9));
         assert_eq!(LoopCounters::default().return_ratio(), None);
+        assert!(!LoopCounters::default().too_few_returned(0.8, 0));
     }
 
     #[test]
