@@ -66,6 +66,14 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
     // Idle, the agent sends cover through its guard: the guard counts the
     // packets, and loops come back to the agent's mailbox.
     let mut agent = sender.start_agent();
+    // Only its owner can talk to it.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    let state = sender.home.join("state");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("agent.sock")), 0o600);
     let status = sender.wait_status(&[], "loops came back", |s| {
         s.contains("Agent: running") && number_after(s, " loop(s) (") >= 3
     });
@@ -173,7 +181,7 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
         .next()
         .unwrap()
         .to_owned();
-    let outbox = sender.home.join("state").join("outbox");
+    let outbox = state.join("outbox");
     let files = || std::fs::read_dir(&outbox).unwrap().count();
     let out = sender.run(&["status", &id]);
     assert!(
