@@ -413,8 +413,9 @@ impl Directory {
         self.entries.get(node).map(|(d, _)| d)
     }
 
-    /// Every verified descriptor, in node-id order.
-    pub fn descriptors(&self) -> impl Iterator<Item = &Descriptor> {
+    /// Every verified descriptor, in node-id order (the iterator is `Clone`:
+    /// a caller may walk it more than once without collecting it).
+    pub fn descriptors(&self) -> impl Iterator<Item = &Descriptor> + Clone {
         self.entries.values().map(|(d, _)| d)
     }
 

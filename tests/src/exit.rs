@@ -440,8 +440,7 @@ impl Sender {
                 .fetch_mailbox(sent.mailbox_node, &sent.capability)
                 .await
                 .unwrap();
-            if let Some(reply) = replies.first() {
-                let opened = sent.keys.open(reply).unwrap();
+            if let Some(opened) = replies.iter().find_map(|r| sent.keys.open(r).ok()) {
                 let receipt = Receipt::decode(&opened).unwrap();
                 assert_eq!(receipt.message_id, sent.id);
                 return Some(receipt);

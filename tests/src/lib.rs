@@ -189,20 +189,34 @@ pub fn reply_packet(
     (packet, keys)
 }
 
+/// The entries of a mailbox answer that open with `keys`: the replies for
+/// them (random filler and replies sealed for other keys never open).
+pub fn opening(keys: &ReplyKeys, entries: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    entries
+        .into_iter()
+        .filter(|entry| keys.open(entry).is_ok())
+        .collect()
+}
+
 /// Fetches the mailbox of `capability` at `node` until it yields at least
-/// one reply or `timeout` passes; returns what it got (possibly nothing).
+/// one reply that opens with `keys` or `timeout` passes; returns those
+/// replies (possibly none).
 pub async fn fetch_replies(
     client: &Peer,
     node: &RunningNode,
     capability: &[u8; 32],
+    keys: &ReplyKeys,
     timeout: Duration,
 ) -> Vec<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let replies = client
-            .fetch_mailbox(node.peer_id(), capability)
-            .await
-            .unwrap();
+        let replies = opening(
+            keys,
+            client
+                .fetch_mailbox(node.peer_id(), capability)
+                .await
+                .unwrap(),
+        );
         if !replies.is_empty() || tokio::time::Instant::now() > deadline {
             return replies;
         }
