@@ -292,6 +292,8 @@ pub fn descriptor_for(identity: &Identity, template: &Descriptor, published_at: 
     Descriptor {
         node: identity.node_id(),
         published_at,
+        // The template's counts may be of an epoch not over at `published_at`.
+        traffic: None,
         ..template.clone()
     }
 }

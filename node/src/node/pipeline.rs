@@ -52,7 +52,7 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
         // One Ed25519 point decoding per packet (peer_id_of), here only.
         let resolve = |node: &NodeId| match peer_id_of(node) {
             None => NextHop::Invalid,
-            Some(peer) if peer == shared.local_peer || !shared.book.get(&peer).is_empty() => {
+            Some(peer) if peer == shared.local_peer || shared.book.contains(&peer) => {
                 NextHop::Known(peer)
             }
             Some(_) => NextHop::Unknown,

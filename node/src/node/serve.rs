@@ -49,6 +49,7 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
         match wire::read_packet(&mut stream).await {
             Ok(Some(packet)) => {
                 shared.metrics.packets_received.inc();
+                shared.count_received(&peer);
                 match shared.inbound.push(peer, packet) {
                     Pushed::Queued => {}
                     Pushed::QueuedEvictedOther => shared.drop_packet(DropReason::QueueFull),

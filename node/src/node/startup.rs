@@ -37,6 +37,7 @@ use crate::{
     queue::FairQueue,
     relay::{DropReason, RelayCore, RelayLimits},
     store::Store,
+    traffic::TrafficCounter,
     wire,
 };
 
@@ -219,6 +220,9 @@ pub async fn start(
             },
             has_exit,
         ),
+        traffic: std::sync::Mutex::new(TrafficCounter::start(
+            clock.now_secs() / config.epochs.period_secs.max(1),
+        )),
         clock,
         config,
     });

@@ -442,6 +442,7 @@ mod tests {
                 .collect(),
             software: "test".into(),
             published_at: 0,
+            traffic: None,
         };
         Relay { descriptor, secret }
     }
