@@ -196,46 +196,21 @@ fn kolmogorov_q(lambda: f64) -> f64 {
     (2.0 * sum).clamp(0.0, 1.0)
 }
 
-/// Whether two Poisson counts over durations could have the same rate: the
-/// two-sided p-value of the conditional test (given the total, the first
-/// count is binomial with `p = t_a/(t_a+t_b)`), by the normal approximation
-/// with continuity correction.
-pub fn same_rate_p(count_a: u64, secs_a: f64, count_b: u64, secs_b: f64) -> f64 {
-    let total = (count_a + count_b) as f64;
-    if total == 0.0 {
-        return 1.0;
+/// How many segments fall in each `bin`-second interval of `[from, to)`:
+/// the counts to compare between periods. Segments come in bursts (one
+/// packet is several segments and their acknowledgements), so the counts of
+/// single segments are not Poisson; per-bin counts compared as samples
+/// (with [`ks_two_sample`]) need no such assumption.
+pub fn counts_per_bin(segments: &[Segment], from: f64, to: f64, bin: f64) -> Vec<f64> {
+    let bins = ((to - from) / bin).floor().max(0.0) as usize;
+    let mut counts = vec![0f64; bins];
+    for s in segments {
+        let i = ((s.at - from) / bin).floor();
+        if i >= 0.0 && (i as usize) < bins {
+            counts[i as usize] += 1.0;
+        }
     }
-    let p = secs_a / (secs_a + secs_b);
-    let mean = total * p;
-    let sd = (total * p * (1.0 - p)).sqrt();
-    if sd == 0.0 {
-        return if (count_a as f64 - mean).abs() < 0.5 {
-            1.0
-        } else {
-            0.0
-        };
-    }
-    let z = (((count_a as f64) - mean).abs() - 0.5).max(0.0) / sd;
-    erfc(z / std::f64::consts::SQRT_2)
-}
-
-/// The complementary error function (Numerical Recipes' `erfcc`, relative
-/// error under 1.2e-7): enough for p-values.
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+    counts
 }
 
 #[cfg(test)]
@@ -290,16 +265,17 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_test_tells_equal_rates_from_different_ones() {
-        assert!(same_rate_p(100, 60.0, 104, 60.0) > 0.5);
-        assert!(same_rate_p(100, 60.0, 160, 60.0) < 0.001);
-        assert!((same_rate_p(0, 1.0, 0, 1.0) - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn erfc_matches_known_values() {
-        assert!((erfc(0.0) - 1.0).abs() < 1e-6);
-        assert!((erfc(1.0) - 0.157_299_207).abs() < 1e-6);
-        assert!((erfc(-1.0) - 1.842_700_793).abs() < 1e-6);
+    fn segments_are_counted_per_bin() {
+        let at = |t: f64| Segment {
+            at: t,
+            src_port: 1,
+            dst_port: 2,
+            len: 0,
+        };
+        let segments = [at(10.1), at(10.2), at(11.5), at(12.99), at(13.0), at(9.0)];
+        assert_eq!(
+            counts_per_bin(&segments, 10.0, 13.0, 1.0),
+            vec![2.0, 1.0, 1.0]
+        );
     }
 }
