@@ -190,6 +190,16 @@ impl Agent {
             self.leaks.insert(entry.message_id.clone(), (id, keys));
             waiting.push(entry);
         }
+        // A record with no attempt and no outbox entry is a leak whose
+        // hand-over a crash cut short: `leak send` never heard it was
+        // taken, so it is not the agent's to send.
+        let (records, _) = self.state.list()?;
+        for record in records {
+            let held = waiting.iter().any(|e| e.message_id == record.message_id);
+            if record.is_pending() && record.attempts.is_empty() && !held {
+                self.state.remove(&record.message_id)?;
+            }
+        }
         let entries = waiting;
         if !entries.is_empty() {
             log(format!("{} leak(s) waiting in the outbox", entries.len()));
