@@ -1,7 +1,10 @@
 //! A relay (and, with its exit, an exit) of the virtual federation: the
 //! node's own core, key ring, store and held queue.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use leak_node::{
     epoch::{EpochSchedule, KeyRing},
@@ -27,8 +30,11 @@ pub(super) struct Received {
     pub wake_at: Option<u64>,
     /// Wake the exit then to deliver.
     pub deliver_at: Option<u64>,
-    /// Packets to send now.
-    pub send: Vec<(NodeId, Packet)>,
+    /// Packets to send now, with their identity (0: a fresh packet).
+    pub send: Vec<(NodeId, Packet, u64)>,
+    /// Mailboxes a reply was deposited into (the relay's own returning
+    /// loops are not: it recognises and counts them).
+    pub deposited: Vec<[u8; 32]>,
 }
 
 /// One relay.
@@ -39,13 +45,21 @@ pub struct VirtualRelay {
     core: RelayCore,
     keys: KeyRing,
     store: Store,
-    held: HeldQueue<Endpoint, u64, (NodeId, Packet)>,
+    held: HeldQueue<Endpoint, u64, (NodeId, Packet, u64)>,
     mailbox_limits: MailboxLimits,
     descriptor: Descriptor,
     published_at: u64,
     policy_version: u32,
     dropped: HashMap<&'static str, u64>,
     exit: Option<VirtualExit>,
+    /// The mean extra hold of a receipt at the exit (ms).
+    receipt_delay_ms: u32,
+    /// Mailboxes of this relay's own loops still out.
+    own_loops: HashSet<[u8; 32]>,
+    /// Own loops sent, and returned.
+    pub loops_sent: u64,
+    /// Returned.
+    pub loops_returned: u64,
 }
 
 impl VirtualRelay {
@@ -92,6 +106,10 @@ impl VirtualRelay {
             policy_version: settings.policy_version,
             dropped: HashMap::new(),
             exit: is_exit.then(VirtualExit::new),
+            receipt_delay_ms: settings.receipt_delay_ms,
+            own_loops: HashSet::new(),
+            loops_sent: 0,
+            loops_returned: 0,
         };
         relay.publish(now_ms);
         relay
@@ -180,6 +198,7 @@ impl VirtualRelay {
         now_ms: u64,
         from: Endpoint,
         packet: Packet,
+        id: u64,
         directory: &[NodeId],
     ) -> Received {
         let mut out = Received::default();
@@ -195,7 +214,7 @@ impl VirtualRelay {
             &self.keys,
             &self.store,
             now_ms,
-            vec![(from, packet)],
+            vec![((from, id), packet)],
             resolve,
         );
         for opened in decided {
@@ -204,7 +223,11 @@ impl VirtualRelay {
                     due_ms,
                     next_hop,
                     packet,
-                } => match self.held.push(opened.source, due_ms, (next_hop, packet)) {
+                } => match self.held.push(
+                    opened.source.0,
+                    due_ms,
+                    (next_hop, packet, opened.source.1),
+                ) {
                     Hold::Held => out.wake_at = Some(due_ms),
                     Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
                 },
@@ -214,6 +237,11 @@ impl VirtualRelay {
                     visible_at_ms,
                     expires_at_ms,
                 } => {
+                    if self.own_loops.remove(&mailbox.0) {
+                        self.loops_returned += 1;
+                        continue;
+                    }
+                    out.deposited.push(mailbox.0);
                     let deposit = Deposit {
                         mailbox: mailbox.0,
                         reply: &reply,
@@ -234,7 +262,8 @@ impl VirtualRelay {
                     Some(exit) => {
                         let (due, receipts) = exit.ingest(now_ms, &message, delay);
                         out.deliver_at = due;
-                        out.send.extend(receipts);
+                        out.send
+                            .extend(receipts.into_iter().map(|(n, p)| (n, p, 0)));
                     }
                     None => self.count_drop("not_an_exit"),
                 },
@@ -245,7 +274,7 @@ impl VirtualRelay {
     }
 
     /// Releases every held packet that is due.
-    pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet)> {
+    pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet, u64)> {
         let mut out = Vec::new();
         while let Some(next) = self.held.pop_due(now_ms) {
             out.push(next);
@@ -253,12 +282,42 @@ impl VirtualRelay {
         out
     }
 
-    /// The exit's delivery round.
-    pub(super) fn deliver(&mut self, now_ms: u64, rng: &mut StdRng) -> Delivered {
-        match self.exit.as_mut() {
-            Some(exit) => exit.deliver_due(now_ms, rng),
-            None => Delivered::default(),
+    /// The exit's delivery round: receipts leave at once, or after an
+    /// exponential hold of mean `receipt_delay_ms` (so a receipt's time
+    /// says less about the delivery's). Returns what to send now and when
+    /// to wake for held receipts.
+    pub(super) fn deliver(&mut self, now_ms: u64, rng: &mut StdRng) -> (Delivered, Option<u64>) {
+        let Some(exit) = self.exit.as_mut() else {
+            return (Delivered::default(), None);
+        };
+        let mut done = exit.deliver_due(now_ms, rng);
+        if self.receipt_delay_ms == 0 {
+            return (done, None);
         }
+        let mut wake: Option<u64> = None;
+        for (next_hop, packet) in done.send.drain(..) {
+            let hold = leak_client::path::sample_delay(self.receipt_delay_ms, rng);
+            let due = now_ms + u64::from(hold.as_millis());
+            match self
+                .held
+                .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
+            {
+                Hold::Held => wake = Some(wake.map_or(due, |w| w.min(due))),
+                Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+            }
+        }
+        (done, wake)
+    }
+
+    /// Remembers one of its own loops, out through `mailbox`.
+    pub(super) fn loop_sent(&mut self, mailbox: [u8; 32]) {
+        // Bounded as a node's pending table: the oldest are forgotten
+        // (counted lost) when too many are out.
+        if self.own_loops.len() >= 10_000 {
+            self.own_loops.clear();
+        }
+        self.own_loops.insert(mailbox);
+        self.loops_sent += 1;
     }
 
     /// The node's maintenance: rotate keys (and publish), expire mailboxes.
@@ -275,8 +334,19 @@ impl VirtualRelay {
 
     /// What the mailbox server answers (and then deletes).
     pub(super) fn fetch_mailbox(&mut self, mailbox: &[u8; 32], now_ms: u64) -> Vec<Vec<u8>> {
+        self.fetch_mailbox_at_most(mailbox, now_ms, usize::MAX)
+    }
+
+    /// The same, at most `slots` replies, oldest first (`/leak/mailbox/2`
+    /// answers a fixed number of slots).
+    pub(super) fn fetch_mailbox_at_most(
+        &mut self,
+        mailbox: &[u8; 32],
+        now_ms: u64,
+        slots: usize,
+    ) -> Vec<Vec<u8>> {
         let held = self.store.mailbox_peek(mailbox, now_ms).unwrap_or_default();
-        let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held.into_iter().unzip();
+        let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held.into_iter().take(slots).unzip();
         if !seqs.is_empty() {
             let _ = self.store.mailbox_remove(mailbox, &seqs);
         }
