@@ -252,6 +252,7 @@ mod tests {
             }],
             software: "test".into(),
             published_at,
+            traffic: None,
         };
         let s = d.sign(&seed).unwrap();
         (d, s)

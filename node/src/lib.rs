@@ -38,6 +38,7 @@ pub mod queue;
 pub mod relay;
 pub mod safelog;
 pub mod store;
+pub mod traffic;
 
 pub use leak_net::{peer as client, wire};
 

@@ -14,6 +14,11 @@
 //! nodes or its cache): only descriptors that verify, the newest per node,
 //! bounded in number, dropped once stale.
 //!
+//! A descriptor also carries the node's [`EpochTraffic`]: how many packets
+//! it received in its last complete epoch, from clients and from nodes, in
+//! aggregate. A sender's agent adds these up over the directory to estimate
+//! how many others it hides among; no count names a peer.
+//!
 //! Times are Unix seconds passed in by the caller: this module reads no clock.
 
 use core::fmt;
@@ -26,8 +31,9 @@ use crate::{
     sphinx::NodeId,
 };
 
-/// The descriptor format version.
-pub const DESCRIPTOR_VERSION: u8 = 1;
+/// The descriptor format version. Version 2 added [`Descriptor::traffic`];
+/// a version 1 descriptor is refused as [`DescriptorError::UnknownVersion`].
+pub const DESCRIPTOR_VERSION: u8 = 2;
 /// Signatures cover this prefix and the encoded descriptor.
 const SIGNING_CONTEXT: &[u8] = b"leak.descriptor v1 2026-11";
 /// At most this many listen addresses.
@@ -68,6 +74,20 @@ pub struct EpochKey {
     pub key: MixPublicKey,
 }
 
+/// The packets a node received in one complete epoch, in aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochTraffic {
+    /// The epoch, on the descriptor's own schedule
+    /// ([`Descriptor::epoch_period_secs`]); strictly before the epoch the
+    /// descriptor was published in.
+    pub epoch: u64,
+    /// Packets received from peers that are not nodes of the directory:
+    /// senders (clients, agents).
+    pub from_clients: u64,
+    /// Packets received from nodes of the directory.
+    pub from_nodes: u64,
+}
+
 /// What a node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
@@ -92,6 +112,9 @@ pub struct Descriptor {
     pub software: String,
     /// When the node signed this, Unix seconds.
     pub published_at: u64,
+    /// What the node received in its last complete epoch; `None` before it
+    /// has run through one.
+    pub traffic: Option<EpochTraffic>,
 }
 
 /// A descriptor as it travels: the encoded descriptor and its signature.
@@ -185,6 +208,12 @@ impl Descriptor {
         }
         if self.mix_keys.windows(2).any(|w| w[0].epoch >= w[1].epoch) {
             return Err(Inconsistent("mix keys not in increasing epoch order"));
+        }
+        if self
+            .traffic
+            .is_some_and(|t| t.epoch >= self.epoch_at(self.published_at))
+        {
+            return Err(Inconsistent("traffic counts of an epoch not yet over"));
         }
         Ok(())
     }
@@ -413,8 +442,9 @@ impl Directory {
         self.entries.get(node).map(|(d, _)| d)
     }
 
-    /// Every verified descriptor, in node-id order.
-    pub fn descriptors(&self) -> impl Iterator<Item = &Descriptor> {
+    /// Every verified descriptor, in node-id order (the iterator is `Clone`:
+    /// a caller may walk it more than once without collecting it).
+    pub fn descriptors(&self) -> impl Iterator<Item = &Descriptor> + Clone {
         self.entries.values().map(|(d, _)| d)
     }
 
@@ -466,6 +496,11 @@ mod tests {
             ],
             software: "leak-node 0.1.0".into(),
             published_at,
+            traffic: Some(EpochTraffic {
+                epoch: 5,
+                from_clients: 120,
+                from_nodes: 4_000,
+            }),
         }
     }
 
@@ -524,6 +559,43 @@ mod tests {
             d.sign(&[5; 32]),
             Err(DescriptorError::Inconsistent(_))
         ));
+        // Published at 39 000 s, in epoch 10: counts of epoch 10 are not
+        // complete yet.
+        let mut d = descriptor(&[5; 32], 39_000);
+        d.traffic = d.traffic.map(|t| EpochTraffic { epoch: 10, ..t });
+        assert!(matches!(
+            d.sign(&[5; 32]),
+            Err(DescriptorError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn traffic_counts_travel_signed_and_old_versions_are_refused() {
+        let d = descriptor(&[5; 32], 39_000);
+        let signed = d.sign(&[5; 32]).unwrap();
+        let parsed = SignedDescriptor::from_bytes(&signed.to_bytes()).unwrap();
+        let verified = parsed.verify(FRESH).unwrap();
+        assert_eq!(
+            verified.traffic,
+            Some(EpochTraffic {
+                epoch: 5,
+                from_clients: 120,
+                from_nodes: 4_000
+            })
+        );
+        let none = Descriptor {
+            traffic: None,
+            ..d.clone()
+        };
+        assert_eq!(none.sign(&[5; 32]).unwrap().verify(FRESH).unwrap(), none);
+        // A version 1 body (no traffic field) is refused by its version.
+        let mut old = signed.clone();
+        old.body[0] = 1;
+        assert_eq!(old.verify(FRESH), Err(DescriptorError::UnknownVersion(1)));
+        // A body cut inside the traffic counts does not decode.
+        let mut cut = signed;
+        cut.body.truncate(cut.body.len() - 2);
+        assert_eq!(cut.verify(FRESH), Err(DescriptorError::Malformed));
     }
 
     #[test]
@@ -561,6 +633,7 @@ mod tests {
             }],
             software: "test".into(),
             published_at,
+            traffic: None,
         };
         let s = d.sign(&seed).unwrap();
         (d, s)

@@ -149,6 +149,7 @@ async fn start_sink() -> Sink {
             .collect(),
         software: "relay_bench sink".into(),
         published_at: now,
+        traffic: None,
     };
     let signed: SignedDescriptor = descriptor.sign(identity.seed()).unwrap();
     let mut control = swarm.behaviour().new_control();

@@ -440,8 +440,7 @@ impl Sender {
                 .fetch_mailbox(sent.mailbox_node, &sent.capability)
                 .await
                 .unwrap();
-            if let Some(reply) = replies.first() {
-                let opened = sent.keys.open(reply).unwrap();
+            if let Some(opened) = replies.iter().find_map(|r| sent.keys.open(r).ok()) {
                 let receipt = Receipt::decode(&opened).unwrap();
                 assert_eq!(receipt.message_id, sent.id);
                 return Some(receipt);
@@ -526,6 +525,7 @@ impl ProcessFederation {
             format!("exit.smtp_url={smtp_url:?}"),
             format!("exit.smtp_connections={connections}"),
             "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
+            "exit.receipt_delay_ms=0".to_owned(),
             format!("policy.file={:?}", policy_config.file),
             format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
         ];

@@ -12,8 +12,8 @@ use std::{sync::Arc, time::Duration};
 
 use leak_node::{StartOptions, clock::ManualClock, store::Store};
 use leak_tests::{
-    TestNode, client_for, fetch_replies, hop_for_epoch, mailbox_finals, own_descriptor, random32,
-    reply_packet, test_config, unix_time, wait_for_drops, wait_until,
+    TestNode, client_for, fetch_replies, hop_for_epoch, mailbox_finals, opening, own_descriptor,
+    random32, reply_packet, test_config, unix_time, wait_for_drops, wait_until,
 };
 
 /// Seconds per epoch: short, so the test crosses two boundaries.
@@ -42,23 +42,23 @@ async fn a_packet_is_accepted_one_epoch_late_and_dropped_two_epochs_late() {
     let (late_cap, too_late_cap) = (random32(), random32());
     let path = [hop_for_epoch(&descriptor, e, 0)];
     let (late, late_keys) = reply_packet(&path, &late_cap, b"one epoch late");
-    let (too_late, _) = reply_packet(&path, &too_late_cap, b"two epochs late");
+    let (too_late, too_late_keys) = reply_packet(&path, &too_late_cap, b"two epochs late");
 
     // Connect the client now, so sending later takes no handshake.
     let client = client_for(&[an]);
     assert!(
-        client
-            .fetch_mailbox(an.peer_id(), &late_cap)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &late_keys,
+            client.fetch_mailbox(an.peer_id(), &late_cap).await.unwrap()
+        )
+        .is_empty()
     );
 
     // Well into epoch e + 1: the key of e is the previous epoch's, accepted.
     let start_of = |epoch: u64| Duration::from_secs(epoch * PERIOD);
     clock.set_ms((start_of(e + 1) + INTO_EPOCH).as_millis() as u64);
     client.send_packets(an.peer_id(), &[late]).await.unwrap();
-    let replies = fetch_replies(&client, an, &late_cap, TIMEOUT).await;
+    let replies = fetch_replies(&client, an, &late_cap, &late_keys, TIMEOUT).await;
     assert_eq!(replies.len(), 1, "the reply one epoch late was stored");
     assert_eq!(&late_keys.open(&replies[0]).unwrap()[..], b"one epoch late");
     assert_eq!(an.metrics().dropped("unknown_epoch"), 0);
@@ -73,11 +73,14 @@ async fn a_packet_is_accepted_one_epoch_late_and_dropped_two_epochs_late() {
     assert_eq!(an.metrics().dropped("unknown_epoch"), 1);
     assert_eq!(mailbox_finals(an), 1, "nothing more stored");
     assert!(
-        client
-            .fetch_mailbox(an.peer_id(), &too_late_cap)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &too_late_keys,
+            client
+                .fetch_mailbox(an.peer_id(), &too_late_cap)
+                .await
+                .unwrap()
+        )
+        .is_empty()
     );
     // The maintenance tick (a quarter period) rotates the ring.
     wait_until(TIMEOUT, "the key of epoch e to be forgotten", || {

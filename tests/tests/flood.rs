@@ -94,7 +94,7 @@ async fn a_flood_stays_bounded_and_honest_packets_get_through() {
         .collect();
     let check_reply = async |client: &Peer, i: usize| {
         let (capability, _, keys) = &honest[i];
-        let replies = fetch_replies(client, cn, capability, TIMEOUT).await;
+        let replies = fetch_replies(client, cn, capability, keys, TIMEOUT).await;
         assert_eq!(replies.len(), 1, "honest reply {i} reached C");
         assert_eq!(
             &keys.open(&replies[0]).unwrap()[..],

@@ -41,7 +41,7 @@ async fn the_metrics_endpoint_serves_every_family_and_no_address() {
         hop(&descriptor_of(an, an).unwrap(), 0),
         hop(&descriptor_of(an, bn).unwrap(), 0),
     ];
-    let (packet, _) = reply_packet(&path, &capability, b"counted");
+    let (packet, keys) = reply_packet(&path, &capability, b"counted");
     let client = client_for(&[an, bn]);
     client
         .send_packets(an.peer_id(), &[packet.clone(), packet])
@@ -49,7 +49,9 @@ async fn the_metrics_endpoint_serves_every_family_and_no_address() {
         .unwrap();
     wait_for_drops(an, "replay", 1, TIMEOUT).await;
     assert_eq!(
-        fetch_replies(&client, bn, &capability, TIMEOUT).await.len(),
+        fetch_replies(&client, bn, &capability, &keys, TIMEOUT)
+            .await
+            .len(),
         1
     );
     wait_until(TIMEOUT, "A to count the packet forwarded", || {

@@ -23,7 +23,7 @@ use leak_protocol::{
     directory::{Descriptor, Freshness},
 };
 use leak_tests::{
-    NodeProcess, hop, init_node,
+    NodeProcess, hop, init_node, opening,
     process::{Started, free_port, metric, scrape_metrics},
     random32,
 };
@@ -155,7 +155,10 @@ async fn three_processes_carry_a_reply() {
     let mut replies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while replies.is_empty() && Instant::now() < deadline {
-        replies = client.fetch_mailbox(s3.peer_id, &capability).await.unwrap();
+        replies = opening(
+            &keys,
+            client.fetch_mailbox(s3.peer_id, &capability).await.unwrap(),
+        );
         if replies.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -179,11 +182,11 @@ async fn three_processes_carry_a_reply() {
     );
     // Taken: the mailbox is empty now.
     assert!(
-        client
-            .fetch_mailbox(s3.peer_id, &capability)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &keys,
+            client.fetch_mailbox(s3.peer_id, &capability).await.unwrap()
+        )
+        .is_empty()
     );
 
     drop(client);

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use leak_node::{StartOptions, client::Peer, exit::ExitDelivery};
 use leak_protocol::{MailboxId, build_packet, build_reply_block};
-use leak_tests::{TestNode, descriptor_of, hop, own_descriptor, random32, test_config, wait_until};
+use leak_tests::{
+    TestNode, descriptor_of, hop, opening, own_descriptor, random32, test_config, wait_until,
+};
 use tokio::sync::mpsc;
 
 /// Five nodes: a packet crosses three hops to a mailbox, and another three
@@ -69,10 +71,13 @@ async fn five_nodes_three_hops() {
     let mut replies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while replies.is_empty() && Instant::now() < deadline {
-        replies = client
-            .fetch_mailbox(d.peer_id(), &capability)
-            .await
-            .unwrap();
+        replies = opening(
+            &keys,
+            client
+                .fetch_mailbox(d.peer_id(), &capability)
+                .await
+                .unwrap(),
+        );
         if replies.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -86,11 +91,14 @@ async fn five_nodes_three_hops() {
     );
     // Fetching acknowledged it: it is gone.
     assert!(
-        client
-            .fetch_mailbox(d.peer_id(), &capability)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &keys,
+            client
+                .fetch_mailbox(d.peer_id(), &capability)
+                .await
+                .unwrap()
+        )
+        .is_empty()
     );
 
     // A forward packet B -> C -> E where E is an exit.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use leak_node::StartOptions;
 use leak_tests::{
-    TestNode, client_for, descriptor_of, fetch_replies, hop, knows, mailbox_finals, random32,
-    reply_packet, test_config, wait_for_drops, wait_until,
+    TestNode, client_for, descriptor_of, fetch_replies, hop, knows, mailbox_finals, opening,
+    random32, reply_packet, test_config, wait_for_drops, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,7 +57,7 @@ async fn a_replayed_packet_is_forwarded_once_even_across_a_restart() {
         async move { done }
     })
     .await;
-    let replies = fetch_replies(&client, cn, &capability, TIMEOUT).await;
+    let replies = fetch_replies(&client, cn, &capability, &keys, TIMEOUT).await;
     assert_eq!(replies.len(), 1, "exactly one reply stored");
     assert_eq!(&keys.open(&replies[0]).unwrap()[..], b"once only");
     wait_until(TIMEOUT, "B to count the packet forwarded", || {
@@ -102,11 +102,14 @@ async fn a_replayed_packet_is_forwarded_once_even_across_a_restart() {
     assert_eq!(cn.metrics().packets_received.get(), 1, "C got nothing new");
     assert_eq!(mailbox_finals(cn), 1);
     assert!(
-        client
-            .fetch_mailbox(cn.peer_id(), &capability)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &keys,
+            client
+                .fetch_mailbox(cn.peer_id(), &capability)
+                .await
+                .unwrap()
+        )
+        .is_empty()
     );
 
     b.node.shutdown().await.unwrap();
@@ -136,16 +139,19 @@ async fn a_deposited_reply_survives_a_restart_and_waits_for_its_delay() {
     .await;
     // Stored, but its delay has not passed: nothing to fetch yet.
     assert!(
-        client
-            .fetch_mailbox(c.node.peer_id(), &capability)
-            .await
-            .unwrap()
-            .is_empty()
+        opening(
+            &keys,
+            client
+                .fetch_mailbox(c.node.peer_id(), &capability)
+                .await
+                .unwrap()
+        )
+        .is_empty()
     );
     c.node.shutdown().await.unwrap();
     let c = TestNode::start(dir_c, config, StartOptions::default()).await;
     let client = client_for(&[&c.node]);
-    let replies = fetch_replies(&client, &c.node, &capability, TIMEOUT).await;
+    let replies = fetch_replies(&client, &c.node, &capability, &keys, TIMEOUT).await;
     assert_eq!(replies.len(), 1);
     assert_eq!(&keys.open(&replies[0]).unwrap()[..], b"kept");
     c.node.shutdown().await.unwrap();

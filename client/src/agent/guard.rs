@@ -191,6 +191,7 @@ mod tests {
             }],
             software: "test".into(),
             published_at: 100 * 3600,
+            traffic: None,
         }
     }
 

@@ -34,6 +34,7 @@ fn node(n: u8, family: &str, ip: &str, exit: bool) -> Descriptor {
         ],
         software: "test".into(),
         published_at: 100 * PERIOD,
+        traffic: None,
     }
 }
 

@@ -52,6 +52,13 @@ impl AddressBook {
             .unwrap_or_default()
     }
 
+    /// Whether `peer` has addresses (is a known node), without copying them.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.inner
+            .read()
+            .is_ok_and(|map| map.get(peer).is_some_and(|a| !a.is_empty()))
+    }
+
     /// Every peer with addresses.
     pub fn peers(&self) -> Vec<PeerId> {
         self.inner

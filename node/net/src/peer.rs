@@ -192,6 +192,20 @@ impl Peer {
         }
     }
 
+    /// Opens a stream of `protocol` to `peer`, for a caller that speaks it
+    /// itself (tests of the wire, tools).
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: libp2p::StreamProtocol,
+    ) -> io::Result<libp2p::Stream> {
+        let mut control = self.control.clone();
+        tokio::time::timeout(TIMEOUT, control.open_stream(peer, protocol))
+            .await
+            .map_err(|_| timeout_error())?
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
     /// The signed descriptors `peer` serves (unverified: verify them).
     pub async fn directory(&self, peer: PeerId) -> io::Result<Vec<SignedDescriptor>> {
         let mut control = self.control.clone();
@@ -206,7 +220,12 @@ impl Peer {
         .map_err(|_| timeout_error())?
     }
 
-    /// Takes the replies `peer` holds for the mailbox of `capability`.
+    /// Takes one answer from the mailbox of `capability` at `peer`: its
+    /// [`wire::MAILBOX_ANSWER_SLOTS`] entries, real replies and random
+    /// filler alike (see [`wire::fetch_mailbox`]). Try the reply keys on
+    /// each entry and keep those that open; the node deletes the replies
+    /// it handed over, so a mailbox holding more gives the next one on the
+    /// next fetch.
     pub async fn fetch_mailbox(
         &self,
         peer: PeerId,

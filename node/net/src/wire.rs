@@ -4,10 +4,20 @@
 //! |---|---|
 //! | `/leak/packet/1` | one long-lived stream per neighbour and direction; the opener writes [`PACKET_LEN`]-byte packets back to back, nothing comes back |
 //! | `/leak/directory/1` | the requester writes one version byte (1); the server answers a u32 count and, per descriptor, a u16 length and the signed descriptor |
-//! | `/leak/mailbox/1` | the requester writes a version byte (1) and a 32-byte mailbox capability; the server answers a u16 count and that many sealed replies of [`PAYLOAD_LEN`] bytes; the requester acknowledges with one byte (1); only then does the server delete them, and it confirms with one byte (1) |
+//! | `/leak/mailbox/2` | the requester writes a version byte (2) and a 32-byte mailbox capability; the server answers exactly [`MAILBOX_ANSWER_SLOTS`] entries of [`PAYLOAD_LEN`] bytes, the sealed replies it holds first (oldest first), random bytes in the slots left; the requester acknowledges with one byte (1); only then does the server delete the replies it sent, and it confirms with one byte (1), whether it deleted any or not |
 //!
 //! All integers are big-endian. Every read is bounded: counts and lengths
 //! are checked against limits before anything is allocated.
+//!
+//! Why a mailbox answer has one size: the connection between a sender and
+//! its entry relay is encrypted, but its sizes and times are not. When an
+//! empty answer was 2 bytes and a receipt 3.5 KB (`/leak/mailbox/1`),
+//! anyone watching the sender's link saw when a receipt (hence a leak) came
+//! back. Now every answer, empty or full, is the same bytes in the same
+//! shape, and the node does not say which entries are real: the requester
+//! tries its reply keys on each, and a random filler never opens (its
+//! authentication tag fails). A mailbox holding more replies than the
+//! slots hands them over one answer at a time, oldest first.
 //!
 //! Why a long-lived stream for packets rather than request-response: a
 //! packet needs no answer (drops are silent by design), and opening a Yamux
@@ -28,14 +38,20 @@ use libp2p::StreamProtocol;
 pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/packet/1");
 /// Directory requests.
 pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/directory/1");
-/// Mailbox fetches.
-pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/mailbox/1");
+/// Mailbox fetches, fixed-size answers.
+pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/mailbox/2");
 
 const WIRE_VERSION: u8 = 1;
+/// The version byte a mailbox request starts with.
+const MAILBOX_WIRE_VERSION: u8 = 2;
 /// Most descriptors in one directory answer.
 pub const MAX_DIRECTORY_ENTRIES: u32 = 10_000;
-/// Most replies in one mailbox answer.
-pub const MAX_MAILBOX_REPLIES: u16 = 64;
+/// Entries in every mailbox answer, real or filler. One: the agent polls
+/// often (every 20 s on average) and expects about one reply per loop slot,
+/// so a larger answer would cost every poll bandwidth for nothing.
+pub const MAILBOX_ANSWER_SLOTS: usize = 1;
+/// The bytes of every mailbox answer.
+pub const MAILBOX_ANSWER_LEN: usize = MAILBOX_ANSWER_SLOTS * PAYLOAD_LEN;
 
 fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -119,29 +135,26 @@ pub async fn serve_directory<S: AsyncRead + AsyncWrite + Unpin>(
     io.close().await
 }
 
-/// Fetches and acknowledges the replies held for a mailbox (client side).
+/// Fetches one mailbox answer and acknowledges it (client side). Returns
+/// its [`MAILBOX_ANSWER_SLOTS`] entries, each [`PAYLOAD_LEN`] bytes: the
+/// caller tries its reply keys on every one (a filler never opens) and
+/// keeps those that open. Nothing in the answer says which are real.
 pub async fn fetch_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     capability: &[u8; 32],
 ) -> io::Result<Vec<Vec<u8>>> {
     let mut request = [0u8; 33];
-    request[0] = WIRE_VERSION;
+    request[0] = MAILBOX_WIRE_VERSION;
     request[1..].copy_from_slice(capability);
     io.write_all(&request).await?;
     io.flush().await?;
-    let mut count = [0u8; 2];
-    io.read_exact(&mut count).await?;
-    let count = u16::from_be_bytes(count);
-    if count > MAX_MAILBOX_REPLIES {
-        return Err(invalid("too many replies"));
-    }
-    let mut replies = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let mut reply = vec![0u8; PAYLOAD_LEN];
-        io.read_exact(&mut reply).await?;
-        replies.push(reply);
-    }
-    // From here on the replies are ours whatever happens to the stream: the
+    let mut answer = vec![0u8; MAILBOX_ANSWER_LEN];
+    io.read_exact(&mut answer).await?;
+    let entries = answer
+        .chunks_exact(PAYLOAD_LEN)
+        .map(<[u8]>::to_vec)
+        .collect();
+    // From here on the entries are ours whatever happens to the stream: the
     // server may already have deleted them. Acknowledge, wait for the
     // deletion to be confirmed (so a next fetch sees it done), but never
     // lose what was read because the confirmation did not arrive.
@@ -153,14 +166,14 @@ pub async fn fetch_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
         io.close().await
     }
     .await;
-    Ok(replies)
+    Ok(entries)
 }
 
 /// Reads a mailbox request (server side): the capability asked for.
 pub async fn read_mailbox_request<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<[u8; 32]> {
     let mut request = [0u8; 33];
     io.read_exact(&mut request).await?;
-    if request[0] != WIRE_VERSION {
+    if request[0] != MAILBOX_WIRE_VERSION {
         return Err(invalid("unknown mailbox protocol version"));
     }
     let mut capability = [0u8; 32];
@@ -168,20 +181,42 @@ pub async fn read_mailbox_request<S: AsyncRead + Unpin>(io: &mut S) -> io::Resul
     Ok(capability)
 }
 
-/// Sends the replies and waits for the acknowledgement (server side).
-/// `Ok(true)` means the client has them: delete them, then call
-/// [`confirm_mailbox_deletion`].
+/// The bytes of a mailbox answer: the first [`MAILBOX_ANSWER_SLOTS`] of
+/// `replies` (each must be [`PAYLOAD_LEN`] bytes: one of another length
+/// takes a slot as filler), then filler from `fill` (random bytes: the
+/// caller's randomness) in the slots left. Returns the answer and how many
+/// of `replies` it carries (delete those once acknowledged).
+pub fn mailbox_answer(replies: &[Vec<u8>], mut fill: impl FnMut(&mut [u8])) -> (Vec<u8>, usize) {
+    let mut out = vec![0u8; MAILBOX_ANSWER_LEN];
+    let mut carried = 0;
+    for (slot, entry) in out.chunks_exact_mut(PAYLOAD_LEN).enumerate() {
+        match replies.get(slot) {
+            Some(reply) => {
+                carried += 1;
+                if reply.len() == PAYLOAD_LEN {
+                    entry.copy_from_slice(reply);
+                } else {
+                    fill(entry);
+                }
+            }
+            None => fill(entry),
+        }
+    }
+    (out, carried)
+}
+
+/// Sends a mailbox answer (see [`mailbox_answer`]) and waits for the
+/// acknowledgement (server side). `Ok(true)` means the client has it:
+/// delete the replies it carried, then call [`confirm_mailbox_deletion`]
+/// (also when it carried none, so every exchange has one shape).
 pub async fn answer_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
-    replies: &[Vec<u8>],
+    answer: &[u8],
 ) -> io::Result<bool> {
-    let replies = &replies[..replies.len().min(usize::from(MAX_MAILBOX_REPLIES))];
-    let mut out = Vec::with_capacity(2 + replies.len() * PAYLOAD_LEN);
-    out.extend_from_slice(&(replies.len() as u16).to_be_bytes());
-    for reply in replies {
-        out.extend_from_slice(reply);
+    if answer.len() != MAILBOX_ANSWER_LEN {
+        return Err(invalid("a mailbox answer has a fixed length"));
     }
-    io.write_all(&out).await?;
+    io.write_all(answer).await?;
     io.flush().await?;
     let mut ack = [0u8; 1];
     io.read_exact(&mut ack).await?;
@@ -262,9 +297,71 @@ mod tests {
         answer.extend_from_slice(&u16::MAX.to_be_bytes());
         let mut huge_len = Duplex(Cursor::new(answer));
         assert!(request_directory(&mut huge_len).await.is_err());
-        let mut answer = 1000u16.to_be_bytes().to_vec();
-        answer.extend_from_slice(&[0; 8]);
-        let mut many_replies = Duplex(Cursor::new(answer));
-        assert!(fetch_mailbox(&mut many_replies, &[0; 32]).await.is_err());
+        // A mailbox answer shorter than its fixed length is an error.
+        let mut short = Duplex(Cursor::new(vec![0; MAILBOX_ANSWER_LEN - 1]));
+        assert!(fetch_mailbox(&mut short, &[0; 32]).await.is_err());
+    }
+
+    /// Serves one mailbox exchange over an in-memory stream with the real
+    /// server functions; returns the bytes the server wrote, what the
+    /// client got, and whether the server saw the acknowledgement.
+    async fn exchange(held: Vec<Vec<u8>>) -> (usize, Vec<Vec<u8>>, bool) {
+        use tokio_util::compat::TokioAsyncReadCompatExt as _;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut server = server.compat();
+            let capability = read_mailbox_request(&mut server).await.unwrap();
+            assert_eq!(capability, [5; 32]);
+            let (answer, carried) = mailbox_answer(&held, |b| b.fill(0xA5));
+            assert_eq!(carried, held.len().min(MAILBOX_ANSWER_SLOTS));
+            let acked = answer_mailbox(&mut server, &answer).await.unwrap();
+            if acked {
+                confirm_mailbox_deletion(&mut server).await.unwrap();
+            }
+            (answer.len(), acked)
+        });
+        let mut client = client.compat();
+        let entries = fetch_mailbox(&mut client, &[5; 32]).await.unwrap();
+        let (written, acked) = server.await.unwrap();
+        (written, entries, acked)
+    }
+
+    /// An empty mailbox and a full one answer with the same bytes count and
+    /// the same shape; the real reply comes first, filler fills the rest.
+    #[tokio::test]
+    async fn mailbox_answers_have_one_size_empty_or_full() {
+        let (empty_len, empty, empty_acked) = exchange(Vec::new()).await;
+        let reply = vec![7u8; PAYLOAD_LEN];
+        let (full_len, full, full_acked) =
+            exchange(vec![reply.clone(), vec![8u8; PAYLOAD_LEN]]).await;
+        assert_eq!(empty_len, MAILBOX_ANSWER_LEN);
+        assert_eq!(full_len, empty_len);
+        assert_eq!(empty.len(), MAILBOX_ANSWER_SLOTS);
+        assert_eq!(full.len(), MAILBOX_ANSWER_SLOTS);
+        assert!(empty.iter().chain(&full).all(|e| e.len() == PAYLOAD_LEN));
+        assert_eq!(full[0], reply);
+        assert!(empty[0].iter().all(|&b| b == 0xA5));
+        assert!(empty_acked && full_acked);
+    }
+
+    /// A request of the old version is refused; an answer of the wrong
+    /// length is never sent.
+    #[tokio::test]
+    async fn old_requests_and_odd_answers_are_refused() {
+        let mut old = Cursor::new({
+            let mut r = vec![1u8];
+            r.extend_from_slice(&[0; 32]);
+            r
+        });
+        assert!(read_mailbox_request(&mut old).await.is_err());
+        let mut sink = Cursor::new(Vec::new());
+        assert!(answer_mailbox(&mut sink, &[0; 10]).await.is_err());
+        assert!(sink.into_inner().is_empty());
+        let (answer, carried) = mailbox_answer(&[vec![1; 3]], |b| b.fill(9));
+        assert_eq!((answer.len(), carried), (MAILBOX_ANSWER_LEN, 1));
+        assert!(
+            answer.iter().all(|&b| b == 9),
+            "a malformed reply is not sent"
+        );
     }
 }

@@ -49,6 +49,7 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
         match wire::read_packet(&mut stream).await {
             Ok(Some(packet)) => {
                 shared.metrics.packets_received.inc();
+                shared.count_received(&peer);
                 match shared.inbound.push(peer, packet) {
                     Pushed::Queued => {}
                     Pushed::QueuedEvictedOther => shared.drop_packet(DropReason::QueueFull),
@@ -140,11 +141,15 @@ pub(super) async fn serve_mailboxes(
                     .await
                     .map_err(std::io::Error::other)?
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held
-                .into_iter()
-                .take(usize::from(wire::MAX_MAILBOX_REPLIES))
-                .unzip();
-            if wire::answer_mailbox(&mut stream, &replies).await? {
+            let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) =
+                held.into_iter().take(wire::MAILBOX_ANSWER_SLOTS).unzip();
+            // Filler is random bytes: to the client a slot without a reply
+            // looks like one sealed for someone else, and never opens.
+            let (answer, carried) = wire::mailbox_answer(&replies, |slot| {
+                rand::Rng::fill_bytes(&mut rand::rng(), slot)
+            });
+            if wire::answer_mailbox(&mut stream, &answer).await? {
+                let seqs: Vec<u64> = seqs.into_iter().take(carried).collect();
                 if !seqs.is_empty() {
                     let store = shared.clone();
                     let held = tokio::task::spawn_blocking(move || {

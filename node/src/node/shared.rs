@@ -25,8 +25,9 @@ use crate::{
     net::AddressBook,
     policy::PolicyState,
     queue::FairQueue,
-    relay::{DropReason, RelayCore},
+    relay::{DropReason, RelayCore, RelayLoops},
     store::Store,
+    traffic::{Source, TrafficCounter},
 };
 
 /// How long a request may take before it is abandoned.
@@ -88,6 +89,10 @@ pub(super) struct Shared {
     pub(super) clock: SharedClock,
     /// The relay's decisions.
     pub(super) core: RelayCore,
+    /// This node's own loops (see `node::cover`).
+    pub(super) loops: Mutex<RelayLoops>,
+    /// Packets received this epoch and the last, for the descriptor.
+    pub(super) traffic: Mutex<TrafficCounter>,
 }
 
 impl Shared {
@@ -134,6 +139,26 @@ impl Shared {
         self.metrics.drop_packet(reason.label());
     }
 
+    /// The epoch `now_secs` falls in on this node's schedule.
+    fn epoch_at(&self, now_secs: u64) -> u64 {
+        now_secs / self.config.epochs.period_secs.max(1)
+    }
+
+    /// Counts a packet received from `peer` for the published traffic
+    /// counts: from a node if `peer` is a node of the directory.
+    pub(super) fn count_received(&self, peer: &PeerId) {
+        let source = if self.book.contains(peer) {
+            Source::Node
+        } else {
+            Source::Client
+        };
+        let epoch = self.epoch_at(self.now());
+        self.traffic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(epoch, source);
+    }
+
     /// Signs a fresh descriptor of this node.
     pub(super) fn sign_descriptor(&self) -> Result<SignedDescriptor, NodeError> {
         let now = self.now();
@@ -143,6 +168,11 @@ impl Shared {
         } else {
             self.config.node.external_addresses.clone()
         };
+        let traffic = self
+            .traffic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_complete(self.epoch_at(now));
         let descriptor = Descriptor {
             node: self.identity.node_id(),
             addresses: addresses
@@ -179,6 +209,7 @@ impl Shared {
                 self.last_published_at.store(at, Ordering::Relaxed);
                 at
             },
+            traffic,
         };
         descriptor
             .sign(self.identity.seed())

@@ -10,6 +10,9 @@
 //! | hold / deposit / hand to the exit / drop, with a typed reason | [`RelayCore::decide`] | pure |
 //! | carry the decision out (timer, mailbox store, exit sink, metrics) | `node::pipeline`, `node::timer`, [`deposit_all`] | I/O |
 //!
+//! A relay also sends packets of its own: loops that go round two other
+//! relays and come back ([`cover`]), pure in the same way.
+//!
 //! Time is a value (`now`, Unix milliseconds from an injected
 //! [`Clock`](crate::clock::Clock)), so the same code runs in a `leak-node`
 //! process and in the virtual-time federation harness of `leak-tests`,
@@ -17,8 +20,10 @@
 
 mod batch;
 mod core;
+pub mod cover;
 
 pub use self::{
     batch::{Opened, ReplayLog, deposit_all, process_batch, settle_batch},
     core::{Decision, DropReason, NextHop, RelayCore, RelayLimits},
+    cover::{LoopConfig, LoopCounters, LoopReturn, RelayLoops, choose_loop_path},
 };

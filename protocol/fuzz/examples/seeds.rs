@@ -120,6 +120,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }],
         software: "leak-node 0.1.0".into(),
         published_at: 1_790_000_000,
+        traffic: Some(leak_protocol::directory::EpochTraffic {
+            epoch: 497_221,
+            from_clients: 1_200,
+            from_nodes: 40_000,
+        }),
     };
     write("descriptor", "valid", &descriptor.sign(&seed)?.to_bytes())?;
     Ok(())

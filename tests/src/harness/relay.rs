@@ -138,6 +138,7 @@ impl VirtualRelay {
             mix_keys: self.keys.published_keys(now),
             software: "leak-node (virtual)".to_owned(),
             published_at: self.published_at,
+            traffic: None,
         };
         let signed: SignedDescriptor = descriptor.sign(&self.seed).expect("a valid descriptor");
         self.descriptor = signed
@@ -368,5 +369,6 @@ fn placeholder(node: NodeId) -> Descriptor {
         mix_keys: Vec::new(),
         software: String::new(),
         published_at: 0,
+        traffic: None,
     }
 }
