@@ -65,9 +65,14 @@ impl<'a> Edges<'a> {
             // Links: sender→guard→middle→exit (hops links).
             forward: Erlang::new(hops, m.mean_delay_ms, link * f64::from(hops)),
             after_guard: Erlang::new(hops - 1, m.mean_delay_ms, link * f64::from(hops - 1)),
-            // The exit's hold of the receipt, then a reply path as long as
-            // the forward path.
-            receipt: Erlang::new(hops + 1, m.mean_delay_ms, link * f64::from(hops)),
+            // The exit's hold of the receipt (if it holds them), then the
+            // reply path's relays up to the deposit at the guard (its own
+            // hop delay only delays the reply's visibility).
+            receipt: Erlang::new(
+                hops - u32::from(!m.receipt_hold),
+                m.mean_delay_ms,
+                link * f64::from(hops),
+            ),
         }
     }
 

@@ -89,6 +89,8 @@ pub struct Model {
     pub loop_share: f64,
     /// A relay's mean interval between its own loops (ms; 0 = none).
     pub relay_loop_interval_ms: f64,
+    /// Whether the exit holds a receipt an Exp(μ) before sending it.
+    pub receipt_hold: bool,
 }
 
 /// Everything the virtual federation recorded in a run.

@@ -29,13 +29,25 @@ pub fn trace_of(fed: &mut VirtualFederation, from_ms: u64, until_ms: u64) -> Tra
     let polls = fed.polls_between(from_ms, until_ms);
     let guards = (0..fed.agent_count()).map(|a| fed.guard_of(a)).collect();
     let s = fed.settings();
+    let senders = fed.agent_count().max(1) as f64;
+    let window = until_ms.saturating_sub(from_ms).max(1) as f64;
+    let handed = fed.agent_leaks().len().max(1) as f64;
+    // Without cover a sender's machine emits its leaks and nothing else,
+    // and every packet's receipt comes back: the adversary knows that
+    // rate (one sender's share of the leaks) instead of the cover's.
+    let (send_interval_ms, loop_share) = if s.cover {
+        (s.agents.send_interval_ms as f64, s.agents.loop_share)
+    } else {
+        (window * senders / handed, 1.0)
+    };
     let model = Model {
         mean_delay_ms: f64::from(s.mean_delay_ms),
         hops: s.hops,
         link_ms: s.link_ms,
-        send_interval_ms: s.agents.send_interval_ms as f64,
-        loop_share: s.agents.loop_share,
+        send_interval_ms,
+        loop_share,
         relay_loop_interval_ms: s.relay_loop_interval_ms as f64,
+        receipt_hold: s.receipt_delay_ms > 0,
     };
     let start_ms = s.start_ms;
     let (links, deposits) = fed.take_records();

@@ -16,8 +16,7 @@ use leak_client::{
     cover::{Schedule, Slot},
 };
 use leak_protocol::{
-    Delay, MailboxId, MessageId, Packet, PathHop, Recipient, Relationship, directory::Descriptor,
-    federation::epoch_key_hint, payload::Stamp,
+    MailboxId, MessageId, Packet, Recipient, Relationship, directory::Descriptor, payload::Stamp,
 };
 use rand::{RngExt as _, rngs::StdRng};
 
@@ -66,48 +65,6 @@ pub(super) struct Agent {
     pub loops_sent: u64,
     /// Come back.
     pub loops_back: u64,
-}
-
-/// A mixing hop for `descriptor`, with the key of the epoch the packet
-/// reaches it in.
-fn hop(descriptor: &Descriptor, at_ms: u64, delay: Delay) -> Option<PathHop> {
-    let epoch = descriptor.epoch_at(at_ms / 1000);
-    let key = descriptor.mix_key(epoch)?;
-    Some(PathHop {
-        node: descriptor.node,
-        key,
-        key_hint: epoch_key_hint(epoch),
-        delay,
-    })
-}
-
-/// The hops through `nodes` (indices into `directory`) with `delays`,
-/// starting at `start_ms` (a relay's own loop).
-pub(super) fn path(
-    directory: &[Descriptor],
-    nodes: &[usize],
-    delays: &[Delay],
-    start_ms: u64,
-) -> Option<Vec<PathHop>> {
-    let mut at = start_ms;
-    nodes
-        .iter()
-        .zip(delays)
-        .map(|(&i, &d)| {
-            let h = hop(directory.get(i)?, at, d);
-            at += u64::from(d.as_millis());
-            h
-        })
-        .collect()
-}
-
-/// A uniformly chosen index of `n` not in `not`, if any.
-pub(super) fn pick(n: std::ops::Range<usize>, not: &[usize], rng: &mut StdRng) -> Option<usize> {
-    let choices: Vec<usize> = n.filter(|i| !not.contains(i)).collect();
-    if choices.is_empty() {
-        return None;
-    }
-    Some(choices[rng.random_range(0..choices.len())])
 }
 
 impl Agent {

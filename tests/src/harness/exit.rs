@@ -64,8 +64,6 @@ pub struct VirtualExit {
     pub repeats: u64,
     /// Failed delivery attempts (server down).
     pub deferrals: u64,
-    /// Drops (cover) opened and discarded.
-    pub covers: u64,
 }
 
 impl VirtualExit {
@@ -80,7 +78,6 @@ impl VirtualExit {
             retry: RetryPolicy::from_config(&config),
             repeats: 0,
             deferrals: 0,
-            covers: 0,
         }
     }
 
@@ -119,10 +116,6 @@ impl VirtualExit {
         delay: leak_protocol::Delay,
     ) -> (Option<u64>, Vec<(NodeId, Packet)>) {
         let Ok(leak) = Leak::decode(message) else {
-            // A drop: counted and discarded, nothing else.
-            if leak_protocol::cover::is_cover(message) {
-                self.covers += 1;
-            }
             return (None, Vec::new());
         };
         let id = leak.message_id;

@@ -2,13 +2,12 @@
 //! agents, handing them leaks, their send slots and polls, and what the
 //! anonymity measurement reads of them.
 
-use leak_client::cover::{Slot, exponential_ms, forward_delays};
-use leak_protocol::{MailboxId, cover::build_loop};
+use leak_client::cover::Slot;
 use rand::RngExt as _;
 
 use super::{
     DepositSeen, Endpoint, Event, Transmission, VirtualFederation,
-    agent::{self, Agent, AgentLeak},
+    agent::{Agent, AgentLeak},
 };
 
 /// What one `/leak/mailbox/2` answer carries.
@@ -56,16 +55,14 @@ impl VirtualFederation {
     pub fn relay_loops(&self) -> (u64, u64) {
         self.relays
             .iter()
-            .fold((0, 0), |(s, r), x| (s + x.loops_sent, r + x.loops_returned))
+            .map(|r| r.loop_counters())
+            .fold((0, 0), |(s, r), c| (s + c.sent, r + c.returned))
     }
 
-    /// Drops opened and discarded by the exits.
+    /// Drops opened and discarded by the exits (the relay core's "cover"
+    /// drop reason).
     pub fn covers_discarded(&self) -> u64 {
-        self.relays
-            .iter()
-            .filter_map(|r| r.exit())
-            .map(|e| e.covers)
-            .sum()
+        self.dropped("cover")
     }
 
     /// Hands a leak to `agent` now: an exit chosen now; it leaves in the
@@ -139,26 +136,19 @@ impl VirtualFederation {
         self.schedule(next, Event::AgentPoll { agent });
     }
 
-    /// A relay's own loop (Loopix mix loop): two other nodes, then back
-    /// to a fresh mailbox of its own, each hop Exp(μ).
+    /// A relay's own loop (Loopix mix loop), by the node's own loop
+    /// machine ([`leak_node::relay::RelayLoops`]).
     pub(super) fn relay_loop(&mut self, relay: usize) {
         let now = self.now_ms();
-        let total = self.relays.len();
-        let a = agent::pick(0..total, &[relay], &mut self.rng);
-        let b = a.and_then(|a| agent::pick(0..total, &[relay, a], &mut self.rng));
-        if let (Some(a), Some(b)) = (a, b) {
-            let delays = forward_delays(self.settings.mean_delay_ms, 3, &mut self.rng);
-            let capability: [u8; 32] = self.rng.random();
-            let mailbox = MailboxId::from_capability(&capability);
-            let built = agent::path(&self.agent_directory, &[a, b, relay], &delays, now)
-                .and_then(|hops| build_loop(&hops, mailbox, &mut self.rng).ok());
-            if let Some(built) = built {
-                self.relays[relay].loop_sent(mailbox.0);
-                self.transmit(Endpoint::Relay(relay), a, built.packet, 0);
-            }
+        if let Some((first, packet)) =
+            self.relays[relay].take_loop(&self.agent_directory, now, &mut self.rng)
+            && let Some(to) = self.relay_index(&first)
+        {
+            self.transmit(Endpoint::Relay(relay), to, packet, 0);
         }
-        let next = now + exponential_ms(self.settings.relay_loop_interval_ms, &mut self.rng).max(1);
-        self.schedule(next, Event::RelayLoop { relay });
+        if let Some(next) = self.relays[relay].next_loop_ms() {
+            self.schedule(next.max(now + 1), Event::RelayLoop { relay });
+        }
     }
 
     /// Takes what the run recorded so far (needs `record_links`): every

@@ -35,7 +35,6 @@ use std::{
     sync::Arc,
 };
 
-use leak_client::cover::exponential_ms;
 use leak_node::clock::{Clock as _, ManualClock};
 use leak_protocol::{MessageId, NodeId, Outcome, Packet, directory::Descriptor};
 use rand::{SeedableRng as _, rngs::StdRng};
@@ -185,9 +184,7 @@ impl VirtualFederation {
         for relay in 0..total {
             let at = fed.now_ms() + tick;
             fed.schedule(at, Event::Maintain { relay });
-            let every = fed.settings.relay_loop_interval_ms;
-            if every > 0 {
-                let at = fed.now_ms() + exponential_ms(every, &mut fed.rng);
+            if let Some(at) = fed.relays[relay].next_loop_ms() {
                 fed.schedule(at, Event::RelayLoop { relay });
             }
         }

@@ -1,15 +1,15 @@
 //! A relay (and, with its exit, an exit) of the virtual federation: the
 //! node's own core, key ring, store and held queue.
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::Path,
-};
+use std::{collections::HashMap, path::Path};
 
 use leak_node::{
     epoch::{EpochSchedule, KeyRing},
     held::{HeldQueue, Hold},
-    relay::{Decision, NextHop, RelayCore, RelayLimits, process_batch},
+    relay::{
+        Decision, LoopCounters, NextHop, RelayCore, RelayLimits, RelayLoops, choose_loop_path,
+        process_batch,
+    },
     store::{Deposit, MailboxLimits, Store},
 };
 use leak_protocol::{
@@ -54,12 +54,8 @@ pub struct VirtualRelay {
     exit: Option<VirtualExit>,
     /// The mean extra hold of a receipt at the exit (ms).
     receipt_delay_ms: u32,
-    /// Mailboxes of this relay's own loops still out.
-    own_loops: HashSet<[u8; 32]>,
-    /// Own loops sent, and returned.
-    pub loops_sent: u64,
-    /// Returned.
-    pub loops_returned: u64,
+    /// Its own loops (the node's pure loop machine).
+    loops: RelayLoops,
 }
 
 impl VirtualRelay {
@@ -107,9 +103,19 @@ impl VirtualRelay {
             dropped: HashMap::new(),
             exit: is_exit.then(VirtualExit::new),
             receipt_delay_ms: settings.receipt_delay_ms,
-            own_loops: HashSet::new(),
-            loops_sent: 0,
-            loops_returned: 0,
+            loops: RelayLoops::new(
+                leak_node::relay::LoopConfig {
+                    interval_ms: settings.relay_loop_interval_ms,
+                    // The same mean as the senders' hops, as the node's
+                    // configuration advises.
+                    mean_delay_ms: settings.mean_delay_ms,
+                    ..config
+                        .cover
+                        .loops(leak_protocol::federation::MAX_HOP_DELAY_MS)
+                },
+                now_ms,
+                rng,
+            ),
         };
         relay.publish(now_ms);
         relay
@@ -238,8 +244,10 @@ impl VirtualRelay {
                     visible_at_ms,
                     expires_at_ms,
                 } => {
-                    if self.own_loops.remove(&mailbox.0) {
-                        self.loops_returned += 1;
+                    // Its own loop back: recognised before storage.
+                    if self.loops.is_pending(&mailbox)
+                        && self.loops.on_deposit(&mailbox, &reply, now_ms).is_some()
+                    {
                         continue;
                     }
                     out.deposited.push(mailbox.0);
@@ -297,8 +305,11 @@ impl VirtualRelay {
         }
         let mut wake: Option<u64> = None;
         for (next_hop, packet) in done.send.drain(..) {
-            let hold = leak_client::path::sample_delay(self.receipt_delay_ms, rng);
-            let due = now_ms + u64::from(hold.as_millis());
+            let due = now_ms
+                + leak_node::exit::schedule::receipt_delay_ms(
+                    u64::from(self.receipt_delay_ms),
+                    rng,
+                );
             match self
                 .held
                 .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
@@ -310,15 +321,33 @@ impl VirtualRelay {
         (done, wake)
     }
 
-    /// Remembers one of its own loops, out through `mailbox`.
-    pub(super) fn loop_sent(&mut self, mailbox: [u8; 32]) {
-        // Bounded as a node's pending table: the oldest are forgotten
-        // (counted lost) when too many are out.
-        if self.own_loops.len() >= 10_000 {
-            self.own_loops.clear();
+    /// When its next own loop is due.
+    pub(super) fn next_loop_ms(&self) -> Option<u64> {
+        self.loops.next_due_ms()
+    }
+
+    /// Its own loop, if one is due at `now_ms`: a path through two other
+    /// nodes of `directory` and back, built and remembered by the node's
+    /// loop machine. Returns the first hop and the packet.
+    pub(super) fn take_loop(
+        &mut self,
+        directory: &[Descriptor],
+        now_ms: u64,
+        rng: &mut StdRng,
+    ) -> Option<(NodeId, Packet)> {
+        self.loops.expire(now_ms);
+        if !self.loops.take_due(now_ms, rng) {
+            return None;
         }
-        self.own_loops.insert(mailbox);
-        self.loops_sent += 1;
+        let config = *self.loops.config();
+        let path = choose_loop_path(directory.iter(), &self.node, &config, now_ms, rng).ok()?;
+        let built = self.loops.build(now_ms, &path, rng).ok()?;
+        Some((built.first_hop, built.packet))
+    }
+
+    /// Its own loops: sent, returned, lost.
+    pub fn loop_counters(&self) -> LoopCounters {
+        self.loops.counters()
     }
 
     /// The node's maintenance: rotate keys (and publish), expire mailboxes.
