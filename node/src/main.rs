@@ -228,6 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let identity = Identity::load(&config.identity_path())?;
+    let stop = stop_signals()?;
     let mut node = leak_node::start(config, identity, StartOptions::default()).await?;
     println!("peer id: {}", node.peer_id());
     for addr in node.listen_addrs() {
@@ -240,10 +241,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("exit endpoint: http://{addr}/");
     }
     let failure = tokio::select! {
-        signal = wait_for_signal() => {
-            signal?;
-            None
-        }
+        () = stop => None,
         reason = node.failed() => Some(reason),
     };
     if let Some(reason) = &failure {
@@ -328,15 +326,20 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Catches SIGTERM and SIGINT from now on; the future resolves at the first.
+/// Installed before the node prints that it started, so a supervisor (or a
+/// test) that stops it as soon as it read those lines gets a clean shutdown,
+/// not the default action's immediate death.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn main() -> ExitCode {

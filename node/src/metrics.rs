@@ -63,6 +63,14 @@ pub struct Metrics {
     pub exit_bad_tokens: Counter,
     /// Receipts sent back along reply blocks.
     pub exit_receipts: Counter,
+    /// This node's own loops sent.
+    pub loops_sent: Counter,
+    /// This node's loops that came back.
+    pub loops_returned: Counter,
+    /// This node's loops that did not come back in time.
+    pub loops_lost: Counter,
+    /// This node's loops in flight.
+    pub loops_pending: Gauge,
     /// libp2p's own metrics, in the same registry.
     pub libp2p: libp2p::metrics::Metrics,
     registry: Registry,
@@ -196,6 +204,30 @@ impl Metrics {
             "Receipts sent back along reply blocks",
             exit_receipts.clone(),
         );
+        let loops_sent = Counter::default();
+        registry.register(
+            "loops_sent",
+            "This node's own loops (cover through two relays and back) sent",
+            loops_sent.clone(),
+        );
+        let loops_returned = Counter::default();
+        registry.register(
+            "loops_returned",
+            "This node's loops that came back",
+            loops_returned.clone(),
+        );
+        let loops_lost = Counter::default();
+        registry.register(
+            "loops_lost",
+            "This node's loops that did not come back in time",
+            loops_lost.clone(),
+        );
+        let loops_pending = Gauge::default();
+        registry.register(
+            "loops_pending",
+            "This node's loops in flight",
+            loops_pending.clone(),
+        );
         // libp2p's metrics add their own "libp2p" prefix: leak_libp2p_*.
         let libp2p = libp2p::metrics::Metrics::new(&mut registry);
         Self {
@@ -221,6 +253,10 @@ impl Metrics {
             exit_abuse_reports,
             exit_bad_tokens,
             exit_receipts,
+            loops_sent,
+            loops_returned,
+            loops_lost,
+            loops_pending,
             libp2p,
             registry,
         }

@@ -525,6 +525,7 @@ impl ProcessFederation {
             format!("exit.smtp_url={smtp_url:?}"),
             format!("exit.smtp_connections={connections}"),
             "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
+            "exit.receipt_delay_ms=0".to_owned(),
             format!("policy.file={:?}", policy_config.file),
             format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
         ];

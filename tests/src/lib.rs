@@ -25,6 +25,7 @@ use leak_protocol::{
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod anonymity;
 pub mod capture;
 pub mod exit;
 pub mod harness;
@@ -43,6 +44,10 @@ pub fn test_config(dir: &Path, period_secs: u64, bootstrap: Vec<Multiaddr>) -> C
     config.epochs.period_secs = period_secs;
     config.epochs.keys_ahead = 1;
     config.directory.max_age_secs = 3 * period_secs.max(60);
+    // Tests count packets exactly: no loops of the nodes' own (tests of
+    // loops turn them on), and receipts leave after the exit hop's delay.
+    config.cover.loop_interval_ms = 0;
+    config.exit.receipt_delay_ms = 0;
     config
 }
 

@@ -82,6 +82,57 @@ pub struct Config {
     pub exit: ExitConfig,
     /// The shared moderation policy.
     pub policy: PolicyConfig,
+    /// This node's own cover traffic (loops).
+    pub cover: CoverConfig,
+}
+
+/// `[cover]`: the loops every node sends through two other relays and back
+/// to itself (see [`crate::relay::cover`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoverConfig {
+    /// Mean gap between two loops, in milliseconds (a Poisson process); 0
+    /// sends none (not recommended: a quiet relay then mixes nothing, and an
+    /// (n-1) attack on it goes unseen).
+    pub loop_interval_ms: u64,
+    /// Mean per-hop delay of a loop, in milliseconds: the same mean as
+    /// senders use, so loops and their packets look alike at every hop.
+    pub loop_delay_ms: u32,
+    /// How long past the sum of its delays a loop is awaited before it
+    /// counts as lost, in milliseconds.
+    pub loop_grace_ms: u64,
+    /// Most loops awaited at once (the oldest counts as lost beyond).
+    pub max_pending_loops: usize,
+    /// The window over which the return ratio is checked, in seconds.
+    pub ratio_window_secs: u64,
+    /// A warning is logged when fewer than this share of the loops settled
+    /// in a window came back (0 to 1).
+    pub min_return_ratio: f64,
+}
+
+impl CoverConfig {
+    fn defaults() -> Self {
+        Self {
+            loop_interval_ms: 5_000,
+            loop_delay_ms: 60_000,
+            loop_grace_ms: 60_000,
+            max_pending_loops: 4_096,
+            ratio_window_secs: 600,
+            min_return_ratio: 0.8,
+        }
+    }
+
+    /// The pure loop machine's settings, with `max_hop_delay_ms` the
+    /// longest delay relays accept.
+    pub fn loops(&self, max_hop_delay_ms: u32) -> crate::relay::LoopConfig {
+        crate::relay::LoopConfig {
+            interval_ms: self.loop_interval_ms,
+            mean_delay_ms: self.loop_delay_ms,
+            max_hop_delay_ms,
+            grace_ms: self.loop_grace_ms,
+            max_pending: self.max_pending_loops,
+        }
+    }
 }
 
 /// `[policy]`
@@ -159,6 +210,10 @@ pub struct ExitConfig {
     /// How long a message id is remembered so a retransmission is not
     /// delivered twice, in seconds.
     pub dedup_secs: u64,
+    /// Mean extra time a receipt is held before it leaves, in milliseconds
+    /// (exponential: the time a leak's receipt leaves says nothing of when
+    /// the leak arrived); 0 sends it after the exit hop's own delay.
+    pub receipt_delay_ms: u64,
     /// Highest sending rate (emails per second).
     pub max_rate: f64,
     /// Lowest rate a deferral (421, 4.7.x) may slow sending to.
@@ -193,6 +248,7 @@ impl ExitConfig {
             retry_max_secs: 3600,
             lifetime_secs: 5 * 86_400,
             dedup_secs: 7 * 86_400,
+            receipt_delay_ms: 60_000,
             max_rate: 20.0,
             min_rate: 0.1,
             dkim_selector: String::new(),
@@ -353,6 +409,7 @@ impl Config {
                 trusted_keys: Vec::new(),
                 threshold: 1,
             },
+            cover: CoverConfig::defaults(),
         }
     }
 
@@ -441,6 +498,18 @@ impl Config {
         ensure!(
             self.node.family.len() <= 128,
             "node.family is at most 128 bytes"
+        );
+        ensure!(
+            self.cover.loop_delay_ms <= self.limits.max_delay_ms,
+            "cover.loop_delay_ms must be at most limits.max_delay_ms"
+        );
+        ensure!(
+            self.cover.max_pending_loops >= 1 && self.cover.ratio_window_secs >= 1,
+            "cover.max_pending_loops and cover.ratio_window_secs must be at least 1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.cover.min_return_ratio),
+            "cover.min_return_ratio must be between 0 and 1"
         );
         self.metrics_addr()?;
         if self.is_exit() {

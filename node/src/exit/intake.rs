@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     DAY_MS, Exit, ExitDelivery, ExitError,
+    schedule::receipt_delay_ms,
     state::{EndState, Intake},
     store::{Done, Entry, Known},
 };
@@ -48,7 +49,11 @@ impl Exit {
         Metrics::count_as(&self.metrics.exit_leaks, "outcome", &intake);
     }
 
-    /// Sends `outcome` back along `reply_block`, after `delay`.
+    /// Sends `outcome` back along `reply_block`, after `delay` (the exit
+    /// hop's own delay for an answer given at once) plus the receipt delay:
+    /// exponential with mean `exit.receipt_delay_ms`, so the time a receipt
+    /// leaves says nothing precise of when its leak arrived or was
+    /// delivered. The node's timer holds it meanwhile.
     pub(super) fn answer(
         &self,
         reply_block: ReplyBlock,
@@ -67,17 +72,14 @@ impl Exit {
         match packet {
             Ok((first_hop, packet)) => {
                 self.metrics.exit_receipts.inc();
-                if delay.is_zero() {
-                    (self.send_packet)(first_hop, packet);
-                } else {
-                    // Not durable: if the exit stops first, the client's
-                    // retransmission is answered from the record.
-                    let send = self.send_packet.clone();
-                    self.runtime.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        send(first_hop, packet);
-                    });
-                }
+                let due_ms = self
+                    .now_ms()
+                    .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+                    .saturating_add(receipt_delay_ms(
+                        self.config.exit.receipt_delay_ms,
+                        &mut rand::rng(),
+                    ));
+                (self.send_packet)(first_hop, packet, due_ms);
             }
             Err(e) => tracing::warn!(error = %e, "cannot build a receipt"),
         }

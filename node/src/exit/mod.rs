@@ -82,8 +82,9 @@ pub struct ExitDelivery {
     pub delay: Delay,
 }
 
-/// Sends a packet to a node (the first hop of a reply block).
-pub type SendPacket = Arc<dyn Fn(NodeId, Packet) + Send + Sync>;
+/// Sends a packet to a node (the first hop of a reply block) once the
+/// node's clock reaches the given Unix ms (at once if it has).
+pub type SendPacket = Arc<dyn Fn(NodeId, Packet, u64) + Send + Sync>;
 /// Publishes a batch of signed opt-outs to the federation.
 pub type PublishOptOuts = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
@@ -104,7 +105,6 @@ pub struct Exit {
     dkim: Option<lettre::message::dkim::DkimConfig>,
     pub(crate) metrics: Arc<Metrics>,
     send_packet: SendPacket,
-    runtime: tokio::runtime::Handle,
     /// When each queued leak is tried next, and which are being sent.
     schedule: Mutex<Schedule>,
     /// When a failed attempt is tried again.
@@ -220,7 +220,6 @@ pub(crate) async fn start(
         dkim,
         metrics,
         send_packet,
-        runtime: tokio::runtime::Handle::current(),
         schedule: Mutex::new(Schedule::default()),
         retry: RetryPolicy::from_config(&config),
         paused: std::sync::atomic::AtomicBool::new(false),

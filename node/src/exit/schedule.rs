@@ -7,10 +7,26 @@
 //! halves on a deferral (421, 4.7.x) and recovers slowly. Both take
 //! `now_ms` (Unix ms, from the exit's injected clock), never read a clock,
 //! and need no runtime: the virtual-time harness drives them by hand.
+//! [`receipt_delay_ms`] is how long a receipt is held before it leaves.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use leak_protocol::MessageId;
+use leak_protocol::{Delay, MessageId};
+
+/// A receipt's extra hold: exponential with mean `mean_ms` (0: none),
+/// capped at the longest hop delay (a receipt held longer than a relay
+/// would hold a packet stands out as much as one sent at once).
+pub fn receipt_delay_ms<R: rand::CryptoRng + ?Sized>(mean_ms: u64, rng: &mut R) -> u64 {
+    if mean_ms == 0 {
+        return 0;
+    }
+    let mean = u32::try_from(mean_ms).unwrap_or(u32::MAX);
+    u64::from(
+        Delay::sample_exponential(mean, rng)
+            .as_millis()
+            .min(leak_protocol::federation::MAX_HOP_DELAY_MS),
+    )
+}
 
 /// Leaks due for delivery, and those being delivered.
 #[derive(Debug, Default)]

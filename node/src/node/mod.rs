@@ -36,8 +36,10 @@
 //! | `pipeline` | worker threads: batches through the [relay core](crate::relay) |
 //! | `timer` | packets held for their mixing delay |
 //! | `links` | one writer per next hop |
+//! | `cover` | this node's loops: sent when due, recognised when back, the return ratio watched |
 //! | `maintenance` | key rotation, descriptor publication, expiry |
 
+mod cover;
 mod fetch;
 mod gossip;
 mod links;

@@ -7,7 +7,11 @@ use leak_protocol::NodeId;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use super::{shared::Shared, timer::TimerItem};
+use super::{
+    cover::{LoopDeposit, loop_deposit},
+    shared::Shared,
+    timer::TimerItem,
+};
 use crate::{
     exit::ExitDelivery,
     identity::peer_id_of,
@@ -71,7 +75,13 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                     reply,
                     visible_at_ms,
                     expires_at_ms,
-                } => deposits.push((mailbox.0, reply, visible_at_ms, expires_at_ms)),
+                } => match loop_deposit(shared, &mailbox, &reply, now_ms) {
+                    LoopDeposit::NotOurs => {
+                        deposits.push((mailbox.0, reply, visible_at_ms, expires_at_ms));
+                    }
+                    LoopDeposit::Returned => shared.metrics.final_packet("loop"),
+                    LoopDeposit::Tampered => shared.drop_packet(DropReason::TamperedLoop),
+                },
                 Decision::ToExit { message, delay } => {
                     to_exit(shared, ExitDelivery { message, delay })
                 }

@@ -25,7 +25,7 @@ use crate::{
     net::AddressBook,
     policy::PolicyState,
     queue::FairQueue,
-    relay::{DropReason, RelayCore},
+    relay::{DropReason, RelayCore, RelayLoops},
     store::Store,
     traffic::{Source, TrafficCounter},
 };
@@ -89,6 +89,8 @@ pub(super) struct Shared {
     pub(super) clock: SharedClock,
     /// The relay's decisions.
     pub(super) core: RelayCore,
+    /// This node's own loops (see `node::cover`).
+    pub(super) loops: Mutex<RelayLoops>,
     /// Packets received this epoch and the last, for the descriptor.
     pub(super) traffic: Mutex<TrafficCounter>,
 }

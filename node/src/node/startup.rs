@@ -13,6 +13,7 @@ use libp2p::{gossipsub, swarm::SwarmEvent};
 use tokio::sync::{mpsc, watch};
 
 use super::{
+    cover::{new_loops, run_loops},
     fetch::pull_directories,
     links::send_to,
     maintenance::maintain,
@@ -21,7 +22,7 @@ use super::{
     serve::{accept_packets, serve_directories, serve_mailboxes},
     shared::{Command, Shared},
     swarm::run_swarm,
-    timer::run_timer,
+    timer::{TimerItem, run_timer},
 };
 use crate::{
     clock::{SharedClock, SystemClock},
@@ -220,6 +221,7 @@ pub async fn start(
             },
             has_exit,
         ),
+        loops: std::sync::Mutex::new(new_loops(&config, clock.now_ms())),
         traffic: std::sync::Mutex::new(TrafficCounter::start(
             clock.now_secs() / config.epochs.period_secs.max(1),
         )),
@@ -287,6 +289,10 @@ pub async fn start(
         "directory pull",
         tokio::spawn(pull_directories(shared.clone(), shutdown_rx.clone())),
     ));
+    tasks.push((
+        "loops",
+        tokio::spawn(run_loops(shared.clone(), shutdown_rx.clone())),
+    ));
 
     let workers = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
         .map(|i| {
@@ -301,19 +307,37 @@ pub async fn start(
                 })
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
+    let receipt_timer = timer_tx.clone();
     drop(timer_tx);
 
     let mut exit = None;
     let mut exit_http_addr = None;
     if let Some(incoming) = exit_incoming {
         let send_shared = shared.clone();
-        let send: crate::exit::SendPacket =
-            Arc::new(
-                move |node: NodeId, packet: Packet| match peer_id_of(&node) {
-                    Some(peer) => send_to(&send_shared, peer, packet),
-                    None => send_shared.drop_packet(DropReason::BadNextHop),
-                },
-            );
+        // A receipt due later waits in the timer, with every packet held
+        // for its delay (by the node's clock, bounded, fair between
+        // sources). It is not durable: a receipt held when the node stops
+        // is lost, and the sender's retransmission, which comes after a
+        // generous window, is answered from the exit's record.
+        let send: crate::exit::SendPacket = Arc::new(
+            move |node: NodeId, packet: Packet, due_ms: u64| match peer_id_of(&node) {
+                Some(peer) if due_ms <= send_shared.clock.now_ms() => {
+                    send_to(&send_shared, peer, packet);
+                }
+                Some(peer) => {
+                    let item = TimerItem {
+                        due_ms,
+                        source: send_shared.local_peer,
+                        next_hop: peer,
+                        packet,
+                    };
+                    if receipt_timer.try_send(item).is_err() {
+                        send_shared.drop_packet(DropReason::HeldFull);
+                    }
+                }
+                None => send_shared.drop_packet(DropReason::BadNextHop),
+            },
+        );
         let publish_commands = commands.clone();
         let publish: crate::exit::PublishOptOuts = Arc::new(move |batch| {
             let _ = publish_commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));

@@ -2,7 +2,9 @@
 //! peers in; a [`Decision`] out.
 
 use leak_protocol::{
-    Delay, NodeId, Packet, Processed, key_hint, process_packet,
+    Delay, NodeId, Packet, Processed,
+    cover::is_cover,
+    key_hint, process_packet,
     sphinx::{FinalPayload, MailboxId},
 };
 use zeroize::Zeroizing;
@@ -48,6 +50,12 @@ pub enum DropReason {
     NextHopUnreachable,
     /// The node stopped while holding it.
     Shutdown,
+    /// Cover (a drop) that reached its exit: discarded there by design,
+    /// counted apart from the errors.
+    Cover,
+    /// A reply for one of this node's own loops that does not open with
+    /// the loop's keys: a hop altered it.
+    TamperedLoop,
 }
 
 impl DropReason {
@@ -71,6 +79,8 @@ impl DropReason {
             Self::LinkCongested => "link_congested",
             Self::NextHopUnreachable => "next_hop_unreachable",
             Self::Shutdown => "shutdown",
+            Self::Cover => "cover",
+            Self::TamperedLoop => "tampered_loop",
         }
     }
 }
@@ -205,6 +215,11 @@ impl RelayCore {
                         expires_at_ms: visible_at_ms + self.limits.mailbox_ttl_ms,
                     }
                 }
+                // Before any other exit work: a drop is opened, counted and
+                // discarded, and nothing of it is stored or answered.
+                FinalPayload::Exit { message } if self.exit && is_cover(&message) => {
+                    Decision::Drop(DropReason::Cover)
+                }
                 FinalPayload::Exit { message } if self.exit => Decision::ToExit {
                     message,
                     delay: done.delay,
@@ -335,5 +350,24 @@ mod tests {
             Decision::ToExit { message, .. } => assert_eq!(&message[..], b"a leak"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_exit_discards_a_drop_before_any_exit_work() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let a = MixSecret::generate(&mut rng);
+        let packet = leak_protocol::cover::seal_drop(&[hop(node(1), &a, 500)], &mut rng).unwrap();
+        let processed = process_packet(packet.as_bytes(), &a);
+        let exit = RelayCore::new(LIMITS, true);
+        assert!(matches!(
+            exit.decide(processed.clone(), 0, resolve_all("x")),
+            Decision::Drop(DropReason::Cover)
+        ));
+        assert_eq!(DropReason::Cover.label(), "cover");
+        // A relay that is not an exit says so, as for any exit payload.
+        assert!(matches!(
+            RelayCore::new(LIMITS, false).decide(processed, 0, resolve_all("x")),
+            Decision::Drop(DropReason::NotAnExit)
+        ));
     }
 }

@@ -133,7 +133,15 @@ impl Federation {
         )
         .unwrap();
         let local = format!("exit.local_rules={:?}", rules.display().to_string());
-        let mut args = vec!["--set", "exit.http_listen=\"127.0.0.1:0\"", "--set", &local];
+        // Receipts leave after the exit hop's delay only: tests wait for them.
+        let mut args = vec![
+            "--set",
+            "exit.http_listen=\"127.0.0.1:0\"",
+            "--set",
+            "exit.receipt_delay_ms=0",
+            "--set",
+            &local,
+        ];
         args.extend(run_args);
         let exit = self.start_node("exit", &["--exit-domain", "leak.test"], &args);
         self.exit = Some(exit);
