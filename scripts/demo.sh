@@ -98,7 +98,9 @@ done
 "$LEAK" nodes
 
 bold "The sender starts the agent: leak agent (a packet every half second here; every 12 s by default)"
-sed -i 's/^send_interval_ms = 12000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/' "$LEAK_CONFIG"
+# (One sender alone: no minimum anonymity set, or the agent would lengthen
+# its hops to ten minutes once the nodes publish their traffic.)
+sed -i 's/^send_interval_ms = 12000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/' "$LEAK_CONFIG"
 "$LEAK" agent 2>"$WORK/agent.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do

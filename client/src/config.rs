@@ -130,6 +130,10 @@ pub struct AgentConfig {
     /// A retransmission leaves at a random time uniform in this many
     /// seconds after the wait.
     pub retransmit_spread_secs: u64,
+    /// The anonymity set the agent aims for: when the federation's
+    /// published traffic says its leaks would hide among fewer senders, it
+    /// lengthens the per-hop delay (up to what relays accept). 0: never.
+    pub min_anonymity_set: u32,
 }
 
 /// `[directory]`
@@ -247,6 +251,7 @@ impl Default for AgentConfig {
             directory_refresh_secs: 1800,
             retransmit_min_wait_secs: 3600,
             retransmit_spread_secs: 3 * 3600,
+            min_anonymity_set: crate::estimate::DEFAULT_MIN_SET as u32,
         }
     }
 }

@@ -93,6 +93,9 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
                 "  message id {message_id}, {}",
                 leaves_in(release_at_ms, unix_ms())
             );
+            if let Some(agent) = agent_status(state.root()) {
+                println!("  anonymity: {}", agent.anonymity_note);
+            }
         }
         return Ok(Status::Ok);
     }
@@ -101,6 +104,9 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             "queued ({}); waiting for the receipt (it can take many minutes; Ctrl-C stops waiting, not the leak)",
             leaves_in(release_at_ms, unix_ms())
         );
+        if let Some(agent) = agent_status(state.root()) {
+            eprintln!("anonymity: {}", agent.anonymity_note);
+        }
     }
     let record = wait_for_receipt(state, &message_id)?;
     let attempts = record.attempts.iter().filter(|a| a.sent).count();
@@ -201,14 +207,8 @@ pub fn print_agent(status: &AgentStatus) {
         "  sent {} drop(s), {} loop(s) ({} back), {} leak packet(s); {} receipt(s); {} poll(s); {} failure(s)",
         c.drops_sent, c.loops_sent, c.loops_returned, c.leaks_sent, c.receipts, c.polls, c.failures
     );
-    match status.anonymity_set {
-        Some(n) => println!(
-            "  anonymity: about {} senders could have sent a leak of yours ({})",
-            n.round(),
-            status.anonymity_note
-        ),
-        None => println!("  anonymity: {}", status.anonymity_note),
-    }
+    // The note says it in words, with the number when there is one.
+    println!("  anonymity: {}", status.anonymity_note);
 }
 
 /// The state column of a leak the agent still holds.

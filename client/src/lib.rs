@@ -31,6 +31,7 @@ pub mod agent;
 pub mod config;
 pub mod cover;
 pub mod directory;
+pub mod estimate;
 pub mod path;
 pub mod progress;
 pub mod receipts;

@@ -387,10 +387,6 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
     } = args;
     let config = load_config(paths, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
-    // Refused before the text is asked for: nothing to send it with.
-    if !direct && !leak_client::agent::ipc::running(state.root()) {
-        return Err(Usage(handoff::no_agent_message(state.root())).into());
-    }
     let text = read_text(message, file, true, state.root())?;
     let policy = config.policy.load()?;
     if let Verdict::Refused(refusal) = policy.check_text(&text) {
@@ -407,6 +403,12 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
             refusal.rule, refusal.reason
         );
         return Ok(Status::Refused);
+    }
+    if config.network.bootstrap.is_empty() {
+        return Err(DirectoryError::NoBootstrap.into());
+    }
+    if !direct && !leak_client::agent::ipc::running(state.root()) {
+        return Err(Usage(handoff::no_agent_message(state.root())).into());
     }
     if !direct {
         return handoff::send(

@@ -232,13 +232,31 @@ fn a_refused_text_is_stopped_before_the_network() {
 fn an_unreachable_bootstrap_fails_with_3() {
     let home = Home::new();
     home.init(&["--bootstrap", DEAD_BOOTSTRAP]);
+    // Without an agent, `leak send` refuses and says how to start one.
     let out = home.run(&["send", "--to", "bob@example.com", "--as", "friend", KIND]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no agent is running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--direct"), "{}", stderr(&out));
+    let out = home.run(&[
+        "send",
+        "--direct",
+        "--to",
+        "bob@example.com",
+        "--as",
+        "friend",
+        KIND,
+    ]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("no reachable bootstrap node"), "{err}");
     assert!(err.contains("connection refused"), "{err}");
     let out = home.run(&[
         "send",
+        "--direct",
         "--to",
         "bob@example.com",
         "--as",

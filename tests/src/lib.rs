@@ -25,6 +25,7 @@ use leak_protocol::{
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod anonymity;
 pub mod capture;
 pub mod exit;
 pub mod harness;

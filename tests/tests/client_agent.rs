@@ -66,6 +66,14 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
     // Idle, the agent sends cover through its guard: the guard counts the
     // packets, and loops come back to the agent's mailbox.
     let mut agent = sender.start_agent();
+    // Only its owner can talk to it.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    let state = sender.home.join("state");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("agent.sock")), 0o600);
     let status = sender.wait_status(&[], "loops came back", |s| {
         s.contains("Agent: running") && number_after(s, " loop(s) (") >= 3
     });
@@ -173,7 +181,7 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
         .next()
         .unwrap()
         .to_owned();
-    let outbox = sender.home.join("state").join("outbox");
+    let outbox = state.join("outbox");
     let files = || std::fs::read_dir(&outbox).unwrap().count();
     let out = sender.run(&["status", &id]);
     assert!(
@@ -191,4 +199,68 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
     assert_eq!(files(), 0, "the outbox is empty");
     // Every leak was sent once: no duplicate at the exit either.
     assert_eq!(fed.emails().len(), 3);
+}
+
+/// An exit that goes silent (SIGSTOP) while a leak is on its way: without
+/// a receipt the agent sends the leak again (after the p99.9 of a round
+/// trip, here about 18 s), over a fresh route, under the same message id;
+/// once the exit is back, exactly one email arrives.
+#[test]
+fn the_agent_sends_a_leak_again_when_no_receipt_comes() {
+    use nix::sys::signal::Signal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = Federation::start(dir.path(), 4, true);
+    // Hops of a second: the leak is still on its way when the exit stops.
+    let sender = Sender::new(
+        dir.path(),
+        "sender",
+        &fed.bootstrap(),
+        &["--mixing-delay-ms", "1000"],
+    );
+    sender.fast_agent_config();
+    sender.set_config_line(
+        "retransmit_min_wait_secs = 20",
+        "retransmit_min_wait_secs = 3",
+    );
+    sender.set_config_line("retransmit_spread_secs = 5", "retransmit_spread_secs = 1");
+    sender.wait_for_directory(5, 1);
+    let _agent = sender.start_agent();
+
+    let out = sender.run(&[
+        "send",
+        "--json",
+        "--to",
+        "eve@example.com",
+        "--as",
+        "someone",
+        "You were right about the budget, and I said nothing.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = json_line(&out);
+    let id = json
+        .split(r#""message_id":""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    sender.wait_status(&["--json", &id], "the first attempt sent", |s| {
+        s.contains(r#""attempts":1"#)
+    });
+    let exit = &mut fed.exit.as_mut().unwrap().process;
+    exit.signal(Signal::SIGSTOP);
+    let again = sender.wait_status(&["--json", &id], "a second attempt", |s| {
+        s.contains(r#""attempts":2"#)
+    });
+    exit.signal(Signal::SIGCONT);
+    assert!(again.contains(r#""outcome":"pending""#), "{again}");
+    let done = sender.wait_status(&["--json", &id], "delivered", |s| {
+        s.contains(r#""outcome":"delivered""#)
+    });
+    // Two attempts at least (a copy held up by the stopped exit may take
+    // long enough for a third), one email.
+    assert!(number_after(&done, r#""attempts":"#) >= 2, "{done}");
+    assert_eq!(fed.emails_to("eve@example.com").len(), 1);
 }

@@ -20,11 +20,17 @@
 //!   the same exit and message id, in a loop slot: at most
 //!   `1 + send.retransmissions` attempts.
 //!
+//! It estimates how many senders its leaks hide among from the counts the
+//! federation publishes and its loops' returns ([`anonymity`]), shows it in
+//! `leak status`, and lengthens the per-hop delay when traffic is too low
+//! for `agent.min_anonymity_set`.
+//!
 //! The schedule itself is pure ([`crate::cover`]); this module does the
 //! I/O. Leaks reach the agent over a Unix socket ([`ipc`]) and are kept on
 //! disk until they are finished ([`outbox`]), so a restart loses none and
 //! sends none under a new id. [`run`] is the agent's task.
 
+pub mod anonymity;
 pub mod guard;
 pub mod ipc;
 pub mod outbox;

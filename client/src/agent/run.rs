@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     agent::{
+        anonymity,
         guard::{Guard, Replace},
         ipc::{self, AgentStatus, Counters, Queued, Request, Response},
         outbox::{Outbox, OutboxEntry, OutboxSecret},
@@ -37,6 +38,7 @@ use crate::{
     config::{AgentConfig, Config},
     cover::{CoverConfig, Schedule, Slot},
     directory::{self, DirectoryView},
+    estimate::{Estimate, Observed},
     path::{self, MAX_HOPS, MIN_HOPS},
     send::unix_ms,
     state::{
@@ -190,6 +192,16 @@ impl Agent {
             self.leaks.insert(entry.message_id.clone(), (id, keys));
             waiting.push(entry);
         }
+        // A record with no attempt and no outbox entry is a leak whose
+        // hand-over a crash cut short: `leak send` never heard it was
+        // taken, so it is not the agent's to send.
+        let (records, _) = self.state.list()?;
+        for record in records {
+            let held = waiting.iter().any(|e| e.message_id == record.message_id);
+            if record.is_pending() && record.attempts.is_empty() && !held {
+                self.state.remove(&record.message_id)?;
+            }
+        }
         let entries = waiting;
         if !entries.is_empty() {
             log(format!("{} leak(s) waiting in the outbox", entries.len()));
@@ -264,6 +276,29 @@ impl Agent {
         Some((node, peer_id_of(&node)?, guard.capability()?))
     }
 
+    /// What the agent observes and the estimate from it, once a node
+    /// publishes traffic counts.
+    fn estimate(&self) -> Option<(Observed, Estimate)> {
+        let observed = anonymity::observe(
+            &self.directory.as_ref()?.nodes,
+            self.config.cover.send_interval_ms,
+            self.config.send.mixing_delay_ms,
+            self.config.send.hops,
+            self.counters.loops_returned,
+            self.counters.loops_lost,
+        )?;
+        let estimate = anonymity::assess(&observed, self.config.agent.min_anonymity_set);
+        Some((observed, estimate))
+    }
+
+    /// The per-hop mean delay of new packets: the configured one, longer
+    /// when traffic is too low for the minimum anonymity set.
+    fn mean_delay_ms(&self) -> u32 {
+        let configured = self.config.send.mixing_delay_ms;
+        self.estimate()
+            .map_or(configured, |(_, e)| e.mean_delay_ms.max(configured))
+    }
+
     fn context(&self, now: u64) -> Option<Context<'_>> {
         let directory = self.directory.as_ref()?;
         let guard = self.guard.as_ref()?;
@@ -271,7 +306,7 @@ impl Agent {
             nodes: &directory.nodes,
             guard: guard.node_id()?,
             mailbox: guard.mailbox()?,
-            mean_delay_ms: self.config.send.mixing_delay_ms,
+            mean_delay_ms: self.mean_delay_ms(),
             hops: self.config.send.hops,
             now_ms: now,
         })
@@ -617,7 +652,7 @@ impl Agent {
         }
         let next_at = retransmission_at(
             now,
-            self.config.send.mixing_delay_ms,
+            self.mean_delay_ms(),
             &self.config.agent,
             &mut rand::rng(),
         );
@@ -761,6 +796,7 @@ impl Agent {
     }
 
     fn status(&self) -> AgentStatus {
+        let estimate = self.estimate();
         let c = &self.counters;
         let nodes = self.directory.as_ref().map_or(0, |d| d.nodes.len());
         let returned = if c.loops_sent == 0 {
@@ -795,10 +831,18 @@ impl Agent {
                     next_at_ms: e.next_at_ms,
                 })
                 .collect(),
-            anonymity_set: None,
-            anonymity_note: format!(
-                "no estimate in this build; what the agent sees: {returned}; {nodes} node(s) in the directory"
-            ),
+            anonymity_set: estimate.map(|(_, e)| e.anonymity_set),
+            anonymity_note: match estimate {
+                Some((observed, e)) => anonymity::words(
+                    &e,
+                    &observed,
+                    self.config.send.mixing_delay_ms,
+                    self.config.agent.min_anonymity_set,
+                ),
+                None => format!(
+                    "no estimate yet: no node of the directory publishes traffic counts (they come after a node's first complete epoch); what the agent sees: {returned}; {nodes} node(s) in the directory"
+                ),
+            },
         }
     }
 }

@@ -22,22 +22,29 @@
 //! time order (ties in the order they were scheduled), so a run is
 //! deterministic for a given seed, and a day of epochs takes milliseconds.
 
+mod agent;
 mod exit;
+mod fleet;
 mod relay;
 mod sender;
 mod settings;
 
-use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::Arc,
+};
 
 use leak_node::clock::{Clock as _, ManualClock};
 use leak_protocol::{MessageId, NodeId, Outcome, Packet, directory::Descriptor};
 use rand::{SeedableRng as _, rngs::StdRng};
 
 pub use self::{
+    agent::AgentLeak,
     exit::{Delivery, MailOutage},
     relay::VirtualRelay,
     sender::{SenderId, SentLeak},
-    settings::{Endpoint, Loss, Settings, Transmission},
+    settings::{DepositSeen, Endpoint, Loss, Settings, Transmission},
 };
 
 /// An event in the queue: ordered by time, then by the order scheduled.
@@ -75,7 +82,14 @@ enum Event {
         to: usize,
         from: Endpoint,
         packet: Box<Packet>,
+        id: u64,
     },
+    /// An agent's send slot.
+    AgentSend { agent: usize },
+    /// An agent's poll.
+    AgentPoll { agent: usize },
+    /// A relay sends one of its own loops.
+    RelayLoop { relay: usize },
     /// A relay releases what is due.
     Release { relay: usize },
     /// A relay's periodic work (keys, descriptor, expiry).
@@ -108,6 +122,18 @@ pub struct VirtualFederation {
     links: Vec<Transmission>,
     losses: Vec<Loss>,
     lost: u64,
+    /// The last packet identity handed out.
+    last_packet: u64,
+    agents: Vec<agent::Agent>,
+    agent_leaks: Vec<AgentLeak>,
+    /// Whose mailbox each agent mailbox id is.
+    mailbox_owner: HashMap<[u8; 32], usize>,
+    /// Deposits seen (when `record_links`).
+    deposits: Vec<DepositSeen>,
+    /// Agents' polls: (time, agent) (when `record_links`).
+    polls: Vec<(u64, usize)>,
+    /// The directory the agents build paths with (relay order).
+    agent_directory: Vec<Descriptor>,
     _dir: tempfile::TempDir,
 }
 
@@ -132,6 +158,7 @@ impl VirtualFederation {
             })
             .collect::<Vec<VirtualRelay>>();
         let node_ids = relays.iter().map(VirtualRelay::node_id).collect();
+        let agent_directory = relays.iter().map(|r| r.descriptor().clone()).collect();
         let mut fed = Self {
             settings,
             clock,
@@ -144,12 +171,22 @@ impl VirtualFederation {
             links: Vec::new(),
             losses: Vec::new(),
             lost: 0,
+            last_packet: 0,
+            agents: Vec::new(),
+            agent_leaks: Vec::new(),
+            mailbox_owner: HashMap::new(),
+            deposits: Vec::new(),
+            polls: Vec::new(),
+            agent_directory,
             _dir: dir,
         };
         let tick = fed.maintenance_tick_ms();
         for relay in 0..total {
             let at = fed.now_ms() + tick;
             fed.schedule(at, Event::Maintain { relay });
+            if let Some(at) = fed.relays[relay].next_loop_ms() {
+                fed.schedule(at, Event::RelayLoop { relay });
+            }
         }
         fed
     }
@@ -251,7 +288,7 @@ impl VirtualFederation {
 
     /// Delivers `packet` to relay `to` as if `from` had sent it now.
     pub fn inject(&mut self, from: Endpoint, to: usize, packet: Packet) {
-        self.transmit(from, to, packet);
+        self.transmit(from, to, packet, 0);
     }
 
     /// Runs every event due up to `until_ms`, then sets the clock there.
@@ -304,18 +341,27 @@ impl VirtualFederation {
         }));
     }
 
-    fn transmit(&mut self, from: Endpoint, to: usize, packet: Packet) {
+    /// Sends `packet` from `from` to relay `to` now; `id` is its
+    /// identity (0: a fresh packet, given a new one). Returns the identity.
+    fn transmit(&mut self, from: Endpoint, to: usize, packet: Packet, id: u64) -> u64 {
+        let id = if id == 0 {
+            self.last_packet += 1;
+            self.last_packet
+        } else {
+            id
+        };
         let now = self.now_ms();
         if self.settings.record_links {
             self.links.push(Transmission {
                 at_ms: now,
                 from,
                 to: Endpoint::Relay(to),
+                packet: id,
             });
         }
         if self.losses.iter().any(|l| l.matches(now, from, to)) {
             self.lost += 1;
-            return;
+            return id;
         }
         let at = now + self.settings.link_ms;
         self.schedule(
@@ -324,38 +370,63 @@ impl VirtualFederation {
                 to,
                 from,
                 packet: Box::new(packet),
+                id,
             },
         );
+        id
     }
 
     fn handle(&mut self, event: Event) {
         let now = self.now_ms();
         match event {
-            Event::Arrive { to, from, packet } => {
-                let out = self.relays[to].receive(now, from, *packet, &self.node_ids);
+            Event::Arrive {
+                to,
+                from,
+                packet,
+                id,
+            } => {
+                let out = self.relays[to].receive(now, from, *packet, id, &self.node_ids);
                 if let Some(due) = out.wake_at {
                     self.schedule(due, Event::Release { relay: to });
                 }
                 if let Some(at) = out.deliver_at {
                     self.schedule(at, Event::Deliver { relay: to });
                 }
+                if self.settings.record_links {
+                    for mailbox in out.deposited {
+                        self.deposits.push(DepositSeen {
+                            at_ms: now,
+                            relay: to,
+                            owner: self.mailbox_owner.get(&mailbox).copied(),
+                            packet: id,
+                        });
+                    }
+                }
                 self.send_all(to, out.send);
             }
+            Event::AgentSend { agent } => self.agent_send(agent),
+            Event::AgentPoll { agent } => self.agent_poll(agent),
+            Event::RelayLoop { relay } => self.relay_loop(relay),
             Event::Release { relay } => {
                 let out = self.relays[relay].release(now);
                 self.send_all(relay, out);
             }
             Event::Maintain { relay } => {
                 self.relays[relay].maintain(now, &mut self.rng);
+                self.agent_directory[relay] = self.relays[relay].descriptor().clone();
                 let at = now + self.maintenance_tick_ms();
                 self.schedule(at, Event::Maintain { relay });
             }
             Event::Deliver { relay } => {
-                let out = self.relays[relay].deliver(now, &mut self.rng);
+                let (out, held_until) = self.relays[relay].deliver(now, &mut self.rng);
                 if let Some(next) = out.wake_at {
                     self.schedule(next, Event::Deliver { relay });
                 }
-                self.send_all(relay, out.send);
+                if let Some(due) = held_until {
+                    self.schedule(due, Event::Release { relay });
+                }
+                let send = out.send.into_iter().map(|(n, p)| (n, p, 0)).collect();
+                self.send_all(relay, send);
             }
             Event::Poll { sender, leak } => self.poll(sender, leak),
             Event::Resend {
@@ -371,10 +442,12 @@ impl VirtualFederation {
         }
     }
 
-    fn send_all(&mut self, from: usize, packets: Vec<(NodeId, Packet)>) {
-        for (node, packet) in packets {
+    fn send_all(&mut self, from: usize, packets: Vec<(NodeId, Packet, u64)>) {
+        for (node, packet, id) in packets {
             match self.relay_index(&node) {
-                Some(to) => self.transmit(Endpoint::Relay(from), to, packet),
+                Some(to) => {
+                    self.transmit(Endpoint::Relay(from), to, packet, id);
+                }
                 None => self.relays[from].count_drop("bad_next_hop"),
             }
         }
@@ -392,7 +465,7 @@ impl VirtualFederation {
             return;
         };
         if let Some(entry) = self.relay_index(&built.entry) {
-            self.transmit(Endpoint::Sender(sender), entry, built.packet);
+            self.transmit(Endpoint::Sender(sender), entry, built.packet, 0);
         }
         // No receipt can be in the mailbox before the path's delays passed.
         self.schedule(now + built.path_delay_ms, Event::Poll { sender, leak });

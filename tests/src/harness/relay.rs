@@ -6,7 +6,10 @@ use std::{collections::HashMap, path::Path};
 use leak_node::{
     epoch::{EpochSchedule, KeyRing},
     held::{HeldQueue, Hold},
-    relay::{Decision, NextHop, RelayCore, RelayLimits, process_batch},
+    relay::{
+        Decision, LoopCounters, NextHop, RelayCore, RelayLimits, RelayLoops, choose_loop_path,
+        process_batch,
+    },
     store::{Deposit, MailboxLimits, Store},
 };
 use leak_protocol::{
@@ -27,8 +30,11 @@ pub(super) struct Received {
     pub wake_at: Option<u64>,
     /// Wake the exit then to deliver.
     pub deliver_at: Option<u64>,
-    /// Packets to send now.
-    pub send: Vec<(NodeId, Packet)>,
+    /// Packets to send now, with their identity (0: a fresh packet).
+    pub send: Vec<(NodeId, Packet, u64)>,
+    /// Mailboxes a reply was deposited into (the relay's own returning
+    /// loops are not: it recognises and counts them).
+    pub deposited: Vec<[u8; 32]>,
 }
 
 /// One relay.
@@ -39,13 +45,17 @@ pub struct VirtualRelay {
     core: RelayCore,
     keys: KeyRing,
     store: Store,
-    held: HeldQueue<Endpoint, u64, (NodeId, Packet)>,
+    held: HeldQueue<Endpoint, u64, (NodeId, Packet, u64)>,
     mailbox_limits: MailboxLimits,
     descriptor: Descriptor,
     published_at: u64,
     policy_version: u32,
     dropped: HashMap<&'static str, u64>,
     exit: Option<VirtualExit>,
+    /// The mean extra hold of a receipt at the exit (ms).
+    receipt_delay_ms: u32,
+    /// Its own loops (the node's pure loop machine).
+    loops: RelayLoops,
 }
 
 impl VirtualRelay {
@@ -92,6 +102,20 @@ impl VirtualRelay {
             policy_version: settings.policy_version,
             dropped: HashMap::new(),
             exit: is_exit.then(VirtualExit::new),
+            receipt_delay_ms: settings.receipt_delay_ms,
+            loops: RelayLoops::new(
+                leak_node::relay::LoopConfig {
+                    interval_ms: settings.relay_loop_interval_ms,
+                    // The same mean as the senders' hops, as the node's
+                    // configuration advises.
+                    mean_delay_ms: settings.mean_delay_ms,
+                    ..config
+                        .cover
+                        .loops(leak_protocol::federation::MAX_HOP_DELAY_MS)
+                },
+                now_ms,
+                rng,
+            ),
         };
         relay.publish(now_ms);
         relay
@@ -181,6 +205,7 @@ impl VirtualRelay {
         now_ms: u64,
         from: Endpoint,
         packet: Packet,
+        id: u64,
         directory: &[NodeId],
     ) -> Received {
         let mut out = Received::default();
@@ -196,7 +221,7 @@ impl VirtualRelay {
             &self.keys,
             &self.store,
             now_ms,
-            vec![(from, packet)],
+            vec![((from, id), packet)],
             resolve,
         );
         for opened in decided {
@@ -205,7 +230,11 @@ impl VirtualRelay {
                     due_ms,
                     next_hop,
                     packet,
-                } => match self.held.push(opened.source, due_ms, (next_hop, packet)) {
+                } => match self.held.push(
+                    opened.source.0,
+                    due_ms,
+                    (next_hop, packet, opened.source.1),
+                ) {
                     Hold::Held => out.wake_at = Some(due_ms),
                     Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
                 },
@@ -215,6 +244,13 @@ impl VirtualRelay {
                     visible_at_ms,
                     expires_at_ms,
                 } => {
+                    // Its own loop back: recognised before storage.
+                    if self.loops.is_pending(&mailbox)
+                        && self.loops.on_deposit(&mailbox, &reply, now_ms).is_some()
+                    {
+                        continue;
+                    }
+                    out.deposited.push(mailbox.0);
                     let deposit = Deposit {
                         mailbox: mailbox.0,
                         reply: &reply,
@@ -235,7 +271,8 @@ impl VirtualRelay {
                     Some(exit) => {
                         let (due, receipts) = exit.ingest(now_ms, &message, delay);
                         out.deliver_at = due;
-                        out.send.extend(receipts);
+                        out.send
+                            .extend(receipts.into_iter().map(|(n, p)| (n, p, 0)));
                     }
                     None => self.count_drop("not_an_exit"),
                 },
@@ -246,7 +283,7 @@ impl VirtualRelay {
     }
 
     /// Releases every held packet that is due.
-    pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet)> {
+    pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet, u64)> {
         let mut out = Vec::new();
         while let Some(next) = self.held.pop_due(now_ms) {
             out.push(next);
@@ -254,12 +291,63 @@ impl VirtualRelay {
         out
     }
 
-    /// The exit's delivery round.
-    pub(super) fn deliver(&mut self, now_ms: u64, rng: &mut StdRng) -> Delivered {
-        match self.exit.as_mut() {
-            Some(exit) => exit.deliver_due(now_ms, rng),
-            None => Delivered::default(),
+    /// The exit's delivery round: receipts leave at once, or after an
+    /// exponential hold of mean `receipt_delay_ms` (so a receipt's time
+    /// says less about the delivery's). Returns what to send now and when
+    /// to wake for held receipts.
+    pub(super) fn deliver(&mut self, now_ms: u64, rng: &mut StdRng) -> (Delivered, Option<u64>) {
+        let Some(exit) = self.exit.as_mut() else {
+            return (Delivered::default(), None);
+        };
+        let mut done = exit.deliver_due(now_ms, rng);
+        if self.receipt_delay_ms == 0 {
+            return (done, None);
         }
+        let mut wake: Option<u64> = None;
+        for (next_hop, packet) in done.send.drain(..) {
+            let due = now_ms
+                + leak_node::exit::schedule::receipt_delay_ms(
+                    u64::from(self.receipt_delay_ms),
+                    rng,
+                );
+            match self
+                .held
+                .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
+            {
+                Hold::Held => wake = Some(wake.map_or(due, |w| w.min(due))),
+                Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+            }
+        }
+        (done, wake)
+    }
+
+    /// When its next own loop is due.
+    pub(super) fn next_loop_ms(&self) -> Option<u64> {
+        self.loops.next_due_ms()
+    }
+
+    /// Its own loop, if one is due at `now_ms`: a path through two other
+    /// nodes of `directory` and back, built and remembered by the node's
+    /// loop machine. Returns the first hop and the packet.
+    pub(super) fn take_loop(
+        &mut self,
+        directory: &[Descriptor],
+        now_ms: u64,
+        rng: &mut StdRng,
+    ) -> Option<(NodeId, Packet)> {
+        self.loops.expire(now_ms);
+        if !self.loops.take_due(now_ms, rng) {
+            return None;
+        }
+        let config = *self.loops.config();
+        let path = choose_loop_path(directory.iter(), &self.node, &config, now_ms, rng).ok()?;
+        let built = self.loops.build(now_ms, &path, rng).ok()?;
+        Some((built.first_hop, built.packet))
+    }
+
+    /// Its own loops: sent, returned, lost.
+    pub fn loop_counters(&self) -> LoopCounters {
+        self.loops.counters()
     }
 
     /// The node's maintenance: rotate keys (and publish), expire mailboxes.
@@ -276,8 +364,19 @@ impl VirtualRelay {
 
     /// What the mailbox server answers (and then deletes).
     pub(super) fn fetch_mailbox(&mut self, mailbox: &[u8; 32], now_ms: u64) -> Vec<Vec<u8>> {
+        self.fetch_mailbox_at_most(mailbox, now_ms, usize::MAX)
+    }
+
+    /// The same, at most `slots` replies, oldest first (`/leak/mailbox/2`
+    /// answers a fixed number of slots).
+    pub(super) fn fetch_mailbox_at_most(
+        &mut self,
+        mailbox: &[u8; 32],
+        now_ms: u64,
+        slots: usize,
+    ) -> Vec<Vec<u8>> {
         let held = self.store.mailbox_peek(mailbox, now_ms).unwrap_or_default();
-        let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held.into_iter().unzip();
+        let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) = held.into_iter().take(slots).unzip();
         if !seqs.is_empty() {
             let _ = self.store.mailbox_remove(mailbox, &seqs);
         }

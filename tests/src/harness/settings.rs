@@ -2,7 +2,7 @@
 //! [`Settings`], the [`Endpoint`]s of its links, the [`Transmission`]s an
 //! observer sees and the [`Loss`]es a test imposes.
 
-use leak_client::retransmit::Retransmit;
+use leak_client::{cover::CoverConfig, retransmit::Retransmit};
 
 /// Who is at either end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +22,27 @@ pub struct Transmission {
     pub from: Endpoint,
     /// To.
     pub to: Endpoint,
+    /// The packet's identity in the simulation: the same on every hop of
+    /// one packet's path (a relay's output keeps its input's), fresh for
+    /// a packet a relay makes (a receipt, its own loop). An observer of
+    /// the links does not see it; the anonymity measurement uses it only
+    /// for a node it assumes compromised (which maps its inputs to its
+    /// outputs).
+    pub packet: u64,
+}
+
+/// A reply deposited in a mailbox, as the mailbox's relay sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepositSeen {
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// The relay holding the mailbox.
+    pub relay: usize,
+    /// Whose mailbox: a sender's (its guard knows its clients' mailboxes),
+    /// or `None` (a relay's own loop, or a mailbox nobody polls).
+    pub owner: Option<usize>,
+    /// The packet's identity.
+    pub packet: u64,
 }
 
 /// Packets on the matching links are lost (sent, never received) until
@@ -73,6 +94,18 @@ pub struct Settings {
     pub record_links: bool,
     /// The policy version the exits enforce (and the senders hold).
     pub policy_version: u32,
+    /// The always-on agents' cover schedule (agents only; the one-shot
+    /// senders ignore it).
+    pub agents: CoverConfig,
+    /// Whether agents emit cover: when false, an agent emits a leak as
+    /// soon as it is handed one and nothing else (the behaviour before the
+    /// agent, kept as the measurement's baseline).
+    pub cover: bool,
+    /// Mean interval between a relay's own loops (ms, Poisson; 0: none).
+    pub relay_loop_interval_ms: u64,
+    /// Mean extra time an exit holds a receipt before sending it (ms,
+    /// exponential; 0: sent at once).
+    pub receipt_delay_ms: u32,
 }
 
 impl Default for Settings {
@@ -94,6 +127,10 @@ impl Default for Settings {
             start_ms: 1_796_083_200_000,
             record_links: false,
             policy_version: leak_protocol::policy::Policy::builtin().version(),
+            agents: CoverConfig::default(),
+            cover: true,
+            relay_loop_interval_ms: 0,
+            receipt_delay_ms: 0,
         }
     }
 }

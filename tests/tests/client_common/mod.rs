@@ -246,6 +246,9 @@ impl Sender {
             "retransmit_spread_secs = 10800",
             "retransmit_spread_secs = 5",
         );
+        // One agent alone would otherwise have its hops lengthened to the
+        // longest delay relays accept, once nodes publish traffic counts.
+        self.set_config_line("min_anonymity_set = 20", "min_anonymity_set = 0");
     }
 
     /// Starts `leak agent` and waits until `leak status` shows it running
