@@ -12,7 +12,9 @@
 #
 # Usage: scripts/anonymity.sh [options]   (release build, then the run)
 #   --senders 50,200,1000        the N to run
-#   --settings default,before,mu20,mu120,send6,send24,loop0.2
+#   --settings default,before,mu20,mu120,send6,send24,noloops,hops4,loop0.2
+#                                (noloops: relays send no loops; hops4: a
+#                                forward path of 4 hops)
 #   --big-settings default,before   settings run at the largest N (the
 #                                slowest runs; default here: these two)
 #   --warmup-min 20 --measure-min 40 --seed 1

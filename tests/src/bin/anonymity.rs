@@ -6,7 +6,7 @@
 //! each sender's bandwidth.
 //!
 //! ```text
-//! anonymity [--senders 50,200,1000] [--settings default,mu20,...]
+//! anonymity [--senders 50,200,1000] [--settings default,before,mu20,...]
 //!           [--warmup-min 20] [--measure-min 40] [--seed 1]
 //!           [--big-settings default,...] [--jobs 2]
 //! ```
@@ -36,6 +36,7 @@ struct Setting {
     cover: CoverConfig,
     with_cover: bool,
     relay_loop_interval_ms: u64,
+    hops: usize,
 }
 
 fn settings() -> Vec<Setting> {
@@ -46,6 +47,7 @@ fn settings() -> Vec<Setting> {
         cover: defaults,
         with_cover: true,
         relay_loop_interval_ms: 5_000,
+        hops: 3,
     };
     let with = |name, mu: u32, send: u64| Setting {
         name,
@@ -69,6 +71,16 @@ fn settings() -> Vec<Setting> {
         with("mu120", 120_000, 12_000),
         with("send6", 60_000, 6_000),
         with("send24", 60_000, 24_000),
+        Setting {
+            name: "noloops",
+            relay_loop_interval_ms: 0,
+            ..base
+        },
+        Setting {
+            name: "hops4",
+            hops: 4,
+            ..base
+        },
         Setting {
             name: "loop0.2",
             cover: CoverConfig {
@@ -132,6 +144,7 @@ fn run(n: usize, s: &Setting, o: &Options) -> Report {
         relays: 16,
         exits: 4,
         mean_delay_ms: s.mean_delay_ms,
+        hops: s.hops,
         agents: s.cover,
         cover: s.with_cover,
         relay_loop_interval_ms: s.relay_loop_interval_ms,
