@@ -150,11 +150,11 @@ fn cover_goes_round_and_receipts_come_home() {
         "{back} of {sent}"
     );
     assert!(run.in_order);
-    // A guard keeps at most 8 replies per mailbox and an answer carries
-    // one: with a poll per 20 s against a loop per 30 s, a mailbox
-    // sometimes overflows and a receipt can be lost (the agent then
-    // retransmits); nearly all come home.
-    assert!(run.receipts + 1 >= LEAKS, "{} of {LEAKS}", run.receipts);
-    assert!(run.mailbox_full < 30, "{}", run.mailbox_full);
+    // An answer carries one reply: with a poll per 20 s against a loop per
+    // 30 s, a mailbox's backlog sometimes grows, but a guard keeps up to 64
+    // replies per mailbox (with 8, about 3 % of deposits were lost, receipts
+    // among them): every receipt comes home, no deposit is refused.
+    assert_eq!(run.receipts, LEAKS);
+    assert_eq!(run.mailbox_full, 0);
     assert_eq!(run.other_drops, 0);
 }

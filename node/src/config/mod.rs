@@ -389,7 +389,7 @@ impl Config {
             },
             mailbox: MailboxConfig {
                 ttl_secs: federation::MAILBOX_LIFETIME_SECS,
-                max_per_mailbox: 8,
+                max_per_mailbox: 64,
                 max_total: 100_000,
             },
             directory: DirectoryConfig {
