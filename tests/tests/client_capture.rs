@@ -60,6 +60,7 @@ struct Comparison {
     sizes: f64,
     gaps: f64,
     n: (usize, usize),
+    bytes: (u64, u64),
 }
 
 impl Comparison {
@@ -77,6 +78,10 @@ impl Comparison {
             sizes: ks_two_sample(&sizes(a), &sizes(b)).unwrap().1,
             gaps: ks_two_sample(&gaps(a), &gaps(b)).unwrap().1,
             n: (a.len(), b.len()),
+            bytes: (
+                a.iter().map(|x| u64::from(x.len)).sum(),
+                b.iter().map(|x| u64::from(x.len)).sum(),
+            ),
         }
     }
 
@@ -89,8 +94,8 @@ impl std::fmt::Display for Comparison {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} vs {} segments; p(per-second counts) {:.4}, p(sizes) {:.4}, p(gaps) {:.4}",
-            self.n.0, self.n.1, self.counts, self.sizes, self.gaps
+            "{} vs {} segments ({} vs {} bytes); p(per-second counts) {:.4}, p(sizes) {:.4}, p(gaps) {:.4}",
+            self.n.0, self.n.1, self.bytes.0, self.bytes.1, self.counts, self.sizes, self.gaps
         )
     }
 }
