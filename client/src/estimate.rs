@@ -84,10 +84,12 @@ pub struct Estimate {
 }
 
 /// The federation's published client traffic: the packets received from
-/// clients in the newest epoch any node reports, summed over the nodes
-/// that report that epoch, and the epoch's length (ms). `None` when no
-/// node publishes counts. Nodes that have not published that epoch yet
-/// are left out, which can only lower the estimate.
+/// clients in each node's last complete epoch, summed over the nodes whose
+/// epoch is the newest any node reports or the one before (nodes publish at
+/// their own times, so a count may lag an epoch; an older one is stale),
+/// and the epoch's length (ms). `None` when no node publishes counts.
+/// Nodes without a recent count are left out, which can only lower the
+/// estimate.
 pub fn published_client_packets(directory: &[Descriptor]) -> Option<(u64, u64)> {
     let newest = directory
         .iter()
@@ -96,7 +98,7 @@ pub fn published_client_packets(directory: &[Descriptor]) -> Option<(u64, u64)> 
     let mut packets = 0u64;
     let mut epoch_ms = 0u64;
     for d in directory {
-        if let Some(t) = d.traffic.filter(|t| t.epoch == newest) {
+        if let Some(t) = d.traffic.filter(|t| t.epoch.saturating_add(1) >= newest) {
             packets = packets.saturating_add(t.from_clients);
             epoch_ms = epoch_ms.max(d.epoch_period_secs.saturating_mul(1000));
         }
@@ -202,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_published_epoch_is_summed() {
+    fn the_two_newest_published_epochs_are_summed() {
         use leak_protocol::directory::{EpochTraffic, Roles};
         let node = |epoch: u64, from_clients: u64| Descriptor {
             node: leak_protocol::NodeId([0; 32]),
@@ -225,9 +227,16 @@ mod tests {
         };
         let mut silent = node(0, 0);
         silent.traffic = None;
-        let directory = [node(7, 100), node(8, 200), node(8, 300), silent];
-        assert_eq!(published_client_packets(&directory), Some((500, 3_600_000)));
-        assert_eq!(published_client_packets(&directory[3..]), None);
+        let directory = [
+            node(6, 50),
+            node(7, 100),
+            node(8, 200),
+            node(8, 300),
+            silent,
+        ];
+        // Epoch 6 is stale; 7 lags the newest by one and counts.
+        assert_eq!(published_client_packets(&directory), Some((600, 3_600_000)));
+        assert_eq!(published_client_packets(&directory[4..]), None);
     }
 
     #[test]

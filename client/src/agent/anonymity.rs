@@ -16,26 +16,7 @@ pub fn observe(
     loops_returned: u64,
     loops_lost: u64,
 ) -> Option<Observed> {
-    // Each node's count for its last complete epoch, if that is the latest
-    // epoch any node reports or the one before (nodes publish at their own
-    // times, so a count may lag an epoch; an older one is stale).
-    let latest = nodes
-        .iter()
-        .filter_map(|d| d.traffic)
-        .map(|t| t.epoch)
-        .max()?;
-    let recent: Vec<&Descriptor> = nodes
-        .iter()
-        .filter(|d| d.traffic.is_some_and(|t| t.epoch + 1 >= latest))
-        .collect();
-    let client_packets = recent
-        .iter()
-        .filter_map(|d| d.traffic)
-        .map(|t| t.from_clients)
-        .fold(0u64, u64::saturating_add);
-    let epoch_ms = recent
-        .first()
-        .map_or(0, |d| d.epoch_period_secs.saturating_mul(1000));
+    let (client_packets, epoch_ms) = estimate::published_client_packets(nodes)?;
     let judged = loops_returned + loops_lost;
     let loop_return_ratio = if judged == 0 {
         1.0
