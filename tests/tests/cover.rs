@@ -33,6 +33,35 @@ fn fast_loops(config: &mut Config) {
 
 /// Four `leak-node` processes, each sending loops through two of the
 /// others: every one counts loops returned, over real libp2p links.
+/// Starts `count` in-process nodes in `dir` (the first is everyone's
+/// bootstrap) with epochs of `period_secs`, fast loops, and `configure`;
+/// returns them once every directory lists them all.
+async fn start_looping_nodes(
+    dir: &Path,
+    count: usize,
+    period_secs: u64,
+    configure: impl Fn(&mut Config),
+) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for i in 0..count {
+        let d = dir.join(format!("n{i}"));
+        let bootstrap = nodes
+            .first()
+            .map(|n| vec![n.node.dial_addr()])
+            .unwrap_or_default();
+        let mut config = test_config(&d, period_secs, bootstrap);
+        fast_loops(&mut config);
+        configure(&mut config);
+        nodes.push(TestNode::start(d, config, StartOptions::default()).await);
+    }
+    wait_until(TIMEOUT, "the directory to converge", || {
+        let done = nodes.iter().all(|n| n.node.directory().len() == count);
+        async move { done }
+    })
+    .await;
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_loops_come_back_between_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,22 +248,9 @@ async fn a_mailbox_answer_has_one_size_empty_or_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_fake_loop_replies_and_fetches_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for i in 0..3 {
-        let d = dir.path().join(format!("n{i}"));
-        let bootstrap = nodes
-            .first()
-            .map(|n| vec![n.node.dial_addr()])
-            .unwrap_or_default();
-        let mut config = test_config(&d, 3600, bootstrap);
-        fast_loops(&mut config);
+    let nodes = start_looping_nodes(dir.path(), 3, 3600, |config| {
         config.mailbox.max_total = 50;
         config.mailbox.max_per_mailbox = 2;
-        nodes.push(TestNode::start(d, config, StartOptions::default()).await);
-    }
-    wait_until(TIMEOUT, "the directory to converge", || {
-        let done = nodes.iter().all(|n| n.node.directory().len() == 3);
-        async move { done }
     })
     .await;
     let target = &nodes[0].node;
@@ -286,22 +302,7 @@ async fn a_flood_of_fake_loop_replies_and_fetches_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptors_publish_the_last_epochs_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for i in 0..3 {
-        let d: &Path = &dir.path().join(format!("n{i}"));
-        let bootstrap = nodes
-            .first()
-            .map(|n| vec![n.node.dial_addr()])
-            .unwrap_or_default();
-        let mut config = test_config(d, 2, bootstrap);
-        fast_loops(&mut config);
-        nodes.push(TestNode::start(d.to_path_buf(), config, StartOptions::default()).await);
-    }
-    wait_until(TIMEOUT, "the directory to converge", || {
-        let done = nodes.iter().all(|n| n.node.directory().len() == 3);
-        async move { done }
-    })
-    .await;
+    let nodes = start_looping_nodes(dir.path(), 3, 2, |_| {}).await;
     let target = &nodes[0].node;
     let client = client_for(&[target]);
     // Packets that fail at the target still count as received from a client.
@@ -336,21 +337,8 @@ async fn descriptors_publish_the_last_epochs_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stops_shows_up_as_lost_loops() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for i in 0..4 {
-        let d = dir.path().join(format!("n{i}"));
-        let bootstrap = nodes
-            .first()
-            .map(|n| vec![n.node.dial_addr()])
-            .unwrap_or_default();
-        let mut config = test_config(&d, 3600, bootstrap);
-        fast_loops(&mut config);
+    let mut nodes = start_looping_nodes(dir.path(), 4, 3600, |config| {
         config.cover.loop_grace_ms = 500;
-        nodes.push(TestNode::start(d, config, StartOptions::default()).await);
-    }
-    wait_until(TIMEOUT, "the directory to converge", || {
-        let done = nodes.iter().all(|n| n.node.directory().len() == 4);
-        async move { done }
     })
     .await;
     let watcher = &nodes[0].node;
