@@ -15,6 +15,13 @@
 //! the exit and the mailbox as between the entry and the exit (`hops - 2`),
 //! so a forward path of `hops` hops comes with a reply path of `hops - 1`.
 //!
+//! Layers (see [`leak_protocol::federation::layer`]): the entry is
+//! preferably an entry relay (an agent's guard always is, when the
+//! federation has one), and the hops between it and the exit, and the
+//! reply relays, preferably mix relays, which hold no client's fresh
+//! packets. A route outside the layers is chosen only when the rules below
+//! leave no layered one.
+//!
 //! Rules, on each path (the exit and the entry included in both):
 //! - no node twice;
 //! - no two nodes of one operator family (an empty family is a family of one);
@@ -308,51 +315,59 @@ pub fn choose_route_with_reply<R: CryptoRng + ?Sized>(
         None => vec![entries.clone()],
     };
     for entry_candidates in &entry_passes {
-        for avoid_earlier in [true, false] {
-            for disjoint_reply in [true, false] {
-                for &entry in entry_candidates {
-                    let usable = |d: &&Descriptor| !avoid_earlier || !avoid.contains(&d.node);
-                    let middle_pool: Vec<Vec<&Descriptor>> = middle_slots
-                        .iter()
-                        .map(|s| s.iter().copied().filter(usable).collect())
-                        .collect();
-                    let Some(middles) = fill(&[exit, entry], &middle_pool, &mut budget) else {
-                        if budget == 0 {
-                            return Err(not_enough);
+        for layered in [true, false] {
+            for avoid_earlier in [true, false] {
+                for disjoint_reply in [true, false] {
+                    for &entry in entry_candidates {
+                        if layered && Some(entry.node) != request.entry && !entry.is_entry() {
+                            continue;
                         }
-                        continue;
-                    };
-                    let reply_pool: Vec<Vec<&Descriptor>> = reply_slots
-                        .iter()
-                        .map(|s| {
-                            s.iter()
-                                .copied()
-                                .filter(usable)
-                                .filter(|d| {
-                                    !disjoint_reply || !middles.iter().any(|m| m.node == d.node)
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    let Some(reply_relays) = fill(&[exit, entry], &reply_pool, &mut budget) else {
-                        if budget == 0 {
-                            return Err(not_enough);
+                        let usable = |d: &&Descriptor| {
+                            (!avoid_earlier || !avoid.contains(&d.node)) && (!layered || d.is_mix())
+                        };
+                        let middle_pool: Vec<Vec<&Descriptor>> = middle_slots
+                            .iter()
+                            .map(|s| s.iter().copied().filter(usable).collect())
+                            .collect();
+                        let Some(middles) = fill(&[exit, entry], &middle_pool, &mut budget) else {
+                            if budget == 0 {
+                                return Err(not_enough);
+                            }
+                            continue;
+                        };
+                        let reply_pool: Vec<Vec<&Descriptor>> = reply_slots
+                            .iter()
+                            .map(|s| {
+                                s.iter()
+                                    .copied()
+                                    .filter(usable)
+                                    .filter(|d| {
+                                        !disjoint_reply || !middles.iter().any(|m| m.node == d.node)
+                                    })
+                                    .collect()
+                            })
+                            .collect();
+                        let Some(reply_relays) = fill(&[exit, entry], &reply_pool, &mut budget)
+                        else {
+                            if budget == 0 {
+                                return Err(not_enough);
+                            }
+                            continue;
+                        };
+                        let forward_nodes = std::iter::once(entry).chain(middles).chain([exit]);
+                        let forward = forward_nodes
+                            .zip(forward_delays.iter().zip(&forward_arrival))
+                            .map(|(d, (&delay, &at))| path_hop(d, at, delay))
+                            .collect::<Option<Vec<_>>>();
+                        let reply = reply_relays
+                            .into_iter()
+                            .chain([entry])
+                            .zip(reply_delays.iter().zip(&reply_arrival))
+                            .map(|(d, (&delay, &at))| path_hop(d, at, delay))
+                            .collect::<Option<Vec<_>>>();
+                        if let (Some(forward), Some(reply)) = (forward, reply) {
+                            return Ok(Route { forward, reply });
                         }
-                        continue;
-                    };
-                    let forward_nodes = std::iter::once(entry).chain(middles).chain([exit]);
-                    let forward = forward_nodes
-                        .zip(forward_delays.iter().zip(&forward_arrival))
-                        .map(|(d, (&delay, &at))| path_hop(d, at, delay))
-                        .collect::<Option<Vec<_>>>();
-                    let reply = reply_relays
-                        .into_iter()
-                        .chain([entry])
-                        .zip(reply_delays.iter().zip(&reply_arrival))
-                        .map(|(d, (&delay, &at))| path_hop(d, at, delay))
-                        .collect::<Option<Vec<_>>>();
-                    if let (Some(forward), Some(reply)) = (forward, reply) {
-                        return Ok(Route { forward, reply });
                     }
                 }
             }
@@ -406,8 +421,21 @@ pub fn choose_loop_path<R: CryptoRng + ?Sized>(
         slot(arrival[2], true, rng),
         slot(arrival[3], false, rng),
     ];
+    // Mix relays first, as a leak's route prefers them (the exit node's
+    // slot is an exit either way).
+    let layered: Vec<Vec<&Descriptor>> = slots
+        .iter()
+        .map(|s| {
+            s.iter()
+                .copied()
+                .filter(|d| d.is_mix() || d.roles.exit)
+                .collect()
+        })
+        .collect();
     let mut budget = SEARCH_BUDGET;
-    let chosen = fill(&[guard_d], &slots, &mut budget).ok_or_else(|| not_enough.clone())?;
+    let chosen = fill(&[guard_d], &layered, &mut budget)
+        .or_else(|| fill(&[guard_d], &slots, &mut budget))
+        .ok_or_else(|| not_enough.clone())?;
     std::iter::once(guard_d)
         .chain(chosen)
         .chain([guard_d])

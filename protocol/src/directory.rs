@@ -172,6 +172,23 @@ pub enum DescriptorError {
 }
 
 impl Descriptor {
+    /// Whether agents should take this node as their guard: a relay of
+    /// the entry layer that is not an exit ([`crate::federation::layer`]).
+    pub fn is_entry(&self) -> bool {
+        self.roles.relay
+            && !self.roles.exit
+            && crate::federation::layer(&self.node) == crate::federation::Layer::Entry
+    }
+
+    /// Whether paths should cross this node between a guard and an exit:
+    /// a relay of the mix layer, or an exit that also relays (an exit is
+    /// never a guard, so it holds no client's fresh packets either).
+    pub fn is_mix(&self) -> bool {
+        self.roles.relay
+            && (self.roles.exit
+                || crate::federation::layer(&self.node) == crate::federation::Layer::Mix)
+    }
+
     /// Checks the rules a descriptor must follow, whoever signed it.
     pub fn check_consistency(&self) -> Result<(), DescriptorError> {
         use DescriptorError::Inconsistent;

@@ -15,6 +15,32 @@
 //! | [`MAX_CLOCK_SKEW_SECS`] | 5 minutes | a descriptor dated further ahead is refused |
 //! | [`EPOCH_PERIOD_SECS`] | 1 hour | the default length of a node's mix-key epoch (each descriptor states its own) |
 //! | [`epoch_key_hint`] | the epoch number's low byte | the client writes it into each hop; the relay picks that epoch's secret by it (SPEC.md §9) |
+//! | [`layer`] | entry or mix, from a hash of the node's id; exits apart | agents choose guards among entry relays; paths and loops cross mix relays between the guard and the exit |
+//!
+//! ## Layers
+//!
+//! The federation is stratified, as Loopix's and Nym's are: clients enter
+//! through *entry* relays (their guards, which keep their mailboxes), and
+//! the hops between the guard and the exit, and a reply's way back, are
+//! *mix* relays. The reason is the adversary who runs a sender's guard and
+//! the exit and watches every link: for them the leak is hidden only by
+//! the honest relays in between, and a relay that is also other senders'
+//! guard holds those senders' fresh packets, which it received straight
+//! from them. Whoever watches its links knows exactly whose they are, so a
+//! packet leaving it is most likely one of its own clients' (measured on
+//! the virtual federation: the effective anonymity set against that
+//! adversary fell to 0.7 N, the posterior's top sender being a client of
+//! the middle relay). A mix relay has no clients, so every packet it holds
+//! came already mixed.
+//!
+//! A relay's layer is a hash of its node id: nothing to configure, the two
+//! layers about equal in any federation, and stable for as long as the
+//! node keeps its identity (guards are kept for weeks). Choosers *prefer*
+//! the layer (a federation too small to fill a path from the right layer
+//! still works, less well). The roster the federation's authorities sign
+//! may assign layers instead later; the rule would stay the same.
+
+use crate::NodeId;
 
 /// The longest mixing delay a hop may ask of a relay, in milliseconds.
 pub const MAX_HOP_DELAY_MS: u32 = 600_000;
@@ -37,9 +63,57 @@ pub fn epoch_key_hint(epoch: u64) -> u8 {
     epoch.to_le_bytes()[0]
 }
 
+/// A relay's layer in the stratified topology (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// Clients' guards: they receive senders' packets and keep mailboxes.
+    Entry,
+    /// Relays between the guard and the exit, and on the way back.
+    Mix,
+}
+
+/// The layer of the relay whose node id is `node`: one bit of a keyed
+/// BLAKE3 hash of the id, so the layers split the federation evenly and a
+/// node cannot pick its layer without grinding identity keys.
+pub fn layer(node: &NodeId) -> Layer {
+    let digest = blake3::Hasher::new_derive_key("leak federation layer v1")
+        .update(&node.0)
+        .finalize();
+    if digest.as_bytes()[0] & 1 == 0 {
+        Layer::Entry
+    } else {
+        Layer::Mix
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_split_the_federation_evenly_and_stay_put() {
+        let ids: Vec<NodeId> = (0..2000u32)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                NodeId(id)
+            })
+            .collect();
+        let entries = ids.iter().filter(|id| layer(id) == Layer::Entry).count();
+        // Binomial(2000, 1/2): 1000 ± 22 (one standard deviation).
+        assert!((900..=1100).contains(&entries), "{entries} entries of 2000");
+        assert!(ids.iter().all(|id| layer(id) == layer(id)));
+        // Not a bit of the id itself: ids that differ only in their last
+        // byte land in both layers.
+        let mut a = [7u8; 32];
+        let layers: std::collections::HashSet<Layer> = (0..=255u8)
+            .map(|b| {
+                a[31] = b;
+                layer(&NodeId(a))
+            })
+            .collect();
+        assert_eq!(layers.len(), 2);
+    }
 
     #[test]
     fn the_key_hint_is_the_epochs_low_byte() {

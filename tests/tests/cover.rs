@@ -13,7 +13,11 @@ use std::{path::Path, time::Duration};
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, future::join_all};
 use leak_node::{StartOptions, config::Config, wire};
-use leak_protocol::{cover::seal_drop, sphinx::PAYLOAD_LEN};
+use leak_protocol::{
+    cover::seal_drop,
+    federation::{Layer, layer},
+    sphinx::PAYLOAD_LEN,
+};
 use leak_tests::{
     NodeProcess, TestNode, client_for, descriptor_of,
     exit::ProcessFederation,
@@ -354,7 +358,17 @@ async fn a_relay_that_stops_shows_up_as_lost_loops() {
     // Loops sent while the directories converged may have been lost: count
     // from here.
     let lost_before = watcher.metrics().loops_lost.get();
-    let stopped = nodes.pop().unwrap();
+    // A relay the watcher's loops cross: loops prefer mix relays when
+    // there are two (`choose_loop_path`), any relay otherwise.
+    let mixes: Vec<usize> = (1..nodes.len())
+        .filter(|&i| layer(&nodes[i].node.node_id()) == Layer::Mix)
+        .collect();
+    let victim = if mixes.len() >= 2 {
+        mixes[0]
+    } else {
+        nodes.len() - 1
+    };
+    let stopped = nodes.remove(victim);
     stopped.node.shutdown().await.unwrap();
     let watcher = &nodes[0].node;
     wait_until(

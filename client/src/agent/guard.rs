@@ -101,9 +101,10 @@ impl Guard {
         (fresh && !listed).then_some(Replace::LeftDirectory)
     }
 
-    /// Chooses a guard at random among the relays of `nodes` that are not
-    /// exits (any relay when every relay is an exit), with a fresh mailbox
-    /// capability; `avoid` (the guard being replaced) only as a last resort.
+    /// Chooses a guard at random among the entry relays of `nodes`
+    /// ([`Descriptor::is_entry`]; failing that any relay that is not an
+    /// exit, failing that any relay), with a fresh mailbox capability;
+    /// `avoid` (the guard being replaced) only as a last resort.
     pub fn choose<R: CryptoRng + ?Sized>(
         nodes: &[Descriptor],
         avoid: Option<NodeId>,
@@ -112,7 +113,12 @@ impl Guard {
     ) -> Option<Self> {
         let usable =
             |d: &&Descriptor| d.roles.relay && d.mix_key(d.epoch_at(now_ms / 1000)).is_some();
-        let pools: [Vec<&Descriptor>; 3] = [
+        let pools: [Vec<&Descriptor>; 4] = [
+            nodes
+                .iter()
+                .filter(usable)
+                .filter(|d| d.is_entry() && Some(d.node) != avoid)
+                .collect(),
             nodes
                 .iter()
                 .filter(usable)
@@ -228,6 +234,25 @@ mod tests {
         let a = Guard::choose(&nodes, None, NOW_MS, &mut rng).unwrap();
         let b = Guard::choose(&nodes, None, NOW_MS, &mut rng).unwrap();
         assert_ne!(a.capability, b.capability);
+    }
+
+    #[test]
+    fn a_guard_is_an_entry_relay_when_the_federation_has_one() {
+        let nodes: Vec<Descriptor> = (1..=20).map(|n| node(n, false)).collect();
+        let entries: Vec<NodeId> = nodes
+            .iter()
+            .filter(|d| d.is_entry())
+            .map(|d| d.node)
+            .collect();
+        assert!(!entries.is_empty() && entries.len() < nodes.len());
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..50 {
+            let guard = Guard::choose(&nodes, None, NOW_MS, &mut rng).unwrap();
+            assert!(entries.contains(&guard.node_id().unwrap()));
+        }
+        // No entry relay at all: a mix relay rather than no guard.
+        let mixes: Vec<Descriptor> = nodes.into_iter().filter(|d| !d.is_entry()).collect();
+        assert!(Guard::choose(&mixes, None, NOW_MS, &mut rng).is_some());
     }
 
     #[test]

@@ -381,3 +381,55 @@ fn loops_go_through_an_exit_node_back_to_the_guard() {
         "an unknown guard"
     );
 }
+
+#[test]
+fn routes_and_loops_cross_mix_relays_between_the_guard_and_the_exit() {
+    // Twenty relays on their own networks: both layers have several.
+    let mut directory: Vec<Descriptor> = (1..=20)
+        .map(|n| node(n, "", &format!("10.{n}.0.1"), false))
+        .collect();
+    directory.push(node(50, "", "192.0.2.1", true));
+    let exit = directory.last().unwrap().clone();
+    let entries: Vec<&Descriptor> = directory.iter().filter(|d| d.is_entry()).collect();
+    let mixes = directory
+        .iter()
+        .filter(|d| d.is_mix() && !d.roles.exit)
+        .count();
+    assert!(
+        entries.len() >= 3 && mixes >= 3,
+        "{} entries, {mixes} mixes",
+        entries.len()
+    );
+    let by_id = |id: NodeId| directory.iter().find(|d| d.node == id).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..40 {
+        // Without a guard (`--direct`): an entry relay, mixes after it.
+        let route = choose_route(&directory, &request(&exit, 3), &mut rng).unwrap();
+        assert!(by_id(route.entry()).is_entry());
+        assert!(route.middles().iter().all(|h| by_id(h.node).is_mix()));
+        let reply = &route.reply[..route.reply.len() - 1];
+        assert!(reply.iter().all(|h| by_id(h.node).is_mix()));
+        // An agent's guard, with replies as long as the way out.
+        let guard = entries[0].node;
+        let agent = RouteRequest {
+            entry: Some(guard),
+            ..request(&exit, 3)
+        };
+        let route = choose_route_with_reply(&directory, &agent, 3, &mut rng).unwrap();
+        assert_eq!(route.entry(), guard);
+        assert!(route.middles().iter().all(|h| by_id(h.node).is_mix()));
+        assert!(route.reply[..2].iter().all(|h| by_id(h.node).is_mix()));
+        // A loop: guard, mix, exit node, mix, guard.
+        let delays = [Delay(1000); LOOP_HOPS];
+        let hops = choose_loop_path(&directory, guard, NOW_MS, &delays, &mut rng).unwrap();
+        assert!(by_id(hops[1].node).is_mix() && by_id(hops[3].node).is_mix());
+    }
+    // Only entry relays besides the exit: routes still exist, through them.
+    let only_entries: Vec<Descriptor> = directory
+        .iter()
+        .filter(|d| d.is_entry() || d.roles.exit)
+        .cloned()
+        .collect();
+    let route = choose_route(&only_entries, &request(&exit, 3), &mut rng).unwrap();
+    check_rules(&only_entries, &route);
+}

@@ -324,7 +324,8 @@ pub enum LoopPathError {
 /// two distinct relays other than `me`, drawn uniformly among those with a
 /// key for the epoch each is reached in (the send time plus the delays
 /// before it), each hop's delay exponential with mean
-/// `config.mean_delay_ms`, capped at `config.max_hop_delay_ms`.
+/// `config.mean_delay_ms`, capped at `config.max_hop_delay_ms`; mix
+/// relays ([`Descriptor::is_mix`]) when at least two have those keys.
 ///
 /// Operator families are not avoided: a loop tests the links and hops it
 /// crosses, and any relay is worth testing.
@@ -363,16 +364,22 @@ where
         .find(|d| d.node == *me)
         .and_then(|d| hop(d, arrivals[2], delays[2]))
         .ok_or(LoopPathError::NoOwnKey)?;
-    let candidates = |at_ms: u64, not: Option<NodeId>| -> Vec<&Descriptor> {
+    let candidates = |at_ms: u64, not: Option<NodeId>, layered: bool| -> Vec<&Descriptor> {
         nodes
             .clone()
             .into_iter()
             .filter(|d| d.roles.relay && d.node != *me && Some(d.node) != not)
+            .filter(|d| !layered || d.is_mix())
             .filter(|d| d.mix_key(d.epoch_at(at_ms / 1000)).is_some())
             .collect()
     };
-    let first = pick(&candidates(arrivals[0], None), rng).ok_or(LoopPathError::NotEnoughRelays)?;
-    let second = pick(&candidates(arrivals[1], Some(first.node)), rng)
+    // Mix relays, as clients' paths prefer them between guard and exit,
+    // when there are two; any relays otherwise.
+    let layered = candidates(arrivals[0], None, true).len() >= 2
+        && candidates(arrivals[1], None, true).len() >= 2;
+    let first =
+        pick(&candidates(arrivals[0], None, layered), rng).ok_or(LoopPathError::NotEnoughRelays)?;
+    let second = pick(&candidates(arrivals[1], Some(first.node), layered), rng)
         .ok_or(LoopPathError::NotEnoughRelays)?;
     let first = hop(first, arrivals[0], delays[0]).ok_or(LoopPathError::NotEnoughRelays)?;
     let second = hop(second, arrivals[1], delays[1]).ok_or(LoopPathError::NotEnoughRelays)?;
@@ -656,6 +663,26 @@ mod tests {
         assert!(!window.too_few_returned(0.3, 9));
         assert_eq!(LoopCounters::default().return_ratio(), None);
         assert!(!LoopCounters::default().too_few_returned(0.8, 0));
+    }
+
+    #[test]
+    fn loops_cross_mix_relays_when_there_are_two() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let relays: Vec<Relay> = (1..=16).map(|n| relay(n, &mut rng)).collect();
+        let all = descriptors(&relays);
+        let mixes: Vec<NodeId> = all.iter().filter(|d| d.is_mix()).map(|d| d.node).collect();
+        assert!(
+            mixes.len() >= 3 && mixes.len() < all.len(),
+            "{} mixes",
+            mixes.len()
+        );
+        for me in [all[0].node, all[1].node, all[2].node] {
+            for _ in 0..30 {
+                let path = choose_loop_path(&all, &me, &CONFIG, 0, &mut rng).unwrap();
+                assert!(mixes.contains(&path[0].node) && mixes.contains(&path[1].node));
+                assert_eq!(path[2].node, me);
+            }
+        }
     }
 
     #[test]

@@ -14,14 +14,25 @@ use super::{
 const ANSWER_SLOTS: usize = 1;
 
 impl VirtualFederation {
-    /// A new always-on agent: a guard chosen once among the relays that
-    /// are not exits, a mailbox there, and its send and poll clocks
+    /// A new always-on agent: a guard chosen once by the agent's rule
+    /// (`Guard::choose`: an entry relay), a mailbox there, and its send and poll clocks
     /// started now. Agents are numbered apart from the one-shot senders
     /// ([`Endpoint::Sender`] carries the agent's number on its links).
     pub fn add_agent(&mut self) -> usize {
         let now = self.now_ms();
         let id = self.agents.len();
-        let guard = self.rng.random_range(0..self.settings.relays.max(1));
+        // The agent's own rule (an entry relay that is not an exit).
+        let chosen = leak_client::agent::guard::Guard::choose(
+            &self.agent_directory[..self.settings.relays],
+            None,
+            now,
+            &mut self.rng,
+        )
+        .and_then(|g| g.node_id());
+        let guard = self.agent_directory[..self.settings.relays]
+            .iter()
+            .position(|d| Some(d.node) == chosen)
+            .expect("the federation has relays with keys");
         let agent = Agent::new(guard, &self.settings, now, &mut self.rng);
         self.mailbox_owner.insert(agent.mailbox.0, id);
         let (send, poll) = (agent.schedule.next_send_ms(), agent.schedule.next_poll_ms());
