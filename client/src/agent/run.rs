@@ -67,6 +67,27 @@ enum Event {
     Polled(Result<Vec<Vec<u8>>, String>),
     /// A directory fetch's result.
     Directory(Result<DirectoryView, String>),
+    /// A leak's stamp was solved (off this task, so that the Poisson
+    /// clocks keep their times while it runs), and where to answer.
+    Stamped(
+        Box<Accepted>,
+        Result<leak_protocol::payload::Stamp, String>,
+        oneshot::Sender<Response>,
+    ),
+}
+
+/// A leak checked and placed (exit, id, release time), awaiting its stamp.
+struct Accepted {
+    recipient: Recipient,
+    relationship: Relationship,
+    text: Zeroizing<String>,
+    hops: usize,
+    created_at_ms: u64,
+    exit_node: NodeId,
+    exit_peer: PeerId,
+    exit_domain: String,
+    release_at_ms: u64,
+    message_id: MessageId,
 }
 
 /// What a sent packet was.
@@ -496,8 +517,16 @@ impl Agent {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Command(request, answer) => {
-                let response = self.on_command(&request).await;
+            Event::Command(request, answer) => self.on_command(&request, answer),
+            Event::Stamped(accepted, stamp, answer) => {
+                let response = match stamp {
+                    Ok(stamp) => self
+                        .store(*accepted, stamp)
+                        .unwrap_or_else(|e| Response::Error {
+                            message: format!("{e:#}"),
+                        }),
+                    Err(e) => Response::Error { message: e },
+                };
                 let _ = answer.send(response);
             }
             Event::Sent(what, ok) => {
@@ -681,19 +710,38 @@ impl Agent {
         }
     }
 
-    async fn on_command(&mut self, request: &Request) -> Response {
-        match request {
+    /// Answers a command. A leak is checked and placed here and its stamp
+    /// solved on a blocking thread: this task goes on emitting on its
+    /// schedule meanwhile (a sender's packets must not pause while a leak
+    /// is handed over), and [`Event::Stamped`] brings the leak back to be
+    /// stored and answered.
+    fn on_command(&mut self, request: &Request, answer: oneshot::Sender<Response>) {
+        let response = match request {
             Request::Send {
                 recipient,
                 relationship,
                 text,
                 within_secs,
                 hops,
-            } => match self
-                .accept(recipient, relationship, text, *within_secs, *hops)
-                .await
-            {
-                Ok(response) => response,
+            } => match self.accept(recipient, relationship, text, *within_secs, *hops) {
+                Ok(accepted) => {
+                    let tx = self.tx.clone();
+                    let hash = self.policy.recipient_hash(&accepted.recipient);
+                    let bits = self.policy.limits().stamp_bits;
+                    let epoch = accepted.release_at_ms / 1000 / policy::STAMP_EPOCH_SECS;
+                    let (exit_node, message_id) = (accepted.exit_node, accepted.message_id);
+                    tokio::spawn(async move {
+                        let stamp = tokio::task::spawn_blocking(move || {
+                            policy::solve_stamp(&hash, &exit_node, epoch, bits, &message_id)
+                        })
+                        .await
+                        .map_err(|_| "the stamp computation stopped".to_owned());
+                        let _ = tx
+                            .send(Event::Stamped(Box::new(accepted), stamp, answer))
+                            .await;
+                    });
+                    return;
+                }
                 Err(e) => Response::Error {
                     message: format!("{e:#}"),
                 },
@@ -703,19 +751,19 @@ impl Agent {
                 self.stopping = true;
                 Response::Stopping
             }
-        }
+        };
+        let _ = answer.send(response);
     }
 
-    /// Takes a leak: checks it, chooses its exit and id, solves its stamp,
-    /// and stores it (synced) before answering.
-    async fn accept(
+    /// Checks a leak and chooses its exit, id and release time.
+    fn accept(
         &mut self,
         recipient: &str,
         relationship: &str,
         text: &str,
         within_secs: Option<u64>,
         hops: Option<usize>,
-    ) -> anyhow::Result<Response> {
+    ) -> anyhow::Result<Accepted> {
         let recipient = Recipient::parse(recipient)?;
         let relationship: Relationship =
             relationship.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -742,56 +790,65 @@ impl Agent {
         let exit_peer = peer_id_of(&exit.descriptor.node)
             .context("the exit's node id is not an Ed25519 key")?;
         let within_ms = within_secs.unwrap_or(0).saturating_mul(1000);
-        let release_at_ms = crate::cover::release_time(now, within_ms, &mut rng);
-        let message_id = MessageId(rng.random());
-        let hash = self.policy.recipient_hash(&recipient);
-        let bits = self.policy.limits().stamp_bits;
-        let epoch = release_at_ms / 1000 / policy::STAMP_EPOCH_SECS;
-        let exit_node = exit.descriptor.node;
-        let stamp = tokio::task::spawn_blocking(move || {
-            policy::solve_stamp(&hash, &exit_node, epoch, bits, &message_id)
-        })
-        .await
-        .context("the stamp computation stopped")?;
-        let record = LeakRecord {
-            message_id: message_id.to_string(),
-            recipient: redact_recipient(recipient.as_str()),
-            relationship: relationship.to_string(),
-            exit: ExitRecord {
-                peer: exit_peer.to_string(),
-                domain: exit_domain,
-            },
+        Ok(Accepted {
+            recipient,
+            relationship,
+            text: Zeroizing::new(text.to_owned()),
+            hops,
             created_at_ms: now,
+            exit_node: exit.descriptor.node,
+            exit_peer,
+            exit_domain,
+            release_at_ms: crate::cover::release_time(now, within_ms, &mut rng),
+            message_id: MessageId(rng.random()),
+        })
+    }
+
+    /// Stores a stamped leak (synced) and answers that it is queued.
+    fn store(
+        &mut self,
+        a: Accepted,
+        stamp: leak_protocol::payload::Stamp,
+    ) -> anyhow::Result<Response> {
+        let record = LeakRecord {
+            message_id: a.message_id.to_string(),
+            recipient: redact_recipient(a.recipient.as_str()),
+            relationship: a.relationship.to_string(),
+            exit: ExitRecord {
+                peer: a.exit_peer.to_string(),
+                domain: a.exit_domain,
+            },
+            created_at_ms: a.created_at_ms,
             attempts: Vec::new(),
             outcome: None,
         };
         let entry = OutboxEntry {
-            message_id: message_id.to_string(),
-            relationship: relationship.to_string(),
+            message_id: a.message_id.to_string(),
+            relationship: a.relationship.to_string(),
             policy_version: self.policy.version(),
             stamp_epoch: stamp.epoch,
             stamp_nonce: stamp.nonce,
-            exit_node: hex::encode(exit_node.0),
-            hops,
-            next_at_ms: release_at_ms,
+            exit_node: hex::encode(a.exit_node.0),
+            hops: a.hops,
+            next_at_ms: a.release_at_ms,
             attempts_sent: 0,
         };
         self.state.save(&record)?;
         self.outbox.put(
             &entry,
             &OutboxSecret {
-                recipient: recipient.as_str().to_owned(),
-                text: text.to_owned(),
+                recipient: a.recipient.as_str().to_owned(),
+                text: a.text.as_str().to_owned(),
             },
         )?;
         self.leaks
-            .insert(entry.message_id.clone(), (message_id, Vec::new()));
+            .insert(entry.message_id.clone(), (a.message_id, Vec::new()));
         self.entries.push(entry);
         self.entries.sort_by_key(|e| e.next_at_ms);
         log("a leak was queued");
         Ok(Response::Queued {
-            message_id: message_id.to_string(),
-            release_at_ms,
+            message_id: a.message_id.to_string(),
+            release_at_ms: a.release_at_ms,
         })
     }
 
