@@ -29,6 +29,14 @@
 //!   at 1e-300 (a challenge message that never shared a pool with P₀ is a
 //!   large, finite advantage).
 //!
+//! The floor makes the mean sensitive to the few pairs the adversary
+//! tells apart outright (p₁ = 0: S₁'s packet was emitted after the email,
+//! or none of its mass had reached a pool feeding X yet), each worth
+//! about ln(p₀/1e-300) ≈ 690. Measured at N = 50, seed 1: 9 of 6,864
+//! pairs at the defaults (0.9 of the mean ε 1.03; each leak's median
+//! challenger's |ln(p₀/p₁)|, averaged over leaks, is 0.12), 74 with 20 s
+//! delays (7.4 of the mean 7.7; the median 0.27).
+//!
 //! A label matters only from its emission to the last email that reads
 //! it, so labels share a small dense table: each gets a component for
 //! that interval, and the component is cleared and reused afterwards.
