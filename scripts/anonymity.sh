@@ -6,8 +6,17 @@
 # senders and each setting it prints one table row: the effective anonymity
 # set 2^H (median and 10th percentile over leaks) against A1 (edge +
 # recipient), A2 (global passive), A3 (global + the target's guard and the
-# exit) and A4 (guard + recipient), Loopix's epsilon against A2, delivery
+# exit) and A4 (guard + recipient), two epsilons against A2, delivery
 # latency p50/p99 (hand-off to email) and one sender's bytes per day.
+# eps A2 (Loopix): Loopix's epsilon as the paper defines it (Piotrowska et
+# al. 2017, section 4.3, equation 3): the leak's packet and, for 16
+# challenger senders, each one's leak-shaped packet emitted nearest in time
+# carry labels (the adversary is told which messages are payload); the
+# labels propagate through the relays' pools and epsilon = |ln(p0/p1)| at
+# the exit when the email leaves, mean over challengers and leaks.
+# eps A2 (sender): sender-level, stricter than the paper's game: A2's
+# posterior over all senders (cover included, not told which packets are
+# payload), mean |ln(p0/p1)| against every other sender, mean over leaks.
 # The adversaries' models: tests/src/anonymity/mod.rs.
 #
 # Usage: scripts/anonymity.sh [options]   (release build, then the run)

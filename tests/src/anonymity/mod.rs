@@ -36,14 +36,30 @@
 //!
 //! For each leak and adversary: the Shannon entropy H of the posterior
 //! (bits) and the effective anonymity set 2^H (Serjantov–Danezis; Díaz et
-//! al.), and for A2 Loopix's sender–receiver unlinkability ε =
-//! |ln(p₀/p₁)| (Piotrowska et al. 2017, equation 3), p₀ the true sender's
-//! probability and p₁ another sender's, in expectation over the other
-//! sender ([`epsilon`]). [`Report`] summarises a run: median and 10th
-//! percentile of 2^H over leaks, mean ε, latency and bytes per sender.
+//! al.). Against A2, two ε:
+//!
+//! - **ε (Loopix)** ([`game::epsilon`]): Loopix's sender–receiver
+//!   unlinkability as the paper defines it (Piotrowska et al. 2017, §4.3,
+//!   equation 3): the leak's packet and, for each of K = 16 challenger
+//!   senders, the leak-shaped packet it emitted nearest in time carry
+//!   labels (the adversary is told which messages are payload); the
+//!   labels propagate through the pools like A2's vectors, and ε =
+//!   |ln(p₀/p₁)| with p₀, p₁ the labels' masses in the exit's pool when
+//!   the email leaves, mean over challengers. It measures how well the
+//!   network mixes two messages sent at about the same time.
+//! - **ε (sender)** ([`epsilon_sender`]): sender-level, stricter than the
+//!   paper's game: on A2's posterior over all senders (cover included,
+//!   the adversary not told which packets are payload), the mean
+//!   |ln(p₀/p₁)| of the true sender against every other sender. It is
+//!   dominated by the Poisson noise of how many packets each sender
+//!   happened to emit around the leak.
+//!
+//! [`Report`] summarises a run: median and 10th percentile of 2^H over
+//! leaks, both mean ε, latency and bytes per sender.
 
 pub mod density;
 pub mod edge;
+pub mod game;
 pub mod pool;
 mod record;
 mod report;
@@ -100,6 +116,8 @@ pub struct Trace {
     pub senders: usize,
     /// Relays, exits included (indices `0..relays`).
     pub relays: usize,
+    /// Relays from this index on are exits.
+    pub first_exit: usize,
     /// Each sender's guard (relay index).
     pub guards: Vec<usize>,
     /// The protocol's parameters.
@@ -161,11 +179,13 @@ pub fn normalise(weights: &mut [f64]) {
     }
 }
 
-/// Loopix's ε for one leak: the expected |ln(p₀/p₁)| over the other
-/// senders s₁ (uniformly chosen challengers), p₀ the true sender's
-/// posterior. Probabilities are floored at 1e-300 so that a sender the
-/// adversary has ruled out counts as a large, finite advantage.
-pub fn epsilon(posterior: &[f64], sender: usize) -> f64 {
+/// The sender-level ε for one leak: the mean |ln(p₀/p₁)| over every
+/// other sender s₁, p₀ the true sender's posterior probability and p₁
+/// s₁'s. Stricter than Loopix's game ([`game::epsilon`]): the posterior
+/// counts every packet a sender emitted, cover included. Probabilities
+/// are floored at 1e-300 so that a sender the adversary has ruled out
+/// counts as a large, finite advantage.
+pub fn epsilon_sender(posterior: &[f64], sender: usize) -> f64 {
     const FLOOR: f64 = 1e-300;
     let Some(&p0) = posterior.get(sender) else {
         return f64::NAN;
@@ -197,9 +217,9 @@ mod tests {
 
     #[test]
     fn epsilon_is_zero_when_uniform_and_grows_with_advantage() {
-        assert!(epsilon(&[0.25; 4], 1).abs() < 1e-12);
+        assert!(epsilon_sender(&[0.25; 4], 1).abs() < 1e-12);
         let sharp = [0.7, 0.1, 0.1, 0.1];
-        assert!((epsilon(&sharp, 0) - 7f64.ln()).abs() < 1e-12);
+        assert!((epsilon_sender(&sharp, 0) - 7f64.ln()).abs() < 1e-12);
     }
 
     #[test]

@@ -29,23 +29,44 @@
 //! The pool's expected count in place of the posterior over counts is
 //! this model's one approximation beyond Loopix's (which assumes no unseen
 //! departures); the adversary is also not told which packets are cover.
+//!
+//! The propagation ([`propagate`]) does not care what the components
+//! stand for: A2 and A3 give every sender one, Loopix's challenge game
+//! ([`super::game`]) gives one to each labelled challenge packet and
+//! leaves everything else unlabelled ("nobody").
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{Trace, normalise};
 use crate::harness::Endpoint;
 
-/// A packet's vector: certain of one sender, "nobody", or a mixture
-/// (`senders + 1` components, the last "nobody").
+/// A packet's vector: certain of one component (a sender, or a label),
+/// "nobody", or a mixture (`width + 1` components, the last "nobody").
 #[derive(Debug, Clone)]
-enum Vector {
+pub(super) enum Vector {
     One(usize),
     Nobody,
     Mixed(Vec<f64>),
 }
 
+impl Vector {
+    /// Forgets `component` (a retired label): its mass counts as nobody's
+    /// from now on, which no reading looks at.
+    fn clear(&mut self, component: usize) {
+        match self {
+            Vector::One(c) if *c == component => *self = Vector::Nobody,
+            Vector::Mixed(m) => {
+                if let Some(x) = m.get_mut(component) {
+                    *x = 0.0;
+                }
+            }
+            Vector::One(_) | Vector::Nobody => {}
+        }
+    }
+}
+
 /// One relay's pool, with a lazy scale: the true sum is `scale × sum`.
-struct Pool {
+pub(super) struct Pool {
     sum: Vec<f64>,
     scale: f64,
     count: f64,
@@ -115,6 +136,18 @@ impl Pool {
         Vector::Mixed(v)
     }
 
+    /// The pool's mass of `component` (a packet leaving now carries it
+    /// in proportion).
+    pub(super) fn mass(&self, component: usize) -> f64 {
+        self.sum.get(component).map_or(0.0, |x| x * self.scale)
+    }
+
+    fn clear(&mut self, component: usize) {
+        if let Some(x) = self.sum.get_mut(component) {
+            *x = 0.0;
+        }
+    }
+
     fn posterior(&self, senders: usize) -> Vec<f64> {
         let mut p: Vec<f64> = self.sum[..senders].to_vec();
         normalise(&mut p);
@@ -143,6 +176,55 @@ pub fn global(
     targets: &[usize],
 ) -> Vec<(usize, Vec<f64>)> {
     let n = trace.senders;
+    let mut out: Vec<(usize, Vec<f64>)> = Vec::new();
+    propagate(
+        trace,
+        n,
+        compromised,
+        targets,
+        |sender, _| Vector::One(sender),
+        &[],
+        |leak, seen| {
+            out.push((
+                leak,
+                match seen {
+                    Seen::Pool(pool) => pool.posterior(n),
+                    Seen::Packet(v) => posterior_of(v, n),
+                },
+            ));
+        },
+    );
+    out
+}
+
+/// Where a target's email is read: its exit's pool at the email's time
+/// (A2), or the leak's own packet as it reached the exit (A3, whose exit
+/// knows which arriving packet was the leak).
+pub(super) enum Seen<'a> {
+    Pool(&'a Pool),
+    Packet(&'a Vector),
+}
+
+/// Propagates vectors of `width` components (plus "nobody") through
+/// every relay of `trace` as pools, in time order, and hands each
+/// target's email to `seen` as it happens.
+///
+/// What a component means is the caller's: `emitted(sender, packet)` is
+/// the vector a packet carries when a sender's machine emits it (a sender
+/// for A2's posterior, a challenge label for Loopix's game). `retire`
+/// lists (time, component), in time order: from then on the component is
+/// zero everywhere, so that the caller can reuse it for another label
+/// (it is cleared before anything else that happens at that
+/// millisecond).
+pub(super) fn propagate(
+    trace: &Trace,
+    width: usize,
+    compromised: Option<usize>,
+    targets: &[usize],
+    mut emitted: impl FnMut(usize, u64) -> Vector,
+    retire: &[(u64, usize)],
+    mut seen: impl FnMut(usize, Seen<'_>),
+) {
     let m = trace.model;
     let mu = m.mean_delay_ms.max(1.0);
     let duration = (trace.end_ms.saturating_sub(trace.start_ms)).max(1) as f64;
@@ -170,7 +252,7 @@ pub fn global(
             let unseen = (ins[r] + fresh - outs[r]).max(0.0);
             let q = if ins[r] > 0.0 { unseen / ins[r] } else { 0.0 };
             Pool {
-                sum: vec![0.0; n + 1],
+                sum: vec![0.0; width + 1],
                 scale: 1.0,
                 count: 0.0,
                 last_ms: trace.start_ms,
@@ -203,22 +285,36 @@ pub fn global(
         .collect();
     emails.sort_unstable();
     let mut emails = emails.into_iter().peekable();
-    let mut out: Vec<(usize, Vec<f64>)> = Vec::new();
+    let mut retire = retire.iter().peekable();
 
     let mut arrivals: VecDeque<(u64, usize, u64, Vector)> = VecDeque::new();
     let mut spare: Vec<Vec<f64>> = Vec::new();
     let mut links = trace.links.iter().peekable();
     loop {
+        let next_retire = retire.peek().map(|r| r.0);
         let next_link = links.peek().map(|l| l.at_ms);
         let next_arrival = arrivals.front().map(|a| a.0);
         let next_email = emails.peek().map(|e| e.0);
-        let Some(now) = [next_link, next_arrival, next_email]
+        let Some(now) = [next_retire, next_link, next_arrival, next_email]
             .into_iter()
             .flatten()
             .min()
         else {
             break;
         };
+        if next_retire == Some(now) {
+            let Some(&(_, component)) = retire.next() else {
+                break;
+            };
+            for pool in &mut pools {
+                pool.clear(component);
+            }
+            let in_flight = arrivals.iter_mut().map(|a| &mut a.3);
+            for v in in_flight.chain(inside.values_mut()) {
+                v.clear(component);
+            }
+            continue;
+        }
         if next_arrival == Some(now) {
             let Some((_, to, packet, v)) = arrivals.pop_front() else {
                 break;
@@ -227,7 +323,7 @@ pub fn global(
                 && let Some(&leak) = by_packet.get(&packet)
                 && trace.leaks[leak].exit == to
             {
-                out.push((leak, posterior_of(&v, n)));
+                seen(leak, Seen::Packet(&v));
             }
             if compromised == Some(to) {
                 if !ends_at_guard.contains(&packet) {
@@ -253,14 +349,14 @@ pub fn global(
                 let exit = trace.leaks[leak].exit;
                 let pool = &mut pools[exit];
                 pool.decay_to(now);
-                out.push((leak, pool.posterior(n)));
+                seen(leak, Seen::Pool(pool));
             }
             continue;
         }
         let Some(l) = links.next() else { break };
         let Endpoint::Relay(to) = l.to else { continue };
         let v = match l.from {
-            Endpoint::Sender(s) => Vector::One(s),
+            Endpoint::Sender(s) => emitted(s, l.packet),
             Endpoint::Relay(r) if compromised == Some(r) => {
                 // The guard knows what it received; what it did not
                 // receive is its own.
@@ -274,5 +370,4 @@ pub fn global(
         };
         arrivals.push_back((now + m.link_ms, to, l.packet, v));
     }
-    out
 }

@@ -50,10 +50,12 @@ pub fn trace_of(fed: &mut VirtualFederation, from_ms: u64, until_ms: u64) -> Tra
         receipt_hold: s.receipt_delay_ms > 0,
     };
     let start_ms = s.start_ms;
+    let first_exit = s.relays;
     let (links, deposits) = fed.take_records();
     Trace {
         senders: fed.agent_count(),
         relays: fed.relay_count(),
+        first_exit,
         guards,
         model,
         links,

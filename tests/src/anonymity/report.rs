@@ -1,11 +1,13 @@
-//! One run's numbers: every adversary's 2^H over the measured leaks, ε,
-//! latency and bandwidth.
+//! One run's numbers: every adversary's 2^H over the measured leaks, the
+//! two ε against A2 (Loopix's game, Piotrowska et al. 2017 §4.3, and the
+//! stricter sender-level one; see the module above), latency and
+//! bandwidth.
 
 use std::collections::BTreeMap;
 
 use leak_protocol::sphinx::{PACKET_LEN, PAYLOAD_LEN};
 
-use super::{Trace, edge::Edges, entropy_bits, epsilon, pool};
+use super::{Trace, edge::Edges, entropy_bits, epsilon_sender, game, pool};
 
 /// A poll on `/leak/mailbox/2`: version byte and capability, one
 /// fixed-size answer slot, the acknowledgement and the confirmation.
@@ -50,8 +52,14 @@ pub struct Report {
     pub a3: Summary,
     /// Against A4 (guard + recipient).
     pub a4: Summary,
-    /// Loopix's ε against A2, mean over leaks.
+    /// Loopix's ε against A2 (§4.3, equation 3: the leak's packet against
+    /// challengers' packets sent at about the same time, the adversary
+    /// told which messages are payload), mean over leaks.
     pub epsilon: f64,
+    /// Sender-level: the posterior over all senders, cover included, mean
+    /// |ln| against every other sender — stricter than the paper's game;
+    /// mean over leaks.
+    pub epsilon_sender: f64,
     /// Leaks handed in the window, and delivered.
     pub handed: usize,
     /// Delivered.
@@ -71,6 +79,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        f64::NAN
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
 }
 
 /// Measures `trace`: the leaks handed within its measured window that
@@ -105,9 +121,13 @@ pub fn evaluate(trace: &Trace) -> Report {
 
     let global = pool::global(trace, None, &delivered);
     let a2 = global.iter().map(|(_, p)| set(p)).collect();
-    let eps: Vec<f64> = global
+    let eps_sender: Vec<f64> = global
         .iter()
-        .map(|(i, p)| epsilon(p, trace.leaks[*i].sender))
+        .map(|(i, p)| epsilon_sender(p, trace.leaks[*i].sender))
+        .collect();
+    let eps: Vec<f64> = game::epsilon(trace, &delivered)
+        .into_iter()
+        .map(|(_, e)| e)
         .collect();
 
     // A3: per guard, its clients' leaks (the guards with the most leaks).
@@ -146,11 +166,8 @@ pub fn evaluate(trace: &Trace) -> Report {
         a2: Summary::of(a2),
         a3: Summary::of(a3),
         a4: Summary::of(a4),
-        epsilon: if eps.is_empty() {
-            f64::NAN
-        } else {
-            eps.iter().sum::<f64>() / eps.len() as f64
-        },
+        epsilon: mean(&eps),
+        epsilon_sender: mean(&eps_sender),
         handed: measured.len(),
         delivered: delivered.len(),
         latency_p50_ms: quantile(&latency, 0.5),
