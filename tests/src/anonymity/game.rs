@@ -25,17 +25,17 @@
 //! - P₀ and every P₁ are labels of their own, propagated by
 //!   [`pool::propagate`] exactly as A2 propagates senders, and p₀, p₁ are
 //!   the labels' masses in X's pool at T (where A2 reads the email);
-//! - ε_L is the mean over the challengers of |ln(p₀/p₁)|, masses floored
-//!   at 1e-300 (a challenge message that never shared a pool with P₀ is a
-//!   large, finite advantage).
+//! - each pair's advantage is |ln(p₀/p₁)|, infinite when one of the
+//!   masses is zero (the adversary told the two apart outright: S₁'s
+//!   packet was emitted after the email, or none of its mass had reached a
+//!   pool feeding X yet).
 //!
-//! The floor makes the mean sensitive to the few pairs the adversary
-//! tells apart outright (p₁ = 0: S₁'s packet was emitted after the email,
-//! or none of its mass had reached a pool feeding X yet), each worth
-//! about ln(p₀/1e-300) ≈ 690. Measured at N = 50, seed 1: 9 of 6,864
-//! pairs at the defaults (0.9 of the mean ε 1.03; each leak's median
-//! challenger's |ln(p₀/p₁)|, averaged over leaks, is 0.12), 74 with 20 s
-//! delays (7.4 of the mean 7.7; the median 0.27).
+//! A run is summarised as differential privacy states a bound
+//! ([`epsilon_delta`]): δ, the share of (leak, challenger) pairs told
+//! apart outright, and ε, the mean advantage over the others. A plain
+//! mean over all pairs would be dominated by the few infinite ones (with
+//! masses floored at 1e-300, 9 of 6,864 pairs made 0.9 of a mean of 1.03
+//! at N = 50 before the layered topology).
 //!
 //! A label matters only from its emission to the last email that reads
 //! it, so labels share a small dense table: each gets a component for
@@ -197,10 +197,57 @@ fn components(trace: &Trace, rounds: &[Round]) -> (HashMap<u64, usize>, Vec<(u64
     (slot_of, retire, width)
 }
 
-/// Loopix's ε for each of the `targets` (indices into `trace.leaks`,
-/// delivered ones) against the global passive adversary: (leak index,
-/// ε_L). Leaks without a packet or without a challenger are left out.
-pub fn epsilon(trace: &Trace, targets: &[usize]) -> Vec<(usize, f64)> {
+/// One leak's round of the game, played: |ln(p₀/p₁)| against each
+/// challenger, infinite where the adversary told the two apart outright
+/// (one of the masses is zero: that message had not reached, or had
+/// already left, every pool that fed the exit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Played {
+    /// The leak (index into `trace.leaks`).
+    pub leak: usize,
+    /// Per challenger.
+    pub advantages: Vec<f64>,
+}
+
+impl Played {
+    /// ε_L: the mean advantage over the challengers, a pair told apart
+    /// outright counted as 2·|ln 1e-300| ≈ 1381 (large, finite).
+    pub fn floored_mean(&self) -> f64 {
+        let floor = FLOOR.ln().abs();
+        let n = self.advantages.len().max(1) as f64;
+        self.advantages
+            .iter()
+            .map(|a| a.min(2.0 * floor))
+            .sum::<f64>()
+            / n
+    }
+}
+
+/// ε and δ over every pair of a run, as differential privacy states a
+/// bound: δ the share of pairs the adversary told apart outright, ε the
+/// mean advantage |ln(p₀/p₁)| over the others.
+pub fn epsilon_delta(played: &[Played]) -> (f64, f64) {
+    let all: Vec<f64> = played
+        .iter()
+        .flat_map(|p| p.advantages.iter().copied())
+        .collect();
+    if all.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let finite: Vec<f64> = all.iter().copied().filter(|a| a.is_finite()).collect();
+    let delta = 1.0 - finite.len() as f64 / all.len() as f64;
+    let eps = if finite.is_empty() {
+        f64::INFINITY
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    (eps, delta)
+}
+
+/// Plays Loopix's game for each of the `targets` (indices into
+/// `trace.leaks`, delivered ones) against the global passive adversary.
+/// Leaks without a packet or without a challenger are left out.
+pub fn play(trace: &Trace, targets: &[usize]) -> Vec<Played> {
     let rounds = rounds(trace, targets);
     let (slot_of, retire, width) = components(trace, &rounds);
     let by_leak: HashMap<usize, &Round> = rounds.iter().map(|r| (r.leak, r)).collect();
@@ -221,19 +268,35 @@ pub fn epsilon(trace: &Trace, targets: &[usize]) -> Vec<(usize, f64)> {
             let (Seen::Pool(pool), Some(round)) = (seen, by_leak.get(&leak)) else {
                 return;
             };
-            let mass = |p: &u64| {
-                slot_of
-                    .get(p)
-                    .map_or(0.0, |&c| pool.mass(c))
-                    .max(FLOOR)
-                    .ln()
-            };
-            let l0 = mass(&round.p0);
-            let sum: f64 = round.p1.iter().map(|p| (l0 - mass(p)).abs()).sum();
-            out.push((leak, sum / round.p1.len() as f64));
+            let mass = |p: &u64| slot_of.get(p).map_or(0.0, |&c| pool.mass(c));
+            let m0 = mass(&round.p0);
+            let advantages = round
+                .p1
+                .iter()
+                .map(|p| {
+                    let m1 = mass(p);
+                    if m0 > 0.0 && m1 > 0.0 {
+                        (m0.ln() - m1.ln()).abs()
+                    } else if m0 == m1 {
+                        0.0
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .collect();
+            out.push(Played { leak, advantages });
         },
     );
     out
+}
+
+/// Loopix's ε for each of the `targets`: (leak index, ε_L), ε_L the
+/// floored mean over its challengers ([`Played::floored_mean`]).
+pub fn epsilon(trace: &Trace, targets: &[usize]) -> Vec<(usize, f64)> {
+    play(trace, targets)
+        .iter()
+        .map(|p| (p.leak, p.floored_mean()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -416,5 +479,31 @@ mod tests {
         let game = only(epsilon(&t, &[0]));
         assert!(sender > 0.1, "{sender}");
         assert!((game - sender).abs() < 1e-9, "{game} vs {sender}");
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn delta_counts_the_pairs_told_apart_and_epsilon_averages_the_rest() {
+        let played = vec![
+            Played {
+                leak: 0,
+                advantages: vec![0.1, 0.3, f64::INFINITY, 0.2],
+            },
+            Played {
+                leak: 1,
+                advantages: vec![0.0, 0.4, 0.4, 0.2],
+            },
+        ];
+        let (eps, delta) = epsilon_delta(&played);
+        assert!((delta - 1.0 / 8.0).abs() < 1e-12, "{delta}");
+        assert!((eps - 1.6 / 7.0).abs() < 1e-12, "{eps}");
+        // The floored mean counts the pair told apart as about 1381.
+        assert!(played[0].floored_mean() > 300.0);
+        assert!((played[1].floored_mean() - 0.25).abs() < 1e-12);
+        assert!(epsilon_delta(&[]).0.is_nan());
     }
 }

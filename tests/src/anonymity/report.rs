@@ -54,8 +54,13 @@ pub struct Report {
     pub a4: Summary,
     /// Loopix's ε against A2 (§4.3, equation 3: the leak's packet against
     /// challengers' packets sent at about the same time, the adversary
-    /// told which messages are payload), mean over leaks.
+    /// told which messages are payload): the mean advantage |ln(p₀/p₁)|
+    /// over the (leak, challenger) pairs not told apart outright
+    /// ([`game::epsilon_delta`]).
     pub epsilon: f64,
+    /// The share of pairs told apart outright (one mass zero): the δ of an
+    /// (ε, δ) statement.
+    pub epsilon_delta: f64,
     /// Sender-level: the posterior over all senders, cover included, mean
     /// |ln| against every other sender — stricter than the paper's game;
     /// mean over leaks.
@@ -125,10 +130,7 @@ pub fn evaluate(trace: &Trace) -> Report {
         .iter()
         .map(|(i, p)| epsilon_sender(p, trace.leaks[*i].sender))
         .collect();
-    let eps: Vec<f64> = game::epsilon(trace, &delivered)
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let (epsilon, epsilon_delta) = game::epsilon_delta(&game::play(trace, &delivered));
 
     // A3: per guard, its clients' leaks (the guards with the most leaks).
     let mut by_guard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -166,7 +168,8 @@ pub fn evaluate(trace: &Trace) -> Report {
         a2: Summary::of(a2),
         a3: Summary::of(a3),
         a4: Summary::of(a4),
-        epsilon: mean(&eps),
+        epsilon,
+        epsilon_delta,
         epsilon_sender: mean(&eps_sender),
         handed: measured.len(),
         delivered: delivered.len(),

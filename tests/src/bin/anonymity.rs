@@ -269,15 +269,17 @@ fn main() -> anyhow::Result<()> {
         o.warmup_min, o.measure_min, o.seed
     );
     println!(
-        "2^H: median (10th percentile) over the measured leaks; eps: ε against A2, mean over leaks \
-         (Loopix: the paper's §4.3 game, payload labelled; sender: the posterior over all senders); \
+        "2^H: median (10th percentile) over the measured leaks; eps A2 (Loopix): the paper's §4.3 game \
+         (payload labelled), mean |ln(p0/p1)| over the (leak, challenger) pairs not told apart \
+         outright, delta the share that were; eps A2 (sender): the posterior over all senders, mean \
+         over leaks; \
          latency: hand-off to email; MB/day: one sender's packets and polls."
     );
     println!();
     println!(
-        "| N | setting | mu s | send s | loops | A1 2^H | A2 2^H | A3 2^H | A4 2^H | eps A2 (Loopix) | eps A2 (sender) | p50 min | p99 min | MB/day | leaks |"
+        "| N | setting | mu s | send s | loops | A1 2^H | A2 2^H | A3 2^H | A4 2^H | eps A2 (Loopix) | delta | eps A2 (sender) | p50 min | p99 min | MB/day | leaks |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, s, r) in rows {
         let cover = if s.with_cover {
             format!("{:.0}", s.cover.send_interval_ms as f64 / 1000.0)
@@ -285,7 +287,7 @@ fn main() -> anyhow::Result<()> {
             "off".to_owned()
         };
         println!(
-            "| {n} | {} | {:.1} | {cover} | {:.1} | {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {n} | {} | {:.1} | {cover} | {:.1} | {} | {} | {} | {} | {:.3} | {:.4} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
             s.name,
             f64::from(s.mean_delay_ms) / 1000.0,
             s.cover.loop_share,
@@ -294,6 +296,7 @@ fn main() -> anyhow::Result<()> {
             set(r.a3),
             set(r.a4),
             r.epsilon,
+            r.epsilon_delta,
             r.epsilon_sender,
             r.latency_p50_ms / MINUTE as f64,
             r.latency_p99_ms / MINUTE as f64,
