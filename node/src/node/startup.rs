@@ -374,9 +374,26 @@ pub async fn start(
         None => None,
     };
 
+    // Which layer of the stratified topology clients put this node in
+    // (`federation::layer`): operators see why their relay carries first
+    // hops and mailboxes, or only middle hops.
+    let layer = if shared
+        .config
+        .node
+        .roles
+        .contains(&crate::config::Role::Exit)
+    {
+        "exit"
+    } else {
+        match leak_protocol::federation::layer(&shared.identity.node_id()) {
+            leak_protocol::federation::Layer::Entry => "entry (agents' guard, mailboxes)",
+            leak_protocol::federation::Layer::Mix => "mix (between guards and exits)",
+        }
+    };
     tracing::info!(
         peer_id = %shared.local_peer,
         listeners = shared.listen_addrs.len(),
+        layer,
         "leak-node started"
     );
     Ok(RunningNode {
