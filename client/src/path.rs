@@ -20,7 +20,8 @@
 //! federation has one), and the hops between it and the exit, and the
 //! reply relays, preferably mix relays, which hold no client's fresh
 //! packets. A route outside the layers is chosen only when the rules below
-//! leave no layered one.
+//! leave no layered one, or a retransmission would otherwise cross a relay
+//! an earlier attempt used.
 //!
 //! Rules, on each path (the exit and the entry included in both):
 //! - no node twice;
@@ -304,7 +305,10 @@ pub fn choose_route_with_reply<R: CryptoRng + ?Sized>(
         slot.shuffle(rng);
     }
 
-    // Preferences, strongest first; each pass drops one.
+    // Preferences, strongest first; each pass drops one. A retransmission
+    // avoiding the relays of earlier attempts (one of them may be what lost
+    // it) comes before the layers: getting through matters more than the
+    // better of two mixes.
     let preferred_entry: Option<&Descriptor> = request
         .entry
         .and_then(|node| entries.iter().copied().find(|d| d.node == node));
@@ -315,8 +319,8 @@ pub fn choose_route_with_reply<R: CryptoRng + ?Sized>(
         None => vec![entries.clone()],
     };
     for entry_candidates in &entry_passes {
-        for layered in [true, false] {
-            for avoid_earlier in [true, false] {
+        for avoid_earlier in [true, false] {
+            for layered in [true, false] {
                 for disjoint_reply in [true, false] {
                     for &entry in entry_candidates {
                         if layered && Some(entry.node) != request.entry && !entry.is_entry() {
