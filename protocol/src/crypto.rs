@@ -314,7 +314,9 @@ const LIONESS_ROUND_CONTEXTS: [&str; 4] = [
 /// payload and the same marker can be XORed out again further along, while
 /// under LIONESS the next hop's decryption turns the marked payload into
 /// noise that no later XOR can repair. (Sphinx specifies LIONESS for the
-/// payload for this reason; Katzenpost builds it from ChaCha20 and BLAKE2b.)
+/// payload for this reason; Katzenpost's LIONESS specification and Nym's
+/// `sphinx-packet` instantiate it with ChaCha20 and BLAKE2b, as this one
+/// does with ChaCha20 and BLAKE3.)
 ///
 /// The buffer is split into a left part of [`KEY_LEN`] bytes `L` and the
 /// rest `R`. Encryption is four rounds, with `S(k)` the ChaCha20 keystream
