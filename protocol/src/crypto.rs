@@ -11,7 +11,8 @@
 //! | key agreement | X25519 (RFC 7748), `curve25519-dalek` (see [`x25519`]); keys held by `x25519-dalek` |
 //! | key derivation | BLAKE3 in `derive_key` mode, one context string per purpose |
 //! | header MAC | BLAKE3 keyed hash, truncated to [`MAC_LEN`] bytes, compared in constant time |
-//! | header and payload layers | ChaCha20 (RFC 8439) keystream, 96-bit zero nonce, one-time keys |
+//! | header layers | ChaCha20 (RFC 8439) keystream, 96-bit zero nonce, one-time keys |
+//! | payload layers | LIONESS (Anderson and Biham 1996), a wide-block cipher built from ChaCha20 and BLAKE3 keyed hash (see [`LionessKey`]) |
 //! | end-to-end payload | ChaCha20-Poly1305 (RFC 8439), 96-bit zero nonce, one-time keys |
 //! | signatures (descriptors) | Ed25519 (RFC 8032), `ed25519-dalek`, strict verification |
 //!
@@ -291,6 +292,109 @@ fn contributory(u: &MontgomeryPoint) -> Option<SharedSecret> {
 pub fn xor_keystream(key: &SymmetricKey, buf: &mut [u8]) {
     let mut cipher = ChaCha20::new(&key.0.into(), &[0u8; 12].into());
     cipher.apply_keystream(buf);
+}
+
+/// The `derive_key` contexts of LIONESS's four round keys, in round order.
+const LIONESS_ROUND_CONTEXTS: [&str; 4] = [
+    "leak.lioness v1 2026-12 round 1 stream",
+    "leak.lioness v1 2026-12 round 2 hash",
+    "leak.lioness v1 2026-12 round 3 stream",
+    "leak.lioness v1 2026-12 round 4 hash",
+];
+
+/// The key of one LIONESS permutation: four round keys derived from one
+/// 32-byte key. Zeroed on drop.
+///
+/// LIONESS (Anderson and Biham, "Two practical and provably secure block
+/// ciphers: BEAR and LION", 1996) turns a stream cipher and a keyed hash
+/// into a block cipher as wide as the whole buffer: a strong pseudorandom
+/// permutation, so changing any bit of the input changes every bit of the
+/// output unpredictably, in both directions. That is what a mix payload
+/// needs and a stream cipher lacks: XOR a marker into a stream-encrypted
+/// payload and the same marker can be XORed out again further along, while
+/// under LIONESS the next hop's decryption turns the marked payload into
+/// noise that no later XOR can repair. (Sphinx specifies LIONESS for the
+/// payload for this reason; Katzenpost's LIONESS specification and Nym's
+/// `sphinx-packet` instantiate it with ChaCha20 and BLAKE2b, as this one
+/// does with ChaCha20 and BLAKE3.)
+///
+/// The buffer is split into a left part of [`KEY_LEN`] bytes `L` and the
+/// rest `R`. Encryption is four rounds, with `S(k)` the ChaCha20 keystream
+/// of key `k` (zero nonce, counter 0) and `H(k, x)` the 32-byte BLAKE3
+/// keyed hash:
+///
+/// ```text
+/// R ^= S(L ^ K1);  L ^= H(K2, R);  R ^= S(L ^ K3);  L ^= H(K4, R)
+/// ```
+///
+/// and decryption runs them backwards. `K1`..`K4` come from the key by
+/// BLAKE3 `derive_key`, one context per round. Each round key is used once
+/// per packet, so the ChaCha20 keys `L ^ K` (fresh per packet and per
+/// round) never repeat with the fixed nonce.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct LionessKey {
+    rounds: [[u8; KEY_LEN]; 4],
+}
+
+impl core::fmt::Debug for LionessKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("LionessKey(..)")
+    }
+}
+
+impl LionessKey {
+    /// The four round keys of `key` (one `derive_key` per round).
+    pub fn derive(key: &SymmetricKey) -> Self {
+        let mut rounds = [[0u8; KEY_LEN]; 4];
+        for (round, context) in rounds.iter_mut().zip(LIONESS_ROUND_CONTEXTS) {
+            round.copy_from_slice(&derive_key(context, &[&key.0]).0);
+        }
+        Self { rounds }
+    }
+
+    /// Encrypts `block` in place. `N` must exceed [`KEY_LEN`] (checked at
+    /// compile time): the left part is the first [`KEY_LEN`] bytes.
+    pub fn encrypt<const N: usize>(&self, block: &mut [u8; N]) {
+        let (left, right) = split_block(block);
+        lioness_stream_round(&self.rounds[0], left, right);
+        lioness_hash_round(&self.rounds[1], left, right);
+        lioness_stream_round(&self.rounds[2], left, right);
+        lioness_hash_round(&self.rounds[3], left, right);
+    }
+
+    /// Decrypts `block` in place: the inverse of [`Self::encrypt`].
+    pub fn decrypt<const N: usize>(&self, block: &mut [u8; N]) {
+        let (left, right) = split_block(block);
+        lioness_hash_round(&self.rounds[3], left, right);
+        lioness_stream_round(&self.rounds[2], left, right);
+        lioness_hash_round(&self.rounds[1], left, right);
+        lioness_stream_round(&self.rounds[0], left, right);
+    }
+}
+
+/// Splits a LIONESS block into its left part (a key's length) and the rest.
+fn split_block<const N: usize>(block: &mut [u8; N]) -> (&mut [u8], &mut [u8]) {
+    const { assert!(N > KEY_LEN, "a LIONESS block is longer than its left part") };
+    block.split_at_mut(KEY_LEN)
+}
+
+/// `R ^= ChaCha20(L ^ k)`.
+fn lioness_stream_round(round_key: &[u8; KEY_LEN], left: &[u8], right: &mut [u8]) {
+    let mut key = [0u8; KEY_LEN];
+    for ((k, l), r) in key.iter_mut().zip(left).zip(round_key) {
+        *k = l ^ r;
+    }
+    let mut cipher = ChaCha20::new(&key.into(), &[0u8; 12].into());
+    cipher.apply_keystream(right);
+    key.zeroize();
+}
+
+/// `L ^= BLAKE3-keyed(k, R)`.
+fn lioness_hash_round(round_key: &[u8; KEY_LEN], left: &mut [u8], right: &[u8]) {
+    let hash = blake3::keyed_hash(round_key, right);
+    for (l, h) in left.iter_mut().zip(hash.as_bytes()) {
+        *l ^= h;
+    }
 }
 
 /// The header MAC: BLAKE3 keyed hash of the concatenated `parts`, truncated.
@@ -671,5 +775,88 @@ mod tests {
             derive_key("leak test a", &[b"xy"]),
             derive_key("leak test a", &[b"x", b"y"])
         );
+    }
+
+    /// A payload-sized block of varied bytes.
+    fn lioness_block() -> [u8; 3566] {
+        let mut block = [0u8; 3566];
+        blake3::Hasher::new_derive_key("leak test lioness block")
+            .finalize_xof()
+            .fill(&mut block);
+        block
+    }
+
+    /// The bits in which `a` and `b` differ, as a fraction of their bits.
+    fn differing_bits(a: &[u8], b: &[u8]) -> f64 {
+        let bits: u32 = a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum();
+        f64::from(bits) / (8 * a.len()) as f64
+    }
+
+    #[test]
+    fn lioness_round_trip_and_key_separation() {
+        let key = LionessKey::derive(&SymmetricKey([3u8; 32]));
+        let plain = lioness_block();
+        let mut block = plain;
+        key.encrypt(&mut block);
+        assert!((0.45..0.55).contains(&differing_bits(&block, &plain)));
+        let mut back = block;
+        key.decrypt(&mut back);
+        assert_eq!(back, plain);
+        // Decryption is a permutation too: decrypt-then-encrypt is the identity.
+        let mut other = plain;
+        key.decrypt(&mut other);
+        key.encrypt(&mut other);
+        assert_eq!(other, plain);
+        // Another key gives another permutation.
+        let mut wrong = block;
+        LionessKey::derive(&SymmetricKey([4u8; 32])).decrypt(&mut wrong);
+        assert!((0.45..0.55).contains(&differing_bits(&wrong, &plain)));
+        // The four round keys differ from each other and from the key.
+        assert!(key.rounds.iter().all(|r| r != &[3u8; 32]));
+        for (i, a) in key.rounds.iter().enumerate() {
+            assert!(key.rounds[i + 1..].iter().all(|b| a != b));
+        }
+    }
+
+    /// One flipped bit anywhere in a ciphertext, left part or right, changes
+    /// every region of the decryption, in about half its bits; so does one
+    /// flipped bit of a plaintext for the encryption. This is what a stream
+    /// cipher does not do, and what stops tagging.
+    #[test]
+    fn lioness_one_bit_changes_every_region() {
+        let key = LionessKey::derive(&SymmetricKey([9u8; 32]));
+        let plain = lioness_block();
+        let mut cipher = plain;
+        key.encrypt(&mut cipher);
+        let bits = 8 * plain.len();
+        for bit in (0..bits).step_by(331).chain([0, 255, 256, bits - 1]) {
+            for decrypt in [true, false] {
+                let (base, expected) = if decrypt {
+                    (cipher, plain)
+                } else {
+                    (plain, cipher)
+                };
+                let mut flipped = base;
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                if decrypt {
+                    key.decrypt(&mut flipped);
+                } else {
+                    key.encrypt(&mut flipped);
+                }
+                // The left part (32 bytes), then the rest in 256-byte regions.
+                let regions = std::iter::once(0..KEY_LEN).chain(
+                    (KEY_LEN..plain.len())
+                        .step_by(256)
+                        .map(|s| s..(s + 256).min(plain.len())),
+                );
+                for region in regions {
+                    let d = differing_bits(&flipped[region.clone()], &expected[region.clone()]);
+                    assert!(
+                        (0.3..0.7).contains(&d),
+                        "bit {bit}, decrypt {decrypt}: region {region:?} differs in {d}"
+                    );
+                }
+            }
+        }
     }
 }

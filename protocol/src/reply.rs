@@ -4,9 +4,11 @@
 //! own entry relay) and hands the exit a [`ReplyBlock`]: the first hop, that
 //! header, and a one-time payload key. The exit seals its reply with the key,
 //! sends the packet to the first hop, and learns nothing of the path. Every hop
-//! adds its payload layer; the mailbox stores what arrives. The client, who
-//! kept the per-hop layer keys in [`ReplyKeys`], strips the layers and opens
-//! the seal.
+//! applies its payload layer (a LIONESS decryption, as on every packet); the
+//! mailbox stores what arrives. The client, who kept the per-hop layer keys in
+//! [`ReplyKeys`], undoes the layers (LIONESS encryptions, last hop's first)
+//! and opens the seal. A reply modified on any link comes out of that as
+//! noise, and the seal does not open.
 //!
 //! A reply block must be used once: a second use is dropped by the first
 //! hop's replay check, and would reuse the payload key.
@@ -182,22 +184,23 @@ impl ReplyKeys {
         self.mailbox
     }
 
-    /// Strips every hop's layer from a reply taken from the mailbox and opens
+    /// Undoes every hop's layer on a reply taken from the mailbox and opens
     /// the exit's seal: returns the message the exit sealed.
     pub fn open(&self, reply: &[u8]) -> Result<Zeroizing<Vec<u8>>, ReplyError> {
-        if reply.len() != PAYLOAD_LEN {
-            return Err(ReplyError::WrongLength {
-                got: reply.len(),
-                expected: PAYLOAD_LEN,
-            });
+        let wrong_length = ReplyError::WrongLength {
+            got: reply.len(),
+            expected: PAYLOAD_LEN,
+        };
+        let reply: &[u8; PAYLOAD_LEN] = reply.try_into().map_err(|_| wrong_length)?;
+        let mut buf = Zeroizing::new(*reply);
+        // Hop i applied its layer's decryption, first hop first: undo them
+        // with the encryptions, last hop first.
+        for key in self.layer_keys.iter().rev() {
+            crypto::LionessKey::derive(key).encrypt(&mut buf);
         }
-        let mut buf = Zeroizing::new(reply.to_vec());
-        for key in &self.layer_keys {
-            crypto::xor_keystream(key, &mut buf);
-        }
-        crypto::aead_open(&self.payload_key, PAYLOAD_AAD, &mut buf)
+        crypto::aead_open(&self.payload_key, PAYLOAD_AAD, &mut buf[..])
             .map_err(|_| ReplyError::Integrity)?;
-        let message = sphinx::unframe_message(&buf).ok_or(ReplyError::Malformed)?;
+        let message = sphinx::unframe_message(&buf[..]).ok_or(ReplyError::Malformed)?;
         Ok(Zeroizing::new(message.to_vec()))
     }
 }

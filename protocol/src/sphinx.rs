@@ -16,8 +16,12 @@
 //! (see `SPEC.md`, "Why a KEM-style header").
 //!
 //! The payload is sealed end to end (ChaCha20-Poly1305) to the final hop and
-//! wrapped in one ChaCha20 layer per hop, so it looks different on every link.
-//! Relays cannot check it; a modified payload is dropped by the final hop.
+//! wrapped in one layer per hop of a wide-block cipher (LIONESS, see
+//! [`crypto::LionessKey`]), so it looks different on every link. Relays
+//! cannot check it; a payload modified anywhere on the way is turned into
+//! noise by the next hop's layer, so the final hop's check fails whatever
+//! else is done to it later: no relay can mark a payload and have a
+//! colluding later hop remove the mark (tagging; SPEC.md §14).
 //!
 //! Everything here is pure: bytes, keys and randomness in, a decision out.
 
@@ -27,7 +31,11 @@ use zeroize::Zeroizing;
 use crate::crypto::{self, KEY_LEN, MAC_LEN, MixPublicKey, MixSecret, SymmetricKey, TAG_LEN};
 
 /// The packet format version this code reads and writes.
-pub const VERSION: u8 = 1;
+///
+/// Version 2 replaced version 1's per-hop ChaCha20 payload layer with
+/// LIONESS; the header is unchanged. The version byte is covered by every
+/// hop's header MAC, so packets of the two versions cannot be mixed.
+pub const VERSION: u8 = 2;
 /// The most hops a packet can have.
 pub const MAX_HOPS: usize = 5;
 /// Bytes of routing information per hop.
@@ -66,7 +74,9 @@ const CMD_MAILBOX: u8 = 3;
 // KDF contexts: one per purpose (BLAKE3 derive_key domain separation).
 const KDF_HEADER_STREAM: &str = "leak.sphinx v1 2026-11 header stream";
 const KDF_HEADER_MAC: &str = "leak.sphinx v1 2026-11 header mac";
-const KDF_PAYLOAD_LAYER: &str = "leak.sphinx v1 2026-11 payload layer";
+// The payload layer's key is new in version 2 (a LIONESS key, no longer a
+// ChaCha20 key): a new context, so no key is used for both.
+const KDF_PAYLOAD_LAYER: &str = "leak.sphinx v2 2026-12 payload lioness";
 const KDF_PAYLOAD_AEAD: &str = "leak.sphinx v1 2026-11 payload aead";
 const KDF_REPLAY_TAG: &str = "leak.sphinx v1 2026-11 replay tag";
 const KDF_MAILBOX_ID: &str = "leak.mailbox v1 2026-11 id";
@@ -491,8 +501,10 @@ pub fn build_packet<R: CryptoRng + ?Sized>(
             max: MESSAGE_CAPACITY,
         }
     })?;
+    // Hop i decrypts with its layer key, so the client encrypts with the
+    // last hop's key first and the first hop's key last.
     for hop in keys.iter().rev() {
-        crypto::xor_keystream(&hop.payload_layer, payload.as_mut());
+        crypto::LionessKey::derive(&hop.payload_layer).encrypt(&mut payload);
     }
     Ok(assemble(&header, &payload))
 }
@@ -554,7 +566,7 @@ fn process_inner(packet: &[u8], secret: &MixSecret) -> Result<Processed, DropRea
 
     let mut payload = Box::new([0u8; PAYLOAD_LEN]);
     payload.copy_from_slice(&packet[HEADER_LEN..]);
-    crypto::xor_keystream(&keys.payload_layer, payload.as_mut());
+    crypto::LionessKey::derive(&keys.payload_layer).decrypt(&mut payload);
 
     match slot[RI_COMMAND] {
         CMD_RELAY => {

@@ -256,12 +256,15 @@ fn wrong_length_and_version_dropped() {
         &mut rng(2),
     )
     .unwrap();
-    let mut bytes = packet.as_bytes().to_vec();
-    bytes[0] = 2;
-    assert_eq!(
-        process_packet(&bytes, &node.secret),
-        Processed::Drop(DropReason::UnknownVersion)
-    );
+    // Version 1 (stream-cipher payload layers) and any later version.
+    for version in [1, leak_protocol::sphinx::VERSION + 1] {
+        let mut bytes = packet.as_bytes().to_vec();
+        bytes[0] = version;
+        assert_eq!(
+            process_packet(&bytes, &node.secret),
+            Processed::Drop(DropReason::UnknownVersion)
+        );
+    }
 }
 
 /// The last hop sees its own slot followed by bytes that look random whatever

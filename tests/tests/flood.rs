@@ -35,7 +35,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 fn garbage_packet() -> Packet {
     let mut bytes = vec![0u8; PACKET_LEN];
     rand::rng().fill_bytes(&mut bytes);
-    bytes[0] = 1;
+    bytes[0] = leak_protocol::sphinx::VERSION;
     bytes[1] = (unix_now() / 3600) as u8;
     Packet::from_bytes(&bytes).unwrap()
 }

@@ -99,6 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write("process_packet", &format!("intact_{selector}"), &[selector])?;
     }
     write("process_packet", "built", b"\x04\x03\x00\x01\x02hello")?;
+    // Selector 131 (top bit set, 131 % 5 == 1) tags the payload after the
+    // first hop and untags it before the exit: offset 3,400 (near the end,
+    // where a leak's padding is), then the tag.
+    let mut tag = vec![131u8, 0x0d, 0x48];
+    tag.extend_from_slice(b"sender #4711, first seen 02:40");
+    write("process_packet", "tagged", &tag)?;
 
     let seed = [0x42u8; 32];
     let descriptor = leak_protocol::directory::Descriptor {

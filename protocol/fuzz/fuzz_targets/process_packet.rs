@@ -5,7 +5,10 @@
 //! damages it at any link (XOR, sparse bit flips or a splice), then walks
 //! it down the rest of the path. A damaged header must be dropped by the hop
 //! that receives it, a damaged payload by the exit, and an undamaged packet
-//! must deliver. A last mode lets the fuzzer pick the path, delays, key hint,
+//! must deliver. A tagging mode XORs the fuzzer's bytes into the payload
+//! after the first hop and XORs them out again before the exit, as a
+//! colluding entry and exit would: any tag at all must be dropped by the
+//! exit. A last mode lets the fuzzer pick the path, delays, key hint,
 //! randomness and message, and checks that the packet arrives intact.
 
 #![no_main]
@@ -14,7 +17,7 @@ use std::sync::OnceLock;
 
 use leak_protocol::{
     DropReason, MixSecret, PACKET_LEN, Packet, Processed, build_packet, key_hint, process_packet,
-    sphinx::{HEADER_LEN, MAX_HOPS, MESSAGE_CAPACITY},
+    sphinx::{FinalPayload, HEADER_LEN, MAX_HOPS, MESSAGE_CAPACITY, PAYLOAD_LEN},
 };
 use leak_protocol_fuzz::{DetRng, Walk, nodes, path, walk};
 use libfuzzer_sys::{arbitrary::Unstructured, fuzz_target};
@@ -56,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match selector % 5 {
         0 => padded(rest),
+        1 if selector & 0x80 != 0 => tagged(rest),
         1..=3 => damaged(selector, rest),
         _ => built_by_fuzzer(rest),
     }
@@ -131,6 +135,43 @@ fn damaged(selector: u8, rest: &[u8]) {
         other => panic!(
             "link {link}, header changed {header_changed}, payload changed {payload_changed}: {other:?}"
         ),
+    }
+}
+
+/// A tag: the fuzzer's bytes XORed into the payload of the packet the
+/// first hop forwards and XORed out again before the exit processes it. The
+/// middle hop's LIONESS layer turns a tagged payload into noise the second
+/// XOR cannot repair, so the exit drops every tagged packet; with nothing
+/// XORed in, the packet delivers.
+fn tagged(rest: &[u8]) {
+    let [a, b, tail @ ..] = rest else {
+        return;
+    };
+    let offset = usize::from(u16::from_be_bytes([*a, *b])) % PAYLOAD_LEN;
+    // At most one byte per payload position, so no part of the tag cancels
+    // another.
+    let tag = &tail[..tail.len().min(PAYLOAD_LEN)];
+    let xor_tag = |packet: &mut [u8]| {
+        for (i, m) in tag.iter().enumerate() {
+            packet[HEADER_LEN + (offset + i) % PAYLOAD_LEN] ^= m;
+        }
+    };
+    let secrets = secrets();
+    let mut at_middle = links()[1].as_bytes().to_vec();
+    xor_tag(&mut at_middle);
+    let mut at_exit = match process_packet(&at_middle, secrets[1]) {
+        Processed::Forward(f) => f.packet.as_bytes().to_vec(),
+        other => panic!("the middle hop did not forward an intact header: {other:?}"),
+    };
+    xor_tag(&mut at_exit);
+    let is_tagged = tag.iter().any(|&m| m != 0);
+    match process_packet(&at_exit, secrets[2]) {
+        Processed::Drop(DropReason::PayloadIntegrity) if is_tagged => {}
+        Processed::Final(f) if !is_tagged => match f.payload {
+            FinalPayload::Exit { message } => assert_eq!(&message[..], MESSAGE),
+            FinalPayload::Mailbox { .. } => panic!("the exit hop found a mailbox"),
+        },
+        other => panic!("tagged {is_tagged}: the exit gave {other:?}"),
     }
 }
 
