@@ -486,6 +486,12 @@ impl Config {
             self.mailbox.ttl_secs <= 366 * 86_400,
             "mailbox.ttl_secs must be at most a year"
         );
+        // A relay holds a packet for the delay its header asks, never more
+        // than the federation allows any hop to ask.
+        ensure!(
+            self.limits.max_delay_ms <= federation::MAX_HOP_DELAY_MS,
+            "limits.max_delay_ms must be at most 600000 (the federation's cap on one hop's delay)"
+        );
         ensure!(
             !self.node.listen.is_empty(),
             "node.listen must name at least one address"
