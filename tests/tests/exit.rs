@@ -228,6 +228,9 @@ async fn refusals_name_their_rule() {
         assert_eq!(rule, expected, "{reason}");
         assert!(!reason.is_empty());
     }
+    // Refused without a trace: invalid leaks cost the exit no write.
+    let counts = fed.exit.node.exit().unwrap().counts().unwrap();
+    assert_eq!(counts.states.get("invalid"), None, "{:?}", counts.states);
 
     // A stamp made for another exit.
     let (packet, sent) = sender.build_raw(&fed, |id, block| {

@@ -202,19 +202,15 @@ impl Exit {
                 self.count(Intake::Unanswerable);
                 return Ok(());
             }
+            // No client of ours sends one, and its stamp cannot be checked
+            // (the recipient may not even parse): refused, with nothing
+            // read or stored. A copy sent again is refused the same way.
             Err(LeakDecodeError::Invalid {
                 message_id,
                 reply_block,
                 error,
             }) => {
-                let (key, known) = self.locate(&message_id)?;
-                if let Known::Done(done) = known {
-                    self.count(Intake::Duplicate);
-                    self.answer(*reply_block, message_id, done.outcome, hold);
-                    return Ok(());
-                }
                 let outcome = refused(invalid_rule(&error), &error.to_string());
-                self.record(key, outcome.clone(), EndState::Invalid)?;
                 self.count(Intake::Invalid);
                 self.answer(*reply_block, message_id, outcome, hold);
                 return Ok(());
