@@ -134,6 +134,10 @@ pub struct AgentConfig {
     /// published traffic says its leaks would hide among fewer senders, it
     /// lengthens the per-hop delay (up to what relays accept). 0: never.
     pub min_anonymity_set: u32,
+    /// How many whole days `leak status` keeps listing a leak that ended
+    /// (its outcome, the day, the redacted recipient; never its message
+    /// id), then forgets it. 0: at the next `leak status` or agent tick.
+    pub forget_ended_after_days: u32,
 }
 
 /// `[directory]`
@@ -252,6 +256,7 @@ impl Default for AgentConfig {
             retransmit_min_wait_secs: 3600,
             retransmit_spread_secs: 3 * 3600,
             min_anonymity_set: crate::estimate::DEFAULT_MIN_SET as u32,
+            forget_ended_after_days: 7,
         }
     }
 }

@@ -13,7 +13,7 @@ use leak_client::{
     agent::ipc::{self, AgentStatus, IpcError, Request, Response},
     directory::format_age,
     send::unix_ms,
-    state::{Finished, LeakRecord, StateDir, outcome_name},
+    state::{EndedRecord, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
 };
 use leak_protocol::{Outcome, Recipient, Relationship};
 use serde_json::json;
@@ -108,10 +108,10 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             eprintln!("anonymity: {}", agent.anonymity_note);
         }
     }
-    let record = wait_for_receipt(state, &message_id)?;
+    let (record, ended) = wait_for_receipt(state, &message_id)?;
     let attempts = record.attempts.iter().filter(|a| a.sent).count();
-    let (name, rule, reason, status, line) = match record.outcome.as_ref().map(|o| &o.result) {
-        Some(Finished::Receipt { receipt }) => {
+    let (name, rule, reason, status, line) = match &ended.result {
+        Finished::Receipt { receipt } => {
             let (status, line) = describe(receipt, &record.exit.domain);
             let (rule, reason) = match receipt {
                 Outcome::Refused { rule, reason } => (Some(rule.clone()), Some(reason.clone())),
@@ -119,7 +119,7 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             };
             (outcome_name(receipt), rule, reason, status, line)
         }
-        _ => (
+        Finished::NoReceipt => (
             "no_receipt",
             None,
             None,
@@ -163,13 +163,24 @@ fn leaves_in(release_at_ms: u64, now_ms: u64) -> String {
     }
 }
 
-/// Watches the leak's record (the agent writes it) until it is finished.
-fn wait_for_receipt(state: &StateDir, id: &str) -> anyhow::Result<LeakRecord> {
+/// Watches the leak's record (the agent writes it) until it ends: the
+/// record as last seen pending (for the attempts and the exit, which the
+/// summary does not keep) and the summary it left.
+fn wait_for_receipt(state: &StateDir, id: &str) -> anyhow::Result<(LeakRecord, EndedRecord)> {
     let mut checks = 0u32;
+    let mut record = state.load(id)?;
     loop {
-        let record = state.load(id)?;
-        if !record.is_pending() {
-            return Ok(record);
+        match state.load(id) {
+            Ok(now) => record = now,
+            Err(e) if e.is::<UnknownLeak>() => {
+                if let Some(ended) = state.load_ended(&record.label)? {
+                    return Ok((record, ended));
+                }
+                anyhow::bail!(
+                    "the leak ended and its summary is already forgotten (agent.forget_ended_after_days)"
+                );
+            }
+            Err(e) => return Err(e),
         }
         checks += 1;
         if checks.is_multiple_of(20) && !ipc::running(state.root()) {

@@ -37,7 +37,10 @@ use leak_client::{
     progress::Progress,
     receipts,
     send::{self, Draft, SendError, SendOptions, SendOutcome, unix_ms},
-    state::{BadMessageId, Finished, LeakRecord, StateDir, UnknownLeak, outcome_name},
+    state::{
+        BadMessageId, EndedRecord, Finished, LeakRecord, StateDir, UnknownLeak, day_to_date,
+        outcome_name,
+    },
     text::{self, TextSourceError},
 };
 use leak_net::peer_id_of;
@@ -656,6 +659,8 @@ fn status(
     };
     apply_bind(&mut config, bind)?;
     let state = StateDir::open(&paths.state_dir)?;
+    let keep_days = config.agent.forget_ended_after_days;
+    state.forget_ended(unix_ms(), keep_days)?;
     let mut records: Vec<LeakRecord> = match &message_id {
         Some(id) => vec![state.load(id)?],
         None => {
@@ -667,6 +672,9 @@ fn status(
         }
     };
     let mut notes = Vec::new();
+    // What ends here: summaries for the listing, ids to drop from it.
+    let mut ended_now: Vec<EndedRecord> = Vec::new();
+    let mut ended_ids: Vec<String> = Vec::new();
     // A running agent fetches its mailbox itself, on its own schedule: a
     // fetch from here would say when a receipt is awaited. The mailboxes
     // of other sent leaks (`--direct`, or the agent's while it is stopped)
@@ -682,11 +690,15 @@ fn status(
         let timeout = Duration::from_secs(config.network.connect_timeout_secs);
         runtime()?.block_on(async {
             let peer = config.network.peer()?;
-            for record in records.iter_mut().filter(|r| fetchable(r)) {
+            for record in records.iter().filter(|r| fetchable(r)) {
                 let found = receipts::poll(&peer, record, timeout).await;
                 if let Some(outcome) = found.outcome {
-                    record.finish(Finished::Receipt { receipt: outcome }, unix_ms());
-                    state.save(record)?;
+                    ended_now.push(state.end(
+                        record,
+                        Finished::Receipt { receipt: outcome },
+                        unix_ms(),
+                    )?);
+                    ended_ids.push(record.message_id.clone());
                     continue;
                 }
                 let last_ms = record
@@ -697,8 +709,8 @@ fn status(
                     .max()
                     .unwrap_or(record.created_at_ms);
                 if unix_ms().saturating_sub(last_ms) > MAILBOX_TTL_MS {
-                    record.finish(Finished::NoReceipt, unix_ms());
-                    state.save(record)?;
+                    ended_now.push(state.end(record, Finished::NoReceipt, unix_ms())?);
+                    ended_ids.push(record.message_id.clone());
                 } else if !found.errors.is_empty() {
                     notes.push(format!(
                         "{}: {}",
@@ -710,26 +722,43 @@ fn status(
             anyhow::Ok(())
         })?;
     }
+    records.retain(|r| !ended_ids.contains(&r.message_id));
+    // One leak asked for: only what became of it here. The listing: every
+    // summary still kept.
+    let ended = match &message_id {
+        Some(_) => ended_now,
+        None => {
+            let (ended, errors) = state.list_ended()?;
+            for e in errors {
+                eprintln!("leak: {e}");
+            }
+            ended.into_iter().map(|(_, summary)| summary).collect()
+        }
+    };
     if json {
-        let list: Vec<serde_json::Value> = records.iter().map(record_json).collect();
+        let list: Vec<serde_json::Value> = records
+            .iter()
+            .map(record_json)
+            .chain(ended.iter().map(ended_json))
+            .collect();
         match message_id {
             Some(_) => println!("{}", list.into_iter().next().unwrap_or_default()),
             None => println!("{}", serde_json::Value::Array(list)),
         }
-    } else if records.is_empty() {
-        if let Some(agent) = &agent {
-            handoff::print_agent(agent);
-        }
-        println!("No leaks sent yet.");
     } else {
         if let Some(agent) = &agent {
             handoff::print_agent(agent);
         }
+        if records.is_empty() && ended.is_empty() {
+            println!("No leaks sent yet.");
+        }
         let now = unix_ms();
-        println!(
-            "{:<32} {:>8} {:<24} {:<16} {:>3}  STATE",
-            "MESSAGE ID", "AGE", "TO", "EXIT", "TRY"
-        );
+        if !records.is_empty() {
+            println!(
+                "{:<32} {:>8} {:<24} {:<16} {:>3}  STATE",
+                "MESSAGE ID", "AGE", "TO", "EXIT", "TRY"
+            );
+        }
         for r in &records {
             println!(
                 "{:<32} {:>8} {:<24} {:<16} {:>3}  {}",
@@ -743,6 +772,18 @@ fn status(
                     .and_then(|a| handoff::queued_line(a, r))
                     .unwrap_or_else(|| state_line(r))
             );
+        }
+        if !ended.is_empty() {
+            println!("Ended (listed for {keep_days} day(s), without message ids, exits or times):");
+            println!("{:<10}  {:<24}  OUTCOME", "ENDED", "TO");
+            for e in &ended {
+                println!(
+                    "{:<10}  {:<24}  {}",
+                    day_to_date(e.ended_day),
+                    e.recipient,
+                    ended_line(e)
+                );
+            }
         }
     }
     for note in notes {
@@ -760,21 +801,24 @@ fn status(
     Ok(Status::Ok)
 }
 
-fn record_json(record: &LeakRecord) -> serde_json::Value {
-    let (outcome, rule, reason) = match &record.outcome {
+/// `outcome`, `rule` and `reason` of the JSON output.
+fn outcome_fields(result: Option<&Finished>) -> (String, Option<String>, Option<String>) {
+    match result {
         None => ("pending".to_owned(), None, None),
-        Some(done) => match &done.result {
-            Finished::NoReceipt => ("no_receipt".to_owned(), None, None),
-            Finished::Receipt { receipt } => match receipt {
-                Outcome::Refused { rule, reason } => (
-                    "refused".to_owned(),
-                    Some(rule.clone()),
-                    Some(reason.clone()),
-                ),
-                other => (outcome_name(other).to_owned(), None, None),
-            },
+        Some(Finished::NoReceipt) => ("no_receipt".to_owned(), None, None),
+        Some(Finished::Receipt { receipt }) => match receipt {
+            Outcome::Refused { rule, reason } => (
+                "refused".to_owned(),
+                Some(rule.clone()),
+                Some(reason.clone()),
+            ),
+            other => (outcome_name(other).to_owned(), None, None),
         },
-    };
+    }
+}
+
+fn record_json(record: &LeakRecord) -> serde_json::Value {
+    let (outcome, rule, reason) = outcome_fields(record.outcome.as_ref().map(|o| &o.result));
     json!({
         "message_id": record.message_id,
         "recipient": record.recipient,
@@ -787,4 +831,25 @@ fn record_json(record: &LeakRecord) -> serde_json::Value {
         "reason": reason,
         "finished_at_ms": record.outcome.as_ref().map(|o| o.at_ms),
     })
+}
+
+/// An ended leak: only what its summary keeps (`message_id` is null).
+fn ended_json(ended: &EndedRecord) -> serde_json::Value {
+    let (outcome, rule, reason) = outcome_fields(Some(&ended.result));
+    json!({
+        "message_id": null,
+        "recipient": ended.recipient,
+        "outcome": outcome,
+        "rule": rule,
+        "reason": reason,
+        "ended_on": day_to_date(ended.ended_day),
+    })
+}
+
+/// The outcome column of an ended leak.
+fn ended_line(ended: &EndedRecord) -> String {
+    match &ended.result {
+        Finished::NoReceipt => "failed: no receipt".to_owned(),
+        Finished::Receipt { receipt } => describe(receipt, "the exit").1,
+    }
 }

@@ -38,7 +38,8 @@ use crate::{
     receipts,
     retransmit::Retransmit,
     state::{
-        AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, redact_recipient,
+        AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, new_label,
+        redact_recipient,
     },
 };
 
@@ -173,6 +174,7 @@ pub async fn send(
             domain: exit_info.domain.clone(),
         },
         created_at_ms: unix_ms(),
+        label: new_label(),
         attempts: Vec::new(),
         outcome: None,
     };
@@ -308,8 +310,7 @@ pub async fn send(
         state.remove(&record.message_id)?;
         return Err(SendError::Unreachable(last_error));
     }
-    record.finish(Finished::NoReceipt, unix_ms());
-    state.save(&record)?;
+    state.end(&record, Finished::NoReceipt, unix_ms())?;
     progress.finish();
     Ok(SendReport {
         message_id,
@@ -338,19 +339,19 @@ fn current_sent(record: &LeakRecord) -> bool {
 
 fn finish(
     state: &StateDir,
-    mut record: LeakRecord,
+    record: LeakRecord,
     outcome: Outcome,
     exit_domain: String,
 ) -> Result<SendReport, SendError> {
     let attempts = u32::try_from(record.attempts.len()).unwrap_or(u32::MAX);
     let message_id = record.id()?;
-    record.finish(
+    state.end(
+        &record,
         Finished::Receipt {
             receipt: outcome.clone(),
         },
         unix_ms(),
-    );
-    state.save(&record)?;
+    )?;
     Ok(SendReport {
         message_id,
         outcome: SendOutcome::Receipt(outcome),
@@ -361,7 +362,8 @@ fn finish(
 
 /// Waits up to `window` for a receipt to any attempt of `record`, fetching
 /// the mailboxes from when a receipt could first be there. A receipt that
-/// `leak status` fetched meanwhile (it is then in the stored record) counts.
+/// `leak status` fetched meanwhile (it then ended the leak: its summary is
+/// under the record's label) counts.
 async fn wait(
     peer: &Peer,
     state: &StateDir,
@@ -394,9 +396,8 @@ async fn wait(
                     found.errors.join("; ")
                 ));
             }
-            if let Ok(stored) = state.load(&record.message_id)
-                && let Some(done) = &stored.outcome
-                && let Finished::Receipt { receipt } = &done.result
+            if let Ok(Some(ended)) = state.load_ended(&record.label)
+                && let Finished::Receipt { receipt } = &ended.result
             {
                 return Ok(Some(receipt.clone()));
             }

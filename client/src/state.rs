@@ -3,18 +3,34 @@
 //! ```text
 //! STATE_DIR/               mode 0700
 //!   directory.json         the last verified directory fetched, with its time
-//!   leaks/ID.json          one leak: pending or finished (mode 0600)
+//!   leaks/ID.json          one pending leak (mode 0600)
+//!   ended/LABEL.json       what is left of a leak that ended (mode 0600)
 //! ```
 //!
-//! A leak's record holds what `leak status` needs to fetch a receipt that
-//! arrives after `leak send` stopped waiting: for each attempt, the mailbox
-//! node, the mailbox capability and the reply keys (secrets: whoever holds
-//! them can read the receipt, so the files are 0600 and the secrets are
-//! erased once the leak is finished). It never holds the message text, and
-//! the recipient only in a redacted form (`a…@example.com`) for the sender's
-//! own listing. Every file is written to a temporary name, synced and
-//! renamed over the old one, so a crash leaves the old or the new version,
-//! never a torn one.
+//! A pending leak's record holds what `leak status` needs to fetch a receipt
+//! that arrives after `leak send` stopped waiting: for each attempt, the
+//! mailbox node, the mailbox capability and the reply keys (secrets: whoever
+//! holds them can read the receipt, so the files are 0600). It never holds
+//! the message text, and the recipient only in a redacted form
+//! (`a…@example.com`) for the sender's own listing.
+//!
+//! **Nothing that matches.** The message id, the exit and the send times are
+//! what would tie a seized laptop to an exit's records or to a delivered
+//! email, so they are kept only while the leak is pending. When it ends
+//! (a receipt, or given up), [`StateDir::end`] replaces the record with an
+//! [`EndedRecord`]: the outcome, the UTC day it ended and the redacted
+//! recipient, which is all `leak status` shows of it, under a random label
+//! drawn when the leak was created (never derived from the id). Summaries
+//! are deleted after `[agent] forget_ended_after_days` whole days
+//! ([`StateDir::forget_ended`]). The end is two steps that each leave a
+//! whole file: the record is first replaced in place by its summary (from
+//! then on no file holds the id), then renamed into `ended/`; a crash
+//! between the two is finished when the directory is next opened. Records
+//! of finished leaks written by versions that kept them are ended the same
+//! way.
+//!
+//! Every file is written to a temporary name, synced and renamed over the
+//! old one, so a crash leaves the old or the new version, never a torn one.
 
 use std::{
     fs,
@@ -50,8 +66,63 @@ pub struct LeakRecord {
     pub created_at_ms: u64,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
-    /// How it ended; `None` while pending.
+    /// The name of the summary the leak leaves when it ends
+    /// (`ended/LABEL.json`): random, so that the summary cannot be matched
+    /// to the message id. Empty in records of older versions (one is drawn
+    /// when such a leak ends).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// How it ended. Only records written by versions that kept finished
+    /// leaks have one: [`StateDir::open`] ends such a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<FinalRecord>,
+}
+
+/// What is left of a leak once it ended: what `leak status` shows, and
+/// nothing that matches the leak elsewhere (no message id, no exit, no send
+/// times).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndedRecord {
+    /// The recipient, redacted ([`redact_recipient`]).
+    pub recipient: String,
+    /// The UTC day the leak ended, in days since 1970-01-01: coarse, so it
+    /// does not line up with an exit's delivery time.
+    pub ended_day: u64,
+    /// What happened.
+    pub result: Finished,
+}
+
+/// An ended leak's summary with its label (the file's name).
+pub type LabelledSummary = (String, EndedRecord);
+
+/// Milliseconds in a day.
+const DAY_MS: u64 = 86_400_000;
+
+/// A fresh random label for a leak's summary ([`LeakRecord::label`]).
+pub fn new_label() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Whether `label` is one [`new_label`] could have drawn (it becomes a file
+/// name).
+fn is_label(label: &str) -> bool {
+    label.len() == 32 && label.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `2026-12-05` for a day counted from 1970-01-01 (the proleptic Gregorian
+/// calendar, Howard Hinnant's `civil_from_days`).
+pub fn day_to_date(day: u64) -> String {
+    let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The exit a leak goes to.
@@ -220,14 +291,6 @@ impl LeakRecord {
     pub fn is_pending(&self) -> bool {
         self.outcome.is_none()
     }
-
-    /// Records how the leak ended and erases the secrets it no longer needs.
-    pub fn finish(&mut self, result: Finished, at_ms: u64) {
-        self.outcome = Some(FinalRecord { at_ms, result });
-        for attempt in &mut self.attempts {
-            attempt.secrets = None;
-        }
-    }
 }
 
 /// Parses a message id in hex.
@@ -255,12 +318,137 @@ pub fn redact_recipient(address: &str) -> String {
 
 impl StateDir {
     /// The state directory at `root`, created (mode 0700) if missing.
+    /// Ends what a crash or an older version left half-ended (see the
+    /// module doc).
     pub fn open(root: &Path) -> anyhow::Result<Self> {
         create_private_dir(root)?;
         create_private_dir(&root.join("leaks"))?;
-        Ok(Self {
+        create_private_dir(&root.join("ended"))?;
+        let state = Self {
             root: root.to_path_buf(),
-        })
+        };
+        state.settle()?;
+        Ok(state)
+    }
+
+    /// Moves summaries a crash left under a leak's id into `ended/`, and
+    /// ends finished records of older versions.
+    fn settle(&self) -> anyhow::Result<()> {
+        for id in self.ids()? {
+            let path = self.leak_path(&id);
+            let Ok(bytes) = fs::read(&path).map(Zeroizing::new) else {
+                continue;
+            };
+            if serde_json::from_slice::<EndedRecord>(&bytes).is_ok() {
+                self.move_to_ended(&path, &new_label())?;
+            } else if let Ok(record) = serde_json::from_slice::<LeakRecord>(&bytes)
+                && let Some(done) = record.outcome.clone()
+            {
+                self.end(&record, done.result, done.at_ms)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ended_path(&self, label: &str) -> PathBuf {
+        self.root.join("ended").join(format!("{label}.json"))
+    }
+
+    fn move_to_ended(&self, from: &Path, label: &str) -> anyhow::Result<()> {
+        let to = self.ended_path(label);
+        fs::rename(from, &to).with_context(|| format!("cannot move {}", from.display()))?;
+        durable::sync_dir(&self.root.join("leaks"))
+            .and_then(|()| durable::sync_dir(&self.root.join("ended")))
+            .context("cannot sync the state directory")
+    }
+
+    /// Ends a leak: its record is replaced by its [`EndedRecord`], which is
+    /// returned. From then on nothing in the state directory holds the
+    /// message id, the exit, the send times or the reply keys.
+    pub fn end(
+        &self,
+        record: &LeakRecord,
+        result: Finished,
+        now_ms: u64,
+    ) -> anyhow::Result<EndedRecord> {
+        parse_message_id(&record.message_id)?;
+        let summary = EndedRecord {
+            recipient: record.recipient.clone(),
+            ended_day: now_ms / DAY_MS,
+            result,
+        };
+        let label = if is_label(&record.label) {
+            record.label.clone()
+        } else {
+            new_label()
+        };
+        let json = serde_json::to_vec_pretty(&summary).context("encoding a leak's summary")?;
+        let path = self.leak_path(&record.message_id);
+        // In place first: a crash before the rename leaves a whole summary
+        // (which `settle` moves), never a record half gone.
+        write_atomically(&path, &json)?;
+        self.move_to_ended(&path, &label)?;
+        Ok(summary)
+    }
+
+    /// The summary a leak with this label left, if it ended (and is not
+    /// forgotten yet).
+    pub fn load_ended(&self, label: &str) -> anyhow::Result<Option<EndedRecord>> {
+        if !is_label(label) {
+            return Ok(None);
+        }
+        let path = self.ended_path(label);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Every ended leak's summary, oldest first, with its label.
+    /// Unreadable ones are reported, not fatal.
+    pub fn list_ended(&self) -> anyhow::Result<(Vec<LabelledSummary>, Vec<String>)> {
+        let dir = self.root.join("ended");
+        let mut ended = Vec::new();
+        let mut errors = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let name = entry?.file_name();
+            let Some(label) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            match self.load_ended(label) {
+                Ok(Some(summary)) => ended.push((label.to_owned(), summary)),
+                Ok(None) => {}
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        ended.sort_by_key(|(_, s)| s.ended_day);
+        Ok((ended, errors))
+    }
+
+    /// Deletes the summaries of leaks that ended `keep_days` or more whole
+    /// days before `now_ms` (0: every summary). Returns how many.
+    pub fn forget_ended(&self, now_ms: u64, keep_days: u32) -> anyhow::Result<usize> {
+        let today = now_ms / DAY_MS;
+        let (ended, _) = self.list_ended()?;
+        let mut forgotten = 0;
+        for (label, summary) in ended {
+            if summary.ended_day + u64::from(keep_days) <= today {
+                let path = self.ended_path(&label);
+                match fs::remove_file(&path) {
+                    Ok(()) => forgotten += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => anyhow::bail!("cannot remove {}: {e}", path.display()),
+                }
+            }
+        }
+        if forgotten > 0 {
+            durable::sync_dir(&self.root.join("ended"))
+                .context("cannot sync the state directory")?;
+        }
+        Ok(forgotten)
     }
 
     /// The directory itself.
@@ -360,9 +548,11 @@ impl StateDir {
 #[error("{0:?} is not a message id (32 hex digits, or at least the first 4)")]
 pub struct BadMessageId(pub String);
 
-/// No stored leak has this id.
+/// No pending leak has this id (an ended one is kept without it).
 #[derive(Debug, thiserror::Error)]
-#[error("no leak {0} in the state directory")]
+#[error(
+    "no leak {0} in the state directory (a leak that ended is kept without its id: `leak status` lists it)"
+)]
 pub struct UnknownLeak(pub String);
 
 /// Creates `dir` with mode 0700 if it does not exist.
@@ -411,6 +601,7 @@ mod tests {
                 domain: "leak.test".into(),
             },
             created_at_ms: u64::from(id),
+            label: String::new(),
             attempts: vec![AttemptRecord {
                 sent_at_ms: 5,
                 path_delay_ms: 600,
@@ -441,28 +632,150 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(!text.contains("alice"), "the recipient is redacted");
 
-        // Finishing erases the secrets.
-        a.finish(
-            Finished::Receipt {
-                receipt: Outcome::Refused {
-                    rule: "threat.direct".into(),
-                    reason: "no".into(),
-                },
-            },
-            10,
-        );
-        state.save(&a).unwrap();
-        let loaded = state.load(&a.message_id[..8]).unwrap();
-        assert_eq!(loaded, a);
-        assert!(loaded.attempts.iter().all(|t| t.secrets.is_none()));
-        assert!(!fs::read_to_string(&path).unwrap().contains("reply_keys"));
-
         let (all, errors) = state.list().unwrap();
         assert_eq!(all.len(), 2);
         assert!(errors.is_empty());
         assert_eq!(all[0].message_id, a.message_id, "oldest first");
         // No temporary files left behind.
         assert_eq!(fs::read_dir(state.root().join("leaks")).unwrap().count(), 2);
+
+        // Ending leaves the summary only, under the label.
+        a.label = new_label();
+        state.save(&a).unwrap();
+        let refused = Finished::Receipt {
+            receipt: Outcome::Refused {
+                rule: "threat.direct".into(),
+                reason: "no".into(),
+            },
+        };
+        let summary = state.end(&a, refused.clone(), 3 * DAY_MS + 5).unwrap();
+        assert_eq!(summary.ended_day, 3);
+        assert!(!path.exists());
+        assert!(state.load(&a.message_id).unwrap_err().is::<UnknownLeak>());
+        assert_eq!(state.load_ended(&a.label).unwrap(), Some(summary.clone()));
+        assert_eq!(mode(&state.ended_path(&a.label)), 0o600);
+        let (ended, errors) = state.list_ended().unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(ended, vec![(a.label.clone(), summary)]);
+        assert_eq!(state.list().unwrap().0.len(), 1, "the other is pending");
+    }
+
+    /// Every byte of every file under `dir`.
+    fn all_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(all_bytes(&path));
+            } else {
+                out.extend(fs::read(&path).unwrap());
+                out.extend(path.file_name().unwrap().as_encoded_bytes());
+            }
+        }
+        out
+    }
+
+    fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// After a leak ends, no file (name or contents) holds its message id
+    /// (in hex or raw), its exit, its mailbox node or its send times.
+    #[test]
+    fn an_ended_leak_leaves_nothing_that_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut a = record(0x5a);
+        a.label = new_label();
+        a.attempts[0].sent_at_ms = 1_764_900_000_123;
+        state.save(&a).unwrap();
+        let before = all_bytes(dir.path());
+        let id = a.id().unwrap();
+        assert!(holds(&before, a.message_id.as_bytes()), "the scan can fail");
+        state
+            .end(&a, Finished::NoReceipt, 1_764_900_100_000)
+            .unwrap();
+        let after = all_bytes(dir.path());
+        for needle in [
+            a.message_id.as_bytes(),
+            &id.0[..],
+            a.exit.peer.as_bytes(),
+            a.exit.domain.as_bytes(),
+            a.attempts[0].mailbox_peer.as_bytes(),
+            b"1764900000123",
+            b"1764900100000",
+            b"reply_keys",
+        ] {
+            assert!(
+                !holds(&after, needle),
+                "{:?} is still there",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        assert!(holds(&after, "a…@example.com".as_bytes()));
+    }
+
+    /// A crash between the two steps of an end leaves a summary under the
+    /// id; opening the directory finishes the move. A finished record of an
+    /// older version is ended when the directory is opened.
+    #[test]
+    fn half_ended_and_old_finished_records_are_ended_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let a = record(1);
+        let summary = EndedRecord {
+            recipient: a.recipient.clone(),
+            ended_day: 9,
+            result: Finished::NoReceipt,
+        };
+        write_atomically(
+            &state.leak_path(&a.message_id),
+            &serde_json::to_vec(&summary).unwrap(),
+        )
+        .unwrap();
+        let mut old = record(2);
+        old.outcome = Some(FinalRecord {
+            at_ms: 10 * DAY_MS,
+            result: Finished::Receipt {
+                receipt: Outcome::Delivered,
+            },
+        });
+        state.save(&old).unwrap();
+        state.save(&record(3)).unwrap();
+
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.ids().unwrap(), vec![record(3).message_id]);
+        let (ended, errors) = state.list_ended().unwrap();
+        assert!(errors.is_empty());
+        let days: Vec<u64> = ended.iter().map(|(_, s)| s.ended_day).collect();
+        assert_eq!(days, vec![9, 10]);
+        assert!(!holds(&all_bytes(dir.path()), old.message_id.as_bytes()));
+    }
+
+    #[test]
+    fn summaries_are_forgotten_after_the_days_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        for (id, day) in [(1, 10), (2, 12), (3, 16)] {
+            state
+                .end(&record(id), Finished::NoReceipt, day * DAY_MS + 1)
+                .unwrap();
+        }
+        // Day 17, seven days kept: the one of day 10 goes.
+        assert_eq!(state.forget_ended(17 * DAY_MS, 7).unwrap(), 1);
+        assert_eq!(state.list_ended().unwrap().0.len(), 2);
+        assert_eq!(state.forget_ended(17 * DAY_MS, 7).unwrap(), 0);
+        assert_eq!(state.forget_ended(19 * DAY_MS + 5, 7).unwrap(), 1);
+        assert_eq!(state.forget_ended(19 * DAY_MS, 0).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("ended")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dates_of_days() {
+        assert_eq!(day_to_date(0), "1970-01-01");
+        assert_eq!(day_to_date(59), "1970-03-01");
+        assert_eq!(day_to_date(11_016), "2000-02-29");
+        assert_eq!(day_to_date(1_764_892_800_000 / DAY_MS), "2025-12-05");
     }
 
     fn keys_like(secrets: &AttemptSecrets) -> ReplyKeys {

@@ -293,7 +293,21 @@ fn a_leak_through_postfix_and_what_each_node_knows() {
         ("client public key (bytes)".into(), key.to_vec()),
         ("client public key (hex)".into(), hex(&key).into_bytes()),
     ]);
+    // The message id the sender's client chose (and showed): the exit
+    // keys its records by a value of its own and never logs it.
+    let message_id = json
+        .split(r#""message_id":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let message_id_bytes: Vec<u8> = (0..message_id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&message_id[i..i + 2], 16).unwrap())
+        .collect();
     let leak_needles = Needles(vec![
+        ("message id".into(), message_id.clone().into_bytes()),
+        ("message id (bytes)".into(), message_id_bytes.clone()),
         ("recipient".into(), recipient.as_bytes().to_vec()),
         ("recipient's local part".into(), b"frank.quietly".to_vec()),
         ("text".into(), text.as_bytes().to_vec()),
@@ -350,6 +364,29 @@ fn a_leak_through_postfix_and_what_each_node_knows() {
     }
     eprintln!("{}", report.join("\n"));
     assert!(violations.is_empty(), "{}", violations.join("\n"));
+
+    // The leak ended (delivered): the sender's state directory keeps its
+    // outcome, not its id.
+    let mut state_files = Vec::new();
+    let mut dirs = vec![sender.home.join("state")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes.extend(path.file_name().unwrap().as_encoded_bytes());
+                state_files.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    let id_needles = Needles(vec![
+        ("message id".into(), message_id.into_bytes()),
+        ("message id (bytes)".into(), message_id_bytes),
+    ]);
+    let kept = id_needles.found_in(&state_files);
+    assert!(kept.is_empty(), "the sender's state keeps {kept:?}");
 
     let in_email = client_needles.found_in(&[
         ("headers".into(), mail.header_bytes().to_vec()),

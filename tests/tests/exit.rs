@@ -122,7 +122,38 @@ async fn delivers_once_and_answers_every_copy() {
     let exit = fed.exit.node.exit().unwrap();
     let counts = exit.counts().unwrap();
     assert_eq!(counts.states.get("delivered"), Some(&1));
+    let data_dir = fed.dir.join("exit");
     fed.shutdown().await;
+    // Nothing that matches: the exit deduplicates by a key of its own, so
+    // no file of its data directory (the database included, freed pages
+    // and all) holds the id the sender's client knows, as bytes or in hex.
+    let holding = files_holding(&data_dir, &[&sent.id.0, sent.id.to_string().as_bytes()]);
+    assert!(
+        holding.is_empty(),
+        "the exit keeps the message id in {holding:?}"
+    );
+    assert!(
+        !files_holding(&data_dir, &[b"karaoke"]).is_empty(),
+        "the scan finds what is there (the delivered email)"
+    );
+}
+
+/// The files under `dir` (recursively) whose bytes hold any of `needles`.
+fn files_holding(dir: &std::path::Path, needles: &[&[u8]]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needles));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == *n))
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +228,9 @@ async fn refusals_name_their_rule() {
         assert_eq!(rule, expected, "{reason}");
         assert!(!reason.is_empty());
     }
+    // Refused without a trace: invalid leaks cost the exit no write.
+    let counts = fed.exit.node.exit().unwrap().counts().unwrap();
+    assert_eq!(counts.states.get("invalid"), None, "{:?}", counts.states);
 
     // A stamp made for another exit.
     let (packet, sent) = sender.build_raw(&fed, |id, block| {
@@ -469,8 +503,9 @@ async fn paused_delivery_keeps_leaks_queued() {
 }
 
 /// A queued leak whose text is gone from the spool (the file restored from
-/// an old backup, a failed disk) is not retried for ever: its sender is
-/// told `Bounced`, the operator sees it as `lost`, and nothing is sent.
+/// an old backup, a failed disk) is not retried for ever: the operator
+/// sees it as `lost`, nothing is sent, and its sender's retransmission is
+/// answered `Bounced`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leak_lost_from_the_spool_bounces() {
     let dir = tempfile::tempdir().unwrap();
@@ -494,8 +529,22 @@ async fn a_leak_lost_from_the_spool_bounces() {
     let len = std::fs::metadata(&spool).unwrap().len();
     std::fs::write(&spool, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
     exit.set_paused(false);
+    wait_until(Duration::from_secs(30), "the leak lost", || {
+        let lost = exit.counts().unwrap().states.get("lost") == Some(&1);
+        async move { lost }
+    })
+    .await;
+    // The spool was the only place of the sender's id (the exit keys its
+    // records by a value of its own): the retransmission, with its id, is
+    // answered.
+    let draft = Draft {
+        id: Some(sent.id),
+        ..Draft::new("hal@example.org", "I lied to you.")
+    };
+    let (packet, resent) = sender.build(&fed, (1, 0), &draft);
+    sender.send(&fed, 1, packet).await;
     assert_eq!(
-        sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
+        sender.receipt(&resent, RECEIPT).await.unwrap().outcome,
         Outcome::Bounced
     );
     assert_eq!(exit.counts().unwrap().states.get("lost"), Some(&1));

@@ -42,7 +42,8 @@ use crate::{
     path::{self, MAX_HOPS, MIN_HOPS},
     send::unix_ms,
     state::{
-        AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, redact_recipient,
+        AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, UnknownLeak,
+        new_label, redact_recipient,
     },
 };
 
@@ -197,9 +198,11 @@ impl Agent {
         for entry in entries {
             let Some(id) = entry.id() else { continue };
             let keys = match self.state.load(&entry.message_id) {
-                // Finished while the agent was away (`leak status` fetched
-                // the receipt): only the text is left to forget.
-                Ok(record) if !record.is_pending() => {
+                // Ended while the agent was away (`leak status` fetched the
+                // receipt), or just before it stopped: only the text is
+                // left to forget. (A record is stored before its outbox
+                // entry, so a missing one means ended.)
+                Err(e) if e.is::<UnknownLeak>() => {
                     self.outbox.remove(&entry.message_id)?;
                     continue;
                 }
@@ -260,6 +263,8 @@ impl Agent {
         if now >= self.next_directory_ms {
             self.next_directory_ms = u64::MAX;
             self.fetch_directory(now);
+            // As often as the directory: summaries are kept in whole days.
+            self.forget_ended(now);
         }
         self.counters.loops_lost += self.loops.expire(now);
         self.give_up_on_expired(now);
@@ -273,6 +278,15 @@ impl Agent {
         }
         if self.schedule.take_poll(now, &mut rand::rng()) {
             self.poll();
+        }
+    }
+
+    /// Deletes the summaries of leaks that ended longer ago than the
+    /// configuration keeps them.
+    fn forget_ended(&self, now: u64) {
+        let keep = self.config.agent.forget_ended_after_days;
+        if let Err(e) = self.state.forget_ended(now, keep) {
+            log(format!("forgetting ended leaks: {e:#}"));
         }
     }
 
@@ -649,12 +663,16 @@ impl Agent {
         }
     }
 
-    /// Records how a leak ended, then forgets its text.
+    /// Ends a leak (its record becomes the summary `leak status` shows),
+    /// then forgets its text.
     fn finish(&mut self, id: &str, result: Finished) -> anyhow::Result<()> {
-        let mut record = self.state.load(id)?;
-        if record.is_pending() {
-            record.finish(result, unix_ms());
-            self.state.save(&record)?;
+        match self.state.load(id) {
+            Ok(record) => {
+                self.state.end(&record, result, unix_ms())?;
+            }
+            // `leak status` ended it already.
+            Err(e) if e.is::<UnknownLeak>() => {}
+            Err(e) => return Err(e),
         }
         self.entries.retain(|e| e.message_id != id);
         self.leaks.remove(id);
@@ -819,6 +837,7 @@ impl Agent {
                 domain: a.exit_domain,
             },
             created_at_ms: a.created_at_ms,
+            label: new_label(),
             attempts: Vec::new(),
             outcome: None,
         };

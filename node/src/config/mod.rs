@@ -330,6 +330,14 @@ pub struct MailboxConfig {
     pub max_per_mailbox: u32,
     /// Most replies kept in all.
     pub max_total: u64,
+    /// The window of the per-source deposit quotas, in seconds.
+    pub deposit_window_secs: u64,
+    /// Most replies one previous-hop peer may deposit per window (0: no
+    /// limit).
+    pub max_deposits_per_source: u32,
+    /// Most distinct mailboxes one previous-hop peer may deposit into per
+    /// window (0: no limit).
+    pub max_mailboxes_per_source: u32,
 }
 
 /// `[directory]`
@@ -391,6 +399,9 @@ impl Config {
                 ttl_secs: federation::MAILBOX_LIFETIME_SECS,
                 max_per_mailbox: 64,
                 max_total: 100_000,
+                deposit_window_secs: 60,
+                max_deposits_per_source: 6_000,
+                max_mailboxes_per_source: 2_000,
             },
             directory: DirectoryConfig {
                 max_age_secs: federation::DESCRIPTOR_MAX_AGE_SECS,
@@ -474,6 +485,12 @@ impl Config {
         ensure!(
             self.mailbox.ttl_secs <= 366 * 86_400,
             "mailbox.ttl_secs must be at most a year"
+        );
+        // A relay holds a packet for the delay its header asks, never more
+        // than the federation allows any hop to ask.
+        ensure!(
+            self.limits.max_delay_ms <= federation::MAX_HOP_DELAY_MS,
+            "limits.max_delay_ms must be at most 600000 (the federation's cap on one hop's delay)"
         );
         ensure!(
             !self.node.listen.is_empty(),

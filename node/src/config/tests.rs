@@ -160,6 +160,12 @@ fn unknown_keys_and_bad_values_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("period_secs"), "{err}");
+    // No relay holds a packet longer than the federation lets a hop ask.
+    assert!(Config::load(&path, &["limits.max_delay_ms=600000".into()]).is_ok());
+    let err = Config::load(&path, &["limits.max_delay_ms=600001".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_delay_ms"), "{err}");
     let err = Config::load(&dir.path().join("missing.toml"), &[])
         .unwrap_err()
         .to_string();

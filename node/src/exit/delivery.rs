@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use leak_protocol::{Leak, MessageId, Outcome, ReplyBlock};
+use leak_protocol::{Leak, MessageId, Outcome, ReplyBlock, payload::LeakDecodeError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{
@@ -122,7 +122,7 @@ impl Exit {
             // Its slot is gone or damaged (the spool restored or edited, a
             // failed disk): it cannot be delivered, and retrying would not
             // change that. Its sender is told.
-            tracing::error!(%id, "a queued leak's text is missing from the spool; it is bounced");
+            tracing::error!("a queued leak's text is missing from the spool; it is bounced");
             self.finish_async(id, Outcome::Bounced, EndState::Lost)
                 .await?;
             return Ok(());
@@ -149,7 +149,7 @@ impl Exit {
         self.wake.notify_one();
         if let Attempt::Permanent { code } = &attempt {
             Metrics::count_as(&self.metrics.exit_attempts, "result", &attempt);
-            tracing::info!(%id, %code, "a leak bounced");
+            tracing::info!(%code, "a leak bounced");
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
             return Ok(());
@@ -204,7 +204,7 @@ impl Exit {
             .after_failure(attempts, accepted_ms, now, rand::random::<f64>());
         let recorded = match decision {
             Decision::GiveUp => {
-                tracing::info!(%id, attempts, "a leak expired undelivered");
+                tracing::info!(attempts, "a leak expired undelivered");
                 self.finish_async(id, Outcome::Bounced, EndState::Expired)
                     .await
                     .map(drop)
@@ -265,8 +265,9 @@ impl Exit {
         state: EndState,
     ) -> Result<bool, ExitError> {
         let done = self.done(&outcome, state);
+        let sender = self.sender_id(&id);
         let entry = self.store.finish(&id, &done)?;
-        Ok(self.finished(id, outcome, state, entry))
+        Ok(self.finished(sender, outcome, state, entry))
     }
 
     /// [`Exit::finish`] for the delivery tasks: waits for the group commit
@@ -278,8 +279,9 @@ impl Exit {
         state: EndState,
     ) -> Result<bool, ExitError> {
         let done = self.done(&outcome, state);
+        let sender = self.sender_id(&id);
         let entry = self.store.finish_async(&id, &done).await?;
-        Ok(self.finished(id, outcome, state, entry))
+        Ok(self.finished(sender, outcome, state, entry))
     }
 
     fn done(&self, outcome: &Outcome, state: EndState) -> Done {
@@ -290,11 +292,23 @@ impl Exit {
         }
     }
 
-    /// Counts a finished leak and answers its sender; false if it was no
-    /// longer queued.
+    /// The sender's message id of the queued leak with key `key`, for its
+    /// receipt: read from the leak's slot of the spool, the only place the
+    /// exit keeps it ([`super::dedup`]), before the slot is scrubbed.
+    fn sender_id(&self, key: &MessageId) -> Option<MessageId> {
+        let body = self.store.body(key).ok()??;
+        match Leak::decode_or_reject(&body) {
+            Ok(leak) => Some(leak.message_id),
+            Err(LeakDecodeError::Invalid { message_id, .. }) => Some(message_id),
+            Err(_) => None,
+        }
+    }
+
+    /// Counts a finished leak and answers its sender (`sender`: its message
+    /// id, [`Exit::sender_id`]); false if it was no longer queued.
     fn finished(
         &self,
-        id: MessageId,
+        sender: Option<MessageId>,
         outcome: Outcome,
         state: EndState,
         entry: Option<Entry>,
@@ -304,9 +318,10 @@ impl Exit {
         };
         self.metrics.exit_queue.dec();
         Metrics::count_as(&self.metrics.exit_finished, "outcome", &state);
-        match ReplyBlock::from_bytes(&entry.reply_block) {
-            Some(block) => self.answer(block, id, outcome, Duration::ZERO),
-            None => tracing::warn!("a queued leak's reply block does not decode"),
+        match (sender, ReplyBlock::from_bytes(&entry.reply_block)) {
+            (Some(id), Some(block)) => self.answer(block, id, outcome, Duration::ZERO),
+            (None, _) => tracing::warn!("a finished leak's text is gone: it cannot be answered"),
+            (_, None) => tracing::warn!("a queued leak's reply block does not decode"),
         }
         true
     }

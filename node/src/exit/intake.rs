@@ -85,9 +85,10 @@ impl Exit {
         }
     }
 
-    fn record(&self, id: MessageId, outcome: Outcome, state: EndState) -> Result<(), ExitError> {
+    /// Stores how the leak with key `key` ended at intake.
+    fn record(&self, key: MessageId, outcome: Outcome, state: EndState) -> Result<(), ExitError> {
         self.store.record(
-            &id,
+            &key,
             &Done {
                 outcome,
                 state,
@@ -96,7 +97,46 @@ impl Exit {
         )
     }
 
-    /// Why the exit will not deliver `leak`, if it will not.
+    /// The refusal of a leak whose anti-abuse stamp is not valid for this
+    /// exit, its recipient and id, today (one day either way) and the
+    /// policy's difficulty. One hash: this is the first thing the exit does
+    /// with a leak.
+    fn check_stamp(&self, leak: &Leak, recipient: &[u8; 32], now_ms: u64) -> Option<Outcome> {
+        let bits = self.policy().limits().stamp_bits;
+        if bits == 0 {
+            return None;
+        }
+        let epoch = now_ms / 1000 / policy::STAMP_EPOCH_SECS;
+        let error = policy::verify_stamp(
+            &leak.stamp,
+            recipient,
+            &self.node_id,
+            &leak.message_id,
+            bits,
+            epoch,
+        )
+        .err()?;
+        Some(refused(
+            "stamp",
+            &format!("the anti-abuse stamp is not valid: {error}"),
+        ))
+    }
+
+    /// Where the exit keeps the leak with id `id`, if it knows it: the key
+    /// it is stored under (the current secret's or the previous one's,
+    /// [`super::dedup`]) and what is known; a new leak gets the current key.
+    pub(super) fn locate(&self, id: &MessageId) -> Result<(MessageId, Known), ExitError> {
+        for key in self.keys.candidates(id) {
+            match self.store.lookup(&key)? {
+                Known::New => {}
+                known => return Ok((key, known)),
+            }
+        }
+        Ok((self.keys.current(id), Known::New))
+    }
+
+    /// Why the exit will not deliver `leak`, if it will not (its stamp is
+    /// checked before, [`Exit::check_stamp`]).
     fn judge(
         &self,
         leak: &Leak,
@@ -112,23 +152,6 @@ impl Exit {
         for verdict in verdicts {
             if let Verdict::Refused(r) = verdict {
                 return Ok(Some((refused(&r.rule, &r.reason), EndState::Refused)));
-            }
-        }
-        let bits = policy.limits().stamp_bits;
-        if bits > 0 {
-            let epoch = now_ms / 1000 / policy::STAMP_EPOCH_SECS;
-            if let Err(e) = policy::verify_stamp(
-                &leak.stamp,
-                recipient,
-                &self.node_id,
-                &leak.message_id,
-                bits,
-                epoch,
-            ) {
-                return Ok(Some((
-                    refused("stamp", &format!("the anti-abuse stamp is not valid: {e}")),
-                    EndState::Refused,
-                )));
             }
         }
         if leak
@@ -159,8 +182,19 @@ impl Exit {
 
     /// Takes one leak that ended here: refuses, answers again, or accepts
     /// it durably. Runs on a blocking thread.
+    ///
+    /// The order is the attacker's cost first: a leak whose stamp is not
+    /// valid is refused (answered, counted as `bad_stamp`, nothing stored)
+    /// before the exit reads its database or runs the moderation model.
+    /// A stamp is valid a day either way of the day it was made for, far
+    /// longer than a client retransmits a leak, so a retransmission of a
+    /// queued leak is never refused for its stamp. The store names a leak
+    /// by its key ([`super::dedup`]); only receipts carry its id.
     fn ingest(&self, message: &[u8], delay: Delay) -> Result<(), ExitError> {
         let now = self.now_ms();
+        if let Err(e) = self.keys.rotate(now) {
+            tracing::error!(error = %e, "cannot rotate the exit's leak keys");
+        }
         let hold = Duration::from_millis(u64::from(delay.as_millis()));
         let leak = match Leak::decode_or_reject(message) {
             Ok(leak) => leak,
@@ -168,24 +202,28 @@ impl Exit {
                 self.count(Intake::Unanswerable);
                 return Ok(());
             }
+            // No client of ours sends one, and its stamp cannot be checked
+            // (the recipient may not even parse): refused, with nothing
+            // read or stored. A copy sent again is refused the same way.
             Err(LeakDecodeError::Invalid {
                 message_id,
                 reply_block,
                 error,
             }) => {
-                if let Known::Done(done) = self.store.lookup(&message_id)? {
-                    self.count(Intake::Duplicate);
-                    self.answer(*reply_block, message_id, done.outcome, hold);
-                    return Ok(());
-                }
                 let outcome = refused(invalid_rule(&error), &error.to_string());
-                self.record(message_id, outcome.clone(), EndState::Invalid)?;
                 self.count(Intake::Invalid);
                 self.answer(*reply_block, message_id, outcome, hold);
                 return Ok(());
             }
         };
-        match self.store.lookup(&leak.message_id)? {
+        let recipient = self.policy().recipient_hash(&leak.recipient);
+        if let Some(outcome) = self.check_stamp(&leak, &recipient, now) {
+            self.count(Intake::BadStamp);
+            self.answer(leak.reply_block, leak.message_id, outcome, hold);
+            return Ok(());
+        }
+        let (key, known) = self.locate(&leak.message_id)?;
+        match known {
             Known::Done(done) => {
                 self.count(Intake::Duplicate);
                 self.answer(leak.reply_block, leak.message_id, done.outcome, hold);
@@ -195,15 +233,13 @@ impl Exit {
                 // A retransmission: its reply block is the one to answer.
                 self.count(Intake::Duplicate);
                 let block = leak.reply_block.to_bytes().to_vec();
-                self.store
-                    .update_with(&leak.message_id, |e| e.reply_block = block)?;
+                self.store.update_with(&key, |e| e.reply_block = block)?;
                 return Ok(());
             }
             Known::New => {}
         }
-        let recipient = self.policy().recipient_hash(&leak.recipient);
         if let Some((outcome, state)) = self.judge(&leak, &recipient, now)? {
-            self.record(leak.message_id, outcome.clone(), state)?;
+            self.record(key, outcome.clone(), state)?;
             self.count(Intake::refusal(state));
             self.answer(leak.reply_block, leak.message_id, outcome, hold);
             return Ok(());
@@ -217,10 +253,10 @@ impl Exit {
             reply_block: leak.reply_block.to_bytes().to_vec(),
         };
         self.store
-            .accept(&leak.message_id, message, &entry, &recipient, now / DAY_MS)?;
+            .accept(&key, message, &entry, &recipient, now / DAY_MS)?;
         self.count(Intake::Accepted);
         self.metrics.exit_queue.inc();
-        self.lock_schedule().insert(due, leak.message_id);
+        self.lock_schedule().insert(due, key);
         self.wake.notify_one();
         Ok(())
     }

@@ -35,6 +35,7 @@
 //! `Message-ID`, so mail systems can drop the copy).
 
 pub mod admin;
+pub mod dedup;
 mod delivery;
 pub mod email;
 pub mod error;
@@ -60,6 +61,7 @@ use leak_protocol::{Delay, NodeId, Packet, policy::Policy};
 use tokio::sync::{Notify, mpsc, watch};
 
 use self::{
+    dedup::LeakKeys,
     email::{Composer, Tokens},
     retry::RetryPolicy,
     schedule::{Pace, Schedule},
@@ -99,6 +101,8 @@ pub struct Exit {
     local_rules: Option<Policy>,
     node_id: NodeId,
     store: ExitStore,
+    /// What the store names leaks by (never their message ids).
+    keys: LeakKeys,
     pub(crate) composer: Composer,
     mailer: Mailer,
     #[cfg(feature = "dkim")]
@@ -168,6 +172,11 @@ pub(crate) async fn start(
         )
     };
     let exit_store = ExitStore::open(store, config.exit_queue_dir())?;
+    let keys = LeakKeys::open(
+        &config.node.data_dir,
+        config.exit.dedup_secs,
+        clock.now_ms(),
+    )?;
     let http_addr = config
         .exit_http_addr()
         .map_err(|e| ExitError::setting("exit.http_listen", e.to_string()))?;
@@ -214,6 +223,7 @@ pub(crate) async fn start(
         local_rules,
         node_id,
         store: exit_store,
+        keys,
         composer,
         mailer,
         #[cfg(feature = "dkim")]

@@ -95,9 +95,16 @@ impl Exit {
         match id {
             None => Ok(queued),
             Some(id) => {
+                let wanted = id.trim().to_lowercase();
+                // The listing's id is the leak's key ([`super::dedup`]); a
+                // sender's message id (a sender asking the operator about
+                // a stuck leak) names the same leak through its keys.
+                let keys = parse_id(&wanted)
+                    .map(|sender| self.keys.candidates(&sender))
+                    .unwrap_or_default();
                 let found: Vec<_> = queued
                     .into_iter()
-                    .filter(|(m, _)| m.to_string() == id.trim().to_lowercase())
+                    .filter(|(m, _)| m.to_string() == wanted || keys.contains(m))
                     .collect();
                 if found.is_empty() {
                     return Err(ExitError::NoSuchLeak(id.to_owned()));
@@ -156,4 +163,10 @@ impl Exit {
         }
         Ok(n)
     }
+}
+
+/// A leak id (32 hex digits).
+fn parse_id(text: &str) -> Option<MessageId> {
+    let bytes = hex::decode(text).ok()?;
+    Some(MessageId(bytes.try_into().ok()?))
 }

@@ -8,7 +8,8 @@
 //! `fdatasync` of one file: no file is created, renamed or unlinked per
 //! leak (on ext4 an unlink also frees, and may discard, the file's blocks).
 //!
-//! A slot is [`SLOT_LEN`] bytes: a header (`LKS1`, the message id, the
+//! A slot is [`SLOT_LEN`] bytes: a header (`LKS1`, the leak's key, which
+//! the exit names it by instead of its message id, [`super::dedup`]; the
 //! length), the leak, zeros. A slot of zeros is free. At start, every slot
 //! whose id is not queued (written, but its entry never committed; or
 //! finished, but not yet zeroed) is zeroed, and the free slots at the end

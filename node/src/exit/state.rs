@@ -138,7 +138,10 @@ pub enum Intake {
     OptedOut,
     /// The recipient's daily limit.
     RateLimited,
-    /// The policy, the local rules, the stamp or the address refused it.
+    /// Its anti-abuse stamp is not valid: refused before anything else,
+    /// nothing stored.
+    BadStamp,
+    /// The policy, the local rules or the address refused it.
     Refused,
     /// The exit could not store it (not acknowledged: the client retransmits).
     StorageError,
@@ -165,6 +168,7 @@ impl Label for Intake {
             Self::Invalid => "invalid",
             Self::OptedOut => "opted_out",
             Self::RateLimited => "rate_limited",
+            Self::BadStamp => "bad_stamp",
             Self::Refused => "refused",
             Self::StorageError => "storage_error",
         }

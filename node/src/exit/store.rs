@@ -3,9 +3,9 @@
 //!
 //! | where | key | value | kept |
 //! |---|---|---|---|
-//! | `exit-queue/spool`, one slot per leak | message id | the leak as received (recipient, text) | until delivered or bounced: then the slot is overwritten with zeros and synced |
-//! | table `exit_queue` | message id | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
-//! | table `exit_done` | message id | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
+//! | `exit-queue/spool`, one slot per leak | leak key | the leak as received (recipient, text, and the only copy of its message id) | until delivered or bounced: then the slot is overwritten with zeros and synced |
+//! | table `exit_queue` | leak key | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
+//! | table `exit_done` | leak key | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
 //! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
 //! | table `exit_reports` | the exit's reference of a leak (not its id) | when | `exit.dedup_secs` |
@@ -13,7 +13,10 @@
 //! Recipient and text never enter the database: redb is copy-on-write and
 //! does not scrub freed pages, so a deleted leak could be read back from the
 //! file. They live only in the leak's slot of the spool, scrubbed on delivery. The
-//! recipient hash is the policy's keyed hash of the normalised address.
+//! recipient hash is the policy's keyed hash of the normalised address. A
+//! leak key is the keyed hash of the sender's message id under a rotating
+//! secret of this exit ([`super::dedup`]): the functions here take keys,
+//! whatever their parameters are called, and never see a message id.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -17,7 +17,7 @@ use leak_protocol::{
     policy::{self, solve_stamp},
 };
 
-use super::*;
+use super::{store::Known, *};
 use crate::{
     clock::{Clock as _, ManualClock},
     config::Transport,
@@ -26,18 +26,38 @@ use crate::{
 /// A leak for `exit` (its stamp solved for the policy in force at `now_ms`)
 /// with a one-hop reply block.
 fn leak_for(exit: &Exit, node_id: NodeId, now_ms: u64) -> Vec<u8> {
+    leak_with(
+        exit,
+        node_id,
+        now_ms,
+        MessageId([3; 16]),
+        "The vase was me.",
+        0,
+    )
+}
+
+/// [`leak_for`] with this id and text, its stamp made for `days_off` days
+/// away from `now_ms` (0: a valid stamp).
+fn leak_with(
+    exit: &Exit,
+    node_id: NodeId,
+    now_ms: u64,
+    message_id: MessageId,
+    text: &str,
+    days_off: u64,
+) -> Vec<u8> {
     let mut rng = rand::rng();
     let recipient = Recipient::parse("alice@leak.test").unwrap();
     let policy = exit.policy();
-    let message_id = MessageId([3; 16]);
     let recipient_hash = policy.recipient_hash(&recipient);
-    let stamp = solve_stamp(
+    let mut stamp = solve_stamp(
         &recipient_hash,
         &node_id,
         now_ms / 1000 / policy::STAMP_EPOCH_SECS,
         policy.limits().stamp_bits,
         &message_id,
     );
+    stamp.epoch -= days_off;
     let hop = PathHop {
         node: NodeId([9; 32]),
         key: MixSecret::generate(&mut rng).public(),
@@ -50,7 +70,7 @@ fn leak_for(exit: &Exit, node_id: NodeId, now_ms: u64) -> Vec<u8> {
         message_id,
         recipient,
         relationship: Relationship::Friend,
-        text: "The vase was me.".into(),
+        text: text.into(),
         policy_version: policy.version(),
         stamp,
         reply_block,
@@ -190,4 +210,74 @@ fn receipt_delays_are_exponential_with_the_configured_mean() {
         (0..1_000).all(|_| super::schedule::receipt_delay_ms(10 * cap, &mut rng) <= cap),
         "capped at the longest hop delay"
     );
+}
+
+/// Costs for attackers first: a leak whose stamp is not valid is refused
+/// (answered) and counted as `bad_stamp` before the moderation model runs
+/// and before anything is stored; the same text with a valid stamp is
+/// refused by the model and remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_stamp_is_refused_before_the_model_runs_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().to_path_buf());
+    config.exit.domain = "exit.test".into();
+    config.exit.http_listen = "127.0.0.1:0".into();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = Arc::new(Store::open(&config.database_path()).unwrap());
+    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
+    assert!(policy.current().limits().stamp_bits > 0);
+    let metrics = Arc::new(Metrics::new());
+    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
+    let receipts = Arc::new(AtomicUsize::new(0));
+    let counted = receipts.clone();
+    let seed = [6u8; 32];
+    let (tx, rx) = mpsc::channel(4);
+    let (_stop, shutdown) = watch::channel(false);
+    let started = start(
+        Parts {
+            config,
+            seed,
+            store,
+            metrics: metrics.clone(),
+            policy,
+            send_packet: Arc::new(move |_, _, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+            publish_opt_outs: Arc::new(|_| {}),
+            clock: clock.clone(),
+        },
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let exit = started.exit.clone();
+    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let hateful = "\"gay people are disgusting\"";
+    let (stale, valid) = (MessageId([1; 16]), MessageId([2; 16]));
+    for (id, days_off) in [(stale, 3), (valid, 0)] {
+        let message = leak_with(&exit, node_id, clock.now_ms(), id, hateful, days_off);
+        tx.send(ExitDelivery {
+            message: zeroize::Zeroizing::new(message),
+            delay: Delay(0),
+        })
+        .await
+        .unwrap();
+    }
+    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
+    until("both answered", || receipts.load(Ordering::SeqCst) == 2).await;
+    until("both counted", || {
+        intake("bad_stamp") + intake("refused") == 2
+    })
+    .await;
+    assert_eq!(intake("bad_stamp"), 1);
+    assert_eq!(intake("refused"), 1, "the model refused the other one");
+    let states = exit.counts().unwrap().states;
+    assert_eq!(states.get("refused"), Some(&1), "{states:?}");
+    assert!(matches!(exit.locate(&stale).unwrap().1, Known::New));
+    assert!(matches!(exit.locate(&valid).unwrap().1, Known::Done(_)));
+    drop(exit);
+    for (_, task) in started.tasks {
+        task.abort();
+    }
 }

@@ -77,7 +77,17 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                     expires_at_ms,
                 } => match loop_deposit(shared, &mailbox, &reply, now_ms) {
                     LoopDeposit::NotOurs => {
-                        deposits.push((mailbox.0, reply, visible_at_ms, expires_at_ms));
+                        let admitted = shared
+                            .deposit_quota
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .admit(&opened.source, &mailbox.0, now_ms);
+                        match admitted {
+                            Ok(()) => {
+                                deposits.push((mailbox.0, reply, visible_at_ms, expires_at_ms));
+                            }
+                            Err(reason) => shared.drop_packet(reason),
+                        }
                     }
                     LoopDeposit::Returned => shared.metrics.final_packet("loop"),
                     LoopDeposit::Tampered => shared.drop_packet(DropReason::TamperedLoop),

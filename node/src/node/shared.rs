@@ -25,7 +25,7 @@ use crate::{
     net::AddressBook,
     policy::PolicyState,
     queue::FairQueue,
-    relay::{DropReason, RelayCore, RelayLoops},
+    relay::{DropReason, RelayCore, RelayLoops, quota::DepositQuota},
     store::Store,
     traffic::{Source, TrafficCounter},
 };
@@ -91,6 +91,8 @@ pub(super) struct Shared {
     pub(super) core: RelayCore,
     /// This node's own loops (see `node::cover`).
     pub(super) loops: Mutex<RelayLoops>,
+    /// Mailbox deposits of this window, per previous hop.
+    pub(super) deposit_quota: Mutex<DepositQuota<PeerId>>,
     /// Packets received this epoch and the last, for the descriptor.
     pub(super) traffic: Mutex<TrafficCounter>,
     /// Becomes true when the node stops: tasks that hold this state end.

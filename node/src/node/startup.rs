@@ -36,7 +36,10 @@ use crate::{
     net::{self, AddressBook, DESCRIPTOR_TOPIC, OPT_OUT_TOPIC, POLICY_TOPIC},
     policy::PolicyState,
     queue::FairQueue,
-    relay::{DropReason, RelayCore, RelayLimits},
+    relay::{
+        DropReason, RelayCore, RelayLimits,
+        quota::{DepositLimits, DepositQuota},
+    },
     store::Store,
     traffic::TrafficCounter,
     wire,
@@ -223,6 +226,11 @@ pub async fn start(
             has_exit,
         ),
         loops: std::sync::Mutex::new(new_loops(&config, clock.now_ms())),
+        deposit_quota: std::sync::Mutex::new(DepositQuota::new(DepositLimits {
+            window_ms: config.mailbox.deposit_window_secs.saturating_mul(1000),
+            max_deposits: config.mailbox.max_deposits_per_source,
+            max_mailboxes: config.mailbox.max_mailboxes_per_source,
+        })),
         traffic: std::sync::Mutex::new(TrafficCounter::start(
             clock.now_secs() / config.epochs.period_secs.max(1),
         )),

@@ -44,6 +44,12 @@ pub enum DropReason {
     TooManyStreams,
     /// The mailbox (or all mailboxes) of this relay are full.
     MailboxFull,
+    /// The previous hop deposited as many replies as it may this window
+    /// ([`super::quota`]).
+    DepositQuota,
+    /// The previous hop deposited into as many distinct mailboxes as it
+    /// may this window ([`super::quota`]).
+    MailboxQuota,
     /// The link to the next hop has too many packets queued.
     LinkCongested,
     /// The next hop could not be reached.
@@ -76,6 +82,8 @@ impl DropReason {
             Self::PeerQueueFull => "peer_queue_full",
             Self::TooManyStreams => "too_many_streams",
             Self::MailboxFull => "mailbox_full",
+            Self::DepositQuota => "deposit_quota",
+            Self::MailboxQuota => "mailbox_quota",
             Self::LinkCongested => "link_congested",
             Self::NextHopUnreachable => "next_hop_unreachable",
             Self::Shutdown => "shutdown",

@@ -8,6 +8,7 @@
 //! | find the mix secret for the packet's key hint and epoch, peel one layer | [`RelayCore::open`] | pure |
 //! | record the batch's replay tags durably, in one transaction | [`settle_batch`] through [`ReplayLog`] | storage |
 //! | hold / deposit / hand to the exit / drop, with a typed reason | [`RelayCore::decide`] | pure |
+//! | a deposit within its previous hop's quota | [`quota::DepositQuota::admit`] | pure |
 //! | carry the decision out (timer, mailbox store, exit sink, metrics) | `node::pipeline`, `node::timer`, [`deposit_all`] | I/O |
 //!
 //! A relay also sends packets of its own: loops that go round two other
@@ -21,6 +22,7 @@
 mod batch;
 mod core;
 pub mod cover;
+pub mod quota;
 
 pub use self::{
     batch::{Opened, ReplayLog, deposit_all, process_batch, settle_batch},
