@@ -15,7 +15,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 # openssl makes the RSA key of the DKIM test.
-scripts/lib/install-deps.sh openssl:openssl tcpdump:tcpdump ss:iproute2
+scripts/lib/install-deps.sh openssl:openssl tcpdump:tcpdump ss:iproute2 python3-venv python3-cryptography
 
 # --- Static checks -------------------------------------------------------------
 log "cargo fmt --check"
@@ -26,6 +26,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "module structure: no import cycles between modules, no file over 800 lines"
 python3 scripts/lib/module_cycles.py node/src node/net/src client/src protocol/src tests/src
+
+log "packet vectors re-derived from SPEC.md alone, in Python (protocol/testvectors/check_vectors.py)"
+# A second implementation written from the specification: BLAKE3 from PyPI
+# (no Debian package), the rest from python3-cryptography.
+spec_venv=target/spec-check-venv
+if ! "$spec_venv/bin/python" -c 'import blake3, cryptography' >/dev/null 2>&1; then
+    python3 -m venv --system-site-packages "$spec_venv"
+    "$spec_venv/bin/pip" install --quiet --disable-pip-version-check "blake3==1.0.5"
+fi
+"$spec_venv/bin/python" protocol/testvectors/check_vectors.py
 
 # --- Tests ---------------------------------------------------------------------
 # tests/tests/processes.rs runs the leak-node binary, which Cargo does not build
