@@ -25,12 +25,13 @@
 //! |---|---|---|
 //! | leak, drop | guard → middle → exit | Exp(μ) each ([`forward_delays`]) |
 //! | receipt | exit holds Exp(μ), then r1 → r2 → guard (mailbox) | Exp(μ) each ([`reply_delays`]) |
-//! | loop | guard → middle → exit node → relay → guard (mailbox) | [`loop_delays`] |
+//! | loop (an echo) | guard → middle → exit, which holds Exp(μ), then r1 → r2 → guard (mailbox) | as a leak's and its receipt's |
 //!
-//! A loop's hops stand for a leak's round trip: the exit node relays it after
-//! two exponential delays (the exit's hold and its receipt delay), the relay
-//! after two (r1 and r2), so a loop comes back after the same sum of seven
-//! exponential delays as a receipt.
+//! A loop is an echo ([`leak_protocol::cover::build_echo`]): the way out of
+//! a leak to a random exit carrying a reply block the way back of a receipt.
+//! The exit answers it with cover after the hold it gives receipts, so a loop
+//! crosses the same hops, links and holds as a leak and its receipt, the
+//! exit's included.
 //!
 //! Everything here is pure: times are Unix milliseconds passed in, and the
 //! randomness is the caller's.
@@ -187,17 +188,6 @@ fn hop_delay<R: CryptoRng + ?Sized>(mean_ms: u32, rng: &mut R) -> Delay {
     )
 }
 
-/// One hop's delay standing for two: Exp + Exp of `mean_ms`, capped.
-fn double_hop_delay<R: CryptoRng + ?Sized>(mean_ms: u32, rng: &mut R) -> Delay {
-    let drawn = exponential_ms(u64::from(mean_ms), rng)
-        .saturating_add(exponential_ms(u64::from(mean_ms), rng));
-    Delay(
-        u32::try_from(drawn)
-            .unwrap_or(u32::MAX)
-            .min(MAX_HOP_DELAY_MS),
-    )
-}
-
 /// The delays of a forward path of `hops` hops (a leak's or a drop's).
 pub fn forward_delays<R: CryptoRng + ?Sized>(mean_ms: u32, hops: usize, rng: &mut R) -> Vec<Delay> {
     (0..hops).map(|_| hop_delay(mean_ms, rng)).collect()
@@ -207,21 +197,6 @@ pub fn forward_delays<R: CryptoRng + ?Sized>(mean_ms: u32, hops: usize, rng: &mu
 /// guard that keeps the mailbox).
 pub fn reply_delays<R: CryptoRng + ?Sized>(mean_ms: u32, hops: usize, rng: &mut R) -> Vec<Delay> {
     forward_delays(mean_ms, hops, rng)
-}
-
-/// The hops of a loop: guard, middle, exit node, relay, guard (mailbox).
-pub const LOOP_HOPS: usize = 5;
-
-/// The delays of a loop (see the module doc): the same total distribution
-/// as a leak's round trip.
-pub fn loop_delays<R: CryptoRng + ?Sized>(mean_ms: u32, rng: &mut R) -> [Delay; LOOP_HOPS] {
-    [
-        hop_delay(mean_ms, rng),
-        hop_delay(mean_ms, rng),
-        double_hop_delay(mean_ms, rng),
-        double_hop_delay(mean_ms, rng),
-        hop_delay(mean_ms, rng),
-    ]
 }
 
 /// When a leak handed over at `now_ms` with "send within `within_ms`" is
@@ -329,36 +304,10 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_lasts_as_long_as_a_round_trip() {
-        // Seven exponential delays either way: compare the means over many
-        // draws (a leak: 3 forward + the exit's receipt delay + 3 reply).
-        let mut rng = StdRng::seed_from_u64(5);
-        let mu = 60_000;
-        let n = 20_000;
-        let mut loops = 0u64;
-        let mut trips = 0u64;
-        for _ in 0..n {
-            loops += loop_delays(mu, &mut rng)
-                .iter()
-                .map(|d| u64::from(d.as_millis()))
-                .sum::<u64>();
-            trips += forward_delays(mu, 3, &mut rng)
-                .iter()
-                .chain(&reply_delays(mu, 3, &mut rng))
-                .map(|d| u64::from(d.as_millis()))
-                .sum::<u64>()
-                + exponential_ms(u64::from(mu), &mut rng);
-        }
-        let (loops, trips) = (loops as f64 / n as f64, trips as f64 / n as f64);
-        assert!((loops - 420_000.0).abs() < 6_000.0, "{loops}");
-        assert!((trips - 420_000.0).abs() < 6_000.0, "{trips}");
-    }
-
-    #[test]
     fn delays_never_exceed_what_relays_accept() {
         let mut rng = StdRng::seed_from_u64(6);
         for _ in 0..1000 {
-            for d in loop_delays(500_000, &mut rng) {
+            for d in forward_delays(500_000, 3, &mut rng) {
                 assert!(d.as_millis() <= MAX_HOP_DELAY_MS);
             }
         }

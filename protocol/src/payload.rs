@@ -40,6 +40,10 @@ pub enum Kind {
     /// Cover traffic ([`crate::cover`]): nothing inside, discarded by the
     /// exit, recognised by the builder of a loop.
     Cover = 3,
+    /// An echo ([`crate::cover::build_echo`]): cover that the exit answers
+    /// with cover along the reply block it carries, as it answers a leak
+    /// with a receipt.
+    Echo = 4,
 }
 
 /// A random identifier the client gives a leak; retransmissions keep it, so
@@ -335,6 +339,7 @@ pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
         [FORMAT_VERSION, 1, ..] => Some(Kind::Leak),
         [FORMAT_VERSION, 2, ..] => Some(Kind::Receipt),
         [FORMAT_VERSION, 3, ..] => Some(Kind::Cover),
+        [FORMAT_VERSION, 4, ..] => Some(Kind::Echo),
         _ => None,
     }
 }

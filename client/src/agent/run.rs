@@ -54,9 +54,34 @@ const GUARD_MAX_FAILURES: u32 = 30;
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How soon a failed directory fetch is tried again.
 const DIRECTORY_RETRY_MS: u64 = 10_000;
-/// The p99.9 of a round trip (seven exponential delays: Gamma(7, mu)), in
-/// units of the mean per-hop delay: a receipt later than this is lost.
-const ROUND_TRIP_P999_IN_MU: f64 = 18.1;
+/// The p99.9 of a round trip over `hops` hops each way, in units of the
+/// mean per-hop delay: `2 hops + 1` exponential delays (the way out, the
+/// exit's receipt hold, the way back), an Erlang(2 hops + 1) whose 0.999
+/// quantile is found by bisection of its distribution function (18.06 for
+/// three hops, 21.16 for four). A receipt later than this is lost.
+fn round_trip_p999_in_mu(hops: usize) -> f64 {
+    let k = 2 * hops + 1;
+    let cdf = |x: f64| {
+        // 1 - e^-x Σ_{i<k} x^i / i!
+        let mut term = 1.0;
+        let mut sum = 1.0;
+        for i in 1..k {
+            term *= x / i as f64;
+            sum += term;
+        }
+        1.0 - (-x).exp() * sum
+    };
+    let (mut lo, mut hi) = (0.0_f64, 200.0_f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if cdf(mid) < 0.999 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
 
 /// Something the agent's task reacts to.
 enum Event {
@@ -368,11 +393,14 @@ impl Agent {
 
     fn send_loop(&mut self, now: u64) {
         let Some(cx) = self.context(now) else { return };
-        match traffic::build_loop(&cx, &mut rand::rng()) {
+        match traffic::build_loop(&cx, self.policy.version(), &mut rand::rng()) {
             Ok((packet, keys, delays_ms)) => {
-                // Given up on once it is clearly late: its delays, plus
-                // room for polls that found the mailbox busy.
-                let grace = self.config.cover.poll_interval_ms.saturating_mul(30) + 60_000;
+                // Given up on once it is clearly late: its delays, the
+                // longest receipt hold an exit may add, and room for polls
+                // that found the mailbox busy.
+                let grace = self.config.cover.poll_interval_ms.saturating_mul(30)
+                    + 60_000
+                    + u64::from(leak_protocol::federation::MAX_HOP_DELAY_MS);
                 let expires = now + delays_ms + grace;
                 self.counters.loops_lost += self.loops.push(expires, keys);
                 self.counters.loops_sent += 1;
@@ -697,9 +725,15 @@ impl Agent {
         if !ok {
             return Ok(());
         }
+        let hops = self
+            .entries
+            .iter()
+            .find(|e| e.message_id == id)
+            .map_or(self.config.send.hops, |e| e.hops);
         let next_at = retransmission_at(
             now,
             self.mean_delay_ms(),
+            hops,
             &self.config.agent,
             &mut rand::rng(),
         );
@@ -932,10 +966,11 @@ impl Agent {
 fn retransmission_at<R: rand::Rng + ?Sized>(
     sent_at_ms: u64,
     mean_delay_ms: u32,
+    hops: usize,
     agent: &AgentConfig,
     rng: &mut R,
 ) -> u64 {
-    let p999 = (f64::from(mean_delay_ms) * ROUND_TRIP_P999_IN_MU) as u64;
+    let p999 = (f64::from(mean_delay_ms) * round_trip_p999_in_mu(hops)) as u64;
     let wait = p999.max(agent.retransmit_min_wait_secs.saturating_mul(1000));
     let spread = agent.retransmit_spread_secs.saturating_mul(1000);
     let jitter = if spread == 0 {
@@ -998,19 +1033,30 @@ mod tests {
         // one-hour minimum, so the hour counts, then up to three more.
         let mut seen = Vec::new();
         for _ in 0..500 {
-            let at = retransmission_at(1_000, 60_000, &defaults, &mut rng);
+            let at = retransmission_at(1_000, 60_000, 4, &defaults, &mut rng);
             assert!((1_000 + 3_600_000..=1_000 + 3_600_000 + 10_800_000).contains(&at));
             seen.push(at);
         }
         seen.sort_unstable();
         assert!(seen[499] - seen[0] > 9_000_000, "spread over the window");
-        // Ten minutes per hop: the p99.9 of seven hops is longer than the hour.
-        let slow = retransmission_at(0, 600_000, &defaults, &mut rng);
-        assert!(slow >= 10_860_000, "{slow}");
+        // Ten minutes per hop: the p99.9 of a round trip is longer than
+        // the hour (seven delays for three hops, nine for four).
+        let slow = retransmission_at(0, 600_000, 3, &defaults, &mut rng);
+        assert!(slow >= 10_830_000, "{slow}");
+        let slower = retransmission_at(0, 600_000, 4, &defaults, &mut rng);
+        assert!(slower >= 12_690_000, "{slower}");
         let exact = AgentConfig {
             retransmit_spread_secs: 0,
             ..defaults
         };
-        assert_eq!(retransmission_at(5, 0, &exact, &mut rng), 5 + 3_600_000);
+        assert_eq!(retransmission_at(5, 0, 4, &exact, &mut rng), 5 + 3_600_000);
+    }
+
+    #[test]
+    fn the_round_trip_quantile_is_the_erlang_one() {
+        // Erlang(7) and Erlang(9) 0.999 quantiles (computed independently).
+        assert!((round_trip_p999_in_mu(3) - 18.0616).abs() < 1e-3);
+        assert!((round_trip_p999_in_mu(4) - 21.1562).abs() < 1e-3);
+        assert!(round_trip_p999_in_mu(5) > round_trip_p999_in_mu(4));
     }
 }

@@ -3,8 +3,12 @@
 //! Every packet goes to the guard and is one fixed-size onion packet:
 //! - a **drop**: `guard → middle → exit`, whose end-to-end payload says
 //!   "cover"; the exit counts it and discards it;
-//! - a **loop**: `guard → middle → E → relay → guard (mailbox)` (E an exit
-//!   node acting as a relay), which comes back to the agent's mailbox;
+//! - a **loop**: an echo ([`leak_protocol::cover::build_echo`]): the way
+//!   out of a leak (`guard → middle → exit`) carrying a reply block the way
+//!   back of a receipt (`relay → relay → guard (mailbox)`); the exit answers
+//!   it with cover along the block after the random hold it gives receipts,
+//!   and the answer comes back to the agent's mailbox. Every hop, the exit
+//!   included, sees a loop as it sees a leak and its receipt;
 //! - a **leak**: `guard → middle → exit`, with a reply block
 //!   `relay → relay → guard (mailbox)` as long as the way out, whose receipt
 //!   comes back to the mailbox in place of the loop whose slot it took.
@@ -84,18 +88,19 @@ pub fn build_drop<R: CryptoRng + ?Sized>(
     cover::seal_drop(&route.forward, rng).map_err(|e| TrafficError::Cover(e.to_string()))
 }
 
-/// A loop and the keys that recognise it when it comes back, with the
-/// time it is given to come back by (its delays added up).
+/// A loop (an echo through a random exit, on a route chosen as a leak's)
+/// and the keys that recognise it when it comes back, with its route's
+/// delays added up (the exit's receipt hold comes on top).
 pub fn build_loop<R: CryptoRng + ?Sized>(
     cx: &Context<'_>,
+    policy_version: u32,
     rng: &mut R,
 ) -> Result<(Packet, ReplyKeys, u64), TrafficError> {
-    let delays = crate::cover::loop_delays(cx.mean_delay_ms, rng);
-    let hops = path::choose_loop_path(cx.nodes, cx.guard, cx.now_ms, &delays, rng)?;
-    let total: u64 = hops.iter().map(|h| u64::from(h.delay.as_millis())).sum();
-    let built = cover::build_loop(&hops, cx.mailbox, rng)
+    let exit = path::choose_exit(cx.nodes, policy_version, cx.now_ms, rng)?;
+    let route = route_through_guard(cx, &exit.descriptor, rng)?;
+    let built = cover::build_echo(&route.forward, &route.reply, cx.mailbox, rng)
         .map_err(|e| TrafficError::Cover(e.to_string()))?;
-    Ok((built.packet, built.keys, total))
+    Ok((built.packet, built.keys, route.total_delay_ms()))
 }
 
 /// What a leak's packet is sealed from.

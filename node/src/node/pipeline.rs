@@ -13,7 +13,7 @@ use super::{
     timer::TimerItem,
 };
 use crate::{
-    exit::ExitDelivery,
+    exit::{ExitDelivery, schedule::receipt_delay_ms},
     identity::peer_id_of,
     relay::{Decision, DropReason, NextHop, settle_batch},
     store::{Deposit, MailboxLimits},
@@ -92,6 +92,25 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                     LoopDeposit::Returned => shared.metrics.final_packet("loop"),
                     LoopDeposit::Tampered => shared.drop_packet(DropReason::TamperedLoop),
                 },
+                Decision::Echo {
+                    due_ms,
+                    next_hop,
+                    packet,
+                } => {
+                    // Held like a receipt: the exit hop's delay, then the
+                    // exit's random receipt hold.
+                    let hold_ms =
+                        receipt_delay_ms(shared.config.exit.receipt_delay_ms, &mut rand::rng());
+                    shared.metrics.final_packet("echo");
+                    hold(
+                        shared,
+                        timer,
+                        opened.source,
+                        due_ms + hold_ms,
+                        next_hop,
+                        packet,
+                    );
+                }
                 Decision::ToExit { message, delay } => {
                     to_exit(shared, ExitDelivery { message, delay })
                 }

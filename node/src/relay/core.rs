@@ -3,7 +3,7 @@
 
 use leak_protocol::{
     Delay, NodeId, Packet, Processed,
-    cover::is_cover,
+    cover::{COVER_MESSAGE, is_cover, is_echo, open_echo},
     key_hint, process_packet,
     sphinx::{FinalPayload, MailboxId},
 };
@@ -62,6 +62,9 @@ pub enum DropReason {
     /// A reply for one of this node's own loops that does not open with
     /// the loop's keys: a hop altered it.
     TamperedLoop,
+    /// An echo whose reply block does not read, or is refused by its own
+    /// encoding: nothing can be answered.
+    BadEcho,
 }
 
 impl DropReason {
@@ -89,6 +92,7 @@ impl DropReason {
             Self::Shutdown => "shutdown",
             Self::Cover => "cover",
             Self::TamperedLoop => "tampered_loop",
+            Self::BadEcho => "bad_echo",
         }
     }
 }
@@ -137,6 +141,19 @@ pub enum Decision<P> {
         message: Zeroizing<Vec<u8>>,
         /// The delay the sender chose for the exit hop.
         delay: Delay,
+    },
+    /// Answer an echo (a sender's loop, [`leak_protocol::cover::build_echo`]):
+    /// `packet` is cover along the echo's reply block, to be held from
+    /// `due_ms` (the exit hop's delay) plus the exit's random receipt hold,
+    /// as a leak's receipt is, then passed to `next_hop`.
+    Echo {
+        /// When the exit hop's delay is over (Unix ms); the caller adds the
+        /// receipt hold.
+        due_ms: u64,
+        /// The reply block's first hop.
+        next_hop: P,
+        /// The answer.
+        packet: Packet,
     },
     /// Drop it, counted under its reason.
     Drop(DropReason),
@@ -227,6 +244,28 @@ impl RelayCore {
                 // discarded, and nothing of it is stored or answered.
                 FinalPayload::Exit { message } if self.exit && is_cover(&message) => {
                     Decision::Drop(DropReason::Cover)
+                }
+                // An echo is answered like a leak, with cover for a receipt;
+                // nothing of it is stored.
+                FinalPayload::Exit { message } if self.exit && is_echo(&message) => {
+                    if too_long(done.delay) {
+                        return Decision::Drop(DropReason::DelayTooLong);
+                    }
+                    let Some(block) = open_echo(&message) else {
+                        return Decision::Drop(DropReason::BadEcho);
+                    };
+                    let Ok((first_hop, packet)) = block.into_packet(&COVER_MESSAGE) else {
+                        return Decision::Drop(DropReason::BadEcho);
+                    };
+                    match resolve(&first_hop) {
+                        NextHop::Invalid => Decision::Drop(DropReason::BadNextHop),
+                        NextHop::Unknown => Decision::Drop(DropReason::UnknownNextHop),
+                        NextHop::Known(next_hop) => Decision::Echo {
+                            due_ms: now_ms + u64::from(done.delay.as_millis()),
+                            next_hop,
+                            packet,
+                        },
+                    }
                 }
                 FinalPayload::Exit { message } if self.exit => Decision::ToExit {
                     message,
@@ -377,5 +416,62 @@ mod tests {
             RelayCore::new(LIMITS, false).decide(processed, 0, resolve_all("x")),
             Decision::Drop(DropReason::NotAnExit)
         ));
+    }
+
+    #[test]
+    fn an_exit_answers_an_echo_with_cover_along_its_block() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (a, b) = (MixSecret::generate(&mut rng), MixSecret::generate(&mut rng));
+        let mailbox = MailboxId::from_capability(&[3; 32]);
+        let echo = leak_protocol::cover::build_echo(
+            &[hop(node(1), &a, 700)],
+            &[hop(node(2), &b, 900)],
+            mailbox,
+            &mut rng,
+        )
+        .unwrap();
+        let processed = process_packet(echo.packet.as_bytes(), &a);
+        let exit = RelayCore::new(LIMITS, true);
+        let Decision::Echo {
+            due_ms,
+            next_hop,
+            packet,
+        } = exit.decide(processed.clone(), 10_000, resolve_all("B"))
+        else {
+            panic!("not answered");
+        };
+        assert_eq!((due_ms, next_hop), (10_700, "B"));
+        // The answer deposits cover in the builder's mailbox.
+        let Processed::Final(done) = process_packet(packet.as_bytes(), &b) else {
+            panic!("the answer did not end at the mailbox");
+        };
+        let FinalPayload::Mailbox { mailbox: at, reply } = done.payload else {
+            panic!("not a mailbox payload");
+        };
+        assert_eq!(at, mailbox);
+        assert!(is_cover(&echo.keys.open(&reply[..]).unwrap()));
+        // The block's first hop must be known, as any next hop.
+        assert!(matches!(
+            exit.decide(processed.clone(), 0, |_: &NodeId| NextHop::<()>::Unknown),
+            Decision::Drop(DropReason::UnknownNextHop)
+        ));
+        assert!(matches!(
+            RelayCore::new(LIMITS, false).decide(processed, 0, resolve_all("x")),
+            Decision::Drop(DropReason::NotAnExit)
+        ));
+    }
+
+    #[test]
+    fn an_echo_without_a_readable_block_is_dropped() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let a = MixSecret::generate(&mut rng);
+        let short = [leak_protocol::payload::FORMAT_VERSION, 4, 1, 2, 3];
+        let packet = build_packet(&[hop(node(1), &a, 0)], &short, &mut rng).unwrap();
+        let processed = process_packet(packet.as_bytes(), &a);
+        assert!(matches!(
+            RelayCore::new(LIMITS, true).decide(processed, 0, resolve_all("x")),
+            Decision::Drop(DropReason::BadEcho)
+        ));
+        assert_eq!(DropReason::BadEcho.label(), "bad_echo");
     }
 }

@@ -116,7 +116,8 @@ impl Agent {
                 Some(Emitted { packet, leak: None })
             }
             Slot::Loop => {
-                let (packet, keys, total_ms) = build_loop(&cx, rng).ok()?;
+                let (packet, keys, total_ms) =
+                    build_loop(&cx, settings.policy_version, rng).ok()?;
                 // Given up on well after its delays (as the agent).
                 self.loops.push(now_ms + 2 * total_ms + 3_600_000, keys);
                 self.loops_sent += 1;

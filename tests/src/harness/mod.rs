@@ -385,7 +385,8 @@ impl VirtualFederation {
                 packet,
                 id,
             } => {
-                let out = self.relays[to].receive(now, from, *packet, id, &self.node_ids);
+                let out =
+                    self.relays[to].receive(now, from, *packet, id, &self.node_ids, &mut self.rng);
                 if let Some(due) = out.wake_at {
                     self.schedule(due, Event::Release { relay: to });
                 }

@@ -207,6 +207,7 @@ impl VirtualRelay {
         packet: Packet,
         id: u64,
         directory: &[NodeId],
+        rng: &mut StdRng,
     ) -> Received {
         let mut out = Received::default();
         let resolve = |node: &NodeId| {
@@ -235,7 +236,7 @@ impl VirtualRelay {
                     due_ms,
                     (next_hop, packet, opened.source.1),
                 ) {
-                    Hold::Held => out.wake_at = Some(due_ms),
+                    Hold::Held => out.wake_at = Some(out.wake_at.map_or(due_ms, |w| w.min(due_ms))),
                     Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
                 },
                 Decision::Deposit {
@@ -265,6 +266,26 @@ impl VirtualRelay {
                         if let Err(reason) = result {
                             self.count_drop(reason.label());
                         }
+                    }
+                }
+                // An echo's answer is a fresh packet, as a receipt is, held
+                // as the exit holds receipts.
+                Decision::Echo {
+                    due_ms,
+                    next_hop,
+                    packet,
+                } => {
+                    let due = due_ms
+                        + leak_node::exit::schedule::receipt_delay_ms(
+                            u64::from(self.receipt_delay_ms),
+                            rng,
+                        );
+                    match self
+                        .held
+                        .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
+                    {
+                        Hold::Held => out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due))),
+                        Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
                     }
                 }
                 Decision::ToExit { message, delay } => match self.exit.as_mut() {

@@ -118,7 +118,7 @@ impl Default for Settings {
             epoch_secs: node.epochs.period_secs,
             keys_ahead: node.epochs.keys_ahead,
             link_ms: 5,
-            hops: 3,
+            hops: client.send.hops,
             mean_delay_ms: client.send.mixing_delay_ms,
             retransmit: Retransmit::from_config(&client.send),
             poll_ms: 1_000,
