@@ -117,7 +117,7 @@ status=0
 "$LEAK" send --to alice@example.com --as coworker "I know where you live and I will hurt you." || status=$?
 echo "(exit status $status: refused, nothing left this machine)"
 
-bold "leak send --wait: the agent sends the leak in place of a loop, through three hops, and the receipt comes back"
+bold "leak send --wait: the agent sends the leak in place of a loop, through four hops (guard, two mix relays, exit), and the receipt comes back"
 "$LEAK" send --wait --to alice@example.com --as coworker \
     "I always admired how calmly you handle the Monday meetings. Thank you."
 

@@ -230,7 +230,7 @@ impl NetworkConfig {
 impl Default for SendConfig {
     fn default() -> Self {
         Self {
-            hops: 3,
+            hops: 4,
             mixing_delay_ms: 60_000,
             receipt_timeout_secs: 60,
             retransmissions: 2,
@@ -467,12 +467,12 @@ mod tests {
                 .unwrap(),
         ];
         config.network.bind = Some("127.0.0.77".parse().unwrap());
-        config.send.hops = 4;
+        config.send.hops = 5;
         let text = config.to_commented_toml().unwrap();
         let changed = [
             "bootstrap = [\"/ip4/127.0.0.1/tcp/4700/p2p/12D3KooWGzHqThQN7U5zHQkdprBgB1XQhKexGEkCPAKRM3HqpwZC\"]",
             "bind = \"127.0.0.77\"",
-            "hops = 4",
+            "hops = 5",
         ];
         let written: Vec<&str> = text.lines().collect();
         let example: Vec<&str> = EXAMPLE.lines().collect();

@@ -138,7 +138,7 @@ fn cover_goes_round_and_receipts_come_home() {
     let run = with_cover();
     assert!(run.covers_discarded > 50, "{}", run.covers_discarded);
     let (sent, back) = run.agent_loops;
-    // Loops sent in the last minutes (seven hops of a minute, and the
+    // Loops sent in the last minutes (nine delays of a minute, and the
     // mailbox's queue) are not back when the run ends.
     assert!(
         sent > 100 && back as f64 > 0.55 * sent as f64,

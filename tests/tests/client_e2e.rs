@@ -140,12 +140,20 @@ fn leaks_through_a_federation_of_processes() {
 
     // A middle relay dies while the leak is in flight. Hops hold packets
     // for about a second here, so the packet is still before or at the
-    // middle relay when the test kills it on reading the route.
+    // middle relay when the test kills it on reading the route. Three hops:
+    // four relays leave a retransmission room to avoid the dead one.
     let slow = Sender::new(
         dir.path(),
         "slow-sender",
         &fed.bootstrap(),
-        &["--mixing-delay-ms", "1000", "--receipt-timeout-secs", "3"],
+        &[
+            "--mixing-delay-ms",
+            "1000",
+            "--receipt-timeout-secs",
+            "3",
+            "--hops",
+            "3",
+        ],
     );
     let mut child = slow
         .command(&[
@@ -278,6 +286,8 @@ fn no_exit_and_too_few_nodes_are_failures() {
     let out = sender.run(&[
         "send",
         "--direct",
+        "--hops",
+        "3",
         "--to",
         "erin@example.com",
         "--as",

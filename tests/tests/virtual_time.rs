@@ -164,8 +164,10 @@ fn unfetched_mailbox_replies_expire() {
 /// back, though its sender sent it three times and gave up.
 #[test]
 fn the_exit_retries_through_a_mail_outage_and_delivers_once() {
+    // Three hops (timings below are for three; the default is four).
     let mut fed = federation(Settings {
         seed: 3,
+        hops: 3,
         ..Settings::default()
     });
     let start = fed.now_ms();
@@ -289,11 +291,12 @@ fn withheld_receipts_end_in_no_receipt_after_the_last_attempt() {
 }
 
 /// A global observer sees every link a leak and its receipt use: three
-/// forward, two back.
+/// forward, two back (a direct sender on three hops).
 #[test]
 fn every_link_of_a_leak_and_its_receipt_is_observed() {
     let mut fed = federation(Settings {
         record_links: true,
+        hops: 3,
         ..Settings::default()
     });
     let s = fed.add_sender();

@@ -58,7 +58,7 @@ fn settings() -> Vec<Setting> {
         cover: defaults,
         with_cover: true,
         relay_loop_interval_ms: 5_000,
-        hops: 3,
+        hops: 4,
     };
     let with = |name, mu: u32, send: u64| Setting {
         name,
@@ -74,6 +74,7 @@ fn settings() -> Vec<Setting> {
         Setting {
             name: "before",
             mean_delay_ms: 200,
+            hops: 3,
             with_cover: false,
             relay_loop_interval_ms: 0,
             ..base
@@ -88,10 +89,11 @@ fn settings() -> Vec<Setting> {
             ..base
         },
         Setting {
-            name: "hops4",
-            hops: 4,
+            name: "hops3",
+            hops: 3,
             ..base
         },
+        with("send10", 60_000, 10_000),
         Setting {
             name: "loop0.2",
             cover: CoverConfig {
@@ -187,10 +189,11 @@ fn run(n: usize, s: &Setting, o: &Options) -> Report {
         i += 1;
     }
     // Long enough for the leaks of the window's end to arrive: ten loop
-    // slots (a send interval over the loop share), three hops' tail
-    // (an Erlang(3) passes 15 means with probability 3e-5).
+    // slots (a send interval over the loop share), the path's tail (an
+    // Erlang(4) passes 18 means with probability 2e-5; 4.5 means a hop).
     let slot = s.cover.send_interval_ms as f64 / s.cover.loop_share.max(0.01);
-    let drain = (10.0 * slot + 15.0 * f64::from(s.mean_delay_ms)) as u64 + 2 * MINUTE;
+    let tail = 4.5 * s.hops as f64 * f64::from(s.mean_delay_ms);
+    let drain = (10.0 * slot + tail) as u64 + 2 * MINUTE;
     fed.run_until(until + drain);
     let trace = trace_of(&mut fed, from, until);
     evaluate(&trace)
@@ -264,7 +267,7 @@ fn main() -> anyhow::Result<()> {
         .map(|(i, r)| (work[i].0, work[i].1, r))
         .collect();
     println!(
-        "Virtual federation: 16 relays + 4 exits, 3 hops, {LEAKS_PER_MINUTE} leaks/min in total, \
+        "Virtual federation: 16 relays + 4 exits, 4 hops (3 for before and hops3), {LEAKS_PER_MINUTE} leaks/min in total, \
          {} min warm-up, {} min measured, seed {}.",
         o.warmup_min, o.measure_min, o.seed
     );
