@@ -21,10 +21,10 @@
 #
 # Usage: scripts/anonymity.sh [options]   (release build, then the run)
 #   --senders 50,200,1000        the N to run
-#   --settings default,before,mu20,mu120,send6,send24,noloops,hops3,send10,loop0.2
+#   --settings default,before,mu20,mu120,send6,send24,noloops,hops3,send12,loop0.2
 #                                (noloops: relays send no loops; hops3: a
 #                                forward path of 3 hops, the default before
-#                                echo loops; send10: a packet every 10 s)
+#                                echo loops; send12: a packet every 12 s, as before)
 #   --big-settings default,before   settings run at the largest N (the
 #                                slowest runs; default here: these two)
 #   --warmup-min 20 --measure-min 40 --seed 1

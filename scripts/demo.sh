@@ -97,10 +97,10 @@ for _ in $(seq 1 100); do
 done
 "$LEAK" nodes
 
-bold "The sender starts the agent: leak agent (a packet every half second here; every 12 s by default)"
+bold "The sender starts the agent: leak agent (a packet every half second here; every 9 s by default)"
 # (One sender alone: no minimum anonymity set, or the agent would lengthen
 # its hops to ten minutes once the nodes publish their traffic.)
-sed -i 's/^send_interval_ms = 12000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/' "$LEAK_CONFIG"
+sed -i 's/^send_interval_ms = 9000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/' "$LEAK_CONFIG"
 "$LEAK" agent 2>"$WORK/agent.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do

@@ -138,15 +138,18 @@ fn cover_goes_round_and_receipts_come_home() {
     let run = with_cover();
     assert!(run.covers_discarded > 50, "{}", run.covers_discarded);
     let (sent, back) = run.agent_loops;
-    // Loops sent in the last minutes (nine delays of a minute, and the
-    // mailbox's queue) are not back when the run ends.
+    // A loop is an echo: nine delays of a minute (four hops out, the exit's
+    // receipt hold, four back) and a poll, so the loops of the run's last
+    // ten minutes or so (of 25) are not back when it ends.
     assert!(
-        sent > 100 && back as f64 > 0.55 * sent as f64,
+        sent > 100 && back as f64 > 0.4 * sent as f64,
         "{back} of {sent}"
     );
+    // A relay's loop takes three delays of a minute: those of the run's
+    // last few minutes are still out.
     let (sent, back) = run.relay_loops;
     assert!(
-        sent > 100 && back as f64 > 0.9 * sent as f64,
+        sent > 100 && back as f64 > 0.8 * sent as f64,
         "{back} of {sent}"
     );
     assert!(run.in_order);

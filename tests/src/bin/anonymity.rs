@@ -79,8 +79,8 @@ fn settings() -> Vec<Setting> {
             relay_loop_interval_ms: 0,
             ..base
         },
-        with("mu20", 20_000, 12_000),
-        with("mu120", 120_000, 12_000),
+        with("mu20", 20_000, defaults.send_interval_ms),
+        with("mu120", 120_000, defaults.send_interval_ms),
         with("send6", 60_000, 6_000),
         with("send24", 60_000, 24_000),
         Setting {
@@ -93,7 +93,7 @@ fn settings() -> Vec<Setting> {
             hops: 3,
             ..base
         },
-        with("send10", 60_000, 10_000),
+        with("send12", 60_000, 12_000),
         Setting {
             name: "loop0.2",
             cover: CoverConfig {
@@ -167,6 +167,18 @@ fn run(n: usize, s: &Setting, o: &Options) -> Report {
         ..Settings::default()
     };
     let mut fed = VirtualFederation::new(settings);
+    let relays: Vec<_> = fed
+        .directory()
+        .into_iter()
+        .filter(|d| d.roles.relay && !d.roles.exit)
+        .collect();
+    let mixes = relays.iter().filter(|d| d.is_mix()).count();
+    eprintln!(
+        "N={n} {}: layers of the {} relays: {} entry, {mixes} mix",
+        s.name,
+        relays.len(),
+        relays.len() - mixes
+    );
     for _ in 0..n {
         fed.add_agent();
     }

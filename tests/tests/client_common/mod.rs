@@ -236,7 +236,7 @@ impl Sender {
     /// Short cover intervals, retransmission waits and directory refreshes
     /// for tests (which never assert on wall-clock time).
     pub fn fast_agent_config(&self) {
-        self.set_config_line("send_interval_ms = 12000", "send_interval_ms = 150");
+        self.set_config_line("send_interval_ms = 9000", "send_interval_ms = 150");
         self.set_config_line("poll_interval_ms = 20000", "poll_interval_ms = 150");
         self.set_config_line(
             "retransmit_min_wait_secs = 3600",
