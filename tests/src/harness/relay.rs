@@ -275,17 +275,8 @@ impl VirtualRelay {
                     next_hop,
                     packet,
                 } => {
-                    let due = due_ms
-                        + leak_node::exit::schedule::receipt_delay_ms(
-                            u64::from(self.receipt_delay_ms),
-                            rng,
-                        );
-                    match self
-                        .held
-                        .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
-                    {
-                        Hold::Held => out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due))),
-                        Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+                    if let Some(due) = self.hold_answer(due_ms, next_hop, packet, rng) {
+                        out.wake_at = Some(out.wake_at.map_or(due, |w| w.min(due)));
                     }
                 }
                 Decision::ToExit { message, delay } => match self.exit.as_mut() {
@@ -326,20 +317,35 @@ impl VirtualRelay {
         }
         let mut wake: Option<u64> = None;
         for (next_hop, packet) in done.send.drain(..) {
-            let due = now_ms
-                + leak_node::exit::schedule::receipt_delay_ms(
-                    u64::from(self.receipt_delay_ms),
-                    rng,
-                );
-            match self
-                .held
-                .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
-            {
-                Hold::Held => wake = Some(wake.map_or(due, |w| w.min(due))),
-                Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+            if let Some(due) = self.hold_answer(now_ms, next_hop, packet, rng) {
+                wake = Some(wake.map_or(due, |w| w.min(due)));
             }
         }
         (done, wake)
+    }
+
+    /// Holds an exit's answer (a receipt, or cover for an echo), a fresh
+    /// packet, from `from_ms` plus the exponential receipt hold; returns
+    /// when it is due, or `None` when the held queue refused it.
+    fn hold_answer(
+        &mut self,
+        from_ms: u64,
+        next_hop: NodeId,
+        packet: Packet,
+        rng: &mut StdRng,
+    ) -> Option<u64> {
+        let due = from_ms
+            + leak_node::exit::schedule::receipt_delay_ms(u64::from(self.receipt_delay_ms), rng);
+        match self
+            .held
+            .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
+        {
+            Hold::Held => Some(due),
+            Hold::HeldEvictedOther | Hold::DroppedFull => {
+                self.count_drop("held_full");
+                None
+            }
+        }
     }
 
     /// When its next own loop is due.
