@@ -11,7 +11,7 @@ use std::{
     collections::{HashMap, VecDeque},
     hash::Hash,
     sync::{Condvar, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// What happened to a pushed item.
@@ -33,6 +33,9 @@ struct Inner<P, T> {
     ring: VecDeque<P>,
     len: usize,
     closed: bool,
+    /// A consumer is gathering a batch (see [`FairQueue::pop_batch`]):
+    /// the others leave the items to it.
+    gathering: bool,
 }
 
 /// A bounded, fair, multi-producer multi-consumer queue keyed by peer.
@@ -52,6 +55,7 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
                 ring: VecDeque::new(),
                 len: 0,
                 closed: false,
+                gathering: false,
             }),
             ready: Condvar::new(),
             per_peer: per_peer.max(1),
@@ -104,21 +108,54 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
             inner.ring.push_back(peer);
         }
         inner.len += 1;
+        let gathering = inner.gathering;
         drop(inner);
-        self.ready.notify_one();
+        if gathering {
+            // The gatherer waits for a full batch; an idle consumer woken
+            // instead would go back to sleep and swallow the wake-up.
+            self.ready.notify_all();
+        } else {
+            self.ready.notify_one();
+        }
         result
     }
 
     /// Takes up to `max` items, one per peer in turn, waiting up to `wait`
-    /// for the first. Returns an empty batch on timeout or when closed and empty.
-    pub fn pop_batch(&self, max: usize, wait: Duration) -> Vec<(P, T)> {
+    /// for the first. Returns an empty batch on timeout or when closed and
+    /// empty.
+    ///
+    /// When the queue was empty and an item arrives, the consumer goes on
+    /// gathering for up to `gather` after it (until `max` are waiting, or
+    /// the queue closes), and other consumers leave the items to it: a
+    /// quiet node then processes its packets in batches rather than one by
+    /// one, so one durable transaction covers several packets. A queue
+    /// that already holds items is served at once, so a busy node adds no
+    /// wait.
+    pub fn pop_batch(&self, max: usize, wait: Duration, gather: Duration) -> Vec<(P, T)> {
         let mut inner = self.lock();
-        if inner.len == 0 && !inner.closed {
+        let was_empty = inner.len == 0;
+        if (inner.len == 0 || inner.gathering) && !inner.closed {
             inner = self
                 .ready
-                .wait_timeout_while(inner, wait, |i| i.len == 0 && !i.closed)
+                .wait_timeout_while(inner, wait, |i| (i.len == 0 || i.gathering) && !i.closed)
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|e| e.into_inner().0);
+        }
+        if was_empty && inner.len > 0 && !gather.is_zero() && !inner.gathering {
+            inner.gathering = true;
+            let until = Instant::now() + gather;
+            loop {
+                let now = Instant::now();
+                if inner.len >= max || inner.closed || now >= until {
+                    break;
+                }
+                inner = self
+                    .ready
+                    .wait_timeout(inner, until - now)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            inner.gathering = false;
         }
         let mut batch = Vec::with_capacity(max.min(inner.len));
         while batch.len() < max {
@@ -139,6 +176,12 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
             }
             inner.len -= 1;
             batch.push((peer, item));
+        }
+        let left = inner.len > 0;
+        drop(inner);
+        if left {
+            // Items the others left to this consumer while it gathered.
+            self.ready.notify_one();
         }
         batch
     }
@@ -179,7 +222,7 @@ mod tests {
         }
         q.push("a", 100);
         q.push("b", 200);
-        let batch: Vec<_> = q.pop_batch(4, NO_WAIT);
+        let batch: Vec<_> = q.pop_batch(4, NO_WAIT, NO_WAIT);
         let peers: Vec<&str> = batch.iter().map(|(p, _)| *p).collect();
         assert_eq!(peers, vec!["flood", "a", "b", "flood"]);
         assert_eq!(q.len(), 48);
@@ -207,7 +250,7 @@ mod tests {
         assert_eq!(q.len(), 5);
         // The longest queue's own new item is dropped rather than evicting others.
         assert_eq!(q.push("flood", 99), Pushed::DroppedPeerFull);
-        let all = q.pop_batch(10, NO_WAIT);
+        let all = q.pop_batch(10, NO_WAIT, NO_WAIT);
         assert_eq!(all.len(), 5);
         assert!(all.contains(&("b", 0)));
         assert!(q.is_empty());
@@ -217,10 +260,81 @@ mod tests {
     fn close_wakes_consumers() {
         let q = std::sync::Arc::new(FairQueue::<u8, u8>::new(1, 1));
         let q2 = q.clone();
-        let t = std::thread::spawn(move || q2.pop_batch(1, Duration::from_secs(30)));
+        let t = std::thread::spawn(move || {
+            q2.pop_batch(1, Duration::from_secs(30), Duration::from_secs(30))
+        });
         std::thread::sleep(Duration::from_millis(20));
         q.close();
         assert!(t.join().unwrap().is_empty());
         assert_eq!(q.push(1, 1), Pushed::Closed);
+    }
+
+    /// Pops on another thread; the answer comes back on a channel.
+    fn pop_elsewhere(
+        q: &std::sync::Arc<FairQueue<u8, u8>>,
+        max: usize,
+        gather: Duration,
+    ) -> std::sync::mpsc::Receiver<Vec<(u8, u8)>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(q.pop_batch(max, Duration::from_secs(60), gather));
+        });
+        rx
+    }
+
+    #[test]
+    fn a_quiet_queue_gathers_a_batch_and_other_consumers_leave_it_alone() {
+        let q = std::sync::Arc::new(FairQueue::<u8, u8>::new(100, 100));
+        let gather = Duration::from_millis(300);
+        let first = pop_elsewhere(&q, 10, gather);
+        let second = pop_elsewhere(&q, 10, gather);
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..3 {
+            q.push(i, i);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // One consumer took all three; the other is still waiting.
+        let (got, other) = match first.recv_timeout(Duration::from_secs(30)) {
+            Ok(batch) => (batch, second),
+            Err(_) => (second.recv_timeout(Duration::from_secs(30)).unwrap(), first),
+        };
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(other.try_recv().is_err());
+        q.push(9, 9);
+        assert_eq!(
+            other.recv_timeout(Duration::from_secs(30)).unwrap(),
+            vec![(9, 9)]
+        );
+    }
+
+    #[test]
+    fn gathering_stops_at_a_full_batch_or_when_closed() {
+        let q = std::sync::Arc::new(FairQueue::<u8, u8>::new(100, 100));
+        // A gather window longer than the test's patience: only a full
+        // batch (or closing) can end it in time.
+        let hour = Duration::from_secs(3600);
+        let full = pop_elsewhere(&q, 2, hour);
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(1, 1);
+        q.push(2, 2);
+        q.push(3, 3);
+        assert_eq!(full.recv_timeout(Duration::from_secs(30)).unwrap().len(), 2);
+        // A busy queue (items already waiting) is served without gathering.
+        assert_eq!(
+            pop_elsewhere(&q, 10, hour)
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap(),
+            vec![(3, 3)]
+        );
+        let closing = pop_elsewhere(&q, 10, hour);
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(4, 4);
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        assert_eq!(
+            closing.recv_timeout(Duration::from_secs(30)).unwrap(),
+            vec![(4, 4)]
+        );
     }
 }

@@ -31,13 +31,17 @@
 //! - node CPU per sender above the idle cost (CPU milliseconds per sender-hour) and memory per
 //!   sender (the nodes' resident memory at the end of the period minus
 //!   before the agents started, divided by the senders);
-//! - the idle federation's own CPU (relay loops, gossip, timers), over 30 s
-//!   before the agents start;
+//! - the idle federation's own CPU (relay loops, gossip, timers), over
+//!   120 s before the agents start (40 s after the nodes started, once the
+//!   directory has converged);
 //! - packets processed per CPU second (all nodes' packets over all their
 //!   CPU, and over their CPU above the idle cost), and from the latter how
 //!   many always-on senders one core carries: that rate over the packets
 //!   one sender's traffic makes the federation process per second (all
 //!   hops);
+//! - as a cross-check that needs no idle interval, the least-squares slope
+//!   of the nodes' CPU on the packets they processed (one point per node):
+//!   the CPU one more packet costs, and the senders per core it implies;
 //! - bytes per sender per day: the kernel's counters (`ss -tinp`:
 //!   `bytes_sent` + `bytes_received`) of this process's TCP connections,
 //!   which are the agents' (guard links and directory fetches), divided by
@@ -74,7 +78,7 @@ const LEAKS_PER_MINUTE: f64 = 10.0;
 /// their clocks.
 const WARM_UP: Duration = Duration::from_secs(60);
 /// The quiet interval that measures the federation's cost without senders.
-const IDLE: Duration = Duration::from_secs(30);
+const IDLE: Duration = Duration::from_secs(120);
 /// The longest wait for the last leaks after the sending period.
 const DRAIN: Duration = Duration::from_secs(30 * 60);
 /// The targets (issue 12).
@@ -290,7 +294,7 @@ async fn run() {
     eprintln!(
         "scale_bench: {RELAYS} relays and {EXITS} exits started; letting the directory converge"
     );
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
     // The federation's own cost without senders (relay loops, directory
     // gossip, timers), measured over a quiet interval, so that the cost of
     // the senders' traffic can be told apart from it.
@@ -375,6 +379,23 @@ async fn run() {
     let per_sender_per_second = packets / n / elapsed;
     let senders_per_core = per_sender_cpu_second / per_sender_per_second.max(1e-12);
     let cpu_ms_per_sender_hour = sender_cpu * 1000.0 / n / (elapsed / 3600.0);
+    // A cross-check that needs no idle interval: across the twenty nodes,
+    // the least-squares slope of CPU on packets over the sending period is
+    // the CPU one more packet costs (each node's fixed cost is the
+    // intercept).
+    let per_node: Vec<(f64, f64)> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| {
+            (
+                (a.received - b.received) / elapsed,
+                (a.cpu - b.cpu) / elapsed,
+            )
+        })
+        .collect();
+    let slope_us_per_packet = least_squares_slope(&per_node) * 1e6;
+    let senders_per_core_slope =
+        1e6 / slope_us_per_packet.max(1e-9) / per_sender_per_second.max(1e-12);
     let idle_cpu_share = idle_cpu_per_sec / (RELAYS + EXITS) as f64 * 100.0;
     let rss_idle: f64 = idle.iter().map(|s| s.rss).sum();
     let rss_end: f64 = after.iter().map(|s| s.rss).sum();
@@ -402,6 +423,14 @@ async fn run() {
     );
     println!("| node CPU per sender (above idle) | {cpu_ms_per_sender_hour:.1} ms per hour | | |");
     println!(
+        "| idle federation's CPU (per node, {:.0} s before the agents) | {idle_cpu_share:.2} % of a core | | |",
+        IDLE.as_secs_f64()
+    );
+    println!(
+        "| cross-check: CPU per packet, slope over the {} nodes | {slope_us_per_packet:.0} us, so {senders_per_core_slope:.0} senders per core | | |",
+        RELAYS + EXITS
+    );
+    println!(
         "| node memory per sender | {kib_per_sender:.1} KiB (peak RSS: relay {relay_peak:.0} MiB, exit {exit_peak:.0} MiB) | | |"
     );
     println!(
@@ -428,7 +457,7 @@ async fn run() {
         let json = format!(
             "{{\n  \"senders\": {senders},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
              \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_cpu_second\": {per_sender_cpu_second:.1},\n  \"idle_node_cpu_percent\": {idle_cpu_share:.3},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
-             \"senders_per_core\": {senders_per_core:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
+             \"senders_per_core\": {senders_per_core:.0},\n  \"slope_us_per_packet\": {slope_us_per_packet:.1},\n  \"senders_per_core_slope\": {senders_per_core_slope:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
              \"kib_per_sender\": {kib_per_sender:.2},\n  \"relay_peak_rss_mib\": {relay_peak:.1},\n  \"exit_peak_rss_mib\": {exit_peak:.1},\n  \
              \"mb_per_sender_day\": {mb_per_day:.2},\n  \"latency_p50_min\": {p50:.3},\n  \"latency_p99_min\": {p99:.3},\n  \
              \"delivered\": {},\n  \"handed\": {}\n}}\n",
@@ -438,4 +467,15 @@ async fn run() {
         );
         std::fs::write(&path, json).unwrap();
     }
+}
+
+/// The least-squares slope of `y` on `x` over `(x, y)` points (0 when the
+/// `x` do not vary).
+fn least_squares_slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if sxx > 0.0 { sxy / sxx } else { 0.0 }
 }

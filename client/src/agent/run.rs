@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use leak_net::{Peer, peer_id_of};
+use leak_net::{PacketLink, Peer, peer_id_of};
 use leak_protocol::{
     MessageId, NodeId, Packet, Recipient, Relationship,
     payload::validate_text,
@@ -154,6 +154,9 @@ struct Agent {
     outbox: Outbox,
     policy: Policy,
     peer: Arc<Peer>,
+    /// The long-lived packet stream to the guard (replaced when the guard
+    /// changes).
+    link: Option<Arc<PacketLink>>,
     directory: Option<DirectoryView>,
     next_directory_ms: u64,
     guard: Option<Guard>,
@@ -191,6 +194,7 @@ impl Agent {
             outbox,
             policy,
             peer,
+            link: None,
             directory: None,
             next_directory_ms: now,
             guard,
@@ -513,18 +517,21 @@ impl Agent {
         Ok(packet)
     }
 
-    fn transmit(&self, packet: Packet, what: Sent) {
+    fn transmit(&mut self, packet: Packet, what: Sent) {
         let Some((_, guard_peer, _)) = self.guard_parts() else {
             return;
         };
-        let peer = self.peer.clone();
+        let link = match &self.link {
+            Some(link) if link.peer() == guard_peer => link.clone(),
+            _ => {
+                let link = Arc::new(self.peer.packet_link(guard_peer));
+                self.link = Some(link.clone());
+                link
+            }
+        };
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let sent = tokio::time::timeout(
-                OPERATION_TIMEOUT,
-                peer.send_packets(guard_peer, std::slice::from_ref(&packet)),
-            )
-            .await;
+            let sent = tokio::time::timeout(OPERATION_TIMEOUT, link.send(&packet)).await;
             let ok = matches!(sent, Ok(Ok(())));
             let _ = tx.send(Event::Sent(what, ok)).await;
         });

@@ -192,6 +192,16 @@ impl Peer {
         }
     }
 
+    /// A long-lived packet stream to `peer` (see [`PacketLink`]), for a
+    /// sender that writes to the same node again and again.
+    pub fn packet_link(&self, peer: PeerId) -> PacketLink {
+        PacketLink {
+            control: self.control.clone(),
+            peer,
+            stream: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// Opens a stream of `protocol` to `peer`, for a caller that speaks it
     /// itself (tests of the wire, tools).
     pub async fn open_stream(
@@ -241,6 +251,73 @@ impl Peer {
         })
         .await
         .map_err(|_| timeout_error())?
+    }
+}
+
+/// Packets to one node over one long-lived stream, opened on first use and
+/// reopened once when a write fails (the connection dropped, the node reset
+/// the stream). Writes are serialised: packets leave in the order of the
+/// calls to [`PacketLink::send`].
+///
+/// Unlike [`Peer::send_packets`], a successful send means the packet was
+/// handed to the connection, not that the node read it: a connection that
+/// dies right after loses it without an error. A stream for each packet
+/// would cost the node a stream's set-up, protocol negotiation and
+/// tear-down per packet (and the sender a round trip); a sender whose
+/// packets matter learns of their fate end to end (receipts, loops).
+pub struct PacketLink {
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    stream: tokio::sync::Mutex<Option<libp2p::Stream>>,
+}
+
+impl std::fmt::Debug for PacketLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketLink")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacketLink {
+    /// The node this link writes to.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Writes `packet` on the stream, opening it if needed; when the write
+    /// fails on a stream opened earlier, tries once more on a fresh one.
+    pub async fn send(&self, packet: &Packet) -> io::Result<()> {
+        let mut slot = self.stream.lock().await;
+        let reused = slot.is_some();
+        match self.write(&mut slot, packet).await {
+            Err(_) if reused => self.write(&mut slot, packet).await,
+            result => result,
+        }
+    }
+
+    async fn write(&self, slot: &mut Option<libp2p::Stream>, packet: &Packet) -> io::Result<()> {
+        let mut stream = match slot.take() {
+            Some(stream) => stream,
+            None => {
+                let mut control = self.control.clone();
+                tokio::time::timeout(
+                    TIMEOUT,
+                    control.open_stream(self.peer, wire::PACKET_PROTOCOL),
+                )
+                .await
+                .map_err(|_| timeout_error())?
+                .map_err(|e| io::Error::other(e.to_string()))?
+            }
+        };
+        tokio::time::timeout(TIMEOUT, async {
+            wire::write_packet(&mut stream, packet).await?;
+            stream.flush().await
+        })
+        .await
+        .map_err(|_| timeout_error())??;
+        *slot = Some(stream);
+        Ok(())
     }
 }
 

@@ -25,10 +25,11 @@ const WORKER_BATCH: usize = 128;
 /// One worker thread: take batches fairly, open them, record replay tags in
 /// one transaction, and carry out what the core decided.
 pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) {
+    let gather = Duration::from_millis(shared.config.limits.batch_gather_ms);
     loop {
         let batch = shared
             .inbound
-            .pop_batch(WORKER_BATCH, Duration::from_millis(250));
+            .pop_batch(WORKER_BATCH, Duration::from_millis(250), gather);
         if batch.is_empty() {
             if shared.inbound.is_closed() {
                 return;
