@@ -1,7 +1,8 @@
 //! Path selection: which nodes a leak crosses, and how long each holds it.
 //!
-//! The exit is chosen first (an exit enforcing the client's policy version
-//! when there is one), then the other hops, as Tor does. A *route* is two
+//! The exit is chosen first (among exits enforcing the client's policy
+//! version when there are any: for a leak the one responsible for its
+//! recipient, for a loop one at random), then the other hops, as Tor does. A *route* is two
 //! paths that meet at the client's entry relay:
 //!
 //! ```text
@@ -47,7 +48,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use leak_protocol::{Delay, NodeId, PathHop, directory::Descriptor};
+use leak_protocol::{Delay, NodeId, PathHop, directory::Descriptor, federation};
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use rand::{CryptoRng, seq::SliceRandom as _};
 
@@ -93,11 +94,19 @@ pub struct ExitChoice {
     pub same_policy: bool,
 }
 
-/// Chooses an exit at random, preferring exits that enforce `policy_version`.
-/// Only exits with a key for the current epoch qualify.
+/// Chooses the exit of a leak or a loop, preferring exits that enforce
+/// `policy_version`. Only exits with a key for the current epoch qualify.
+///
+/// A leak's exit is the one responsible for its recipient (`recipient`,
+/// the policy's hash of the address): the first of the pool by rendezvous
+/// hashing ([`leak_protocol::federation::responsible_exit`]), which every
+/// client and exit of the same directory computes alike, and which refuses
+/// leaks of recipients it is not responsible for; a loop (`None`) takes
+/// one at random.
 pub fn choose_exit<R: CryptoRng + ?Sized>(
     nodes: &[Descriptor],
     policy_version: u32,
+    recipient: Option<&[u8; 32]>,
     now_ms: u64,
     rng: &mut R,
 ) -> Result<ExitChoice, PathError> {
@@ -109,20 +118,23 @@ pub fn choose_exit<R: CryptoRng + ?Sized>(
     let same: Vec<&Descriptor> = exits
         .iter()
         .copied()
-        .filter(|d| {
-            d.exit
-                .as_ref()
-                .is_some_and(|e| e.policy_version == policy_version)
-        })
+        .filter(|d| federation::is_exit_for(d, policy_version, now_ms / 1000))
         .collect();
     let (pool, same_policy) = if same.is_empty() {
         (exits, false)
     } else {
         (same, true)
     };
-    let index = uniform_index(pool.len(), rng).ok_or(PathError::NoExit)?;
+    let chosen = match recipient {
+        Some(recipient) => pool
+            .iter()
+            .copied()
+            .max_by_key(|d| (federation::exit_rank(recipient, &d.node), d.node.0)),
+        None => uniform_index(pool.len(), rng).map(|i| pool[i]),
+    };
+    let descriptor = chosen.ok_or(PathError::NoExit)?;
     Ok(ExitChoice {
-        descriptor: pool[index].clone(),
+        descriptor: descriptor.clone(),
         same_policy,
     })
 }

@@ -139,7 +139,14 @@ pub async fn send(
             directory::format_age((unix_ms() / 1000).saturating_sub(directory.fetched_at))
         ));
     }
-    let exit = path::choose_exit(&directory.nodes, policy.version(), unix_ms(), &mut rng)?;
+    let recipient_hash = policy.recipient_hash(&draft.recipient);
+    let exit = path::choose_exit(
+        &directory.nodes,
+        policy.version(),
+        Some(&recipient_hash),
+        unix_ms(),
+        &mut rng,
+    )?;
     let exit_info = exit.descriptor.exit.clone().unwrap_or_else(|| {
         // choose_exit only returns exits with details.
         leak_protocol::directory::ExitInfo {

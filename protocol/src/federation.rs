@@ -16,6 +16,7 @@
 //! | [`EPOCH_PERIOD_SECS`] | 1 hour | the default length of a node's mix-key epoch (each descriptor states its own) |
 //! | [`epoch_key_hint`] | the epoch number's low byte | the client writes it into each hop; the relay picks that epoch's secret by it (SPEC.md §9) |
 //! | [`layer`] | entry or mix, from a hash of the node's id; exits apart | agents choose guards among entry relays; paths and loops cross mix relays between the guard and the exit |
+//! | [`responsible_exit`] | the exit whose hash with the recipient's ranks first | clients send a leak through it; every other exit refuses it, so a recipient's daily cap holds across the federation |
 //!
 //! ## Layers
 //!
@@ -39,8 +40,25 @@
 //! the layer (a federation too small to fill a path from the right layer
 //! still works, less well). The roster the federation's authorities sign
 //! may assign layers instead later; the rule would stay the same.
+//!
+//! ## One exit per recipient
+//!
+//! A recipient's daily cap must hold whatever exit a sender picks. Exits
+//! could share their counts, but a count published per recipient hash
+//! tells anyone holding the (public) policy whether a guessed address got
+//! a leak today. Instead one exit is responsible for each recipient:
+//! rendezvous hashing ([`responsible_exit`]) ranks the exits that enforce
+//! a policy version by a hash of the recipient's hash and the exit's id,
+//! and the first delivers. Every client computes the same exit from the
+//! same directory; every other exit refuses the leak
+//! (`exit.not_responsible`), so the cap and the day's count live on one
+//! exit. When an exit leaves, only its recipients move (to their second
+//! exit); when one joins, it takes an even share. A leak's exit says
+//! nothing new to an observer: the recipient learns the exit from the
+//! email anyway, and over recipients the choice is uniform, as a loop's
+//! random exit is.
 
-use crate::NodeId;
+use crate::{NodeId, directory::Descriptor};
 
 /// The longest mixing delay a hop may ask of a relay, in milliseconds.
 pub const MAX_HOP_DELAY_MS: u32 = 600_000;
@@ -86,9 +104,75 @@ pub fn layer(node: &NodeId) -> Layer {
     }
 }
 
+/// Where `exit` ranks for the recipient whose policy hash is `recipient`
+/// (higher first; [`responsible_exit`] breaks a tie, which takes a BLAKE3
+/// collision, by the id).
+pub fn exit_rank(recipient: &[u8; 32], exit: &NodeId) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("leak federation responsible exit v1")
+        .update(recipient)
+        .update(&exit.0)
+        .finalize()
+        .as_bytes()
+}
+
+/// Whether `descriptor` is an exit that takes leaks checked against
+/// `policy_version` at `unix_secs` (it has a mix key for that moment).
+pub fn is_exit_for(descriptor: &Descriptor, policy_version: u32, unix_secs: u64) -> bool {
+    descriptor.roles.exit
+        && descriptor
+            .exit
+            .as_ref()
+            .is_some_and(|e| e.policy_version == policy_version)
+        && descriptor.mix_key(descriptor.epoch_at(unix_secs)).is_some()
+}
+
+/// The exit responsible for the recipient whose policy hash is `recipient`
+/// ([`Policy::recipient_hash`](crate::policy::Policy::recipient_hash)),
+/// among the `nodes` that [`is_exit_for`] `policy_version` at `unix_secs`:
+/// the one ranking first by rendezvous hashing (see the module docs).
+/// `None` when no node qualifies.
+pub fn responsible_exit<'a>(
+    nodes: impl IntoIterator<Item = &'a Descriptor>,
+    recipient: &[u8; 32],
+    policy_version: u32,
+    unix_secs: u64,
+) -> Option<&'a Descriptor> {
+    nodes
+        .into_iter()
+        .filter(|d| is_exit_for(d, policy_version, unix_secs))
+        .max_by_key(|d| (exit_rank(recipient, &d.node), d.node.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendezvous_ranks_spread_recipients_evenly_and_move_only_a_leaving_exits() {
+        let exits: Vec<NodeId> = (0..5u8).map(|i| NodeId([i; 32])).collect();
+        let recipients: Vec<[u8; 32]> = (0..5000u32)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect();
+        let first =
+            |set: &[NodeId], r: &[u8; 32]| *set.iter().max_by_key(|e| exit_rank(r, e)).unwrap();
+        let mut share = std::collections::HashMap::new();
+        for r in &recipients {
+            *share.entry(first(&exits, r)).or_insert(0) += 1;
+        }
+        // Binomial(5000, 1/5): 1000 ± 28 (one standard deviation).
+        assert!(
+            share.values().all(|&n| (850..=1150).contains(&n)),
+            "{share:?}"
+        );
+        // Without exit 2, only its recipients move.
+        let fewer: Vec<NodeId> = exits.iter().copied().filter(|e| e.0[0] != 2).collect();
+        for r in &recipients {
+            let before = first(&exits, r);
+            if before.0[0] != 2 {
+                assert_eq!(first(&fewer, r), before);
+            }
+        }
+    }
 
     #[test]
     fn layers_split_the_federation_evenly_and_stay_put() {

@@ -9,8 +9,8 @@ use leak_protocol::{
     payload::{MAX_REASON_LEN, MAX_RULE_LEN, MessageId, Stamp},
     policy::{
         BUILTIN_TOML, Category, Policy, PolicyError, SignedPolicy, StampError, Verdict,
-        leading_zero_bits, parse_public_key, parse_public_keys, solve_stamp, verify_replacement,
-        verify_signed, verify_stamp, views,
+        leading_zero_bits, parse_public_key, parse_public_keys, recipient::Normalization,
+        solve_stamp, verify_replacement, verify_signed, verify_stamp, views,
     },
 };
 
@@ -206,6 +206,9 @@ fn recipient_hash_normalises_the_address() {
     assert_eq!(h("Alice+news@Example.COM"), h("alice@example.com"));
     assert_eq!(h("josé@exämple.de"), h("JOSÉ@xn--exmple-cua.de"));
     assert_ne!(h("alice@example.com"), h("bob@example.com"));
+    // The built-in policy normalises per provider (scheme 2).
+    assert_eq!(h("a.l.i.c.e+x@googlemail.com"), h("alice@gmail.com"));
+    assert_ne!(h("a.lice@outlook.com"), h("alice@outlook.com"));
     // The key matters: another key, another hash.
     let other = BUILTIN_TOML.replace("optout_key = \"2c", "optout_key = \"3c");
     let other = Policy::from_toml(&other).unwrap();
@@ -213,6 +216,54 @@ fn recipient_hash_normalises_the_address() {
         other.recipient_hash(&Recipient::parse("alice@example.com").unwrap()),
         h("alice@example.com")
     );
+}
+
+#[test]
+fn a_policy_names_its_address_normalization_and_exits_look_up_the_older_hash_too() {
+    let builtin = Policy::builtin();
+    assert_eq!(
+        builtin.limits().address_normalization,
+        Normalization::Providers
+    );
+    // A document without the field (every policy before it) means scheme 1.
+    let basic_toml = BUILTIN_TOML.replacen("address_normalization = 2\n", "", 1);
+    assert_ne!(basic_toml, BUILTIN_TOML);
+    let basic = Policy::from_toml(&basic_toml).unwrap();
+    assert_eq!(basic.limits().address_normalization, Normalization::Basic);
+    let r = |a: &str| Recipient::parse(a).unwrap();
+    let dotted = r("a.lice@gmail.com");
+    assert_ne!(
+        basic.recipient_hash(&dotted),
+        basic.recipient_hash(&r("alice@gmail.com"))
+    );
+    // Addresses both schemes normalise alike hash alike: opt-outs and
+    // counts recorded under scheme 1 still apply.
+    let plain = r("Bob+x@example.com");
+    assert_eq!(builtin.recipient_hash(&plain), basic.recipient_hash(&plain));
+    assert_eq!(
+        builtin.recipient_lookup_hashes(&plain),
+        vec![builtin.recipient_hash(&plain)]
+    );
+    // Where they differ, the scheme-1 hash is looked up too.
+    assert_eq!(
+        builtin.recipient_lookup_hashes(&dotted),
+        vec![
+            builtin.recipient_hash(&dotted),
+            basic.recipient_hash(&dotted)
+        ]
+    );
+    // An unknown scheme is refused.
+    for bad in ["0", "3"] {
+        let text = BUILTIN_TOML.replacen(
+            "address_normalization = 2",
+            &format!("address_normalization = {bad}"),
+            1,
+        );
+        assert!(matches!(
+            Policy::from_toml(&text),
+            Err(PolicyError::Invalid { at, .. }) if at == "limits.address_normalization"
+        ));
+    }
 }
 
 #[test]
@@ -252,7 +303,7 @@ fn signatures() {
     let mut forged = bytes.clone();
     let at = forged
         .windows(11)
-        .position(|w| w == b"version = 1")
+        .position(|w| w == b"version = 2")
         .unwrap();
     forged[at + 10] = b'9';
     let forged = SignedPolicy::from_bytes(&forged).unwrap();
@@ -303,14 +354,14 @@ fn signed_policies_verify_from_bytes_and_keys_in_hex() {
         Err(PolicyError::Malformed(_))
     ));
     // An older version verifies, but cannot replace the built-in policy.
-    let older_toml = BUILTIN_TOML.replacen("version = 1", "version = 0", 1);
+    let older_toml = BUILTIN_TOML.replacen("version = 2", "version = 0", 1);
     let older = SignedPolicy::sign(&older_toml, &seed).unwrap().to_bytes();
     assert_eq!(verify_signed(&older, &trusted, 1).unwrap().version(), 0);
     assert!(matches!(
         verify_replacement(&older, &trusted, 1),
         Err(PolicyError::OlderThanBuiltin {
             version: 0,
-            builtin: 1
+            builtin: 2
         })
     ));
 }

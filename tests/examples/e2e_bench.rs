@@ -302,9 +302,16 @@ async fn library_run(
     let peer = Peer::new().unwrap();
     let view = converged_directory(&peer, &config, &state).await;
     let policy = Policy::builtin();
-    let exit = path::choose_exit(&view.nodes, policy.version(), unix_ms(), &mut rand::rng())
-        .unwrap()
-        .descriptor;
+    // The federation has one exit: it is every recipient's.
+    let exit = path::choose_exit(
+        &view.nodes,
+        policy.version(),
+        None,
+        unix_ms(),
+        &mut rand::rng(),
+    )
+    .unwrap()
+    .descriptor;
     let mut run = LibraryRun::default();
     let warm = Warm {
         peer: &peer,

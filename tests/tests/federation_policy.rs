@@ -1,6 +1,6 @@
 //! The policy and the opt-outs are federation-wide: a newer signed policy
-//! spreads to every node, and an opt-out verified by one exit is enforced by
-//! another.
+//! spreads to every node, an opt-out verified by one exit is enforced by
+//! another, and one exit is responsible for each recipient (its cap).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,6 +16,13 @@ use leak_tests::{
 
 const RECEIPT: Duration = Duration::from_secs(30);
 
+/// The `n`th policy version of these tests: 1 is the built-in policy's
+/// (a node refuses an older one), 2 the next.
+fn v(n: u32) -> u32 {
+    leak_protocol::policy::Policy::builtin().version() - 1 + n
+}
+
+/// `toml` as version [`v`]`(version)`, with cheap stamps and this cap.
 fn cheap(toml: &str, version: u32, per_day: u32) -> String {
     toml.lines()
         .map(|l| {
@@ -23,7 +30,7 @@ fn cheap(toml: &str, version: u32, per_day: u32) -> String {
             if t.starts_with("stamp_bits") {
                 "stamp_bits = 6".to_owned()
             } else if t.starts_with("version =") {
-                format!("version = {version}")
+                format!("version = {}", v(version))
             } else if t.starts_with("per_recipient_per_day") {
                 format!("per_recipient_per_day = {per_day}")
             } else {
@@ -82,6 +89,29 @@ async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]
 }
 
 impl Setup {
+    /// An address `name-N@example.org` whose recipient exit `exit` is
+    /// responsible for (in its own directory, under the policy it
+    /// enforces): the exit every client would send it through.
+    fn recipient_of(&self, exit: usize, name: &str) -> String {
+        let node = &self.exits[exit].node;
+        let policy = node.exit().unwrap().policy();
+        let directory = node.directory();
+        let now = leak_node::clock::unix_now_ms() / 1000;
+        (0..1000)
+            .map(|i| format!("{name}-{i}@example.org"))
+            .find(|to| {
+                let hash = policy.recipient_hash(&leak_protocol::Recipient::parse(to).unwrap());
+                leak_protocol::federation::responsible_exit(
+                    &directory,
+                    &hash,
+                    policy.version(),
+                    now,
+                )
+                .is_some_and(|d| d.node == node.node_id())
+            })
+            .expect("a recipient of that exit")
+    }
+
     async fn leak(&self, exit: usize, to: &str, text: &str) -> Outcome {
         let (packet, sent) = self.sender.build_to(
             &self.relays[0].node,
@@ -126,8 +156,11 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     )
     .await;
 
+    // Each recipient's leaks go through the exit responsible for it.
+    let dan = setup.recipient_of(0, "dan");
+    let eve = setup.recipient_of(1, "eve");
     assert_eq!(
-        setup.leak(0, "dan@example.org", "I lied to you.").await,
+        setup.leak(0, &dan, "I lied to you.").await,
         Outcome::Delivered
     );
     let outbox = dir.path().join("exit0").join("outbox");
@@ -158,7 +191,8 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     assert!(status.contains("200"), "{status}");
 
     // The other exit learns it over gossip and refuses the recipient, in
-    // any spelling of the address.
+    // any spelling of the address (an opt-out is checked before whose
+    // recipient it is).
     let other = setup.exits[1].node.exit().unwrap().clone();
     wait_until(
         Duration::from_secs(30),
@@ -176,14 +210,27 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     .await;
     assert_eq!(
         setup
-            .leak(1, "Dan+again@Example.ORG", "You are underpaid.")
+            .leak(
+                1,
+                &dan.replace("dan", "Dan")
+                    .replace("@", "+again@")
+                    .to_uppercase(),
+                "You are underpaid."
+            )
             .await,
         Outcome::RecipientOptedOut
     );
     assert_eq!(
-        setup.leak(1, "eve@example.org", "You are underpaid.").await,
+        setup.leak(1, &eve, "You are underpaid.").await,
         Outcome::Delivered
     );
+    // A leak to a recipient of exit 0 sent through exit 1 is refused there:
+    // the recipient's daily cap lives on one exit.
+    let other = setup.recipient_of(0, "fay");
+    assert!(matches!(
+        setup.leak(1, &other, "You are underpaid.").await,
+        Outcome::Refused { rule, .. } if rule == "exit.not_responsible"
+    ));
     // The exit holds the node's shared state: let go of it before shutdown.
     drop(other);
     setup.shutdown().await;
@@ -209,8 +256,8 @@ async fn a_newer_signed_policy_spreads_and_a_forged_one_does_not() {
             Duration::from_secs(60),
             "version 2 to reach the exits",
             || {
-                let v = exit.policy().version();
-                async move { v == 2 }
+                let version = exit.policy().version();
+                async move { version == v(2) }
             },
         )
         .await;
@@ -226,17 +273,18 @@ async fn a_newer_signed_policy_spreads_and_a_forged_one_does_not() {
                 .directory()
                 .iter()
                 .filter(|d| ids.contains(&d.node))
-                .all(|d| d.exit.as_ref().is_some_and(|e| e.policy_version == 2));
+                .all(|d| d.exit.as_ref().is_some_and(|e| e.policy_version == v(2)));
             async move { done }
         },
     )
     .await;
+    let fay = setup.recipient_of(0, "fay");
     assert_eq!(
-        setup.leak(0, "fay@example.org", "I lied to you.").await,
+        setup.leak(0, &fay, "I lied to you.").await,
         Outcome::Delivered
     );
     assert_eq!(
-        setup.leak(0, "fay@example.org", "I lied again.").await,
+        setup.leak(0, &fay, "I lied again.").await,
         Outcome::RateLimited,
         "version 2's limit is enforced"
     );
@@ -267,11 +315,11 @@ async fn a_newer_signed_policy_spreads_and_a_forged_one_does_not() {
         if adopted.exists() {
             let bytes = std::fs::read(adopted).unwrap();
             let version = SignedPolicy::from_bytes(&bytes).unwrap();
-            assert!(version.toml().contains("version = 2"));
+            assert!(version.toml().contains(&format!("version = {}", v(2))));
         }
     }
     for exit in &setup.exits {
-        assert_eq!(exit.node.exit().unwrap().policy().version(), 2);
+        assert_eq!(exit.node.exit().unwrap().policy().version(), v(2));
     }
     setup.shutdown().await;
 }

@@ -839,7 +839,14 @@ impl Agent {
             anyhow::bail!("the agent has no directory yet: try again in a moment");
         };
         let mut rng = rand::rng();
-        let exit = path::choose_exit(&directory.nodes, self.policy.version(), now, &mut rng)?;
+        let recipient_hash = self.policy.recipient_hash(&recipient);
+        let exit = path::choose_exit(
+            &directory.nodes,
+            self.policy.version(),
+            Some(&recipient_hash),
+            now,
+            &mut rng,
+        )?;
         let exit_domain = exit
             .descriptor
             .exit

@@ -83,7 +83,7 @@ pub fn build_drop<R: CryptoRng + ?Sized>(
     policy_version: u32,
     rng: &mut R,
 ) -> Result<Packet, TrafficError> {
-    let exit = path::choose_exit(cx.nodes, policy_version, cx.now_ms, rng)?;
+    let exit = path::choose_exit(cx.nodes, policy_version, None, cx.now_ms, rng)?;
     let route = route_through_guard(cx, &exit.descriptor, rng)?;
     cover::seal_drop(&route.forward, rng).map_err(|e| TrafficError::Cover(e.to_string()))
 }
@@ -96,7 +96,7 @@ pub fn build_loop<R: CryptoRng + ?Sized>(
     policy_version: u32,
     rng: &mut R,
 ) -> Result<(Packet, ReplyKeys, u64), TrafficError> {
-    let exit = path::choose_exit(cx.nodes, policy_version, cx.now_ms, rng)?;
+    let exit = path::choose_exit(cx.nodes, policy_version, None, cx.now_ms, rng)?;
     let route = route_through_guard(cx, &exit.descriptor, rng)?;
     let built = cover::build_echo(&route.forward, &route.reply, cx.mailbox, rng)
         .map_err(|e| TrafficError::Cover(e.to_string()))?;

@@ -91,7 +91,7 @@ fn routes_follow_the_rules() {
     let mut rng = StdRng::seed_from_u64(1);
     for hops in MIN_HOPS..=MAX_HOPS {
         for _ in 0..50 {
-            let exit = choose_exit(&directory, 1, NOW_MS, &mut rng).unwrap();
+            let exit = choose_exit(&directory, 1, None, NOW_MS, &mut rng).unwrap();
             assert!(exit.same_policy);
             let route =
                 choose_route(&directory, &request(&exit.descriptor, hops), &mut rng).unwrap();
@@ -278,7 +278,7 @@ fn no_exit_and_bad_hop_counts_are_errors() {
     let directory: Vec<Descriptor> = (1..=4).map(|n| node(n, "", "127.0.0.1", false)).collect();
     let mut rng = StdRng::seed_from_u64(7);
     assert!(matches!(
-        choose_exit(&directory, 1, NOW_MS, &mut rng),
+        choose_exit(&directory, 1, None, NOW_MS, &mut rng),
         Err(PathError::NoExit)
     ));
     let exit = node(50, "", "127.0.0.1", true);
@@ -297,12 +297,55 @@ fn exits_of_the_client_policy_version_are_preferred() {
     let new = node(51, "", "127.0.0.1", true);
     let mut rng = StdRng::seed_from_u64(8);
     for _ in 0..20 {
-        let choice = choose_exit(&[old.clone(), new.clone()], 1, NOW_MS, &mut rng).unwrap();
+        let choice = choose_exit(&[old.clone(), new.clone()], 1, None, NOW_MS, &mut rng).unwrap();
         assert_eq!(choice.descriptor.node, new.node);
         assert!(choice.same_policy);
     }
-    let choice = choose_exit(std::slice::from_ref(&old), 1, NOW_MS, &mut rng).unwrap();
+    let choice = choose_exit(std::slice::from_ref(&old), 1, None, NOW_MS, &mut rng).unwrap();
     assert!(!choice.same_policy);
+}
+
+/// A leak goes to the exit responsible for its recipient: the same one
+/// whatever the randomness, the one the protocol's rule names (which the
+/// exits apply), among the exits of the client's policy version; the
+/// recipients spread over the exits. A loop's exit is random.
+#[test]
+fn a_leak_goes_to_its_recipients_exit_and_a_loop_anywhere() {
+    let mut other_policy = node(60, "", "127.0.0.1", true);
+    other_policy.exit.as_mut().unwrap().policy_version = 0;
+    let mut directory: Vec<Descriptor> = (50..54).map(|n| node(n, "", "127.0.0.1", true)).collect();
+    directory.push(other_policy.clone());
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut used = std::collections::HashSet::new();
+    for r in 0..200u32 {
+        let mut recipient = [0u8; 32];
+        recipient[..4].copy_from_slice(&r.to_le_bytes());
+        let responsible =
+            leak_protocol::federation::responsible_exit(&directory, &recipient, 1, NOW_MS / 1000)
+                .unwrap()
+                .node;
+        for _ in 0..3 {
+            let choice = choose_exit(&directory, 1, Some(&recipient), NOW_MS, &mut rng).unwrap();
+            assert_eq!(choice.descriptor.node, responsible);
+            assert!(choice.same_policy);
+        }
+        used.insert(responsible);
+    }
+    assert_eq!(
+        used.len(),
+        4,
+        "every exit of the policy version is someone's"
+    );
+    assert!(!used.contains(&other_policy.node));
+    let loops: std::collections::HashSet<NodeId> = (0..100)
+        .map(|_| {
+            choose_exit(&directory, 1, None, NOW_MS, &mut rng)
+                .unwrap()
+                .descriptor
+                .node
+        })
+        .collect();
+    assert_eq!(loops.len(), 4);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leak_protocol::{
-    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock,
+    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock, federation,
     payload::{LeakDecodeError, MAX_REASON_LEN, MAX_RULE_LEN, PayloadError},
     policy::{self, Verdict},
 };
@@ -135,23 +135,62 @@ impl Exit {
         Ok((self.keys.current(id), Known::New))
     }
 
+    /// The refusal of a leak whose recipient another exit is responsible
+    /// for ([`federation::responsible_exit`]), in this node's directory,
+    /// among the exits of this exit's policy version: the recipient's
+    /// cap and count live there. While this exit is not among them (its
+    /// own descriptor not yet listed, or listing another policy version)
+    /// it takes the leak rather than refuse every one.
+    fn misdirected(&self, leak: &Leak, now_ms: u64) -> Option<Outcome> {
+        let policy = self.policy();
+        let nodes = (self.directory)();
+        let now_secs = now_ms / 1000;
+        let listed = nodes.iter().any(|d| {
+            d.node == self.node_id && federation::is_exit_for(d, policy.version(), now_secs)
+        });
+        if !listed {
+            return None;
+        }
+        let recipient = policy.recipient_hash(&leak.recipient);
+        let responsible =
+            federation::responsible_exit(&nodes, &recipient, policy.version(), now_secs)?;
+        (responsible.node != self.node_id).then(|| {
+            refused(
+                "exit.not_responsible",
+                "another exit delivers to this recipient: send it again once your directory is fresh",
+            )
+        })
+    }
+
     /// Why the exit will not deliver `leak`, if it will not (its stamp is
-    /// checked before, [`Exit::check_stamp`]).
+    /// checked before, [`Exit::check_stamp`]), with how it ends and how it
+    /// is counted. In order: an opt-out (from any exit: the answer that
+    /// holds everywhere), the policy, an undeliverable address, another
+    /// exit's recipient ([`Exit::misdirected`]), the day's cap.
+    ///
+    /// Opt-outs and the day's count are looked up under every hash the
+    /// recipient may have been recorded under
+    /// ([`Policy::recipient_lookup_hashes`](leak_protocol::policy::Policy::recipient_lookup_hashes)):
+    /// a policy that normalises addresses further keeps what was recorded
+    /// under the one before.
     fn judge(
         &self,
         leak: &Leak,
-        recipient: &[u8; 32],
         now_ms: u64,
-    ) -> Result<Option<(Outcome, EndState)>, ExitError> {
-        if self.store.opted_out(recipient)? {
-            return Ok(Some((Outcome::RecipientOptedOut, EndState::OptedOut)));
-        }
+    ) -> Result<Option<(Outcome, EndState, Intake)>, ExitError> {
+        let ends = |outcome, state| Ok(Some((outcome, state, Intake::refusal(state))));
         let policy = self.policy();
+        let lookup = policy.recipient_lookup_hashes(&leak.recipient);
+        for hash in &lookup {
+            if self.store.opted_out(hash)? {
+                return ends(Outcome::RecipientOptedOut, EndState::OptedOut);
+            }
+        }
         let verdicts = std::iter::once(policy.check_text(&leak.text))
             .chain(self.local_rules.iter().map(|p| p.check_text(&leak.text)));
         for verdict in verdicts {
             if let Verdict::Refused(r) = verdict {
-                return Ok(Some((refused(&r.rule, &r.reason), EndState::Refused)));
+                return ends(refused(&r.rule, &r.reason), EndState::Refused);
             }
         }
         if leak
@@ -160,13 +199,16 @@ impl Exit {
             .parse::<lettre::Address>()
             .is_err()
         {
-            return Ok(Some((
+            return ends(
                 refused(
                     "address.undeliverable",
                     "this exit cannot deliver to that address",
                 ),
                 EndState::Refused,
-            )));
+            );
+        }
+        if let Some(outcome) = self.misdirected(leak, now_ms) {
+            return Ok(Some((outcome, EndState::Refused, Intake::NotResponsible)));
         }
         let policy_limit = policy.limits().per_recipient_per_day;
         let local_limit = self.config.exit.per_recipient_per_day;
@@ -174,8 +216,14 @@ impl Exit {
             (0, l) | (l, 0) => l,
             (p, l) => p.min(l),
         };
-        if limit > 0 && self.store.rate_count(recipient, now_ms / DAY_MS)? >= limit {
-            return Ok(Some((Outcome::RateLimited, EndState::RateLimited)));
+        if limit > 0 {
+            let mut today = 0;
+            for hash in &lookup {
+                today += self.store.rate_count(hash, now_ms / DAY_MS)?;
+            }
+            if today >= limit {
+                return ends(Outcome::RateLimited, EndState::RateLimited);
+            }
         }
         Ok(None)
     }
@@ -238,9 +286,9 @@ impl Exit {
             }
             Known::New => {}
         }
-        if let Some((outcome, state)) = self.judge(&leak, &recipient, now)? {
+        if let Some((outcome, state, intake)) = self.judge(&leak, now)? {
             self.record(key, outcome.clone(), state)?;
-            self.count(Intake::refusal(state));
+            self.count(intake);
             self.answer(leak.reply_block, leak.message_id, outcome, hold);
             return Ok(());
         }

@@ -89,6 +89,9 @@ pub struct ExitDelivery {
 pub type SendPacket = Arc<dyn Fn(NodeId, Packet, u64) + Send + Sync>;
 /// Publishes a batch of signed opt-outs to the federation.
 pub type PublishOptOuts = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+/// The exits' descriptors in the node's directory (its own included), for
+/// the rule of which exit is responsible for a recipient.
+pub type DirectoryNodes = Arc<dyn Fn() -> Vec<leak_protocol::directory::Descriptor> + Send + Sync>;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -98,6 +101,7 @@ pub struct Exit {
     policy: Arc<PolicyState>,
     seed: zeroize::Zeroizing<[u8; 32]>,
     publish_opt_outs: PublishOptOuts,
+    directory: DirectoryNodes,
     local_rules: Option<Policy>,
     node_id: NodeId,
     store: ExitStore,
@@ -136,6 +140,7 @@ pub(crate) struct Parts {
     pub policy: Arc<PolicyState>,
     pub send_packet: SendPacket,
     pub publish_opt_outs: PublishOptOuts,
+    pub directory: DirectoryNodes,
     /// The time every decision of the exit takes (the system clock in a
     /// running node).
     pub clock: SharedClock,
@@ -156,6 +161,7 @@ pub(crate) async fn start(
         policy,
         send_packet,
         publish_opt_outs,
+        directory,
         clock,
     } = parts;
     let seed = zeroize::Zeroizing::new(seed);
@@ -220,6 +226,7 @@ pub(crate) async fn start(
         policy,
         seed,
         publish_opt_outs,
+        directory,
         local_rules,
         node_id,
         store: exit_store,

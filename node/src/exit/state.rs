@@ -141,6 +141,8 @@ pub enum Intake {
     /// Its anti-abuse stamp is not valid: refused before anything else,
     /// nothing stored.
     BadStamp,
+    /// Another exit is responsible for its recipient: refused.
+    NotResponsible,
     /// The policy, the local rules or the address refused it.
     Refused,
     /// The exit could not store it (not acknowledged: the client retransmits).
@@ -169,6 +171,7 @@ impl Label for Intake {
             Self::OptedOut => "opted_out",
             Self::RateLimited => "rate_limited",
             Self::BadStamp => "bad_stamp",
+            Self::NotResponsible => "not_responsible",
             Self::Refused => "refused",
             Self::StorageError => "storage_error",
         }

@@ -46,8 +46,29 @@ fn leak_with(
     text: &str,
     days_off: u64,
 ) -> Vec<u8> {
+    leak_to(
+        exit,
+        node_id,
+        now_ms,
+        message_id,
+        text,
+        days_off,
+        "alice@leak.test",
+    )
+}
+
+/// [`leak_with`] to this recipient.
+fn leak_to(
+    exit: &Exit,
+    node_id: NodeId,
+    now_ms: u64,
+    message_id: MessageId,
+    text: &str,
+    days_off: u64,
+    to: &str,
+) -> Vec<u8> {
     let mut rng = rand::rng();
-    let recipient = Recipient::parse("alice@leak.test").unwrap();
+    let recipient = Recipient::parse(to).unwrap();
     let policy = exit.policy();
     let recipient_hash = policy.recipient_hash(&recipient);
     let mut stamp = solve_stamp(
@@ -128,6 +149,7 @@ async fn the_retry_schedule_runs_in_virtual_time() {
                 counted.fetch_add(1, Ordering::SeqCst);
             }),
             publish_opt_outs: Arc::new(|_| {}),
+            directory: Arc::new(Vec::new),
             clock: clock.clone(),
         },
         rx,
@@ -244,6 +266,7 @@ async fn a_bad_stamp_is_refused_before_the_model_runs_and_nothing_is_stored() {
                 counted.fetch_add(1, Ordering::SeqCst);
             }),
             publish_opt_outs: Arc::new(|_| {}),
+            directory: Arc::new(Vec::new),
             clock: clock.clone(),
         },
         rx,
@@ -276,6 +299,268 @@ async fn a_bad_stamp_is_refused_before_the_model_runs_and_nothing_is_stored() {
     assert_eq!(states.get("refused"), Some(&1), "{states:?}");
     assert!(matches!(exit.locate(&stale).unwrap().1, Known::New));
     assert!(matches!(exit.locate(&valid).unwrap().1, Known::Done(_)));
+    drop(exit);
+    for (_, task) in started.tasks {
+        task.abort();
+    }
+}
+
+/// A policy that normalises addresses per provider keeps what exits
+/// recorded under the plainer scheme: an opt-out made under the scheme-1
+/// hash of `a.lice@gmail.com` refuses leaks to `A.Lice+x@gmail.com`
+/// (scheme 1 normalises it alike; scheme 2 to `alice@gmail.com`), and the
+/// day's count under the scheme-1 hash of `b.ob@gmail.com` counts against
+/// `B.ob@gmail.com`'s cap. The refusals are counted. (What scheme 1
+/// recorded under one spelling cannot be found from another, such as
+/// `alice@googlemail.com`: that is what scheme 2 fixes from now on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_and_counts_recorded_under_the_older_hash_still_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().to_path_buf());
+    config.exit.domain = "exit.test".into();
+    config.exit.http_listen = "127.0.0.1:0".into();
+    // Nothing listens on port 1: an accepted leak stays queued.
+    config.exit.transport = Transport::Smtp;
+    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = Arc::new(Store::open(&config.database_path()).unwrap());
+    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
+    let builtin = policy.current();
+    assert_eq!(
+        builtin.limits().address_normalization,
+        policy::recipient::Normalization::Providers
+    );
+    let basic = policy::Policy::from_toml(&policy::BUILTIN_TOML.replacen(
+        "address_normalization = 2\n",
+        "",
+        1,
+    ))
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
+    let seed = [7u8; 32];
+    let (tx, rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let started = start(
+        Parts {
+            config,
+            seed,
+            store,
+            metrics: metrics.clone(),
+            policy,
+            send_packet: Arc::new(|_, _, _| {}),
+            publish_opt_outs: Arc::new(|_| {}),
+            directory: Arc::new(Vec::new),
+            clock: clock.clone(),
+        },
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let exit = started.exit.clone();
+    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let day = clock.now_ms() / DAY_MS;
+    let opted = Recipient::parse("a.lice@gmail.com").unwrap();
+    let counted = Recipient::parse("b.ob@gmail.com").unwrap();
+    assert_ne!(basic.recipient_hash(&opted), builtin.recipient_hash(&opted));
+    exit.store
+        .opt_out(&[(basic.recipient_hash(&opted), clock.now_ms(), [0; 32])])
+        .unwrap();
+    // A full day's count for b.ob under the scheme-1 hash: leaks accepted
+    // (queued, undeliverable) before the policy changed.
+    for i in 0..builtin.limits().per_recipient_per_day {
+        let entry = store::Entry {
+            accepted_ms: clock.now_ms(),
+            next_attempt_ms: clock.now_ms() + DAY_MS,
+            attempts: 0,
+            last_error: String::new(),
+            reply_block: Vec::new(),
+        };
+        let id = MessageId([100 + u8::try_from(i).unwrap(); 16]);
+        exit.store
+            .accept(
+                &id,
+                b"an earlier leak",
+                &entry,
+                &basic.recipient_hash(&counted),
+                day,
+            )
+            .unwrap();
+    }
+    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
+    let sends = [
+        (MessageId([1; 16]), "A.Lice+x@gmail.com"),
+        (MessageId([2; 16]), "B.ob@gmail.com"),
+        (MessageId([3; 16]), "carol@gmail.com"),
+    ];
+    for (id, to) in sends {
+        let message = leak_to(
+            &exit,
+            node_id,
+            clock.now_ms(),
+            id,
+            "The vase was me.",
+            0,
+            to,
+        );
+        tx.send(ExitDelivery {
+            message: zeroize::Zeroizing::new(message),
+            delay: Delay(0),
+        })
+        .await
+        .unwrap();
+    }
+    until("all three taken", || {
+        intake("opted_out") + intake("rate_limited") + intake("accepted") == 3
+    })
+    .await;
+    assert_eq!(intake("opted_out"), 1);
+    assert_eq!(intake("rate_limited"), 1);
+    assert_eq!(intake("accepted"), 1);
+    drop(exit);
+    for (_, task) in started.tasks {
+        task.abort();
+    }
+}
+
+/// An exit descriptor with one key for every epoch around `now_ms`.
+fn exit_descriptor(
+    node: NodeId,
+    policy_version: u32,
+    now_ms: u64,
+) -> leak_protocol::directory::Descriptor {
+    use leak_protocol::directory::{Descriptor, EpochKey, ExitInfo, Roles};
+    let key = MixSecret::generate(&mut rand::rng()).public();
+    let epoch = now_ms / 1000 / 3600;
+    Descriptor {
+        node,
+        addresses: vec!["/ip4/127.0.0.1/tcp/4700".into()],
+        roles: Roles {
+            relay: true,
+            exit: true,
+        },
+        family: String::new(),
+        exit: Some(ExitInfo {
+            domain: "exit.test".into(),
+            policy_version,
+        }),
+        epoch_period_secs: 3600,
+        mix_keys: (epoch - 1..=epoch + 1)
+            .map(|epoch| EpochKey { epoch, key })
+            .collect(),
+        software: "test".into(),
+        published_at: now_ms / 1000,
+        traffic: None,
+    }
+}
+
+/// One exit per recipient: a leak whose recipient another exit of the
+/// directory is responsible for is refused (`exit.not_responsible`,
+/// answered, counted, remembered), one whose recipient is this exit's is
+/// taken; an exit of another policy version does not count, and an exit
+/// that does not find itself in its directory takes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().to_path_buf());
+    config.exit.domain = "exit.test".into();
+    config.exit.http_listen = "127.0.0.1:0".into();
+    config.exit.transport = Transport::Smtp;
+    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = Arc::new(Store::open(&config.database_path()).unwrap());
+    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
+    let current = policy.current();
+    let version = current.version();
+    let metrics = Arc::new(Metrics::new());
+    let now = crate::clock::unix_now_ms();
+    let clock = Arc::new(ManualClock::new(now));
+    let seed = [8u8; 32];
+    let me = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let other = NodeId([0xee; 32]);
+    let stale = NodeId([0xdd; 32]);
+    let listed = Arc::new(std::sync::Mutex::new(vec![
+        exit_descriptor(me, version, now),
+        exit_descriptor(other, version, now),
+        exit_descriptor(stale, version + 1, now),
+    ]));
+    let view = listed.clone();
+    let (tx, rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let started = start(
+        Parts {
+            config,
+            seed,
+            store,
+            metrics: metrics.clone(),
+            policy,
+            send_packet: Arc::new(|_, _, _| {}),
+            publish_opt_outs: Arc::new(|_| {}),
+            directory: Arc::new(move || view.lock().unwrap().clone()),
+            clock: clock.clone(),
+        },
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let exit = started.exit.clone();
+    // A recipient of each exit, by the protocol's rule.
+    let nodes = listed.lock().unwrap().clone();
+    let owner = |to: &str| {
+        let hash = current.recipient_hash(&Recipient::parse(to).unwrap());
+        leak_protocol::federation::responsible_exit(&nodes, &hash, version, now / 1000)
+            .unwrap()
+            .node
+    };
+    let addresses: Vec<String> = (0..64).map(|i| format!("r{i}@leak.test")).collect();
+    let mine = addresses.iter().find(|a| owner(a) == me).unwrap().clone();
+    let theirs: Vec<String> = addresses
+        .iter()
+        .filter(|a| owner(a) == other)
+        .take(2)
+        .cloned()
+        .collect();
+    assert!(addresses.iter().all(|a| owner(a) != stale));
+    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
+    let send = |id: u8, to: &str| {
+        let message = leak_to(
+            &exit,
+            me,
+            now,
+            MessageId([id; 16]),
+            "The vase was me.",
+            0,
+            to,
+        );
+        let tx = tx.clone();
+        async move {
+            tx.send(ExitDelivery {
+                message: zeroize::Zeroizing::new(message),
+                delay: Delay(0),
+            })
+            .await
+            .unwrap();
+        }
+    };
+    send(1, &mine).await;
+    send(2, &theirs[0]).await;
+    until("both taken", || {
+        intake("accepted") + intake("not_responsible") == 2
+    })
+    .await;
+    assert_eq!(intake("accepted"), 1);
+    assert_eq!(intake("not_responsible"), 1);
+    assert!(matches!(
+        exit.locate(&MessageId([2; 16])).unwrap().1,
+        Known::Done(_)
+    ));
+    // Gone from its own directory (not yet listed): it takes the leak.
+    listed.lock().unwrap().retain(|d| d.node != me);
+    send(3, &theirs[1]).await;
+    until("the third taken", || intake("accepted") == 2).await;
+    assert_eq!(intake("not_responsible"), 1);
     drop(exit);
     for (_, task) in started.tasks {
         task.abort();

@@ -351,6 +351,17 @@ pub async fn start(
         let publish: crate::exit::PublishOptOuts = Arc::new(move |batch| {
             let _ = publish_commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));
         });
+        let directory_shared = shared.clone();
+        let directory: crate::exit::DirectoryNodes = Arc::new(move || {
+            directory_shared
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .descriptors()
+                .filter(|d| d.roles.exit)
+                .cloned()
+                .collect()
+        });
         let started = crate::exit::start(
             crate::exit::Parts {
                 config: shared.config.clone(),
@@ -360,6 +371,7 @@ pub async fn start(
                 policy: shared.policy.clone(),
                 send_packet: send,
                 publish_opt_outs: publish,
+                directory,
                 clock: shared.clock.clone(),
             },
             incoming,

@@ -33,6 +33,7 @@
 pub mod model;
 mod normalize;
 pub mod optout;
+pub mod recipient;
 mod rules;
 mod signed;
 mod stamp;
@@ -178,6 +179,9 @@ pub struct Limits {
     pub per_recipient_per_day: u32,
     /// Leading zero bits a leak's anti-abuse stamp needs.
     pub stamp_bits: u8,
+    /// How recipient addresses are normalised before they are hashed
+    /// (`address_normalization`, 1 when a document does not say).
+    pub address_normalization: recipient::Normalization,
 }
 
 /// Why a text was refused.
@@ -317,6 +321,7 @@ impl Policy {
                 links_allowed: false,
                 per_recipient_per_day: 1,
                 stamp_bits: 20,
+                address_normalization: recipient::Normalization::Providers,
             },
             rules: rules::RuleSet::empty(),
             model: None,
@@ -362,6 +367,11 @@ impl Policy {
                 message: "must be at least 1 (opt-outs are how a recipient says none)".to_owned(),
             });
         }
+        let address_normalization = recipient::Normalization::from_number(l.address_normalization)
+            .ok_or_else(|| PolicyError::Invalid {
+                at: "limits.address_normalization".to_owned(),
+                message: "must be 1 or 2".to_owned(),
+            })?;
         let rules = rules::RuleSet::compile(&file)?;
         let model = match &file.model {
             None => None,
@@ -375,6 +385,7 @@ impl Policy {
                 links_allowed: l.links_allowed,
                 per_recipient_per_day: l.per_recipient_per_day,
                 stamp_bits: l.stamp_bits,
+                address_normalization,
             },
             rules,
             model,
@@ -468,26 +479,43 @@ impl Policy {
     /// per-recipient rate limits: every exit computes the same hash, and
     /// nobody without the policy learns the address from it.
     ///
-    /// The address is normalised first: lower case, the domain in its ASCII
-    /// (Punycode) form, and a `+tag` removed from the local part.
+    /// The address is normalised first, under the policy's scheme
+    /// ([`recipient::normalize`]): lower case, the domain in its ASCII
+    /// (Punycode) form, a `+tag` removed, and under scheme 2 what large
+    /// providers define (Gmail's dots and `googlemail.com`, Yahoo's
+    /// `-keyword`, Fastmail's subdomains). An address that both schemes
+    /// normalise alike hashes alike under both.
     pub fn recipient_hash(&self, recipient: &Recipient) -> [u8; 32] {
-        let address = normalized_address(recipient);
+        self.hash_normalized(&recipient::normalize(
+            recipient,
+            self.limits.address_normalization,
+        ))
+    }
+
+    /// Every hash under which an exit may hold opt-outs and counts for
+    /// `recipient`: [`Policy::recipient_hash`] first, then, when the policy
+    /// normalises more than scheme 1 and that makes a difference, the
+    /// scheme-1 hash (what exits recorded under earlier policies).
+    pub fn recipient_lookup_hashes(&self, recipient: &Recipient) -> Vec<[u8; 32]> {
+        let current = self.recipient_hash(recipient);
+        let basic = self.hash_normalized(&recipient::normalize(
+            recipient,
+            recipient::Normalization::Basic,
+        ));
+        if basic == current {
+            vec![current]
+        } else {
+            vec![current, basic]
+        }
+    }
+
+    fn hash_normalized(&self, address: &str) -> [u8; 32] {
         crate::crypto::derive_key(
             "leak 2025 policy recipient hash v1",
             &[&self.optout_key, address.as_bytes()],
         )
         .0
     }
-}
-
-/// `Local+tag@Domain` → `local@domain` (ASCII domain).
-pub fn normalized_address(recipient: &Recipient) -> String {
-    let local = recipient.local_part();
-    let local = local.split_once('+').map_or(local, |(l, _)| l);
-    let mut out = local.to_lowercase();
-    out.push('@');
-    out.push_str(&recipient.ascii_domain().to_ascii_lowercase());
-    out
 }
 
 /// The sentence a model refusal gives, per category: like a rule's reason,

@@ -130,6 +130,14 @@ pub(crate) struct LimitsFile {
     pub links_allowed: bool,
     pub per_recipient_per_day: u32,
     pub stamp_bits: u8,
+    /// 1 (lower case, `+tag`) or 2 (and the large providers' rules); 1 when
+    /// absent, which is what documents before the field meant.
+    #[serde(default = "basic_normalization")]
+    pub address_normalization: u8,
+}
+
+fn basic_normalization() -> u8 {
+    1
 }
 
 /// Which view of the text a rule reads.

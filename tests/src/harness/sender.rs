@@ -87,11 +87,14 @@ impl VirtualSender {
             .iter()
             .find_map(|d| d.exit.as_ref().map(|e| e.policy_version))
             .unwrap_or(0);
-        let exit = path::choose_exit(directory, policy_version, now_ms, rng);
+        let recipient = Recipient::parse(to).expect("a valid recipient");
+        // The exit responsible for the recipient, as the client chooses it.
+        let hash = leak_protocol::policy::Policy::builtin().recipient_hash(&recipient);
+        let exit = path::choose_exit(directory, policy_version, Some(&hash), now_ms, rng);
         let error = exit.as_ref().err().map(ToString::to_string);
         self.leaks.push(SentLeak {
             message_id: MessageId(rng.random()),
-            recipient: Recipient::parse(to).expect("a valid recipient"),
+            recipient,
             text: text.to_owned(),
             exit: exit.ok().map(|e| e.descriptor),
             entry: None,
