@@ -3,7 +3,6 @@
 //! anonymity measurement reads of them.
 
 use leak_client::cover::Slot;
-use rand::RngExt as _;
 
 use super::{
     DepositSeen, Endpoint, Event, Transmission, VirtualFederation,
@@ -76,14 +75,23 @@ impl VirtualFederation {
         self.dropped("cover")
     }
 
-    /// Hands a leak to `agent` now: an exit chosen now; it leaves in the
+    /// Hands a leak to `agent` now: its exit is the one responsible for
+    /// its recipient, as the agent chooses it
+    /// ([`leak_protocol::federation::exit_rank`]); it leaves in the
     /// agent's next loop slot (at once when agents emit no cover).
     /// Returns its index among the agents' leaks.
     pub fn hand_off(&mut self, agent: usize, to: &str, text: &str) -> usize {
         let now = self.now_ms();
         let first_exit = self.settings.relays;
         let exits = self.settings.exits.max(1);
-        let exit = first_exit + self.rng.random_range(0..exits);
+        let recipient = leak_protocol::Recipient::parse(to).expect("a valid recipient");
+        let hash = leak_protocol::policy::Policy::builtin().recipient_hash(&recipient);
+        let exit = (first_exit..first_exit + exits)
+            .max_by_key(|&i| {
+                let node = self.agent_directory[i].node;
+                (leak_protocol::federation::exit_rank(&hash, &node), node.0)
+            })
+            .unwrap_or(first_exit);
         let index = self.agent_leaks.len();
         self.agent_leaks
             .push(AgentLeak::new(agent, to, text, exit, now, &mut self.rng));
