@@ -99,7 +99,7 @@ pub struct ExitChoice {
 ///
 /// A leak's exit is the one responsible for its recipient (`recipient`,
 /// the policy's hash of the address): the first of the pool by rendezvous
-/// hashing ([`leak_protocol::federation::responsible_exit`]), which every
+/// hashing ([`leak_protocol::directory::responsible_exit`]), which every
 /// client and exit of the same directory computes alike, and which refuses
 /// leaks of recipients it is not responsible for; a loop (`None`) takes
 /// one at random.
@@ -118,7 +118,7 @@ pub fn choose_exit<R: CryptoRng + ?Sized>(
     let same: Vec<&Descriptor> = exits
         .iter()
         .copied()
-        .filter(|d| federation::is_exit_for(d, policy_version, now_ms / 1000))
+        .filter(|d| leak_protocol::directory::is_exit_for(d, policy_version, now_ms / 1000))
         .collect();
     let (pool, same_policy) = if same.is_empty() {
         (exits, false)

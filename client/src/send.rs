@@ -152,6 +152,7 @@ pub async fn send(
         leak_protocol::directory::ExitInfo {
             domain: String::new(),
             policy_version: 0,
+            stamp_bits: 0,
         }
     });
     if !exit.same_policy {
@@ -166,11 +167,17 @@ pub async fn send(
         .ok_or_else(|| anyhow::anyhow!("the exit's node id is not an Ed25519 key"))?;
 
     let message_id = MessageId(rng.random());
-    progress.stage(format!(
-        "computing the anti-abuse stamp ({} bits)",
-        policy.limits().stamp_bits
-    ));
-    let stamp = solve_stamp(policy, &draft.recipient, exit.descriptor.node, message_id).await?;
+    // The exit may ask more than the policy while it is under load.
+    let bits = exit_info.stamp_bits_for(policy.limits().stamp_bits);
+    progress.stage(format!("computing the anti-abuse stamp ({bits} bits)"));
+    let stamp = solve_stamp(
+        policy,
+        &draft.recipient,
+        exit.descriptor.node,
+        message_id,
+        bits,
+    )
+    .await?;
 
     let mut record = LeakRecord {
         message_id: message_id.to_string(),
@@ -428,9 +435,9 @@ async fn solve_stamp(
     recipient: &Recipient,
     exit: NodeId,
     message_id: MessageId,
+    bits: u8,
 ) -> anyhow::Result<Stamp> {
     let hash = policy.recipient_hash(recipient);
-    let bits = policy.limits().stamp_bits;
     let epoch = unix_ms() / 1000 / policy::STAMP_EPOCH_SECS;
     tokio::task::spawn_blocking(move || policy::solve_stamp(&hash, &exit, epoch, bits, &message_id))
         .await

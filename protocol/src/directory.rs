@@ -63,6 +63,18 @@ pub struct ExitInfo {
     pub domain: String,
     /// The moderation policy version it enforces.
     pub policy_version: u32,
+    /// The leading zero bits it asks of a leak's stamp now: the policy's,
+    /// or more while it is under load (0: the policy's). A client solves
+    /// for the greater of this and its policy's `stamp_bits`.
+    pub stamp_bits: u8,
+}
+
+impl ExitInfo {
+    /// The bits a stamp for this exit needs, for a policy asking
+    /// `policy_bits`.
+    pub fn stamp_bits_for(&self, policy_bits: u8) -> u8 {
+        self.stamp_bits.max(policy_bits)
+    }
 }
 
 /// A node's mix public key for one epoch.
@@ -484,6 +496,34 @@ impl Directory {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Whether `descriptor` is an exit that takes leaks checked against
+/// `policy_version` at `unix_secs` (it has a mix key for that moment).
+pub fn is_exit_for(descriptor: &Descriptor, policy_version: u32, unix_secs: u64) -> bool {
+    descriptor.roles.exit
+        && descriptor
+            .exit
+            .as_ref()
+            .is_some_and(|e| e.policy_version == policy_version)
+        && descriptor.mix_key(descriptor.epoch_at(unix_secs)).is_some()
+}
+
+/// The exit responsible for the recipient whose policy hash is `recipient`
+/// ([`Policy::recipient_hash`](crate::policy::Policy::recipient_hash)),
+/// among the `nodes` that [`is_exit_for`] `policy_version` at `unix_secs`:
+/// the one ranking first by rendezvous hashing (see [`crate::federation`], "One exit per recipient").
+/// `None` when no node qualifies.
+pub fn responsible_exit<'a>(
+    nodes: impl IntoIterator<Item = &'a Descriptor>,
+    recipient: &[u8; 32],
+    policy_version: u32,
+    unix_secs: u64,
+) -> Option<&'a Descriptor> {
+    nodes
+        .into_iter()
+        .filter(|d| is_exit_for(d, policy_version, unix_secs))
+        .max_by_key(|d| (crate::federation::exit_rank(recipient, &d.node), d.node.0))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! | [`EPOCH_PERIOD_SECS`] | 1 hour | the default length of a node's mix-key epoch (each descriptor states its own) |
 //! | [`epoch_key_hint`] | the epoch number's low byte | the client writes it into each hop; the relay picks that epoch's secret by it (SPEC.md §9) |
 //! | [`layer`] | entry or mix, from a hash of the node's id; exits apart | agents choose guards among entry relays; paths and loops cross mix relays between the guard and the exit |
-//! | [`responsible_exit`] | the exit whose hash with the recipient's ranks first | clients send a leak through it; every other exit refuses it, so a recipient's daily cap holds across the federation |
+//! | [`responsible_exit`](crate::directory::responsible_exit) | the exit whose hash with the recipient's ranks first | clients send a leak through it; every other exit refuses it, so a recipient's daily cap holds across the federation |
 //!
 //! ## Layers
 //!
@@ -47,7 +47,7 @@
 //! could share their counts, but a count published per recipient hash
 //! tells anyone holding the (public) policy whether a guessed address got
 //! a leak today. Instead one exit is responsible for each recipient:
-//! rendezvous hashing ([`responsible_exit`]) ranks the exits that enforce
+//! rendezvous hashing ([`exit_rank`], [`responsible_exit`](crate::directory::responsible_exit)) ranks the exits that enforce
 //! a policy version by a hash of the recipient's hash and the exit's id,
 //! and the first delivers. Every client computes the same exit from the
 //! same directory; every other exit refuses the leak
@@ -58,7 +58,7 @@
 //! email anyway, and over recipients the choice is uniform, as a loop's
 //! random exit is.
 
-use crate::{NodeId, directory::Descriptor};
+use crate::NodeId;
 
 /// The longest mixing delay a hop may ask of a relay, in milliseconds.
 pub const MAX_HOP_DELAY_MS: u32 = 600_000;
@@ -105,7 +105,7 @@ pub fn layer(node: &NodeId) -> Layer {
 }
 
 /// Where `exit` ranks for the recipient whose policy hash is `recipient`
-/// (higher first; [`responsible_exit`] breaks a tie, which takes a BLAKE3
+/// (higher first; [`responsible_exit`](crate::directory::responsible_exit) breaks a tie, which takes a BLAKE3
 /// collision, by the id).
 pub fn exit_rank(recipient: &[u8; 32], exit: &NodeId) -> [u8; 32] {
     *blake3::Hasher::new_derive_key("leak federation responsible exit v1")
@@ -113,34 +113,6 @@ pub fn exit_rank(recipient: &[u8; 32], exit: &NodeId) -> [u8; 32] {
         .update(&exit.0)
         .finalize()
         .as_bytes()
-}
-
-/// Whether `descriptor` is an exit that takes leaks checked against
-/// `policy_version` at `unix_secs` (it has a mix key for that moment).
-pub fn is_exit_for(descriptor: &Descriptor, policy_version: u32, unix_secs: u64) -> bool {
-    descriptor.roles.exit
-        && descriptor
-            .exit
-            .as_ref()
-            .is_some_and(|e| e.policy_version == policy_version)
-        && descriptor.mix_key(descriptor.epoch_at(unix_secs)).is_some()
-}
-
-/// The exit responsible for the recipient whose policy hash is `recipient`
-/// ([`Policy::recipient_hash`](crate::policy::Policy::recipient_hash)),
-/// among the `nodes` that [`is_exit_for`] `policy_version` at `unix_secs`:
-/// the one ranking first by rendezvous hashing (see the module docs).
-/// `None` when no node qualifies.
-pub fn responsible_exit<'a>(
-    nodes: impl IntoIterator<Item = &'a Descriptor>,
-    recipient: &[u8; 32],
-    policy_version: u32,
-    unix_secs: u64,
-) -> Option<&'a Descriptor> {
-    nodes
-        .into_iter()
-        .filter(|d| is_exit_for(d, policy_version, unix_secs))
-        .max_by_key(|d| (exit_rank(recipient, &d.node), d.node.0))
 }
 
 #[cfg(test)]

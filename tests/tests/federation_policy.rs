@@ -101,13 +101,8 @@ impl Setup {
             .map(|i| format!("{name}-{i}@example.org"))
             .find(|to| {
                 let hash = policy.recipient_hash(&leak_protocol::Recipient::parse(to).unwrap());
-                leak_protocol::federation::responsible_exit(
-                    &directory,
-                    &hash,
-                    policy.version(),
-                    now,
-                )
-                .is_some_and(|d| d.node == node.node_id())
+                leak_protocol::directory::responsible_exit(&directory, &hash, policy.version(), now)
+                    .is_some_and(|d| d.node == node.node_id())
             })
             .expect("a recipient of that exit")
     }

@@ -189,6 +189,7 @@ mod tests {
             exit: exit.then(|| ExitInfo {
                 domain: "leak.test".into(),
                 policy_version: 1,
+                stamp_bits: 0,
             }),
             epoch_period_secs: 3600,
             mix_keys: vec![EpochKey {

@@ -112,6 +112,8 @@ struct Accepted {
     exit_node: NodeId,
     exit_peer: PeerId,
     exit_domain: String,
+    /// The stamp's difficulty: the policy's, or more if the exit asks it.
+    stamp_bits: u8,
     release_at_ms: u64,
     message_id: MessageId,
 }
@@ -786,7 +788,7 @@ impl Agent {
                 Ok(accepted) => {
                     let tx = self.tx.clone();
                     let hash = self.policy.recipient_hash(&accepted.recipient);
-                    let bits = self.policy.limits().stamp_bits;
+                    let bits = accepted.stamp_bits;
                     let epoch = accepted.release_at_ms / 1000 / policy::STAMP_EPOCH_SECS;
                     let (exit_node, message_id) = (accepted.exit_node, accepted.message_id);
                     tokio::spawn(async move {
@@ -865,6 +867,13 @@ impl Agent {
             exit_node: exit.descriptor.node,
             exit_peer,
             exit_domain,
+            stamp_bits: exit
+                .descriptor
+                .exit
+                .as_ref()
+                .map_or(self.policy.limits().stamp_bits, |e| {
+                    e.stamp_bits_for(self.policy.limits().stamp_bits)
+                }),
             release_at_ms: crate::cover::release_time(now, within_ms, &mut rng),
             message_id: MessageId(rng.random()),
         })

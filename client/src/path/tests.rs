@@ -20,6 +20,7 @@ fn node(n: u8, family: &str, ip: &str, exit: bool) -> Descriptor {
         exit: exit.then(|| ExitInfo {
             domain: "leak.test".into(),
             policy_version: 1,
+            stamp_bits: 0,
         }),
         epoch_period_secs: PERIOD,
         mix_keys: vec![
@@ -321,7 +322,7 @@ fn a_leak_goes_to_its_recipients_exit_and_a_loop_anywhere() {
         let mut recipient = [0u8; 32];
         recipient[..4].copy_from_slice(&r.to_le_bytes());
         let responsible =
-            leak_protocol::federation::responsible_exit(&directory, &recipient, 1, NOW_MS / 1000)
+            leak_protocol::directory::responsible_exit(&directory, &recipient, 1, NOW_MS / 1000)
                 .unwrap()
                 .node;
         for _ in 0..3 {

@@ -196,6 +196,10 @@ pub struct ExitConfig {
     /// Most leaks per recipient per UTC day, if stricter than the policy's;
     /// 0 means the policy's limit.
     pub per_recipient_per_day: u32,
+    /// Leaks an hour (passing the stamp check) past which the exit asks
+    /// harder stamps: one more bit per doubling, at most six (0: never
+    /// more than the policy's).
+    pub busy_leaks_per_hour: u64,
     /// A file of local rules (the policy format) applied on top of the
     /// shared policy; empty for none.
     pub local_rules: String,
@@ -243,6 +247,7 @@ impl ExitConfig {
             smtp_connections: 4,
             smtp_timeout_secs: 60,
             per_recipient_per_day: 0,
+            busy_leaks_per_hour: 3000,
             local_rules: String::new(),
             retry_initial_secs: 60,
             retry_max_secs: 3600,

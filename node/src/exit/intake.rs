@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leak_protocol::{
-    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock, federation,
+    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock, directory,
     payload::{LeakDecodeError, MAX_REASON_LEN, MAX_RULE_LEN, PayloadError},
     policy::{self, Verdict},
 };
@@ -101,8 +101,18 @@ impl Exit {
     /// exit, its recipient and id, today (one day either way) and the
     /// policy's difficulty. One hash: this is the first thing the exit does
     /// with a leak.
+    ///
+    /// Under load the exit asks more than the policy's bits
+    /// ([`super::surcharge`]): the fewest it announced in its descriptor
+    /// within the grace. A leak that passes counts towards the load.
     fn check_stamp(&self, leak: &Leak, recipient: &[u8; 32], now_ms: u64) -> Option<Outcome> {
-        let bits = self.policy().limits().stamp_bits;
+        let extra = self.lock_surcharge().required(now_ms);
+        let bits = self
+            .policy()
+            .limits()
+            .stamp_bits
+            .saturating_add(extra)
+            .min(policy::MAX_STAMP_BITS);
         if bits == 0 {
             return None;
         }
@@ -115,11 +125,37 @@ impl Exit {
             bits,
             epoch,
         )
-        .err()?;
+        .err();
+        let Some(error) = error else {
+            self.lock_surcharge().record(now_ms);
+            return None;
+        };
         Some(refused(
             "stamp",
             &format!("the anti-abuse stamp is not valid: {error}"),
         ))
+    }
+
+    fn lock_surcharge(&self) -> std::sync::MutexGuard<'_, super::surcharge::Surcharge> {
+        self.surcharge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The leading zero bits this exit asks of a stamp now, the policy's
+    /// and its load's, announced: the node signs them into its descriptor
+    /// ([`leak_protocol::directory::ExitInfo::stamp_bits`]).
+    pub fn announce_stamp_bits(&self) -> u8 {
+        let extra = self.lock_surcharge().announce(self.now_ms());
+        self.policy()
+            .limits()
+            .stamp_bits
+            .saturating_add(extra)
+            .min(policy::MAX_STAMP_BITS)
+    }
+
+    /// Whether the load calls for other stamp bits than the descriptor
+    /// announces (the node then publishes a new one).
+    pub fn stamp_bits_changed(&self) -> bool {
+        self.lock_surcharge().changed(self.now_ms())
     }
 
     /// Where the exit keeps the leak with id `id`, if it knows it: the key
@@ -136,7 +172,7 @@ impl Exit {
     }
 
     /// The refusal of a leak whose recipient another exit is responsible
-    /// for ([`federation::responsible_exit`]), in this node's directory,
+    /// for ([`directory::responsible_exit`]), in this node's directory,
     /// among the exits of this exit's policy version: the recipient's
     /// cap and count live there. While this exit is not among them (its
     /// own descriptor not yet listed, or listing another policy version)
@@ -146,14 +182,14 @@ impl Exit {
         let nodes = (self.directory)();
         let now_secs = now_ms / 1000;
         let listed = nodes.iter().any(|d| {
-            d.node == self.node_id && federation::is_exit_for(d, policy.version(), now_secs)
+            d.node == self.node_id && directory::is_exit_for(d, policy.version(), now_secs)
         });
         if !listed {
             return None;
         }
         let recipient = policy.recipient_hash(&leak.recipient);
         let responsible =
-            federation::responsible_exit(&nodes, &recipient, policy.version(), now_secs)?;
+            directory::responsible_exit(&nodes, &recipient, policy.version(), now_secs)?;
         (responsible.node != self.node_id).then(|| {
             refused(
                 "exit.not_responsible",

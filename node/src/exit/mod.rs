@@ -49,6 +49,7 @@ pub mod smtp;
 pub mod spool;
 pub mod state;
 pub mod store;
+pub mod surcharge;
 #[cfg(test)]
 mod tests;
 
@@ -121,6 +122,8 @@ pub struct Exit {
     paused: std::sync::atomic::AtomicBool,
     wake: Notify,
     pace: Mutex<Pace>,
+    /// The load, and the stamp bits asked beyond the policy's.
+    surcharge: Mutex<surcharge::Surcharge>,
     clock: SharedClock,
 }
 
@@ -222,6 +225,7 @@ pub(crate) async fn start(
     #[cfg(feature = "dkim")]
     let dkim = email::dkim_config(&config)?;
     let pace = Pace::new(config.exit.min_rate, config.exit.max_rate, clock.now_ms());
+    let surcharge = surcharge::Surcharge::new(config.exit.busy_leaks_per_hour);
     let exit = Arc::new(Exit {
         policy,
         seed,
@@ -242,6 +246,7 @@ pub(crate) async fn start(
         paused: std::sync::atomic::AtomicBool::new(false),
         wake: Notify::new(),
         pace: Mutex::new(pace),
+        surcharge: Mutex::new(surcharge),
         clock,
         config,
     });

@@ -67,7 +67,6 @@ fn leak_to(
     days_off: u64,
     to: &str,
 ) -> Vec<u8> {
-    let mut rng = rand::rng();
     let recipient = Recipient::parse(to).unwrap();
     let policy = exit.policy();
     let recipient_hash = policy.recipient_hash(&recipient);
@@ -79,6 +78,18 @@ fn leak_to(
         &message_id,
     );
     stamp.epoch -= days_off;
+    encode_leak(exit, message_id, recipient, text, stamp)
+}
+
+/// A leak with this stamp and a one-hop reply block, encoded.
+fn encode_leak(
+    exit: &Exit,
+    message_id: MessageId,
+    recipient: Recipient,
+    text: &str,
+    stamp: leak_protocol::payload::Stamp,
+) -> Vec<u8> {
+    let mut rng = rand::rng();
     let hop = PathHop {
         node: NodeId([9; 32]),
         key: MixSecret::generate(&mut rng).public(),
@@ -92,12 +103,32 @@ fn leak_to(
         recipient,
         relationship: Relationship::Friend,
         text: text.into(),
-        policy_version: policy.version(),
+        policy_version: exit.policy().version(),
         stamp,
         reply_block,
     }
     .encode()
     .unwrap()
+}
+
+/// A leak to `alice@leak.test` whose stamp has exactly `bits` leading zero
+/// bits (not one more), with a message id starting with `tag`.
+fn leak_stamped_exactly(exit: &Exit, node_id: NodeId, now_ms: u64, bits: u8, tag: u8) -> Vec<u8> {
+    let recipient = Recipient::parse("alice@leak.test").unwrap();
+    let hash = exit.policy().recipient_hash(&recipient);
+    for i in 0..=255u8 {
+        let mut id = [tag; 16];
+        id[15] = i;
+        let message_id = MessageId(id);
+        let epoch = now_ms / 1000 / policy::STAMP_EPOCH_SECS;
+        let stamp = solve_stamp(&hash, &node_id, epoch, bits, &message_id);
+        let exact =
+            policy::verify_stamp(&stamp, &hash, &node_id, &message_id, bits + 1, epoch).is_err();
+        if exact {
+            return encode_leak(exit, message_id, recipient, "The vase was me.", stamp);
+        }
+    }
+    panic!("no stamp of exactly {bits} bits in 256 tries");
 }
 
 /// Waits (real time, in short polls) until `done` holds.
@@ -444,6 +475,7 @@ fn exit_descriptor(
         exit: Some(ExitInfo {
             domain: "exit.test".into(),
             policy_version,
+            stamp_bits: 0,
         }),
         epoch_period_secs: 3600,
         mix_keys: (epoch - 1..=epoch + 1)
@@ -510,7 +542,7 @@ async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
     let nodes = listed.lock().unwrap().clone();
     let owner = |to: &str| {
         let hash = current.recipient_hash(&Recipient::parse(to).unwrap());
-        leak_protocol::federation::responsible_exit(&nodes, &hash, version, now / 1000)
+        leak_protocol::directory::responsible_exit(&nodes, &hash, version, now / 1000)
             .unwrap()
             .node
     };
@@ -561,6 +593,138 @@ async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
     send(3, &theirs[1]).await;
     until("the third taken", || intake("accepted") == 2).await;
     assert_eq!(intake("not_responsible"), 1);
+    drop(exit);
+    for (_, task) in started.tasks {
+        task.abort();
+    }
+}
+
+/// Stamp difficulty rises with the exit's load: past
+/// `exit.busy_leaks_per_hour` leaks with valid stamps in the hour it asks
+/// one more bit and announces it (the descriptor's `stamp_bits`); a stamp
+/// of the policy's bits still passes for the grace a client's older
+/// descriptor needs, and is refused (`bad_stamp`) after it, while one of
+/// the new bits passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_get_harder_under_load_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path().to_path_buf());
+    config.exit.domain = "exit.test".into();
+    config.exit.http_listen = "127.0.0.1:0".into();
+    config.exit.transport = Transport::Smtp;
+    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
+    config.exit.busy_leaks_per_hour = 2;
+    config.exit.per_recipient_per_day = 100;
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = Arc::new(Store::open(&config.database_path()).unwrap());
+    let mut policy_toml = policy::BUILTIN_TOML.replacen(
+        "per_recipient_per_day = 3",
+        "per_recipient_per_day = 100",
+        1,
+    );
+    policy_toml = policy_toml.replacen("stamp_bits = 19", "stamp_bits = 12", 1);
+    let policy_file = dir.path().join("policy.signed");
+    let maintainer = [3u8; 32];
+    std::fs::write(
+        &policy_file,
+        policy::SignedPolicy::sign(
+            &policy_toml.replacen("version = 2", "version = 3", 1),
+            &maintainer,
+        )
+        .unwrap()
+        .to_bytes(),
+    )
+    .unwrap();
+    config.policy.file = policy_file.display().to_string();
+    config.policy.trusted_keys = vec![hex::encode(leak_protocol::crypto::ed25519_public(
+        &maintainer,
+    ))];
+    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
+    let base = policy.current().limits().stamp_bits;
+    assert_eq!(base, 12);
+    let metrics = Arc::new(Metrics::new());
+    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
+    let seed = [9u8; 32];
+    let (tx, rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let started = start(
+        Parts {
+            config,
+            seed,
+            store,
+            metrics: metrics.clone(),
+            policy,
+            send_packet: Arc::new(|_, _, _| {}),
+            publish_opt_outs: Arc::new(|_| {}),
+            directory: Arc::new(Vec::new),
+            clock: clock.clone(),
+        },
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let exit = started.exit.clone();
+    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
+    let deliver = |message: Vec<u8>| {
+        let tx = tx.clone();
+        async move {
+            tx.send(ExitDelivery {
+                message: zeroize::Zeroizing::new(message),
+                delay: Delay(0),
+            })
+            .await
+            .unwrap();
+        }
+    };
+    assert_eq!(exit.announce_stamp_bits(), base);
+    assert!(!exit.stamp_bits_changed());
+    // Three leaks in the hour: one more than busy.
+    for tag in 1..=3 {
+        deliver(leak_stamped_exactly(
+            &exit,
+            node_id,
+            clock.now_ms(),
+            base,
+            tag,
+        ))
+        .await;
+    }
+    until("three accepted", || intake("accepted") == 3).await;
+    assert!(exit.stamp_bits_changed());
+    assert_eq!(exit.announce_stamp_bits(), base + 1);
+    // Within the grace, the policy's bits still pass.
+    clock.advance_ms(super::surcharge::GRACE_MS);
+    deliver(leak_stamped_exactly(
+        &exit,
+        node_id,
+        clock.now_ms(),
+        base,
+        4,
+    ))
+    .await;
+    until("the fourth accepted", || intake("accepted") == 4).await;
+    // After it, they do not; the announced bits do.
+    clock.advance_ms(60_000);
+    deliver(leak_stamped_exactly(
+        &exit,
+        node_id,
+        clock.now_ms(),
+        base,
+        5,
+    ))
+    .await;
+    until("the fifth refused", || intake("bad_stamp") == 1).await;
+    deliver(leak_stamped_exactly(
+        &exit,
+        node_id,
+        clock.now_ms(),
+        base + 1,
+        6,
+    ))
+    .await;
+    until("the sixth accepted", || intake("accepted") == 5).await;
     drop(exit);
     for (_, task) in started.tasks {
         task.abort();

@@ -32,6 +32,11 @@ pub(super) async fn maintain(
             () = shared.republish.notified() => last_publish = 0,
         }
         let now = shared.now();
+        if shared.exit().is_some_and(|exit| exit.stamp_bits_changed()) {
+            // The exit's load asks other stamp bits than its descriptor
+            // says: publish them now.
+            last_publish = 0;
+        }
         let epoch = EpochSchedule::new(period).epoch_at(now);
         shared.metrics.epoch.set(epoch as i64);
         if epoch != last_epoch || now.saturating_sub(last_publish) >= republish {

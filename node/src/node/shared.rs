@@ -199,6 +199,13 @@ impl Shared {
                     } else {
                         info.policy_version
                     },
+                    // What the exit asks now, policy and load; the policy's
+                    // until the exit runs.
+                    stamp_bits: self
+                        .exit()
+                        .map_or(self.policy.current().limits().stamp_bits, |exit| {
+                            exit.announce_stamp_bits()
+                        }),
                     ..info
                 }),
             epoch_period_secs: keys.schedule().period_secs(),

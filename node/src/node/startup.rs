@@ -193,6 +193,8 @@ pub async fn start(
                 domain: config.exit.domain.trim().to_owned(),
                 // Set from the policy in force whenever it is signed.
                 policy_version: 0,
+                // Set by the exit from its load at each signing.
+                stamp_bits: 0,
             });
         }
     }

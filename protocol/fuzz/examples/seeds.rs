@@ -118,6 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         exit: Some(leak_protocol::directory::ExitInfo {
             domain: "exit.example".into(),
             policy_version: 1,
+            stamp_bits: 0,
         }),
         epoch_period_secs: 3600,
         mix_keys: vec![leak_protocol::directory::EpochKey {

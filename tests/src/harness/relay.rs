@@ -139,6 +139,7 @@ impl VirtualRelay {
             exit: self.exit.as_ref().map(|_| ExitInfo {
                 domain: format!("exit{}.leak.test", self.index),
                 policy_version: self.policy_version,
+                stamp_bits: 0,
             }),
             epoch_period_secs: self.keys.schedule().period_secs(),
             mix_keys: self.keys.published_keys(now),
