@@ -17,7 +17,8 @@
 //! runs, each with its own configuration (the defaults, but the bootstrap
 //! address), state directory, guard, mailbox and libp2p peer, all in this
 //! process. Every node and agent uses the shipped defaults: mixing delays,
-//! cover rates, polls, relay loops, receipt delays.
+//! cover rates, polls, relay loops, receipt delays. The agents start 50 a
+//! second, and the run waits until every one has its guard.
 //!
 //! After a minute of warm-up, leaks are handed to random agents through
 //! their sockets (what `leak send` does) as a Poisson process of 10 a
@@ -77,6 +78,8 @@ const LEAKS_PER_MINUTE: f64 = 10.0;
 /// Before the first leak: agents fetch the directory, choose guards, start
 /// their clocks.
 const WARM_UP: Duration = Duration::from_secs(60);
+/// How long the agents may take to find their guards.
+const READY_WAIT: Duration = Duration::from_secs(600);
 /// The quiet interval that measures the federation's cost without senders.
 const IDLE: Duration = Duration::from_secs(120);
 /// The longest wait for the last leaks after the sending period.
@@ -224,6 +227,36 @@ fn start_agent(
     (root, handle)
 }
 
+/// Waits until every agent reports a guard (so it has a directory and
+/// sends), at most `wait`; returns how many do.
+async fn wait_for_guards(
+    agents: &[(PathBuf, tokio::task::JoinHandle<()>)],
+    wait: Duration,
+) -> usize {
+    let deadline = Instant::now() + wait;
+    let mut waiting: Vec<PathBuf> = agents.iter().map(|(root, _)| root.clone()).collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let roots = std::mem::take(&mut waiting);
+        waiting = tokio::task::spawn_blocking(move || {
+            roots
+                .into_iter()
+                .filter(|root| {
+                    !matches!(
+                        ipc::call(root, Request::Status, Duration::from_secs(10)),
+                        Ok(Response::Status(status)) if status.guard.is_some()
+                    )
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    agents.len() - waiting.len()
+}
+
 /// Hands a leak to the agent at `root`; `Some` when it was queued.
 async fn hand_over(root: PathBuf, recipient: String) -> bool {
     tokio::task::spawn_blocking(move || {
@@ -308,11 +341,23 @@ async fn run() {
         .sum::<f64>()
         / IDLE.as_secs_f64();
 
+    // Started 50 a second, as agents of many people would, not all at one
+    // instant on the bootstrap node; then each must have its guard.
     let mut agents = Vec::new();
     for i in 0..senders {
         agents.push(start_agent(dir.path(), i, &bootstrap));
+        if i % 25 == 24 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
-    eprintln!("scale_bench: {senders} agents started; warming up for {WARM_UP:?}");
+    let ready = wait_for_guards(&agents, READY_WAIT).await;
+    eprintln!(
+        "scale_bench: {senders} agents started, {ready} with a guard; warming up for {WARM_UP:?}"
+    );
+    assert!(
+        ready == senders,
+        "only {ready} of {senders} agents found a guard in {READY_WAIT:?}"
+    );
     tokio::time::sleep(WARM_UP).await;
 
     let bytes_before = own_tcp_bytes();
