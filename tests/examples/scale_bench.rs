@@ -15,7 +15,7 @@
 //! ([`leak_tests::mail::start_instant_smtp`]). Then `--senders` (300)
 //! always-on agents: [`leak_client::agent::run::run`], the code `leak agent`
 //! runs, each with its own configuration (the defaults, but the bootstrap
-//! address), state directory, guard, mailbox and libp2p peer, all in this
+//! address: one of the twenty nodes, in turn), state directory, guard, mailbox and libp2p peer, all in this
 //! process. Every node and agent uses the shipped defaults: mixing delays,
 //! cover rates, polls, relay loops, receipt delays. The agents start 50 a
 //! second, and the run waits until every one has its guard.
@@ -323,7 +323,10 @@ async fn run() {
     // Blocking calls on this thread are fine while no agent runs yet (and
     // brief ones, like a metrics scrape, afterwards).
     let mut nodes = start_federation(dir.path(), smtp_port);
-    let bootstrap = nodes[0].started.dial_addr();
+    // Each agent bootstraps from one node, the agents spread over all
+    // twenty (as the agents of many people would use different nodes): a
+    // single bootstrap node refuses connections past its limit.
+    let bootstraps: Vec<Multiaddr> = nodes.iter().map(|n| n.started.dial_addr()).collect();
     eprintln!(
         "scale_bench: {RELAYS} relays and {EXITS} exits started; letting the directory converge"
     );
@@ -345,7 +348,11 @@ async fn run() {
     // instant on the bootstrap node; then each must have its guard.
     let mut agents = Vec::new();
     for i in 0..senders {
-        agents.push(start_agent(dir.path(), i, &bootstrap));
+        agents.push(start_agent(
+            dir.path(),
+            i,
+            &bootstraps[i % bootstraps.len()],
+        ));
         if i % 25 == 24 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
