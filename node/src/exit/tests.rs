@@ -142,6 +142,104 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// An exit started for a test on a manual clock: its SMTP goes nowhere
+/// (port 1: an accepted leak stays queued), the receipts it sends are
+/// counted, its intake is fed through `deliver`.
+struct TestExit {
+    exit: Arc<Exit>,
+    node_id: NodeId,
+    tx: mpsc::Sender<ExitDelivery>,
+    metrics: Arc<Metrics>,
+    clock: Arc<ManualClock>,
+    receipts: Arc<AtomicUsize>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    _stop: watch::Sender<bool>,
+}
+
+impl TestExit {
+    /// Starts an exit in `dir` with identity `seed`, the defaults changed
+    /// by `configure`, seeing `directory` as its node's exits.
+    async fn start(
+        dir: &std::path::Path,
+        seed: [u8; 32],
+        configure: impl FnOnce(&mut Config),
+        directory: DirectoryNodes,
+    ) -> Self {
+        let mut config = Config::defaults(dir.to_path_buf());
+        config.exit.domain = "exit.test".into();
+        config.exit.transport = Transport::Smtp;
+        config.exit.smtp_url = "smtp://127.0.0.1:1".into();
+        config.exit.http_listen = "127.0.0.1:0".into();
+        configure(&mut config);
+        std::fs::create_dir_all(dir).unwrap();
+        let store = Arc::new(Store::open(&config.database_path()).unwrap());
+        let policy = Arc::new(PolicyState::load(&config.policy, dir).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
+        let receipts = Arc::new(AtomicUsize::new(0));
+        let counted = receipts.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let (stop, shutdown) = watch::channel(false);
+        let started = start(
+            Parts {
+                config,
+                seed,
+                store,
+                metrics: metrics.clone(),
+                policy,
+                send_packet: Arc::new(move |_, _, _| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }),
+                publish_opt_outs: Arc::new(|_| {}),
+                directory,
+                clock: clock.clone(),
+            },
+            rx,
+            shutdown,
+        )
+        .await
+        .unwrap();
+        Self {
+            exit: started.exit,
+            node_id: NodeId(leak_protocol::crypto::ed25519_public(&seed)),
+            tx,
+            metrics,
+            clock,
+            receipts,
+            tasks: started.tasks,
+            _stop: stop,
+        }
+    }
+
+    /// Hands an encoded leak to the exit's intake.
+    async fn deliver(&self, message: Vec<u8>) {
+        self.tx
+            .send(ExitDelivery {
+                message: zeroize::Zeroizing::new(message),
+                delay: Delay(0),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Leaks counted at intake with this outcome.
+    fn intake(&self, label: &'static str) -> u64 {
+        Metrics::get(&self.metrics.exit_leaks, "outcome", label)
+    }
+
+    /// Receipts sent.
+    fn receipts(&self) -> usize {
+        self.receipts.load(Ordering::SeqCst)
+    }
+
+    /// Stops its tasks.
+    fn stop(self) {
+        for (_, task) in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// A smarthost that refuses every connection: the leak is tried at the
 /// start, then once per hour of virtual time (the backoff's cap, jitter or
 /// not), and expires at its lifetime of a day, after exactly 25 attempts,
@@ -149,54 +247,22 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_schedule_runs_in_virtual_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path().to_path_buf());
-    config.exit.domain = "exit.test".into();
-    config.exit.transport = Transport::Smtp;
-    // Nothing listens on port 1: every attempt fails at once (`network`).
-    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
-    config.exit.http_listen = "127.0.0.1:0".into();
-    config.exit.retry_initial_secs = 60;
-    config.exit.retry_max_secs = 3600;
-    config.exit.lifetime_secs = 86_400;
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let store = Arc::new(Store::open(&config.database_path()).unwrap());
-    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
-    let metrics = Arc::new(Metrics::new());
-    let start_ms = crate::clock::unix_now_ms();
-    let clock = Arc::new(ManualClock::new(start_ms));
-    let receipts = Arc::new(AtomicUsize::new(0));
-    let counted = receipts.clone();
-    let seed = [4u8; 32];
-    let (tx, rx) = mpsc::channel(4);
-    let (_stop, shutdown) = watch::channel(false);
-    let started = start(
-        Parts {
-            config,
-            seed,
-            store,
-            metrics: metrics.clone(),
-            policy,
-            send_packet: Arc::new(move |_, _, _| {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }),
-            publish_opt_outs: Arc::new(|_| {}),
-            directory: Arc::new(Vec::new),
-            clock: clock.clone(),
+    let t = TestExit::start(
+        dir.path(),
+        [4; 32],
+        |config| {
+            // Nothing listens on port 1: every attempt fails at once
+            // (`network`).
+            config.exit.retry_initial_secs = 60;
+            config.exit.retry_max_secs = 3600;
+            config.exit.lifetime_secs = 86_400;
         },
-        rx,
-        shutdown,
+        Arc::new(Vec::new),
     )
-    .await
-    .unwrap();
-    let exit = started.exit.clone();
-    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
-    let message = leak_for(&exit, node_id, clock.now_ms());
-    tx.send(ExitDelivery {
-        message: zeroize::Zeroizing::new(message),
-        delay: Delay(0),
-    })
-    .await
-    .unwrap();
+    .await;
+    let (exit, clock, metrics) = (t.exit.clone(), t.clock.clone(), t.metrics.clone());
+    let start_ms = clock.now_ms();
+    t.deliver(leak_for(&exit, t.node_id, clock.now_ms())).await;
 
     let attempts = || Metrics::get(&metrics.exit_attempts, "result", "temporary");
     let expired = || exit.counts().unwrap().states.get("expired") == Some(&1);
@@ -226,7 +292,7 @@ async fn the_retry_schedule_runs_in_virtual_time() {
         "every attempt counted, none after the lifetime"
     );
     assert_eq!(clock.now_ms() - start_ms, 24 * 3_600_000);
-    until("the receipt", || receipts.load(Ordering::SeqCst) == 1).await;
+    until("the receipt", || t.receipts() == 1).await;
     assert!(exit.list(10).unwrap().is_empty());
     assert!(
         real.elapsed() < Duration::from_secs(5),
@@ -234,9 +300,7 @@ async fn the_retry_schedule_runs_in_virtual_time() {
         real.elapsed()
     );
     drop(exit);
-    for (_, task) in started.tasks {
-        task.abort();
-    }
+    t.stop();
 }
 
 /// A receipt's extra hold is exponential with the configured mean (within
@@ -272,68 +336,35 @@ fn receipt_delays_are_exponential_with_the_configured_mean() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_stamp_is_refused_before_the_model_runs_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path().to_path_buf());
-    config.exit.domain = "exit.test".into();
-    config.exit.http_listen = "127.0.0.1:0".into();
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let store = Arc::new(Store::open(&config.database_path()).unwrap());
-    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
-    assert!(policy.current().limits().stamp_bits > 0);
-    let metrics = Arc::new(Metrics::new());
-    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
-    let receipts = Arc::new(AtomicUsize::new(0));
-    let counted = receipts.clone();
-    let seed = [6u8; 32];
-    let (tx, rx) = mpsc::channel(4);
-    let (_stop, shutdown) = watch::channel(false);
-    let started = start(
-        Parts {
-            config,
-            seed,
-            store,
-            metrics: metrics.clone(),
-            policy,
-            send_packet: Arc::new(move |_, _, _| {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }),
-            publish_opt_outs: Arc::new(|_| {}),
-            directory: Arc::new(Vec::new),
-            clock: clock.clone(),
-        },
-        rx,
-        shutdown,
-    )
-    .await
-    .unwrap();
-    let exit = started.exit.clone();
-    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
+    let t = TestExit::start(dir.path(), [6; 32], |_| {}, Arc::new(Vec::new)).await;
+    let exit = t.exit.clone();
+    assert!(exit.policy().limits().stamp_bits > 0);
     let hateful = "\"gay people are disgusting\"";
     let (stale, valid) = (MessageId([1; 16]), MessageId([2; 16]));
     for (id, days_off) in [(stale, 3), (valid, 0)] {
-        let message = leak_with(&exit, node_id, clock.now_ms(), id, hateful, days_off);
-        tx.send(ExitDelivery {
-            message: zeroize::Zeroizing::new(message),
-            delay: Delay(0),
-        })
-        .await
-        .unwrap();
+        t.deliver(leak_with(
+            &exit,
+            t.node_id,
+            t.clock.now_ms(),
+            id,
+            hateful,
+            days_off,
+        ))
+        .await;
     }
-    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
-    until("both answered", || receipts.load(Ordering::SeqCst) == 2).await;
+    until("both answered", || t.receipts() == 2).await;
     until("both counted", || {
-        intake("bad_stamp") + intake("refused") == 2
+        t.intake("bad_stamp") + t.intake("refused") == 2
     })
     .await;
-    assert_eq!(intake("bad_stamp"), 1);
-    assert_eq!(intake("refused"), 1, "the model refused the other one");
+    assert_eq!(t.intake("bad_stamp"), 1);
+    assert_eq!(t.intake("refused"), 1, "the model refused the other one");
     let states = exit.counts().unwrap().states;
     assert_eq!(states.get("refused"), Some(&1), "{states:?}");
     assert!(matches!(exit.locate(&stale).unwrap().1, Known::New));
     assert!(matches!(exit.locate(&valid).unwrap().1, Known::Done(_)));
     drop(exit);
-    for (_, task) in started.tasks {
-        task.abort();
-    }
+    t.stop();
 }
 
 /// A policy that normalises addresses per provider keeps what exits
@@ -347,16 +378,9 @@ async fn a_bad_stamp_is_refused_before_the_model_runs_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opt_outs_and_counts_recorded_under_the_older_hash_still_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path().to_path_buf());
-    config.exit.domain = "exit.test".into();
-    config.exit.http_listen = "127.0.0.1:0".into();
-    // Nothing listens on port 1: an accepted leak stays queued.
-    config.exit.transport = Transport::Smtp;
-    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let store = Arc::new(Store::open(&config.database_path()).unwrap());
-    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
-    let builtin = policy.current();
+    let t = TestExit::start(dir.path(), [7; 32], |_| {}, Arc::new(Vec::new)).await;
+    let (exit, clock) = (t.exit.clone(), t.clock.clone());
+    let builtin = exit.policy();
     assert_eq!(
         builtin.limits().address_normalization,
         policy::recipient::Normalization::Providers
@@ -367,30 +391,6 @@ async fn opt_outs_and_counts_recorded_under_the_older_hash_still_hold() {
         1,
     ))
     .unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
-    let seed = [7u8; 32];
-    let (tx, rx) = mpsc::channel(8);
-    let (_stop, shutdown) = watch::channel(false);
-    let started = start(
-        Parts {
-            config,
-            seed,
-            store,
-            metrics: metrics.clone(),
-            policy,
-            send_packet: Arc::new(|_, _, _| {}),
-            publish_opt_outs: Arc::new(|_| {}),
-            directory: Arc::new(Vec::new),
-            clock: clock.clone(),
-        },
-        rx,
-        shutdown,
-    )
-    .await
-    .unwrap();
-    let exit = started.exit.clone();
-    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
     let day = clock.now_ms() / DAY_MS;
     let opted = Recipient::parse("a.lice@gmail.com").unwrap();
     let counted = Recipient::parse("b.ob@gmail.com").unwrap();
@@ -419,40 +419,25 @@ async fn opt_outs_and_counts_recorded_under_the_older_hash_still_hold() {
             )
             .unwrap();
     }
-    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
     let sends = [
         (MessageId([1; 16]), "A.Lice+x@gmail.com"),
         (MessageId([2; 16]), "B.ob@gmail.com"),
         (MessageId([3; 16]), "carol@gmail.com"),
     ];
     for (id, to) in sends {
-        let message = leak_to(
-            &exit,
-            node_id,
-            clock.now_ms(),
-            id,
-            "The vase was me.",
-            0,
-            to,
-        );
-        tx.send(ExitDelivery {
-            message: zeroize::Zeroizing::new(message),
-            delay: Delay(0),
-        })
-        .await
-        .unwrap();
+        let text = "The vase was me.";
+        t.deliver(leak_to(&exit, t.node_id, clock.now_ms(), id, text, 0, to))
+            .await;
     }
     until("all three taken", || {
-        intake("opted_out") + intake("rate_limited") + intake("accepted") == 3
+        t.intake("opted_out") + t.intake("rate_limited") + t.intake("accepted") == 3
     })
     .await;
-    assert_eq!(intake("opted_out"), 1);
-    assert_eq!(intake("rate_limited"), 1);
-    assert_eq!(intake("accepted"), 1);
+    assert_eq!(t.intake("opted_out"), 1);
+    assert_eq!(t.intake("rate_limited"), 1);
+    assert_eq!(t.intake("accepted"), 1);
     drop(exit);
-    for (_, task) in started.tasks {
-        task.abort();
-    }
+    t.stop();
 }
 
 /// An exit descriptor with one key for every epoch around `now_ms`.
@@ -495,49 +480,28 @@ fn exit_descriptor(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path().to_path_buf());
-    config.exit.domain = "exit.test".into();
-    config.exit.http_listen = "127.0.0.1:0".into();
-    config.exit.transport = Transport::Smtp;
-    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let store = Arc::new(Store::open(&config.database_path()).unwrap());
-    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
-    let current = policy.current();
-    let version = current.version();
-    let metrics = Arc::new(Metrics::new());
-    let now = crate::clock::unix_now_ms();
-    let clock = Arc::new(ManualClock::new(now));
     let seed = [8u8; 32];
     let me = NodeId(leak_protocol::crypto::ed25519_public(&seed));
     let other = NodeId([0xee; 32]);
     let stale = NodeId([0xdd; 32]);
+    let current = policy::Policy::builtin();
+    let version = current.version();
+    let now = crate::clock::unix_now_ms();
     let listed = Arc::new(std::sync::Mutex::new(vec![
         exit_descriptor(me, version, now),
         exit_descriptor(other, version, now),
         exit_descriptor(stale, version + 1, now),
     ]));
     let view = listed.clone();
-    let (tx, rx) = mpsc::channel(8);
-    let (_stop, shutdown) = watch::channel(false);
-    let started = start(
-        Parts {
-            config,
-            seed,
-            store,
-            metrics: metrics.clone(),
-            policy,
-            send_packet: Arc::new(|_, _, _| {}),
-            publish_opt_outs: Arc::new(|_| {}),
-            directory: Arc::new(move || view.lock().unwrap().clone()),
-            clock: clock.clone(),
-        },
-        rx,
-        shutdown,
+    let t = TestExit::start(
+        dir.path(),
+        seed,
+        |_| {},
+        Arc::new(move || view.lock().unwrap().clone()),
     )
-    .await
-    .unwrap();
-    let exit = started.exit.clone();
+    .await;
+    let exit = t.exit.clone();
+    assert_eq!(exit.policy().version(), version);
     // A recipient of each exit, by the protocol's rule.
     let nodes = listed.lock().unwrap().clone();
     let owner = |to: &str| {
@@ -555,48 +519,37 @@ async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
         .cloned()
         .collect();
     assert!(addresses.iter().all(|a| owner(a) != stale));
-    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
-    let send = |id: u8, to: &str| {
-        let message = leak_to(
+    let leak = |id: u8, to: &str| {
+        let text = "The vase was me.";
+        leak_to(
             &exit,
             me,
-            now,
+            t.clock.now_ms(),
             MessageId([id; 16]),
-            "The vase was me.",
+            text,
             0,
             to,
-        );
-        let tx = tx.clone();
-        async move {
-            tx.send(ExitDelivery {
-                message: zeroize::Zeroizing::new(message),
-                delay: Delay(0),
-            })
-            .await
-            .unwrap();
-        }
+        )
     };
-    send(1, &mine).await;
-    send(2, &theirs[0]).await;
+    t.deliver(leak(1, &mine)).await;
+    t.deliver(leak(2, &theirs[0])).await;
     until("both taken", || {
-        intake("accepted") + intake("not_responsible") == 2
+        t.intake("accepted") + t.intake("not_responsible") == 2
     })
     .await;
-    assert_eq!(intake("accepted"), 1);
-    assert_eq!(intake("not_responsible"), 1);
+    assert_eq!(t.intake("accepted"), 1);
+    assert_eq!(t.intake("not_responsible"), 1);
     assert!(matches!(
         exit.locate(&MessageId([2; 16])).unwrap().1,
         Known::Done(_)
     ));
     // Gone from its own directory (not yet listed): it takes the leak.
     listed.lock().unwrap().retain(|d| d.node != me);
-    send(3, &theirs[1]).await;
-    until("the third taken", || intake("accepted") == 2).await;
-    assert_eq!(intake("not_responsible"), 1);
+    t.deliver(leak(3, &theirs[1])).await;
+    until("the third taken", || t.intake("accepted") == 2).await;
+    assert_eq!(t.intake("not_responsible"), 1);
     drop(exit);
-    for (_, task) in started.tasks {
-        task.abort();
-    }
+    t.stop();
 }
 
 /// Stamp difficulty rises with the exit's load: past
@@ -608,125 +561,63 @@ async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stamps_get_harder_under_load_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path().to_path_buf());
-    config.exit.domain = "exit.test".into();
-    config.exit.http_listen = "127.0.0.1:0".into();
-    config.exit.transport = Transport::Smtp;
-    config.exit.smtp_url = "smtp://127.0.0.1:1".into();
-    config.exit.busy_leaks_per_hour = 2;
-    config.exit.per_recipient_per_day = 100;
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let store = Arc::new(Store::open(&config.database_path()).unwrap());
-    let mut policy_toml = policy::BUILTIN_TOML.replacen(
-        "per_recipient_per_day = 3",
-        "per_recipient_per_day = 100",
-        1,
-    );
-    policy_toml = policy_toml.replacen("stamp_bits = 19", "stamp_bits = 12", 1);
+    // A policy with cheap stamps (12 bits) and room for many leaks to one
+    // recipient, signed by a maintainer the exit trusts.
+    let policy_toml = policy::BUILTIN_TOML
+        .replacen(
+            "per_recipient_per_day = 3",
+            "per_recipient_per_day = 100",
+            1,
+        )
+        .replacen("stamp_bits = 19", "stamp_bits = 12", 1)
+        .replacen("version = 2", "version = 3", 1);
     let policy_file = dir.path().join("policy.signed");
     let maintainer = [3u8; 32];
     std::fs::write(
         &policy_file,
-        policy::SignedPolicy::sign(
-            &policy_toml.replacen("version = 2", "version = 3", 1),
-            &maintainer,
-        )
-        .unwrap()
-        .to_bytes(),
+        policy::SignedPolicy::sign(&policy_toml, &maintainer)
+            .unwrap()
+            .to_bytes(),
     )
     .unwrap();
-    config.policy.file = policy_file.display().to_string();
-    config.policy.trusted_keys = vec![hex::encode(leak_protocol::crypto::ed25519_public(
-        &maintainer,
-    ))];
-    let policy = Arc::new(PolicyState::load(&config.policy, dir.path()).unwrap());
-    let base = policy.current().limits().stamp_bits;
-    assert_eq!(base, 12);
-    let metrics = Arc::new(Metrics::new());
-    let clock = Arc::new(ManualClock::new(crate::clock::unix_now_ms()));
-    let seed = [9u8; 32];
-    let (tx, rx) = mpsc::channel(8);
-    let (_stop, shutdown) = watch::channel(false);
-    let started = start(
-        Parts {
-            config,
-            seed,
-            store,
-            metrics: metrics.clone(),
-            policy,
-            send_packet: Arc::new(|_, _, _| {}),
-            publish_opt_outs: Arc::new(|_| {}),
-            directory: Arc::new(Vec::new),
-            clock: clock.clone(),
+    let t = TestExit::start(
+        dir.path(),
+        [9; 32],
+        |config| {
+            config.exit.busy_leaks_per_hour = 2;
+            config.exit.per_recipient_per_day = 100;
+            config.policy.file = policy_file.display().to_string();
+            config.policy.trusted_keys = vec![hex::encode(leak_protocol::crypto::ed25519_public(
+                &maintainer,
+            ))];
         },
-        rx,
-        shutdown,
+        Arc::new(Vec::new),
     )
-    .await
-    .unwrap();
-    let exit = started.exit.clone();
-    let node_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
-    let intake = |label| Metrics::get(&metrics.exit_leaks, "outcome", label);
-    let deliver = |message: Vec<u8>| {
-        let tx = tx.clone();
-        async move {
-            tx.send(ExitDelivery {
-                message: zeroize::Zeroizing::new(message),
-                delay: Delay(0),
-            })
-            .await
-            .unwrap();
-        }
-    };
+    .await;
+    let (exit, clock) = (t.exit.clone(), t.clock.clone());
+    let base = exit.policy().limits().stamp_bits;
+    assert_eq!(base, 12);
+    let stamped =
+        |bits: u8, tag: u8| leak_stamped_exactly(&exit, t.node_id, clock.now_ms(), bits, tag);
     assert_eq!(exit.announce_stamp_bits(), base);
     assert!(!exit.stamp_bits_changed());
     // Three leaks in the hour: one more than busy.
     for tag in 1..=3 {
-        deliver(leak_stamped_exactly(
-            &exit,
-            node_id,
-            clock.now_ms(),
-            base,
-            tag,
-        ))
-        .await;
+        t.deliver(stamped(base, tag)).await;
     }
-    until("three accepted", || intake("accepted") == 3).await;
+    until("three accepted", || t.intake("accepted") == 3).await;
     assert!(exit.stamp_bits_changed());
     assert_eq!(exit.announce_stamp_bits(), base + 1);
     // Within the grace, the policy's bits still pass.
     clock.advance_ms(super::surcharge::GRACE_MS);
-    deliver(leak_stamped_exactly(
-        &exit,
-        node_id,
-        clock.now_ms(),
-        base,
-        4,
-    ))
-    .await;
-    until("the fourth accepted", || intake("accepted") == 4).await;
+    t.deliver(stamped(base, 4)).await;
+    until("the fourth accepted", || t.intake("accepted") == 4).await;
     // After it, they do not; the announced bits do.
     clock.advance_ms(60_000);
-    deliver(leak_stamped_exactly(
-        &exit,
-        node_id,
-        clock.now_ms(),
-        base,
-        5,
-    ))
-    .await;
-    until("the fifth refused", || intake("bad_stamp") == 1).await;
-    deliver(leak_stamped_exactly(
-        &exit,
-        node_id,
-        clock.now_ms(),
-        base + 1,
-        6,
-    ))
-    .await;
-    until("the sixth accepted", || intake("accepted") == 5).await;
+    t.deliver(stamped(base, 5)).await;
+    until("the fifth refused", || t.intake("bad_stamp") == 1).await;
+    t.deliver(stamped(base + 1, 6)).await;
+    until("the sixth accepted", || t.intake("accepted") == 5).await;
     drop(exit);
-    for (_, task) in started.tasks {
-        task.abort();
-    }
+    t.stop();
 }
