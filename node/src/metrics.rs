@@ -147,7 +147,7 @@ impl Metrics {
         let inbound_streams_refused = Counter::default();
         registry.register(
             "inbound_streams_refused",
-            "Inbound streams reset because too many were waiting for the node",
+            "Inbound streams reset because too many were waiting for the node, or one peer held too many mailbox streams",
             inbound_streams_refused.clone(),
         );
         let exit_leaks = Family::<Labels, Counter>::default();

@@ -103,3 +103,49 @@ async fn streams_opened_at_once_are_all_served() {
     assert_eq!(a.node.metrics().inbound_streams_refused.get(), 0);
     a.node.shutdown().await.unwrap();
 }
+
+/// A sender's agent polls its guard over one long-lived mailbox stream:
+/// the node answers request after request on it. One peer holds at most
+/// two mailbox streams: a third is reset and counted, and once one of the
+/// two ends, the peer is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_stream_serves_many_polls_and_one_peer_few_streams() {
+    let root = tempfile::tempdir().unwrap();
+    let a = start_node(root.path()).await;
+    let node = a.node.peer_id();
+    let client = client_for(&[&a.node]);
+    let link = client.mailbox_link(node);
+    let capability = random32();
+    for _ in 0..5 {
+        let entries = link.fetch(&capability).await.unwrap();
+        assert_eq!(entries.len(), leak_node::wire::MAILBOX_ANSWER_SLOTS);
+    }
+    assert_eq!(a.node.metrics().inbound_streams_refused.get(), 0);
+
+    // Two more streams that ask nothing: the link's own makes three.
+    let other = client_for(&[&a.node]);
+    let first = other
+        .open_stream(node, leak_node::wire::MAILBOX_PROTOCOL)
+        .await
+        .unwrap();
+    let second = other
+        .open_stream(node, leak_node::wire::MAILBOX_PROTOCOL)
+        .await
+        .unwrap();
+    let third = other.mailbox_link(node);
+    assert!(third.fetch(&capability).await.is_err());
+    assert_eq!(a.node.metrics().inbound_streams_refused.get(), 1);
+    // The first peer's link is not affected.
+    link.fetch(&capability).await.unwrap();
+    drop((first, second));
+    let mut served = false;
+    for _ in 0..50 {
+        if third.fetch(&capability).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "a freed slot serves the peer again");
+    a.node.shutdown().await.unwrap();
+}

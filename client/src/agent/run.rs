@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use leak_net::{PacketLink, Peer, peer_id_of};
+use leak_net::{MailboxLink, PacketLink, Peer, peer_id_of};
 use leak_protocol::{
     MessageId, NodeId, Packet, Recipient, Relationship,
     payload::validate_text,
@@ -159,6 +159,8 @@ struct Agent {
     /// The long-lived packet stream to the guard (replaced when the guard
     /// changes).
     link: Option<Arc<PacketLink>>,
+    /// The long-lived mailbox stream to the guard, likewise.
+    mailbox_link: Option<Arc<MailboxLink>>,
     directory: Option<DirectoryView>,
     next_directory_ms: u64,
     guard: Option<Guard>,
@@ -197,6 +199,7 @@ impl Agent {
             policy,
             peer,
             link: None,
+            mailbox_link: None,
             directory: None,
             next_directory_ms: now,
             guard,
@@ -549,14 +552,17 @@ impl Agent {
             return;
         }
         self.polling = true;
-        let peer = self.peer.clone();
+        let link = match &self.mailbox_link {
+            Some(link) if link.peer() == guard_peer => link.clone(),
+            _ => {
+                let link = Arc::new(self.peer.mailbox_link(guard_peer));
+                self.mailbox_link = Some(link.clone());
+                link
+            }
+        };
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let fetched = tokio::time::timeout(
-                OPERATION_TIMEOUT,
-                peer.fetch_mailbox(guard_peer, &capability),
-            )
-            .await;
+            let fetched = tokio::time::timeout(OPERATION_TIMEOUT, link.fetch(&capability)).await;
             let result = match fetched {
                 Ok(Ok(entries)) => Ok(entries),
                 Ok(Err(e)) => Err(directory::short_network_error(&e)),

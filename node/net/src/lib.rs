@@ -23,5 +23,5 @@ pub mod peer;
 pub mod peer_id;
 pub mod wire;
 
-pub use peer::{PacketLink, Peer, PeerError};
+pub use peer::{MailboxLink, PacketLink, Peer, PeerError};
 pub use peer_id::{node_id_of, peer_id_of};

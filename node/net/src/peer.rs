@@ -159,11 +159,7 @@ impl Peer {
 
     /// Opens a packet stream to `peer` (see [`wire::write_packet`]).
     pub async fn open_packet_stream(&self, peer: PeerId) -> io::Result<libp2p::Stream> {
-        let mut control = self.control.clone();
-        tokio::time::timeout(TIMEOUT, control.open_stream(peer, wire::PACKET_PROTOCOL))
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(|e| io::Error::other(e.to_string()))
+        open(&self.control, peer, wire::PACKET_PROTOCOL).await
     }
 
     /// Sends packets to `peer` on a fresh stream and closes it. Returns once
@@ -202,6 +198,16 @@ impl Peer {
         }
     }
 
+    /// A long-lived mailbox stream to `peer`, opened on first use (see
+    /// [`MailboxLink`]).
+    pub fn mailbox_link(&self, peer: PeerId) -> MailboxLink {
+        MailboxLink {
+            control: self.control.clone(),
+            peer,
+            stream: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// Opens a stream of `protocol` to `peer`, for a caller that speaks it
     /// itself (tests of the wire, tools).
     pub async fn open_stream(
@@ -209,11 +215,7 @@ impl Peer {
         peer: PeerId,
         protocol: libp2p::StreamProtocol,
     ) -> io::Result<libp2p::Stream> {
-        let mut control = self.control.clone();
-        tokio::time::timeout(TIMEOUT, control.open_stream(peer, protocol))
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(|e| io::Error::other(e.to_string()))
+        open(&self.control, peer, protocol).await
     }
 
     /// The signed descriptors `peer` serves (unverified: verify them).
@@ -299,16 +301,7 @@ impl PacketLink {
     async fn write(&self, slot: &mut Option<libp2p::Stream>, packet: &Packet) -> io::Result<()> {
         let mut stream = match slot.take() {
             Some(stream) => stream,
-            None => {
-                let mut control = self.control.clone();
-                tokio::time::timeout(
-                    TIMEOUT,
-                    control.open_stream(self.peer, wire::PACKET_PROTOCOL),
-                )
-                .await
-                .map_err(|_| timeout_error())?
-                .map_err(|e| io::Error::other(e.to_string()))?
-            }
+            None => open(&self.control, self.peer, wire::PACKET_PROTOCOL).await?,
         };
         tokio::time::timeout(TIMEOUT, async {
             wire::write_packet(&mut stream, packet).await?;
@@ -318,6 +311,86 @@ impl PacketLink {
         .map_err(|_| timeout_error())??;
         *slot = Some(stream);
         Ok(())
+    }
+}
+
+/// Opens a stream of `protocol` to `peer` within [`TIMEOUT`].
+async fn open(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    protocol: libp2p::StreamProtocol,
+) -> io::Result<libp2p::Stream> {
+    let mut control = control.clone();
+    tokio::time::timeout(TIMEOUT, control.open_stream(peer, protocol))
+        .await
+        .map_err(|_| timeout_error())?
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Mailbox answers from one node over one long-lived stream, opened on
+/// first use and kept while the node confirms each exchange: a poll costs
+/// the node a request and an answer, not a stream's set-up, protocol
+/// negotiation and tear-down. When a request on a stream opened earlier
+/// fails before its answer was read (the node ended the stream, the
+/// connection dropped), it is repeated once on a fresh stream: the node
+/// deletes nothing it has not been told arrived.
+pub struct MailboxLink {
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    stream: tokio::sync::Mutex<Option<libp2p::Stream>>,
+}
+
+impl std::fmt::Debug for MailboxLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxLink")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailboxLink {
+    /// The node this link asks.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Takes one answer from the mailbox of `capability` (see
+    /// [`Peer::fetch_mailbox`]).
+    pub async fn fetch(&self, capability: &[u8; 32]) -> io::Result<Vec<Vec<u8>>> {
+        let mut slot = self.stream.lock().await;
+        let reused = slot.is_some();
+        match self.exchange(&mut slot, capability).await {
+            Err(e) if reused && e.retryable => self
+                .exchange(&mut slot, capability)
+                .await
+                .map_err(|e| e.error),
+            result => result.map_err(|e| e.error),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        slot: &mut Option<libp2p::Stream>,
+        capability: &[u8; 32],
+    ) -> Result<Vec<Vec<u8>>, wire::MailboxExchangeError> {
+        let fatal = |error| wire::MailboxExchangeError {
+            error,
+            retryable: false,
+        };
+        let mut stream = match slot.take() {
+            Some(stream) => stream,
+            None => open(&self.control, self.peer, wire::MAILBOX_PROTOCOL)
+                .await
+                .map_err(fatal)?,
+        };
+        let fetched =
+            tokio::time::timeout(TIMEOUT, wire::exchange_mailbox(&mut stream, capability))
+                .await
+                .map_err(|_| fatal(timeout_error()))??;
+        if fetched.confirmed {
+            *slot = Some(stream);
+        }
+        Ok(fetched.entries)
     }
 }
 

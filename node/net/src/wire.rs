@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/leak/packet/1` | one long-lived stream per neighbour and direction; the opener writes [`PACKET_LEN`]-byte packets back to back, nothing comes back |
 //! | `/leak/directory/1` | the requester writes one version byte (1); the server answers a u32 count and, per descriptor, a u16 length and the signed descriptor |
-//! | `/leak/mailbox/2` | the requester writes a version byte (2) and a 32-byte mailbox capability; the server answers exactly [`MAILBOX_ANSWER_SLOTS`] entries of [`PAYLOAD_LEN`] bytes, the sealed replies it holds first (oldest first), random bytes in the slots left; the requester acknowledges with one byte (1); only then does the server delete the replies it sent, and it confirms with one byte (1), whether it deleted any or not |
+//! | `/leak/mailbox/2` | the requester writes a version byte (2) and a 32-byte mailbox capability; the server answers exactly [`MAILBOX_ANSWER_SLOTS`] entries of [`PAYLOAD_LEN`] bytes, the sealed replies it holds first (oldest first), random bytes in the slots left; the requester acknowledges with one byte (1); only then does the server delete the replies it sent, and it confirms with one byte (1), whether it deleted any or not; the stream then carries the requester's next request, or ends (a sender's agent keeps one stream to its guard) |
 //!
 //! All integers are big-endian. Every read is bounded: counts and lengths
 //! are checked against limits before anything is allocated.
@@ -135,21 +135,64 @@ pub async fn serve_directory<S: AsyncRead + AsyncWrite + Unpin>(
     io.close().await
 }
 
-/// Fetches one mailbox answer and acknowledges it (client side). Returns
-/// its [`MAILBOX_ANSWER_SLOTS`] entries, each [`PAYLOAD_LEN`] bytes: the
-/// caller tries its reply keys on every one (a filler never opens) and
-/// keeps those that open. Nothing in the answer says which are real.
+/// Fetches one mailbox answer and acknowledges it (client side), then
+/// closes the stream. Returns its [`MAILBOX_ANSWER_SLOTS`] entries, each
+/// [`PAYLOAD_LEN`] bytes: the caller tries its reply keys on every one (a
+/// filler never opens) and keeps those that open. Nothing in the answer
+/// says which are real.
 pub async fn fetch_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     capability: &[u8; 32],
 ) -> io::Result<Vec<Vec<u8>>> {
+    let fetched = exchange_mailbox(io, capability)
+        .await
+        .map_err(|e| e.error)?;
+    if fetched.confirmed {
+        let _ = io.close().await;
+    }
+    Ok(fetched.entries)
+}
+
+/// One mailbox exchange on a stream that may carry more (client side).
+#[derive(Debug)]
+pub struct MailboxFetch {
+    /// The answer's entries (see [`fetch_mailbox`]).
+    pub entries: Vec<Vec<u8>>,
+    /// The server confirmed the deletion: the stream is ready for the next
+    /// request. When `false` the entries are still the caller's, but the
+    /// stream is not to be used again.
+    pub confirmed: bool,
+}
+
+/// Where a failed [`exchange_mailbox`] stopped.
+#[derive(Debug)]
+pub struct MailboxExchangeError {
+    /// The error.
+    pub error: io::Error,
+    /// `true` when it failed before the whole answer was read: the server
+    /// deleted nothing (it deletes only after the acknowledgement), so the
+    /// request may be repeated on another stream.
+    pub retryable: bool,
+}
+
+/// Asks for one mailbox answer on `io`, acknowledges it and waits for the
+/// deletion's confirmation, leaving the stream open for the next request
+/// (a server of `/leak/mailbox/2` answers requests until the stream ends).
+pub async fn exchange_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    capability: &[u8; 32],
+) -> Result<MailboxFetch, MailboxExchangeError> {
+    let retryable = |error| MailboxExchangeError {
+        error,
+        retryable: true,
+    };
     let mut request = [0u8; 33];
     request[0] = MAILBOX_WIRE_VERSION;
     request[1..].copy_from_slice(capability);
-    io.write_all(&request).await?;
-    io.flush().await?;
+    io.write_all(&request).await.map_err(retryable)?;
+    io.flush().await.map_err(retryable)?;
     let mut answer = vec![0u8; MAILBOX_ANSWER_LEN];
-    io.read_exact(&mut answer).await?;
+    io.read_exact(&mut answer).await.map_err(retryable)?;
     let entries = answer
         .chunks_exact(PAYLOAD_LEN)
         .map(<[u8]>::to_vec)
@@ -158,27 +201,42 @@ pub async fn fetch_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
     // server may already have deleted them. Acknowledge, wait for the
     // deletion to be confirmed (so a next fetch sees it done), but never
     // lose what was read because the confirmation did not arrive.
-    let _ = async {
+    let confirmed = async {
         io.write_all(&[1]).await?;
         io.flush().await?;
         let mut done = [0u8; 1];
         io.read_exact(&mut done).await?;
-        io.close().await
+        Ok::<_, io::Error>(done[0] == 1)
     }
-    .await;
-    Ok(entries)
+    .await
+    .unwrap_or(false);
+    Ok(MailboxFetch { entries, confirmed })
 }
 
 /// Reads a mailbox request (server side): the capability asked for.
 pub async fn read_mailbox_request<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<[u8; 32]> {
+    next_mailbox_request(io)
+        .await?
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+}
+
+/// Reads the next mailbox request on a stream (server side), or `None`
+/// when the client ended the stream between requests.
+pub async fn next_mailbox_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+) -> io::Result<Option<[u8; 32]>> {
     let mut request = [0u8; 33];
-    io.read_exact(&mut request).await?;
+    // The first byte alone tells a clean end from a request.
+    if io.read(&mut request[..1]).await? == 0 {
+        return Ok(None);
+    }
+    io.read_exact(&mut request[1..]).await?;
     if request[0] != MAILBOX_WIRE_VERSION {
         return Err(invalid("unknown mailbox protocol version"));
     }
     let mut capability = [0u8; 32];
     capability.copy_from_slice(&request[1..]);
-    Ok(capability)
+    Ok(Some(capability))
 }
 
 /// The bytes of a mailbox answer: the first [`MAILBOX_ANSWER_SLOTS`] of
@@ -223,11 +281,11 @@ pub async fn answer_mailbox<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(ack[0] == 1)
 }
 
-/// Tells the client its replies are deleted (server side).
+/// Tells the client its replies are deleted (server side). The stream
+/// stays open: the client may send its next request on it, or end it.
 pub async fn confirm_mailbox_deletion<S: AsyncWrite + Unpin>(io: &mut S) -> io::Result<()> {
     io.write_all(&[1]).await?;
-    io.flush().await?;
-    io.close().await
+    io.flush().await
 }
 
 #[cfg(test)]
@@ -342,6 +400,41 @@ mod tests {
         assert_eq!(full[0], reply);
         assert!(empty[0].iter().all(|&b| b == 0xA5));
         assert!(empty_acked && full_acked);
+    }
+
+    /// One stream carries request after request until the client ends it;
+    /// a server that ends the stream before answering leaves a retryable
+    /// error (it deleted nothing).
+    #[tokio::test]
+    async fn a_mailbox_stream_carries_many_exchanges() {
+        use tokio_util::compat::TokioAsyncReadCompatExt as _;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut server = server.compat();
+            let mut served = 0u8;
+            while let Some(capability) = next_mailbox_request(&mut server).await.unwrap() {
+                served += 1;
+                let (answer, _) = mailbox_answer(&[vec![served; PAYLOAD_LEN]], |b| b.fill(0));
+                assert_eq!(capability, [served; 32]);
+                assert!(answer_mailbox(&mut server, &answer).await.unwrap());
+                confirm_mailbox_deletion(&mut server).await.unwrap();
+            }
+            served
+        });
+        let mut client = client.compat();
+        for round in 1..=3u8 {
+            let fetched = exchange_mailbox(&mut client, &[round; 32]).await.unwrap();
+            assert!(fetched.confirmed);
+            assert_eq!(fetched.entries[0], vec![round; PAYLOAD_LEN]);
+        }
+        client.close().await.unwrap();
+        assert_eq!(server.await.unwrap(), 3);
+
+        let (client, server) = tokio::io::duplex(1024);
+        drop(server);
+        let mut client = client.compat();
+        let failed = exchange_mailbox(&mut client, &[1; 32]).await.unwrap_err();
+        assert!(failed.retryable);
     }
 
     /// A request of the old version is refused; an answer of the wrong

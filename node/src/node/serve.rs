@@ -1,7 +1,11 @@
 //! Inbound streams: packets into the fair queue; directory and mailbox
 //! requests, bounded in number and time.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use leak_protocol::sphinx::MailboxId;
 use libp2p::PeerId;
@@ -12,8 +16,54 @@ use crate::{net, queue::Pushed, relay::DropReason, safelog::Sensitive, wire};
 
 /// Most concurrent inbound packet streams per peer.
 const MAX_PACKET_STREAMS_PER_PEER: usize = 2;
-/// Most concurrent directory and mailbox requests being served.
+/// Most concurrent directory requests, and mailbox exchanges, being served.
 const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// Most mailbox streams one peer may hold open (a sender's agent keeps one
+/// to its guard, and opens another when it thinks the first one died).
+const MAX_MAILBOX_STREAMS_PER_PEER: usize = 2;
+/// How long a mailbox stream may wait for its next request before the node
+/// ends it (agents poll every 20 s on average; one that waited longer
+/// opens a new stream).
+const MAILBOX_IDLE: Duration = Duration::from_secs(300);
+
+/// Open inbound streams of one kind, per peer, with a cap: a slot is taken
+/// by [`StreamCounts::try_take`] and given back when dropped.
+#[derive(Debug, Default, Clone)]
+pub(super) struct StreamCounts(Arc<Mutex<HashMap<PeerId, usize>>>);
+
+impl StreamCounts {
+    /// A slot for one more stream of `peer`, unless it holds `max` already.
+    fn try_take(&self, peer: PeerId, max: usize) -> Option<StreamSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            counts: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One open stream counted in a [`StreamCounts`].
+pub(super) struct StreamSlot {
+    counts: StreamCounts,
+    peer: PeerId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
 
 pub(super) async fn accept_packets(
     mut incoming: net::Incoming,
@@ -28,23 +78,23 @@ pub(super) async fn accept_packets(
                 None => return,
             },
         };
-        {
-            let mut streams = shared
-                .inbound_streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let count = streams.entry(peer).or_insert(0);
-            if *count >= MAX_PACKET_STREAMS_PER_PEER {
-                shared.drop_packet(DropReason::TooManyStreams);
-                continue;
-            }
-            *count += 1;
-        }
-        tokio::spawn(read_packets(peer, stream, shared.clone()));
+        let Some(slot) = shared
+            .inbound_streams
+            .try_take(peer, MAX_PACKET_STREAMS_PER_PEER)
+        else {
+            shared.drop_packet(DropReason::TooManyStreams);
+            continue;
+        };
+        tokio::spawn(read_packets(peer, stream, shared.clone(), slot));
     }
 }
 
-async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shared>) {
+async fn read_packets(
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    shared: Arc<Shared>,
+    _slot: StreamSlot,
+) {
     loop {
         match wire::read_packet(&mut stream).await {
             Ok(Some(packet)) => {
@@ -63,16 +113,6 @@ async fn read_packets(peer: PeerId, mut stream: libp2p::Stream, shared: Arc<Shar
                 tracing::debug!(error = %Sensitive::new(e), "a packet stream ended");
                 break;
             }
-        }
-    }
-    let mut streams = shared
-        .inbound_streams
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(count) = streams.get_mut(&peer) {
-        *count -= 1;
-        if *count == 0 {
-            streams.remove(&peer);
         }
     }
 }
@@ -124,47 +164,115 @@ pub(super) async fn serve_directories(
     .await;
 }
 
+/// Serves mailbox streams: each carries exchanges until its peer ends it or
+/// leaves it idle for [`MAILBOX_IDLE`]; at most
+/// [`MAX_MAILBOX_STREAMS_PER_PEER`] per peer (more are reset and counted),
+/// at most [`MAX_CONCURRENT_REQUESTS`] exchanges at once, each within
+/// [`REQUEST_TIMEOUT`].
 pub(super) async fn serve_mailboxes(
-    incoming: net::Incoming,
+    mut incoming: net::Incoming,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    serve_requests(incoming, shutdown, "mailbox", move |mut stream| {
-        let shared = shared.clone();
-        async move {
-            let capability = wire::read_mailbox_request(&mut stream).await?;
-            let mailbox = MailboxId::from_capability(&capability).0;
-            let now = shared.clock.now_ms();
-            let lookup = shared.clone();
-            let held =
-                tokio::task::spawn_blocking(move || lookup.store.mailbox_peek(&mailbox, now))
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) =
-                held.into_iter().take(wire::MAILBOX_ANSWER_SLOTS).unzip();
-            // Filler is random bytes: to the client a slot without a reply
-            // looks like one sealed for someone else, and never opens.
-            let (answer, carried) = wire::mailbox_answer(&replies, |slot| {
-                rand::Rng::fill_bytes(&mut rand::rng(), slot)
-            });
-            if wire::answer_mailbox(&mut stream, &answer).await? {
-                let seqs: Vec<u64> = seqs.into_iter().take(carried).collect();
-                if !seqs.is_empty() {
-                    let store = shared.clone();
-                    let held = tokio::task::spawn_blocking(move || {
-                        store.store.mailbox_remove(&mailbox, &seqs)?;
-                        store.store.mailbox_len()
-                    })
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    shared.metrics.mailbox_replies.set(held as i64);
+    let exchanges = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    let streams = StreamCounts::default();
+    loop {
+        let (peer, stream) = tokio::select! {
+            _ = shutdown.changed() => return,
+            next = incoming.recv() => match next { Some(n) => n, None => return },
+        };
+        let Some(slot) = streams.try_take(peer, MAX_MAILBOX_STREAMS_PER_PEER) else {
+            shared.metrics.inbound_streams_refused.inc();
+            continue;
+        };
+        tokio::spawn(serve_mailbox_stream(
+            stream,
+            shared.clone(),
+            exchanges.clone(),
+            slot,
+        ));
+    }
+}
+
+async fn serve_mailbox_stream(
+    mut stream: libp2p::Stream,
+    shared: Arc<Shared>,
+    exchanges: Arc<Semaphore>,
+    _slot: StreamSlot,
+) {
+    loop {
+        let capability =
+            match tokio::time::timeout(MAILBOX_IDLE, wire::next_mailbox_request(&mut stream)).await
+            {
+                Ok(Ok(Some(capability))) => capability,
+                Ok(Ok(None)) => {
+                    let _ = futures::AsyncWriteExt::close(&mut stream).await;
+                    return;
                 }
-                wire::confirm_mailbox_deletion(&mut stream).await?;
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %Sensitive::new(e), "a mailbox request failed");
+                    return;
+                }
+                // Idle: dropping the stream resets it.
+                Err(_) => return,
+            };
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(REQUEST_TIMEOUT, exchanges.clone().acquire_owned()).await
+        else {
+            return;
+        };
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            answer_mailbox(&mut stream, &shared, capability),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %Sensitive::new(e), "a mailbox request failed");
+                return;
             }
-            Ok(())
+            Err(_) => return,
         }
-    })
-    .await;
+    }
+}
+
+/// One mailbox exchange: the answer, then, once the client acknowledged
+/// it, the deletion of the replies it carried and the confirmation.
+async fn answer_mailbox(
+    stream: &mut libp2p::Stream,
+    shared: &Arc<Shared>,
+    capability: [u8; 32],
+) -> std::io::Result<()> {
+    let mailbox = MailboxId::from_capability(&capability).0;
+    let now = shared.clock.now_ms();
+    // A read transaction over a few cached pages: no need for a blocking
+    // thread (and the wake-ups it costs every poll).
+    let held = shared
+        .store
+        .mailbox_peek(&mailbox, now)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (seqs, replies): (Vec<u64>, Vec<Vec<u8>>) =
+        held.into_iter().take(wire::MAILBOX_ANSWER_SLOTS).unzip();
+    // Filler is random bytes: to the client a slot without a reply looks
+    // like one sealed for someone else, and never opens.
+    let (answer, carried) = wire::mailbox_answer(&replies, |slot| {
+        rand::Rng::fill_bytes(&mut rand::rng(), slot)
+    });
+    if wire::answer_mailbox(stream, &answer).await? {
+        let seqs: Vec<u64> = seqs.into_iter().take(carried).collect();
+        if !seqs.is_empty() {
+            let store = shared.clone();
+            let held = tokio::task::spawn_blocking(move || {
+                store.store.mailbox_remove(&mailbox, &seqs)?;
+                store.store.mailbox_len()
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            shared.metrics.mailbox_replies.set(held as i64);
+        }
+        wire::confirm_mailbox_deletion(stream).await?;
+    }
+    Ok(())
 }

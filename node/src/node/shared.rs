@@ -84,7 +84,7 @@ pub(super) struct Shared {
     pub(super) last_published_at: std::sync::atomic::AtomicU64,
     pub(super) own_descriptor: RwLock<Option<SignedDescriptor>>,
     pub(super) listen_addrs: Vec<Multiaddr>,
-    pub(super) inbound_streams: Mutex<HashMap<PeerId, usize>>,
+    pub(super) inbound_streams: super::serve::StreamCounts,
     /// The time, injected.
     pub(super) clock: SharedClock,
     /// The relay's decisions.

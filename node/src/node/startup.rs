@@ -219,7 +219,7 @@ pub async fn start(
         last_published_at: std::sync::atomic::AtomicU64::new(0),
         own_descriptor: RwLock::new(None),
         listen_addrs,
-        inbound_streams: Mutex::new(HashMap::new()),
+        inbound_streams: Default::default(),
         core: RelayCore::new(
             RelayLimits {
                 max_delay_ms: config.limits.max_delay_ms.into(),
