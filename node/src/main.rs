@@ -5,6 +5,7 @@
 //! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
 //! leak-node id --config FILE
 //! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all)] [--json]
+//! leak-node dkim-keys --domain DOMAIN --dir DIR [--selector NAME] [--ip ADDR]...
 //! leak-node policy keygen --out FILE
 //! leak-node policy sign --key FILE [--key FILE]... [--add-to SIGNED] TOML --out SIGNED
 //! leak-node policy verify SIGNED (--config FILE | --trusted-key HEX... [--threshold N])
@@ -83,6 +84,24 @@ enum Command {
         /// What to do (default: counts).
         #[command(subcommand)]
         action: Option<QueueAction>,
+    },
+    /// Make an exit's DKIM keys (RSA-2048 and Ed25519, mode 0600) and print
+    /// the settings that use them and the DNS records to publish (DKIM,
+    /// SPF, DMARC, reverse DNS).
+    DkimKeys {
+        /// The exit's mail domain (`exit.domain`).
+        #[arg(long)]
+        domain: String,
+        /// Where to write the keys (never over existing ones).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The RSA key's selector; the Ed25519 one is SELECTOR-ed25519.
+        #[arg(long, default_value = "leak2026")]
+        selector: String,
+        /// An address the exit's mail server sends from, for SPF
+        /// (repeatable; without one, SPF names the domain's MX hosts).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
     },
     /// The shared moderation policy: maintainer keys, signing, checking,
     /// what this node enforces, and how well it does.
@@ -374,6 +393,12 @@ fn main() -> ExitCode {
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(queue(config, json, action))),
         Command::Policy { action } => policy_command(action),
+        Command::DkimKeys {
+            domain,
+            dir,
+            selector,
+            ip,
+        } => dkim_keys(&domain, &dir, &selector, &ip),
         Command::Id { config } => Config::load(&config, &[])
             .map_err(anyhow::Error::from)
             .and_then(|c| Identity::load(&c.identity_path()).map_err(anyhow::Error::from))
@@ -391,4 +416,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn dkim_keys(
+    domain: &str,
+    dir: &std::path::Path,
+    selector: &str,
+    ips: &[std::net::IpAddr],
+) -> anyhow::Result<()> {
+    use leak_node::exit::dkim_keys::{DkimKeys, config_lines, dns_records};
+    anyhow::ensure!(
+        !domain.trim().is_empty() && !domain.contains(char::is_whitespace),
+        "--domain must be a domain name"
+    );
+    anyhow::ensure!(
+        !selector.is_empty()
+            && selector
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "--selector may hold letters, digits and '-' only"
+    );
+    let keys = DkimKeys::generate()?;
+    let (rsa, ed25519) = keys.write(dir)?;
+    println!(
+        "# Keys written to {} and {}.",
+        rsa.display(),
+        ed25519.display()
+    );
+    println!("# In the exit's config file:\n");
+    println!("{}", config_lines(selector, &rsa, &ed25519));
+    println!("# DNS records to publish for {domain}:\n");
+    print!("{}", dns_records(domain, selector, &keys, ips));
+    Ok(())
 }

@@ -234,56 +234,73 @@ async fn an_smtp_outage_of_an_hour() {
     fed.shutdown().await;
 }
 
-/// DKIM signatures (Ed25519 and RSA) over the List-Unsubscribe headers
-/// verify with dkimpy against the test keys.
+/// `leak-node dkim-keys` makes an RSA and an Ed25519 key and prints their
+/// DNS records; an exit configured with both signs every email twice, over
+/// `Feedback-ID` and the unsubscribe headers, and dkimpy verifies each
+/// signature against the printed records (a changed body fails both).
+/// Without any DKIM setting the email goes out unsigned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_signatures_verify() {
     let keys = tempfile::tempdir().unwrap();
-    // Ed25519 (RFC 8463): the private key is the base64 seed.
-    let seed = leak_tests::random32();
-    let ed_private = keys.path().join("ed25519.key");
-    std::fs::write(&ed_private, b64(&seed)).unwrap();
-    let ed_public = b64(&leak_protocol::crypto::ed25519_public(&seed));
-    // RSA: a PKCS#1 PEM from openssl.
-    let rsa_private = keys.path().join("rsa.key");
-    let status = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&rsa_private)
-        .arg("2048")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rsa_public = std::process::Command::new("openssl")
-        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
-        .arg(&rsa_private)
-        .stderr(std::process::Stdio::null())
+    let out = leak_tests::process::leak_node_command()
+        .args([
+            "dkim-keys",
+            "--domain",
+            "exit.test",
+            "--selector",
+            "leak2026",
+        ])
+        .arg("--dir")
+        .arg(keys.path())
         .output()
         .unwrap();
-    assert!(rsa_public.status.success());
-    let rsa_public = b64(&rsa_public.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let record = |name: &str| -> String {
+        printed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}. TXT")))
+            .unwrap_or_else(|| panic!("no record for {name} in\n{printed}"))
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .collect()
+    };
+    let rsa_record = record("leak2026._domainkey.exit.test");
+    let ed_record = record("leak2026-ed25519._domainkey.exit.test");
+    assert!(rsa_record.starts_with("v=DKIM1; k=rsa; p="), "{rsa_record}");
+    assert!(
+        ed_record.starts_with("v=DKIM1; k=ed25519; p="),
+        "{ed_record}"
+    );
+    assert!(printed.contains("_dmarc.exit.test. TXT"), "{printed}");
+    assert!(printed.contains("dkim_ed25519_selector = \"leak2026-ed25519\""));
+    // Never over existing keys.
+    let again = leak_tests::process::leak_node_command()
+        .args(["dkim-keys", "--domain", "exit.test", "--dir"])
+        .arg(keys.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
 
-    for (algorithm, key, dns) in [
-        (
-            "ed25519",
-            &ed_private,
-            format!("v=DKIM1; k=ed25519; p={ed_public}"),
-        ),
-        (
-            "rsa",
-            &rsa_private,
-            format!("v=DKIM1; k=rsa; p={rsa_public}"),
-        ),
-    ] {
+    for signed in [true, false] {
         let postfix = Postfix::start("leak.test");
         let dir = tempfile::tempdir().unwrap();
         let url = postfix.smtp_url();
-        let key = key.display().to_string();
+        let keys_dir = keys.path().to_path_buf();
         let fed = Federation::start(dir.path(), 2, move |c| {
             smtp(url)(c);
-            c.exit.dkim_selector = "leak2026".into();
-            c.exit.dkim_key_file = key;
-            c.exit.dkim_algorithm = algorithm.into();
+            if signed {
+                c.exit.dkim_selector = "leak2026".into();
+                c.exit.dkim_key_file = keys_dir.join("dkim-rsa.key").display().to_string();
+                c.exit.dkim_ed25519_selector = "leak2026-ed25519".into();
+                c.exit.dkim_ed25519_key_file =
+                    keys_dir.join("dkim-ed25519.key").display().to_string();
+            }
         })
         .await;
         let sender = fed.sender();
@@ -302,51 +319,89 @@ async fn dkim_signatures_verify() {
             .await
             .pop()
             .unwrap();
-        let signature = mail.header("DKIM-Signature").expect("signed");
-        assert!(signature.contains("d=exit.test"), "{signature}");
-        assert!(signature.contains("s=leak2026"), "{signature}");
-        let signed: String = signature
-            .split(';')
-            .find(|t| t.trim().starts_with("h="))
-            .unwrap()
-            .to_ascii_lowercase();
-        assert!(signed.contains("list-unsubscribe"), "{signed}");
-        assert!(signed.contains("list-unsubscribe-post"), "{signed}");
-        assert!(
-            verify_dkim(&mail.raw, &dns),
-            "{algorithm}: dkimpy refused\n{signature}"
+        // Stable across messages: relationship, policy version, exit.
+        let feedback = mail.header("Feedback-ID").expect("a Feedback-ID");
+        let fields: Vec<&str> = feedback.trim().split(':').collect();
+        assert_eq!(fields.len(), 4, "{feedback}");
+        assert_eq!(
+            fields[0],
+            Draft::new("x@leak.test", "x").relationship.as_str()
         );
-        // A changed body no longer verifies.
+        assert!(fields[1].starts_with("policy-"), "{feedback}");
+        assert_eq!(fields[2], "leak");
+        assert_eq!(fields[3].len(), 10, "{feedback}");
+        let signatures = mail.header_all("DKIM-Signature");
+        if !signed {
+            assert!(signatures.is_empty(), "{signatures:?}");
+            fed.shutdown().await;
+            continue;
+        }
+        assert_eq!(signatures.len(), 2, "{signatures:?}");
+        for (algorithm, selector) in [
+            ("rsa-sha256", "leak2026"),
+            ("ed25519-sha256", "leak2026-ed25519"),
+        ] {
+            let signature = signatures
+                .iter()
+                .find(|s| s.contains(&format!("a={algorithm}")))
+                .unwrap_or_else(|| panic!("no {algorithm} signature in {signatures:?}"));
+            assert!(signature.contains("d=exit.test"), "{signature}");
+            assert!(signature.contains(&format!("s={selector};")), "{signature}");
+            let covered: String = signature
+                .split(';')
+                .find(|t| t.trim().starts_with("h="))
+                .unwrap()
+                .to_ascii_lowercase();
+            for header in [
+                "list-unsubscribe",
+                "list-unsubscribe-post",
+                "feedback-id",
+                "from",
+            ] {
+                assert!(
+                    covered.contains(header),
+                    "{algorithm} leaves out {header}: {covered}"
+                );
+            }
+        }
+        let dns = [
+            ("leak2026._domainkey.exit.test.", rsa_record.as_str()),
+            ("leak2026-ed25519._domainkey.exit.test.", ed_record.as_str()),
+        ];
+        for index in 0..2 {
+            assert!(
+                verify_dkim(&mail.raw, index, &dns),
+                "dkimpy refused signature {index}\n{signatures:?}"
+            );
+        }
+        // A changed body verifies under neither.
         let mut tampered = mail.raw.clone();
         let at = tampered.len() - 10;
         tampered[at] = if tampered[at] == b'x' { b'y' } else { b'x' };
-        assert!(
-            !verify_dkim(&tampered, &dns),
-            "{algorithm}: tampered mail verified"
-        );
+        for index in 0..2 {
+            assert!(
+                !verify_dkim(&tampered, index, &dns),
+                "tampered mail verified"
+            );
+        }
         fed.shutdown().await;
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+/// dkimpy's verdict on the `index`th DKIM signature of `message`, with
+/// `records` (name, TXT) as the DNS.
+fn verify_dkim(message: &[u8], index: usize, records: &[(&str, &str)]) -> bool {
     use std::io::Write as _;
-    let mut child = std::process::Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-}
-
-/// dkimpy's verdict on `message`, with `record` as the selector's TXT.
-fn verify_dkim(message: &[u8], record: &str) -> bool {
-    use std::io::Write as _;
+    let zone: String = records
+        .iter()
+        .map(|(name, txt)| format!("{name:?}: {txt:?}.encode(), "))
+        .collect();
     let script = format!(
         "import sys, dkim\n\
+         zone = {{{zone}}}\n\
          msg = sys.stdin.buffer.read()\n\
-         ok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: {record:?}.encode())\n\
+         d = dkim.DKIM(msg)\n\
+         ok = d.verify(idx={index}, dnsfunc=lambda name, timeout=5: zone.get(name.decode() if isinstance(name, bytes) else name))\n\
          sys.exit(0 if ok else 1)\n"
     );
     // Debian's Python, where python3-dkim is installed (not a pyenv one).

@@ -222,13 +222,18 @@ pub struct ExitConfig {
     pub max_rate: f64,
     /// Lowest rate a deferral (421, 4.7.x) may slow sending to.
     pub min_rate: f64,
-    /// DKIM selector; empty disables signing (needs the `dkim` feature).
+    /// DKIM selector; empty disables signing.
     pub dkim_selector: String,
     /// DKIM private key file (PEM: RSA in PKCS#1, or an Ed25519 seed in
-    /// base64 as in RFC 8463).
+    /// base64 as in RFC 8463); `leak-node dkim-keys` makes one.
     pub dkim_key_file: String,
-    /// "rsa" or "ed25519".
+    /// "rsa" (the default: every large provider verifies RSA) or "ed25519".
     pub dkim_algorithm: String,
+    /// A second DKIM signature, Ed25519 (RFC 8463), beside an RSA one: its
+    /// selector; empty for none.
+    pub dkim_ed25519_selector: String,
+    /// Its key file (a base64 Ed25519 seed).
+    pub dkim_ed25519_key_file: String,
 }
 
 impl ExitConfig {
@@ -258,7 +263,9 @@ impl ExitConfig {
             min_rate: 0.1,
             dkim_selector: String::new(),
             dkim_key_file: String::new(),
-            dkim_algorithm: "ed25519".into(),
+            dkim_algorithm: "rsa".into(),
+            dkim_ed25519_selector: String::new(),
+            dkim_ed25519_key_file: String::new(),
         }
     }
 }
@@ -598,12 +605,23 @@ impl Config {
         );
         if !e.dkim_selector.is_empty() {
             ensure!(
-                cfg!(feature = "dkim"),
-                "exit.dkim_selector is set but this leak-node was built without the `dkim` feature"
-            );
-            ensure!(
                 !e.dkim_key_file.is_empty(),
                 "exit.dkim_key_file must be set when exit.dkim_selector is"
+            );
+        }
+        ensure!(
+            e.dkim_ed25519_selector.is_empty() == e.dkim_ed25519_key_file.is_empty(),
+            "exit.dkim_ed25519_selector and exit.dkim_ed25519_key_file are set together"
+        );
+        if !e.dkim_ed25519_selector.is_empty() {
+            ensure!(
+                e.dkim_algorithm == "rsa" && !e.dkim_selector.is_empty(),
+                "exit.dkim_ed25519_selector adds an Ed25519 signature beside an RSA one: \
+                 set exit.dkim_selector and exit.dkim_key_file to the RSA key"
+            );
+            ensure!(
+                e.dkim_ed25519_selector != e.dkim_selector,
+                "exit.dkim_ed25519_selector must differ from exit.dkim_selector"
             );
         }
         Ok(())

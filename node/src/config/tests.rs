@@ -166,6 +166,45 @@ fn unknown_keys_and_bad_values_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_delay_ms"), "{err}");
+    // A second DKIM signature is Ed25519 beside an RSA one, with both its
+    // settings.
+    let rsa = [
+        "node.roles=[\"relay\", \"exit\"]".into(),
+        "exit.domain=\"exit.example\"".into(),
+        "exit.dkim_selector=\"s\"".into(),
+        "exit.dkim_key_file=\"k\"".into(),
+    ];
+    let ed = |selector: &str| -> Vec<String> {
+        vec![
+            format!("exit.dkim_ed25519_selector=\"{selector}\""),
+            "exit.dkim_ed25519_key_file=\"e\"".into(),
+        ]
+    };
+    assert!(Config::load(&path, &[rsa.to_vec(), ed("s-ed")].concat()).is_ok());
+    for (flags, expected) in [
+        ([rsa[..2].to_vec(), ed("s-ed")].concat(), "RSA"),
+        ([rsa.to_vec(), ed("s")].concat(), "differ"),
+        (
+            [
+                rsa.to_vec(),
+                ed("s-ed"),
+                vec!["exit.dkim_algorithm=\"ed25519\"".into()],
+            ]
+            .concat(),
+            "RSA",
+        ),
+        (
+            [
+                rsa.to_vec(),
+                vec!["exit.dkim_ed25519_selector=\"x\"".into()],
+            ]
+            .concat(),
+            "together",
+        ),
+    ] {
+        let err = Config::load(&path, &flags).unwrap_err().to_string();
+        assert!(err.contains(expected), "{flags:?}: {err}");
+    }
     let err = Config::load(&dir.path().join("missing.toml"), &[])
         .unwrap_err()
         .to_string();

@@ -132,19 +132,16 @@ impl Exit {
                 .await?;
             return Ok(());
         };
-        let recipient = self.policy().recipient_hash(&leak.recipient);
-        #[allow(unused_mut)]
-        let Ok(mut message) = self.composer.compose(&leak, &recipient) else {
+        let policy = self.policy();
+        let recipient = policy.recipient_hash(&leak.recipient);
+        let Ok(message) = self.composer.compose(&leak, &recipient, policy.version()) else {
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
             return Ok(());
         };
         drop(leak);
-        #[cfg(feature = "dkim")]
-        if let Some(dkim) = &self.dkim {
-            lettre::message::dkim::dkim_sign(&mut message, dkim);
-        }
-        let attempt = self.mailer.send(message).await;
+        let (envelope, bytes) = super::email::signed(message, &self.dkim);
+        let attempt = self.mailer.send(&envelope, &bytes).await;
         drop(connection);
         self.wake.notify_one();
         if let Attempt::Permanent { code } = &attempt {

@@ -162,6 +162,23 @@ impl Header for AutoSubmitted {
     }
 }
 
+/// `Feedback-ID: relationship:policy-N:leak:EXIT` (Gmail's Postmaster
+/// Tools and feedback loop count complaints by it).
+#[derive(Clone)]
+struct FeedbackId(String);
+
+impl Header for FeedbackId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Feedback-ID")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
 /// What the exit puts in every email besides the leak.
 pub struct Composer {
     /// The exit's address.
@@ -174,6 +191,8 @@ pub struct Composer {
     pub public_url: String,
     /// Link tokens.
     pub tokens: Tokens,
+    /// This exit in `Feedback-ID` (the start of its node id, in hex).
+    pub sender_id: String,
 }
 
 /// The subject line for a relationship's noun phrase.
@@ -208,8 +227,25 @@ impl Composer {
         )
     }
 
-    /// The email for `leak`, whose recipient hashes to `recipient`.
-    pub fn compose(&self, leak: &Leak, recipient: &[u8; 32]) -> Result<Message, ExitError> {
+    /// The `Feedback-ID` (Gmail's feedback loop groups complaints by it):
+    /// the relationship, the policy version and this exit, never anything
+    /// of one message.
+    pub fn feedback_id(&self, leak: &Leak, policy_version: u32) -> String {
+        format!(
+            "{}:policy-{policy_version}:leak:{}",
+            leak.relationship.as_str(),
+            self.sender_id
+        )
+    }
+
+    /// The email for `leak`, whose recipient hashes to `recipient`, under
+    /// the policy of version `policy_version`.
+    pub fn compose(
+        &self,
+        leak: &Leak,
+        recipient: &[u8; 32],
+        policy_version: u32,
+    ) -> Result<Message, ExitError> {
         let to: lettre::Address = leak.recipient.to_ascii_address().parse().map_err(|e| {
             ExitError::Compose(format!("the recipient address is not deliverable: {e}"))
         })?;
@@ -248,6 +284,7 @@ impl Composer {
             .header(ListUnsubscribe(format!("<{opt_out}>")))
             .header(ListUnsubscribePost)
             .header(AutoSubmitted)
+            .header(FeedbackId(self.feedback_id(leak, policy_version)))
             .header(lettre::message::header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
@@ -256,55 +293,113 @@ impl Composer {
     }
 }
 
-#[cfg(feature = "dkim")]
-/// The DKIM signing configuration `exit.dkim_*` describes, if any.
-pub(super) fn dkim_config(
+/// The headers every DKIM signature covers.
+const DKIM_SIGNED: [&str; 11] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Content-Type",
+    "MIME-Version",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Feedback-ID",
+    "Auto-Submitted",
+];
+
+/// The DKIM signatures `exit.dkim_*` describes, RSA (or the one key)
+/// first, then the Ed25519 one; empty when signing is off.
+pub(super) fn dkim_configs(
     config: &crate::config::Config,
-) -> Result<Option<lettre::message::dkim::DkimConfig>, ExitError> {
-    use lettre::message::{
-        dkim::{
-            DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-            DkimSigningKey,
-        },
-        header::HeaderName,
-    };
+) -> Result<Vec<lettre::message::dkim::DkimConfig>, ExitError> {
+    use lettre::message::dkim::DkimSigningAlgorithm;
     let exit = &config.exit;
-    if exit.dkim_selector.is_empty() {
-        return Ok(None);
+    let mut out = Vec::new();
+    if !exit.dkim_selector.is_empty() {
+        let algorithm = match exit.dkim_algorithm.as_str() {
+            "ed25519" => DkimSigningAlgorithm::Ed25519,
+            _ => DkimSigningAlgorithm::Rsa,
+        };
+        out.push(dkim_config(
+            config,
+            &exit.dkim_selector,
+            "exit.dkim_key_file",
+            &exit.dkim_key_file,
+            algorithm,
+        )?);
     }
-    let key = std::fs::read_to_string(&exit.dkim_key_file)
-        .map_err(|e| ExitError::read("exit.dkim_key_file", &exit.dkim_key_file, e))?;
-    let algorithm = match exit.dkim_algorithm.as_str() {
-        "rsa" => DkimSigningAlgorithm::Rsa,
-        _ => DkimSigningAlgorithm::Ed25519,
+    if !exit.dkim_ed25519_selector.is_empty() {
+        out.push(dkim_config(
+            config,
+            &exit.dkim_ed25519_selector,
+            "exit.dkim_ed25519_key_file",
+            &exit.dkim_ed25519_key_file,
+            DkimSigningAlgorithm::Ed25519,
+        )?);
+    }
+    Ok(out)
+}
+
+fn dkim_config(
+    config: &crate::config::Config,
+    selector: &str,
+    setting: &'static str,
+    file: &str,
+    algorithm: lettre::message::dkim::DkimSigningAlgorithm,
+) -> Result<lettre::message::dkim::DkimConfig, ExitError> {
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningKey,
     };
-    let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
-        ExitError::setting("exit.dkim_key_file", format!("{}: {e}", exit.dkim_key_file))
-    })?;
-    let headers = [
-        "From",
-        "To",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "Content-Type",
-        "MIME-Version",
-        "List-Unsubscribe",
-        "List-Unsubscribe-Post",
-    ]
-    .into_iter()
-    .map(HeaderName::new_from_ascii_str)
-    .collect();
-    Ok(Some(DkimConfig::new(
-        exit.dkim_selector.clone(),
-        exit.domain.trim().to_owned(),
+    let key = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file).map_err(|e| ExitError::read(setting, file, e))?,
+    );
+    let key = DkimSigningKey::new(key.trim(), algorithm)
+        .map_err(|e| ExitError::setting(setting, format!("{file}: {e}")))?;
+    Ok(DkimConfig::new(
+        selector.to_owned(),
+        config.exit.domain.trim().to_owned(),
         key,
-        headers,
+        DKIM_SIGNED
+            .into_iter()
+            .map(HeaderName::new_from_ascii_str)
+            .collect(),
         DkimCanonicalization {
             header: DkimCanonicalizationType::Relaxed,
             body: DkimCanonicalizationType::Relaxed,
         },
-    )))
+    ))
+}
+
+/// The envelope and the bytes of `message` with a DKIM signature by each
+/// of `signers`, each over the message as composed (none covers another).
+/// `lettre` keeps one header of a name, so every signature but the first
+/// is made on a copy and its header put in front of the bytes.
+pub fn signed(
+    mut message: Message,
+    signers: &[lettre::message::dkim::DkimConfig],
+) -> (lettre::address::Envelope, Vec<u8>) {
+    use lettre::message::{dkim::dkim_sign, header::Headers};
+    let envelope = message.envelope().clone();
+    let Some((first, rest)) = signers.split_first() else {
+        return (envelope, message.formatted());
+    };
+    let mut out = Vec::new();
+    for signer in rest {
+        let mut copy = message.clone();
+        dkim_sign(&mut copy, signer);
+        if let Some(value) = copy.headers().get_raw("DKIM-Signature") {
+            let mut header = Headers::new();
+            header.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str("DKIM-Signature"),
+                value.to_owned(),
+            ));
+            out.extend_from_slice(header.to_string().as_bytes());
+        }
+    }
+    dkim_sign(&mut message, first);
+    out.extend_from_slice(&message.formatted());
+    (envelope, out)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@
 pub mod admin;
 pub mod dedup;
 mod delivery;
+pub mod dkim_keys;
 pub mod email;
 pub mod error;
 pub mod http;
@@ -110,8 +111,8 @@ pub struct Exit {
     keys: LeakKeys,
     pub(crate) composer: Composer,
     mailer: Mailer,
-    #[cfg(feature = "dkim")]
-    dkim: Option<lettre::message::dkim::DkimConfig>,
+    /// DKIM signatures to add (RSA first; none when not configured).
+    dkim: Vec<lettre::message::dkim::DkimConfig>,
     pub(crate) metrics: Arc<Metrics>,
     send_packet: SendPacket,
     /// When each queued leak is tried next, and which are being sent.
@@ -220,10 +221,10 @@ pub(crate) async fn start(
         abuse_address: config.exit_abuse_address(),
         public_url,
         tokens: Tokens::new(&seed),
+        sender_id: hex::encode(&node_id.0[..5]),
     };
     let mailer = Mailer::from_config(&config)?;
-    #[cfg(feature = "dkim")]
-    let dkim = email::dkim_config(&config)?;
+    let dkim = email::dkim_configs(&config)?;
     let pace = Pace::new(config.exit.min_rate, config.exit.max_rate, clock.now_ms());
     let surcharge = surcharge::Surcharge::new(config.exit.busy_leaks_per_hour);
     let exit = Arc::new(Exit {
@@ -237,7 +238,6 @@ pub(crate) async fn start(
         keys,
         composer,
         mailer,
-        #[cfg(feature = "dkim")]
         dkim,
         metrics,
         send_packet,

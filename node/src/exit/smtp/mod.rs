@@ -20,7 +20,8 @@ pub mod tls;
 use std::time::Duration;
 
 use lettre::{
-    AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor,
+    AsyncFileTransport, AsyncTransport as _, Tokio1Executor,
+    address::Envelope,
     transport::smtp::{authentication::Credentials, extension::ClientId},
 };
 
@@ -73,9 +74,9 @@ impl Mailer {
     }
 
     /// Sends one email.
-    pub async fn send(&self, message: Message) -> Attempt {
+    pub async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Attempt {
         let (attempt, problem) = match &self.transport {
-            MailTransport::File(t) => match t.send(message).await {
+            MailTransport::File(t) => match t.send_raw(envelope, bytes).await {
                 Ok(_) => (Attempt::Delivered, None),
                 Err(_) => (
                     Attempt::Temporary {
@@ -85,7 +86,7 @@ impl Mailer {
                     None,
                 ),
             },
-            MailTransport::Smtp(pool) => pool.send(&message).await,
+            MailTransport::Smtp(pool) => pool.send(envelope, bytes).await,
         };
         self.report(&attempt, problem);
         attempt

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lettre::{
-    Message,
+    address::Envelope,
     transport::smtp::{
         authentication::{Credentials, Mechanism},
         client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
@@ -240,9 +240,7 @@ impl SmtpPool {
 
     /// Sends one email, on an idle connection if there is one (once more on
     /// a fresh one if that idle connection turns out to be dead).
-    pub async fn send(&self, message: &Message) -> (Attempt, Option<Problem>) {
-        let envelope = message.envelope().clone();
-        let bytes = message.formatted();
+    pub async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> (Attempt, Option<Problem>) {
         for reused in [true, false] {
             let idle = if reused {
                 self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
@@ -260,7 +258,7 @@ impl SmtpPool {
                     Err(failure) => return failure,
                 },
             };
-            let result = tokio::time::timeout(self.timeout, conn.send(&envelope, &bytes)).await;
+            let result = tokio::time::timeout(self.timeout, conn.send(envelope, bytes)).await;
             match result {
                 Ok(Ok(_)) => {
                     if !conn.has_broken() {
@@ -387,8 +385,14 @@ mod tests {
         (port, task)
     }
 
-    fn message() -> Message {
-        Message::builder()
+    impl SmtpPool {
+        async fn send_message(&self, message: &lettre::Message) -> (Attempt, Option<Problem>) {
+            self.send(message.envelope(), &message.formatted()).await
+        }
+    }
+
+    fn message() -> lettre::Message {
+        lettre::Message::builder()
             .from("leak@exit.test".parse().unwrap())
             .to("alice@secret.example".parse().unwrap())
             .subject("hi")
@@ -436,7 +440,7 @@ mod tests {
         })
         .await;
         let (attempt, problem) = pool(&format!("smtp://alice@127.0.0.1:{port}"), alice())
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(
             attempt,
@@ -457,7 +461,7 @@ mod tests {
     async fn no_auth_mechanism_never_bounces() {
         let (port, server) = scripted("220 fake ESMTP\r\n", |_| None).await;
         let (attempt, problem) = pool(&format!("smtp://alice@127.0.0.1:{port}"), alice())
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::AuthUnavailable));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "auth"));
@@ -473,7 +477,7 @@ mod tests {
         })
         .await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::AuthRequired));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "auth"));
@@ -497,7 +501,7 @@ mod tests {
         })
         .await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::AuthRequired));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "auth"));
@@ -508,7 +512,7 @@ mod tests {
         })
         .await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, None);
         assert_eq!(
@@ -524,7 +528,7 @@ mod tests {
     async fn required_starttls_not_offered_sends_nothing() {
         let (port, server) = scripted("220 fake ESMTP\r\n", |_| None).await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}?tls=required"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::StartTlsUnavailable));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "tls"));
@@ -546,7 +550,7 @@ mod tests {
         };
         let (port, server) = scripted("220 fake ESMTP\r\n", offered).await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}?tls=required"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::StartTlsUnavailable));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "tls"));
@@ -563,7 +567,7 @@ mod tests {
         };
         let (port, server) = scripted("220 fake ESMTP\r\n", garbage).await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}?tls=required"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::TlsHandshake));
         assert!(matches!(attempt, Attempt::Temporary { code, .. } if code == "tls"));
@@ -576,7 +580,7 @@ mod tests {
     async fn only_a_refusal_of_the_leak_bounces() {
         let (port, _server) = scripted("554 5.7.1 go away\r\n", |_| None).await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, Some(Problem::SessionRefused));
         assert!(matches!(attempt, Attempt::Temporary { .. }), "{attempt:?}");
@@ -587,7 +591,7 @@ mod tests {
         })
         .await;
         let (attempt, problem) = pool(&format!("smtp://127.0.0.1:{port}"), None)
-            .send(&message())
+            .send_message(&message())
             .await;
         assert_eq!(problem, None);
         assert_eq!(
@@ -691,7 +695,7 @@ uoh1R15RJBGcTOld+BYA7MJcgjehRANCAATy2G9Q7KTsZaCG0/zwX8xuk39hE4Ks
             1,
         )
         .unwrap();
-        let (attempt, problem) = pool.send(&message()).await;
+        let (attempt, problem) = pool.send_message(&message()).await;
         assert!(
             matches!(&attempt, Attempt::Temporary { code, .. } if code == "tls"),
             "{url}: {attempt:?}"
