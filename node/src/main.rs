@@ -4,7 +4,7 @@
 //! leak-node init --data-dir DIR [--listen ADDR]... [--bootstrap ADDR]... [--config FILE]
 //! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
 //! leak-node id --config FILE
-//! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all)] [--json]
+//! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all) | pause | resume | providers] [--json]
 //! leak-node dkim-keys --domain DOMAIN --dir DIR [--selector NAME] [--ip ADDR]...
 //! leak-node policy keygen --out FILE
 //! leak-node policy sign --key FILE [--key FILE]... [--add-to SIGNED] TOML --out SIGNED
@@ -140,10 +140,24 @@ enum QueueAction {
     },
     /// Stop starting deliveries (leaks are still taken and queued), e.g.
     /// while the smarthost is down for maintenance; until `resume` or a
-    /// restart.
-    Pause,
-    /// Deliver again after `pause`.
-    Resume,
+    /// restart. With --provider, only to that provider, until `resume
+    /// --provider` (kept across restarts).
+    Pause {
+        /// gmail, microsoft, yahoo or other.
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Deliver again after `pause`, or to a provider paused by its
+    /// complaint rate or by `pause --provider`.
+    Resume {
+        /// gmail, microsoft, yahoo or other.
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Per destination provider, over the complaint window: leaks
+    /// delivered, complaints, bounces, the complaint rate, and whether
+    /// delivery is paused.
+    Providers,
 }
 
 #[derive(clap::Args)]
@@ -296,8 +310,9 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
         QueueAction::Purge { id, all } => Request::Purge {
             id: if all { None } else { id },
         },
-        QueueAction::Pause => Request::Pause,
-        QueueAction::Resume => Request::Resume,
+        QueueAction::Pause { provider } => Request::Pause { provider },
+        QueueAction::Resume { provider } => Request::Resume { provider },
+        QueueAction::Providers => Request::Providers,
     };
     let response = request(&config.admin_socket_path(), &req).await?;
     if json {
@@ -335,9 +350,32 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
                 );
             }
         }
+        Response::Providers { providers } => {
+            println!(
+                "{:<10}  {:>9}  {:>10}  {:>7}  {:>9}  paused",
+                "provider", "delivered", "complaints", "bounced", "rate"
+            );
+            for p in providers {
+                let paused = match (p.paused_since_ms, p.paused_automatically) {
+                    (None, _) => "no".to_owned(),
+                    (Some(_), true) => "yes (complaint rate)".to_owned(),
+                    (Some(_), false) => "yes (operator)".to_owned(),
+                };
+                println!(
+                    "{:<10}  {:>9}  {:>10}  {:>7}  {:>8.3}%  {paused}",
+                    p.provider,
+                    p.delivered,
+                    p.complaints,
+                    p.bounced,
+                    p.complaint_rate * 100.0
+                );
+            }
+        }
         Response::Done { count } => match req {
-            Request::Pause => println!("delivery paused"),
-            Request::Resume => println!("delivery resumed"),
+            Request::Pause { provider: None } => println!("delivery paused"),
+            Request::Resume { provider: None } => println!("delivery resumed"),
+            Request::Pause { provider: Some(p) } => println!("delivery to {p} paused"),
+            Request::Resume { provider: Some(p) } => println!("delivery to {p} resumed"),
             _ => println!("{count} leak(s)"),
         },
         Response::Error { message } => anyhow::bail!("{message}"),

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub exit_opt_outs: Counter,
     /// Abuse reports received.
     pub exit_abuse_reports: Counter,
+    /// Complaints (abuse reports) by destination provider.
+    pub exit_complaints: Family<Labels, Counter>,
+    /// 1 while delivery to a provider is paused, by provider.
+    pub exit_provider_paused: Family<Labels, Gauge>,
     /// Opt-out or report requests with an invalid token.
     pub exit_bad_tokens: Counter,
     /// Receipts sent back along reply blocks.
@@ -192,6 +196,18 @@ impl Metrics {
             "Abuse reports received",
             exit_abuse_reports.clone(),
         );
+        let exit_complaints = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_complaints",
+            "Complaints about delivered leaks, by destination provider",
+            exit_complaints.clone(),
+        );
+        let exit_provider_paused = Family::<Labels, Gauge>::default();
+        registry.register(
+            "exit_provider_paused",
+            "1 while delivery to a provider is paused (complaint rate or operator)",
+            exit_provider_paused.clone(),
+        );
         let exit_bad_tokens = Counter::default();
         registry.register(
             "exit_bad_tokens",
@@ -251,6 +267,8 @@ impl Metrics {
             exit_rate_per_hour,
             exit_opt_outs,
             exit_abuse_reports,
+            exit_complaints,
+            exit_provider_paused,
             exit_bad_tokens,
             exit_receipts,
             loops_sent,

@@ -482,7 +482,10 @@ async fn paused_delivery_keeps_leaks_queued() {
         let socket = socket.clone();
         async move { leak_node::exit::admin::request(&socket, &r).await.unwrap() }
     };
-    assert!(matches!(ask(Request::Pause).await, Response::Done { .. }));
+    assert!(matches!(
+        ask(Request::Pause { provider: None }).await,
+        Response::Done { .. }
+    ));
     let sender = fed.sender();
     let sent = sender
         .leak(&fed, &Draft::new("hal@example.org", "I lied to you."))
@@ -493,7 +496,10 @@ async fn paused_delivery_keeps_leaks_queued() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(fed.outbox().is_empty(), "nothing delivered while paused");
-    assert!(matches!(ask(Request::Resume).await, Response::Done { .. }));
+    assert!(matches!(
+        ask(Request::Resume { provider: None }).await,
+        Response::Done { .. }
+    ));
     assert_eq!(
         sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
         Outcome::Delivered

@@ -229,6 +229,15 @@ pub struct ExitConfig {
     pub dkim_key_file: String,
     /// "rsa" (the default: every large provider verifies RSA) or "ed25519".
     pub dkim_algorithm: String,
+    /// Complaints over deliveries (per provider, over the window) above
+    /// which delivery to that provider pauses until the operator resumes it.
+    pub complaint_threshold: f64,
+    /// The complaint rate's rolling window, in hours.
+    pub complaint_window_hours: u64,
+    /// The complaint rate's denominator counts at least this many
+    /// deliveries (a complaint about one of a handful of emails alone does
+    /// not pause a provider).
+    pub complaint_min_deliveries: u64,
     /// A second DKIM signature, Ed25519 (RFC 8463), beside an RSA one: its
     /// selector; empty for none.
     pub dkim_ed25519_selector: String,
@@ -263,6 +272,9 @@ impl ExitConfig {
             min_rate: 0.1,
             dkim_selector: String::new(),
             dkim_key_file: String::new(),
+            complaint_threshold: 0.001,
+            complaint_window_hours: 24,
+            complaint_min_deliveries: 1000,
             dkim_algorithm: "rsa".into(),
             dkim_ed25519_selector: String::new(),
             dkim_ed25519_key_file: String::new(),
@@ -598,6 +610,14 @@ impl Config {
         ensure!(
             e.min_rate > 0.0 && e.max_rate >= e.min_rate && e.max_rate.is_finite(),
             "exit.min_rate must be positive and at most exit.max_rate"
+        );
+        ensure!(
+            e.complaint_threshold > 0.0 && e.complaint_threshold <= 1.0,
+            "exit.complaint_threshold must be a fraction above 0 and at most 1 (0.001 is 0.1 %)"
+        );
+        ensure!(
+            (1..=24 * 30).contains(&e.complaint_window_hours),
+            "exit.complaint_window_hours must be between 1 and 720"
         );
         ensure!(
             matches!(e.dkim_algorithm.as_str(), "rsa" | "ed25519"),

@@ -15,6 +15,7 @@ use tokio::{
 use super::{
     Exit,
     error::ExitError,
+    provider::{Provider, ProviderStatus},
     queue::{QueueCounts, QueueItem},
 };
 
@@ -42,10 +43,21 @@ pub enum Request {
         /// A message id; none means all.
         id: Option<String>,
     },
-    /// Stop starting deliveries (leaks are still taken and queued).
-    Pause,
-    /// Start delivering again.
-    Resume,
+    /// Stop starting deliveries (leaks are still taken and queued), to
+    /// one provider or to all.
+    Pause {
+        /// A provider's label; none means all.
+        #[serde(default)]
+        provider: Option<String>,
+    },
+    /// Start delivering again, to one provider or to all.
+    Resume {
+        /// A provider's label; none means all.
+        #[serde(default)]
+        provider: Option<String>,
+    },
+    /// Every provider's standing.
+    Providers,
 }
 
 /// The exit's answer.
@@ -59,6 +71,11 @@ pub enum Response {
         /// The leaks.
         items: Vec<QueueItem>,
     },
+    /// For `Providers`.
+    Providers {
+        /// In a stable order.
+        providers: Vec<ProviderStatus>,
+    },
     /// For `Retry` and `Purge`: how many leaks it touched.
     Done {
         /// How many.
@@ -71,6 +88,14 @@ pub enum Response {
     },
 }
 
+fn provider(label: &str) -> Result<Provider, ExitError> {
+    Provider::parse(label).ok_or_else(|| {
+        ExitError::Admin(format!(
+            "no provider {label:?}: one of gmail, microsoft, yahoo, other"
+        ))
+    })
+}
+
 fn handle(exit: &Exit, request: Request) -> Response {
     let result = match request {
         Request::Counts => exit.counts().map(Response::Counts),
@@ -81,14 +106,29 @@ fn handle(exit: &Exit, request: Request) -> Response {
         Request::Purge { id } => exit
             .purge(id.as_deref())
             .map(|count| Response::Done { count }),
-        Request::Pause => {
+        Request::Pause { provider: None } => {
             exit.set_paused(true);
             Ok(Response::Done { count: 0 })
         }
-        Request::Resume => {
+        Request::Resume { provider: None } => {
             exit.set_paused(false);
             Ok(Response::Done { count: 0 })
         }
+        Request::Pause {
+            provider: Some(label),
+        } => provider(&label).map(|p| {
+            exit.set_provider_paused(p, true);
+            Response::Done { count: 0 }
+        }),
+        Request::Resume {
+            provider: Some(label),
+        } => provider(&label).map(|p| {
+            exit.set_provider_paused(p, false);
+            Response::Done { count: 0 }
+        }),
+        Request::Providers => Ok(Response::Providers {
+            providers: exit.providers(),
+        }),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),

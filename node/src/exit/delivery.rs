@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{
     DAY_MS, Exit, ExitError,
+    provider::Provider,
     retry::{COMMIT_BACKOFF, Decision},
     smtp::Attempt,
     state::EndState,
@@ -48,7 +49,8 @@ impl Exit {
                     break;
                 };
                 let now_ms = self.now_ms();
-                let next_at = self.lock_schedule().next_at();
+                let paused = self.paused_providers();
+                let next_at = self.lock_schedule().next_at(&paused);
                 match next_at {
                     None => break,
                     Some(at) if at > now_ms => {
@@ -61,7 +63,7 @@ impl Exit {
                     wait_ms = wait_ms.min(until_token_ms);
                     break;
                 }
-                let Some(id) = self.lock_schedule().take_due(now_ms) else {
+                let Some(id) = self.lock_schedule().take_due(now_ms, &paused) else {
                     break;
                 };
                 running.spawn(self.clone().deliver(id, permit));
@@ -76,7 +78,10 @@ impl Exit {
                     let now = self.now_ms();
                     let before = now.saturating_sub(this.config.exit.dedup_secs * 1000);
                     let oldest_day = (now / DAY_MS).saturating_sub(1);
-                    let result = tokio::task::spawn_blocking(move || this.store.prune(before, oldest_day)).await;
+                    let result = tokio::task::spawn_blocking(move || {
+                        this.save_standing();
+                        this.store.prune(before, oldest_day)
+                    }).await;
                     if let Ok(Err(e)) = result {
                         tracing::warn!(error = %e, "cannot prune the exit's records");
                     }
@@ -134,6 +139,7 @@ impl Exit {
         };
         let policy = self.policy();
         let recipient = policy.recipient_hash(&leak.recipient);
+        let provider = Provider::of_domain(leak.recipient.ascii_domain());
         let Ok(message) = self.composer.compose(&leak, &recipient, policy.version()) else {
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
@@ -145,6 +151,7 @@ impl Exit {
         drop(connection);
         self.wake.notify_one();
         if let Attempt::Permanent { code } = &attempt {
+            self.lock_health().bounced(provider, self.now_ms());
             Metrics::count_as(&self.metrics.exit_attempts, "result", &attempt);
             tracing::info!(%code, "a leak bounced");
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
@@ -152,7 +159,7 @@ impl Exit {
             return Ok(());
         }
         match attempt {
-            Attempt::Delivered => self.delivered(id).await,
+            Attempt::Delivered => self.delivered(id, provider).await,
             temporary => self.settle(id, Some(entry.clone()), temporary).await,
         }
         Ok(())
@@ -161,8 +168,9 @@ impl Exit {
     /// The mail server took the leak: it is never sent again for a failed
     /// commit (only a crash before the commit resends it). The commit is
     /// retried until it holds; the leak stays in flight meanwhile.
-    async fn delivered(&self, id: MessageId) {
+    async fn delivered(&self, id: MessageId, provider: Provider) {
         Metrics::count_as(&self.metrics.exit_attempts, "result", &Attempt::Delivered);
+        self.lock_health().delivered(provider, self.now_ms());
         self.lock_pace().succeeded();
         self.show_rate();
         let mut failures = 0u32;

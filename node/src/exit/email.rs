@@ -20,7 +20,7 @@ use lettre::{
     },
 };
 
-use crate::exit::error::ExitError;
+use crate::exit::{error::ExitError, provider::Provider};
 
 /// What a link in the email does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,17 @@ impl Tokens {
     }
 
     fn tag(&self, link: Link, id: &MessageId, recipient: &[u8; 32]) -> [u8; MAC_LEN] {
-        let full = mac(&self.key, &[link.tag(), &id.0, recipient]);
+        self.tag_with(link, id, recipient, &[])
+    }
+
+    fn tag_with(
+        &self,
+        link: Link,
+        id: &MessageId,
+        recipient: &[u8; 32],
+        extra: &[u8],
+    ) -> [u8; MAC_LEN] {
+        let full = mac(&self.key, &[link.tag(), &id.0, recipient, extra]);
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
         out
@@ -86,6 +96,21 @@ impl Tokens {
         hex::encode(bytes)
     }
 
+    /// The report token for leak `id` to `recipient` at `provider` (hex):
+    /// the provider rides along, under the MAC, so a report counts toward
+    /// the right provider's complaint rate without the exit keeping
+    /// anything of the leak.
+    pub fn make_report(&self, id: &MessageId, recipient: &[u8; 32], provider: Provider) -> String {
+        let id = &self.reference(id);
+        let extra = [provider.to_byte()];
+        let mut bytes = Vec::with_capacity(TOKEN_LEN + 1);
+        bytes.extend_from_slice(&id.0);
+        bytes.extend_from_slice(recipient);
+        bytes.extend_from_slice(&extra);
+        bytes.extend_from_slice(&self.tag_with(Link::Report, id, recipient, &extra));
+        hex::encode(bytes)
+    }
+
     /// The leak's reference ([`Tokens::reference`]) and the recipient hash
     /// of a valid token.
     pub fn check(&self, link: Link, token: &str) -> Option<(MessageId, [u8; 32])> {
@@ -93,15 +118,29 @@ impl Tokens {
             return None;
         }
         let bytes = hex::decode(token).ok()?;
-        let id = MessageId(bytes.get(..16)?.try_into().ok()?);
-        let recipient: [u8; 32] = bytes.get(16..48)?.try_into().ok()?;
+        let (id, recipient) = split(&bytes)?;
         let tag: [u8; MAC_LEN] = bytes.get(48..)?.try_into().ok()?;
-        let expected = self.tag(link, &id, &recipient);
-        let mut a = [0u8; leak_protocol::crypto::MAC_LEN];
-        let mut b = [0u8; leak_protocol::crypto::MAC_LEN];
-        a[..MAC_LEN].copy_from_slice(&tag);
-        b[..MAC_LEN].copy_from_slice(&expected);
-        mac_eq(&a, &b).then_some((id, recipient))
+        tag_eq(&tag, &self.tag(link, &id, &recipient)).then_some((id, recipient))
+    }
+
+    /// The leak's reference, the recipient hash and the provider of a valid
+    /// report token ([`Tokens::make_report`]; a report token of the earlier
+    /// form, without the provider, counts as `Other`).
+    pub fn check_report(&self, token: &str) -> Option<(MessageId, [u8; 32], Provider)> {
+        if token.len() == 2 * TOKEN_LEN {
+            let (id, recipient) = self.check(Link::Report, token)?;
+            return Some((id, recipient, Provider::Other));
+        }
+        if token.len() != 2 * (TOKEN_LEN + 1) {
+            return None;
+        }
+        let bytes = hex::decode(token).ok()?;
+        let (id, recipient) = split(&bytes)?;
+        let extra = [*bytes.get(48)?];
+        let tag: [u8; MAC_LEN] = bytes.get(49..)?.try_into().ok()?;
+        let expected = self.tag_with(Link::Report, &id, &recipient, &extra);
+        let provider = Provider::from_byte(extra[0])?;
+        tag_eq(&tag, &expected).then_some((id, recipient, provider))
     }
 
     /// The email's `Message-ID` local part: derived from the leak's id under
@@ -112,6 +151,22 @@ impl Tokens {
         let derived = mac(&self.key, &[b"message-id", &id.0]);
         hex::encode(derived)
     }
+}
+
+/// A token's leak reference and recipient hash.
+fn split(bytes: &[u8]) -> Option<(MessageId, [u8; 32])> {
+    let id = MessageId(bytes.get(..16)?.try_into().ok()?);
+    let recipient: [u8; 32] = bytes.get(16..48)?.try_into().ok()?;
+    Some((id, recipient))
+}
+
+/// Compares two truncated tags in constant time.
+fn tag_eq(tag: &[u8; MAC_LEN], expected: &[u8; MAC_LEN]) -> bool {
+    let mut a = [0u8; leak_protocol::crypto::MAC_LEN];
+    let mut b = [0u8; leak_protocol::crypto::MAC_LEN];
+    a[..MAC_LEN].copy_from_slice(tag);
+    b[..MAC_LEN].copy_from_slice(expected);
+    mac_eq(&a, &b)
 }
 
 /// `List-Unsubscribe: <URL>` (RFC 2369).
@@ -218,12 +273,12 @@ impl Composer {
         )
     }
 
-    /// The report-abuse URL for a leak.
-    pub fn report_url(&self, id: &MessageId, recipient: &[u8; 32]) -> String {
+    /// The report-abuse URL for a leak to a recipient at `provider`.
+    pub fn report_url(&self, id: &MessageId, recipient: &[u8; 32], provider: Provider) -> String {
         format!(
             "{}/report/{}",
             self.public_url,
-            self.tokens.make(Link::Report, id, recipient)
+            self.tokens.make_report(id, recipient, provider)
         )
     }
 
@@ -251,7 +306,8 @@ impl Composer {
         })?;
         let noun = leak.relationship.noun_phrase();
         let opt_out = self.opt_out_url(&leak.message_id, recipient);
-        let report = self.report_url(&leak.message_id, recipient);
+        let provider = Provider::of_domain(leak.recipient.ascii_domain());
+        let report = self.report_url(&leak.message_id, recipient, provider);
         // Text lines end in CRLF on the wire; the text has no CR (validated).
         let text = leak.text.trim_end();
         let body = format!(
@@ -406,6 +462,34 @@ pub fn signed(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A report token carries its provider under the MAC: changing the
+    /// provider byte (or using it as an opt-out token) fails; a report
+    /// token of the earlier form still counts, as `Other`.
+    #[test]
+    fn report_tokens_carry_their_provider() {
+        let tokens = Tokens::new(&[1; 32]);
+        let id = MessageId([2; 16]);
+        let token = tokens.make_report(&id, &[3; 32], Provider::Gmail);
+        assert_eq!(
+            tokens.check_report(&token),
+            Some((tokens.reference(&id), [3; 32], Provider::Gmail))
+        );
+        let mut bytes = hex::decode(&token).unwrap();
+        bytes[48] = Provider::Yahoo.to_byte();
+        assert_eq!(tokens.check_report(&hex::encode(&bytes)), None);
+        bytes[48] = 200;
+        assert_eq!(tokens.check_report(&hex::encode(&bytes)), None);
+        assert_eq!(tokens.check(Link::OptOut, &token), None);
+        assert_eq!(tokens.check(Link::Report, &token), None);
+        let earlier = tokens.make(Link::Report, &id, &[3; 32]);
+        assert_eq!(
+            tokens.check_report(&earlier),
+            Some((tokens.reference(&id), [3; 32], Provider::Other))
+        );
+        let opt_out = tokens.make(Link::OptOut, &id, &[3; 32]);
+        assert_eq!(tokens.check_report(&opt_out), None);
+    }
 
     #[test]
     fn tokens_are_bound_to_link_message_and_recipient() {

@@ -340,7 +340,8 @@ impl Exit {
             .accept(&key, message, &entry, &recipient, now / DAY_MS)?;
         self.count(Intake::Accepted);
         self.metrics.exit_queue.inc();
-        self.lock_schedule().insert(due, key);
+        let provider = super::provider::Provider::of_domain(leak.recipient.ascii_domain());
+        self.lock_schedule().insert_to(due, key, provider);
         self.wake.notify_one();
         Ok(())
     }

@@ -43,6 +43,7 @@ pub mod error;
 pub mod http;
 mod intake;
 pub mod optout;
+pub mod provider;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
@@ -59,12 +60,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use leak_protocol::{Delay, NodeId, Packet, policy::Policy};
+use leak_protocol::{Delay, Leak, NodeId, Packet, policy::Policy};
 use tokio::sync::{Notify, mpsc, watch};
 
 use self::{
     dedup::LeakKeys,
     email::{Composer, Tokens},
+    provider::{Complaint, Health, HealthSettings, Provider},
     retry::RetryPolicy,
     schedule::{Pace, Schedule},
     smtp::Mailer,
@@ -123,6 +125,8 @@ pub struct Exit {
     paused: std::sync::atomic::AtomicBool,
     wake: Notify,
     pace: Mutex<Pace>,
+    /// Deliveries and complaints per provider, and which are paused.
+    health: Mutex<Health>,
     /// The load, and the stamp bits asked beyond the policy's.
     surcharge: Mutex<surcharge::Surcharge>,
     clock: SharedClock,
@@ -227,6 +231,18 @@ pub(crate) async fn start(
     let dkim = email::dkim_configs(&config)?;
     let pace = Pace::new(config.exit.min_rate, config.exit.max_rate, clock.now_ms());
     let surcharge = surcharge::Surcharge::new(config.exit.busy_leaks_per_hour);
+    let mut health = Health::new(HealthSettings {
+        threshold: config.exit.complaint_threshold,
+        window_hours: config.exit.complaint_window_hours,
+        min_deliveries: config.exit.complaint_min_deliveries,
+    });
+    if let Some(bytes) = exit_store.standing()?
+        && !health.restore(&bytes)
+    {
+        tracing::warn!(
+            "the exit's record of its standing with providers is damaged; starting afresh"
+        );
+    }
     let exit = Arc::new(Exit {
         policy,
         seed,
@@ -246,6 +262,7 @@ pub(crate) async fn start(
         paused: std::sync::atomic::AtomicBool::new(false),
         wake: Notify::new(),
         pace: Mutex::new(pace),
+        health: Mutex::new(health),
         surcharge: Mutex::new(surcharge),
         clock,
         config,
@@ -254,8 +271,20 @@ pub(crate) async fn start(
         let queued = exit.store.queued()?;
         let mut schedule = exit.lock_schedule();
         for (id, entry) in &queued {
-            schedule.insert(entry.next_attempt_ms, *id);
+            // Its provider, from the spool (a damaged slot counts as
+            // `Other`; its attempt bounces it).
+            let provider = exit
+                .store
+                .body(id)
+                .ok()
+                .flatten()
+                .and_then(|b| Leak::decode(&b).ok())
+                .map_or(Provider::Other, |l| {
+                    Provider::of_domain(l.recipient.ascii_domain())
+                });
+            schedule.insert_to(entry.next_attempt_ms, *id, provider);
         }
+        exit.show_standing();
         exit.metrics.exit_queue.set(queued.len() as i64);
     }
     exit.metrics
@@ -288,6 +317,84 @@ impl Exit {
 
     fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
         self.pace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which providers are paused, now.
+    fn paused_providers(&self) -> impl Fn(Provider) -> bool + use<> {
+        let health = self.lock_health();
+        let paused = Provider::ALL.map(|p| health.is_paused(p));
+        move |p: Provider| Provider::ALL.iter().zip(paused).any(|(q, x)| *q == p && x)
+    }
+
+    /// Sets the paused gauges from the standing.
+    fn show_standing(&self) {
+        let health = self.lock_health();
+        for provider in Provider::ALL {
+            self.metrics
+                .exit_provider_paused
+                .get_or_create(&vec![("provider", provider.label())])
+                .set(i64::from(health.is_paused(provider)));
+        }
+    }
+
+    /// Keeps the standing on disk (a blocking write: call it off the
+    /// runtime's threads, or where a short wait is fine).
+    fn save_standing(&self) {
+        let bytes = self.lock_health().to_bytes();
+        if let Err(e) = self.store.save_standing(&bytes) {
+            tracing::warn!(error = %e, "cannot record the exit's standing with providers");
+        }
+    }
+
+    /// A recipient at `provider` complained about a delivered leak: counted
+    /// toward that provider's complaint rate, which may pause it.
+    fn complained(&self, provider: Provider) {
+        let now = self.now_ms();
+        self.metrics
+            .exit_complaints
+            .get_or_create(&vec![("provider", provider.label())])
+            .inc();
+        let complaint = self.lock_health().complaint(provider, now);
+        if let Complaint::Paused { rate } = complaint {
+            tracing::warn!(
+                provider = provider.label(),
+                complaint_rate = format!("{:.3} %", rate * 100.0),
+                threshold = format!("{:.3} %", self.config.exit.complaint_threshold * 100.0),
+                "complaints crossed the threshold: delivery to this provider is paused \
+                 (leaks stay queued); `leak-node queue resume --provider {}` resumes it",
+                provider.label()
+            );
+            self.show_standing();
+            self.wake.notify_one();
+        }
+        self.save_standing();
+    }
+
+    /// The operator pauses or resumes delivery to `provider` (kept across
+    /// restarts, like a pause the complaint rate made).
+    pub fn set_provider_paused(&self, provider: Provider, paused: bool) -> bool {
+        let now = self.now_ms();
+        let changed = self.lock_health().set_paused(provider, paused, now);
+        if changed {
+            tracing::info!(
+                provider = provider.label(),
+                "delivery to this provider {} by the operator",
+                if paused { "paused" } else { "resumed" }
+            );
+            self.save_standing();
+            self.show_standing();
+            self.wake.notify_one();
+        }
+        changed
+    }
+
+    /// Every provider's deliveries, complaints and pause.
+    pub fn providers(&self) -> Vec<provider::ProviderStatus> {
+        self.lock_health().status(self.now_ms())
     }
 
     /// The current time (Unix ms), from the exit's clock.

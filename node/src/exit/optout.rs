@@ -116,16 +116,22 @@ impl Exit {
 
     /// Records an abuse report for the leak a token was made for.
     pub async fn report_with_token(self: &Arc<Self>, token: &str) -> Result<bool, ExitError> {
-        let Some((id, _)) = self.composer.tokens.check(Link::Report, token) else {
+        let Some((id, _, provider)) = self.composer.tokens.check_report(token) else {
             self.metrics.exit_bad_tokens.inc();
             return Ok(false);
         };
         let this = self.clone();
         let now = self.now_ms();
-        let new = tokio::task::spawn_blocking(move || this.store.report(&id, now)).await??;
-        if new {
-            self.metrics.exit_abuse_reports.inc();
-        }
+        // One complaint per leak, however often its link is followed.
+        tokio::task::spawn_blocking(move || {
+            let new = this.store.report(&id, now)?;
+            if new {
+                this.metrics.exit_abuse_reports.inc();
+                this.complained(provider);
+            }
+            Ok::<_, ExitError>(())
+        })
+        .await??;
         Ok(true)
     }
 }

@@ -241,9 +241,9 @@ mod tests {
             schedule.insert(accepted, id);
             let mut attempts = 0u32;
             loop {
-                let at = schedule.next_at().unwrap();
+                let at = schedule.next_at(|_| false).unwrap();
                 clock.set_ms(at);
-                assert_eq!(schedule.take_due(clock.now_ms()), Some(id));
+                assert_eq!(schedule.take_due(clock.now_ms(), |_| false), Some(id));
                 attempts += 1;
                 let decision = policy().after_failure(attempts, accepted, clock.now_ms(), draw);
                 schedule.landed(&id);
@@ -254,7 +254,7 @@ mod tests {
             }
             assert_eq!(attempts, expected_attempts, "draw {draw}");
             assert_eq!(clock.now_ms() - accepted, given_up_at_s * 1000);
-            assert_eq!(schedule.next_at(), None);
+            assert_eq!(schedule.next_at(|_| false), None);
         }
     }
 }

@@ -13,6 +13,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use leak_protocol::{Delay, MessageId};
 
+use super::provider::Provider;
+
 /// A receipt's extra hold: exponential with mean `mean_ms` (0: none),
 /// capped at the longest hop delay (a receipt held longer than a relay
 /// would hold a packet stands out as much as one sent at once).
@@ -28,39 +30,63 @@ pub fn receipt_delay_ms<R: rand::CryptoRng + ?Sized>(mean_ms: u64, rng: &mut R) 
     )
 }
 
-/// Leaks due for delivery, and those being delivered.
+/// Leaks due for delivery, and those being delivered, with the provider
+/// each goes to (a paused provider's leaks wait; see
+/// [`super::provider::Health`]).
 #[derive(Debug, Default)]
 pub struct Schedule {
     due: BTreeSet<(u64, MessageId)>,
     /// When each leak in `due` is due (to find its entry there).
     at: HashMap<MessageId, u64>,
     in_flight: HashSet<MessageId>,
+    /// Each scheduled or in-flight leak's provider (`Other` when unknown).
+    provider: HashMap<MessageId, Provider>,
 }
 
 impl Schedule {
-    /// Schedules `id` at `at_ms`, replacing any earlier time for it.
+    /// Schedules `id` at `at_ms`, replacing any earlier time for it; its
+    /// provider stays what it was.
     pub fn insert(&mut self, at_ms: u64, id: MessageId) {
-        self.remove(&id);
+        self.unschedule(&id);
         self.at.insert(id, at_ms);
         self.due.insert((at_ms, id));
     }
 
-    /// Forgets `id`'s next attempt (not whether it is in flight).
-    pub fn remove(&mut self, id: &MessageId) {
+    /// Schedules `id`, going to `provider`, at `at_ms`.
+    pub fn insert_to(&mut self, at_ms: u64, id: MessageId, provider: Provider) {
+        self.provider.insert(id, provider);
+        self.insert(at_ms, id);
+    }
+
+    /// The provider `id` goes to.
+    pub fn provider(&self, id: &MessageId) -> Provider {
+        self.provider.get(id).copied().unwrap_or(Provider::Other)
+    }
+
+    fn unschedule(&mut self, id: &MessageId) {
         if let Some(at) = self.at.remove(id) {
             self.due.remove(&(at, *id));
         }
     }
 
-    /// The first due leak not in flight, taken out of the schedule and
-    /// marked in flight. A leak in flight stays scheduled (a retry asked
-    /// for while it is sent) and is taken once its attempt is over, so it
-    /// is never sent twice at once.
-    pub fn take_due(&mut self, now_ms: u64) -> Option<MessageId> {
-        let first = *self
-            .due
-            .iter()
-            .find(|(_, id)| !self.in_flight.contains(id))?;
+    /// Forgets `id`'s next attempt (not whether it is in flight).
+    pub fn remove(&mut self, id: &MessageId) {
+        self.unschedule(id);
+        if !self.in_flight.contains(id) {
+            self.provider.remove(id);
+        }
+    }
+
+    /// The first due leak not in flight whose provider is not `paused`,
+    /// taken out of the schedule and marked in flight. A leak in flight
+    /// stays scheduled (a retry asked for while it is sent) and is taken
+    /// once its attempt is over, so it is never sent twice at once.
+    pub fn take_due(
+        &mut self,
+        now_ms: u64,
+        paused: impl Fn(Provider) -> bool,
+    ) -> Option<MessageId> {
+        let first = *self.waiting(&paused).next()?;
         if first.0 > now_ms {
             return None;
         }
@@ -70,12 +96,19 @@ impl Schedule {
         Some(first.1)
     }
 
-    /// When the first leak not in flight is due.
-    pub fn next_at(&self) -> Option<u64> {
+    /// When the first leak not in flight whose provider is not `paused` is
+    /// due.
+    pub fn next_at(&self, paused: impl Fn(Provider) -> bool) -> Option<u64> {
+        self.waiting(&paused).next().map(|(at, _)| *at)
+    }
+
+    fn waiting<'a>(
+        &'a self,
+        paused: &'a impl Fn(Provider) -> bool,
+    ) -> impl Iterator<Item = &'a (u64, MessageId)> + 'a {
         self.due
             .iter()
-            .find(|(_, id)| !self.in_flight.contains(id))
-            .map(|(at, _)| *at)
+            .filter(move |(_, id)| !self.in_flight.contains(id) && !paused(self.provider(id)))
     }
 
     /// Whether `id` is being sent.
@@ -91,6 +124,9 @@ impl Schedule {
     /// `id`'s attempt is over (whatever it did).
     pub fn landed(&mut self, id: &MessageId) {
         self.in_flight.remove(id);
+        if !self.at.contains_key(id) {
+            self.provider.remove(id);
+        }
     }
 }
 
@@ -160,23 +196,46 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const NONE: fn(Provider) -> bool = |_| false;
+
     #[test]
     fn a_leak_in_flight_is_not_taken_again() {
         let mut schedule = Schedule::default();
         let (a, b) = (MessageId([1; 16]), MessageId([2; 16]));
         schedule.insert(10, a);
         schedule.insert(20, b);
-        assert_eq!(schedule.take_due(100), Some(a));
+        assert_eq!(schedule.take_due(100, NONE), Some(a));
         assert!(schedule.in_flight(&a));
         // A retry of `a` asked for while it is sent.
         schedule.insert(5, a);
-        assert_eq!(schedule.next_at(), Some(20));
-        assert_eq!(schedule.take_due(100), Some(b));
-        assert_eq!(schedule.take_due(100), None, "a is still in flight");
+        assert_eq!(schedule.next_at(NONE), Some(20));
+        assert_eq!(schedule.take_due(100, NONE), Some(b));
+        assert_eq!(schedule.take_due(100, NONE), None, "a is still in flight");
         schedule.landed(&a);
-        assert_eq!(schedule.next_at(), Some(5));
-        assert_eq!(schedule.take_due(100), Some(a));
-        assert_eq!(schedule.take_due(100), None);
+        assert_eq!(schedule.next_at(NONE), Some(5));
+        assert_eq!(schedule.take_due(100, NONE), Some(a));
+        assert_eq!(schedule.take_due(100, NONE), None);
+    }
+
+    /// A paused provider's leaks wait, due or not; the others are taken.
+    #[test]
+    fn a_paused_providers_leaks_wait() {
+        let mut schedule = Schedule::default();
+        let (gmail, yahoo) = (MessageId([1; 16]), MessageId([2; 16]));
+        schedule.insert_to(10, gmail, Provider::Gmail);
+        schedule.insert_to(20, yahoo, Provider::Yahoo);
+        let gmail_paused = |p: Provider| p == Provider::Gmail;
+        assert_eq!(schedule.next_at(gmail_paused), Some(20));
+        assert_eq!(schedule.take_due(100, gmail_paused), Some(yahoo));
+        assert_eq!(schedule.take_due(100, gmail_paused), None);
+        // A retry keeps the provider.
+        schedule.insert(30, yahoo);
+        schedule.landed(&yahoo);
+        assert_eq!(schedule.provider(&yahoo), Provider::Yahoo);
+        assert_eq!(schedule.take_due(100, NONE), Some(gmail));
+        // Landed without a next attempt: forgotten.
+        schedule.landed(&gmail);
+        assert_eq!(schedule.provider(&gmail), Provider::Other);
     }
 
     #[test]
@@ -184,13 +243,13 @@ mod tests {
         let mut schedule = Schedule::default();
         let a = MessageId([1; 16]);
         schedule.insert(50, a);
-        assert_eq!(schedule.take_due(49), None);
+        assert_eq!(schedule.take_due(49, NONE), None);
         schedule.insert(70, a);
-        assert_eq!(schedule.next_at(), Some(70));
-        assert_eq!(schedule.take_due(60), None);
+        assert_eq!(schedule.next_at(NONE), Some(70));
+        assert_eq!(schedule.take_due(60, NONE), None);
         schedule.remove(&a);
-        assert_eq!(schedule.next_at(), None);
-        assert_eq!(schedule.take_due(u64::MAX), None);
+        assert_eq!(schedule.next_at(NONE), None);
+        assert_eq!(schedule.take_due(u64::MAX, NONE), None);
     }
 
     #[test]

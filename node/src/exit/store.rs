@@ -41,6 +41,8 @@ const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done")
 const OPT_OUT: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
 const REPORTS: TableDefinition<[u8; 16], u64> = TableDefinition::new("exit_reports");
+/// The exit's standing with each provider ([`super::provider::Health`]).
+const STANDING: TableDefinition<&str, &[u8]> = TableDefinition::new("exit_standing");
 
 /// A leak waiting in the queue (everything but its recipient and text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +229,7 @@ impl ExitStore {
         txn.open_table(OPT_OUT)?;
         txn.open_table(RATE)?;
         txn.open_table(REPORTS)?;
+        txn.open_table(STANDING)?;
         txn.commit()?;
         let queued: HashSet<MessageId> = {
             let txn = store.db().begin_read()?;
@@ -319,6 +322,22 @@ impl ExitStore {
         };
         txn.commit()?;
         Ok(new)
+    }
+
+    /// The standing kept by [`ExitStore::save_standing`], if any.
+    pub fn standing(&self) -> Result<Option<Vec<u8>>, ExitError> {
+        let txn = self.store.db().begin_read()?;
+        let table = txn.open_table(STANDING)?;
+        Ok(table.get("providers")?.map(|v| v.value().to_vec()))
+    }
+
+    /// Keeps the exit's standing with the providers (durably: a pause must
+    /// survive a crash).
+    pub fn save_standing(&self, bytes: &[u8]) -> Result<(), ExitError> {
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(STANDING)?.insert("providers", bytes)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Leaks accepted for `recipient` on UTC day `day`.

@@ -145,7 +145,7 @@ impl VirtualExit {
     pub(super) fn deliver_due(&mut self, now_ms: u64, rng: &mut StdRng) -> Delivered {
         let mut out = Delivered::default();
         let down = self.server_down(now_ms);
-        while let Some(id) = self.schedule.take_due(now_ms) {
+        while let Some(id) = self.schedule.take_due(now_ms, |_| false) {
             self.schedule.landed(&id);
             let Some(mut queued) = self.queue.remove(&id) else {
                 continue;
@@ -180,7 +180,7 @@ impl VirtualExit {
             out.send
                 .extend(answer(queued.leak.reply_block, id, outcome));
         }
-        out.wake_at = self.schedule.next_at();
+        out.wake_at = self.schedule.next_at(|_| false);
         out
     }
 }
