@@ -23,8 +23,9 @@
 //! say when they were last written, on the file system's clock, read
 //! afterwards; here nothing is inferred). Each leak goes to an address of
 //! its own (the policy allows 3 leaks per recipient a day), which is how
-//! the server tells them apart. The exit's sending rate limit
-//! (`exit.max_rate`, 20/s by default) is lifted, since it would otherwise
+//! the server tells them apart. The exit's sending rate limits
+//! (`exit.max_rate`, 20/s by default, `exit.provider_max_rate`, 5/s to one
+//! provider) and its warm-up ramp are lifted, since they would otherwise
 //! pace the run rather than measure it.
 //!
 //! # What is measured
@@ -490,6 +491,10 @@ async fn main() {
                 "exit.http_listen=\"127.0.0.1:0\"",
                 "--set",
                 "exit.max_rate=1000000.0",
+                "--set",
+                "exit.provider_max_rate=1000000.0",
+                "--set",
+                "exit.warmup_first_day=0",
             ],
         ));
         nodes

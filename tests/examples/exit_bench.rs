@@ -148,7 +148,11 @@ async fn main() {
         &sink.smtp_url(),
         connections,
         &[
+            // The exit's capacity, not its pacing: no rate limit, per
+            // provider or in all, and no warm-up ramp.
             "exit.max_rate=1e9".to_owned(),
+            "exit.provider_max_rate=1e9".to_owned(),
+            "exit.warmup_first_day=0".to_owned(),
             "exit.min_rate=1.0".to_owned(),
         ],
         exit_cpu,

@@ -26,6 +26,7 @@ async fn sigkill_during_delivery_loses_nothing() {
         CONNECTIONS as u32,
         &[
             "exit.max_rate=20.0".to_owned(),
+            "exit.provider_max_rate=20.0".to_owned(),
             "exit.retry_initial_secs=1".to_owned(),
             "exit.retry_max_secs=2".to_owned(),
         ],

@@ -229,6 +229,14 @@ pub struct ExitConfig {
     pub dkim_key_file: String,
     /// "rsa" (the default: every large provider verifies RSA) or "ed25519".
     pub dkim_algorithm: String,
+    /// Highest sending rate to one destination provider (emails per
+    /// second); a deferral from it (4.7.x) halves it, down to `min_rate`.
+    pub provider_max_rate: f64,
+    /// Deliveries started per provider on a new exit's first day (the
+    /// warm-up ramp); 0 for none.
+    pub warmup_first_day: u64,
+    /// The factor the ramp's daily cap grows by each day.
+    pub warmup_growth: f64,
     /// Complaints over deliveries (per provider, over the window) above
     /// which delivery to that provider pauses until the operator resumes it.
     pub complaint_threshold: f64,
@@ -272,6 +280,9 @@ impl ExitConfig {
             min_rate: 0.1,
             dkim_selector: String::new(),
             dkim_key_file: String::new(),
+            provider_max_rate: 5.0,
+            warmup_first_day: 1000,
+            warmup_growth: 2.0,
             complaint_threshold: 0.001,
             complaint_window_hours: 24,
             complaint_min_deliveries: 1000,
@@ -610,6 +621,14 @@ impl Config {
         ensure!(
             e.min_rate > 0.0 && e.max_rate >= e.min_rate && e.max_rate.is_finite(),
             "exit.min_rate must be positive and at most exit.max_rate"
+        );
+        ensure!(
+            e.provider_max_rate >= e.min_rate && e.provider_max_rate.is_finite(),
+            "exit.provider_max_rate must be at least exit.min_rate"
+        );
+        ensure!(
+            (1.0..=100.0).contains(&e.warmup_growth),
+            "exit.warmup_growth must be between 1 and 100 (the daily cap's factor)"
         );
         ensure!(
             e.complaint_threshold > 0.0 && e.complaint_threshold <= 1.0,

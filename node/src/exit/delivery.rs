@@ -49,8 +49,12 @@ impl Exit {
                     break;
                 };
                 let now_ms = self.now_ms();
-                let paused = self.paused_providers();
-                let next_at = self.lock_schedule().next_at(&paused);
+                let (blocked, ready_in) = self.blocked_providers(now_ms);
+                if let Some(ready_in) = ready_in {
+                    wait_ms = wait_ms.min(ready_in.max(1));
+                }
+                let paused = |p: Provider| blocked[p.index()];
+                let next_at = self.lock_schedule().next_at(paused);
                 match next_at {
                     None => break,
                     Some(at) if at > now_ms => {
@@ -63,9 +67,16 @@ impl Exit {
                     wait_ms = wait_ms.min(until_token_ms);
                     break;
                 }
-                let Some(id) = self.lock_schedule().take_due(now_ms, &paused) else {
+                let taken = {
+                    let mut schedule = self.lock_schedule();
+                    schedule
+                        .take_due(now_ms, paused)
+                        .map(|id| (id, schedule.provider(&id)))
+                };
+                let Some((id, provider)) = taken else {
                     break;
                 };
+                self.starting(provider, now_ms);
                 running.spawn(self.clone().deliver(id, permit));
             }
             tokio::select! {
@@ -172,6 +183,7 @@ impl Exit {
         Metrics::count_as(&self.metrics.exit_attempts, "result", &Attempt::Delivered);
         self.lock_health().delivered(provider, self.now_ms());
         self.lock_pace().succeeded();
+        self.lock_provider_pace()[provider.index()].succeeded();
         self.show_rate();
         let mut failures = 0u32;
         while let Err(e) = self
@@ -196,7 +208,15 @@ impl Exit {
         };
         let now = self.now_ms();
         if deferral {
-            self.lock_pace().deferred(now);
+            // 421 is the server's own (it is busy, or closing): everything
+            // slows. A 4.7.x is a provider's throttling of this sender:
+            // that provider slows, the others go on.
+            if code.starts_with("421") {
+                self.lock_pace().deferred(now);
+            } else {
+                let provider = self.lock_schedule().provider(&id);
+                self.lock_provider_pace()[provider.index()].deferred(now);
+            }
         }
         self.show_rate();
         // An entry that could not be read counts as a first attempt of a

@@ -20,7 +20,8 @@ use lettre::{
     },
 };
 
-use crate::exit::{error::ExitError, provider::Provider};
+use crate::exit::error::ExitError;
+use crate::exit::provider::Provider;
 
 /// What a link in the email does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,7 +66,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use self::{
     dedup::LeakKeys,
     email::{Composer, Tokens},
-    provider::{Complaint, Health, HealthSettings, Provider},
+    provider::{Complaint, Health, HealthSettings, Provider, RampSettings},
     retry::RetryPolicy,
     schedule::{Pace, Schedule},
     smtp::Mailer,
@@ -125,8 +125,11 @@ pub struct Exit {
     paused: std::sync::atomic::AtomicBool,
     wake: Notify,
     pace: Mutex<Pace>,
-    /// Deliveries and complaints per provider, and which are paused.
+    /// Deliveries and complaints per provider, which are paused, and the
+    /// warm-up ramp.
     health: Mutex<Health>,
+    /// The sending pace to each provider (by [`Provider::index`]).
+    provider_pace: Mutex<[Pace; 4]>,
     /// The load, and the stamp bits asked beyond the policy's.
     surcharge: Mutex<surcharge::Surcharge>,
     clock: SharedClock,
@@ -231,10 +234,23 @@ pub(crate) async fn start(
     let dkim = email::dkim_configs(&config)?;
     let pace = Pace::new(config.exit.min_rate, config.exit.max_rate, clock.now_ms());
     let surcharge = surcharge::Surcharge::new(config.exit.busy_leaks_per_hour);
-    let mut health = Health::new(HealthSettings {
-        threshold: config.exit.complaint_threshold,
-        window_hours: config.exit.complaint_window_hours,
-        min_deliveries: config.exit.complaint_min_deliveries,
+    let mut health = Health::with_ramp(
+        HealthSettings {
+            threshold: config.exit.complaint_threshold,
+            window_hours: config.exit.complaint_window_hours,
+            min_deliveries: config.exit.complaint_min_deliveries,
+        },
+        RampSettings {
+            first_day: config.exit.warmup_first_day,
+            growth: config.exit.warmup_growth,
+        },
+    );
+    let provider_pace = Provider::ALL.map(|_| {
+        Pace::new(
+            config.exit.min_rate,
+            config.exit.provider_max_rate,
+            clock.now_ms(),
+        )
     });
     if let Some(bytes) = exit_store.standing()?
         && !health.restore(&bytes)
@@ -263,6 +279,7 @@ pub(crate) async fn start(
         wake: Notify::new(),
         pace: Mutex::new(pace),
         health: Mutex::new(health),
+        provider_pace: Mutex::new(provider_pace),
         surcharge: Mutex::new(surcharge),
         clock,
         config,
@@ -323,11 +340,43 @@ impl Exit {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Which providers are paused, now.
-    fn paused_providers(&self) -> impl Fn(Provider) -> bool + use<> {
+    fn lock_provider_pace(&self) -> std::sync::MutexGuard<'_, [Pace; 4]> {
+        self.provider_pace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which providers no delivery may start to at `now_ms` (paused, past
+    /// the ramp's cap for the day, or out of pace tokens), and when the
+    /// first of them may be ready again (milliseconds from now).
+    fn blocked_providers(&self, now_ms: u64) -> ([bool; 4], Option<u64>) {
         let health = self.lock_health();
-        let paused = Provider::ALL.map(|p| health.is_paused(p));
-        move |p: Provider| Provider::ALL.iter().zip(paused).any(|(q, x)| *q == p && x)
+        let mut paces = self.lock_provider_pace();
+        let mut blocked = [false; 4];
+        let mut ready_in: Option<u64> = None;
+        for provider in Provider::ALL {
+            let i = provider.index();
+            let wait = if health.is_paused(provider) {
+                blocked[i] = true;
+                None
+            } else if !health.ramp_allows(provider, now_ms) {
+                blocked[i] = true;
+                Some(Health::until_next_day(now_ms))
+            } else if let Err(wait) = paces[i].available(now_ms) {
+                blocked[i] = true;
+                Some(wait)
+            } else {
+                None
+            };
+            if let Some(wait) = wait {
+                ready_in = Some(ready_in.map_or(wait, |r| r.min(wait)));
+            }
+        }
+        (blocked, ready_in)
+    }
+
+    /// A delivery to `provider` starts: its pace token and the ramp's count.
+    fn starting(&self, provider: Provider, now_ms: u64) {
+        let _ = self.lock_provider_pace()[provider.index()].take(now_ms);
+        self.lock_health().started(provider, now_ms);
     }
 
     /// Sets the paused gauges from the standing.

@@ -12,6 +12,12 @@
 //! rate crosses the threshold ([`Health`]). The pause holds until the
 //! operator resumes it (`leak-node queue resume --provider P`): leaks to
 //! that provider stay queued meanwhile, every other provider is served.
+//!
+//! A new sender is also watched more closely: providers ask for a slow
+//! ramp of a new domain's or address's volume. From its first delivery the
+//! exit starts at most `first_day` deliveries a UTC day to each provider,
+//! a number that grows by `growth` every day ([`RampSettings`]); what does
+//! not fit waits for the next day.
 
 use std::collections::VecDeque;
 
@@ -105,7 +111,7 @@ impl Provider {
         Self::Other
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -144,6 +150,18 @@ pub struct HealthSettings {
 }
 
 const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+/// A day's cap above this is no cap.
+const NO_CAP: f64 = 1e9;
+
+/// The warm-up ramp of a new exit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RampSettings {
+    /// Deliveries started per provider on the first day; 0 for no ramp.
+    pub first_day: u64,
+    /// The factor the day's cap grows by each day.
+    pub growth: f64,
+}
 
 /// One hour's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +180,12 @@ pub struct Standing {
     paused_since_ms: Option<u64>,
     /// Whether the pause was the complaint rate's (not the operator's).
     paused_automatically: bool,
+    /// The UTC day of `started_today`.
+    #[serde(default)]
+    day: u64,
+    /// Deliveries started on `day`.
+    #[serde(default)]
+    started_today: u64,
 }
 
 /// What `leak-node queue providers` shows of one provider.
@@ -181,13 +205,26 @@ pub struct ProviderStatus {
     pub paused_since_ms: Option<u64>,
     /// Whether the complaint rate paused it (rather than the operator).
     pub paused_automatically: bool,
+    /// Deliveries started today (UTC).
+    pub started_today: u64,
+    /// Today's cap of the warm-up ramp, if there is one still.
+    pub daily_cap: Option<u64>,
 }
 
 /// The exit's standing with every provider.
 #[derive(Debug, Clone)]
 pub struct Health {
     settings: HealthSettings,
+    ramp: RampSettings,
+    saved: Saved,
+}
+
+/// What is kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Saved {
     standings: [Standing; 4],
+    /// The UTC day of the exit's first delivery (the ramp's day 0).
+    first_day: Option<u64>,
 }
 
 /// What a complaint did.
@@ -205,18 +242,78 @@ pub enum Complaint {
 }
 
 impl Health {
-    /// No counts, nothing paused.
+    /// No counts, nothing paused, no ramp.
     pub fn new(settings: HealthSettings) -> Self {
+        Self::with_ramp(
+            settings,
+            RampSettings {
+                first_day: 0,
+                growth: 1.0,
+            },
+        )
+    }
+
+    /// No counts, nothing paused, warming up by `ramp`.
+    pub fn with_ramp(settings: HealthSettings, ramp: RampSettings) -> Self {
         Self {
             settings,
-            standings: Default::default(),
+            ramp,
+            saved: Saved::default(),
         }
+    }
+
+    /// The ramp's cap on deliveries started per provider on the UTC day of
+    /// `now_ms`; `None` when there is no ramp, or no more.
+    pub fn daily_cap(&self, now_ms: u64) -> Option<u64> {
+        if self.ramp.first_day == 0 {
+            return None;
+        }
+        let today = now_ms / DAY_MS;
+        let days = today.saturating_sub(self.saved.first_day.unwrap_or(today));
+        let cap =
+            self.ramp.first_day as f64 * self.ramp.growth.max(1.0).powi(days.min(10_000) as i32);
+        (cap < NO_CAP).then_some(cap as u64)
+    }
+
+    /// Deliveries started to `provider` on the UTC day of `now_ms`.
+    pub fn started_today(&self, provider: Provider, now_ms: u64) -> u64 {
+        let standing = &self.saved.standings[provider.index()];
+        if standing.day == now_ms / DAY_MS {
+            standing.started_today
+        } else {
+            0
+        }
+    }
+
+    /// Whether the ramp lets another delivery to `provider` start now.
+    pub fn ramp_allows(&self, provider: Provider, now_ms: u64) -> bool {
+        self.daily_cap(now_ms)
+            .is_none_or(|cap| self.started_today(provider, now_ms) < cap)
+    }
+
+    /// Milliseconds until the next UTC day (when the ramp's count starts
+    /// again).
+    pub fn until_next_day(now_ms: u64) -> u64 {
+        DAY_MS - now_ms % DAY_MS
+    }
+
+    /// A delivery to `provider` starts (counted against the day's cap; the
+    /// first ever starts the ramp).
+    pub fn started(&mut self, provider: Provider, now_ms: u64) {
+        let today = now_ms / DAY_MS;
+        self.saved.first_day.get_or_insert(today);
+        let standing = &mut self.saved.standings[provider.index()];
+        if standing.day != today {
+            standing.day = today;
+            standing.started_today = 0;
+        }
+        standing.started_today += 1;
     }
 
     fn bucket(&mut self, provider: Provider, now_ms: u64) -> &mut Bucket {
         let hour = now_ms / HOUR_MS;
         let oldest = hour.saturating_sub(self.settings.window_hours.max(1) - 1);
-        let buckets = &mut self.standings[provider.index()].buckets;
+        let buckets = &mut self.saved.standings[provider.index()].buckets;
         while buckets.front().is_some_and(|b| b.hour < oldest) {
             buckets.pop_front();
         }
@@ -234,7 +331,7 @@ impl Health {
 
     fn totals(&self, provider: Provider, now_ms: u64) -> Bucket {
         let oldest = (now_ms / HOUR_MS).saturating_sub(self.settings.window_hours.max(1) - 1);
-        self.standings[provider.index()]
+        self.saved.standings[provider.index()]
             .buckets
             .iter()
             .filter(|b| b.hour >= oldest)
@@ -268,7 +365,7 @@ impl Health {
     pub fn complaint(&mut self, provider: Provider, now_ms: u64) -> Complaint {
         self.bucket(provider, now_ms).complaints += 1;
         let rate = self.rate(provider, now_ms);
-        let standing = &mut self.standings[provider.index()];
+        let standing = &mut self.saved.standings[provider.index()];
         if rate > self.settings.threshold && standing.paused_since_ms.is_none() {
             standing.paused_since_ms = Some(now_ms);
             standing.paused_automatically = true;
@@ -279,7 +376,9 @@ impl Health {
 
     /// Whether delivery to `provider` is paused.
     pub fn is_paused(&self, provider: Provider) -> bool {
-        self.standings[provider.index()].paused_since_ms.is_some()
+        self.saved.standings[provider.index()]
+            .paused_since_ms
+            .is_some()
     }
 
     /// The operator pauses (`true`) or resumes delivery to `provider`.
@@ -287,7 +386,7 @@ impl Health {
     /// again by the next complaint while its rate is still over the
     /// threshold.
     pub fn set_paused(&mut self, provider: Provider, paused: bool, now_ms: u64) -> bool {
-        let standing = &mut self.standings[provider.index()];
+        let standing = &mut self.saved.standings[provider.index()];
         if standing.paused_since_ms.is_some() == paused {
             return false;
         }
@@ -302,7 +401,7 @@ impl Health {
             .into_iter()
             .map(|provider| {
                 let totals = self.totals(provider, now_ms);
-                let standing = &self.standings[provider.index()];
+                let standing = &self.saved.standings[provider.index()];
                 ProviderStatus {
                     provider: provider.label().to_owned(),
                     delivered: totals.delivered,
@@ -311,6 +410,8 @@ impl Health {
                     complaint_rate: self.rate(provider, now_ms),
                     paused_since_ms: standing.paused_since_ms,
                     paused_automatically: standing.paused_automatically,
+                    started_today: self.started_today(provider, now_ms),
+                    daily_cap: self.daily_cap(now_ms),
                 }
             })
             .collect()
@@ -318,15 +419,15 @@ impl Health {
 
     /// The counts and pauses, to keep across a restart.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.standings).unwrap_or_default()
+        serde_json::to_vec(&self.saved).unwrap_or_default()
     }
 
     /// Restores what [`Health::to_bytes`] kept; damaged bytes restore
     /// nothing (and are reported).
     pub fn restore(&mut self, bytes: &[u8]) -> bool {
-        match serde_json::from_slice::<[Standing; 4]>(bytes) {
-            Ok(standings) => {
-                self.standings = standings;
+        match serde_json::from_slice::<Saved>(bytes) {
+            Ok(saved) => {
+                self.saved = saved;
                 true
             }
             Err(_) => false,
@@ -417,6 +518,39 @@ mod tests {
         }
         busy.complaint(Provider::Microsoft, T0);
         assert_eq!(busy.complaint(Provider::Microsoft, T0), Complaint::Counted);
+    }
+
+    /// The ramp starts at the first delivery: `first_day` per provider on
+    /// that UTC day, doubling each day, each provider counted apart, until
+    /// the cap is past any volume.
+    #[test]
+    fn a_new_exit_ramps_up_per_provider() {
+        let ramp = RampSettings {
+            first_day: 3,
+            growth: 2.0,
+        };
+        let mut health = Health::with_ramp(SETTINGS, ramp);
+        let day0 = (T0 / DAY_MS) * DAY_MS + 1000;
+        assert_eq!(health.daily_cap(day0), Some(3));
+        for _ in 0..3 {
+            assert!(health.ramp_allows(Provider::Gmail, day0));
+            health.started(Provider::Gmail, day0);
+        }
+        assert!(!health.ramp_allows(Provider::Gmail, day0));
+        assert!(health.ramp_allows(Provider::Yahoo, day0));
+        assert_eq!(Health::until_next_day(day0), DAY_MS - 1000);
+        let day1 = day0 + DAY_MS;
+        assert_eq!(health.daily_cap(day1), Some(6));
+        assert_eq!(health.started_today(Provider::Gmail, day1), 0);
+        assert!(health.ramp_allows(Provider::Gmail, day1));
+        assert_eq!(health.daily_cap(day0 + 40 * DAY_MS), None);
+        // Kept across a restart: day 1 of the ramp stays day 1.
+        let mut restored = Health::with_ramp(SETTINGS, ramp);
+        assert!(restored.restore(&health.to_bytes()));
+        assert_eq!(restored.daily_cap(day1), Some(6));
+        assert!(!restored.ramp_allows(Provider::Gmail, day0));
+        // No ramp: no cap.
+        assert_eq!(Health::new(SETTINGS).daily_cap(day0), None);
     }
 
     #[test]

@@ -165,6 +165,14 @@ impl Pace {
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
     }
 
+    /// Whether a token is there (taking none), or how many milliseconds
+    /// until one is (at least 1).
+    pub fn available(&mut self, now_ms: u64) -> Result<(), u64> {
+        self.take(now_ms)?;
+        self.tokens += 1.0;
+        Ok(())
+    }
+
     /// Takes a token, or says how many milliseconds until one is there
     /// (at least 1).
     pub fn take(&mut self, now_ms: u64) -> Result<(), u64> {
