@@ -352,8 +352,8 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
         }
         Response::Providers { providers } => {
             println!(
-                "{:<10}  {:>9}  {:>10}  {:>7}  {:>9}  paused",
-                "provider", "delivered", "complaints", "bounced", "rate"
+                "{:<10}  {:>9}  {:>10}  {:>7}  {:>9}  {:>13}  paused",
+                "provider", "delivered", "complaints", "bounced", "rate", "today/cap"
             );
             for p in providers {
                 let paused = match (p.paused_since_ms, p.paused_automatically) {
@@ -361,8 +361,12 @@ async fn queue(config: PathBuf, json: bool, action: Option<QueueAction>) -> anyh
                     (Some(_), true) => "yes (complaint rate)".to_owned(),
                     (Some(_), false) => "yes (operator)".to_owned(),
                 };
+                let today = match p.daily_cap {
+                    Some(cap) => format!("{}/{cap}", p.started_today),
+                    None => format!("{}/-", p.started_today),
+                };
                 println!(
-                    "{:<10}  {:>9}  {:>10}  {:>7}  {:>8.3}%  {paused}",
+                    "{:<10}  {:>9}  {:>10}  {:>7}  {:>8.3}%  {today:>13}  {paused}",
                     p.provider,
                     p.delivered,
                     p.complaints,

@@ -105,6 +105,15 @@ async fn sigkill_during_delivery_loses_nothing() {
     );
     let (_, delivered) = fed.queue_counts().unwrap();
     assert_eq!(delivered, LEAKS as u64);
+    // `leak-node queue providers`: leak.test is an "other" domain; the
+    // deliveries since the last restart at least, nothing paused.
+    let providers: serde_json::Value =
+        serde_json::from_str(&fed.queue(&["providers"]).unwrap()).unwrap();
+    let providers = providers["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 4);
+    let other = providers.iter().find(|p| p["provider"] == "other").unwrap();
+    assert!(other["delivered"].as_u64().unwrap() > 0, "{other}");
+    assert!(other["paused_since_ms"].is_null());
     // The queue directory holds nothing of the leaks any more.
     assert_queue_scrubbed(&fed.exit_dir.join("exit-queue"));
     fed.shutdown().await;

@@ -101,6 +101,10 @@ impl Exit {
         }
         // Deliveries in flight stop here; they are retried after a restart.
         running.abort_all();
+        // The counts since the last save (every ten minutes, and at each
+        // complaint and pause).
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.save_standing()).await;
     }
 
     /// One delivery attempt of a queued leak (marked in flight by the
