@@ -220,9 +220,14 @@ async fn raw_exchange(
     );
     stream.write_all(&[1]).await.unwrap();
     stream.flush().await.unwrap();
+    let mut confirmation = [0u8; 1];
+    stream.read_exact(&mut confirmation).await.unwrap();
+    // The stream would carry the next request; ending our side ends it,
+    // and nothing more comes.
+    stream.close().await.unwrap();
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.unwrap();
-    (answer, rest.len())
+    (answer, 1 + rest.len())
 }
 
 /// An empty mailbox and one holding a reply answer with the same bytes on

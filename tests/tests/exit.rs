@@ -98,6 +98,7 @@ async fn delivers_once_and_answers_every_copy() {
             "List-Unsubscribe",
             "List-Unsubscribe-Post",
             "Auto-Submitted",
+            "Feedback-ID",
             "MIME-Version",
             "Content-Type",
             "Content-Transfer-Encoding",
