@@ -39,6 +39,33 @@ fn report_path(outbox: &std::path::Path, to: &str) -> Option<String> {
     None
 }
 
+/// Configures the file transport into `outbox`, then `more`.
+fn into_outbox(
+    outbox: &std::path::Path,
+    more: impl Fn(&mut Config) + Clone,
+) -> impl Fn(&mut Config) + Clone {
+    let outbox = outbox.to_path_buf();
+    move |c: &mut Config| {
+        c.exit.transport = Transport::File;
+        c.exit.file_dir = outbox.display().to_string();
+        more(c);
+    }
+}
+
+/// The emails in `outbox`.
+fn emails(outbox: &std::path::Path) -> usize {
+    std::fs::read_dir(outbox).map_or(0, |d| d.count())
+}
+
+/// The exit's standing with `provider`.
+fn standing(t: &TestExit, provider: &str) -> super::provider::ProviderStatus {
+    t.exit
+        .providers()
+        .into_iter()
+        .find(|p| p.provider == provider)
+        .unwrap()
+}
+
 /// Reports from the emails' links count toward their recipient's provider:
 /// one report (of a link followed twice) is under 0.1 % of the floor of
 /// 1,000 deliveries, a second crosses it and pauses Gmail only. Leaks to
@@ -50,13 +77,7 @@ async fn complaints_pause_one_provider_until_the_operator_resumes_it() {
     use super::admin::{Request, Response, request};
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox");
-    let file_transport = {
-        let outbox = outbox.clone();
-        move |c: &mut Config| {
-            c.exit.transport = Transport::File;
-            c.exit.file_dir = outbox.display().to_string();
-        }
-    };
+    let file_transport = into_outbox(&outbox, |_| {});
     let socket = Config::defaults(dir.path().to_path_buf()).admin_socket_path();
     let t = TestExit::start(
         dir.path(),
@@ -77,7 +98,7 @@ async fn complaints_pause_one_provider_until_the_operator_resumes_it() {
             to,
         )
     };
-    let emails = || std::fs::read_dir(&outbox).map_or(0, |d| d.count());
+    let emails = || emails(&outbox);
     for (i, to) in [
         (1, "bob@gmail.com"),
         (2, "carol@gmail.com"),
@@ -86,13 +107,7 @@ async fn complaints_pause_one_provider_until_the_operator_resumes_it() {
         t.deliver(send(i, to)).await;
     }
     until("three emails", || emails() == 3).await;
-    let gmail = |t: &TestExit| {
-        t.exit
-            .providers()
-            .into_iter()
-            .find(|p| p.provider == "gmail")
-            .unwrap()
-    };
+    let gmail = |t: &TestExit| standing(t, "gmail");
     let paused_gauge = |t: &TestExit| {
         t.metrics
             .exit_provider_paused
@@ -176,17 +191,10 @@ async fn complaints_pause_one_provider_until_the_operator_resumes_it() {
 async fn a_new_exit_ramps_up_per_provider() {
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox");
-    let configure = {
-        let outbox = outbox.clone();
-        move |c: &mut Config| {
-            c.exit.transport = Transport::File;
-            c.exit.file_dir = outbox.display().to_string();
-            c.exit.warmup_first_day = 2;
-        }
-    };
+    let configure = into_outbox(&outbox, |c| c.exit.warmup_first_day = 2);
     let t = TestExit::start(dir.path(), [9; 32], configure, Arc::new(Vec::new)).await;
     let now = t.clock.now_ms();
-    let emails = || std::fs::read_dir(&outbox).map_or(0, |d| d.count());
+    let emails = || emails(&outbox);
     for (i, to) in [
         (1, "bob@gmail.com"),
         (2, "carol@gmail.com"),
@@ -199,22 +207,12 @@ async fn a_new_exit_ramps_up_per_provider() {
     until("three emails", || emails() == 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(emails(), 3, "Gmail's third waits for tomorrow");
-    let gmail = t
-        .exit
-        .providers()
-        .into_iter()
-        .find(|p| p.provider == "gmail")
-        .unwrap();
+    let gmail = standing(&t, "gmail");
     assert_eq!((gmail.started_today, gmail.daily_cap), (2, Some(2)));
     t.clock.advance_ms(Health::until_next_day(now));
     t.exit.clock_moved();
     until("Gmail's third, the next day", || emails() == 4).await;
-    let gmail = t
-        .exit
-        .providers()
-        .into_iter()
-        .find(|p| p.provider == "gmail")
-        .unwrap();
+    let gmail = standing(&t, "gmail");
     assert_eq!((gmail.started_today, gmail.daily_cap), (1, Some(4)));
     t.stop();
 }
