@@ -155,7 +155,10 @@ impl Exit {
         let policy = self.policy();
         let recipient = policy.recipient_hash(&leak.recipient);
         let provider = Provider::of_domain(leak.recipient.ascii_domain());
-        let Ok(message) = self.composer.compose(&leak, &recipient, policy.version()) else {
+        let Ok(message) = self
+            .composer
+            .compose(&leak, &recipient, provider, policy.version())
+        else {
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
             return Ok(());

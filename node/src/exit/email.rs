@@ -294,12 +294,13 @@ impl Composer {
         )
     }
 
-    /// The email for `leak`, whose recipient hashes to `recipient`, under
-    /// the policy of version `policy_version`.
+    /// The email for `leak`, whose recipient hashes to `recipient` and is
+    /// at `provider`, under the policy of version `policy_version`.
     pub fn compose(
         &self,
         leak: &Leak,
         recipient: &[u8; 32],
+        provider: Provider,
         policy_version: u32,
     ) -> Result<Message, ExitError> {
         let to: lettre::Address = leak.recipient.to_ascii_address().parse().map_err(|e| {
@@ -307,7 +308,6 @@ impl Composer {
         })?;
         let noun = leak.relationship.noun_phrase();
         let opt_out = self.opt_out_url(&leak.message_id, recipient);
-        let provider = Provider::of_domain(leak.recipient.ascii_domain());
         let report = self.report_url(&leak.message_id, recipient, provider);
         // Text lines end in CRLF on the wire; the text has no CR (validated).
         let text = leak.text.trim_end();
