@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use leak_client::state::{Finished, LeakRecord};
-use leak_protocol::Outcome;
+use leak_protocol::{BounceClass, Outcome};
 
 /// Exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub fn describe(outcome: &Outcome, exit_domain: &str) -> (Status, String) {
     match outcome {
         Outcome::Delivered => (
             Status::Ok,
-            format!("Delivered: {exit_domain} handed the email to the recipient's mail system"),
+            format!("Delivered: the recipient's mail system accepted the email from {exit_domain}"),
         ),
         Outcome::Refused { rule, reason } => (
             Status::Refused,
@@ -49,6 +49,30 @@ pub fn describe(outcome: &Outcome, exit_domain: &str) -> (Status, String) {
             Status::Failed,
             "Bounced: the recipient's mail system refused the email".to_owned(),
         ),
+        Outcome::Accepted => (
+            Status::Ok,
+            format!(
+                "Accepted: {exit_domain}'s mail server took the email; no word came back of \
+                 its delivery, so the outcome is unknown"
+            ),
+        ),
+        Outcome::BouncedWith(class) => (
+            Status::Failed,
+            format!(
+                "Bounced: the recipient's mail system refused the email ({})",
+                bounce_reason(*class)
+            ),
+        ),
+    }
+}
+
+/// A bounce's reason, in words.
+pub fn bounce_reason(class: BounceClass) -> &'static str {
+    match class {
+        BounceClass::UnknownUser => "no such mailbox",
+        BounceClass::MailboxFull => "the mailbox is full",
+        BounceClass::Policy => "refused by its policy or spam filter",
+        BounceClass::Other => "a permanent failure",
     }
 }
 

@@ -40,7 +40,7 @@ use std::{
 
 use anyhow::Context as _;
 use leak_net::durable::{self, Access};
-use leak_protocol::{MessageId, Outcome, ReplyKeys};
+use leak_protocol::{BounceClass, MessageId, Outcome, ReplyKeys};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -224,7 +224,7 @@ pub enum Finished {
 
 mod outcome_serde {
     //! Outcomes as `{ "kind": "refused", "rule": .., "reason": .. }`.
-    use leak_protocol::Outcome;
+    use leak_protocol::{BounceClass, Outcome};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]
@@ -261,6 +261,11 @@ mod outcome_serde {
             "recipient_opted_out" => Outcome::RecipientOptedOut,
             "rate_limited" => Outcome::RateLimited,
             "bounced" => Outcome::Bounced,
+            "accepted" => Outcome::Accepted,
+            "bounced_unknown_user" => Outcome::BouncedWith(BounceClass::UnknownUser),
+            "bounced_mailbox_full" => Outcome::BouncedWith(BounceClass::MailboxFull),
+            "bounced_policy" => Outcome::BouncedWith(BounceClass::Policy),
+            "bounced_other" => Outcome::BouncedWith(BounceClass::Other),
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown outcome {other:?}"
@@ -278,6 +283,11 @@ pub fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::RecipientOptedOut => "recipient_opted_out",
         Outcome::RateLimited => "rate_limited",
         Outcome::Bounced => "bounced",
+        Outcome::Accepted => "accepted",
+        Outcome::BouncedWith(BounceClass::UnknownUser) => "bounced_unknown_user",
+        Outcome::BouncedWith(BounceClass::MailboxFull) => "bounced_mailbox_full",
+        Outcome::BouncedWith(BounceClass::Policy) => "bounced_policy",
+        Outcome::BouncedWith(BounceClass::Other) => "bounced_other",
     }
 }
 

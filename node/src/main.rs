@@ -103,6 +103,18 @@ enum Command {
         #[arg(long)]
         ip: Vec<std::net::IpAddr>,
     },
+    /// Print the Postfix settings of the exit's own mail server (direct
+    /// delivery with DANE, delivery notifications, its domain's mail handed
+    /// to the exit over LMTP) and the exit settings that go with them.
+    PostfixConfig {
+        /// The exit's config file (its domain, From and inbound address).
+        #[arg(long, env = "LEAK_CONFIG")]
+        config: PathBuf,
+        /// The mail server's host name (its address's reverse DNS);
+        /// default mail.DOMAIN.
+        #[arg(long)]
+        hostname: Option<String>,
+    },
     /// The shared moderation policy: maintainer keys, signing, checking,
     /// what this node enforces, and how well it does.
     Policy {
@@ -441,6 +453,7 @@ fn main() -> ExitCode {
             selector,
             ip,
         } => dkim_keys(&domain, &dir, &selector, &ip),
+        Command::PostfixConfig { config, hostname } => postfix_config(&config, hostname),
         Command::Id { config } => Config::load(&config, &[])
             .map_err(anyhow::Error::from)
             .and_then(|c| Identity::load(&c.identity_path()).map_err(anyhow::Error::from))
@@ -458,6 +471,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn postfix_config(config: &std::path::Path, hostname: Option<String>) -> anyhow::Result<()> {
+    let mut config = Config::load(config, &[])?;
+    // The printed settings choose the smtp transport.
+    config.exit.transport = leak_node::config::Transport::Smtp;
+    let domain = config.exit.domain.trim().to_owned();
+    anyhow::ensure!(
+        !domain.is_empty(),
+        "exit.domain is not set in the config file: the mail server sends from it"
+    );
+    let inbound = config.exit_inbound_addr()?.context(
+        "exit.inbound_listen is empty: set a loopback address:port for the exit's inbound mail",
+    )?;
+    let from = config.exit_from();
+    let abuse = config.exit_abuse_address();
+    let local = |address: &str| address.rsplit_once('@').map_or("", |(l, _)| l).to_owned();
+    let hostname = hostname.unwrap_or_else(|| format!("mail.{domain}"));
+    let printed = leak_node::exit::postfix_config::render(
+        &domain,
+        &hostname,
+        inbound,
+        &local(&from),
+        &local(&abuse),
+    );
+    println!("{}", printed.main_cf);
+    print!("{}", printed.exit_settings);
+    Ok(())
 }
 
 fn dkim_keys(

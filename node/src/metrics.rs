@@ -67,6 +67,13 @@ pub struct Metrics {
     pub exit_bad_tokens: Counter,
     /// Receipts sent back along reply blocks.
     pub exit_receipts: Counter,
+    /// Delivery status notifications and their absence, by what they
+    /// decided (delivered, bounced, delayed, timeout, late).
+    pub exit_notifications: Family<Labels, Counter>,
+    /// Mail that reached the exit's domain, by kind (dsn, feedback,
+    /// postmaster, abuse, reply, forwarded, answered, unverified,
+    /// malformed, too_large, dropped).
+    pub exit_inbound: Family<Labels, Counter>,
     /// This node's own loops sent.
     pub loops_sent: Counter,
     /// This node's loops that came back.
@@ -214,6 +221,18 @@ impl Metrics {
             "Opt-out or report requests with an invalid token",
             exit_bad_tokens.clone(),
         );
+        let exit_notifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_notifications",
+            "Delivery notifications (and their absence), by what they decided",
+            exit_notifications.clone(),
+        );
+        let exit_inbound = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_inbound",
+            "Mail that reached the exit's domain, by kind",
+            exit_inbound.clone(),
+        );
         let exit_receipts = Counter::default();
         registry.register(
             "exit_receipts",
@@ -271,6 +290,8 @@ impl Metrics {
             exit_provider_paused,
             exit_bad_tokens,
             exit_receipts,
+            exit_notifications,
+            exit_inbound,
             loops_sent,
             loops_returned,
             loops_lost,

@@ -44,7 +44,7 @@ pub mod sphinx;
 
 pub use address::Recipient;
 pub use crypto::{MixPublicKey, MixSecret};
-pub use payload::{Leak, MessageId, Outcome, Receipt, Relationship};
+pub use payload::{BounceClass, Leak, MessageId, Outcome, Receipt, Relationship};
 pub use reply::{ReplyBlock, ReplyKeys, build_reply_block};
 pub use sphinx::{
     Delay, DropReason, MailboxId, NodeId, PACKET_LEN, Packet, PathHop, Processed, ReplayTag,

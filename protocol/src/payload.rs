@@ -194,8 +194,45 @@ pub enum Outcome {
     RecipientOptedOut,
     /// The recipient has received as many leaks as the policy allows for now.
     RateLimited,
-    /// The recipient's mail system refused it permanently.
+    /// The recipient's mail system refused it permanently (or it could not
+    /// be delivered within the exit's lifetime), with no finer reason.
     Bounced,
+    /// The exit's own mail server took it, and no notification of what
+    /// happened next came back in time: the outcome is unknown (not
+    /// `Delivered`, which needs the recipient's server's word).
+    Accepted,
+    /// The recipient's mail system refused it permanently, for this kind of
+    /// reason (from the SMTP answer or the delivery status notification).
+    BouncedWith(BounceClass),
+}
+
+/// Why a recipient's mail system refused a leak, as far as its answer
+/// says (from the RFC 3463 status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BounceClass {
+    /// No such mailbox (`5.1.1`, and the other `5.1.x`).
+    UnknownUser,
+    /// The mailbox is full or over quota (`5.2.2`, `4.2.2` given up).
+    MailboxFull,
+    /// Refused by the receiving system's policy or spam filter (`5.7.x`).
+    Policy,
+    /// Any other permanent failure.
+    Other,
+}
+
+impl BounceClass {
+    /// The class of an enhanced status code such as `5.1.1` (RFC 3463);
+    /// `Other` for anything it cannot read.
+    pub fn from_status(status: &str) -> Self {
+        let mut parts = status.trim().split('.');
+        let (_, subject, detail) = (parts.next(), parts.next(), parts.next());
+        match (subject, detail) {
+            (Some("1"), _) => Self::UnknownUser,
+            (Some("2"), Some("2")) => Self::MailboxFull,
+            (Some("7"), _) => Self::Policy,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// The exit's answer, sent back along the leak's reply block.

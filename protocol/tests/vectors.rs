@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use common::{ByteRng, label_bytes, path_of, test_nodes};
 use leak_protocol::{
-    Leak, MessageId, Outcome, Packet, Processed, Receipt, Recipient, Relationship, build_packet,
-    build_reply_block,
+    BounceClass, Leak, MessageId, Outcome, Packet, Processed, Receipt, Recipient, Relationship,
+    build_packet, build_reply_block,
     payload::Stamp,
     process_packet,
     sphinx::{FinalPayload, HEADER_LEN, MailboxId, PACKET_LEN, PAYLOAD_LEN, PathHop, VERSION},
@@ -249,6 +249,9 @@ fn payload_encodings() {
         Outcome::RecipientOptedOut,
         Outcome::RateLimited,
         Outcome::Bounced,
+        Outcome::Accepted,
+        Outcome::BouncedWith(BounceClass::UnknownUser),
+        Outcome::BouncedWith(BounceClass::Other),
     ]
     .into_iter()
     .map(|outcome| {
@@ -266,12 +269,19 @@ fn payload_encodings() {
             Outcome::RecipientOptedOut => ("RecipientOptedOut", None, None),
             Outcome::RateLimited => ("RateLimited", None, None),
             Outcome::Bounced => ("Bounced", None, None),
+            Outcome::Accepted => ("Accepted", None, None),
+            Outcome::BouncedWith(_) => ("BouncedWith", None, None),
+        };
+        let class = match &r.outcome {
+            Outcome::BouncedWith(class) => Some(format!("{class:?}")),
+            _ => None,
         };
         json!({
             "message_id": hex::encode(r.message_id.0),
             "outcome": variant,
             "rule": rule,
             "reason": reason,
+            "class": class,
             "encoded": hex::encode(encoded),
         })
     })

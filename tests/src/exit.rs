@@ -103,6 +103,9 @@ pub fn exit_config(dir: &Path, bootstrap: Vec<libp2p::Multiaddr>, policy: &Polic
     config.node.roles = vec![Role::Relay, Role::Exit];
     config.exit.domain = "exit.test".into();
     config.exit.http_listen = "127.0.0.1:0".into();
+    // No inbound mail unless a test sets it up (`exit_inbound.rs`): a 250
+    // over SMTP then ends a leak as `Accepted`.
+    config.exit.inbound_listen = String::new();
     config.exit.file_dir = dir.join("outbox").display().to_string();
     config.exit.retry_initial_secs = 1;
     config.exit.retry_max_secs = 2;
@@ -525,6 +528,7 @@ impl ProcessFederation {
             format!("exit.smtp_url={smtp_url:?}"),
             format!("exit.smtp_connections={connections}"),
             "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
+            "exit.inbound_listen=\"\"".to_owned(),
             "exit.receipt_delay_ms=0".to_owned(),
             format!("policy.file={:?}", policy_config.file),
             format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),
@@ -604,7 +608,9 @@ impl ProcessFederation {
         let state = |name: &str| json["states"][name].as_u64().unwrap_or(0);
         Some((
             state("queued") + state("retrying") + state("sending"),
-            state("delivered"),
+            // Taken by the mail server (without inbound mail, the outcome
+            // is unknown: `unconfirmed`).
+            state("delivered") + state("unconfirmed") + state("sent"),
         ))
     }
 

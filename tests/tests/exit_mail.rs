@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leak_node::{StartOptions, clock::ManualClock, config::Transport};
-use leak_protocol::{Outcome, Relationship};
+use leak_protocol::{BounceClass, Outcome, Relationship};
 use leak_tests::{
     exit::{Draft, Federation},
     mail::{Postfix, SmtpSink},
@@ -43,7 +43,7 @@ async fn postfix_delivers_with_every_header() {
         .await;
     assert_eq!(
         sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
-        Outcome::Delivered
+        Outcome::Accepted
     );
     let mail = postfix
         .wait_for_messages_async(1, Duration::from_secs(30))
@@ -89,9 +89,10 @@ async fn permanent_and_temporary_failures() {
     let sent = sender
         .leak(&fed, &Draft::new("x@leak.test", "I lied to you."))
         .await;
+    // `500 5.3.0`: a permanent failure of no finer class.
     assert_eq!(
         sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
-        Outcome::Bounced
+        Outcome::BouncedWith(BounceClass::Other)
     );
     let metrics = fed.exit.node.metrics();
     assert_eq!(
@@ -224,11 +225,12 @@ async fn an_smtp_outage_of_an_hour() {
     for s in &sent {
         assert_eq!(
             sender.receipt(s, RECEIPT).await.unwrap().outcome,
-            Outcome::Delivered
+            Outcome::Accepted
         );
     }
     let counts = exit.counts().unwrap();
-    assert_eq!(counts.states.get("delivered"), Some(&5));
+    // No inbound mail in this test: sent, outcome unknown.
+    assert_eq!(counts.states.get("unconfirmed"), Some(&5));
     assert_eq!(counts.states.get("retrying"), None);
     drop(exit);
     fed.shutdown().await;
@@ -312,7 +314,7 @@ async fn dkim_signatures_verify() {
             .await;
         assert_eq!(
             sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
-            Outcome::Delivered
+            Outcome::Accepted
         );
         let mail = postfix
             .wait_for_messages_async(1, Duration::from_secs(30))

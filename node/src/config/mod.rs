@@ -251,6 +251,22 @@ pub struct ExitConfig {
     pub dkim_ed25519_selector: String,
     /// Its key file (a base64 Ed25519 seed).
     pub dkim_ed25519_key_file: String,
+    /// Where the exit takes mail for its domain from its own mail server
+    /// (LMTP, RFC 2033; a loopback address): delivery notifications,
+    /// feedback-loop reports, mail to postmaster@, abuse@ and the From
+    /// address. Used with the smtp transport; empty for none (then a 250
+    /// from the mail server ends a leak as `Accepted`, outcome unknown).
+    pub inbound_listen: String,
+    /// How long a sent leak waits for its delivery notification before its
+    /// sender is told `Accepted` (outcome unknown), in seconds.
+    pub notify_wait_secs: u64,
+    /// Where mail to postmaster@ and abuse@ is forwarded (as an
+    /// attachment); empty: counted and dropped.
+    pub operator_address: String,
+    /// Most emails forwarded to the operator, and most explanations sent
+    /// to people who answer the From address, per hour each (a flood at
+    /// postmaster@ is counted, not forwarded).
+    pub forward_per_hour: u32,
 }
 
 impl ExitConfig {
@@ -289,6 +305,10 @@ impl ExitConfig {
             dkim_algorithm: "rsa".into(),
             dkim_ed25519_selector: String::new(),
             dkim_ed25519_key_file: String::new(),
+            inbound_listen: "127.0.0.1:2424".into(),
+            notify_wait_secs: 1800,
+            operator_address: String::new(),
+            forward_per_hour: 20,
         }
     }
 }
@@ -604,6 +624,15 @@ impl Config {
             ))
         })?;
         self.exit_http_addr()?;
+        self.exit_inbound_addr()?;
+        if !e.operator_address.trim().is_empty() {
+            leak_protocol::Recipient::parse(e.operator_address.trim()).map_err(|err| {
+                ConfigError::Invalid(format!(
+                    "exit.operator_address {:?}: {err}",
+                    e.operator_address
+                ))
+            })?;
+        }
         if e.transport == Transport::Smtp {
             ensure!(
                 !e.smtp_url.trim().is_empty(),
@@ -692,6 +721,27 @@ impl Config {
                 self.exit.http_listen
             ))
         })
+    }
+
+    /// The LMTP address for the exit's inbound mail (smtp transport only),
+    /// if any: a loopback address, as LMTP has no authentication.
+    pub fn exit_inbound_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = self.exit.inbound_listen.trim();
+        if listen.is_empty() || self.exit.transport != Transport::Smtp {
+            return Ok(None);
+        }
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "exit.inbound_listen {listen:?} is not an address:port"
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "exit.inbound_listen {listen:?} must be a loopback address (LMTP has no \
+                 authentication: the exit's own mail server connects to it)"
+            )));
+        }
+        Ok(Some(addr))
     }
 
     /// The file transport's directory.

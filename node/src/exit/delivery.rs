@@ -8,14 +8,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use leak_protocol::{Leak, MessageId, Outcome, ReplyBlock, payload::LeakDecodeError};
+use leak_protocol::{BounceClass, Leak, MessageId, Outcome, ReplyBlock, payload::LeakDecodeError};
+use lettre::address::Envelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{
     DAY_MS, Exit, ExitError,
     provider::Provider,
     retry::{COMMIT_BACKOFF, Decision},
-    smtp::Attempt,
+    smtp::{Attempt, Handoff},
     state::EndState,
     store::{Done, Entry, Known},
 };
@@ -147,6 +148,13 @@ impl Exit {
                 .await?;
             return Ok(());
         };
+        if let Some(sender) = super::store::read_sent_stub(&body) {
+            // Sent before a crash that came before its wait was recorded.
+            drop(connection);
+            let provider = self.lock_schedule().provider(&id);
+            self.await_notification(id, sender, provider).await;
+            return Ok(());
+        }
         let Ok(leak) = Leak::decode(&body) else {
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
@@ -163,40 +171,70 @@ impl Exit {
                 .await?;
             return Ok(());
         };
+        let sender = leak.message_id;
         drop(leak);
         let (envelope, bytes) = super::email::signed(message, &self.dkim);
-        let attempt = self.mailer.send(&envelope, &bytes).await;
+        // With inbound mail, the leak's own return path (VERP), where its
+        // delivery notification comes back.
+        let envid = self
+            .inbound
+            .then(|| self.composer.tokens.make_return(&id, provider));
+        let envelope = match &envid {
+            Some(local) => self.return_envelope(local, envelope),
+            None => envelope,
+        };
+        let (attempt, handoff) = self.mailer.send(&envelope, &bytes, envid.as_deref()).await;
         drop(connection);
         self.wake.notify_one();
         if let Attempt::Permanent { code } = &attempt {
             self.lock_health().bounced(provider, self.now_ms());
             Metrics::count_as(&self.metrics.exit_attempts, "result", &attempt);
             tracing::info!(%code, "a leak bounced");
-            self.finish_async(id, Outcome::Bounced, EndState::Bounced)
+            let class = BounceClass::from_status(code.split_whitespace().nth(1).unwrap_or(""));
+            self.finish_async(id, Outcome::BouncedWith(class), EndState::Bounced)
                 .await?;
             return Ok(());
         }
         match attempt {
-            Attempt::Delivered => self.delivered(id, provider).await,
+            Attempt::Delivered => self.delivered(id, provider, handoff, sender).await,
             temporary => self.settle(id, Some(entry.clone()), temporary).await,
         }
         Ok(())
     }
 
+    /// The envelope with the return path `local@DOMAIN` (the same
+    /// recipients); the original if that is not an address.
+    fn return_envelope(&self, local: &str, envelope: Envelope) -> Envelope {
+        let from = format!("{local}@{}", self.composer.domain).parse().ok();
+        match from {
+            Some(from) => Envelope::new(Some(from), envelope.to().to_vec()).unwrap_or(envelope),
+            None => envelope,
+        }
+    }
+
     /// The mail server took the leak: it is never sent again for a failed
     /// commit (only a crash before the commit resends it). The commit is
-    /// retried until it holds; the leak stays in flight meanwhile.
-    async fn delivered(&self, id: MessageId, provider: Provider) {
+    /// retried until it holds; the leak stays in flight meanwhile. What
+    /// its sender is told depends on what the 250 means (`handoff`).
+    async fn delivered(
+        self: &Arc<Self>,
+        id: MessageId,
+        provider: Provider,
+        handoff: Handoff,
+        sender: MessageId,
+    ) {
         Metrics::count_as(&self.metrics.exit_attempts, "result", &Attempt::Delivered);
         self.lock_health().delivered(provider, self.now_ms());
         self.lock_pace().succeeded();
         self.lock_provider_pace()[provider.index()].succeeded();
         self.show_rate();
+        let (outcome, state) = match handoff {
+            Handoff::Notified => return self.await_notification(id, sender, provider).await,
+            Handoff::Final => (Outcome::Delivered, EndState::Delivered),
+            Handoff::Unknown => (Outcome::Accepted, EndState::Unconfirmed),
+        };
         let mut failures = 0u32;
-        while let Err(e) = self
-            .finish_async(id, Outcome::Delivered, EndState::Delivered)
-            .await
-        {
+        while let Err(e) = self.finish_async(id, outcome.clone(), state).await {
             failures = failures.saturating_add(1);
             tracing::error!(error = %e, "cannot record a delivered leak; retrying");
             tokio::time::sleep(COMMIT_BACKOFF.delay(failures, rand::random::<f64>())).await;
@@ -329,6 +367,9 @@ impl Exit {
     /// exit keeps it ([`super::dedup`]), before the slot is scrubbed.
     fn sender_id(&self, key: &MessageId) -> Option<MessageId> {
         let body = self.store.body(key).ok()??;
+        if let Some(sender) = super::store::read_sent_stub(&body) {
+            return Some(sender);
+        }
         match Leak::decode_or_reject(&body) {
             Ok(leak) => Some(leak.message_id),
             Err(LeakDecodeError::Invalid { message_id, .. }) => Some(message_id),

@@ -42,6 +42,11 @@ impl Link {
 }
 
 const MAC_LEN: usize = 16;
+/// The return path's MAC (80 bits: a local part has room for no more).
+const RETURN_MAC_LEN: usize = 10;
+const RETURN_LEN: usize = 16 + 1 + RETURN_MAC_LEN;
+/// How a return-path local part starts.
+pub const RETURN_PREFIX: &str = "b-";
 const TOKEN_LEN: usize = 16 + 32 + MAC_LEN;
 
 /// Link tokens: a reference to the leak, the recipient hash, and a MAC under
@@ -144,6 +149,46 @@ impl Tokens {
         tag_eq(&tag, &expected).then_some((id, recipient, provider))
     }
 
+    /// The local part of the return path of the email for the queued leak
+    /// with store key `key` to `provider`: `b-` and 27 bytes in hex (the
+    /// key, the provider, an 80-bit MAC), 56 characters, within the 64 a
+    /// local part may have. Bounces and delivery notifications come back to
+    /// it (VERP) and are matched to their leak without any address.
+    pub fn make_return(&self, key: &MessageId, provider: Provider) -> String {
+        let mut bytes = Vec::with_capacity(RETURN_LEN);
+        bytes.extend_from_slice(&key.0);
+        bytes.push(provider.to_byte());
+        bytes.extend_from_slice(&self.return_tag(key, provider.to_byte()));
+        format!("{RETURN_PREFIX}{}", hex::encode(bytes))
+    }
+
+    /// The leak's store key and provider of a valid return-path local part
+    /// ([`Tokens::make_return`]; case does not matter).
+    pub fn check_return(&self, local_part: &str) -> Option<(MessageId, Provider)> {
+        let hex_part = local_part
+            .get(..RETURN_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(RETURN_PREFIX))
+            .and_then(|_| local_part.get(RETURN_PREFIX.len()..))?;
+        if hex_part.len() != 2 * RETURN_LEN {
+            return None;
+        }
+        let bytes = hex::decode(hex_part.to_ascii_lowercase()).ok()?;
+        let key = MessageId(bytes.get(..16)?.try_into().ok()?);
+        let provider_byte = *bytes.get(16)?;
+        let tag: [u8; RETURN_MAC_LEN] = bytes.get(17..)?.try_into().ok()?;
+        if !tag_eq(&tag, &self.return_tag(&key, provider_byte)) {
+            return None;
+        }
+        Some((key, Provider::from_byte(provider_byte)?))
+    }
+
+    fn return_tag(&self, key: &MessageId, provider: u8) -> [u8; RETURN_MAC_LEN] {
+        let full = mac(&self.key, &[b"return-path", &key.0, &[provider]]);
+        let mut out = [0u8; RETURN_MAC_LEN];
+        out.copy_from_slice(&full[..RETURN_MAC_LEN]);
+        out
+    }
+
     /// The email's `Message-ID` local part: derived from the leak's id under
     /// this exit's key, so a redelivery after a crash carries the same
     /// `Message-ID` (mail systems drop the duplicate) while the sender's id
@@ -162,11 +207,11 @@ fn split(bytes: &[u8]) -> Option<(MessageId, [u8; 32])> {
 }
 
 /// Compares two truncated tags in constant time.
-fn tag_eq(tag: &[u8; MAC_LEN], expected: &[u8; MAC_LEN]) -> bool {
+fn tag_eq<const N: usize>(tag: &[u8; N], expected: &[u8; N]) -> bool {
     let mut a = [0u8; leak_protocol::crypto::MAC_LEN];
     let mut b = [0u8; leak_protocol::crypto::MAC_LEN];
-    a[..MAC_LEN].copy_from_slice(tag);
-    b[..MAC_LEN].copy_from_slice(expected);
+    a[..N].copy_from_slice(tag);
+    b[..N].copy_from_slice(expected);
     mac_eq(&a, &b)
 }
 
@@ -490,6 +535,36 @@ mod tests {
         );
         let opt_out = tokens.make(Link::OptOut, &id, &[3; 32]);
         assert_eq!(tokens.check_report(&opt_out), None);
+    }
+
+    #[test]
+    fn return_paths_name_their_leak_and_provider_only_under_the_mac() {
+        let tokens = Tokens::new(&[7; 32]);
+        let key = MessageId([3; 16]);
+        let local = tokens.make_return(&key, Provider::Yahoo);
+        assert!(local.len() <= 64, "{}", local.len());
+        assert_eq!(tokens.check_return(&local), Some((key, Provider::Yahoo)));
+        assert_eq!(
+            tokens.check_return(&local.to_ascii_uppercase()),
+            Some((key, Provider::Yahoo))
+        );
+        // Another exit's, a changed provider or key, a cut token: nothing.
+        assert_eq!(Tokens::new(&[8; 32]).check_return(&local), None);
+        let mut bytes = hex::decode(&local[2..]).unwrap();
+        bytes[16] = Provider::Gmail.to_byte();
+        assert_eq!(
+            tokens.check_return(&format!("b-{}", hex::encode(&bytes))),
+            None
+        );
+        bytes[16] = Provider::Yahoo.to_byte();
+        bytes[0] ^= 1;
+        assert_eq!(
+            tokens.check_return(&format!("b-{}", hex::encode(&bytes))),
+            None
+        );
+        assert_eq!(tokens.check_return(&local[..40]), None);
+        assert_eq!(tokens.check_return("postmaster"), None);
+        assert_eq!(tokens.check_return("b-zz"), None);
     }
 
     #[test]

@@ -313,6 +313,14 @@ impl Exit {
                 self.answer(leak.reply_block, leak.message_id, done.outcome, hold);
                 return Ok(());
             }
+            Known::Awaiting(_) => {
+                // Sent, its notification awaited: the receipt goes along
+                // the newest reply block when it is known.
+                self.count(Intake::Duplicate);
+                let block = leak.reply_block.to_bytes().to_vec();
+                self.store.update_awaiting_block(&key, &block)?;
+                return Ok(());
+            }
             Known::Queued(_) => {
                 // A retransmission: its reply block is the one to answer.
                 self.count(Intake::Duplicate);

@@ -41,8 +41,11 @@ pub mod dkim_keys;
 pub mod email;
 pub mod error;
 pub mod http;
+pub mod inbound;
 mod intake;
+mod notify;
 pub mod optout;
+pub mod postfix_config;
 pub mod provider;
 pub mod queue;
 pub mod retry;
@@ -132,6 +135,13 @@ pub struct Exit {
     provider_pace: Mutex<[Pace; 4]>,
     /// The load, and the stamp bits asked beyond the policy's.
     surcharge: Mutex<surcharge::Surcharge>,
+    /// Whether the exit takes inbound mail (LMTP): then it asks its mail
+    /// server for delivery notifications and waits for them.
+    inbound: bool,
+    /// Wakes the loop that ends waits for notifications.
+    deadlines: Notify,
+    /// The caps on forwards and explanations ([`inbound::reply`]).
+    answers: Mutex<inbound::reply::Budget>,
     clock: SharedClock,
 }
 
@@ -139,6 +149,8 @@ pub struct Exit {
 pub(crate) struct Started {
     pub exit: Arc<Exit>,
     pub http_addr: SocketAddr,
+    /// The LMTP address, when the exit takes inbound mail.
+    pub inbound_addr: Option<SocketAddr>,
     pub tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
@@ -208,6 +220,18 @@ pub(crate) async fn start(
         addr: http_addr,
         source: e,
     })?;
+    let inbound_listener = match config
+        .exit_inbound_addr()
+        .map_err(|e| ExitError::setting("exit.inbound_listen", e.to_string()))?
+    {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ExitError::Listen { addr, source: e })?,
+        ),
+        None => None,
+    };
+    let inbound_addr = inbound_listener.as_ref().and_then(|l| l.local_addr().ok());
     let public_url = if config.exit.public_url.trim().is_empty() {
         format!("http://{http_addr}")
     } else {
@@ -259,6 +283,7 @@ pub(crate) async fn start(
             "the exit's record of its standing with providers is damaged; starting afresh"
         );
     }
+    let answers = inbound::reply::Budget::new(&seed);
     let exit = Arc::new(Exit {
         policy,
         seed,
@@ -281,6 +306,9 @@ pub(crate) async fn start(
         health: Mutex::new(health),
         provider_pace: Mutex::new(provider_pace),
         surcharge: Mutex::new(surcharge),
+        inbound: inbound_listener.is_some(),
+        deadlines: Notify::new(),
+        answers: Mutex::new(answers),
         clock,
         config,
     });
@@ -308,21 +336,33 @@ pub(crate) async fn start(
         .exit_rate_per_hour
         .set((exit.config.exit.max_rate * 3600.0) as i64);
 
-    let mut tasks = Vec::new();
-    tasks.push((
-        "exit ingest",
-        tokio::spawn(exit.clone().run_intake(incoming, shutdown.clone())),
-    ));
-    tasks.push((
-        "exit delivery",
-        tokio::spawn(exit.clone().run_delivery(shutdown.clone())),
-    ));
-    tasks.push(("exit endpoint", http::serve_on(listener, exit.clone())));
+    let mut tasks = vec![
+        (
+            "exit ingest",
+            tokio::spawn(exit.clone().run_intake(incoming, shutdown.clone())),
+        ),
+        (
+            "exit delivery",
+            tokio::spawn(exit.clone().run_delivery(shutdown.clone())),
+        ),
+        ("exit endpoint", http::serve_on(listener, exit.clone())),
+        (
+            "exit notification deadlines",
+            tokio::spawn(exit.clone().run_deadlines(shutdown.clone())),
+        ),
+    ];
+    if let Some(listener) = inbound_listener {
+        tasks.push((
+            "exit inbound mail",
+            inbound::lmtp::serve(listener, exit.clone(), shutdown.clone()),
+        ));
+    }
     let admin = admin::serve(exit.config.admin_socket_path(), exit.clone(), shutdown).await?;
     tasks.push(("exit admin socket", admin));
     Ok(Started {
         exit,
         http_addr,
+        inbound_addr,
         tasks,
     })
 }

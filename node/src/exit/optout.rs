@@ -10,11 +10,11 @@
 use std::sync::Arc;
 
 use leak_protocol::{
-    NodeId,
+    MessageId, NodeId,
     policy::optout::{self, OptOut},
 };
 
-use super::{Exit, ExitError, email::Link};
+use super::{Exit, ExitError, email::Link, provider::Provider};
 
 /// What the gossip mesh should do with an opt-out batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,19 +120,29 @@ impl Exit {
             self.metrics.exit_bad_tokens.inc();
             return Ok(false);
         };
+        self.complaint(id, provider).await?;
+        Ok(true)
+    }
+
+    /// A complaint about the leak the exit refers to as `reference` (a
+    /// report link, a feedback-loop report), delivered at `provider`:
+    /// counted once per leak, however often it comes.
+    pub(super) async fn complaint(
+        self: &Arc<Self>,
+        reference: MessageId,
+        provider: Provider,
+    ) -> Result<(), ExitError> {
         let this = self.clone();
         let now = self.now_ms();
-        // One complaint per leak, however often its link is followed.
         tokio::task::spawn_blocking(move || {
-            let new = this.store.report(&id, now)?;
+            let new = this.store.report(&reference, now)?;
             if new {
                 this.metrics.exit_abuse_reports.inc();
                 this.complained(provider);
             }
             Ok::<_, ExitError>(())
         })
-        .await??;
-        Ok(true)
+        .await?
     }
 }
 

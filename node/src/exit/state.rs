@@ -14,8 +14,15 @@ use crate::metrics::Label;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "&'static str", try_from = "String")]
 pub enum EndState {
-    /// The mail system took it.
+    /// The recipient's mail system took it (a success notification, a 250
+    /// from the file transport).
     Delivered,
+    /// The exit's mail server took it; its delivery notification is
+    /// awaited (no receipt yet).
+    Sent,
+    /// The exit's mail server took it and no notification came in time
+    /// (`Accepted`: outcome unknown).
+    Unconfirmed,
     /// The mail system refused it for good (5xx), or it could not be
     /// composed.
     Bounced,
@@ -38,8 +45,10 @@ pub enum EndState {
 
 impl EndState {
     /// Every end state, for tests and listings.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Delivered,
+        Self::Sent,
+        Self::Unconfirmed,
         Self::Bounced,
         Self::Expired,
         Self::Purged,
@@ -55,6 +64,8 @@ impl Label for EndState {
     fn as_label(&self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
+            Self::Sent => "sent",
+            Self::Unconfirmed => "unconfirmed",
             Self::Bounced => "bounced",
             Self::Expired => "expired",
             Self::Purged => "purged",

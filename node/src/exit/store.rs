@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | `exit-queue/spool`, one slot per leak | leak key | the leak as received (recipient, text, and the only copy of its message id) | until delivered or bounced: then the slot is overwritten with zeros and synced |
 //! | table `exit_queue` | leak key | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
+//! | table `exit_awaiting` | leak key | reply block, provider, when sent, until when to wait | from the mail server's 250 until its delivery notification (or `exit.notify_wait_secs`); the leak's slot then holds only its message id |
 //! | table `exit_done` | leak key | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
 //! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
@@ -37,6 +38,7 @@ use crate::{metrics::Label as _, store::Store};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
+const AWAITING: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_awaiting");
 /// Recipient hash → (when, in Unix ms; the exit that verified it).
 const OPT_OUT: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
@@ -73,6 +75,39 @@ pub struct Done {
     pub at_ms: u64,
 }
 
+/// A leak the exit's mail server took, waiting for the delivery status
+/// notification that says what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// The newest reply block (a retransmission replaces it).
+    pub reply_block: Vec<u8>,
+    /// The recipient's provider ([`super::provider::Provider::to_byte`]).
+    pub provider: u8,
+    /// When the mail server took it (Unix ms).
+    pub sent_ms: u64,
+    /// When its sender is told `Accepted` if no notification came (Unix ms).
+    pub deadline_ms: u64,
+}
+
+/// The body a leak's slot holds while it waits for its notification: its
+/// message id (for the receipt), nothing of its recipient or text.
+const SENT_STUB: &[u8; 4] = b"SENT";
+
+/// The slot body of a leak waiting for its notification.
+pub fn sent_stub(sender: &MessageId) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out[..4].copy_from_slice(SENT_STUB);
+    out[4..].copy_from_slice(&sender.0);
+    out
+}
+
+/// The message id in a slot body written by [`sent_stub`].
+pub fn read_sent_stub(body: &[u8]) -> Option<MessageId> {
+    (body.len() == 20 && body.starts_with(SENT_STUB))
+        .then(|| body[4..].try_into().ok().map(MessageId))
+        .flatten()
+}
+
 /// What the exit knows of a message id.
 #[derive(Debug)]
 pub enum Known {
@@ -80,6 +115,8 @@ pub enum Known {
     New,
     /// Waiting for delivery.
     Queued(Entry),
+    /// Sent, waiting for its delivery notification.
+    Awaiting(Awaiting),
     /// Finished.
     Done(Done),
 }
@@ -226,6 +263,7 @@ impl ExitStore {
         let txn = store.db().begin_write()?;
         txn.open_table(QUEUE)?;
         txn.open_table(DONE)?;
+        txn.open_table(AWAITING)?;
         txn.open_table(OPT_OUT)?;
         txn.open_table(RATE)?;
         txn.open_table(REPORTS)?;
@@ -236,6 +274,10 @@ impl ExitStore {
             let table = txn.open_table(QUEUE)?;
             let mut ids = HashSet::new();
             for item in table.iter()? {
+                ids.insert(MessageId(item?.0.value()));
+            }
+            // A waiting leak's slot holds its message id.
+            for item in txn.open_table(AWAITING)?.iter()? {
                 ids.insert(MessageId(item?.0.value()));
             }
             ids
@@ -264,10 +306,117 @@ impl ExitStore {
         if let Some(v) = txn.open_table(QUEUE)?.get(id.0)? {
             return Ok(Known::Queued(decode(v.value())?));
         }
+        if let Some(v) = txn.open_table(AWAITING)?.get(id.0)? {
+            return Ok(Known::Awaiting(decode(v.value())?));
+        }
         if let Some(v) = txn.open_table(DONE)?.get(id.0)? {
             return Ok(Known::Done(decode(v.value())?));
         }
         Ok(Known::New)
+    }
+
+    /// The mail server took queued leak `id` and will notify: its slot is
+    /// rewritten to hold only `sender` (its message id), then, in one
+    /// transaction, it leaves the queue, waits as `awaiting`, and its
+    /// outcome so far (`done`) is recorded. Returns false if it was no
+    /// longer queued.
+    /// `awaiting` makes the waiting record from the leak's last entry.
+    pub fn await_notification(
+        &self,
+        id: &MessageId,
+        sender: &MessageId,
+        awaiting: impl FnOnce(Entry) -> Awaiting,
+        done: &Done,
+    ) -> Result<bool, ExitError> {
+        self.spool.put(id, &sent_stub(sender))?;
+        let txn = self.store.db().begin_write()?;
+        let queued = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let entry = match queue.remove(id.0)? {
+                Some(v) => Some(decode::<Entry>(v.value())?),
+                None => None,
+            };
+            let queued = entry.is_some();
+            if let Some(entry) = entry {
+                txn.open_table(AWAITING)?
+                    .insert(id.0, encode(&awaiting(entry))?.as_slice())?;
+                txn.open_table(DONE)?
+                    .insert(id.0, encode(done)?.as_slice())?;
+            }
+            queued
+        };
+        txn.commit()?;
+        Ok(queued)
+    }
+
+    /// A retransmission's newer reply block for a waiting leak; false if
+    /// it no longer waits.
+    pub fn update_awaiting_block(&self, id: &MessageId, block: &[u8]) -> Result<bool, ExitError> {
+        let txn = self.store.db().begin_write()?;
+        let present = {
+            let mut table = txn.open_table(AWAITING)?;
+            let current = match table.get(id.0)? {
+                Some(v) => Some(decode::<Awaiting>(v.value())?),
+                None => None,
+            };
+            if let Some(mut awaiting) = current {
+                awaiting.reply_block = block.to_vec();
+                table.insert(id.0, encode(&awaiting)?.as_slice())?;
+                true
+            } else {
+                false
+            }
+        };
+        txn.commit()?;
+        Ok(present)
+    }
+
+    /// Ends waiting leak `id` with its outcome `done` (one transaction),
+    /// then reads its message id from its slot and scrubs the slot.
+    /// `None` if it was not waiting (already resolved).
+    pub fn resolve(
+        &self,
+        id: &MessageId,
+        done: &Done,
+    ) -> Result<Option<(Awaiting, Option<MessageId>)>, ExitError> {
+        let txn = self.store.db().begin_write()?;
+        let awaiting = {
+            let mut table = txn.open_table(AWAITING)?;
+            let awaiting = match table.remove(id.0)? {
+                Some(v) => Some(decode::<Awaiting>(v.value())?),
+                None => None,
+            };
+            if awaiting.is_some() {
+                txn.open_table(DONE)?
+                    .insert(id.0, encode(done)?.as_slice())?;
+            }
+            awaiting
+        };
+        txn.commit()?;
+        let Some(awaiting) = awaiting else {
+            return Ok(None);
+        };
+        let sender = self.spool.get(id)?.and_then(|body| read_sent_stub(&body));
+        self.spool.scrub(&[*id])?;
+        Ok(Some((awaiting, sender)))
+    }
+
+    /// The waiting leaks whose deadline is at or before `now_ms`, and the
+    /// earliest deadline of the others.
+    pub fn awaiting_due(&self, now_ms: u64) -> Result<(Vec<MessageId>, Option<u64>), ExitError> {
+        let txn = self.store.db().begin_read()?;
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for item in txn.open_table(AWAITING)?.iter()? {
+            let (k, v) = item?;
+            let awaiting: Awaiting = decode(v.value())?;
+            if awaiting.deadline_ms <= now_ms {
+                due.push(MessageId(k.value()));
+            } else {
+                next = Some(next.map_or(awaiting.deadline_ms, |n| n.min(awaiting.deadline_ms)));
+            }
+        }
+        Ok((due, next))
     }
 
     /// Whether the recipient opted out.
@@ -516,6 +665,10 @@ impl ExitStore {
             txn.open_table(OPT_OUT)?.len()?,
         );
         out.insert("abuse_reports".into(), txn.open_table(REPORTS)?.len()?);
+        out.insert(
+            "awaiting_notification".into(),
+            txn.open_table(AWAITING)?.len()?,
+        );
         Ok(out)
     }
 

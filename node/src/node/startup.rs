@@ -384,6 +384,9 @@ pub async fn start(
         shared.republish.notify_one();
         tasks.extend(started.tasks);
         exit_http_addr = Some(started.http_addr);
+        if let Some(addr) = started.inbound_addr {
+            tracing::info!(%addr, "the exit takes its domain's mail over LMTP");
+        }
         exit = Some(started.exit);
     }
 

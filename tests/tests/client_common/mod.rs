@@ -138,6 +138,8 @@ impl Federation {
             "--set",
             "exit.http_listen=\"127.0.0.1:0\"",
             "--set",
+            "exit.inbound_listen=\"\"",
+            "--set",
             "exit.receipt_delay_ms=0",
             "--set",
             &local,

@@ -14,6 +14,7 @@
 
 mod attempt;
 pub mod classify;
+mod dsn;
 pub mod pool;
 pub mod tls;
 
@@ -35,6 +36,19 @@ pub struct Mailer {
     /// The last [`Problem`] logged: a problem is logged when it appears or
     /// changes, and its end when an email goes through again.
     problem: std::sync::Mutex<Option<Problem>>,
+}
+
+/// What a 250 from the transport means for the leak's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Final: the file transport wrote the email where it is read.
+    Final,
+    /// The mail server took it and will send delivery status notifications
+    /// to the leak's return path.
+    Notified,
+    /// The mail server took it and sends no notifications (none were asked,
+    /// or it does not support them): nothing more will be known.
+    Unknown,
 }
 
 /// The transport of a [`Mailer`].
@@ -74,22 +88,36 @@ impl Mailer {
     }
 
     /// Sends one email.
-    pub async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Attempt {
-        let (attempt, problem) = match &self.transport {
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        envid: Option<&str>,
+    ) -> (Attempt, Handoff) {
+        let (attempt, problem, handoff) = match &self.transport {
             MailTransport::File(t) => match t.send_raw(envelope, bytes).await {
-                Ok(_) => (Attempt::Delivered, None),
+                Ok(_) => (Attempt::Delivered, None, Handoff::Final),
                 Err(_) => (
                     Attempt::Temporary {
                         code: "io".into(),
                         deferral: false,
                     },
                     None,
+                    Handoff::Final,
                 ),
             },
-            MailTransport::Smtp(pool) => pool.send(envelope, bytes).await,
+            MailTransport::Smtp(pool) => {
+                let (attempt, problem, notified) = pool.send(envelope, bytes, envid).await;
+                let handoff = if notified {
+                    Handoff::Notified
+                } else {
+                    Handoff::Unknown
+                };
+                (attempt, problem, handoff)
+            }
         };
         self.report(&attempt, problem);
-        attempt
+        (attempt, handoff)
     }
 
     /// Logs a problem when it appears or changes, and its end.
