@@ -17,7 +17,7 @@
 //! sends it among its cover traffic; without an agent it refuses and says
 //! what `--direct` (today's one-shot send) gives up.
 //!
-//! Exit status: 0 delivered (or queued by the agent, or sent with
+//! Exit status: 0 delivered or accepted by the exit's mail server (or queued by the agent, or sent with
 //! `--direct --no-wait`; accepted, for `check`), 1 refused (by the policy before sending, or by the exit; the
 //! recipient opted out; rate limited), 2 usage error, 3 failed (bounced, no
 //! receipt after every retransmission, no network).

@@ -92,7 +92,7 @@ impl Exit {
                     let oldest_day = (now / DAY_MS).saturating_sub(1);
                     let result = tokio::task::spawn_blocking(move || {
                         this.save_standing();
-                        this.store.prune(before, oldest_day)
+                        this.store.prune(now, before, oldest_day)
                     }).await;
                     if let Ok(Err(e)) = result {
                         tracing::warn!(error = %e, "cannot prune the exit's records");
@@ -152,7 +152,7 @@ impl Exit {
             // Sent before a crash that came before its wait was recorded.
             drop(connection);
             let provider = self.lock_schedule().provider(&id);
-            self.await_notification(id, sender, provider).await;
+            self.await_notification(id, sender, provider, None).await;
             return Ok(());
         }
         let Ok(leak) = Leak::decode(&body) else {
@@ -191,12 +191,18 @@ impl Exit {
             Metrics::count_as(&self.metrics.exit_attempts, "result", &attempt);
             tracing::info!(%code, "a leak bounced");
             let class = BounceClass::from_status(code.split_whitespace().nth(1).unwrap_or(""));
+            if class == BounceClass::UnknownUser {
+                self.suppress(recipient).await;
+            }
             self.finish_async(id, Outcome::BouncedWith(class), EndState::Bounced)
                 .await?;
             return Ok(());
         }
         match attempt {
-            Attempt::Delivered => self.delivered(id, provider, handoff, sender).await,
+            Attempt::Delivered => {
+                self.delivered(id, provider, handoff, (sender, recipient))
+                    .await;
+            }
             temporary => self.settle(id, Some(entry.clone()), temporary).await,
         }
         Ok(())
@@ -221,7 +227,7 @@ impl Exit {
         id: MessageId,
         provider: Provider,
         handoff: Handoff,
-        sender: MessageId,
+        (sender, recipient): (MessageId, [u8; 32]),
     ) {
         Metrics::count_as(&self.metrics.exit_attempts, "result", &Attempt::Delivered);
         self.lock_health().delivered(provider, self.now_ms());
@@ -229,7 +235,11 @@ impl Exit {
         self.lock_provider_pace()[provider.index()].succeeded();
         self.show_rate();
         let (outcome, state) = match handoff {
-            Handoff::Notified => return self.await_notification(id, sender, provider).await,
+            Handoff::Notified => {
+                return self
+                    .await_notification(id, sender, provider, Some(recipient))
+                    .await;
+            }
             Handoff::Final => (Outcome::Delivered, EndState::Delivered),
             Handoff::Unknown => (Outcome::Accepted, EndState::Unconfirmed),
         };

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leak_protocol::{
-    Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock, directory,
+    BounceClass, Delay, Leak, MessageId, Outcome, Receipt, ReplyBlock, directory,
     payload::{LeakDecodeError, MAX_REASON_LEN, MAX_RULE_LEN, PayloadError},
     policy::{self, Verdict},
 };
@@ -221,6 +221,17 @@ impl Exit {
             if self.store.opted_out(hash)? {
                 return ends(Outcome::RecipientOptedOut, EndState::OptedOut);
             }
+        }
+        // Its server said recently that this mailbox does not exist.
+        if self
+            .store
+            .suppressed(&policy.recipient_hash(&leak.recipient), now_ms)?
+        {
+            return Ok(Some((
+                Outcome::BouncedWith(BounceClass::UnknownUser),
+                EndState::Bounced,
+                Intake::Suppressed,
+            )));
         }
         let verdicts = std::iter::once(policy.check_text(&leak.text))
             .chain(self.local_rules.iter().map(|p| p.check_text(&leak.text)));

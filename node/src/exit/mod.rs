@@ -501,6 +501,7 @@ impl Exit {
     /// without waiting for the loop's own timer, which counts real time.
     pub fn clock_moved(&self) {
         self.wake.notify_one();
+        self.deadlines.notify_one();
     }
 
     /// The current sending rate, in the metric.

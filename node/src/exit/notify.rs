@@ -15,7 +15,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use leak_protocol::{MessageId, Outcome, ReplyBlock};
+use leak_protocol::{BounceClass, MessageId, Outcome, ReplyBlock};
 use tokio::sync::watch;
 
 use super::{
@@ -27,6 +27,10 @@ use super::{
     store::{Awaiting, Done},
 };
 use crate::metrics::Metrics;
+
+/// How long leaks to a recipient whose server said "no such mailbox"
+/// bounce at once (30 days).
+pub const SUPPRESS_UNKNOWN_MS: u64 = 30 * 86_400_000;
 
 /// Longest sleep of the deadline loop (so a clock moved by tests or
 /// resumed after a suspend is noticed).
@@ -41,6 +45,7 @@ impl Exit {
         id: MessageId,
         sender: MessageId,
         provider: Provider,
+        recipient: Option<[u8; 32]>,
     ) {
         let mut failures = 0u32;
         loop {
@@ -62,6 +67,7 @@ impl Exit {
                         provider: provider.to_byte(),
                         sent_ms: now,
                         deadline_ms,
+                        recipient,
                     },
                     &done,
                 )
@@ -87,14 +93,15 @@ impl Exit {
         }
     }
 
-    /// Ends waiting leak `id` with `outcome` and answers its sender. False
-    /// if it was not waiting (resolved before, or never sent here).
+    /// Ends waiting leak `id` with `outcome` and answers its sender; what
+    /// it waited with, or `None` if it was not waiting (resolved before, or
+    /// never sent here).
     pub(super) async fn resolve(
         self: &Arc<Self>,
         id: MessageId,
         outcome: Outcome,
         state: EndState,
-    ) -> Result<bool, ExitError> {
+    ) -> Result<Option<Awaiting>, ExitError> {
         let done = Done {
             outcome: outcome.clone(),
             state,
@@ -104,13 +111,26 @@ impl Exit {
         let resolved =
             tokio::task::spawn_blocking(move || this.store.resolve(&id, &done)).await??;
         let Some((awaiting, sender)) = resolved else {
-            return Ok(false);
+            return Ok(None);
         };
         match (sender, ReplyBlock::from_bytes(&awaiting.reply_block)) {
             (Some(sender), Some(block)) => self.answer(block, sender, outcome, Duration::ZERO),
             _ => tracing::warn!("a sent leak's receipt cannot be built (its slot or reply block)"),
         }
-        Ok(true)
+        Ok(Some(awaiting))
+    }
+
+    /// Leaks to `recipient` bounce at once for [`SUPPRESS_UNKNOWN_MS`]:
+    /// its server said there is no such mailbox (providers count a sender
+    /// that keeps writing to nonexistent mailboxes as a spammer).
+    pub(super) async fn suppress(self: &Arc<Self>, recipient: [u8; 32]) {
+        let this = self.clone();
+        let until = self.now_ms().saturating_add(SUPPRESS_UNKNOWN_MS);
+        let result =
+            tokio::task::spawn_blocking(move || this.store.suppress(&recipient, until)).await;
+        if !matches!(result, Ok(Ok(()))) {
+            tracing::warn!("cannot record an unknown recipient; its next leak is sent");
+        }
     }
 
     /// A delivery status notification for the leak with store key `id` at
@@ -138,8 +158,13 @@ impl Exit {
         Metrics::count(
             &self.metrics.exit_notifications,
             "result",
-            if resolved { label } else { "late" },
+            if resolved.is_some() { label } else { "late" },
         );
+        if action == DsnAction::Failed(BounceClass::UnknownUser)
+            && let Some(recipient) = resolved.and_then(|a| a.recipient)
+        {
+            self.suppress(recipient).await;
+        }
         Ok(())
     }
 
@@ -158,12 +183,12 @@ impl Exit {
                             .resolve(id, Outcome::Accepted, EndState::Unconfirmed)
                             .await
                         {
-                            Ok(true) => Metrics::count(
+                            Ok(Some(_)) => Metrics::count(
                                 &self.metrics.exit_notifications,
                                 "result",
                                 "timeout",
                             ),
-                            Ok(false) => {}
+                            Ok(None) => {}
                             Err(e) => tracing::error!(error = %e, "cannot end a sent leak's wait"),
                         }
                     }

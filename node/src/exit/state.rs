@@ -158,6 +158,9 @@ pub enum Intake {
     Refused,
     /// The exit could not store it (not acknowledged: the client retransmits).
     StorageError,
+    /// Its recipient's server said recently that the mailbox does not
+    /// exist: bounced at once.
+    Suppressed,
 }
 
 impl Intake {
@@ -185,6 +188,7 @@ impl Label for Intake {
             Self::NotResponsible => "not_responsible",
             Self::Refused => "refused",
             Self::StorageError => "storage_error",
+            Self::Suppressed => "suppressed",
         }
     }
 }

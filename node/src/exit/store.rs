@@ -8,6 +8,7 @@
 //! | table `exit_awaiting` | leak key | reply block, provider, when sent, until when to wait | from the mail server's 250 until its delivery notification (or `exit.notify_wait_secs`); the leak's slot then holds only its message id |
 //! | table `exit_done` | leak key | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
 //! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
+//! | table `exit_suppressed` | recipient hash | until when its mailbox counts as nonexistent | 30 days after the bounce |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
 //! | table `exit_reports` | the exit's reference of a leak (not its id) | when | `exit.dedup_secs` |
 //!
@@ -39,6 +40,9 @@ use crate::{metrics::Label as _, store::Store};
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
 const DONE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_done");
 const AWAITING: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_awaiting");
+/// Recipient hash → until when (Unix ms) leaks to it bounce at once: its
+/// server said the mailbox does not exist.
+const SUPPRESSED: TableDefinition<[u8; 32], u64> = TableDefinition::new("exit_suppressed");
 /// Recipient hash → (when, in Unix ms; the exit that verified it).
 const OPT_OUT: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
@@ -87,6 +91,9 @@ pub struct Awaiting {
     pub sent_ms: u64,
     /// When its sender is told `Accepted` if no notification came (Unix ms).
     pub deadline_ms: u64,
+    /// The recipient hash (an unknown user's is suppressed); `None` for a
+    /// leak whose wait was recorded after a crash, from its slot alone.
+    pub recipient: Option<[u8; 32]>,
 }
 
 /// The body a leak's slot holds while it waits for its notification: its
@@ -264,6 +271,7 @@ impl ExitStore {
         txn.open_table(QUEUE)?;
         txn.open_table(DONE)?;
         txn.open_table(AWAITING)?;
+        txn.open_table(SUPPRESSED)?;
         txn.open_table(OPT_OUT)?;
         txn.open_table(RATE)?;
         txn.open_table(REPORTS)?;
@@ -417,6 +425,25 @@ impl ExitStore {
             }
         }
         Ok((due, next))
+    }
+
+    /// Leaks to `recipient` bounce at once until `until_ms`: its server
+    /// said there is no such mailbox.
+    pub fn suppress(&self, recipient: &[u8; 32], until_ms: u64) -> Result<(), ExitError> {
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(SUPPRESSED)?.insert(*recipient, until_ms)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether leaks to `recipient` bounce at once at `now_ms`.
+    pub fn suppressed(&self, recipient: &[u8; 32], now_ms: u64) -> Result<bool, ExitError> {
+        let txn = self.store.db().begin_read()?;
+        let until = txn
+            .open_table(SUPPRESSED)?
+            .get(*recipient)?
+            .map(|v| v.value());
+        Ok(until.is_some_and(|until| until > now_ms))
     }
 
     /// Whether the recipient opted out.
@@ -672,9 +699,10 @@ impl ExitStore {
         Ok(out)
     }
 
-    /// Forgets finished leaks and reports older than `before_ms`, and rate
-    /// counts of days before `oldest_day`.
-    pub fn prune(&self, before_ms: u64, oldest_day: u64) -> Result<(), ExitError> {
+    /// Forgets finished leaks and reports older than `before_ms`, rate
+    /// counts of days before `oldest_day`, and suppressions over at
+    /// `now_ms`.
+    pub fn prune(&self, now_ms: u64, before_ms: u64, oldest_day: u64) -> Result<(), ExitError> {
         let txn = self.store.db().begin_write()?;
         {
             let mut done = txn.open_table(DONE)?;
@@ -682,6 +710,8 @@ impl ExitStore {
             txn.open_table(REPORTS)?.retain(|_, at| at >= before_ms)?;
             txn.open_table(RATE)?
                 .retain(|(_, day), _| day >= oldest_day)?;
+            txn.open_table(SUPPRESSED)?
+                .retain(|_, until| until > now_ms)?;
         }
         txn.commit()?;
         Ok(())
@@ -689,95 +719,5 @@ impl ExitStore {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn open(dir: &std::path::Path) -> ExitStore {
-        let store = Arc::new(Store::open(&dir.join("node.redb")).unwrap());
-        ExitStore::open(store, dir.join("exit-queue")).unwrap()
-    }
-
-    fn entry() -> Entry {
-        Entry {
-            accepted_ms: 1,
-            next_attempt_ms: 2,
-            attempts: 0,
-            last_error: String::new(),
-            reply_block: vec![7; 10],
-        }
-    }
-
-    #[test]
-    fn accept_finish_and_scrub() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let id = MessageId([1; 16]);
-        assert!(matches!(store.lookup(&id).unwrap(), Known::New));
-        store
-            .accept(&id, b"secret text", &entry(), &[3; 32], 10)
-            .unwrap();
-        assert!(matches!(store.lookup(&id).unwrap(), Known::Queued(_)));
-        assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"secret text");
-        assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 1);
-        let done = Done {
-            outcome: Outcome::Delivered,
-            state: EndState::Delivered,
-            at_ms: 5,
-        };
-        assert_eq!(store.finish(&id, &done).unwrap(), Some(entry()));
-        assert!(store.body(&id).unwrap().is_none());
-        assert!(matches!(store.lookup(&id).unwrap(), Known::Done(d) if d == done));
-        // A second finish finds nothing.
-        assert_eq!(store.finish(&id, &done).unwrap(), None);
-        store.prune(6, 11).unwrap();
-        assert!(matches!(store.lookup(&id).unwrap(), Known::New));
-        assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 0);
-    }
-
-    #[test]
-    fn state_survives_reopening_and_orphans_are_scrubbed() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = MessageId([2; 16]);
-        {
-            let store = open(dir.path());
-            store.accept(&id, b"kept", &entry(), &[4; 32], 1).unwrap();
-            assert_eq!(store.opt_out(&[([9; 32], 1, [5; 32])]).unwrap(), 1);
-            assert_eq!(store.opt_out(&[([9; 32], 2, [6; 32])]).unwrap(), 0);
-            assert_eq!(store.opt_outs_by(&[5; 32]).unwrap(), vec![([9; 32], 1)]);
-            assert!(store.opt_outs_by(&[6; 32]).unwrap().is_empty());
-        }
-        // A leak file whose entry was never committed.
-        let orphan = dir.path().join("exit-queue").join("orphan.leak");
-        std::fs::write(&orphan, b"never acknowledged").unwrap();
-        let store = open(dir.path());
-        assert!(!orphan.exists());
-        assert_eq!(store.queued().unwrap().len(), 1);
-        assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"kept");
-        assert!(store.opted_out(&[9; 32]).unwrap());
-        assert!(!store.opted_out(&[8; 32]).unwrap());
-    }
-
-    #[test]
-    fn update_with_keeps_what_it_does_not_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let id = MessageId([3; 16]);
-        store.accept(&id, b"text", &entry(), &[1; 32], 1).unwrap();
-        assert!(
-            store
-                .update_with(&id, |e| e.reply_block = vec![9; 4])
-                .unwrap()
-        );
-        assert!(store.update_with(&id, |e| e.attempts = 2).unwrap());
-        let Known::Queued(now) = store.lookup(&id).unwrap() else {
-            panic!("queued");
-        };
-        assert_eq!((now.attempts, now.reply_block), (2, vec![9; 4]));
-        assert!(
-            !store
-                .update_with(&MessageId([4; 16]), |e| e.attempts = 1)
-                .unwrap()
-        );
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

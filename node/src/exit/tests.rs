@@ -23,6 +23,7 @@ use crate::{
     config::Transport,
 };
 
+mod inbound;
 mod providers;
 
 /// A leak for `exit` (its stamp solved for the policy in force at `now_ms`)
@@ -155,6 +156,7 @@ struct TestExit {
     clock: Arc<ManualClock>,
     receipts: Arc<AtomicUsize>,
     http_addr: std::net::SocketAddr,
+    inbound_addr: Option<std::net::SocketAddr>,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     _stop: watch::Sender<bool>,
 }
@@ -211,6 +213,7 @@ impl TestExit {
             clock,
             receipts,
             http_addr: started.http_addr,
+            inbound_addr: started.inbound_addr,
             tasks: started.tasks,
             _stop: stop,
         }

@@ -37,6 +37,42 @@ const SASL_REALM: &str = "leak-test";
 /// How long Postfix gets to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `base` with `extra`'s settings: a setting of `extra` replaces the
+/// same one of `base` (and a later one of `extra` an earlier), instead of
+/// appearing twice. Postfix would take the last one anyway, but it warns
+/// of each duplicate through its logging socket, and at start, before its
+/// log daemon runs, enough warnings fill that socket and hang `postfix
+/// start`.
+fn merge_main_cf(base: &str, extra: &str) -> String {
+    fn key(line: &str) -> Option<&str> {
+        let trimmed = line.trim_start();
+        if line.starts_with([' ', '\t']) || trimmed.starts_with('#') {
+            return None;
+        }
+        line.split_once('=').map(|(k, _)| k.trim())
+    }
+    // Settings with their continuation lines, in order.
+    let mut settings: Vec<(Option<String>, String)> = Vec::new();
+    for text in [base, extra] {
+        for line in text.lines() {
+            match key(line) {
+                Some(k) => {
+                    settings.retain(|(existing, _)| existing.as_deref() != Some(k));
+                    settings.push((Some(k.to_owned()), format!("{line}\n")));
+                }
+                None => match settings.last_mut() {
+                    Some((Some(_), value)) if line.starts_with([' ', '\t']) => {
+                        value.push_str(line);
+                        value.push('\n');
+                    }
+                    _ => settings.push((None, format!("{line}\n"))),
+                },
+            }
+        }
+    }
+    settings.into_iter().map(|(_, text)| text).collect()
+}
+
 /// The uid and gid of the `postfix` user (from `/etc/passwd`).
 fn postfix_user() -> (u32, u32) {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -101,6 +137,9 @@ pub struct PostfixBuilder {
     require_tls: bool,
     implicit_tls: bool,
     users: Vec<(String, String)>,
+    mailboxes: Vec<String>,
+    main_cf: String,
+    master_cf: String,
 }
 
 impl PostfixBuilder {
@@ -135,6 +174,30 @@ impl PostfixBuilder {
     /// or without TLS.
     pub fn auth_user(mut self, user: &str, password: &str) -> Self {
         self.users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Only these local parts (at each of its domains) have a mailbox;
+    /// mail to any other is refused at RCPT with `550 5.1.1` (the default:
+    /// every local part goes to the one Maildir).
+    pub fn mailboxes(mut self, locals: &[&str]) -> Self {
+        self.mailboxes = locals.iter().map(|l| (*l).to_owned()).collect();
+        self
+    }
+
+    /// Lines appended to `main.cf` (a later setting wins over the test
+    /// instance's own).
+    pub fn main_cf(mut self, lines: &str) -> Self {
+        self.main_cf.push_str(lines);
+        self.main_cf.push('\n');
+        self
+    }
+
+    /// Lines appended to `master.cf` (more services, such as the `smtp`
+    /// and `lmtp` clients an instance that sends mail needs).
+    pub fn master_cf(mut self, lines: &str) -> Self {
+        self.master_cf.push_str(lines);
+        self.master_cf.push('\n');
         self
     }
 
@@ -323,6 +386,46 @@ impl Postfix {
         }
     }
 
+    /// Changes settings of the running instance (`postconf -e`, then
+    /// `postfix reload`), e.g. `["smtpd_recipient_restrictions ="]`.
+    pub fn postconf(&self, settings: &[&str]) {
+        let status = Command::new(postfix_program("postconf"))
+            .arg("-c")
+            .arg(self.config_dir())
+            .arg("-e")
+            .args(settings)
+            .stdin(Stdio::null())
+            .status()
+            .expect("running postconf");
+        assert!(status.success(), "postconf -e {settings:?} failed");
+        self.run_postfix(&["reload"]);
+    }
+
+    /// Tries every deferred message again now (`postqueue -f`).
+    pub fn flush(&self) {
+        let status = Command::new(postfix_program("postqueue"))
+            .arg("-c")
+            .arg(self.config_dir())
+            .arg("-f")
+            .stdin(Stdio::null())
+            .status()
+            .expect("running postqueue");
+        assert!(status.success(), "postqueue -f failed:\n{}", self.log());
+    }
+
+    fn run_postfix(&self, args: &[&str]) {
+        let status = Command::new(postfix_program("postfix"))
+            .arg("-c")
+            .arg(self.config_dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("running postfix");
+        assert!(status.success(), "postfix {args:?} failed:\n{}", self.log());
+    }
+
     /// Measures how many messages per second it accepts from `smtp-source`
     /// (to `bench@<first domain>`); see [`smtp_source_rate_to`].
     pub fn smtp_source_rate(&self, messages: usize, sessions: usize) -> f64 {
@@ -379,7 +482,7 @@ local_recipient_maps =
 local_transport = error:5.1.1 no local delivery in this test instance
 virtual_mailbox_domains = {domains}
 virtual_mailbox_base = {dir}/mail
-virtual_mailbox_maps = static:catchall/
+virtual_mailbox_maps = {mailboxes}
 virtual_uid_maps = static:{MAILDIR_OWNER}
 virtual_gid_maps = static:{MAILDIR_OWNER}
 virtual_mailbox_limit = 0
@@ -398,7 +501,29 @@ append_dot_mydomain = no
                 "permit_sasl_authenticated, reject"
             },
             extra = self.security_cf(),
+            mailboxes = if self.options.mailboxes.is_empty() {
+                "static:catchall/".to_owned()
+            } else {
+                let entries: Vec<String> = self
+                    .domains
+                    .iter()
+                    .flat_map(|d| {
+                        self.options
+                            .mailboxes
+                            .iter()
+                            .map(move |l| format!("{l}@{d}=catchall/"))
+                    })
+                    .collect();
+                format!("inline:{{{}}}", entries.join(", "))
+            },
         );
+        // The greeting names the instance (launch waits for it), whatever
+        // the extra lines say.
+        let extra = format!(
+            "{}smtpd_banner = $myhostname ESMTP {token}\n",
+            self.options.main_cf
+        );
+        let main_cf = merge_main_cf(&main_cf, &extra);
         let port = self.port();
         // Only what a Maildir sink needs, chroot off everywhere, no TLS.
         let master_cf = format!(
@@ -427,6 +552,7 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 "
         );
         let mut master_cf = master_cf;
+        master_cf.push_str(&self.options.master_cf);
         if self.ca.is_some() {
             master_cf.push_str("tlsmgr     unix  -       -       n       1000?   1       tlsmgr\n");
         }

@@ -309,5 +309,27 @@ mod tests {
         ] {
             let _ = classify(input);
         }
+        // Real reports cut, flipped and spliced at random.
+        use rand::{RngExt as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5965);
+        let seeds = [
+            dsn_mail("failed", "5.1.1").into_bytes(),
+            dsn_mail("delivered", "2.0.0").into_bytes(),
+        ];
+        for _ in 0..3000 {
+            let mut bytes = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => bytes[at] = rng.random(),
+                    1 => bytes.truncate(at.max(1)),
+                    _ => {
+                        let chunk = bytes[at..].to_vec();
+                        bytes.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            let _ = classify(&bytes);
+        }
     }
 }

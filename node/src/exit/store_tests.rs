@@ -1,0 +1,92 @@
+//! The exit's tables and spool, on a real database.
+
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn open(dir: &std::path::Path) -> ExitStore {
+    let store = Arc::new(Store::open(&dir.join("node.redb")).unwrap());
+    ExitStore::open(store, dir.join("exit-queue")).unwrap()
+}
+
+fn entry() -> Entry {
+    Entry {
+        accepted_ms: 1,
+        next_attempt_ms: 2,
+        attempts: 0,
+        last_error: String::new(),
+        reply_block: vec![7; 10],
+    }
+}
+
+#[test]
+fn accept_finish_and_scrub() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = MessageId([1; 16]);
+    assert!(matches!(store.lookup(&id).unwrap(), Known::New));
+    store
+        .accept(&id, b"secret text", &entry(), &[3; 32], 10)
+        .unwrap();
+    assert!(matches!(store.lookup(&id).unwrap(), Known::Queued(_)));
+    assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"secret text");
+    assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 1);
+    let done = Done {
+        outcome: Outcome::Delivered,
+        state: EndState::Delivered,
+        at_ms: 5,
+    };
+    assert_eq!(store.finish(&id, &done).unwrap(), Some(entry()));
+    assert!(store.body(&id).unwrap().is_none());
+    assert!(matches!(store.lookup(&id).unwrap(), Known::Done(d) if d == done));
+    // A second finish finds nothing.
+    assert_eq!(store.finish(&id, &done).unwrap(), None);
+    store.prune(0, 6, 11).unwrap();
+    assert!(matches!(store.lookup(&id).unwrap(), Known::New));
+    assert_eq!(store.rate_count(&[3; 32], 10).unwrap(), 0);
+}
+
+#[test]
+fn state_survives_reopening_and_orphans_are_scrubbed() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = MessageId([2; 16]);
+    {
+        let store = open(dir.path());
+        store.accept(&id, b"kept", &entry(), &[4; 32], 1).unwrap();
+        assert_eq!(store.opt_out(&[([9; 32], 1, [5; 32])]).unwrap(), 1);
+        assert_eq!(store.opt_out(&[([9; 32], 2, [6; 32])]).unwrap(), 0);
+        assert_eq!(store.opt_outs_by(&[5; 32]).unwrap(), vec![([9; 32], 1)]);
+        assert!(store.opt_outs_by(&[6; 32]).unwrap().is_empty());
+    }
+    // A leak file whose entry was never committed.
+    let orphan = dir.path().join("exit-queue").join("orphan.leak");
+    std::fs::write(&orphan, b"never acknowledged").unwrap();
+    let store = open(dir.path());
+    assert!(!orphan.exists());
+    assert_eq!(store.queued().unwrap().len(), 1);
+    assert_eq!(store.body(&id).unwrap().unwrap().as_slice(), b"kept");
+    assert!(store.opted_out(&[9; 32]).unwrap());
+    assert!(!store.opted_out(&[8; 32]).unwrap());
+}
+
+#[test]
+fn update_with_keeps_what_it_does_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = MessageId([3; 16]);
+    store.accept(&id, b"text", &entry(), &[1; 32], 1).unwrap();
+    assert!(
+        store
+            .update_with(&id, |e| e.reply_block = vec![9; 4])
+            .unwrap()
+    );
+    assert!(store.update_with(&id, |e| e.attempts = 2).unwrap());
+    let Known::Queued(now) = store.lookup(&id).unwrap() else {
+        panic!("queued");
+    };
+    assert_eq!((now.attempts, now.reply_block), (2, vec![9; 4]));
+    assert!(
+        !store
+            .update_with(&MessageId([4; 16]), |e| e.attempts = 1)
+            .unwrap()
+    );
+}
