@@ -45,6 +45,9 @@ pub struct ExitConfig {
     pub smtp_ca_file: String,
     /// Most SMTP connections kept open and used at once.
     pub smtp_connections: u32,
+    /// Most deliveries to one destination provider at once (so one busy
+    /// provider leaves connections for the others).
+    pub provider_connections: u32,
     /// Seconds before an SMTP command times out.
     pub smtp_timeout_secs: u64,
     /// Most leaks per recipient per UTC day, if stricter than the policy's;
@@ -137,6 +140,7 @@ impl ExitConfig {
             smtp_password_file: String::new(),
             smtp_ca_file: String::new(),
             smtp_connections: 4,
+            provider_connections: 2,
             smtp_timeout_secs: 60,
             per_recipient_per_day: 0,
             busy_leaks_per_hour: 3000,

@@ -50,7 +50,15 @@ impl Exit {
                     break;
                 };
                 let now_ms = self.now_ms();
-                let (blocked, ready_in) = self.blocked_providers(now_ms);
+                let (mut blocked, ready_in) = self.blocked_providers(now_ms);
+                // At most `exit.provider_connections` deliveries to one
+                // provider at once: the others keep connections free (a
+                // landing delivery wakes this loop).
+                let busy = self.lock_schedule().in_flight_by_provider();
+                let per_provider = self.config.exit.provider_connections.max(1) as usize;
+                for (blocked, busy) in blocked.iter_mut().zip(busy) {
+                    *blocked |= busy >= per_provider;
+                }
                 if let Some(ready_in) = ready_in {
                     wait_ms = wait_ms.min(ready_in.max(1));
                 }

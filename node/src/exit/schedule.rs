@@ -116,6 +116,16 @@ impl Schedule {
         self.in_flight.contains(id)
     }
 
+    /// How many leaks to each provider (by [`Provider::index`]) are being
+    /// sent.
+    pub fn in_flight_by_provider(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for id in &self.in_flight {
+            counts[self.provider(id).index()] += 1;
+        }
+        counts
+    }
+
     /// The leaks being sent.
     pub fn in_flight_ids(&self) -> HashSet<MessageId> {
         self.in_flight.clone()

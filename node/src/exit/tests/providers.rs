@@ -216,3 +216,63 @@ async fn a_new_exit_ramps_up_per_provider() {
     assert_eq!((gmail.started_today, gmail.daily_cap), (1, Some(4)));
     t.stop();
 }
+
+/// At most `exit.provider_connections` deliveries to one provider at once:
+/// against a mail server that takes connections and never answers, two of
+/// four leaks to Gmail are being sent and the other two wait, while a
+/// leak to Yahoo still gets a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_provider_holds_at_most_its_share_of_connections() {
+    use super::provider::Provider;
+    // Accepts, and holds every connection open without a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestExit::start(
+        dir.path(),
+        [9; 32],
+        move |c| {
+            c.exit.smtp_url = format!("smtp://127.0.0.1:{port}");
+            c.exit.smtp_connections = 4;
+            c.exit.provider_connections = 2;
+            c.exit.smtp_timeout_secs = 600;
+        },
+        Arc::new(Vec::new),
+    )
+    .await;
+    let now = t.clock.now_ms();
+    for (i, to) in [
+        (1, "a@gmail.com"),
+        (2, "b@gmail.com"),
+        (3, "c@gmail.com"),
+        (4, "d@gmail.com"),
+        (5, "e@yahoo.com"),
+    ] {
+        t.deliver(leak_to(
+            &t.exit,
+            t.node_id,
+            now,
+            MessageId([i; 16]),
+            "I kept your letters.",
+            0,
+            to,
+        ))
+        .await;
+    }
+    let busy = |t: &TestExit| t.exit.lock_schedule().in_flight_by_provider();
+    until("three deliveries under way", || {
+        busy(&t).iter().sum::<usize>() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = busy(&t);
+    assert_eq!(busy[Provider::Gmail.index()], 2, "{busy:?}");
+    assert_eq!(busy[Provider::Yahoo.index()], 1, "{busy:?}");
+    held.abort();
+}
