@@ -9,6 +9,7 @@
 #   sasl2-bin, libsasl2-modules
 #                 Cyrus SASL's `saslpasswd2` and its PLAIN/LOGIN and sasldb
 #                 plugins: the test Postfix that requires AUTH (tests/src/mail/postfix.rs)
+#   dnsmasq-base  a private DNS server answering MX queries (tests/src/mail/dns.rs)
 #   tcpdump, iproute2 (ss)
 #                 (named by scripts/test.sh) capture what an agent emits on
 #                 loopback (tests/src/capture.rs)
@@ -23,7 +24,7 @@ installed() {
 }
 
 needed=()
-for pkg in postfix python3-dkim sasl2-bin libsasl2-modules; do
+for pkg in postfix python3-dkim sasl2-bin libsasl2-modules dnsmasq-base; do
     installed "$pkg" || needed+=("$pkg")
 done
 for pair in "$@"; do

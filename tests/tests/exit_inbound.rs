@@ -16,21 +16,23 @@ use leak_node::{
 use leak_protocol::{BounceClass, Outcome};
 use leak_tests::{
     exit::{Draft, Federation, Sender, Sent},
-    mail::{DeliveredMail, Postfix},
+    mail::{DeliveredMail, Dnsmasq, Postfix},
     wait_until,
 };
 use lettre::{Transport as _, address::Envelope};
 
 const RECEIPT: Duration = Duration::from_secs(60);
-/// The recipients' provider hosts these: one "other" domain and one that
-/// counts as Gmail.
-const DOMAINS: [&str; 2] = ["leak.test", "gmail.com"];
+/// The recipients' provider hosts these: one "other" domain, one that
+/// counts as Gmail by its name, and a company whose MX hosts are Google's.
+const DOMAINS: [&str; 3] = ["leak.test", "gmail.com", "company.test"];
 
-/// A and B, and the LMTP port the exit listens on.
+/// A and B, the LMTP port the exit listens on, and the DNS server that
+/// names company.test's MX host.
 struct Mail {
     a: Postfix,
     b: Postfix,
     lmtp: u16,
+    dns: Dnsmasq,
 }
 
 impl Mail {
@@ -78,7 +80,8 @@ impl Mail {
             "transport_maps = inline:{{exit.test=smtp:[127.0.0.1]:{}}}",
             a.port()
         )]);
-        Self { a, b, lmtp }
+        let dns = Dnsmasq::start(&[("company.test", "aspmx.l.google.com")]);
+        Self { a, b, lmtp, dns }
     }
 
     /// B's messages whose `X-Original-To` is `to`.
@@ -153,12 +156,13 @@ async fn notifications_reports_and_mail_to_the_exit() {
         clock: Some(clock.clone()),
         ..StartOptions::default()
     };
-    let (url, lmtp) = (mail.a.smtp_url(), mail.lmtp);
+    let (url, lmtp, dns) = (mail.a.smtp_url(), mail.lmtp, mail.dns.addr());
     let fed = Federation::start_with(dir.path(), 2, options, move |c| {
         c.exit.transport = Transport::Smtp;
         c.exit.smtp_url = url;
         c.exit.inbound_listen = format!("127.0.0.1:{lmtp}");
         c.exit.operator_address = "ops@leak.test".into();
+        c.exit.dns_resolver = dns;
         // One complaint among few deliveries crosses the threshold.
         c.exit.complaint_min_deliveries = 1;
     })
@@ -280,12 +284,22 @@ async fn notifications_reports_and_mail_to_the_exit() {
         receipt(&sender, &again, &mail).await,
         Outcome::RecipientOptedOut
     );
-    // Gmail waits; the other provider's mail goes on.
+    // Gmail waits, and so does the company whose MX hosts are Google's;
+    // the other provider's mail goes on.
     let ann = leak("ann@gmail.com").await;
+    let ann_at_work = leak("ann@company.test").await;
     let zoe2 = leak("zoe@leak.test").await;
     assert_eq!(receipt(&sender, &zoe2, &mail).await, Outcome::Delivered);
     assert!(sender.receipt(&ann, Duration::from_secs(2)).await.is_none());
+    assert!(
+        sender
+            .receipt(&ann_at_work, Duration::from_secs(1))
+            .await
+            .is_none()
+    );
     assert!(mail.at_b("ann@gmail.com").is_empty());
+    assert!(mail.at_b("ann@company.test").is_empty());
+    assert_eq!(exit.counts().unwrap().states.get("queued"), Some(&2));
 
     // postmaster@: forwarded to the operator, as an attachment.
     mail.send_to_a(

@@ -48,6 +48,10 @@ pub struct ExitConfig {
     /// Most deliveries to one destination provider at once (so one busy
     /// provider leaves connections for the others).
     pub provider_connections: u32,
+    /// The DNS resolver for recipients' MX hosts (which provider hosts a
+    /// domain): "" the system's, "off" none (by domain name only), or
+    /// `IP:PORT`.
+    pub dns_resolver: String,
     /// Seconds before an SMTP command times out.
     pub smtp_timeout_secs: u64,
     /// Most leaks per recipient per UTC day, if stricter than the policy's;
@@ -141,6 +145,7 @@ impl ExitConfig {
             smtp_ca_file: String::new(),
             smtp_connections: 4,
             provider_connections: 2,
+            dns_resolver: String::new(),
             smtp_timeout_secs: 60,
             per_recipient_per_day: 0,
             busy_leaks_per_hour: 3000,

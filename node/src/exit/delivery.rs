@@ -170,7 +170,18 @@ impl Exit {
         };
         let policy = self.policy();
         let recipient = policy.recipient_hash(&leak.recipient);
-        let provider = Provider::of_domain(leak.recipient.ascii_domain());
+        let now = self.now_ms();
+        let provider = self.mx.provider(leak.recipient.ascii_domain(), now).await;
+        if self.lock_schedule().provider(&id) != provider {
+            // Its MX hosts name another provider than its domain did: that
+            // provider's pause, pace and ramp apply.
+            let blocked = self.blocked_providers(now).0[provider.index()];
+            self.lock_schedule().set_provider(&id, provider);
+            if blocked {
+                self.lock_schedule().insert_to(now, id, provider);
+                return Ok(());
+            }
+        }
         let Ok(message) = self
             .composer
             .compose(&leak, &recipient, provider, policy.version())

@@ -43,6 +43,7 @@ pub mod error;
 pub mod http;
 pub mod inbound;
 mod intake;
+pub mod mx;
 mod notify;
 pub mod optout;
 pub mod postfix_config;
@@ -142,6 +143,8 @@ pub struct Exit {
     deadlines: Notify,
     /// The caps on forwards and explanations ([`inbound::reply`]).
     answers: Mutex<inbound::reply::Budget>,
+    /// Recipients' providers by MX.
+    mx: mx::MxProviders,
     clock: SharedClock,
 }
 
@@ -309,6 +312,7 @@ pub(crate) async fn start(
         inbound: inbound_listener.is_some(),
         deadlines: Notify::new(),
         answers: Mutex::new(answers),
+        mx: mx::MxProviders::from_config(&config)?,
         clock,
         config,
     });

@@ -111,6 +111,27 @@ impl Provider {
         Self::Other
     }
 
+    /// The provider whose servers a domain's MX hosts are, if any:
+    /// Google (`*.google.com`, `*.googlemail.com`), Microsoft
+    /// (`*.outlook.com`, `*.hotmail.com`), Yahoo (`*.yahoodns.net`,
+    /// `*.yahoo.com`, `*.aol.com`). The first host that names one decides.
+    pub fn of_mx_hosts(hosts: &[String]) -> Option<Self> {
+        const SUFFIXES: [(Provider, &[&str]); 3] = [
+            (Provider::Gmail, &["google.com", "googlemail.com"]),
+            (Provider::Microsoft, &["outlook.com", "hotmail.com"]),
+            (Provider::Yahoo, &["yahoodns.net", "yahoo.com", "aol.com"]),
+        ];
+        hosts.iter().find_map(|host| {
+            let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            SUFFIXES.iter().find_map(|(provider, suffixes)| {
+                suffixes
+                    .iter()
+                    .any(|s| host == *s || host.ends_with(&format!(".{s}")))
+                    .then_some(*provider)
+            })
+        })
+    }
+
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -566,5 +587,24 @@ mod tests {
         let mut damaged = Health::new(SETTINGS);
         assert!(!damaged.restore(b"{not json"));
         assert!(!damaged.is_paused(Provider::Yahoo));
+    }
+
+    #[test]
+    fn mx_hosts_name_their_provider() {
+        let of = |hosts: &[&str]| {
+            Provider::of_mx_hosts(&hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(of(&["aspmx.l.google.com."]), Some(Provider::Gmail));
+        assert_eq!(
+            of(&["univ-x-fr.mail.protection.outlook.com"]),
+            Some(Provider::Microsoft)
+        );
+        assert_eq!(of(&["mta7.am0.yahoodns.net"]), Some(Provider::Yahoo));
+        assert_eq!(
+            of(&["mx.example.org", "ALT1.ASPMX.L.GOOGLE.COM"]),
+            Some(Provider::Gmail)
+        );
+        assert_eq!(of(&["mx.notgoogle.com", "google.com.evil.test"]), None);
+        assert_eq!(of(&[]), None);
     }
 }

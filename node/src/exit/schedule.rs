@@ -58,6 +58,14 @@ impl Schedule {
         self.insert(at_ms, id);
     }
 
+    /// Sets the provider `id` goes to (its MX hosts told better than its
+    /// domain), if it is known here.
+    pub fn set_provider(&mut self, id: &MessageId, provider: Provider) {
+        if let Some(known) = self.provider.get_mut(id) {
+            *known = provider;
+        }
+    }
+
     /// The provider `id` goes to.
     pub fn provider(&self, id: &MessageId) -> Provider {
         self.provider.get(id).copied().unwrap_or(Provider::Other)

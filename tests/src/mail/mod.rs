@@ -45,6 +45,7 @@ use std::{
 use tempfile::TempDir;
 
 pub mod delivered;
+pub mod dns;
 pub mod instant_smtp;
 pub mod postfix;
 pub mod smtp_sink;
@@ -53,6 +54,7 @@ pub mod test_ca;
 
 pub use crate::ports::PORT_RANGE;
 pub use delivered::DeliveredMail;
+pub use dns::Dnsmasq;
 pub use instant_smtp::{Accepted, Transaction, start_instant_smtp};
 pub use postfix::{Postfix, PostfixBuilder};
 pub use smtp_sink::SmtpSink;
