@@ -278,7 +278,7 @@ async fn library_leak(
             .iter()
             .find_map(|r| open_receipt(&keys, r, message_id))
         {
-            assert_eq!(outcome, Outcome::Delivered);
+            assert_eq!(outcome, Outcome::Accepted);
             return LeakTimes {
                 built,
                 handed,
@@ -425,7 +425,7 @@ async fn command_run(
         let exited = start.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.contains(r#""outcome":"delivered""#),
+            out.status.success() && stdout.contains(r#""outcome":"accepted""#),
             "leak send: {}\n{stdout}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
@@ -489,12 +489,20 @@ async fn main() {
                 &smtp_url,
                 "--set",
                 "exit.http_listen=\"127.0.0.1:0\"",
+                // The bench's SMTP server sends no delivery notifications,
+                // and there is no outside DNS: a 250 gives `Accepted`.
+                "--set",
+                "exit.inbound_listen=\"\"",
+                "--set",
+                "exit.dns_resolver=\"off\"",
                 "--set",
                 "exit.max_rate=1000000.0",
                 "--set",
                 "exit.provider_max_rate=1000000.0",
                 "--set",
                 "exit.warmup_first_day=0",
+                "--set",
+                "exit.provider_connections=64",
             ],
         ));
         nodes
@@ -560,7 +568,7 @@ async fn main() {
             String::new(),
         ),
         (
-            "  receipt Delivered in the mailbox (2 ms polling)".into(),
+            "  receipt Accepted in the mailbox (2 ms polling)".into(),
             &library.receipt,
             String::new(),
         ),
@@ -570,7 +578,7 @@ async fn main() {
             String::new(),
         ),
         (
-            "leak send command: spawn -> exit with Delivered".into(),
+            "leak send command: spawn -> exit with Accepted".into(),
             &command.exited,
             String::new(),
         ),

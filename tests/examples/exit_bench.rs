@@ -154,6 +154,8 @@ async fn main() {
             "exit.provider_max_rate=1e9".to_owned(),
             "exit.warmup_first_day=0".to_owned(),
             "exit.min_rate=1.0".to_owned(),
+            // Every connection may go to the one provider of the bench.
+            format!("exit.provider_connections={connections}"),
         ],
         exit_cpu,
     )

@@ -106,6 +106,9 @@ pub fn exit_config(dir: &Path, bootstrap: Vec<libp2p::Multiaddr>, policy: &Polic
     // No inbound mail unless a test sets it up (`exit_inbound.rs`): a 250
     // over SMTP then ends a leak as `Accepted`.
     config.exit.inbound_listen = String::new();
+    // No outside DNS here: providers by domain name only, unless a test
+    // runs its own DNS server.
+    config.exit.dns_resolver = "off".into();
     config.exit.file_dir = dir.join("outbox").display().to_string();
     config.exit.retry_initial_secs = 1;
     config.exit.retry_max_secs = 2;
@@ -529,6 +532,7 @@ impl ProcessFederation {
             format!("exit.smtp_connections={connections}"),
             "exit.http_listen=\"127.0.0.1:0\"".to_owned(),
             "exit.inbound_listen=\"\"".to_owned(),
+            "exit.dns_resolver=\"off\"".to_owned(),
             "exit.receipt_delay_ms=0".to_owned(),
             format!("policy.file={:?}", policy_config.file),
             format!("policy.trusted_keys=[{:?}]", policy_config.trusted_keys[0]),

@@ -175,6 +175,7 @@ impl TestExit {
         config.exit.transport = Transport::Smtp;
         config.exit.smtp_url = "smtp://127.0.0.1:1".into();
         config.exit.inbound_listen = String::new();
+        config.exit.dns_resolver = "off".into();
         config.exit.http_listen = "127.0.0.1:0".into();
         configure(&mut config);
         std::fs::create_dir_all(dir).unwrap();

@@ -140,6 +140,8 @@ impl Federation {
             "--set",
             "exit.inbound_listen=\"\"",
             "--set",
+            "exit.dns_resolver=\"off\"",
+            "--set",
             "exit.receipt_delay_ms=0",
             "--set",
             &local,
