@@ -165,6 +165,7 @@ async fn notifications_reports_and_mail_to_the_exit() {
         c.exit.dns_resolver = dns;
         // One complaint among few deliveries crosses the threshold.
         c.exit.complaint_min_deliveries = 1;
+        c.exit.forward_per_hour = 1;
     })
     .await;
     let exit = fed.exit.node.exit().unwrap().clone();
@@ -258,6 +259,23 @@ async fn notifications_reports_and_mail_to_the_exit() {
     })
     .await;
     assert_eq!(fed.exit.node.metrics().exit_opt_outs.get(), 0);
+    // A failure notice for zoe's email, replayed after its success (to its
+    // real return path, as B's copy shows it): too late to change her
+    // sender's receipt; counted.
+    let return_path = mail.at_b("zoe@gmail.com")[0].header("Return-Path").unwrap();
+    let return_path = return_path.trim_matches(['<', '>', ' ']).to_owned();
+    assert!(return_path.starts_with("b-"), "{return_path}");
+    let replayed = forged_dsn.replace(&format!("b-{}", "ab".repeat(27)), "x");
+    mail.send_to_a(None, &return_path, replayed.as_bytes());
+    wait_until(Duration::from_secs(30), "the late notice counted", || {
+        let n = Metrics::get(
+            &fed.exit.node.metrics().exit_notifications,
+            "result",
+            "late",
+        );
+        async move { n == 1 }
+    })
+    .await;
 
     // A feedback-loop report about zoe's email: zoe opts out, and Gmail's
     // complaint rate (1 of 1) pauses Gmail, and only Gmail.
@@ -301,12 +319,15 @@ async fn notifications_reports_and_mail_to_the_exit() {
     assert!(mail.at_b("ann@company.test").is_empty());
     assert_eq!(exit.counts().unwrap().states.get("queued"), Some(&2));
 
-    // postmaster@: forwarded to the operator, as an attachment.
-    mail.send_to_a(
-        Some("someone@leak.test"),
-        "postmaster@exit.test",
-        b"From: someone@leak.test\r\nTo: postmaster@exit.test\r\nSubject: Hello\r\n\r\nAre you real?\r\n",
-    );
+    // postmaster@: forwarded to the operator, as an attachment; past the
+    // hour's cap (one, here), counted and not forwarded.
+    for _ in 0..2 {
+        mail.send_to_a(
+            Some("someone@leak.test"),
+            "postmaster@exit.test",
+            b"From: someone@leak.test\r\nTo: postmaster@exit.test\r\nSubject: Hello\r\n\r\nAre you real?\r\n",
+        );
+    }
     // An answer to the From address, by a person: an explanation back.
     mail.send_to_a(
         Some("zoe@leak.test"),
@@ -340,7 +361,17 @@ async fn notifications_reports_and_mail_to_the_exit() {
     );
     // Both left with the null return path: nothing can bounce back.
     assert_eq!(forward.header("Return-Path").as_deref(), Some("<>"));
-    assert_eq!(inbound(&fed, "postmaster"), 1);
+    wait_until(
+        Duration::from_secs(30),
+        "the second postmaster mail",
+        || {
+            let n = inbound(&fed, "not_forwarded");
+            async move { n == 1 }
+        },
+    )
+    .await;
+    assert_eq!(inbound(&fed, "postmaster"), 2);
+    assert_eq!(mail.at_b("ops@leak.test").len(), 1);
     assert_eq!(inbound(&fed, "reply"), 1);
     drop(exit);
     fed.shutdown().await;

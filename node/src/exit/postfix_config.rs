@@ -36,6 +36,7 @@ pub fn render(
         .into_iter()
         .collect();
     let locals = locals.join("|");
+    let max_message = super::inbound::lmtp::MAX_MESSAGE;
     let main_cf = format!(
         "# The exit's own mail server (leak-node postfix-config). Postfix 3.7 or
 # later: append to /etc/postfix/main.cf (a later line wins), then
@@ -68,7 +69,9 @@ smtp_destination_concurrency_limit = 5
 delay_warning_time = 4h
 bounce_queue_lifetime = 5d
 maximal_queue_lifetime = 5d
-message_size_limit = 1048576
+# The most the exit takes (256 KiB): larger mail is refused during the SMTP
+# session, never accepted and then bounced.
+message_size_limit = {max_message}
 
 # Inbound: mail for {domain} (notifications, feedback-loop reports,
 # postmaster@, abuse@, answers to the From address) goes to the exit over
