@@ -91,7 +91,11 @@ if [ "${BENCH_E2E:-1}" != 0 ]; then
     rm -f "$e2e_json" "$e2e_table"
     # It runs the leak-node and leak binaries.
     if ! { cargo build --release --locked -p leak-node -p leak-client --bins &&
-        cargo run --release --locked -p leak-tests --example e2e_bench -- --json "$e2e_json" >"$e2e_table"; }; then
+        cargo run --release --locked -p leak-tests --example e2e_bench -- --json "$e2e_json" >"$e2e_table" &&
+        # Again without the relays' batch gathering (the defaults' rows are
+        # mostly that wait at a mixing delay of 0).
+        { echo; echo "the same, every node with limits.batch_gather_ms = 0:";
+            cargo run --release --locked -p leak-tests --example e2e_bench -- --batch-gather-ms 0; } >>"$e2e_table"; }; then
         echo "the end-to-end benchmark failed; its table is left out" >&2
         e2e_failed=1
         e2e_json=""
