@@ -45,8 +45,8 @@ pub struct ExitConfig {
     pub smtp_ca_file: String,
     /// Most SMTP connections kept open and used at once.
     pub smtp_connections: u32,
-    /// Most deliveries to one destination provider at once (so one busy
-    /// provider leaves connections for the others).
+    /// Most leaks to one destination provider holding an SMTP connection
+    /// at once (so one busy provider leaves connections for the others).
     pub provider_connections: u32,
     /// The DNS resolver for recipients' MX hosts (which provider hosts a
     /// domain): "" the system's, "off" none (by domain name only), or

@@ -6,7 +6,13 @@
 //! [`Schedule`]: super::schedule::Schedule
 //! [`Pace`]: super::schedule::Pace
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use leak_protocol::{BounceClass, Leak, MessageId, Outcome, ReplyBlock, payload::LeakDecodeError};
 use lettre::address::Envelope;
@@ -27,6 +33,36 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Most leaks in flight at once per SMTP connection: being read, sent, or
 /// waiting for their outcome's commit (which holds no connection).
 const IN_FLIGHT_PER_CONNECTION: usize = 8;
+/// An SMTP connection held by one leak's attempt, counted against the
+/// leak's provider; both are given back when it is dropped (once the SMTP
+/// exchange is over, before the outcome's commit).
+pub(super) struct Connection {
+    _permit: OwnedSemaphorePermit,
+    _sending: ProviderSending,
+}
+
+/// One leak being sent to a provider ([`Exit::provider_sending`]).
+pub(super) struct ProviderSending {
+    counts: Arc<[AtomicUsize; 4]>,
+    index: usize,
+}
+
+impl ProviderSending {
+    fn start(counts: &Arc<[AtomicUsize; 4]>, provider: Provider) -> Self {
+        counts[provider.index()].fetch_add(1, Ordering::AcqRel);
+        Self {
+            counts: counts.clone(),
+            index: provider.index(),
+        }
+    }
+}
+
+impl Drop for ProviderSending {
+    fn drop(&mut self) {
+        self.counts[self.index].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The code recorded for an attempt that failed on the exit's side (its
 /// storage), not the mail server's.
 const LOCAL_FAILURE: &str = "local";
@@ -51,13 +87,12 @@ impl Exit {
                 };
                 let now_ms = self.now_ms();
                 let (mut blocked, ready_in) = self.blocked_providers(now_ms);
-                // At most `exit.provider_connections` deliveries to one
-                // provider at once: the others keep connections free (a
-                // landing delivery wakes this loop).
-                let busy = self.lock_schedule().in_flight_by_provider();
+                // At most `exit.provider_connections` leaks to one provider
+                // hold a connection at once: the others keep connections
+                // free (a connection given back wakes this loop).
                 let per_provider = self.config.exit.provider_connections.max(1) as usize;
-                for (blocked, busy) in blocked.iter_mut().zip(busy) {
-                    *blocked |= busy >= per_provider;
+                for (blocked, busy) in blocked.iter_mut().zip(self.provider_sending.iter()) {
+                    *blocked |= busy.load(Ordering::Acquire) >= per_provider;
                 }
                 if let Some(ready_in) = ready_in {
                     wait_ms = wait_ms.min(ready_in.max(1));
@@ -86,7 +121,11 @@ impl Exit {
                     break;
                 };
                 self.starting(provider, now_ms);
-                running.spawn(self.clone().deliver(id, permit));
+                let connection = Connection {
+                    _permit: permit,
+                    _sending: ProviderSending::start(&self.provider_sending, provider),
+                };
+                running.spawn(self.clone().deliver(id, connection));
             }
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -119,7 +158,7 @@ impl Exit {
     /// One delivery attempt of a queued leak (marked in flight by the
     /// schedule); `connection` is given back once the SMTP exchange is
     /// over. Whatever fails, the leak ends or is scheduled again.
-    async fn deliver(self: Arc<Self>, id: MessageId, connection: OwnedSemaphorePermit) {
+    async fn deliver(self: Arc<Self>, id: MessageId, connection: Connection) {
         // Quick (a read transaction): done here rather than on another thread.
         let failed = match self.store.lookup(&id) {
             Ok(Known::Queued(entry)) => match self.attempt(id, &entry, connection).await {
@@ -144,7 +183,7 @@ impl Exit {
         self: &Arc<Self>,
         id: MessageId,
         entry: &Entry,
-        connection: OwnedSemaphorePermit,
+        connection: Connection,
     ) -> Result<(), ExitError> {
         // One read of a slot of the spool, in the page cache: done here.
         let Some(body) = self.store.body(&id)? else {

@@ -134,6 +134,8 @@ pub struct Exit {
     health: Mutex<Health>,
     /// The sending pace to each provider (by [`Provider::index`]).
     provider_pace: Mutex<[Pace; 4]>,
+    /// Leaks holding an SMTP connection, per provider.
+    provider_sending: Arc<[std::sync::atomic::AtomicUsize; 4]>,
     /// The load, and the stamp bits asked beyond the policy's.
     surcharge: Mutex<surcharge::Surcharge>,
     /// Whether the exit takes inbound mail (LMTP): then it asks its mail
@@ -308,6 +310,7 @@ pub(crate) async fn start(
         pace: Mutex::new(pace),
         health: Mutex::new(health),
         provider_pace: Mutex::new(provider_pace),
+        provider_sending: Arc::new(Default::default()),
         surcharge: Mutex::new(surcharge),
         inbound: inbound_listener.is_some(),
         deadlines: Notify::new(),
