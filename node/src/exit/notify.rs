@@ -32,6 +32,11 @@ use crate::metrics::Metrics;
 /// bounce at once (30 days).
 pub const SUPPRESS_UNKNOWN_MS: u64 = 30 * 86_400_000;
 
+/// How often, and how far apart, a notification that came before its
+/// leak's wait was recorded is tried again (10 s in all).
+const EARLY_RETRIES: u32 = 100;
+const EARLY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Longest sleep of the deadline loop (so a clock moved by tests or
 /// resumed after a suspend is noticed).
 const DEADLINE_POLL: Duration = Duration::from_secs(5);
@@ -154,7 +159,17 @@ impl Exit {
                 return Ok(());
             }
         };
-        let resolved = self.resolve(id, outcome, state).await?;
+        let mut resolved = self.resolve(id, outcome.clone(), state).await?;
+        // A notification can overtake the record of the wait it ends (the
+        // mail server answered 250 and notified before the exit committed
+        // what it sent): while the leak is still being sent, look again.
+        for _ in 0..EARLY_RETRIES {
+            if resolved.is_some() || !self.lock_schedule().in_flight(&id) {
+                break;
+            }
+            tokio::time::sleep(EARLY_PAUSE).await;
+            resolved = self.resolve(id, outcome.clone(), state).await?;
+        }
         Metrics::count(
             &self.metrics.exit_notifications,
             "result",
