@@ -247,19 +247,32 @@ impl Header for ListUnsubscribePost {
     }
 }
 
-/// `Auto-Submitted: auto-generated` (RFC 3834): no auto-replies to the exit.
+/// `Auto-Submitted` (RFC 3834): `auto-generated` on every leak (no
+/// auto-replies to the exit), `auto-replied` on the exit's answers to
+/// inbound mail.
 #[derive(Debug, Clone)]
-struct AutoSubmitted;
+pub(crate) enum AutoSubmitted {
+    Generated,
+    Replied,
+}
 
 impl Header for AutoSubmitted {
     fn name() -> HeaderName {
         HeaderName::new_from_ascii_str("Auto-Submitted")
     }
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self)
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(if s.trim() == "auto-replied" {
+            Self::Replied
+        } else {
+            Self::Generated
+        })
     }
     fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-generated".to_owned())
+        let value = match self {
+            Self::Generated => "auto-generated",
+            Self::Replied => "auto-replied",
+        };
+        HeaderValue::new(Self::name(), value.to_owned())
     }
 }
 
@@ -385,7 +398,7 @@ impl Composer {
             .date_now()
             .header(ListUnsubscribe(format!("<{opt_out}>")))
             .header(ListUnsubscribePost)
-            .header(AutoSubmitted)
+            .header(AutoSubmitted::Generated)
             .header(FeedbackId(self.feedback_id(leak, policy_version)))
             .header(lettre::message::header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN)

@@ -11,14 +11,14 @@ use leak_protocol::crypto::{SymmetricKey, derive_key, mac};
 use lettre::{
     Message,
     address::Envelope,
-    message::{
-        Attachment, Mailbox, MultiPart, SinglePart,
-        header::{ContentType, Header, HeaderName, HeaderValue},
-    },
+    message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType},
 };
 
 use super::Recipient;
-use crate::{exit::Exit, metrics::Metrics};
+use crate::{
+    exit::{Exit, email::AutoSubmitted},
+    metrics::Metrics,
+};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 86_400_000;
@@ -97,22 +97,6 @@ impl Budget {
     }
 }
 
-/// `Auto-Submitted: auto-replied` (RFC 3834).
-#[derive(Debug, Clone)]
-struct AutoReplied;
-
-impl Header for AutoReplied {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self)
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-replied".to_owned())
-    }
-}
-
 impl Exit {
     /// Forwards mail for postmaster@ or abuse@ to the operator, as an
     /// attachment, if an address is configured and the hour's cap allows.
@@ -179,7 +163,7 @@ impl Exit {
             ))
             .to(to)
             .subject("About your answer to a Leak message")
-            .header(AutoReplied)
+            .header(AutoSubmitted::Replied)
             .header(ContentType::TEXT_PLAIN)
             .body(EXPLANATION.to_owned());
         if let Ok(message) = message {
