@@ -63,6 +63,11 @@ pub fn describe(outcome: &Outcome, exit_domain: &str) -> (Status, String) {
                 bounce_reason(*class)
             ),
         ),
+        Outcome::ThreadEnded => (
+            Status::Refused,
+            "ThreadEnded: the recipient ended this conversation; follow-ups are not delivered"
+                .to_owned(),
+        ),
     }
 }
 

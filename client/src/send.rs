@@ -233,6 +233,7 @@ pub async fn send(
                 text: &draft.text,
                 policy_version: policy.version(),
                 stamp,
+                answer_to: None,
             },
             &route.forward,
             &route.reply,

@@ -266,6 +266,7 @@ mod outcome_serde {
             "bounced_mailbox_full" => Outcome::BouncedWith(BounceClass::MailboxFull),
             "bounced_policy" => Outcome::BouncedWith(BounceClass::Policy),
             "bounced_other" => Outcome::BouncedWith(BounceClass::Other),
+            "thread_ended" => Outcome::ThreadEnded,
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown outcome {other:?}"
@@ -288,6 +289,7 @@ pub fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::BouncedWith(BounceClass::MailboxFull) => "bounced_mailbox_full",
         Outcome::BouncedWith(BounceClass::Policy) => "bounced_policy",
         Outcome::BouncedWith(BounceClass::Other) => "bounced_other",
+        Outcome::ThreadEnded => "thread_ended",
     }
 }
 

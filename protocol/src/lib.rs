@@ -32,6 +32,7 @@
 //! `testvectors/` pin it to this code byte for byte.
 
 pub mod address;
+pub mod answers;
 pub mod cover;
 pub mod crypto;
 pub mod directory;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     address::{AddressError, Recipient},
+    answers::{ANSWER_TO_LEN, AnswerTo},
     reply::ReplyBlock,
     sphinx::MESSAGE_CAPACITY,
 };
@@ -44,6 +45,10 @@ pub enum Kind {
     /// with cover along the reply block it carries, as it answers a leak
     /// with a receipt.
     Echo = 4,
+    /// A [`crate::answers::Fetch`]: a sender asks the exit for an answer.
+    Fetch = 5,
+    /// A [`crate::answers::FetchReply`]: the exit's reply to a fetch.
+    Answers = 6,
 }
 
 /// A random identifier the client gives a leak; retransmissions keep it, so
@@ -164,6 +169,9 @@ pub struct Leak {
     pub stamp: Stamp,
     /// Where the receipt goes.
     pub reply_block: ReplyBlock,
+    /// How the recipient's answers reach the sender; `None`: the leak
+    /// cannot be answered.
+    pub answer_to: Option<AnswerTo>,
 }
 
 /// Redacted: recipient and text must never reach a log line by accident.
@@ -204,6 +212,9 @@ pub enum Outcome {
     /// The recipient's mail system refused it permanently, for this kind of
     /// reason (from the SMTP answer or the delivery status notification).
     BouncedWith(BounceClass),
+    /// A follow-up in a conversation whose recipient ended it: not
+    /// delivered.
+    ThreadEnded,
 }
 
 /// Why a recipient's mail system refused a leak, as far as its answer
@@ -337,7 +348,7 @@ struct LeakWire<'a> {
     reply_block: ReplyBlock,
 }
 
-fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, PayloadError> {
+pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, PayloadError> {
     let mut out = vec![FORMAT_VERSION, kind as u8];
     let body = postcard::to_allocvec(value).map_err(|_| PayloadError::Malformed)?;
     out.extend_from_slice(&body);
@@ -350,7 +361,23 @@ fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, PayloadError> 
     Ok(out)
 }
 
-fn decode<'a, T: Deserialize<'a>>(kind: Kind, bytes: &'a [u8]) -> Result<T, PayloadError> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(
+    kind: Kind,
+    bytes: &'a [u8],
+) -> Result<T, PayloadError> {
+    let (value, rest) = decode_prefix(kind, bytes)?;
+    if !rest.is_empty() {
+        return Err(PayloadError::TrailingBytes);
+    }
+    Ok(value)
+}
+
+/// Decodes a message of `kind` at the start of `bytes`; returns it and
+/// the bytes after it.
+fn decode_prefix<'a, T: Deserialize<'a>>(
+    kind: Kind,
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), PayloadError> {
     let [version, got, body @ ..] = bytes else {
         return Err(PayloadError::Truncated);
     };
@@ -363,11 +390,37 @@ fn decode<'a, T: Deserialize<'a>>(kind: Kind, bytes: &'a [u8]) -> Result<T, Payl
             got: *got,
         });
     }
-    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| PayloadError::Malformed)?;
-    if !rest.is_empty() {
-        return Err(PayloadError::TrailingBytes);
+    postcard::take_from_bytes(body).map_err(|_| PayloadError::Malformed)
+}
+
+/// A leak's optional last field ([`AnswerTo`]): absent in leaks that
+/// cannot be answered (and in every leak encoded before answers existed,
+/// which therefore decode unchanged), else its fixed 64 bytes.
+fn answer_to_from(rest: &[u8]) -> Result<Option<AnswerTo>, PayloadError> {
+    match rest.len() {
+        0 => Ok(None),
+        ANSWER_TO_LEN => postcard::from_bytes(rest)
+            .map(Some)
+            .map_err(|_| PayloadError::Malformed),
+        _ => Err(PayloadError::TrailingBytes),
     }
-    Ok(value)
+}
+
+fn with_answer_to(
+    mut encoded: Vec<u8>,
+    answer_to: Option<&AnswerTo>,
+) -> Result<Vec<u8>, PayloadError> {
+    if let Some(answer_to) = answer_to {
+        let tail = postcard::to_allocvec(answer_to).map_err(|_| PayloadError::Malformed)?;
+        encoded.extend_from_slice(&tail);
+        if encoded.len() > MESSAGE_CAPACITY {
+            return Err(PayloadError::TooLarge {
+                len: encoded.len(),
+                max: MESSAGE_CAPACITY,
+            });
+        }
+    }
+    Ok(encoded)
 }
 
 /// The kind byte of an encoded payload, if it has a known version.
@@ -377,6 +430,8 @@ pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
         [FORMAT_VERSION, 2, ..] => Some(Kind::Receipt),
         [FORMAT_VERSION, 3, ..] => Some(Kind::Cover),
         [FORMAT_VERSION, 4, ..] => Some(Kind::Echo),
+        [FORMAT_VERSION, 5, ..] => Some(Kind::Fetch),
+        [FORMAT_VERSION, 6, ..] => Some(Kind::Answers),
         _ => None,
     }
 }
@@ -419,8 +474,9 @@ impl Leak {
     /// invalid (an address, the text, the relationship, bad UTF-8), returns
     /// what is needed to refuse it with a reason instead of dropping it.
     pub fn decode_or_reject(bytes: &[u8]) -> Result<Self, LeakDecodeError> {
-        let wire: LenientLeakWire<'_> =
-            decode(Kind::Leak, bytes).map_err(LeakDecodeError::Unanswerable)?;
+        let (wire, rest): (LenientLeakWire<'_>, _) =
+            decode_prefix(Kind::Leak, bytes).map_err(LeakDecodeError::Unanswerable)?;
+        let answer_to = answer_to_from(rest).map_err(LeakDecodeError::Unanswerable)?;
         let invalid = |error| LeakDecodeError::Invalid {
             message_id: wire.message_id,
             reply_block: Box::new(wire.reply_block.clone()),
@@ -444,6 +500,7 @@ impl Leak {
             policy_version: wire.policy_version,
             stamp: wire.stamp,
             reply_block: wire.reply_block,
+            answer_to,
         })
     }
 
@@ -497,7 +554,7 @@ impl Leak {
     /// Encodes the leak, checking its text first.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         validate_text(&self.text)?;
-        encode(
+        let encoded = encode(
             Kind::Leak,
             &LeakWire {
                 message_id: self.message_id,
@@ -508,12 +565,14 @@ impl Leak {
                 stamp: self.stamp,
                 reply_block: self.reply_block.clone(),
             },
-        )
+        )?;
+        with_answer_to(encoded, self.answer_to.as_ref())
     }
 
     /// Decodes and validates a leak from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
-        let wire: LeakWire<'_> = decode(Kind::Leak, bytes)?;
+        let (wire, rest): (LeakWire<'_>, _) = decode_prefix(Kind::Leak, bytes)?;
+        let answer_to = answer_to_from(rest)?;
         let recipient = Recipient::parse(wire.recipient)?;
         validate_text(wire.text)?;
         Ok(Self {
@@ -524,6 +583,7 @@ impl Leak {
             policy_version: wire.policy_version,
             stamp: wire.stamp,
             reply_block: wire.reply_block,
+            answer_to,
         })
     }
 }

@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     address::Recipient,
+    answers::AnswerTo,
     payload::{Leak, MessageId, PayloadError, Relationship, Stamp},
     reply::{ReplyKeys, build_reply_block},
     sphinx::{BuildError, MailboxId, Packet, PathHop, build_packet},
@@ -41,6 +42,8 @@ pub struct LeakContents<'a> {
     /// The anti-abuse stamp, bound to the recipient, the exit, the message
     /// id and the day.
     pub stamp: Stamp,
+    /// How answers reach the sender (`None`: the leak cannot be answered).
+    pub answer_to: Option<AnswerTo>,
 }
 
 /// Redacted: the recipient and the text never reach a log line.
@@ -98,6 +101,7 @@ pub fn seal_leak<R: CryptoRng + ?Sized>(
         policy_version: contents.policy_version,
         stamp: contents.stamp,
         reply_block,
+        answer_to: contents.answer_to,
     };
     let encoded = leak.encode().map(Zeroizing::new);
     drop(Zeroizing::new(leak.text));

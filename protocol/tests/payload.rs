@@ -42,6 +42,7 @@ fn leak(recipient: &str, text: &str) -> Leak {
             nonce: u64::MAX,
         },
         reply_block: reply_block("leak"),
+        answer_to: None,
     }
 }
 
@@ -62,10 +63,15 @@ fn largest_leak_fits_in_one_packet() {
     // Multi-byte characters up to exactly the limit.
     let text = "é".repeat(MAX_TEXT_LEN / 2);
     assert_eq!(text.len(), MAX_TEXT_LEN);
-    let leak = leak(&recipient, &text);
+    let mut leak = leak(&recipient, &text);
+    // SPEC.md §11 states both sizes.
+    assert_eq!(leak.encode().unwrap().len(), 3398);
+    leak.answer_to = Some(leak_protocol::answers::AnswerTo {
+        key: [5; 32],
+        inbox: leak_protocol::answers::InboxId([6; 32]),
+    });
     let encoded = leak.encode().unwrap();
-    // SPEC.md §11 states this size.
-    assert_eq!(encoded.len(), 3398);
+    assert_eq!(encoded.len(), 3462);
     assert!(
         encoded.len() <= MESSAGE_CAPACITY,
         "{} > {MESSAGE_CAPACITY}",
@@ -328,6 +334,7 @@ fn a_sealed_leak_reaches_the_exit_and_its_receipt_opens() {
         text: "You were right about the budget.",
         policy_version: 1,
         stamp: Stamp { epoch: 3, nonce: 4 },
+        answer_to: None,
     };
     let capability = [5u8; 32];
     let mut rng = ByteRng::from_label("seal", 4096);

@@ -119,6 +119,7 @@ fn contents(recipient: &Recipient) -> LeakContents<'_> {
             epoch: 20_000,
             nonce: 77,
         },
+        answer_to: None,
     }
 }
 

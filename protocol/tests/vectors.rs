@@ -239,6 +239,7 @@ fn payload_encodings() {
             nonce: 1_234_567,
         },
         reply_block: block.clone(),
+        answer_to: None,
     };
     let receipts = [
         Outcome::Delivered,
@@ -252,6 +253,7 @@ fn payload_encodings() {
         Outcome::Accepted,
         Outcome::BouncedWith(BounceClass::UnknownUser),
         Outcome::BouncedWith(BounceClass::Other),
+        Outcome::ThreadEnded,
     ]
     .into_iter()
     .map(|outcome| {
@@ -271,6 +273,7 @@ fn payload_encodings() {
             Outcome::Bounced => ("Bounced", None, None),
             Outcome::Accepted => ("Accepted", None, None),
             Outcome::BouncedWith(_) => ("BouncedWith", None, None),
+            Outcome::ThreadEnded => ("ThreadEnded", None, None),
         };
         let class = match &r.outcome {
             Outcome::BouncedWith(class) => Some(format!("{class:?}")),
@@ -288,6 +291,7 @@ fn payload_encodings() {
     .collect::<Vec<_>>();
     let encoded = leak.encode().unwrap();
     assert_eq!(Leak::decode(&encoded).unwrap(), leak);
+    let answers = answer_vectors(&leak, &block, &mut rng);
     check(
         "payloads.json",
         json!({
@@ -303,8 +307,76 @@ fn payload_encodings() {
                 "encoded": hex::encode(&encoded),
             },
             "receipts": receipts,
+            "answers": answers,
         }),
     );
+}
+
+/// An answerable leak (the same leak with an [`AnswerTo`] appended), a
+/// fetch, a sealed answer and the exit's reply carrying it.
+fn answer_vectors(leak: &Leak, block: &leak_protocol::ReplyBlock, rng: &mut ByteRng) -> Value {
+    use leak_protocol::answers::{
+        Answer, AnswerTo, AnswerVia, Fetch, FetchReply, InboxId, SealedAnswer, ThreadState,
+        open_answer, seal_answer,
+    };
+    let capability: [u8; 32] = label_bytes("inbox capability", 32).try_into().unwrap();
+    let secret: [u8; 32] = label_bytes("answer secret", 32).try_into().unwrap();
+    let answer_to = AnswerTo {
+        key: leak_protocol::crypto::x25519_public(&secret),
+        inbox: InboxId::from_capability(&capability),
+    };
+    let answerable = Leak {
+        answer_to: Some(answer_to),
+        ..leak.clone()
+    };
+    let encoded_leak = answerable.encode().unwrap();
+    assert_eq!(Leak::decode(&encoded_leak).unwrap(), answerable);
+    let fetch = Fetch {
+        capability,
+        ack: 2,
+        reply_block: block.clone(),
+    };
+    let encoded_fetch = fetch.encode().unwrap();
+    assert_eq!(Fetch::decode(&encoded_fetch).unwrap(), fetch);
+    let answer = Answer {
+        via: AnswerVia::Email,
+        received_minute: 29_630_880,
+        text: "Thank you. Who is this?".into(),
+        dropped_attachments: 1,
+    };
+    let sealed = seal_answer(&answer_to.key, &answer, rng).unwrap();
+    assert_eq!(open_answer(&secret, &sealed).unwrap(), answer);
+    let reply = FetchReply {
+        state: ThreadState::Open,
+        answer: Some(SealedAnswer {
+            seq: 3,
+            sealed: sealed.clone(),
+        }),
+        waiting: 1,
+    };
+    let encoded_reply = reply.encode().unwrap();
+    assert_eq!(FetchReply::decode(&encoded_reply).unwrap(), reply);
+    json!({
+        "capability": hex::encode(capability),
+        "inbox": hex::encode(answer_to.inbox.0),
+        "answer_secret": hex::encode(secret),
+        "answer_key": hex::encode(answer_to.key),
+        "leak_encoded": hex::encode(&encoded_leak),
+        "fetch": { "ack": fetch.ack, "encoded": hex::encode(&encoded_fetch) },
+        "answer": {
+            "via": "Email",
+            "received_minute": answer.received_minute,
+            "text": answer.text,
+            "dropped_attachments": answer.dropped_attachments,
+            "sealed": hex::encode(&sealed),
+        },
+        "reply": {
+            "state": "Open",
+            "seq": 3,
+            "waiting": 1,
+            "encoded": hex::encode(&encoded_reply),
+        },
+    })
 }
 
 /// The vectors are also checked independently of the generator: every

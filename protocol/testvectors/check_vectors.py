@@ -295,6 +295,51 @@ def main():
     block = bytes.fromhex(payloads["leak"]["reply_block"])
     assert block[32] == VERSION and payloads["leak"]["reply_block"] in payloads["leak"]["encoded"]
     print("payloads.json: the leak's reply block is a version 2 header")
+    check_answers(payloads["answers"], payloads["leak"])
+    print("payloads.json: the answer vectors re-derived (§11.1)")
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def check_answers(v, leak):
+    capability = bytes.fromhex(v["capability"])
+    inbox = derive_key("leak.answers v1 2026-12 inbox id", capability)
+    assert inbox.hex() == v["inbox"], "inbox id"
+    secret = X25519PrivateKey.from_private_bytes(bytes.fromhex(v["answer_secret"]))
+    key = secret.public_key().public_bytes_raw()
+    assert key.hex() == v["answer_key"], "answer key"
+    # The answerable leak: the plain leak's bytes, then key and inbox.
+    assert v["leak_encoded"] == leak["encoded"] + key.hex() + inbox.hex(), "leak with answer-to"
+    # The fetch: version, kind 5, capability, ack, the reply block as bytes.
+    block = bytes.fromhex(leak["reply_block"])
+    fetch = bytes([1, 5]) + capability + varint(v["fetch"]["ack"]) + varint(len(block)) + block
+    assert fetch.hex() == v["fetch"]["encoded"], "fetch encoding"
+    # The sealed answer opens with the secret to the stated answer.
+    sealed = bytes.fromhex(v["answer"]["sealed"])
+    ephemeral = sealed[:32]
+    shared = secret.exchange(X25519PublicKey.from_public_bytes(ephemeral))
+    k = derive_key("leak.answers v1 2026-12 answer seal", shared + ephemeral + key)
+    plain = ChaCha20Poly1305(k).decrypt(bytes(12), sealed[32:], b"leak.answers v1 answer")
+    a = v["answer"]
+    text = a["text"].encode()
+    expected = bytes([{"Web": 0, "Email": 1}[a["via"]]]) + varint(a["received_minute"])
+    expected += varint(len(text)) + text + bytes([a["dropped_attachments"]])
+    assert plain == expected, "answer plaintext"
+    # The reply: version, kind 6, state, Some(seq, sealed), waiting.
+    r = v["reply"]
+    reply = bytes([1, 6, {"Open": 0, "Ended": 1, "Unknown": 2}[r["state"]], 1]) + varint(r["seq"])
+    reply += varint(len(sealed)) + sealed + varint(r["waiting"])
+    assert reply.hex() == r["encoded"], "fetch reply encoding"
 
 
 if __name__ == "__main__":

@@ -258,6 +258,7 @@ async fn library_leak(
             text: TEXT,
             policy_version: policy.version(),
             stamp,
+            answer_to: None,
         },
         &route.forward,
         &route.reply,

@@ -381,6 +381,7 @@ impl Sender {
                 text: draft.text,
                 policy_version: self.policy.version(),
                 stamp,
+                answer_to: None,
             },
             &forward,
             &reply,

@@ -251,6 +251,7 @@ async fn refusals_name_their_rule() {
             policy_version: 1,
             stamp,
             reply_block: block.clone(),
+            answer_to: None,
         }
         .encode()
         .unwrap()

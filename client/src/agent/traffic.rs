@@ -142,6 +142,7 @@ pub fn build_leak<R: CryptoRng + ?Sized>(
             text: leak.text,
             policy_version: leak.policy_version,
             stamp: leak.stamp,
+            answer_to: None,
         },
         &route.forward,
         &route.reply,

@@ -109,6 +109,7 @@ fn encode_leak(
         policy_version: exit.policy().version(),
         stamp,
         reply_block,
+        answer_to: None,
     }
     .encode()
     .unwrap()

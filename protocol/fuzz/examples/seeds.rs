@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 nonce: 12_345,
             },
             reply_block: block.clone(),
+            answer_to: None,
         },
         Leak {
             message_id: MessageId([0x22; 16]),
@@ -56,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 epoch: u64::MAX,
                 nonce: 0,
             },
-            reply_block: block,
+            reply_block: block.clone(),
+            answer_to: Some(leak_protocol::answers::AnswerTo {
+                key: leak_protocol::crypto::x25519_public(&[7; 32]),
+                inbox: leak_protocol::answers::InboxId::from_capability(&[8; 32]),
+            }),
         },
     ];
     for (i, leak) in leaks.iter().enumerate() {
@@ -79,6 +84,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             outcome,
         };
         write("decode_receipt", &format!("valid_{i}"), &receipt.encode()?)?;
+    }
+
+    {
+        use leak_protocol::answers::{
+            Answer, AnswerVia, Fetch, FetchReply, SealedAnswer, ThreadState, seal_answer,
+        };
+        let fetch = Fetch {
+            capability: [8; 32],
+            ack: 1,
+            reply_block: block.clone(),
+        };
+        write("decode_answers", "fetch", &fetch.encode()?)?;
+        let answer = Answer {
+            via: AnswerVia::Web,
+            received_minute: 29_000_000,
+            text: "Merci. Qui es-tu ?".into(),
+            dropped_attachments: 0,
+        };
+        let key = leak_protocol::crypto::x25519_public(&[7; 32]);
+        let sealed = seal_answer(&key, &answer, &mut DetRng::new(7))?;
+        write("decode_answers", "sealed", &sealed)?;
+        let reply = FetchReply {
+            state: ThreadState::Open,
+            answer: Some(SealedAnswer { seq: 1, sealed }),
+            waiting: 0,
+        };
+        write("decode_answers", "reply", &reply.encode()?)?;
     }
 
     for (i, address) in [

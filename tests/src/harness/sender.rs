@@ -153,6 +153,7 @@ impl VirtualSender {
                 text: &leak.text,
                 policy_version: settings.policy_version,
                 stamp: Stamp { epoch: 0, nonce: 0 },
+                answer_to: None,
             },
             &route.forward,
             &route.reply,
