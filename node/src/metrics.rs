@@ -74,6 +74,12 @@ pub struct Metrics {
     /// postmaster, abuse, reply, forwarded, answered, unverified,
     /// malformed, too_large, dropped).
     pub exit_inbound: Family<Labels, Counter>,
+    /// Recipients' answers, by what became of them (stored, refused,
+    /// ended, unknown, flood, full, invalid, bad_token).
+    pub exit_answers: Family<Labels, Counter>,
+    /// Senders' fetches of answers, by result (answer, empty, unknown,
+    /// invalid).
+    pub exit_fetches: Family<Labels, Counter>,
     /// This node's own loops sent.
     pub loops_sent: Counter,
     /// This node's loops that came back.
@@ -233,6 +239,18 @@ impl Metrics {
             "Mail that reached the exit's domain, by kind",
             exit_inbound.clone(),
         );
+        let exit_answers = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_answers",
+            "Recipients' answers to leaks, by what became of them",
+            exit_answers.clone(),
+        );
+        let exit_fetches = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_fetches",
+            "Senders' fetches of answers, by result",
+            exit_fetches.clone(),
+        );
         let exit_receipts = Counter::default();
         registry.register(
             "exit_receipts",
@@ -292,6 +310,8 @@ impl Metrics {
             exit_receipts,
             exit_notifications,
             exit_inbound,
+            exit_answers,
+            exit_fetches,
             loops_sent,
             loops_returned,
             loops_lost,

@@ -128,6 +128,15 @@ pub struct ExitConfig {
     /// to people who answer the From address, per hour each (a flood at
     /// postmaster@ is counted, not forwarded).
     pub forward_per_hour: u32,
+    /// How long the exit keeps a conversation's answers for its sender
+    /// (each answer, from its arrival) and the conversation itself (from
+    /// its last leak or answer), in days.
+    pub answer_keep_days: u32,
+    /// Most answers one conversation takes per UTC day (a flood is
+    /// refused and counted).
+    pub answers_per_day: u32,
+    /// Most answers one conversation keeps waiting for its sender.
+    pub answers_waiting: u32,
 }
 
 impl ExitConfig {
@@ -172,6 +181,9 @@ impl ExitConfig {
             notify_wait_secs: 1800,
             operator_address: String::new(),
             forward_per_hour: 20,
+            answer_keep_days: 30,
+            answers_per_day: 10,
+            answers_waiting: 50,
         }
     }
 }

@@ -139,6 +139,9 @@ impl Exit {
                     let oldest_day = (now / DAY_MS).saturating_sub(1);
                     let result = tokio::task::spawn_blocking(move || {
                         this.save_standing();
+                        if let Err(e) = this.threads.store.prune(now) {
+                            tracing::warn!(error = %e, "cannot prune the exit's conversations");
+                        }
                         this.store.prune(now, before, oldest_day)
                     }).await;
                     if let Ok(Err(e)) = result {
@@ -221,10 +224,19 @@ impl Exit {
                 return Ok(());
             }
         }
-        let Ok(message) = self
-            .composer
-            .compose(&leak, &recipient, provider, policy.version())
-        else {
+        // A conversation whose record cannot be read is sent without its
+        // answer links (as a leak that cannot be answered), not held back.
+        let links = self.thread_links(&leak, &recipient).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read a leak's conversation");
+            None
+        });
+        let Ok(message) = self.composer.compose(
+            &leak,
+            &recipient,
+            provider,
+            policy.version(),
+            links.as_ref(),
+        ) else {
             self.finish_async(id, Outcome::Bounced, EndState::Bounced)
                 .await?;
             return Ok(());

@@ -207,7 +207,7 @@ fn split(bytes: &[u8]) -> Option<(MessageId, [u8; 32])> {
 }
 
 /// Compares two truncated tags in constant time.
-fn tag_eq<const N: usize>(tag: &[u8; N], expected: &[u8; N]) -> bool {
+pub(crate) fn tag_eq<const N: usize>(tag: &[u8; N], expected: &[u8; N]) -> bool {
     let mut a = [0u8; leak_protocol::crypto::MAC_LEN];
     let mut b = [0u8; leak_protocol::crypto::MAC_LEN];
     a[..N].copy_from_slice(tag);
@@ -360,6 +360,7 @@ impl Composer {
         recipient: &[u8; 32],
         provider: Provider,
         policy_version: u32,
+        thread: Option<&crate::exit::answers::ThreadLinks>,
     ) -> Result<Message, ExitError> {
         let to: lettre::Address = leak.recipient.to_ascii_address().parse().map_err(|e| {
             ExitError::Compose(format!("the recipient address is not deliverable: {e}"))
@@ -369,26 +370,53 @@ impl Composer {
         let report = self.report_url(&leak.message_id, recipient, provider);
         // Text lines end in CRLF on the wire; the text has no CR (validated).
         let text = leak.text.trim_end();
+        let answering = match thread {
+            Some(links) => format!(
+                "\n\nYou can answer the sender: reply to this email, or use this page:\n\
+                 {answer}\n\
+                 They stay anonymous, and they read only what you write (not your \
+                 address). Answers are checked against the same policy.\n\n\
+                 End this conversation (no more messages from this sender in it):\n{end}",
+                answer = links.answer_url,
+                end = links.end_url,
+            ),
+            None => " Replies to this address are not read by the sender.".to_owned(),
+        };
         let body = format!(
             "{text}\n\n\
              -- \n\
              You received this message through Leak, a service for saying what is \
              hard to say in person. It was sent anonymously: nobody, including us, \
              knows who wrote it, and it was checked against the Leak federation's \
-             shared moderation policy before delivery. Replies to this address are \
-             not read by the sender.\n\n\
+             shared moderation policy before delivery.{answering}\n\n\
              Never receive a message from Leak again (one click):\n{opt_out}\n\n\
              Report this message as abuse:\n{report}\n\
              or write to {abuse}.\n",
             abuse = self.abuse_address,
         )
         .replace('\n', "\r\n");
-        let message = Message::builder()
+        let mut builder = Message::builder()
             .from(Mailbox::new(
                 Some(format!("{} via Leak", capitalise(noun))),
                 self.from.clone(),
             ))
-            .to(Mailbox::new(None, to))
+            .to(Mailbox::new(None, to));
+        if let Some(links) = thread {
+            let reply_to: lettre::Address = links
+                .reply_to
+                .parse()
+                .map_err(|e| ExitError::Compose(format!("the Reply-To address: {e}")))?;
+            builder = builder.reply_to(Mailbox::new(
+                Some(format!("{} (anonymous)", capitalise(noun))),
+                reply_to,
+            ));
+            if let Some(last) = links.references.last() {
+                builder = builder
+                    .in_reply_to(last.clone())
+                    .references(links.references.join(" "));
+            }
+        }
+        let message = builder
             .subject(subject(noun))
             .message_id(Some(format!(
                 "<{}@{}>",
@@ -409,7 +437,7 @@ impl Composer {
 }
 
 /// The headers every DKIM signature covers.
-const DKIM_SIGNED: [&str; 11] = [
+const DKIM_SIGNED: [&str; 14] = [
     "From",
     "To",
     "Subject",
@@ -421,6 +449,9 @@ const DKIM_SIGNED: [&str; 11] = [
     "List-Unsubscribe-Post",
     "Feedback-ID",
     "Auto-Submitted",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
 ];
 
 /// The DKIM signatures `exit.dkim_*` describes, RSA (or the one key)

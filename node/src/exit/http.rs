@@ -139,6 +139,7 @@ pub fn serve_on(listener: tokio::net::TcpListener, exit: Arc<Exit>) -> tokio::ta
         .route("/", get(about))
         .route("/opt-out/{token}", get(opt_out_page).post(opt_out))
         .route("/report/{token}", get(report_page).post(report))
+        .merge(super::answers::form::routes())
         .with_state(exit);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -254,6 +254,14 @@ impl Exit {
                 EndState::Refused,
             );
         }
+        if let Some(outcome) = self.thread_verdict(leak, &policy.recipient_hash(&leak.recipient))? {
+            let state = if outcome == Outcome::ThreadEnded {
+                EndState::OptedOut
+            } else {
+                EndState::Refused
+            };
+            return ends(outcome, state);
+        }
         if let Some(outcome) = self.misdirected(leak, now_ms) {
             return Ok(Some((outcome, EndState::Refused, Intake::NotResponsible)));
         }
@@ -291,6 +299,9 @@ impl Exit {
             tracing::error!(error = %e, "cannot rotate the exit's leak keys");
         }
         let hold = Duration::from_millis(u64::from(delay.as_millis()));
+        if leak_protocol::payload::peek_kind(message) == Some(leak_protocol::payload::Kind::Fetch) {
+            return self.serve_fetch(message, hold);
+        }
         let leak = match Leak::decode_or_reject(message) {
             Ok(leak) => leak,
             Err(LeakDecodeError::Unanswerable(_)) => {
@@ -355,6 +366,10 @@ impl Exit {
             last_error: String::new(),
             reply_block: leak.reply_block.to_bytes().to_vec(),
         };
+        // The conversation first: a crash after it leaves a conversation
+        // whose email was never sent (it expires), never an email whose
+        // answer link leads nowhere.
+        self.open_thread(&leak, &recipient, now)?;
         self.store
             .accept(&key, message, &entry, &recipient, now / DAY_MS)?;
         self.count(Intake::Accepted);

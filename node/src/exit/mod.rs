@@ -35,6 +35,7 @@
 //! `Message-ID`, so mail systems can drop the copy).
 
 pub mod admin;
+pub mod answers;
 pub mod dedup;
 mod delivery;
 pub mod dkim_keys;
@@ -147,6 +148,8 @@ pub struct Exit {
     answers: Mutex<inbound::reply::Budget>,
     /// Recipients' providers by MX.
     mx: mx::MxProviders,
+    /// Conversations and their answers ([`answers`]).
+    threads: answers::Threads,
     clock: SharedClock,
 }
 
@@ -205,6 +208,7 @@ pub(crate) async fn start(
                 .map_err(|e| ExitError::setting("exit.local_rules", format!("{path}: {e}")))?,
         )
     };
+    let threads = answers::Threads::new(&seed, answers::store::AnswerStore::open(store.clone())?);
     let exit_store = ExitStore::open(store, config.exit_queue_dir())?;
     let keys = LeakKeys::open(
         &config.node.data_dir,
@@ -316,6 +320,7 @@ pub(crate) async fn start(
         deadlines: Notify::new(),
         answers: Mutex::new(answers),
         mx: mx::MxProviders::from_config(&config)?,
+        threads,
         clock,
         config,
     });

@@ -11,6 +11,8 @@
 //! Nothing is stored: no address, no message. A token that does not verify
 //! changes nothing (counted `unverified`).
 
+pub mod answer;
+pub mod answer_text;
 pub mod lmtp;
 pub mod reply;
 pub mod report;
@@ -18,7 +20,7 @@ pub mod report;
 use std::sync::Arc;
 
 use self::report::Kind;
-use super::{Exit, ExitError, email::RETURN_PREFIX, provider::Provider};
+use super::{Exit, ExitError, answers::ANSWER_PREFIX, email::RETURN_PREFIX, provider::Provider};
 use crate::metrics::Metrics;
 
 /// Whom an inbound message is for.
@@ -32,6 +34,8 @@ pub enum Recipient {
     Abuse,
     /// The From address of the exit's emails.
     From,
+    /// A conversation's Reply-To address: the local part, with its token.
+    Answer(String),
 }
 
 impl Recipient {
@@ -41,6 +45,7 @@ impl Recipient {
             Self::Postmaster => "postmaster",
             Self::Abuse => "abuse",
             Self::From => "reply",
+            Self::Answer(_) => "answer",
         }
     }
 }
@@ -56,8 +61,13 @@ pub fn recipient(address: &str, domain: &str, from: &str, abuse: &str) -> Option
     let starts_return = local
         .get(..RETURN_PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(RETURN_PREFIX));
+    let starts_answer = local
+        .get(..ANSWER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(ANSWER_PREFIX));
     if starts_return {
         Some(Recipient::Return(local.to_owned()))
+    } else if starts_answer {
+        Some(Recipient::Answer(local.to_owned()))
     } else if local.eq_ignore_ascii_case("postmaster") {
         Some(Recipient::Postmaster)
     } else if local.eq_ignore_ascii_case("abuse") || local.eq_ignore_ascii_case(abuse) {
@@ -128,6 +138,9 @@ impl Exit {
                         self.forward(recipient, message).await;
                     }
                     Recipient::From if !automatic => self.explain(sender).await,
+                    Recipient::Answer(local) => {
+                        return self.emailed_answer(local, sender, message, automatic).await;
+                    }
                     // Auto-replies and anything else at a return path.
                     _ => count("dropped"),
                 }
@@ -179,6 +192,10 @@ mod tests {
         assert_eq!(
             r("b-00ff@exit.test"),
             Some(Recipient::Return("b-00ff".into()))
+        );
+        assert_eq!(
+            r("A-00ff@exit.test"),
+            Some(Recipient::Answer("A-00ff".into()))
         );
         assert_eq!(r("leak@other.test"), None);
         assert_eq!(r("root@exit.test"), None);

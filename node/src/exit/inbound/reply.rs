@@ -44,6 +44,7 @@ pub struct Budget {
     hour: u64,
     forwarded: u32,
     explained: u32,
+    noticed: u32,
     day: u64,
     answered: HashSet<[u8; 16]>,
 }
@@ -56,6 +57,7 @@ impl Budget {
             hour: 0,
             forwarded: 0,
             explained: 0,
+            noticed: 0,
             day: 0,
             answered: HashSet::new(),
         }
@@ -66,6 +68,7 @@ impl Budget {
             self.hour = now_ms / HOUR_MS;
             self.forwarded = 0;
             self.explained = 0;
+            self.noticed = 0;
         }
         if now_ms / DAY_MS != self.day {
             self.day = now_ms / DAY_MS;
@@ -78,6 +81,15 @@ impl Budget {
         self.roll(now_ms);
         let fits = self.forwarded < per_hour;
         self.forwarded += u32::from(fits);
+        fits
+    }
+
+    /// Whether one more notice to a person who answered a conversation
+    /// fits this hour (and takes it).
+    pub fn notice(&mut self, now_ms: u64, per_hour: u32) -> bool {
+        self.roll(now_ms);
+        let fits = self.noticed < per_hour;
+        self.noticed += u32::from(fits);
         fits
     }
 
@@ -173,7 +185,7 @@ impl Exit {
 
     /// Sends `message` DKIM-signed with the null return path, counting it
     /// as `label` once the mail server took it.
-    async fn send_unbounced(self: &Arc<Self>, message: Message, label: &'static str) {
+    pub(super) async fn send_unbounced(self: &Arc<Self>, message: Message, label: &'static str) {
         let (envelope, bytes) = crate::exit::email::signed(message, &self.dkim);
         let Ok(envelope) = Envelope::new(None, envelope.to().to_vec()) else {
             return;
@@ -186,7 +198,7 @@ impl Exit {
         }
     }
 
-    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+    pub(super) fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
         self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
