@@ -39,6 +39,7 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use crate::payload::{AnswerTo, InboxId};
 use crate::{
     cover::Loop,
     crypto::{KEY_LEN, TAG_LEN, aead_open, aead_seal, derive_key, x25519, x25519_public},
@@ -53,47 +54,8 @@ pub const MAX_ANSWER_LEN: usize = 2000;
 /// answer (its text at most [`MAX_ANSWER_LEN`]) and the tag.
 pub const MAX_SEALED_LEN: usize = KEY_LEN + MAX_ANSWER_LEN + 32 + TAG_LEN;
 
-const INBOX_CONTEXT: &str = "leak.answers v1 2026-12 inbox id";
 const SEAL_CONTEXT: &str = "leak.answers v1 2026-12 answer seal";
 const SEAL_AAD: &[u8] = b"leak.answers v1 answer";
-
-/// The name of a conversation's answers at the exit: the hash of the
-/// capability the sender keeps ([`InboxId::from_capability`]).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct InboxId(pub [u8; 32]);
-
-impl InboxId {
-    /// The inbox a capability opens.
-    pub fn from_capability(capability: &[u8; 32]) -> Self {
-        Self(derive_key(INBOX_CONTEXT, &[capability]).0)
-    }
-}
-
-impl fmt::Debug for InboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InboxId({})", crate::hex_prefix(&self.0))
-    }
-}
-
-/// What a leak carries so that its recipient can answer.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnswerTo {
-    /// The X25519 public key answers are sealed to.
-    pub key: [u8; 32],
-    /// Where the exit keeps them.
-    pub inbox: InboxId,
-}
-
-impl fmt::Debug for AnswerTo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnswerTo")
-            .field("inbox", &self.inbox)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The encoded length of an [`AnswerTo`] (two fixed 32-byte arrays).
-pub(crate) const ANSWER_TO_LEN: usize = 64;
 
 /// A sender's request for the next answer in an inbox.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     address::{AddressError, Recipient},
-    answers::{ANSWER_TO_LEN, AnswerTo},
     reply::ReplyBlock,
     sphinx::MESSAGE_CAPACITY,
 };
@@ -151,6 +150,47 @@ pub struct Stamp {
     /// The nonce found.
     pub nonce: u64,
 }
+
+const INBOX_CONTEXT: &str = "leak.answers v1 2026-12 inbox id";
+
+/// The name of a conversation's answers at the exit: the hash of the
+/// capability the sender keeps ([`InboxId::from_capability`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InboxId(pub [u8; 32]);
+
+impl InboxId {
+    /// The inbox a capability opens.
+    pub fn from_capability(capability: &[u8; 32]) -> Self {
+        Self(crate::crypto::derive_key(INBOX_CONTEXT, &[capability]).0)
+    }
+}
+
+impl fmt::Debug for InboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InboxId({})", crate::hex_prefix(&self.0))
+    }
+}
+
+/// What a leak carries so that its recipient can answer
+/// ([`crate::answers`]).
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerTo {
+    /// The X25519 public key answers are sealed to.
+    pub key: [u8; 32],
+    /// Where the exit keeps them.
+    pub inbox: InboxId,
+}
+
+impl fmt::Debug for AnswerTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerTo")
+            .field("inbox", &self.inbox)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The encoded length of an [`AnswerTo`] (two fixed 32-byte arrays).
+const ANSWER_TO_LEN: usize = 64;
 
 /// A leak, as the exit receives it.
 #[derive(Clone, PartialEq, Eq)]

@@ -293,6 +293,19 @@ impl Header for FeedbackId {
     }
 }
 
+/// What an email of a conversation carries.
+#[derive(Debug, Clone)]
+pub struct ThreadLinks {
+    /// The answer form.
+    pub answer_url: String,
+    /// The page that ends the conversation.
+    pub end_url: String,
+    /// The Reply-To address (`a-TOKEN@DOMAIN`).
+    pub reply_to: String,
+    /// The `Message-ID`s of the conversation's earlier emails, oldest first.
+    pub references: Vec<String>,
+}
+
 /// What the exit puts in every email besides the leak.
 pub struct Composer {
     /// The exit's address.
@@ -360,7 +373,7 @@ impl Composer {
         recipient: &[u8; 32],
         provider: Provider,
         policy_version: u32,
-        thread: Option<&crate::exit::answers::ThreadLinks>,
+        thread: Option<&ThreadLinks>,
     ) -> Result<Message, ExitError> {
         let to: lettre::Address = leak.recipient.to_ascii_address().parse().map_err(|e| {
             ExitError::Compose(format!("the recipient address is not deliverable: {e}"))

@@ -30,7 +30,10 @@ use leak_protocol::{
 };
 
 use self::store::{AnswerStore, NotStored, Thread};
-use super::{Exit, ExitError, email::tag_eq};
+use super::{
+    Exit, ExitError,
+    email::{ThreadLinks, tag_eq},
+};
 use crate::metrics::Metrics;
 
 const DAY_MS: u64 = 86_400_000;
@@ -62,19 +65,6 @@ pub struct Threads {
     key: SymmetricKey,
     /// The tables.
     pub store: AnswerStore,
-}
-
-/// What an email of a conversation carries.
-#[derive(Debug, Clone)]
-pub struct ThreadLinks {
-    /// The answer form.
-    pub answer_url: String,
-    /// The page that ends the conversation.
-    pub end_url: String,
-    /// The Reply-To address (`a-TOKEN@DOMAIN`).
-    pub reply_to: String,
-    /// The `Message-ID`s of the conversation's earlier emails, oldest first.
-    pub references: Vec<String>,
 }
 
 /// What became of an answer.
