@@ -138,6 +138,11 @@ pub struct AgentConfig {
     /// (its outcome, the day, the redacted recipient; never its message
     /// id), then forgets it. 0: at the next `leak status` or agent tick.
     pub forget_ended_after_days: u32,
+    /// Whole days a conversation is kept after its last message or answer
+    /// (its recipient's address and the answers; see `leak inbox`).
+    pub keep_threads_days: u32,
+    /// Mean seconds between two fetches of one conversation's answers.
+    pub fetch_every_secs: u64,
 }
 
 /// `[directory]`
@@ -257,6 +262,8 @@ impl Default for AgentConfig {
             retransmit_spread_secs: 3 * 3600,
             min_anonymity_set: crate::estimate::DEFAULT_MIN_SET as u32,
             forget_ended_after_days: 7,
+            keep_threads_days: 30,
+            fetch_every_secs: 1800,
         }
     }
 }

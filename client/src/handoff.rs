@@ -55,6 +55,10 @@ pub struct Handoff {
     pub wait: bool,
     /// Print one JSON object.
     pub json: bool,
+    /// A follow-up in this conversation (its label).
+    pub thread: Option<String>,
+    /// Send it without a way to answer.
+    pub no_answers: bool,
 }
 
 /// `leak send` with an agent: hands the leak over, then returns or waits.
@@ -65,6 +69,8 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
         text: leak.text.as_str().to_owned(),
         within_secs: leak.within.map(|d| d.as_secs()),
         hops: leak.hops,
+        thread: leak.thread.clone(),
+        no_answers: leak.no_answers,
     };
     let started = Instant::now();
     let (message_id, release_at_ms) = match ipc::call(state.root(), request, ANSWER_TIMEOUT) {

@@ -121,6 +121,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List conversations and their answers (one conversation with its
+    /// label); --forget deletes one.
+    Inbox {
+        /// A conversation's label (or its first letters).
+        thread: Option<String>,
+        /// Delete this conversation from this machine.
+        #[arg(long, value_name = "LABEL", conflicts_with = "thread")]
+        forget: Option<String>,
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a follow-up in a conversation (to the same recipient, through
+    /// the same exit; it threads in their mail program).
+    Reply {
+        /// The conversation's label (see `leak inbox`).
+        thread: String,
+        /// The message (else --file, standard input, or $EDITOR).
+        message: Option<String>,
+        /// Read the message from FILE ("-" for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Wait until the receipt comes.
+        #[arg(long)]
+        wait: bool,
+        /// Release it at a random time within this window.
+        #[arg(long, value_name = "DURATION", value_parser = handoff::parse_within)]
+        within: Option<Duration>,
+        /// Print one JSON object on standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show pending and finished leaks; fetch receipts that arrived since.
     Status {
         /// One leak's id (or the first digits of it).
@@ -169,6 +201,10 @@ struct SendArgs {
     /// status` fetches the receipt later.
     #[arg(long, requires = "direct")]
     no_wait: bool,
+    /// Send it without a way for the recipient to answer (with the agent;
+    /// a --direct leak never can be answered).
+    #[arg(long)]
+    no_answers: bool,
     /// Print one JSON object on standard output.
     #[arg(long)]
     json: bool,
@@ -260,6 +296,22 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         } => check(&paths, message, file, json),
         Command::Nodes { json } => nodes(&paths, cli.bind, json),
         Command::Status { message_id, json } => status(&paths, cli.bind, message_id, json),
+        Command::Inbox {
+            thread,
+            forget,
+            json,
+        } => {
+            leak_client::inbox::inbox(&paths.state_dir, thread.as_deref(), forget.as_deref(), json)
+                .map(|()| Status::Ok)
+        }
+        Command::Reply {
+            thread,
+            message,
+            file,
+            wait,
+            within,
+            json,
+        } => reply(&paths, cli.bind, &thread, message, file, wait, within, json),
     }
 }
 
@@ -374,6 +426,54 @@ fn apply_bind(config: &mut Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         .map_err(|e| Usage(format!("{e:#}")).into())
 }
 
+/// `leak reply`: a follow-up in a conversation, through the agent.
+#[allow(clippy::too_many_arguments)]
+fn reply(
+    paths: &Paths,
+    bind: Option<IpAddr>,
+    label: &str,
+    message: Option<String>,
+    file: Option<PathBuf>,
+    wait: bool,
+    within: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<Status> {
+    let config = load_config(paths, bind)?;
+    let state = StateDir::open(&paths.state_dir)?;
+    let thread = leak_client::threads::Threads::open(state.root())?.load(label)?;
+    let recipient = Recipient::parse(&thread.recipient)?;
+    let relationship: Relationship = thread
+        .relationship
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = read_text(message, file, true, state.root())?;
+    let policy = config.policy.load()?;
+    if let Verdict::Refused(refusal) = policy.check_text(&text) {
+        eprintln!(
+            "Refused before sending ({}): {}",
+            refusal.rule, refusal.reason
+        );
+        return Ok(Status::Refused);
+    }
+    if !leak_client::agent::ipc::running(state.root()) {
+        return Err(Usage(handoff::no_agent_message(state.root())).into());
+    }
+    handoff::send(
+        &state,
+        handoff::Handoff {
+            recipient,
+            relationship,
+            text,
+            within,
+            hops: None,
+            wait,
+            json,
+            thread: Some(thread.label),
+            no_answers: false,
+        },
+    )
+}
+
 fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::Result<Status> {
     let SendArgs {
         to: recipient,
@@ -385,6 +485,7 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
         wait,
         within,
         no_wait,
+        no_answers,
         json,
         verbose,
     } = args;
@@ -424,6 +525,8 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
                 hops: hops.map(usize::from),
                 wait,
                 json,
+                thread: None,
+                no_answers,
             },
         );
     }

@@ -272,6 +272,8 @@ async fn hand_over(root: PathBuf, recipient: String) -> bool {
             text: TEXT.to_owned(),
             within_secs: None,
             hops: None,
+            thread: None,
+            no_answers: false,
         };
         matches!(
             ipc::call(&root, request, Duration::from_secs(60)),

@@ -62,6 +62,13 @@ pub enum Request {
         within_secs: Option<u64>,
         /// Hops of its forward path (`None`: the config's).
         hops: Option<usize>,
+        /// A follow-up in this conversation (its label): the recipient and
+        /// the exit are the conversation's.
+        #[serde(default)]
+        thread: Option<String>,
+        /// Send it without a way to answer.
+        #[serde(default)]
+        no_answers: bool,
     },
     /// The agent's state.
     Status,
@@ -280,6 +287,8 @@ mod tests {
             text: "hello there".into(),
             within_secs: Some(7200),
             hops: None,
+            thread: Some("ab12".into()),
+            no_answers: false,
         };
         let line = serde_json::to_vec(&Envelope {
             version: IPC_VERSION,

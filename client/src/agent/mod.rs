@@ -31,6 +31,7 @@
 //! sends none under a new id. [`run`] is the agent's task.
 
 pub mod anonymity;
+pub mod fetch;
 pub mod guard;
 pub mod ipc;
 pub mod outbox;

@@ -75,6 +75,10 @@ pub struct OutboxEntry {
     pub next_at_ms: u64,
     /// Attempts handed to the guard so far.
     pub attempts_sent: u32,
+    /// The conversation it belongs to (its label; `None`: it cannot be
+    /// answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
 }
 
 /// The secret half of a waiting leak.
@@ -292,6 +296,7 @@ mod tests {
             hops: 3,
             next_at_ms,
             attempts_sent: 0,
+            thread: None,
         }
     }
 

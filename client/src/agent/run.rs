@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 use crate::{
     agent::{
         anonymity,
+        fetch::{PendingFetches, next_fetch_ms},
         guard::{Guard, Replace},
         ipc::{self, AgentStatus, Counters, Queued, Request, Response},
         outbox::{Outbox, OutboxEntry, OutboxSecret},
@@ -45,6 +46,7 @@ use crate::{
         AttemptRecord, AttemptSecrets, ExitRecord, Finished, LeakRecord, StateDir, UnknownLeak,
         new_label, redact_recipient,
     },
+    threads::{ThreadRecord, Threads},
 };
 
 /// Consecutive failed sends and polls after which the guard counts as
@@ -116,6 +118,8 @@ struct Accepted {
     stamp_bits: u8,
     release_at_ms: u64,
     message_id: MessageId,
+    /// Its conversation (a new one, or the one it follows up).
+    thread: Option<ThreadRecord>,
 }
 
 /// What a sent packet was.
@@ -169,6 +173,9 @@ struct Agent {
     entries: Vec<OutboxEntry>,
     leaks: PendingLeaks,
     loops: PendingLoops,
+    /// Conversations, and the fetches of their answers waiting for a reply.
+    threads: Threads,
+    fetches: PendingFetches,
     in_flight: HashSet<String>,
     polling: bool,
     /// The last trouble logged, so a lasting one is logged once.
@@ -192,6 +199,7 @@ impl Agent {
         let now = unix_ms();
         let schedule = Schedule::new(cover_config(&config), now, &mut rand::rng());
         let (tx, rx) = mpsc::channel(256);
+        let threads_root = state.root().to_path_buf();
         let mut agent = Self {
             config,
             state,
@@ -208,6 +216,8 @@ impl Agent {
             entries: Vec::new(),
             leaks: HashMap::new(),
             loops: PendingLoops::default(),
+            threads: Threads::open(&threads_root)?,
+            fetches: PendingFetches::default(),
             in_flight: HashSet::new(),
             polling: false,
             last_warning: None,
@@ -305,7 +315,10 @@ impl Agent {
         let waiting = self.due_leak(now).is_some();
         match self.schedule.take_send_slot(now, waiting, &mut rand::rng()) {
             Some(Slot::Drop) => self.send_drop(now),
-            Some(Slot::Loop) => self.send_loop(now),
+            // A conversation's fetch, when one is due, takes a loop's slot:
+            // it is built like one and comes back like one.
+            Some(Slot::Loop) if !self.send_fetch(now) => self.send_loop(now),
+            Some(Slot::Loop) => {}
             // A leak that cannot be built leaves its slot to a loop.
             Some(Slot::Real) if !self.send_leak(now) => self.send_loop(now),
             Some(Slot::Real) | None => {}
@@ -321,6 +334,12 @@ impl Agent {
         let keep = self.config.agent.forget_ended_after_days;
         if let Err(e) = self.state.forget_ended(now, keep) {
             log(format!("forgetting ended leaks: {e:#}"));
+        }
+        if let Err(e) = self
+            .threads
+            .forget_idle(now, self.config.agent.keep_threads_days)
+        {
+            log(format!("forgetting idle conversations: {e:#}"));
         }
     }
 
@@ -419,6 +438,81 @@ impl Agent {
         }
     }
 
+    /// Sends a fetch for the first conversation whose fetch is due, if any
+    /// (true: the slot is taken). A conversation is fetched until its exit
+    /// says it keeps nothing of it.
+    fn send_fetch(&mut self, now: u64) -> bool {
+        self.fetches.expire(now);
+        let due = match self.threads.list() {
+            Ok((threads, _)) => threads.into_iter().find(|t| {
+                t.state != "gone" && t.next_fetch_ms <= now && !self.fetches.waiting_for(&t.label)
+            }),
+            Err(e) => {
+                self.warn(format!("cannot read the conversations: {e:#}"));
+                None
+            }
+        };
+        let Some(mut thread) = due else {
+            return false;
+        };
+        let Some(cx) = self.context(now) else {
+            return false;
+        };
+        let (Some(exit), Ok(capability)) = (thread.exit(), thread.capability()) else {
+            return false;
+        };
+        let built = traffic::build_fetch(&cx, exit, &capability, thread.acked, &mut rand::rng());
+        thread.next_fetch_ms =
+            next_fetch_ms(now, self.config.agent.fetch_every_secs, &mut rand::rng());
+        if let Err(e) = self.threads.save(&thread) {
+            log(format!("recording a fetch: {e:#}"));
+        }
+        match built {
+            Ok((packet, keys, delays_ms)) => {
+                let grace = self.config.cover.poll_interval_ms.saturating_mul(30)
+                    + 60_000
+                    + u64::from(leak_protocol::federation::MAX_HOP_DELAY_MS);
+                self.fetches
+                    .push(now + delays_ms + grace, thread.label, keys);
+                self.counters.loops_sent += 1;
+                self.transmit(packet, Sent::Cover);
+                true
+            }
+            Err(e) => {
+                self.warn(format!("a conversation's fetch could not leave: {e}"));
+                false
+            }
+        }
+    }
+
+    /// The exit's reply to a fetch: an answer is opened and stored; more
+    /// waiting are fetched at the next loop slot.
+    fn on_fetch_reply(&mut self, label: &str, reply: &leak_protocol::answers::FetchReply) {
+        self.counters.loops_returned += 1;
+        let result = (|| -> anyhow::Result<()> {
+            let mut thread = self.threads.load(label)?;
+            let opened = match &reply.answer {
+                Some(sealed) => {
+                    let secret = thread.secret()?;
+                    let answer = leak_protocol::answers::open_answer(&secret, &sealed.sealed)
+                        .map_err(|e| anyhow::anyhow!("an answer does not open: {e}"))?;
+                    Some((sealed.seq, answer))
+                }
+                None => None,
+            };
+            if thread.apply(reply.state, opened, unix_ms()) {
+                log("an answer came");
+            }
+            if reply.waiting > 0 {
+                thread.next_fetch_ms = 0;
+            }
+            self.threads.save(&thread)
+        })();
+        if let Err(e) = result {
+            log(format!("recording an answer: {e:#}"));
+        }
+    }
+
     /// The first leak whose next attempt is due and not already leaving.
     fn due_leak(&self, now: u64) -> Option<usize> {
         let max = self.max_attempts();
@@ -484,6 +578,10 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("stored relationship: {e}"))?;
         let message_id = entry.id().context("stored message id")?;
         let exit = entry.exit().context("stored exit")?;
+        let answer_to = match &entry.thread {
+            Some(label) => Some(self.threads.load(label)?.answer_to()?),
+            None => None,
+        };
         let (packet, keys, path_delay_ms) = traffic::build_leak(
             &Context {
                 hops: entry.hops,
@@ -497,6 +595,7 @@ impl Agent {
                 text: &secret.text,
                 policy_version: entry.policy_version,
                 stamp: entry.stamp(),
+                answer_to,
             },
             &mut rand::rng(),
         )?;
@@ -690,6 +789,10 @@ impl Agent {
     }
 
     fn on_mailbox_entry(&mut self, entry: &[u8]) {
+        if let Some((label, reply)) = self.fetches.recognise(entry) {
+            self.on_fetch_reply(&label, &reply);
+            return;
+        }
         match traffic::open_entry(&self.leaks, &mut self.loops, entry) {
             Opened::Receipt(id, outcome) => {
                 self.counters.receipts += 1;
@@ -790,7 +893,17 @@ impl Agent {
                 text,
                 within_secs,
                 hops,
-            } => match self.accept(recipient, relationship, text, *within_secs, *hops) {
+                thread,
+                no_answers,
+            } => match self.accept(
+                recipient,
+                relationship,
+                text,
+                *within_secs,
+                *hops,
+                thread.as_deref(),
+                *no_answers,
+            ) {
                 Ok(accepted) => {
                     let tx = self.tx.clone();
                     let hash = self.policy.recipient_hash(&accepted.recipient);
@@ -822,7 +935,10 @@ impl Agent {
         let _ = answer.send(response);
     }
 
-    /// Checks a leak and chooses its exit, id and release time.
+    /// Checks a leak and chooses its exit, id and release time; a
+    /// follow-up (`thread`) goes to its conversation's recipient through
+    /// its exit.
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         recipient: &str,
@@ -830,7 +946,28 @@ impl Agent {
         text: &str,
         within_secs: Option<u64>,
         hops: Option<usize>,
+        thread: Option<&str>,
+        no_answers: bool,
     ) -> anyhow::Result<Accepted> {
+        let follows = match thread {
+            Some(label) => {
+                let thread = self.threads.load(label)?;
+                match thread.state.as_str() {
+                    "ended" => anyhow::bail!(
+                        "the recipient ended this conversation: follow-ups are not delivered"
+                    ),
+                    "gone" => anyhow::bail!(
+                        "the exit keeps nothing of this conversation any more; send a new leak"
+                    ),
+                    _ => Some(thread),
+                }
+            }
+            None => None,
+        };
+        let (recipient, relationship) = match &follows {
+            Some(t) => (t.recipient.as_str(), t.relationship.as_str()),
+            None => (recipient, relationship),
+        };
         let recipient = Recipient::parse(recipient)?;
         let relationship: Relationship =
             relationship.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -848,13 +985,35 @@ impl Agent {
         };
         let mut rng = rand::rng();
         let recipient_hash = self.policy.recipient_hash(&recipient);
-        let exit = path::choose_exit(
-            &directory.nodes,
-            self.policy.version(),
-            Some(&recipient_hash),
-            now,
-            &mut rng,
-        )?;
+        let exit = match follows.as_ref().and_then(ThreadRecord::exit) {
+            // The conversation's exit keeps its answers and threads its
+            // emails: a follow-up goes there or not at all.
+            Some(node) => directory
+                .nodes
+                .iter()
+                .find(|d| d.node == node)
+                .cloned()
+                .map(|descriptor| path::ExitChoice {
+                    same_policy: leak_protocol::directory::is_exit_for(
+                        &descriptor,
+                        self.policy.version(),
+                        now / 1000,
+                    ),
+                    descriptor,
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "this conversation's exit is not in the directory now; try again later"
+                    )
+                })?,
+            None => path::choose_exit(
+                &directory.nodes,
+                self.policy.version(),
+                Some(&recipient_hash),
+                now,
+                &mut rng,
+            )?,
+        };
         let exit_domain = exit
             .descriptor
             .exit
@@ -864,6 +1023,18 @@ impl Agent {
         let exit_peer = peer_id_of(&exit.descriptor.node)
             .context("the exit's node id is not an Ed25519 key")?;
         let within_ms = within_secs.unwrap_or(0).saturating_mul(1000);
+        let thread = match follows {
+            Some(thread) => Some(thread),
+            None if no_answers => None,
+            None => Some(ThreadRecord::new(
+                recipient.as_str(),
+                relationship.as_str(),
+                exit.descriptor.node,
+                &exit_domain,
+                now,
+                &mut rng,
+            )),
+        };
         Ok(Accepted {
             recipient,
             relationship,
@@ -882,6 +1053,7 @@ impl Agent {
                 }),
             release_at_ms: crate::cover::release_time(now, within_ms, &mut rng),
             message_id: MessageId(rng.random()),
+            thread,
         })
     }
 
@@ -914,7 +1086,16 @@ impl Agent {
             hops: a.hops,
             next_at_ms: a.release_at_ms,
             attempts_sent: 0,
+            thread: a.thread.as_ref().map(|t| t.label.clone()),
         };
+        if let Some(mut thread) = a.thread {
+            thread.sent_days.push(a.created_at_ms / 86_400_000);
+            thread.last_ms = a.created_at_ms;
+            if thread.state == "gone" {
+                thread.state = "open".into();
+            }
+            self.threads.save(&thread)?;
+        }
         self.state.save(&record)?;
         self.outbox.put(
             &entry,

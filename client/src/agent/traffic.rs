@@ -103,6 +103,34 @@ pub fn build_loop<R: CryptoRng + ?Sized>(
     Ok((built.packet, built.keys, route.total_delay_ms()))
 }
 
+/// A fetch of a conversation's next answer from `exit` (a route chosen as
+/// a leak's, its reply coming back to the agent's mailbox like a loop's),
+/// the keys that open the reply, and the route's delays added up.
+pub fn build_fetch<R: CryptoRng + ?Sized>(
+    cx: &Context<'_>,
+    exit: NodeId,
+    capability: &[u8; 32],
+    ack: u32,
+    rng: &mut R,
+) -> Result<(Packet, ReplyKeys, u64), TrafficError> {
+    let exit = cx
+        .nodes
+        .iter()
+        .find(|d| d.node == exit)
+        .ok_or(TrafficError::ExitGone)?;
+    let route = route_through_guard(cx, exit, rng)?;
+    let built = leak_protocol::answers::build_fetch(
+        &route.forward,
+        &route.reply,
+        cx.mailbox,
+        capability,
+        ack,
+        rng,
+    )
+    .map_err(|e| TrafficError::Cover(e.to_string()))?;
+    Ok((built.packet, built.keys, route.total_delay_ms()))
+}
+
 /// What a leak's packet is sealed from.
 pub struct LeakInput<'a> {
     /// Its message id (the same for every attempt).
@@ -119,6 +147,9 @@ pub struct LeakInput<'a> {
     pub policy_version: u32,
     /// The anti-abuse stamp.
     pub stamp: Stamp,
+    /// How the recipient's answers reach the sender (`None`: not
+    /// answerable).
+    pub answer_to: Option<leak_protocol::answers::AnswerTo>,
 }
 
 /// A leak's packet over a fresh route from the guard to its exit, with the
@@ -142,7 +173,7 @@ pub fn build_leak<R: CryptoRng + ?Sized>(
             text: leak.text,
             policy_version: leak.policy_version,
             stamp: leak.stamp,
-            answer_to: None,
+            answer_to: leak.answer_to,
         },
         &route.forward,
         &route.reply,

@@ -136,6 +136,7 @@ impl Agent {
                         text: &leak.text,
                         policy_version: settings.policy_version,
                         stamp: Stamp { epoch: 0, nonce: 0 },
+                        answer_to: None,
                     },
                     rng,
                 )

@@ -1,0 +1,130 @@
+//! `leak inbox`: the conversations on this machine and their answers
+//! ([`crate::threads`]), read from the state directory (the agent fetches
+//! the answers; this command only reads what it stored).
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::{
+    state::day_to_date,
+    threads::{ThreadRecord, Threads},
+};
+
+fn minute_to_time(minute: u64) -> String {
+    let day = minute / 1440;
+    let in_day = minute % 1440;
+    format!(
+        "{} {:02}:{:02} UTC",
+        day_to_date(day),
+        in_day / 60,
+        in_day % 60
+    )
+}
+
+fn state_words(thread: &ThreadRecord) -> &'static str {
+    match thread.state.as_str() {
+        "ended" => "ended by the recipient (no follow-ups)",
+        "gone" => "over (the exit keeps nothing of it any more)",
+        _ => "open",
+    }
+}
+
+fn summary(thread: &ThreadRecord) -> serde_json::Value {
+    json!({
+        "label": thread.label,
+        "recipient": thread.redacted_recipient(),
+        "relationship": thread.relationship,
+        "exit": thread.exit_domain,
+        "state": thread.state,
+        "sent": thread.sent_days.iter().map(|d| day_to_date(*d)).collect::<Vec<_>>(),
+        "answers": thread.answers.iter().map(|a| json!({
+            "seq": a.seq,
+            "via": a.via,
+            "received": minute_to_time(a.received_minute),
+            "text": a.text,
+            "dropped_attachments": a.dropped_attachments,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Lists the conversations (or shows one, or forgets one).
+pub fn inbox(
+    state_dir: &Path,
+    label: Option<&str>,
+    forget: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let threads = Threads::open(state_dir)?;
+    if let Some(label) = forget {
+        threads.forget(label)?;
+        if !json {
+            println!("forgot the conversation {label}");
+        }
+        return Ok(());
+    }
+    let list = match label {
+        Some(label) => vec![threads.load(label)?],
+        None => {
+            let (good, bad) = threads.list()?;
+            for label in bad {
+                eprintln!("leak: the conversation {label} does not read; skipped");
+            }
+            good
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(list.iter().map(summary).collect())
+        );
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no conversations (a leak sent through the agent can be answered)");
+        return Ok(());
+    }
+    for thread in &list {
+        let sent = thread
+            .sent_days
+            .iter()
+            .map(|d| day_to_date(*d))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{}  to {} as {} via {}: {} message(s) sent ({sent}); {} answer(s); {}",
+            thread.label,
+            thread.redacted_recipient(),
+            thread.relationship,
+            thread.exit_domain,
+            thread.sent_days.len(),
+            thread.answers.len(),
+            state_words(thread),
+        );
+        if label.is_some() || list.len() == 1 {
+            for answer in &thread.answers {
+                println!(
+                    "\n  answer {} ({}, {}):",
+                    answer.seq,
+                    answer.via,
+                    minute_to_time(answer.received_minute)
+                );
+                for line in answer.text.lines() {
+                    println!("    {line}");
+                }
+                if answer.dropped_attachments > 0 {
+                    println!(
+                        "    [{} attachment(s) left out by the exit]",
+                        answer.dropped_attachments
+                    );
+                }
+            }
+        }
+    }
+    if label.is_none() && list.len() > 1 {
+        println!(
+            "\n`leak inbox LABEL` shows a conversation's answers; `leak reply LABEL \"text\"` answers."
+        );
+    }
+    Ok(())
+}
