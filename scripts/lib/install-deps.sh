@@ -10,6 +10,9 @@
 #                 Cyrus SASL's `saslpasswd2` and its PLAIN/LOGIN and sasldb
 #                 plugins: the test Postfix that requires AUTH (tests/src/mail/postfix.rs)
 #   dnsmasq-base  a private DNS server answering MX queries (tests/src/mail/dns.rs)
+#   chromium, chromium-driver, python3-selenium
+#                 a real headless browser driven through Selenium (with the
+#                 system's /usr/bin/python3) by tests/browser/answer_form.py
 #   tcpdump, iproute2 (ss)
 #                 (named by scripts/test.sh) capture what an agent emits on
 #                 loopback (tests/src/capture.rs)
@@ -24,7 +27,8 @@ installed() {
 }
 
 needed=()
-for pkg in postfix python3-dkim sasl2-bin libsasl2-modules dnsmasq-base; do
+for pkg in postfix python3-dkim sasl2-bin libsasl2-modules dnsmasq-base \
+    chromium chromium-driver python3-selenium; do
     installed "$pkg" || needed+=("$pkg")
 done
 for pair in "$@"; do
@@ -76,3 +80,6 @@ for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source; do
 done
 command -v dkimverify >/dev/null 2>&1 || { echo "dkimverify missing after installing python3-dkim" >&2; exit 1; }
 [ -x /usr/sbin/saslpasswd2 ] || { echo "/usr/sbin/saslpasswd2 missing after installing sasl2-bin" >&2; exit 1; }
+[ -x /usr/bin/chromedriver ] || { echo "/usr/bin/chromedriver missing after installing chromium-driver" >&2; exit 1; }
+[ -x /usr/lib/chromium/chromium ] || { echo "/usr/lib/chromium/chromium missing after installing chromium" >&2; exit 1; }
+/usr/bin/python3 -c 'import selenium' 2>/dev/null || { echo "selenium not importable by /usr/bin/python3 after installing python3-selenium" >&2; exit 1; }

@@ -74,11 +74,12 @@ maximal_queue_lifetime = 5d
 message_size_limit = {max_message}
 
 # Inbound: mail for {domain} (notifications, feedback-loop reports,
-# postmaster@, abuse@, answers to the From address) goes to the exit over
-# LMTP. Any other local part is refused during the SMTP session, so no
+# postmaster@, abuse@, answers to the From address, and recipients'
+# answers to a conversation's Reply-To address a-TOKEN@{domain}) goes to
+# the exit over LMTP. Any other local part is refused during the SMTP session, so no
 # bounce ever goes to a forged sender. ($$ is a literal $ in main.cf.)
 relay_domains = {domain}
-relay_recipient_maps = regexp:{{{{/^({locals}|b-[0-9a-f]+)@{domain_re}$$/ OK}}}}
+relay_recipient_maps = regexp:{{{{/^({locals}|[ab]-[0-9a-f]+)@{domain_re}$$/ OK}}}}
 transport_maps = inline:{{{domain}=lmtp:inet:{inbound}}}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
@@ -133,7 +134,7 @@ mod tests {
         let cf = &config.main_cf;
         assert!(cf.contains("transport_maps = inline:{exit.example=lmtp:inet:127.0.0.1:2424}"));
         assert!(cf.contains(
-            r"relay_recipient_maps = regexp:{{/^(abuse|leak|postmaster|b-[0-9a-f]+)@exit\.example$$/ OK}}"
+            r"relay_recipient_maps = regexp:{{/^(abuse|leak|postmaster|[ab]-[0-9a-f]+)@exit\.example$$/ OK}}"
         ));
         assert!(cf.contains("smtp_tls_security_level = dane"));
         assert!(cf.contains("myhostname = mail.exit.example"));
