@@ -23,6 +23,7 @@ use crate::{
     config::Transport,
 };
 
+mod answers;
 mod inbound;
 mod providers;
 
