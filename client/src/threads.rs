@@ -83,7 +83,15 @@ pub struct ThreadRecord {
     pub last_ms: u64,
     /// When to fetch next (Unix ms).
     pub next_fetch_ms: u64,
+    /// Fetches in a row that found nothing new (each one doubles the wait
+    /// before the next, up to [`MAX_BACKOFF`]).
+    #[serde(default)]
+    pub empty_fetches: u32,
 }
+
+/// The longest wait between two fetches of a quiet conversation, in mean
+/// intervals (`[agent] fetch_every_secs`): 16 (8 hours at the default).
+pub const MAX_BACKOFF: u64 = 16;
 
 impl std::fmt::Debug for ThreadRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +140,9 @@ impl ThreadRecord {
             acked: 0,
             answers: Vec::new(),
             last_ms: now_ms,
-            next_fetch_ms: now_ms,
+            // Set by the agent's timer when the leak is stored.
+            next_fetch_ms: u64::MAX,
+            empty_fetches: 0,
         }
     }
 
@@ -162,6 +172,16 @@ impl ThreadRecord {
         Some(NodeId(bytes.try_into().ok()?))
     }
 
+    /// How many mean intervals to wait before the next fetch: doubling
+    /// with each fetch in a row that found nothing, at most
+    /// [`MAX_BACKOFF`]. Every fetch is one more packet the exit can tie to
+    /// this conversation: a quiet one is asked less often.
+    pub fn backoff(&self) -> u64 {
+        1u64.checked_shl(self.empty_fetches.min(8))
+            .unwrap_or(MAX_BACKOFF)
+            .min(MAX_BACKOFF)
+    }
+
     /// The recipient, redacted (for listings).
     pub fn redacted_recipient(&self) -> String {
         redact_recipient(&self.recipient)
@@ -188,11 +208,14 @@ impl ThreadRecord {
         }
         .to_owned();
         let Some((seq, answer)) = answer else {
+            self.empty_fetches = self.empty_fetches.saturating_add(1);
             return false;
         };
         if seq <= self.acked {
+            self.empty_fetches = self.empty_fetches.saturating_add(1);
             return false;
         }
+        self.empty_fetches = 0;
         self.acked = seq;
         self.last_ms = now_ms;
         self.answers.push(AnswerRecord {
@@ -361,5 +384,24 @@ mod tests {
         t.acked = 1;
         t.apply(ThreadState::Unknown, None, 2);
         assert_eq!(t.state, "gone");
+    }
+
+    #[test]
+    fn a_quiet_conversation_is_asked_less_often_and_an_answer_resets_it() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut t = ThreadRecord::new("a@b.test", "friend", NodeId([1; 32]), "x.test", 0, &mut rng);
+        assert_eq!(t.backoff(), 1);
+        for expected in [2, 4, 8, 16, 16, 16] {
+            t.apply(ThreadState::Open, None, 1);
+            assert_eq!(t.backoff(), expected);
+        }
+        let answer = Answer {
+            via: AnswerVia::Web,
+            received_minute: 1,
+            text: "hi".into(),
+            dropped_attachments: 0,
+        };
+        assert!(t.apply(ThreadState::Open, Some((1, answer)), 2));
+        assert_eq!(t.backoff(), 1);
     }
 }

@@ -334,6 +334,23 @@ fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
     assert!(!mailed_text.contains("sam@example.test"), "{mailed_text}");
     assert!(!mailed_text.contains("Sam"), "{mailed_text}");
     assert_eq!(mailed["dropped_attachments"], 1);
+    // The person who answered by mail hears that the photo was left out.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let notices: Vec<String> = emails(&postfix)
+            .into_iter()
+            .filter(|e| body(e).contains("1 attachment(s) of your email were left out"))
+            .collect();
+        if let [notice] = notices.as_slice() {
+            assert_eq!(header_text(notice, "Auto-Submitted"), "auto-replied");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notice of the dropped attachment"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let shown = sender.run(&["inbox", &label]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("I remember that winter too."));
 

@@ -462,8 +462,12 @@ impl Agent {
             return false;
         };
         let built = traffic::build_fetch(&cx, exit, &capability, thread.acked, &mut rand::rng());
-        thread.next_fetch_ms =
-            next_fetch_ms(now, self.config.agent.fetch_every_secs, &mut rand::rng());
+        let mean = self
+            .config
+            .agent
+            .fetch_every_secs
+            .saturating_mul(thread.backoff());
+        thread.next_fetch_ms = next_fetch_ms(now, mean, &mut rand::rng());
         if let Err(e) = self.threads.save(&thread) {
             log(format!("recording a fetch: {e:#}"));
         }
@@ -1091,6 +1095,14 @@ impl Agent {
         if let Some(mut thread) = a.thread {
             thread.sent_days.push(a.created_at_ms / 86_400_000);
             thread.last_ms = a.created_at_ms;
+            // Answers come after the email: the agent's timer starts now,
+            // at the usual interval, and asks often again.
+            thread.empty_fetches = 0;
+            thread.next_fetch_ms = next_fetch_ms(
+                a.created_at_ms,
+                self.config.agent.fetch_every_secs,
+                &mut rand::rng(),
+            );
             if thread.state == "gone" {
                 thread.state = "open".into();
             }
