@@ -73,11 +73,13 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
         no_answers: leak.no_answers,
     };
     let started = Instant::now();
-    let (message_id, release_at_ms) = match ipc::call(state.root(), request, ANSWER_TIMEOUT) {
+    let (message_id, release_at_ms, thread) = match ipc::call(state.root(), request, ANSWER_TIMEOUT)
+    {
         Ok(Response::Queued {
             message_id,
             release_at_ms,
-        }) => (message_id, release_at_ms),
+            thread,
+        }) => (message_id, release_at_ms, thread),
         Ok(Response::Error { message }) => {
             anyhow::bail!("the agent did not take the leak: {message}")
         }
@@ -91,7 +93,7 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
                 "{}",
                 json!({ "message_id": message_id, "outcome": "queued", "rule": null, "reason": null,
                         "attempts": 0, "elapsed_ms": elapsed_ms(started),
-                        "release_at_ms": release_at_ms })
+                        "release_at_ms": release_at_ms, "thread": thread })
             );
         } else {
             println!("queued; the receipt will appear in `leak status`");
@@ -99,6 +101,9 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
                 "  message id {message_id}, {}",
                 leaves_in(release_at_ms, unix_ms())
             );
+            if let Some(label) = &thread {
+                println!("  answers will appear in `leak inbox {label}`");
+            }
             if let Some(agent) = agent_status(state.root()) {
                 println!("  anonymity: {}", agent.anonymity_note);
             }
@@ -141,7 +146,7 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             "{}",
             json!({ "message_id": message_id, "outcome": name, "rule": rule, "reason": reason,
                     "attempts": attempts, "elapsed_ms": elapsed_ms(started),
-                    "exit": record.exit.domain })
+                    "exit": record.exit.domain, "thread": thread })
         );
     } else {
         println!("{line}");
@@ -149,6 +154,9 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             "  message id {message_id}, {attempts} attempt(s), {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        if let Some(label) = &thread {
+            println!("  answers will appear in `leak inbox {label}`");
+        }
     }
     Ok(status)
 }

@@ -245,6 +245,7 @@ fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
         "{}",
         stderr(&out)
     );
+    let sent: serde_json::Value = serde_json::from_str(&json_line(&out)).unwrap();
     let first = emails(&postfix).pop().unwrap();
     let text = body(&first);
     let answer_url = line_after(&text, "use this page:");
@@ -264,6 +265,7 @@ fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
         v.as_array().is_some_and(|a| a.len() == 1)
     });
     let label = inbox[0]["label"].as_str().unwrap().to_owned();
+    assert_eq!(sent["thread"], label.as_str());
     assert_eq!(inbox[0]["recipient"], "s…@example.test");
 
     // Through the form, in a real browser: nothing loaded from elsewhere,

@@ -109,6 +109,9 @@ pub enum Response {
         message_id: String,
         /// Not before this time (Unix ms).
         release_at_ms: u64,
+        /// Its conversation's label (`leak inbox`), if it can be answered.
+        #[serde(default)]
+        thread: Option<String>,
     },
     /// The agent's state.
     Status(AgentStatus),

@@ -1092,6 +1092,7 @@ impl Agent {
             attempts_sent: 0,
             thread: a.thread.as_ref().map(|t| t.label.clone()),
         };
+        let label = entry.thread.clone();
         if let Some(mut thread) = a.thread {
             thread.sent_days.push(a.created_at_ms / 86_400_000);
             thread.last_ms = a.created_at_ms;
@@ -1124,6 +1125,7 @@ impl Agent {
         Ok(Response::Queued {
             message_id: a.message_id.to_string(),
             release_at_ms: a.release_at_ms,
+            thread: label,
         })
     }
 

@@ -183,20 +183,21 @@ impl AnswerStore {
         ack: u32,
         now_ms: u64,
     ) -> Result<(ThreadState, Option<SealedAnswer>, u32), ExitError> {
-        let txn = self.store.db().begin_write()?;
-        let result = {
+        // A read first: most fetches find nothing to delete, and a fetch
+        // costs its sender no stamp, so it must not cost the exit a
+        // synced write.
+        let (state, next, waiting, acknowledged) = {
+            let txn = self.store.db().begin_read()?;
             let threads = txn.open_table(THREADS)?;
             let thread = threads.get(key)?.and_then(|v| decode_thread(v.value()));
-            // A capability that does not hash to the kept inbox opens nothing
-            // (a thread key is 128 bits of a keyed hash: a collision is not
-            // a way in either).
+            // A capability that does not hash to the kept inbox opens
+            // nothing (a thread key is 128 bits of a keyed hash: a
+            // collision is not a way in either).
             let Some(thread) = thread.filter(|t| t.inbox == inbox.0) else {
                 return Ok((ThreadState::Unknown, None, 0));
             };
-            let mut answers = txn.open_table(ANSWERS)?;
-            if ack > 0 {
-                answers.retain_in((*key, 0)..=(*key, ack), |_, _| false)?;
-            }
+            let answers = txn.open_table(ANSWERS)?;
+            let acknowledged = ack > 0 && answers.range((*key, 0)..=(*key, ack))?.next().is_some();
             let mut next = None;
             let mut waiting = 0u32;
             for item in answers.range((*key, ack.saturating_add(1))..=(*key, u32::MAX))? {
@@ -219,10 +220,15 @@ impl AnswerStore {
             } else {
                 ThreadState::Open
             };
-            (state, next, waiting)
+            (state, next, waiting, acknowledged)
         };
-        txn.commit()?;
-        Ok(result)
+        if acknowledged {
+            let txn = self.store.db().begin_write()?;
+            txn.open_table(ANSWERS)?
+                .retain_in((*key, 0)..=(*key, ack), |_, _| false)?;
+            txn.commit()?;
+        }
+        Ok((state, next, waiting))
     }
 
     /// How many answers are kept, over all conversations.
