@@ -5,7 +5,8 @@
 # as separate processes on 127.0.0.1 (the exit "delivers" into a directory of
 # .eml files instead of a mail server), starts the sender's agent (`leak
 # agent`, cover traffic every half second here), sends a leak with `leak send`, shows
-# the email the recipient would get and the sender's receipt, then stops
+# the email the recipient would get and the sender's receipt, the
+# recipient's answer through the exit's form and the sender's inbox, then stops
 # every process it started.
 #
 # Usage: scripts/demo.sh
@@ -100,7 +101,7 @@ done
 bold "The sender starts the agent: leak agent (a packet every half second here; every 9 s by default)"
 # (One sender alone: no minimum anonymity set, or the agent would lengthen
 # its hops to ten minutes once the nodes publish their traffic.)
-sed -i 's/^send_interval_ms = 9000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/' "$LEAK_CONFIG"
+sed -i 's/^send_interval_ms = 9000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/; s/^fetch_every_secs = 1800$/fetch_every_secs = 2/' "$LEAK_CONFIG"
 "$LEAK" agent 2>"$WORK/agent.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do
@@ -130,6 +131,29 @@ cat "$WORK"/outbox/*.eml
 
 bold "leak status: the agent and the sender's own record (no text, a redacted address)"
 "$LEAK" status
+
+bold "The recipient answers through the email's answer link (the exit's form, posted here from Python)"
+answer_url=$(python3 - "$(ls "$WORK"/outbox/*.eml | head -n 1)" <<'PY'
+import email, sys
+body = email.message_from_file(open(sys.argv[1])).get_payload(decode=True).decode()
+lines = body.splitlines()
+print(next(lines[i + 1].strip() for i, l in enumerate(lines) if "use this page:" in l))
+PY
+)
+echo "POST $answer_url"
+python3 - "$answer_url" <<'PY'
+import sys, urllib.parse, urllib.request
+data = urllib.parse.urlencode({"text": "Thank you. That means a lot to me."}).encode()
+with urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=data)) as r:
+    print("HTTP", r.status)
+PY
+
+bold "leak inbox: the agent fetched the answer through the mix (in place of a loop; every 2 s here, every 30 min by default)"
+for _ in $(seq 1 150); do
+    "$LEAK" inbox --json 2>/dev/null | grep -q '"seq":1' && break
+    sleep 0.2
+done
+"$LEAK" inbox "$("$LEAK" inbox --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["label"])')"
 
 if [[ "${KEEP:-}" == 1 ]]; then
     bold "The federation keeps running (Ctrl-C stops it). In another shell:"

@@ -300,8 +300,9 @@ pub struct ThreadLinks {
     pub answer_url: String,
     /// The page that ends the conversation.
     pub end_url: String,
-    /// The Reply-To address (`a-TOKEN@DOMAIN`).
-    pub reply_to: String,
+    /// The Reply-To address (`a-TOKEN@DOMAIN`), when the exit takes
+    /// inbound mail (else the answer page is the only way).
+    pub reply_to: Option<String>,
     /// The `Message-ID`s of the conversation's earlier emails, oldest first.
     pub references: Vec<String>,
 }
@@ -385,11 +386,16 @@ impl Composer {
         let text = leak.text.trim_end();
         let answering = match thread {
             Some(links) => format!(
-                "\n\nYou can answer the sender: reply to this email, or use this page:\n\
+                "\n\nYou can answer the sender: {how}use this page:\n\
                  {answer}\n\
                  They stay anonymous, and they read only what you write (not your \
                  address). Answers are checked against the same policy.\n\n\
                  End this conversation (no more messages from this sender in it):\n{end}",
+                how = if links.reply_to.is_some() {
+                    "reply to this email, or "
+                } else {
+                    ""
+                },
                 answer = links.answer_url,
                 end = links.end_url,
             ),
@@ -415,14 +421,15 @@ impl Composer {
             ))
             .to(Mailbox::new(None, to));
         if let Some(links) = thread {
-            let reply_to: lettre::Address = links
-                .reply_to
-                .parse()
-                .map_err(|e| ExitError::Compose(format!("the Reply-To address: {e}")))?;
-            builder = builder.reply_to(Mailbox::new(
-                Some(format!("{} (anonymous)", capitalise(noun))),
-                reply_to,
-            ));
+            if let Some(reply_to) = &links.reply_to {
+                let reply_to: lettre::Address = reply_to
+                    .parse()
+                    .map_err(|e| ExitError::Compose(format!("the Reply-To address: {e}")))?;
+                builder = builder.reply_to(Mailbox::new(
+                    Some(format!("{} (anonymous)", capitalise(noun))),
+                    reply_to,
+                ));
+            }
             if let Some(last) = links.references.last() {
                 builder = builder
                     .in_reply_to(last.clone())

@@ -278,11 +278,13 @@ impl Exit {
                 "{base}/end/{}",
                 self.threads.token(ThreadLink::End, &key, recipient)
             ),
-            reply_to: format!(
-                "{}@{}",
-                self.threads.address_local(&key),
-                self.composer.domain
-            ),
+            reply_to: self.inbound.then(|| {
+                format!(
+                    "{}@{}",
+                    self.threads.address_local(&key),
+                    self.composer.domain
+                )
+            }),
             references,
         }))
     }
