@@ -57,7 +57,17 @@ pub fn inbox(
 ) -> anyhow::Result<()> {
     let threads = Threads::open(state_dir)?;
     if let Some(label) = forget {
-        threads.forget(label)?;
+        let thread = threads.load(label)?;
+        let (queued, _) = crate::agent::outbox::Outbox::open(state_dir)?.list()?;
+        if queued
+            .iter()
+            .any(|e| e.thread.as_deref() == Some(thread.label.as_str()))
+        {
+            anyhow::bail!(
+                "a message of this conversation is still waiting to leave; forget it once it has"
+            );
+        }
+        threads.forget(&thread.label)?;
         if !json {
             println!("forgot the conversation {label}");
         }

@@ -200,8 +200,11 @@ impl ThreadRecord {
             ThreadState::Open => "open",
             ThreadState::Ended => "ended",
             ThreadState::Unknown if self.answers.is_empty() && self.acked == 0 => {
-                // Never answered: the exit keeps nothing until an answer
-                // comes, so "unknown" means "nothing yet".
+                // The exit records a conversation when it accepts its
+                // leak, which can leave hours after it was handed over
+                // (`--within`, retransmissions): until an answer came,
+                // "unknown" may mean "not there yet". (A leak that ends
+                // undelivered marks its conversation gone.)
                 self.state.as_str()
             }
             ThreadState::Unknown => "gone",

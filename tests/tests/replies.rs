@@ -368,6 +368,20 @@ fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
         &forged_mail,
         &emailed_answer(&forged_mail, &first_id),
     );
+    // Someone the email was forwarded to cannot answer in Sam's name.
+    let forwarded = emailed_answer(&reply_to, &first_id).replace(
+        "From: Sam <sam@example.test>",
+        "From: Eve <eve@example.test>",
+    );
+    send_to(&postfix, &reply_to, &forwarded);
+    let deadline = Instant::now() + CONVERGE;
+    while answers(&fed, "not_recipient") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the forwarded answer was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let deadline = Instant::now() + CONVERGE;
     while answers(&fed, "bad_token") < 2.0 {
         assert!(

@@ -498,8 +498,18 @@ impl Agent {
             let opened = match &reply.answer {
                 Some(sealed) => {
                     let secret = thread.secret()?;
+                    // One that does not open is kept as such and
+                    // acknowledged: it must not stop the answers after it.
                     let answer = leak_protocol::answers::open_answer(&secret, &sealed.sealed)
-                        .map_err(|e| anyhow::anyhow!("an answer does not open: {e}"))?;
+                        .unwrap_or_else(|e| {
+                            log(format!("an answer does not open: {e}"));
+                            leak_protocol::answers::Answer {
+                                via: leak_protocol::answers::AnswerVia::Web,
+                                received_minute: unix_ms() / 60_000,
+                                text: "[an answer came that could not be opened]".into(),
+                                dropped_attachments: 0,
+                            }
+                        });
                     Some((sealed.seq, answer))
                 }
                 None => None,
@@ -582,10 +592,13 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("stored relationship: {e}"))?;
         let message_id = entry.id().context("stored message id")?;
         let exit = entry.exit().context("stored exit")?;
-        let answer_to = match &entry.thread {
-            Some(label) => Some(self.threads.load(label)?.answer_to()?),
-            None => None,
-        };
+        // A conversation forgotten meanwhile (`leak inbox --forget`): the
+        // leak leaves without a way to answer rather than not at all.
+        let answer_to = entry
+            .thread
+            .as_ref()
+            .and_then(|label| self.threads.load(label).ok())
+            .and_then(|t| t.answer_to().ok());
         let (packet, keys, path_delay_ms) = traffic::build_leak(
             &Context {
                 hops: entry.hops,
@@ -816,6 +829,27 @@ impl Agent {
     /// Ends a leak (its record becomes the summary `leak status` shows),
     /// then forgets its text.
     fn finish(&mut self, id: &str, result: Finished) -> anyhow::Result<()> {
+        // A conversation whose only leak was not delivered has nothing to
+        // fetch: the exit keeps no conversation for it.
+        let delivered = matches!(
+            &result,
+            Finished::Receipt {
+                receipt: leak_protocol::Outcome::Delivered | leak_protocol::Outcome::Accepted
+            }
+        );
+        let label = self
+            .entries
+            .iter()
+            .find(|e| e.message_id == id)
+            .and_then(|e| e.thread.clone());
+        if let (false, Some(label)) = (delivered, label)
+            && let Ok(mut thread) = self.threads.load(&label)
+            && thread.answers.is_empty()
+            && thread.sent_days.len() <= 1
+        {
+            thread.state = "gone".into();
+            self.threads.save(&thread)?;
+        }
         match self.state.load(id) {
             Ok(record) => {
                 self.state.end(&record, result, unix_ms())?;
@@ -1093,14 +1127,21 @@ impl Agent {
             thread: a.thread.as_ref().map(|t| t.label.clone()),
         };
         let label = entry.thread.clone();
-        if let Some(mut thread) = a.thread {
-            thread.sent_days.push(a.created_at_ms / 86_400_000);
-            thread.last_ms = a.created_at_ms;
-            // Answers come after the email: the agent's timer starts now,
-            // at the usual interval, and asks often again.
+        if let Some(accepted) = a.thread {
+            // A follow-up's conversation as it is now (answers may have
+            // come while the stamp was solved), a new one as drawn.
+            let mut thread = match self.threads.load(&accepted.label) {
+                Ok(current) => current,
+                Err(_) => accepted,
+            };
+            thread.sent_days.push(a.release_at_ms / 86_400_000);
+            thread.last_ms = thread.last_ms.max(a.created_at_ms);
+            // Answers come after the email: the fetches start an interval
+            // after the leak leaves (its release time, not the moment it
+            // was handed over, which `--within` hides) and ask often again.
             thread.empty_fetches = 0;
             thread.next_fetch_ms = next_fetch_ms(
-                a.created_at_ms,
+                a.release_at_ms,
                 self.config.agent.fetch_every_secs,
                 &mut rand::rng(),
             );

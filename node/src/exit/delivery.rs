@@ -224,6 +224,12 @@ impl Exit {
                 return Ok(());
             }
         }
+        // The recipient ended its conversation after it was accepted.
+        if self.thread_ended(&leak).unwrap_or(false) {
+            self.finish_async(id, Outcome::ThreadEnded, EndState::OptedOut)
+                .await?;
+            return Ok(());
+        }
         // A conversation whose record cannot be read is sent without its
         // answer links (as a leak that cannot be answered), not held back.
         let links = self.thread_links(&leak, &recipient).unwrap_or_else(|e| {

@@ -254,15 +254,21 @@ impl Exit {
                 EndState::Refused,
             );
         }
-        if let Some(outcome) = self.thread_verdict(leak, &policy.recipient_hash(&leak.recipient))? {
-            let state = if outcome == Outcome::ThreadEnded {
-                EndState::OptedOut
-            } else {
-                EndState::Refused
-            };
-            return ends(outcome, state);
-        }
-        if let Some(outcome) = self.misdirected(leak, now_ms) {
+        let follows = match self.thread_verdict(leak, &lookup)? {
+            super::answers::ThreadVerdict::Refuse(outcome) => {
+                let state = if outcome == Outcome::ThreadEnded {
+                    EndState::OptedOut
+                } else {
+                    EndState::Refused
+                };
+                return ends(outcome, state);
+            }
+            super::answers::ThreadVerdict::Continues => true,
+            super::answers::ThreadVerdict::None => false,
+        };
+        // A follow-up's conversation and answers are here: the
+        // responsibility rule does not send it elsewhere.
+        if !follows && let Some(outcome) = self.misdirected(leak, now_ms) {
             return Ok(Some((outcome, EndState::Refused, Intake::NotResponsible)));
         }
         let policy_limit = policy.limits().per_recipient_per_day;

@@ -31,9 +31,11 @@ use crate::{exit::Exit, metrics::Metrics};
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 
-/// The largest request body the form takes (the text is at most
-/// [`MAX_ANSWER_LEN`] bytes; percent-encoding can triple it).
-const BODY_LIMIT: usize = 4 * MAX_ANSWER_LEN + 1024;
+/// The largest request body the form takes: the textarea counts
+/// characters, not bytes (2,000 characters of non-ASCII text can be 8,000
+/// bytes, tripled by percent-encoding); a text over [`MAX_ANSWER_LEN`]
+/// bytes is then refused with its reason by the answer's own check.
+const BODY_LIMIT: usize = 24 * 1024;
 
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -166,7 +168,7 @@ async fn answer(
     let this = exit.clone();
     let text = form.text.clone();
     let taken = tokio::task::spawn_blocking(move || {
-        this.take_answer(&key, Some(&recipient), &text, AnswerVia::Web, 0)
+        this.take_answer(&key, &[recipient], &text, AnswerVia::Web, 0)
     })
     .await;
     match taken {
@@ -214,7 +216,7 @@ async fn answer(
             "This conversation is over",
             "<p id=\"result\">You ended this conversation, so it takes no more answers.</p>",
         ),
-        Ok(Ok(Taken::Unknown)) => invalid(),
+        Ok(Ok(Taken::Unknown | Taken::NotRecipient)) => invalid(),
         _ => failed(),
     }
 }

@@ -67,6 +67,17 @@ pub struct Threads {
     pub store: AnswerStore,
 }
 
+/// What a leak's conversation allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadVerdict {
+    /// Not a follow-up of a conversation kept here (or not answerable).
+    None,
+    /// A follow-up of a conversation kept here, open.
+    Continues,
+    /// Refused with this outcome.
+    Refuse(Outcome),
+}
+
 /// What became of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
@@ -81,6 +92,9 @@ pub enum Taken {
     Unknown,
     /// The recipient ended the conversation.
     Ended,
+    /// Not from the conversation's recipient (an emailed answer from
+    /// another address, a form token of another recipient).
+    NotRecipient,
     /// The conversation took its answers for today.
     Flood,
     /// As many answers wait as the conversation keeps.
@@ -95,6 +109,7 @@ impl Taken {
             Self::Invalid(_) => "invalid",
             Self::Unknown => "unknown",
             Self::Ended => "ended",
+            Self::NotRecipient => "not_recipient",
             Self::Flood => "flood",
             Self::Full => "full",
         }
@@ -181,27 +196,51 @@ impl Threads {
 }
 
 impl Exit {
-    /// A leak that names a conversation may go on only if the
-    /// conversation is its recipient's and not ended.
+    /// A leak that names a conversation may go on only if its answer key
+    /// is a usable one and the conversation is its recipient's (under any
+    /// hash the policy may have recorded them by, `recipient_hashes`) and
+    /// not ended. A follow-up of a conversation kept here `Continues`:
+    /// this exit takes it even if the directory now names another exit
+    /// for the recipient, since the answers are here.
     pub(super) fn thread_verdict(
         &self,
         leak: &Leak,
-        recipient: &[u8; 32],
-    ) -> Result<Option<Outcome>, ExitError> {
+        recipient_hashes: &[[u8; 32]],
+    ) -> Result<ThreadVerdict, ExitError> {
         let Some(answer_to) = &leak.answer_to else {
-            return Ok(None);
+            return Ok(ThreadVerdict::None);
         };
+        // A low-order key gives no shared secret: no answer could be sealed.
+        if leak_protocol::crypto::x25519(&[1; 32], &answer_to.key).is_none() {
+            return Ok(ThreadVerdict::Refuse(Outcome::Refused {
+                rule: "answer_to.invalid".into(),
+                reason: "the key for answers is not a usable X25519 key".into(),
+            }));
+        }
         let key = self.threads.thread_key(&answer_to.inbox);
         let Some(thread) = self.threads.store.thread(&key)? else {
-            return Ok(None);
+            return Ok(ThreadVerdict::None);
         };
-        if thread.recipient != *recipient || thread.key != answer_to.key {
-            return Ok(Some(Outcome::Refused {
+        if !recipient_hashes.contains(&thread.recipient) || thread.key != answer_to.key {
+            return Ok(ThreadVerdict::Refuse(Outcome::Refused {
                 rule: "thread.mismatch".into(),
                 reason: "this conversation is with another recipient".into(),
             }));
         }
-        Ok(thread.ended.then_some(Outcome::ThreadEnded))
+        if thread.ended {
+            return Ok(ThreadVerdict::Refuse(Outcome::ThreadEnded));
+        }
+        Ok(ThreadVerdict::Continues)
+    }
+
+    /// Whether the conversation of `leak` was ended by its recipient (a
+    /// follow-up accepted before is then not delivered).
+    pub(super) fn thread_ended(&self, leak: &Leak) -> Result<bool, ExitError> {
+        let Some(answer_to) = &leak.answer_to else {
+            return Ok(false);
+        };
+        let key = self.threads.thread_key(&answer_to.inbox);
+        Ok(self.threads.store.thread(&key)?.is_some_and(|t| t.ended))
     }
 
     /// Records (or extends) the conversation of an accepted leak.
@@ -225,7 +264,15 @@ impl Exit {
                 message_ids: Vec::new(),
                 ended: false,
                 expires_ms: until,
-                next_seq: 1,
+                // Numbered from the minute it was recorded: if the exit
+                // forgot an earlier conversation of this inbox (its time
+                // ran out) and a follow-up records it again, its answers
+                // are numbered above every earlier one (a conversation
+                // takes far fewer than one answer a minute), so the
+                // sender's acknowledgement of those deletes none of these.
+                next_seq: u32::try_from(now_ms / 60_000)
+                    .unwrap_or(u32::MAX / 2)
+                    .max(1),
                 day: now_ms / DAY_MS,
                 answers_today: 0,
             });
@@ -289,14 +336,15 @@ impl Exit {
         }))
     }
 
-    /// Takes an answer to conversation `key`: from the recipient
-    /// `recipient` (the form's token says who; `None` for mail, whose
-    /// Reply-To address names the conversation only). Checked like a
-    /// leak's text, by the same policy, then sealed and stored.
+    /// Takes an answer to conversation `key` from a recipient known by
+    /// these hashes (the form token's; an email's From address under
+    /// every hash the policy may have recorded it by): only the
+    /// conversation's recipient answers. Checked like a leak's text, by
+    /// the same policy, then sealed and stored.
     pub(crate) fn take_answer(
         &self,
         key: &[u8; 16],
-        recipient: Option<&[u8; 32]>,
+        recipient: &[[u8; 32]],
         text: &str,
         via: AnswerVia,
         dropped_attachments: usize,
@@ -309,7 +357,7 @@ impl Exit {
     fn judge_answer(
         &self,
         key: &[u8; 16],
-        recipient: Option<&[u8; 32]>,
+        recipient: &[[u8; 32]],
         text: &str,
         via: AnswerVia,
         dropped_attachments: usize,
@@ -317,8 +365,8 @@ impl Exit {
         let Some(thread) = self.threads.store.thread(key)? else {
             return Ok(Taken::Unknown);
         };
-        if recipient.is_some_and(|r| *r != thread.recipient) {
-            return Ok(Taken::Unknown);
+        if !recipient.contains(&thread.recipient) {
+            return Ok(Taken::NotRecipient);
         }
         if thread.ended {
             return Ok(Taken::Ended);
@@ -349,13 +397,11 @@ impl Exit {
             self.answer_keep_ms(),
             self.config.exit.answers_per_day,
             self.config.exit.answers_waiting,
-            |thread| {
-                seal_answer(&thread.key, &answer, &mut rand::rng())
-                    .map_err(|e| ExitError::Compose(format!("cannot seal an answer: {e}")))
-            },
+            |thread| Ok(seal_answer(&thread.key, &answer, &mut rand::rng()).ok()),
         )?;
         Ok(match stored {
             Ok(_) => Taken::Stored,
+            Err(NotStored::Unsealable) => Taken::Unknown,
             Err(NotStored::Unknown) => Taken::Unknown,
             Err(NotStored::Flood) => Taken::Flood,
             Err(NotStored::Full) => Taken::Full,
@@ -369,11 +415,17 @@ impl Exit {
         key: &[u8; 16],
         recipient: &[u8; 32],
     ) -> Result<bool, ExitError> {
+        let now = self.now_ms();
         self.threads
             .store
             .update_thread(key, |current| match current {
                 Some(mut thread) if thread.recipient == *recipient => {
                     thread.ended = true;
+                    // Its "no more" outlives the answers' keeping time, so
+                    // a late follow-up cannot revive it (a year; a small
+                    // record).
+                    let year = now.saturating_add(365 * DAY_MS);
+                    thread.expires_ms = thread.expires_ms.max(year);
                     (Some(thread), true)
                 }
                 _ => (None, false),

@@ -72,6 +72,8 @@ pub enum NotStored {
     Flood,
     /// As many answers wait as the conversation may keep.
     Full,
+    /// The answer could not be sealed to the conversation's key.
+    Unsealable,
 }
 
 fn decode_thread(bytes: &[u8]) -> Option<Thread> {
@@ -136,7 +138,7 @@ impl AnswerStore {
         keep_ms: u64,
         per_day: u32,
         max_waiting: u32,
-        seal: impl FnOnce(&Thread) -> Result<Vec<u8>, ExitError>,
+        seal: impl FnOnce(&Thread) -> Result<Option<Vec<u8>>, ExitError>,
     ) -> Result<Result<u32, NotStored>, ExitError> {
         let txn = self.store.db().begin_write()?;
         let result = {
@@ -158,7 +160,9 @@ impl AnswerStore {
                 return Ok(Err(NotStored::Full));
             }
             let seq = thread.next_seq.max(1);
-            let sealed = seal(&thread)?;
+            let Some(sealed) = seal(&thread)? else {
+                return Ok(Err(NotStored::Unsealable));
+            };
             answers.insert(
                 (*key, seq),
                 (now_ms.saturating_add(keep_ms), sealed.as_slice()),
@@ -288,12 +292,15 @@ mod tests {
         let key = [9; 16];
         let inbox = InboxId([1; 32]);
         assert_eq!(
-            s.put_answer(&key, 0, 100, 0, 0, |_| Ok(vec![1])).unwrap(),
+            s.put_answer(&key, 0, 100, 0, 0, |_| Ok(Some(vec![1])))
+                .unwrap(),
             Err(NotStored::Unknown)
         );
         s.update_thread(&key, |_| (Some(thread(0)), ())).unwrap();
         for i in 1..=3u8 {
-            let seq = s.put_answer(&key, 10, 100, 0, 0, |_| Ok(vec![i])).unwrap();
+            let seq = s
+                .put_answer(&key, 10, 100, 0, 0, |_| Ok(Some(vec![i])))
+                .unwrap();
             assert_eq!(seq, Ok(u32::from(i)));
         }
         let (state, next, waiting) = s.fetch(&key, &inbox, 0, 20).unwrap();
@@ -320,24 +327,25 @@ mod tests {
         s.update_thread(&key, |_| (Some(thread(0)), ())).unwrap();
         for _ in 0..2 {
             assert!(
-                s.put_answer(&key, 10, 100, 2, 0, |_| Ok(vec![1]))
+                s.put_answer(&key, 10, 100, 2, 0, |_| Ok(Some(vec![1])))
                     .unwrap()
                     .is_ok()
             );
         }
         assert_eq!(
-            s.put_answer(&key, 10, 100, 2, 0, |_| Ok(vec![1])).unwrap(),
+            s.put_answer(&key, 10, 100, 2, 0, |_| Ok(Some(vec![1])))
+                .unwrap(),
             Err(NotStored::Flood)
         );
         // The next day counts afresh, but three may wait at most.
         let tomorrow = 86_400_000 + 10;
         assert!(
-            s.put_answer(&key, tomorrow, 100, 2, 3, |_| Ok(vec![1]))
+            s.put_answer(&key, tomorrow, 100, 2, 3, |_| Ok(Some(vec![1])))
                 .unwrap()
                 .is_ok()
         );
         assert_eq!(
-            s.put_answer(&key, tomorrow, 100, 2, 3, |_| Ok(vec![1]))
+            s.put_answer(&key, tomorrow, 100, 2, 3, |_| Ok(Some(vec![1])))
                 .unwrap(),
             Err(NotStored::Full)
         );

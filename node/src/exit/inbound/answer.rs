@@ -44,6 +44,10 @@ fn notice(taken: &Taken, dropped: usize, keep_days: u32) -> Option<String> {
             "Your answer was not passed on: {why}. Write your answer above the quoted \
              message, as text. Nothing of it was kept."
         ),
+        Taken::NotRecipient => "Your answer was not passed on: answers are taken from the \
+             address the anonymous message was sent to. The person who received it can answer \
+             by replying from that address, or through the answer link in the message."
+            .to_owned(),
         Taken::Unknown | Taken::Ended => {
             "Your answer was not passed on: this conversation is over (it was \
              ended, or its time ran out). Nothing of it was kept."
@@ -80,18 +84,42 @@ impl Exit {
             Metrics::count(&self.metrics.exit_answers, "result", "automatic");
             return Ok(());
         }
-        let extracted = super::report::parse(raw)
-            .ok_or(NoAnswer::Unparseable)
-            .and_then(|message| answer_text::extract(&message, MAX_ANSWER_LEN));
-        let (taken, dropped) = match extracted {
+        // Parsing and trimming are CPU work on hostile input: off the
+        // runtime's threads.
+        let this = self.clone();
+        let raw = raw.to_vec();
+        let (taken, dropped) =
+            tokio::task::spawn_blocking(move || this.judge_emailed(&key, &raw)).await??;
+        if let Some(body) = notice(&taken, dropped, self.config.exit.answer_keep_days) {
+            self.notify_answerer(sender, body).await;
+        }
+        Ok(())
+    }
+
+    /// The answer in an email to conversation `key`: its own words, from
+    /// its recipient only (the From address, under every hash the policy
+    /// may have recorded them by).
+    fn judge_emailed(&self, key: &[u8; 16], raw: &[u8]) -> Result<(Taken, usize), ExitError> {
+        let Some(message) = super::report::parse(raw) else {
+            Metrics::count(&self.metrics.exit_answers, "result", "invalid");
+            return Ok((
+                Taken::Invalid("the email has no text the exit can read".into()),
+                0,
+            ));
+        };
+        let policy = self.policy();
+        let from = message
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .and_then(|a| leak_protocol::Recipient::parse(a).ok());
+        let hashes = from.map_or_else(Vec::new, |r| policy.recipient_lookup_hashes(&r));
+        match answer_text::extract(&message, MAX_ANSWER_LEN) {
             Ok(answer) => {
-                let this = self.clone();
                 let dropped = answer.dropped_attachments;
-                let taken = tokio::task::spawn_blocking(move || {
-                    this.take_answer(&key, None, &answer.text, AnswerVia::Email, dropped)
-                })
-                .await??;
-                (taken, dropped)
+                let taken =
+                    self.take_answer(key, &hashes, &answer.text, AnswerVia::Email, dropped)?;
+                Ok((taken, dropped))
             }
             Err(no) => {
                 Metrics::count(&self.metrics.exit_answers, "result", "invalid");
@@ -99,13 +127,9 @@ impl Exit {
                     NoAnswer::Unparseable => "the email has no text the exit can read",
                     NoAnswer::Empty => "the email holds no text of your own",
                 };
-                (Taken::Invalid(why.into()), 0)
+                Ok((Taken::Invalid(why.into()), 0))
             }
-        };
-        if let Some(body) = notice(&taken, dropped, self.config.exit.answer_keep_days) {
-            self.notify_answerer(sender, body).await;
         }
-        Ok(())
     }
 
     /// Sends the person who answered a notice (capped per hour).

@@ -86,16 +86,16 @@ async fn a_conversation_takes_answers_for_its_sender_until_its_time_is_over() {
     // cap, all counted; two stored, sealed to the sender's key.
     let take = |text: &str, who: &[u8; 32]| {
         t.exit
-            .take_answer(&key, Some(who), text, AnswerVia::Web, 0)
+            .take_answer(&key, &[*who], text, AnswerVia::Web, 0)
             .unwrap()
     };
     assert!(matches!(take("I will kill you", &alice), Taken::Refused(_)));
-    assert_eq!(take("Thank you. Keep it.", &[9; 32]), Taken::Unknown);
+    assert_eq!(take("Thank you. Keep it.", &[9; 32]), Taken::NotRecipient);
     assert!(matches!(take(&"x".repeat(2001), &alice), Taken::Invalid(_)));
     assert_eq!(take("Thank you. Keep it.", &alice), Taken::Stored);
     assert_eq!(
         t.exit
-            .take_answer(&key, None, "Who is this?", AnswerVia::Email, 2)
+            .take_answer(&key, &[[8; 32], alice], "Who is this?", AnswerVia::Email, 2)
             .unwrap(),
         Taken::Stored
     );
@@ -162,13 +162,46 @@ async fn a_conversation_takes_answers_for_its_sender_until_its_time_is_over() {
     assert_eq!(outcome_of(&t, 3), Some(Outcome::ThreadEnded));
     assert_eq!(take("Actually, one more thing.", &alice), Taken::Ended);
 
-    // Past the keeping time the answer and the conversation are gone.
+    // Past the keeping time the answer is gone; the recipient's "end"
+    // stays (a year), so a late follow-up cannot revive the conversation.
     t.clock.advance_ms(31 * DAY_MS);
     let now = t.clock.now_ms();
     assert_eq!(t.exit.threads.store.prune(now).unwrap(), 1);
     assert_eq!(t.exit.threads.store.answers_kept().unwrap(), 0);
+    assert!(
+        t.exit
+            .threads
+            .store
+            .thread(&key)
+            .unwrap()
+            .is_some_and(|t| t.ended)
+    );
+    t.clock.advance_ms(335 * DAY_MS);
+    t.exit.threads.store.prune(t.clock.now_ms()).unwrap();
     assert!(t.exit.threads.store.thread(&key).unwrap().is_none());
+    let now = t.clock.now_ms();
     let (state, none, _) = t.exit.threads.store.fetch(&key, &inbox, 0, now).unwrap();
     assert_eq!((state, none), (ThreadState::Unknown, None));
+    // A conversation the exit forgot and records again numbers its
+    // answers above every earlier one: the sender's old acknowledgement
+    // deletes none of the new ones.
+    t.deliver(answerable(&t, 4, "alice@leak.test", answer_to))
+        .await;
+    until("recorded again", || {
+        t.exit.threads.store.thread(&key).unwrap().is_some()
+    })
+    .await;
+    assert!(t.exit.threads.store.thread(&key).unwrap().unwrap().next_seq > first.seq + 1);
+
+    // A key for answers of low order (no shared secret) is refused.
+    let weak = AnswerTo {
+        key: [0; 32],
+        inbox: InboxId::from_capability(&[6; 32]),
+    };
+    t.deliver(answerable(&t, 5, "alice@leak.test", weak)).await;
+    until("the weak key refused", || outcome_of(&t, 5).is_some()).await;
+    assert!(
+        matches!(outcome_of(&t, 5), Some(Outcome::Refused { rule, .. }) if rule == "answer_to.invalid")
+    );
     t.stop();
 }
