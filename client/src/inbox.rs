@@ -112,10 +112,10 @@ pub fn inbox(
             state_words(thread),
         );
         if label.is_some() || list.len() == 1 {
-            for answer in &thread.answers {
+            for (n, answer) in thread.answers.iter().enumerate() {
                 println!(
                     "\n  answer {} ({}, {}):",
-                    answer.seq,
+                    n + 1,
                     answer.via,
                     minute_to_time(answer.received_minute)
                 );
