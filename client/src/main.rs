@@ -852,6 +852,17 @@ fn status(
         if let Some(agent) = &agent {
             handoff::print_agent(agent);
         }
+        let conversations = leak_client::threads::Threads::open(state.root())
+            .and_then(|t| t.list())
+            .map(|(threads, _)| threads)
+            .unwrap_or_default();
+        if message_id.is_none() && !conversations.is_empty() {
+            let answers: usize = conversations.iter().map(|t| t.answers.len()).sum();
+            println!(
+                "Conversations: {} ({answers} answer(s) fetched); `leak inbox` shows them",
+                conversations.len()
+            );
+        }
         if records.is_empty() && ended.is_empty() {
             println!("No leaks sent yet.");
         }

@@ -353,6 +353,12 @@ fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let status = sender.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("Conversations: 1 (2 answer(s) fetched)"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     let shown = sender.run(&["inbox", &label]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("I remember that winter too."));
 
