@@ -502,9 +502,14 @@ mod tests {
     use super::*;
 
     fn threads() -> (tempfile::TempDir, Threads) {
+        threads_of(&[1; 32])
+    }
+
+    /// The conversations of an exit with seed `seed`, in a fresh database.
+    fn threads_of(seed: &[u8; 32]) -> (tempfile::TempDir, Threads) {
         let dir = tempfile::tempdir().unwrap();
         let db = std::sync::Arc::new(crate::store::Store::open(&dir.path().join("db")).unwrap());
-        (dir, Threads::new(&[1; 32], AnswerStore::open(db).unwrap()))
+        (dir, Threads::new(seed, AnswerStore::open(db).unwrap()))
     }
 
     #[test]
@@ -525,12 +530,7 @@ mod tests {
         assert_eq!(t.check(ThreadLink::Answer, "00"), None);
         assert_eq!(t.check(ThreadLink::Answer, &"zz".repeat(64)), None);
         // Another exit's key verifies nothing.
-        let (_d2, other) = {
-            let dir = tempfile::tempdir().unwrap();
-            let db =
-                std::sync::Arc::new(crate::store::Store::open(&dir.path().join("db")).unwrap());
-            (dir, Threads::new(&[2; 32], AnswerStore::open(db).unwrap()))
-        };
+        let (_d2, other) = threads_of(&[2; 32]);
         assert_eq!(other.check(ThreadLink::Answer, &token), None);
     }
 

@@ -15,14 +15,11 @@
 use std::sync::Arc;
 
 use leak_protocol::answers::{AnswerVia, MAX_ANSWER_LEN};
-use lettre::{
-    Message,
-    message::{Mailbox, header::ContentType},
-};
+use lettre::message::Mailbox;
 
 use super::answer_text::{self, NoAnswer};
 use crate::{
-    exit::{Exit, ExitError, answers::Taken, email::AutoSubmitted},
+    exit::{Exit, ExitError, answers::Taken},
     metrics::Metrics,
 };
 
@@ -144,19 +141,13 @@ impl Exit {
             Metrics::count(&self.metrics.exit_inbound, "kind", "not_answered");
             return;
         }
-        let message = Message::builder()
-            .from(Mailbox::new(
-                Some("Leak".into()),
-                self.composer.from.clone(),
-            ))
-            .to(to)
-            .subject("About your answer to an anonymous message")
-            .header(AutoSubmitted::Replied)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body.replace('\n', "\r\n"));
-        if let Ok(message) = message {
-            self.send_unbounced(message, "answer_notice").await;
-        }
+        self.send_auto_reply(
+            to,
+            "About your answer to an anonymous message",
+            body.replace('\n', "\r\n"),
+            "answer_notice",
+        )
+        .await;
     }
 }
 

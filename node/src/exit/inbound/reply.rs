@@ -168,18 +168,37 @@ impl Exit {
             Metrics::count(&self.metrics.exit_inbound, "kind", "not_answered");
             return;
         }
+        self.send_auto_reply(
+            to,
+            "About your answer to a Leak message",
+            EXPLANATION.to_owned(),
+            "answered",
+        )
+        .await;
+    }
+
+    /// Sends `body` to `to` from the exit's From address as an automatic
+    /// answer (`Auto-Submitted: auto-replied`, the null return path),
+    /// counted as `label` once the mail server took it.
+    pub(super) async fn send_auto_reply(
+        self: &Arc<Self>,
+        to: Mailbox,
+        subject: &str,
+        body: String,
+        label: &'static str,
+    ) {
         let message = Message::builder()
             .from(Mailbox::new(
                 Some("Leak".into()),
                 self.composer.from.clone(),
             ))
             .to(to)
-            .subject("About your answer to a Leak message")
+            .subject(subject)
             .header(AutoSubmitted::Replied)
             .header(ContentType::TEXT_PLAIN)
-            .body(EXPLANATION.to_owned());
+            .body(body);
         if let Ok(message) = message {
-            self.send_unbounced(message, "answered").await;
+            self.send_unbounced(message, label).await;
         }
     }
 
