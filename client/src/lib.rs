@@ -41,3 +41,4 @@ pub mod send;
 pub mod state;
 pub mod text;
 pub mod threads;
+pub mod words;
