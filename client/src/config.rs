@@ -44,6 +44,8 @@ pub struct Config {
     pub directory: DirectoryConfig,
     /// The moderation policy.
     pub policy: PolicyConfig,
+    /// The agent's web page (`leak ui`).
+    pub ui: UiConfig,
 }
 
 /// `[network]`
@@ -143,6 +145,48 @@ pub struct AgentConfig {
     pub keep_threads_days: u32,
     /// Mean seconds between two fetches of one conversation's answers.
     pub fetch_every_secs: u64,
+}
+
+/// `[ui]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Whether the agent serves its web page.
+    pub enabled: bool,
+    /// The loopback address and port it serves it on (port 0: any free
+    /// port; `leak ui` asks the agent which).
+    pub listen: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_UI_LISTEN.to_owned(),
+        }
+    }
+}
+
+/// Where the agent serves its page unless `ui.listen` says otherwise.
+pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:7390";
+
+impl UiConfig {
+    /// The address to listen on: a loopback address (the page must never
+    /// be reachable from another machine).
+    pub fn address(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let address: std::net::SocketAddr = self.listen.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "ui.listen {:?} is not an address and port such as {DEFAULT_UI_LISTEN}",
+                self.listen
+            )
+        })?;
+        if !address.ip().is_loopback() {
+            anyhow::bail!(
+                "ui.listen {address} is not a loopback address: the page must be reachable from this machine only"
+            );
+        }
+        Ok(address)
+    }
 }
 
 /// `[directory]`
@@ -370,6 +414,7 @@ impl Config {
         for address in &self.network.bootstrap {
             check_bootstrap(address).map_err(|e| anyhow::anyhow!("network.bootstrap: {e}"))?;
         }
+        self.ui.address()?;
         if self.policy.threshold == 0 {
             anyhow::bail!("policy.threshold must be at least 1");
         }

@@ -39,6 +39,58 @@ pub fn no_agent_message(root: &Path) -> String {
     )
 }
 
+/// `leak ui`: opens the agent's page in the browser (through a private
+/// file that forwards to it, so the key is not on a command line other
+/// users of the machine can list), or prints its address.
+pub fn open_ui(state_dir: &Path, print: bool) -> anyhow::Result<Status> {
+    let (url, note) = match ipc::call(state_dir, Request::Ui, Duration::from_secs(10)) {
+        Ok(Response::Ui { url, note }) => (url.map(Zeroizing::new), note),
+        Ok(other) => anyhow::bail!("the agent answered {other:?}; is it another version of leak?"),
+        Err(IpcError::NotRunning(_)) => {
+            return Err(Usage(format!(
+                "no agent is running (state directory {}): start it with `leak agent` (or `systemctl --user start leak-agent`), then run `leak ui` again",
+                state_dir.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(url) = url else {
+        eprintln!("leak: the agent serves no page: {note}");
+        return Ok(Status::Failed);
+    };
+    if print {
+        println!("{}", url.as_str());
+        return Ok(Status::Ok);
+    }
+    let opener = state_dir.join("ui-open.html");
+    let page = Zeroizing::new(format!(
+        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={url}\">\
+         <title>Leak</title><p><a href=\"{url}\">Open Leak</a></p>",
+        url = url.as_str()
+    ));
+    leak_client::state::write_atomically(&opener, page.as_bytes())?;
+    let graphical =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let opened = graphical
+        && std::process::Command::new("xdg-open")
+            .arg(&opener)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if opened {
+        println!("Opened Leak in your browser.");
+    } else {
+        println!(
+            "Open this address in your browser (it holds the key to your agent: do not share it):\n{}",
+            url.as_str()
+        );
+    }
+    Ok(Status::Ok)
+}
+
 /// A leak to hand over.
 pub struct Handoff {
     /// Who receives it.
@@ -80,7 +132,7 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             release_at_ms,
             thread,
         }) => (message_id, release_at_ms, thread),
-        Ok(Response::Error { message }) => {
+        Ok(Response::Error { message, .. }) => {
             anyhow::bail!("the agent did not take the leak: {message}")
         }
         Ok(other) => anyhow::bail!("the agent answered {other:?} to a send"),

@@ -22,7 +22,8 @@ fn minute_to_time(minute: u64) -> String {
     )
 }
 
-fn state_words(thread: &ThreadRecord) -> &'static str {
+/// A conversation's state, in words.
+pub fn state_words(thread: &ThreadRecord) -> &'static str {
     match thread.state.as_str() {
         "ended" => "ended by the recipient (no follow-ups)",
         "gone" => "over (the exit keeps nothing of it any more)",
@@ -30,13 +31,15 @@ fn state_words(thread: &ThreadRecord) -> &'static str {
     }
 }
 
-fn summary(thread: &ThreadRecord) -> serde_json::Value {
+/// A conversation as `leak inbox --json` and the web page show it.
+pub fn summary(thread: &ThreadRecord) -> serde_json::Value {
     json!({
         "label": thread.label,
         "recipient": thread.redacted_recipient(),
         "relationship": thread.relationship,
         "exit": thread.exit_domain,
         "state": thread.state,
+        "state_words": state_words(thread),
         "sent": thread.sent_days.iter().map(|d| day_to_date(*d)).collect::<Vec<_>>(),
         "answers": thread.answers.iter().map(|a| json!({
             "seq": a.seq,

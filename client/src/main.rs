@@ -8,6 +8,9 @@
 //! leak check [MESSAGE] [--file FILE] [--json]
 //! leak nodes [--json]
 //! leak status [MESSAGE-ID] [--json]
+//! leak ui [--print]
+//! leak inbox [LABEL] [--json] [--forget LABEL]
+//! leak reply LABEL [MESSAGE] [--file FILE] [--within 2h] [--wait] [--json]
 //! ```
 //!
 //! Global options: `--config FILE`, `--state-dir DIR`, and `--bind IP`, the
@@ -153,6 +156,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open the agent's web page (compose, receipts, conversations) in
+    /// your browser.
+    Ui {
+        /// Print the page's address (with this run's key) instead of
+        /// opening a browser.
+        #[arg(long)]
+        print: bool,
+    },
     /// Show pending and finished leaks; fetch receipts that arrived since.
     Status {
         /// One leak's id (or the first digits of it).
@@ -296,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         } => check(&paths, message, file, json),
         Command::Nodes { json } => nodes(&paths, cli.bind, json),
         Command::Status { message_id, json } => status(&paths, cli.bind, message_id, json),
+        Command::Ui { print } => handoff::open_ui(&paths.state_dir, print),
         Command::Inbox {
             thread,
             forget,

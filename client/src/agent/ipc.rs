@@ -72,6 +72,14 @@ pub enum Request {
     },
     /// The agent's state.
     Status,
+    /// Where a leak handed over during this run is: waiting, on its way,
+    /// or how it ended.
+    Progress {
+        /// Its message id, hex.
+        message_id: String,
+    },
+    /// The address of the agent's web page, with this run's key.
+    Ui,
     /// Stop the agent (what it holds stays on disk).
     Stop,
 }
@@ -81,6 +89,8 @@ impl std::fmt::Debug for Request {
         match self {
             Self::Send { .. } => f.write_str("Send([redacted])"),
             Self::Status => f.write_str("Status"),
+            Self::Progress { .. } => f.write_str("Progress"),
+            Self::Ui => f.write_str("Ui"),
             Self::Stop => f.write_str("Stop"),
         }
     }
@@ -115,13 +125,76 @@ pub enum Response {
     },
     /// The agent's state.
     Status(AgentStatus),
+    /// Where a leak is.
+    Progress(LeakProgress),
+    /// The web page's address (`None` when it is off or failed to start,
+    /// and `note` says why).
+    Ui {
+        /// `http://127.0.0.1:PORT/#token=KEY`.
+        url: Option<String>,
+        /// Why there is none.
+        note: String,
+    },
     /// The agent is stopping.
     Stopping,
     /// The request was not carried out.
     Error {
         /// Why, for the user.
         message: String,
+        /// What kind of trouble, when the agent knows (the web page ties
+        /// it to a field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<ErrorKind>,
     },
+}
+
+impl Response {
+    /// An error of no particular kind.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::Error {
+            message: message.into(),
+            kind: None,
+        }
+    }
+}
+
+/// Why a leak was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The recipient's address is not one.
+    BadAddress,
+    /// The policy refuses the text.
+    Refused,
+    /// Something else of the request is wrong (text too long or empty,
+    /// an unknown relationship, hops).
+    Invalid,
+    /// The agent cannot reach the network (no directory, no exit).
+    NoNetwork,
+    /// The conversation is over.
+    Ended,
+}
+
+/// Where a leak is, as [`Request::Progress`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakProgress {
+    /// Its message id, hex.
+    pub message_id: String,
+    /// `waiting` (not sent yet), `sent` (waiting for the receipt),
+    /// `finished`, or `unknown` (not handed over during this run, or
+    /// ended so long ago that the agent forgot).
+    pub state: String,
+    /// Attempts sent so far.
+    pub attempts: u32,
+    /// When the next attempt may leave (Unix ms), while it waits.
+    pub next_at_ms: Option<u64>,
+    /// How it ended: `delivered`, `refused`… (`state::outcome_name`) or
+    /// `no_receipt`.
+    pub outcome: Option<String>,
+    /// Good news, bad news, or not known.
+    pub good: Option<bool>,
+    /// The state in a sentence.
+    pub words: String,
 }
 
 /// The agent's state, as `leak status` shows it.

@@ -37,3 +37,4 @@ pub mod ipc;
 pub mod outbox;
 pub mod run;
 pub mod traffic;
+pub mod ui;

@@ -32,9 +32,10 @@ use crate::{
         anonymity,
         fetch::{PendingFetches, next_fetch_ms},
         guard::{Guard, Replace},
-        ipc::{self, AgentStatus, Counters, Queued, Request, Response},
+        ipc::{self, AgentStatus, Counters, ErrorKind, LeakProgress, Queued, Request, Response},
         outbox::{Outbox, OutboxEntry, OutboxSecret},
         traffic::{self, Context, LeakInput, Opened, PendingLeaks, PendingLoops},
+        ui,
     },
     config::{AgentConfig, Config},
     cover::{CoverConfig, Schedule, Slot},
@@ -122,6 +123,35 @@ struct Accepted {
     thread: Option<ThreadRecord>,
 }
 
+/// Why the agent did not take a leak, and of what kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct NotTaken {
+    kind: ErrorKind,
+    message: String,
+}
+
+fn not_taken(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error {
+    NotTaken {
+        kind,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// How many ended leaks the agent remembers, in memory only, for
+/// [`Request::Progress`] (the summaries on disk keep no message id).
+const RECENT_ENDED: usize = 64;
+
+/// The web page's address for `leak ui`, or why there is none.
+#[derive(Default)]
+pub struct UiInfo {
+    /// `http://127.0.0.1:PORT/#token=KEY`.
+    pub url: Option<Zeroizing<String>>,
+    /// Why there is no page.
+    pub note: String,
+}
+
 /// What a sent packet was.
 enum Sent {
     Cover,
@@ -149,7 +179,14 @@ pub async fn run(config: Config, state: StateDir, policy: Policy) -> anyhow::Res
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
-    let result = Agent::new(config, state, policy)?.serve(listener).await;
+    let mut agent = Agent::new(config, state, policy)?;
+    let page = agent.start_page().await;
+    let result = agent.serve(listener).await;
+    if let Some(page) = page {
+        page.abort();
+    }
+    // `leak ui`'s forwarding file holds this run's key, now void.
+    let _ = std::fs::remove_file(root.join("ui-open.html"));
     let _ = std::fs::remove_file(&socket);
     result
 }
@@ -183,6 +220,10 @@ struct Agent {
     counters: Counters,
     started_at_ms: u64,
     stopping: bool,
+    /// Leaks that ended during this run: message id, how, the exit's
+    /// domain (newest last; memory only).
+    recent: std::collections::VecDeque<(String, Finished, String)>,
+    ui: UiInfo,
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
 }
@@ -224,11 +265,69 @@ impl Agent {
             counters: Counters::default(),
             started_at_ms: now,
             stopping: false,
+            recent: std::collections::VecDeque::new(),
+            ui: UiInfo::default(),
             tx,
             rx,
         };
         agent.reload_outbox()?;
         Ok(agent)
+    }
+
+    /// Starts the web page (`[ui]`), whose requests reach this task as
+    /// commands do. A page that cannot start (its port taken) leaves the
+    /// agent running without it: `leak ui` says why.
+    async fn start_page(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.config.ui.enabled {
+            self.ui.note = "the web page is off (ui.enabled = false in the configuration)".into();
+            return None;
+        }
+        let (commands, mut requests) = mpsc::channel(64);
+        let page_config = ui::PageConfig {
+            commands,
+            policy: self.policy.clone(),
+            state_root: self.state.root().to_path_buf(),
+            send_interval_ms: self.config.cover.send_interval_ms,
+            poll_interval_ms: self.config.cover.poll_interval_ms,
+            keep_ended_days: self.config.agent.forget_ended_after_days,
+        };
+        let page = match self.config.ui.address() {
+            Ok(address) => ui::Page::bind(address, page_config).await.map_err(|e| {
+                format!(
+                    "the web page could not start on {}: {e:#}",
+                    self.config.ui.listen
+                )
+            }),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(note) => {
+                log(&note);
+                self.ui.note = note;
+                return None;
+            }
+        };
+        self.ui.url = Some(page.url());
+        log("the web page is served on loopback: `leak ui` opens it");
+        let tx = self.tx.clone();
+        Some(tokio::spawn(async move {
+            let forward = async move {
+                while let Some((request, answer)) = requests.recv().await {
+                    if tx.send(Event::Command(request, answer)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                served = page.serve() => {
+                    if let Err(e) = served {
+                        log(format!("the web page stopped: {e}"));
+                    }
+                }
+                () = forward => {}
+            }
+        }))
     }
 
     /// Reads the outbox and the keys of every attempt of its leaks, as
@@ -695,10 +794,8 @@ impl Agent {
                 let response = match stamp {
                     Ok(stamp) => self
                         .store(*accepted, stamp)
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("{e:#}"),
-                        }),
-                    Err(e) => Response::Error { message: e },
+                        .unwrap_or_else(|e| Response::error(format!("{e:#}"))),
+                    Err(e) => Response::error(e),
                 };
                 let _ = answer.send(response);
             }
@@ -852,6 +949,11 @@ impl Agent {
         }
         match self.state.load(id) {
             Ok(record) => {
+                if self.recent.len() >= RECENT_ENDED {
+                    self.recent.pop_front();
+                }
+                self.recent
+                    .push_back((id.to_owned(), result.clone(), record.exit.domain.clone()));
                 self.state.end(&record, result, unix_ms())?;
             }
             // `leak status` ended it already.
@@ -962,9 +1064,15 @@ impl Agent {
                 }
                 Err(e) => Response::Error {
                     message: format!("{e:#}"),
+                    kind: e.downcast_ref::<NotTaken>().map(|n| n.kind),
                 },
             },
             Request::Status => Response::Status(self.status()),
+            Request::Progress { message_id } => Response::Progress(self.progress(message_id)),
+            Request::Ui => Response::Ui {
+                url: self.ui.url.as_ref().map(|u| u.as_str().to_owned()),
+                note: self.ui.note.clone(),
+            },
             Request::Stop => {
                 self.stopping = true;
                 Response::Stopping
@@ -991,12 +1099,18 @@ impl Agent {
             Some(label) => {
                 let thread = self.threads.load(label)?;
                 match thread.state.as_str() {
-                    "ended" => anyhow::bail!(
-                        "the recipient ended this conversation: follow-ups are not delivered"
-                    ),
-                    "gone" => anyhow::bail!(
-                        "the exit keeps nothing of this conversation any more; send a new leak"
-                    ),
+                    "ended" => {
+                        return Err(not_taken(
+                            ErrorKind::Ended,
+                            "the recipient ended this conversation: follow-ups are not delivered",
+                        ));
+                    }
+                    "gone" => {
+                        return Err(not_taken(
+                            ErrorKind::Ended,
+                            "the exit keeps nothing of this conversation any more; send a new leak",
+                        ));
+                    }
                     _ => Some(thread),
                 }
             }
@@ -1006,20 +1120,31 @@ impl Agent {
             Some(t) => (t.recipient.as_str(), t.relationship.as_str()),
             None => (recipient, relationship),
         };
-        let recipient = Recipient::parse(recipient)?;
-        let relationship: Relationship =
-            relationship.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        validate_text(text)?;
+        let recipient = Recipient::parse(recipient)
+            .map_err(|e| not_taken(ErrorKind::BadAddress, e.to_string()))?;
+        let relationship: Relationship = relationship
+            .parse()
+            .map_err(|e| not_taken(ErrorKind::Invalid, format!("{e}")))?;
+        validate_text(text).map_err(|e| not_taken(ErrorKind::Invalid, e.to_string()))?;
         if let Verdict::Refused(refusal) = self.policy.check_text(text) {
-            anyhow::bail!("refused ({}): {}", refusal.rule, refusal.reason);
+            return Err(not_taken(
+                ErrorKind::Refused,
+                format!("refused ({}): {}", refusal.rule, refusal.reason),
+            ));
         }
         let hops = hops.unwrap_or(self.config.send.hops);
         if !(MIN_HOPS..=MAX_HOPS).contains(&hops) {
-            anyhow::bail!("a path has {MIN_HOPS} to {MAX_HOPS} hops, not {hops}");
+            return Err(not_taken(
+                ErrorKind::Invalid,
+                format!("a path has {MIN_HOPS} to {MAX_HOPS} hops, not {hops}"),
+            ));
         }
         let now = unix_ms();
         let Some(directory) = &self.directory else {
-            anyhow::bail!("the agent has no directory yet: try again in a moment");
+            return Err(not_taken(
+                ErrorKind::NoNetwork,
+                "the agent has not reached the network yet (no directory of nodes): try again in a moment",
+            ));
         };
         let mut rng = rand::rng();
         let recipient_hash = self.policy.recipient_hash(&recipient);
@@ -1040,8 +1165,9 @@ impl Agent {
                     descriptor,
                 })
                 .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "this conversation's exit is not in the directory now; try again later"
+                    not_taken(
+                        ErrorKind::NoNetwork,
+                        "this conversation's exit is not in the directory now; try again later",
                     )
                 })?,
             None => path::choose_exit(
@@ -1050,7 +1176,8 @@ impl Agent {
                 Some(&recipient_hash),
                 now,
                 &mut rng,
-            )?,
+            )
+            .map_err(|e| not_taken(ErrorKind::NoNetwork, e.to_string()))?,
         };
         let exit_domain = exit
             .descriptor
@@ -1170,6 +1297,44 @@ impl Agent {
         })
     }
 
+    /// Where the leak `id` is.
+    fn progress(&self, id: &str) -> LeakProgress {
+        let mut progress = LeakProgress {
+            message_id: id.to_owned(),
+            state: "unknown".into(),
+            attempts: 0,
+            next_at_ms: None,
+            outcome: None,
+            good: None,
+            words: "The agent knows nothing of this leak (it was not sent through it since it started).".into(),
+        };
+        if let Some(entry) = self.entries.iter().find(|e| e.message_id == id) {
+            progress.state = if entry.attempts_sent == 0 {
+                "waiting"
+            } else {
+                "sent"
+            }
+            .into();
+            progress.attempts = entry.attempts_sent;
+            progress.next_at_ms = (entry.attempts_sent == 0).then_some(entry.next_at_ms);
+            progress.words = crate::words::in_progress(entry.attempts_sent);
+        } else if let Some((_, result, exit)) = self.recent.iter().rev().find(|(i, ..)| i == id) {
+            progress.state = "finished".into();
+            progress.words = crate::words::finished(result, exit);
+            match result {
+                Finished::NoReceipt => {
+                    progress.outcome = Some("no_receipt".into());
+                    progress.good = Some(false);
+                }
+                Finished::Receipt { receipt } => {
+                    progress.outcome = Some(crate::state::outcome_name(receipt).into());
+                    progress.good = crate::words::is_good(receipt);
+                }
+            }
+        }
+        progress
+    }
+
     fn status(&self) -> AgentStatus {
         let estimate = self.estimate();
         let c = &self.counters;
@@ -1271,12 +1436,10 @@ async fn serve_connection(stream: UnixStream, tx: mpsc::Sender<Event>) {
                     }
                     match wait.await {
                         Ok(response) => response,
-                        Err(_) => Response::Error {
-                            message: "the agent is stopping".into(),
-                        },
+                        Err(_) => Response::error("the agent is stopping"),
                     }
                 }
-                Err(message) => Response::Error { message },
+                Err(message) => Response::error(message),
             },
             _ => return,
         };
