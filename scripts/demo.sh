@@ -6,7 +6,8 @@
 # .eml files instead of a mail server), starts the sender's agent (`leak
 # agent`, cover traffic every half second here), sends a leak with `leak send`, shows
 # the email the recipient would get and the sender's receipt, the
-# recipient's answer through the exit's form and the sender's inbox, then stops
+# recipient's answer through the exit's form and the sender's inbox, the
+# agent's web page (`leak ui`; KEEP=1 to open it in a browser), then stops
 # every process it started.
 #
 # Usage: scripts/demo.sh
@@ -104,7 +105,7 @@ done
 bold "The sender starts the agent: leak agent (a packet every half second here; every 9 s by default)"
 # (One sender alone: no minimum anonymity set, or the agent would lengthen
 # its hops to ten minutes once the nodes publish their traffic.)
-sed -i 's/^send_interval_ms = 9000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/; s/^fetch_every_secs = 1800$/fetch_every_secs = 1/' "$LEAK_CONFIG"
+sed -i 's/^send_interval_ms = 9000$/send_interval_ms = 500/; s/^poll_interval_ms = 20000$/poll_interval_ms = 500/; s/^min_anonymity_set = 20$/min_anonymity_set = 0/; s/^fetch_every_secs = 1800$/fetch_every_secs = 1/; s/^listen = "127.0.0.1:7390"$/listen = "127.0.0.1:0"/' "$LEAK_CONFIG"
 "$LEAK" agent 2>"$WORK/agent.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do
@@ -163,8 +164,26 @@ if [[ "$answered" != 1 ]]; then
     exit 1
 fi
 
+bold "leak ui: the same in a web page the agent serves on this machine only (compose, receipts, conversations)"
+ui_url=$("$LEAK" ui --print)
+echo "${ui_url%%#*}#token=…  (the key in the fragment: only a tab opened with it may use the page)"
+python3 - "$ui_url" <<'PY'
+import json, sys, urllib.request
+url = sys.argv[1]
+origin, token = url.split("/#token=")
+request = urllib.request.Request(origin + "/api/state", headers={"X-Leak-Token": token})
+state = json.load(urllib.request.urlopen(request))
+for key in ("network", "anonymity", "cost"):
+    print(f"  {key}: {state[key]['words']}")
+try:
+    urllib.request.urlopen(origin + "/api/state")
+except urllib.error.HTTPError as e:
+    print(f"  without the key: HTTP {e.code}, {json.load(e)['error']}")
+PY
+
 if [[ "${KEEP:-}" == 1 ]]; then
-    bold "The federation keeps running (Ctrl-C stops it). In another shell:"
+    bold "The federation keeps running (Ctrl-C stops it). Open the page: $ui_url"
+    bold "In another shell:"
     echo "  export LEAK_CONFIG=$LEAK_CONFIG LEAK_STATE_DIR=$LEAK_STATE_DIR"
     echo "  $LEAK send --to someone@example.org --as friend 'Your message'"
     echo "  ls $WORK/outbox"

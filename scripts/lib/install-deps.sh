@@ -12,7 +12,8 @@
 #   dnsmasq-base  a private DNS server answering MX queries (tests/src/mail/dns.rs)
 #   chromium, chromium-driver, python3-selenium
 #                 a real headless browser driven through Selenium (with the
-#                 system's /usr/bin/python3) by tests/browser/answer_form.py
+#                 system's /usr/bin/python3) by tests/browser/ui.py (the
+#                 agent's page) and tests/browser/answer_form.py (the exit's form)
 #   tcpdump, iproute2 (ss)
 #                 (named by scripts/test.sh) capture what an agent emits on
 #                 loopback (tests/src/capture.rs)

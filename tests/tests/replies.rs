@@ -22,73 +22,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client_common::{Federation, Sender, json_line, stderr};
-use leak_node::exit::postfix_config;
+use client_common::{
+    Federation, Sender,
+    answers::{Answerable, answer_in_browser, body, emails, header_text, line_after},
+    json_line, stderr,
+};
 use leak_tests::{
     mail::Postfix,
-    process::{NodeProcess, free_port, metric, scrape_metrics},
+    process::{NodeProcess, metric, scrape_metrics},
 };
 use lettre::{Transport as _, address::Envelope};
 
 const CONVERGE: Duration = Duration::from_secs(90);
-
-/// The exit's mail server, as `leak-node postfix-config` prints it: it
-/// hands mail for leak.test to the exit's LMTP port. It also plays the
-/// recipient's provider: sam@example.test is a local mailbox.
-fn exit_mta(lmtp: u16) -> Postfix {
-    let printed = postfix_config::render(
-        "leak.test",
-        "mail.leak.test",
-        format!("127.0.0.1:{lmtp}").parse().unwrap(),
-        "leak",
-        "abuse",
-    );
-    Postfix::builder(&["example.test"])
-        .mailboxes(&["sam"])
-        .main_cf(&printed.main_cf)
-        .main_cf(&format!(
-            "mynetworks = 127.0.0.0/8\n\
-             transport_maps = inline:{{leak.test=lmtp:inet:127.0.0.1:{lmtp}}}\n"
-        ))
-        .master_cf("smtp unix - - n - - smtp\nlmtp unix - - n - - lmtp")
-        .start()
-}
-
-/// The emails delivered to sam@example.test, oldest first.
-fn emails(postfix: &Postfix) -> Vec<String> {
-    postfix
-        .messages()
-        .into_iter()
-        .filter(|m| m.header("X-Original-To").as_deref() == Some("sam@example.test"))
-        .map(|m| String::from_utf8(m.raw).unwrap())
-        .collect()
-}
-
-/// The decoded text body and a header of a delivered email.
-fn parsed(raw: &str) -> mail_parser::Message<'_> {
-    mail_parser::MessageParser::default()
-        .parse(raw.as_bytes())
-        .expect("a delivered email parses")
-}
-
-fn body(raw: &str) -> String {
-    parsed(raw).body_text(0).unwrap().into_owned()
-}
-
-fn header_text(raw: &str, name: &str) -> String {
-    parsed(raw)
-        .header_raw(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .trim()
-        .to_owned()
-}
-
-/// The first line of `body` after the line holding `marker`.
-fn line_after(body: &str, marker: &str) -> String {
-    let mut lines = body.lines();
-    lines.find(|l| l.contains(marker)).expect(marker);
-    lines.next().unwrap().trim().to_owned()
-}
 
 /// The exit's answer counter for `result`.
 fn answers(fed: &Federation, result: &str) -> f64 {
@@ -122,28 +67,6 @@ fn wait_inbox(
 
 fn answer_count(inbox: &serde_json::Value) -> usize {
     inbox[0]["answers"].as_array().map_or(0, Vec::len)
-}
-
-/// Runs the real-browser script against the answer form.
-fn answer_in_browser(url: &str, text: &str, shots: &Path) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/answer_form.py");
-    let out = std::process::Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(url)
-        .arg(text)
-        .arg("--screenshot")
-        .arg(shots.join("answer-form.png"))
-        .arg("--result-screenshot")
-        .arg(shots.join("answer-sent.png"))
-        .output()
-        .expect("running the browser script (python3-selenium, chromium, chromium-driver)");
-    assert!(
-        out.status.success(),
-        "the browser failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// An answer as a mail program sends it: the person's words above the
@@ -200,33 +123,15 @@ fn any_file_holds(dir: &Path, needle: &[u8]) -> Option<String> {
 #[test]
 fn a_recipient_answers_by_form_and_by_mail_and_the_sender_reads_both() {
     let dir = tempfile::tempdir().unwrap();
-    let (lmtp, http) = (free_port(), free_port());
-    let postfix = exit_mta(lmtp);
-    let mut fed = Federation::start_with_metrics(dir.path(), 4, false);
-    let smtp = format!("exit.smtp_url={:?}", postfix.smtp_url());
-    let inbound = format!("exit.inbound_listen=\"127.0.0.1:{lmtp}\"");
-    let http_listen = format!("exit.http_listen=\"127.0.0.1:{http}\"");
-    let exit_args = [
-        "--set",
-        "exit.transport=\"smtp\"",
-        "--set",
-        smtp.as_str(),
-        "--set",
-        inbound.as_str(),
-        "--set",
-        http_listen.as_str(),
-    ];
-    fed.start_exit_with(&exit_args);
+    let Answerable {
+        postfix,
+        mut fed,
+        http,
+        exit_args,
+    } = Answerable::start(dir.path());
+    let exit_args: Vec<&str> = exit_args.iter().map(String::as_str).collect();
 
-    let sender = Sender::new(
-        dir.path(),
-        "sender",
-        &fed.bootstrap(),
-        &["--mixing-delay-ms", "20"],
-    );
-    sender.fast_agent_config();
-    sender.set_config_line("fetch_every_secs = 1800", "fetch_every_secs = 1");
-    sender.wait_for_directory(5, 1);
+    let sender = Answerable::sender(dir.path(), &fed);
     let mut agent = sender.start_agent();
 
     // A leak, delivered; its email can be answered.

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod answers;
+
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -253,6 +255,8 @@ impl Sender {
         // One agent alone would otherwise have its hops lengthened to the
         // longest delay relays accept, once nodes publish traffic counts.
         self.set_config_line("min_anonymity_set = 20", "min_anonymity_set = 0");
+        // Any free port for the web page: tests run agents side by side.
+        self.set_config_line("listen = \"127.0.0.1:7390\"", "listen = \"127.0.0.1:0\"");
     }
 
     /// Starts `leak agent` and waits until `leak status` shows it running
