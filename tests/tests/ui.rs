@@ -25,6 +25,7 @@ mod client_common;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -173,9 +174,23 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
     stdin.write_all(b"answered\n").unwrap();
     stdin.flush().unwrap();
 
-    // The agent stops: the page says so (checked below).
+    // Without a display, `leak ui` prints the address and leaves the
+    // private file a browser would have been given.
+    let out = sender.run(&["ui"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains(&url), "{}", stdout(&out));
+    let opener = sender.home.join("state").join("ui-open.html");
+    let mode = std::fs::metadata(&opener).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    assert!(std::fs::read_to_string(&opener).unwrap().contains(&url));
+
+    // The agent stops (`leak agent stop`): its key is void, the file that
+    // held it is gone, and the page says the agent is not running.
     next_phase("stop-agent", &mut browser);
-    agent.kill();
+    let out = sender.run(&["agent", "stop"]);
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_exit();
+    assert!(!opener.exists());
     let stdin = browser.stdin.as_mut().unwrap();
     stdin.write_all(b"stopped\n").unwrap();
     stdin.flush().unwrap();

@@ -398,6 +398,20 @@ impl AgentProcess {
         }
     }
 
+    /// Waits (a minute at most) until it exits by itself, after `leak
+    /// agent stop`, and reaps it.
+    pub fn wait_exit(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the agent did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = None;
+    }
+
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
