@@ -8,13 +8,16 @@ Usage:
 The flow (tests/browser/README.md has the details):
  1. opens URL (viewport 1280x900): #no-token and #agent-down must stay hidden;
  2. gathers accessibility basics: "unlabelled" controls, "lang", Tab order
-    ("tab_reaches_send", "tab_order"), sideways scrolling at 360x740 ("narrow_overflow");
+    ("tab_reaches_send", "tab_order") and each Tab stop's focus indicator
+    ("no_focus_indicator"), sideways scrolling at 360x740 ("narrow_overflow");
  3. submits "not an address": "bad_address_error", "bad_address_invalid";
  4. types --refused-text: "refused_verdict", "bytes_text"; DIR/compose.png;
  5. types --text, sends it, waits for the receipt: "queued_words", "receipt_words";
     DIR/receipt.png; prints {"phase": "delivered", ...} and waits for one line on stdin;
  6. waits for --answer-text under Conversations: "answer_seen", "thread_count"
-    (DIR/thread.png); "sent_rows"; "anonymity_text", "cost_text";
+    (DIR/thread.png); "sent_rows"; "anonymity_text", "cost_text"; then shows
+    each view again for the WCAG 2.2 AA checks below ("contrast_failures",
+    "small_targets");
  7. a page of another origin (a second port) tries the agent's API in the same
     browser: "other_origin", "other_origin_read_threads", then "sent_rows_after";
  8. collects everything below;
@@ -23,6 +26,19 @@ The flow (tests/browser/README.md has the details):
     ("agent_down_text");
 10. prints {"phase": "done", ...everything, "requests", "external", "blocked",
     "csp", "console_errors"} (the agent's tab only) and exits 0.
+
+WCAG 2.2 AA checks, recorded, not asserted, in the light and the dark colour
+scheme ("color_schemes": those Chrome could emulate, through the DevTools
+protocol's Emulation.setEmulatedMedia), at 1280x900, back to light after each:
+ - "contrast_failures" (1.4.3): text below 4.5:1 (3:1 when large: 24 px, or
+   18.66 px bold) against its background, each view, and the compose view also
+   with the bad-address error, the refusal and the acceptance, the status view
+   also with #agent-down: [{"view", "scheme", "selector", "text", "ratio",
+   "required"}]; "contrast_checked" counts the texts checked;
+ - "small_targets" (2.5.8): targets under 24x24 CSS px without an exception,
+   each view: [{"view", "selector", "w", "h"}]; "targets_checked";
+ - "no_focus_indicator" (2.4.7): Tab stops of step 2 whose look does not
+   change when focused: [{"scheme", "selector", "outline"}]; "focus_checked".
 
 One JSON object per line on stdout, flushed. On failure: one line on stderr,
 nothing more on stdout, exit 1 (2 for bad arguments).
@@ -62,6 +78,9 @@ CHECK_WAIT = 10  # seconds, for the policy's verdict
 WIDE = (1280, 900)  # viewport
 NARROW = (360, 740)
 TAB_PRESSES = 40
+SCHEMES = ("light", "dark")  # prefers-color-scheme, emulated for the WCAG checks
+FOCUS_OUTLINE_MIN = 2  # px
+FOCUS_CONTRAST_MIN = 3  # the focus outline against what it is drawn on (1.4.11)
 OTHER_ORIGIN_WAIT = 5  # seconds the other origin's page gets
 
 # What the page leaves on the console when /api/send answers an error on
@@ -107,6 +126,184 @@ const list = document.getElementById("sent-list");
 return list ? list.querySelectorAll("li:not(.empty), tbody tr").length : -1;
 """
 
+# ---- WCAG 2.2 AA checks (recorded, not asserted here) -------------------------
+
+# What the three checks share, put before each of them: colours, contrast,
+# backgrounds, visibility, and a selector to report an element by.
+WCAG_COMMON_JS = """
+// A computed colour as [r, g, b, alpha]: Chrome gives rgb()/rgba(); any other
+// form (color(), oklch(), ...) is painted on a 1x1 canvas and read back.
+const parseColour = (c) => {
+  const m = /^rgba?\\(\\s*([\\d.]+)[,\\s]+([\\d.]+)[,\\s]+([\\d.]+)(?:\\s*[,/]\\s*([\\d.]+)(%?))?\\s*\\)$/.exec(c);
+  if (m) {
+    const a = m[4] === undefined ? 1 : m[5] ? m[4] / 100 : +m[4];
+    return [+m[1], +m[2], +m[3], a];
+  }
+  const ctx = Object.assign(document.createElement("canvas"), {width: 1, height: 1})
+    .getContext("2d", {willReadFrequently: true});
+  ctx.clearRect(0, 0, 1, 1);
+  ctx.fillStyle = c;
+  ctx.fillRect(0, 0, 1, 1);
+  const d = ctx.getImageData(0, 0, 1, 1).data;
+  return [d[0], d[1], d[2], d[3] / 255];
+};
+// `top` painted over the opaque colour `under`.
+const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat(1);
+// WCAG 2.2 relative luminance and contrast ratio.
+const luminance = (c) => {
+  const [r, g, b] = c.slice(0, 3).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const contrast = (x, y) => {
+  const [a, b] = [luminance(x), luminance(y)];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+};
+// What the page is painted on when nothing above it is opaque: Chrome's canvas.
+const CANVAS = {light: [255, 255, 255, 1], dark: [18, 18, 18, 1]};
+// The opaque colour behind el's content: its own and its ancestors' background
+// colours, from the first opaque one (or the canvas) up. null when one of them
+// has a background image: its colours are unknown here (the page uses none).
+const backgroundOf = (el, scheme) => {
+  const layers = [];
+  for (let n = el; n; n = n.parentElement) {
+    const s = getComputedStyle(n);
+    if (s.backgroundImage !== "none") return null;
+    const c = parseColour(s.backgroundColor);
+    if (c[3] > 0) layers.push(c);
+    if (c[3] >= 1) break;
+  }
+  return layers.reduceRight((under, c) => over(c, under), CANVAS[scheme] || CANVAS.light);
+};
+// Rendered, and neither visibility:hidden, opacity:0 nor in a closed <details>.
+const isVisible = (el) => el.getClientRects().length > 0
+  && el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+// "#id", or "tag.class" steps up to the nearest ancestor with an id: "#sent-list > li.leak > p.leak-head".
+const selectorOf = (el) => {
+  const steps = [];
+  for (let n = el; n && n !== document.body; n = n.parentElement) {
+    if (n.id) {
+      steps.unshift("#" + n.id);
+      break;
+    }
+    steps.unshift(n.tagName.toLowerCase() + [...n.classList].map((c) => "." + c).join(""));
+  }
+  return steps.join(" > ") || "body";
+};
+"""
+
+# 1.4.3 Contrast (Minimum), for the view shown: every visible element with
+# text of its own (its own non-blank text nodes), and every text field (the
+# text typed in it, its placeholder while empty). Disabled controls, their
+# labels and what a disabled fieldset holds are exempt (inactive UI).
+# Returns [how many were checked, the failures].
+CONTRAST_JS = WCAG_COMMON_JS + """
+const [view, scheme] = arguments;
+const TEXT_INPUTS = new Set(["text", "email", "search", "url", "tel", "password", "number"]);
+const inactive = (el) => el.matches(":disabled")
+  || el.closest("fieldset:disabled, [aria-disabled='true']") !== null
+  || (el.tagName === "LABEL" && el.control !== null && el.control.disabled);
+let checked = 0;
+const failures = [];
+const check = (el, style, text) => {
+  const bg = backgroundOf(el, scheme);
+  if (!bg) return;
+  const fg = over(parseColour(style.color), bg);
+  const size = parseFloat(style.fontSize);
+  const large = size >= 24 || (size >= 18.66 && parseInt(style.fontWeight, 10) >= 700);
+  const required = large ? 3 : 4.5;
+  const ratio = contrast(fg, bg);
+  checked++;
+  if (ratio < required) {
+    failures.push({view, scheme, selector: selectorOf(el), text: text.replace(/\\s+/g, " ").trim().slice(0, 40),
+                   ratio: Math.floor(ratio * 100) / 100, required});
+  }
+};
+for (const el of document.body.querySelectorAll("*")) {
+  const field = el.matches("textarea, select") || (el.tagName === "INPUT" && TEXT_INPUTS.has(el.type));
+  let text;
+  if (field) text = el.tagName === "SELECT" ? (el.selectedOptions[0] || {text: ""}).text : el.value;
+  else text = [...el.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.data).join("");
+  if ((!field && !text.trim()) || !isVisible(el) || inactive(el)) continue;
+  check(el, getComputedStyle(el), text);
+  if (field && !el.value && el.placeholder && el.placeholder.trim()) {
+    check(el, getComputedStyle(el, "::placeholder"), el.placeholder);
+  }
+}
+return [checked, failures];
+"""
+
+# 2.5.8 Target Size (Minimum), for the view shown: every visible button,
+# link, field and summary at least 24x24 CSS px, or exempt: a link inline in
+# a sentence (a <p> or <li>); a radio or checkbox whose box united with its
+# labels' is 24x24 (clicking the label works too); or the spacing exception
+# (a 24 px circle centred on it touches no other target, nor the circle of
+# another undersized one). Returns [how many were checked, the failures].
+TARGETS_JS = WCAG_COMMON_JS + """
+const view = arguments[0];
+const MIN = 24;
+const targets = [...document.body.querySelectorAll(
+  "button, a[href], input:not([type='hidden']), select, textarea, summary")].filter(isVisible);
+const boxes = targets.map((t) => t.getBoundingClientRect());
+const big = (r) => r.width >= MIN && r.height >= MIN;
+const union = (rects) => {
+  const left = Math.min(...rects.map((r) => r.left)), top = Math.min(...rects.map((r) => r.top));
+  const right = Math.max(...rects.map((r) => r.right)), bottom = Math.max(...rects.map((r) => r.bottom));
+  return {width: right - left, height: bottom - top};
+};
+const exempt = (t, r) => {
+  if (t.tagName === "A" && getComputedStyle(t).display === "inline" && t.closest("p, li")) return true;
+  if (t.matches("input[type='radio'], input[type='checkbox']") && t.labels && t.labels.length) {
+    const rects = [r, ...[...t.labels].filter(isVisible).map((l) => l.getBoundingClientRect())];
+    if (big(union(rects))) return true;
+  }
+  return false;
+};
+const centre = (r) => [r.left + r.width / 2, r.top + r.height / 2];
+const spaced = (i) => {
+  const [x, y] = centre(boxes[i]);
+  return boxes.every((r, j) => {
+    if (j === i) return true;
+    if (!big(r)) {
+      const [u, v] = centre(r);
+      return Math.hypot(x - u, y - v) >= MIN;
+    }
+    const dx = Math.max(r.left - x, 0, x - r.right), dy = Math.max(r.top - y, 0, y - r.bottom);
+    return Math.hypot(dx, dy) >= MIN / 2;
+  });
+};
+const failures = [];
+targets.forEach((t, i) => {
+  const r = boxes[i];
+  if (big(r) || exempt(t, r) || spaced(i)) return;
+  failures.push({view, selector: selectorOf(t), w: Math.round(r.width * 10) / 10, h: Math.round(r.height * 10) / 10});
+});
+return [targets.length, failures];
+"""
+
+# How an element (arguments[0]) shows focus, as computed now: its outline
+# (with the outline colour's contrast against what it is drawn on: the
+# parent's background, or its own for an outline drawn inside), box-shadow
+# and border colours. Read while it has the focus, then again without.
+FOCUS_STYLE_JS = WCAG_COMMON_JS + """
+const [el, scheme] = arguments;
+const s = getComputedStyle(el);
+const inside = parseFloat(s.outlineOffset) < 0 || !el.parentElement;
+const bg = backgroundOf(inside ? el : el.parentElement, scheme);
+const colour = parseColour(s.outlineColor);
+return {
+  selector: selectorOf(el),
+  outline: [s.outlineStyle, s.outlineWidth, s.outlineColor, s.outlineOffset].join(" "),
+  outline_style: s.outlineStyle,
+  outline_width: parseFloat(s.outlineWidth) || 0,
+  outline_contrast: bg ? Math.floor(contrast(over(colour, bg), bg) * 100) / 100 : null,
+  box_shadow: s.boxShadow,
+  border_colours: [s.borderTopColor, s.borderRightColor, s.borderBottomColor, s.borderLeftColor].join(" "),
+};
+"""
+
 
 def emit(obj):
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -115,6 +312,21 @@ def emit(obj):
 
 def normalised(text):
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def shows_focus(focused, unfocused):
+    """Whether the focused style differs visibly from the unfocused one: an
+    outline at least 2 px wide, of at least 3:1 against what it is drawn on,
+    that was not there already; a box-shadow of its own; or other border colours."""
+    outline = (
+        focused["outline_style"] != "none"
+        and focused["outline_width"] >= FOCUS_OUTLINE_MIN
+        and (focused["outline_contrast"] or 0) >= FOCUS_CONTRAST_MIN
+        and focused["outline"] != unfocused["outline"]
+    )
+    shadow = focused["box_shadow"] != "none" and focused["box_shadow"] != unfocused["box_shadow"]
+    border = focused["border_colours"] != unfocused["border_colours"]
+    return outline or shadow or border
 
 
 # ---- The other origin --------------------------------------------------------
@@ -218,6 +430,15 @@ class Flow:
         self.rec = {}
         self.expected_console = []
         self.other_console = []
+        self.schemes = ["light"]  # those of SCHEMES Chrome could emulate (step 1)
+        self.wcag = {
+            "contrast_failures": [],
+            "contrast_checked": 0,
+            "small_targets": [],
+            "targets_checked": 0,
+            "no_focus_indicator": [],
+            "focus_checked": 0,
+        }
 
     # -- helpers
 
@@ -281,6 +502,49 @@ class Flow:
         bucket.extend(e.get("message", "") for e in moved if e.get("level") == "SEVERE")
         self.logs.console[start:] = [e for e in fresh if e not in moved]
 
+    # -- WCAG 2.2 AA checks
+
+    def set_scheme(self, scheme):
+        """Emulates prefers-color-scheme (DevTools protocol): whether the page now sees it."""
+        try:
+            self.driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+            )
+        except WebDriverException:
+            return False
+        return self.driver.execute_script(
+            "return matchMedia(`(prefers-color-scheme: ${arguments[0]})`).matches", scheme
+        )
+
+    def check_contrast(self, view):
+        """Text contrast of what is shown now, in each colour scheme; back to light after."""
+        for scheme in self.schemes:
+            self.set_scheme(scheme)
+            checked, failures = self.driver.execute_script(CONTRAST_JS, view, scheme)
+            self.wcag["contrast_checked"] += checked
+            # The compose view is checked in several states: each failure once.
+            found = self.wcag["contrast_failures"]
+            found.extend(f for f in failures if f not in found)
+        self.set_scheme("light")
+
+    def check_view(self, view, list_id=None):
+        """Shows a view, then checks its text contrast and target sizes (sizes do not depend on the scheme)."""
+        self.show_view(view, list_id)
+        self.driver.execute_script("window.scrollTo(0, 0);")
+        self.check_contrast(view)
+        checked, failures = self.driver.execute_script(TARGETS_JS, view)
+        self.wcag["targets_checked"] += checked
+        self.wcag["small_targets"].extend(failures)
+
+    def focus_styles(self, element):
+        """How element shows focus now, in each colour scheme; back to light after."""
+        styles = {}
+        for scheme in self.schemes:
+            self.set_scheme(scheme)
+            styles[scheme] = self.driver.execute_script(FOCUS_STYLE_JS, element, scheme)
+        self.set_scheme("light")
+        return styles
+
     # -- the steps
 
     def run(self):
@@ -307,22 +571,38 @@ class Flow:
             raise FlowError(f"#no-token is shown: {self.text('no-token')}")
         if self.find("agent-down").is_displayed():
             raise FlowError(f"#agent-down is shown: {self.text('agent-down')}")
+        # The WCAG checks run in each colour scheme Chrome can emulate, then back to light.
+        self.schemes = [scheme for scheme in SCHEMES if self.set_scheme(scheme)] or ["light"]
+        self.set_scheme("light")
 
         # 2. Accessibility basics.
         rec["unlabelled"] = d.execute_script(UNLABELLED_JS)
         rec["lang"] = d.execute_script("return document.documentElement.lang")
         d.execute_script("if (document.activeElement) document.activeElement.blur(); window.scrollTo(0, 0);")
-        order, reached = [], False
+        order, reached, seen = [], False, []
         for _ in range(TAB_PRESSES):
             ActionChains(d).send_keys(Keys.TAB).perform()
             focused = d.execute_script(DESCRIBE_ACTIVE_JS)
             order.append(focused)
+            if focused != "body":
+                # Its focus indicator (WCAG 2.4.7), compared below with its look unfocused.
+                element = d.switch_to.active_element
+                seen.append((element, self.focus_styles(element)))
             if focused == "send":
                 reached = True
                 break
         rec["tab_reaches_send"] = reached
         rec["tab_order"] = order
         d.execute_script("if (document.activeElement) document.activeElement.blur(); window.scrollTo(0, 0);")
+        for element, focused_styles in seen:
+            unfocused_styles = self.focus_styles(element)
+            for scheme in self.schemes:
+                focused, unfocused = focused_styles[scheme], unfocused_styles[scheme]
+                self.wcag["focus_checked"] += 1
+                if not shows_focus(focused, unfocused):
+                    self.wcag["no_focus_indicator"].append(
+                        {"scheme": scheme, "selector": focused["selector"], "outline": focused["outline"]}
+                    )
         rec["narrow_viewport"] = self.set_viewport(*NARROW)
         rec["narrow_overflow"] = self.overflows()
         self.shot("narrow.png")
@@ -339,6 +619,7 @@ class Flow:
         self.until("#compose-error after a bad address", lambda: self.text("compose-error").strip() != "")
         rec["bad_address_error"] = self.text("compose-error")
         rec["bad_address_invalid"] = recipient.get_attribute("aria-invalid")
+        self.check_contrast("compose")  # the error, and the field marked invalid
         time.sleep(0.3)  # lets the console entry of the 4xx answer arrive
         self.collect_console_into(
             self.expected_console, lambda e: EXPECTED_SEND_ERROR.search(e.get("message", "")) is not None
@@ -354,6 +635,7 @@ class Flow:
         )
         rec["refused_verdict"] = self.text("verdict")
         rec["bytes_text"] = self.text("bytes")
+        self.check_contrast("compose")  # the refusal
         self.shot("compose.png")
 
         # 5. Send, and wait for the receipt.
@@ -364,6 +646,7 @@ class Flow:
             lambda: "ok" in (self.find("verdict").get_attribute("class") or "").split(),
             CHECK_WAIT,
         )
+        self.check_contrast("compose")  # the acceptance
         self.find("rel-friend").click()
         Select(self.find("when")).select_by_value("")
         self.find("send").click()
@@ -403,6 +686,12 @@ class Flow:
         rec["anonymity_text"] = self.text("anonymity")
         rec["cost_text"] = self.text("cost")
         self.shot("status.png")
+        # Each view, filled, at the wide viewport: contrast in both schemes, target sizes.
+        # The last one is Your anonymity again, as before.
+        self.check_view("compose")
+        self.check_view("sent", "sent-list")
+        self.check_view("threads", "thread-list")
+        self.check_view("status")
 
         # 7. Another origin, in another tab of the same browser.
         agent_origin = "{0}://{1}".format(*urlsplit(args.url)[:2])
@@ -466,7 +755,9 @@ class Flow:
             lambda: self.find("agent-down").is_displayed() and self.text("agent-down").strip(),
             30,
         )
+        self.check_contrast("status")  # the #agent-down alert
         self.shot("agent-down.png")
+        result.update(self.wcag, color_schemes=self.schemes)
         return result
 
 

@@ -227,6 +227,19 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
         !s("anonymity_text").is_empty() && s("cost_text").contains("MB"),
         "{done}"
     );
+    // WCAG 2.2 AA, in both colour schemes: text contrast, target sizes,
+    // visible focus. Each was measured on something, not only found empty.
+    assert_eq!(
+        done["color_schemes"],
+        serde_json::json!(["light", "dark"]),
+        "{done}"
+    );
+    assert_eq!(done["contrast_failures"], serde_json::json!([]), "{done}");
+    assert!(done["contrast_checked"].as_u64().unwrap() > 20, "{done}");
+    assert_eq!(done["small_targets"], serde_json::json!([]), "{done}");
+    assert!(done["targets_checked"].as_u64().unwrap() > 20, "{done}");
+    assert_eq!(done["no_focus_indicator"], serde_json::json!([]), "{done}");
+    assert!(done["focus_checked"].as_u64().unwrap() > 10, "{done}");
 
     // Safe on a person's machine.
     assert_eq!(done["external"], serde_json::json!([]), "{done}");
