@@ -51,6 +51,23 @@ pub fn summary(thread: &ThreadRecord) -> serde_json::Value {
     })
 }
 
+/// Deletes the conversation `label` (or the one its first letters name)
+/// from this machine, unless a message of it still waits to leave.
+pub fn forget_thread(state_dir: &Path, label: &str) -> anyhow::Result<()> {
+    let threads = Threads::open(state_dir)?;
+    let thread = threads.load(label)?;
+    let (queued, _) = crate::agent::outbox::Outbox::open(state_dir)?.list()?;
+    if queued
+        .iter()
+        .any(|e| e.thread.as_deref() == Some(thread.label.as_str()))
+    {
+        anyhow::bail!(
+            "a message of this conversation is still waiting to leave; forget it once it has"
+        );
+    }
+    threads.forget(&thread.label)
+}
+
 /// Lists the conversations (or shows one, or forgets one).
 pub fn inbox(
     state_dir: &Path,
@@ -60,17 +77,7 @@ pub fn inbox(
 ) -> anyhow::Result<()> {
     let threads = Threads::open(state_dir)?;
     if let Some(label) = forget {
-        let thread = threads.load(label)?;
-        let (queued, _) = crate::agent::outbox::Outbox::open(state_dir)?.list()?;
-        if queued
-            .iter()
-            .any(|e| e.thread.as_deref() == Some(thread.label.as_str()))
-        {
-            anyhow::bail!(
-                "a message of this conversation is still waiting to leave; forget it once it has"
-            );
-        }
-        threads.forget(&thread.label)?;
+        forget_thread(state_dir, label)?;
         if !json {
             println!("forgot the conversation {label}");
         }

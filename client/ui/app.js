@@ -393,7 +393,7 @@
       text: $("message").value,
       within_secs: when ? Number(when) : null,
       thread: null,
-      answers: true,
+      answers: $("answers").checked,
     };
     sending = true;
     $("send").setAttribute("aria-busy", "true");
@@ -545,8 +545,32 @@
       sendReply(label, text, status).catch(() => {});
     });
     text.addEventListener("input", () => clearInvalid(text));
-    article.append(display, form);
+    // Forgetting deletes the conversation from this computer (its address
+    // and answers); the exit keeps nothing it could give back.
+    const forget = el("button", "thread-forget", "Forget this conversation");
+    forget.type = "button";
+    forget.addEventListener("click", () => {
+      forgetThread(label, forget).catch(() => {});
+    });
+    article.append(display, form, forget);
     return { article, display, reply: form, signature: null };
+  }
+
+  async function forgetThread(label, button) {
+    if (locked || button.dataset.busy) return;
+    const sure = window.confirm(
+      "Forget this conversation? Its address and answers are deleted from this computer, and answers that come later are lost.",
+    );
+    if (!sure) return;
+    button.dataset.busy = "1";
+    try {
+      await api("POST", `/api/threads/${encodeURIComponent(label)}/forget`, {});
+      await loadThreads();
+    } catch (e) {
+      button.textContent = `Forget this conversation (${e.message})`;
+    } finally {
+      delete button.dataset.busy;
+    }
   }
 
   function fillThread(tv, t) {

@@ -20,6 +20,7 @@ The flow (tests/browser/README.md has the details):
     "small_targets");
  7. a page of another origin (a second port) tries the agent's API in the same
     browser: "other_origin", "other_origin_read_threads", then "sent_rows_after";
+ 7b. forgets the conversation (accepting the confirmation): "forgot_thread";
  8. collects everything below;
  9. prints {"phase": "stop-agent"}, waits for one line on stdin (the caller
     stopped the agent), waits for #agent-down and records its text
@@ -723,6 +724,14 @@ class Flow:
             server.server_close()
         self.show_view("sent", "sent-list")
         rec["sent_rows_after"] = d.execute_script(SENT_ROWS_JS)
+
+        # 7b. Forgetting the conversation (its confirmation dialog accepted).
+        self.show_view("threads", "thread-list")
+        d.find_element(By.CSS_SELECTOR, ".thread .thread-forget").click()
+        WebDriverWait(d, WAIT).until(lambda drv: drv.switch_to.alert).accept()
+        rec["forgot_thread"] = bool(
+            self.until("#threads-empty to show", lambda: self.find("threads-empty").is_displayed())
+        )
 
         # 8. Everything.
         self.logs.collect()

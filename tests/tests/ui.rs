@@ -221,6 +221,10 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
     );
     assert!(!s("queued_words").is_empty());
     assert_eq!(done["answer_seen"], true, "{done}");
+    // Forgotten from the page: gone from this machine.
+    assert_eq!(done["forgot_thread"], true, "{done}");
+    let out = sender.run(&["inbox", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]", "{out:?}");
     assert_eq!(done["thread_count"], 1);
     assert!(done["sent_rows"].as_u64().unwrap() >= 1, "{done}");
     assert!(

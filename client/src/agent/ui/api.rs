@@ -607,3 +607,26 @@ pub async fn threads(State(shared): State<Arc<Shared>>) -> HttpResponse {
     }))
     .into_response()
 }
+
+/// `POST /api/threads/{label}/forget`: deletes a conversation from this
+/// machine (as `leak inbox --forget`).
+pub async fn forget(State(shared): State<Arc<Shared>>, Path(label): Path<String>) -> HttpResponse {
+    let root = shared.state_root.clone();
+    let forgotten =
+        tokio::task::spawn_blocking(move || crate::inbox::forget_thread(&root, &label)).await;
+    match forgotten {
+        Ok(Ok(())) => Json(json!({ "forgotten": true })).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::CONFLICT,
+            "invalid",
+            &capitalised(&format!("{e:#}")),
+        )
+        .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Forgetting stopped.",
+        )
+        .into_response(),
+    }
+}

@@ -10,7 +10,7 @@
 //! | `GET /api/rules` | the federation's do's and don'ts |
 //! | `POST /api/send` | hands a leak to the agent |
 //! | `GET /api/leaks`, `GET /api/leaks/{id}` | the sent list; one leak's progress and receipt |
-//! | `GET /api/threads`, `POST /api/threads/{label}/reply` | conversations and their answers; a follow-up |
+//! | `GET /api/threads`, `POST /api/threads/{label}/reply`, `…/forget` | conversations and their answers; a follow-up; forgetting one |
 //!
 //! Another website open in the same browser must be able to do nothing
 //! with it ([`guard`]): every request must name the page's own address in
@@ -157,6 +157,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/leaks/{id}", get(api::leak))
         .route("/api/threads", get(api::threads))
         .route("/api/threads/{label}/reply", post(api::reply))
+        .route("/api/threads/{label}/forget", post(api::forget))
         .fallback(|| async {
             api::error(StatusCode::NOT_FOUND, "invalid", "No such page.").into_response()
         })

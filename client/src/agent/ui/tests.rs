@@ -314,6 +314,18 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
         ),
     );
     assert_eq!(code, 413);
+    // Forgetting a conversation this machine does not have, or a label
+    // that is not one (a path), is refused in words.
+    for label in ["ab12cd", "..%2F..%2Fguard"] {
+        let (code, _, answer) = exchange(
+            port,
+            &format!(
+                "POST /api/threads/{label}/forget HTTP/1.1\r\nHost: {host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+        );
+        assert_eq!(code, 409, "{answer}");
+        assert!(answer.contains("conversation"), "{answer}");
+    }
     let seen: Vec<String> = seen_rx.try_iter().collect();
     assert_eq!(seen, vec!["Status".to_owned()]);
     // A good leak reaches the agent; its answer (no network yet) comes
