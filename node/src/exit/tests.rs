@@ -581,7 +581,11 @@ async fn stamps_get_harder_under_load_after_the_grace() {
             1,
         )
         .replacen("stamp_bits = 19", "stamp_bits = 12", 1)
-        .replacen("version = 2", "version = 3", 1);
+        .replacen(
+            &format!("version = {}", policy::Policy::builtin().version()),
+            &format!("version = {}", policy::Policy::builtin().version() + 1),
+            1,
+        );
     let policy_file = dir.path().join("policy.signed");
     let maintainer = [3u8; 32];
     std::fs::write(
