@@ -129,6 +129,18 @@ fn exchange(port: u16, request: &str) -> (u16, String, String) {
     (code, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// A JSON POST with the page's key, as the page sends it.
+fn post(port: u16, token: &str, path: &str, body: &str) -> (u16, String, String) {
+    let host = format!("127.0.0.1:{port}");
+    exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
 #[test]
 fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -276,13 +288,7 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
             "refused",
         ),
     ] {
-        let (code, _, answer) = exchange(
-            port,
-            &format!(
-                "POST /api/send HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            ),
-        );
+        let (code, _, answer) = post(port, &token, "/api/send", body);
         assert_eq!(code, 422, "{answer}");
         let error: serde_json::Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(
@@ -293,36 +299,19 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
     }
     // The verdict as the person types.
     let text = r#"{"text":"you should visit example.com"}"#;
-    let (code, _, answer) = exchange(
-        port,
-        &format!(
-            "POST /api/check HTTP/1.1\r\nHost: {host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            text.len()
-        ),
-    );
+    let (code, _, answer) = post(port, &token, "/api/check", text);
     assert_eq!(code, 200);
     let verdict: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(verdict["verdict"], "refused", "{answer}");
     assert_eq!(verdict["bytes"], "you should visit example.com".len());
     // An oversize body is refused whole.
     let big = format!(r#"{{"text":"{}"}}"#, "a".repeat(100_000));
-    let (code, _, _) = exchange(
-        port,
-        &format!(
-            "POST /api/check HTTP/1.1\r\nHost: {host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
-            big.len()
-        ),
-    );
+    let (code, _, _) = post(port, &token, "/api/check", &big);
     assert_eq!(code, 413);
     // Forgetting a conversation this machine does not have, or a label
     // that is not one (a path), is refused in words.
     for label in ["ab12cd", "..%2F..%2Fguard"] {
-        let (code, _, answer) = exchange(
-            port,
-            &format!(
-                "POST /api/threads/{label}/forget HTTP/1.1\r\nHost: {host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            ),
-        );
+        let (code, _, answer) = post(port, &token, &format!("/api/threads/{label}/forget"), "{}");
         assert_eq!(code, 409, "{answer}");
         assert!(answer.contains("conversation"), "{answer}");
     }
@@ -331,13 +320,7 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
     // A good leak reaches the agent; its answer (no network yet) comes
     // back in words, with its kind.
     let body = r#"{"recipient":"a@example.com","relationship":"friend","text":"hello there","within_secs":3600}"#;
-    let (code, _, answer) = exchange(
-        port,
-        &format!(
-            "POST /api/send HTTP/1.1\r\nHost: {host}\r\nX-Leak-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let (code, _, answer) = post(port, &token, "/api/send", body);
     assert_eq!(code, 503, "{answer}");
     let error: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(error["kind"], "no_network");
