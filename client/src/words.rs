@@ -60,6 +60,25 @@ pub fn bounce_reason(class: BounceClass) -> &'static str {
     }
 }
 
+/// How a leak ended, as a name (`delivered`, `refused`…, `no_receipt`) and
+/// whether it is good news ([`is_good`]).
+pub fn finished_outcome(result: &Finished) -> (&'static str, Option<bool>) {
+    match result {
+        Finished::NoReceipt => ("no_receipt", Some(false)),
+        Finished::Receipt { receipt } => (crate::state::outcome_name(receipt), is_good(receipt)),
+    }
+}
+
+/// The state of a leak the agent holds: `waiting` (not sent yet) or `sent`
+/// (waiting for its receipt).
+pub fn held_state(attempts_sent: u32) -> &'static str {
+    if attempts_sent == 0 {
+        "waiting"
+    } else {
+        "sent"
+    }
+}
+
 /// A leak the agent holds: waiting for its moment, or sent and waiting
 /// for the exit's receipt.
 pub fn in_progress(attempts_sent: u32) -> String {

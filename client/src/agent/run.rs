@@ -1309,28 +1309,16 @@ impl Agent {
             words: "The agent knows nothing of this leak (it was not sent through it since it started).".into(),
         };
         if let Some(entry) = self.entries.iter().find(|e| e.message_id == id) {
-            progress.state = if entry.attempts_sent == 0 {
-                "waiting"
-            } else {
-                "sent"
-            }
-            .into();
+            progress.state = crate::words::held_state(entry.attempts_sent).into();
             progress.attempts = entry.attempts_sent;
             progress.next_at_ms = (entry.attempts_sent == 0).then_some(entry.next_at_ms);
             progress.words = crate::words::in_progress(entry.attempts_sent);
         } else if let Some((_, result, exit)) = self.recent.iter().rev().find(|(i, ..)| i == id) {
+            let (outcome, good) = crate::words::finished_outcome(result);
             progress.state = "finished".into();
             progress.words = crate::words::finished(result, exit);
-            match result {
-                Finished::NoReceipt => {
-                    progress.outcome = Some("no_receipt".into());
-                    progress.good = Some(false);
-                }
-                Finished::Receipt { receipt } => {
-                    progress.outcome = Some(crate::state::outcome_name(receipt).into());
-                    progress.good = crate::words::is_good(receipt);
-                }
-            }
+            progress.outcome = Some(outcome.into());
+            progress.good = good;
         }
         progress
     }

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use super::Shared;
 use crate::{
     agent::ipc::{AgentStatus, ErrorKind, Request, Response},
-    state::{Finished, StateDir, day_to_date, outcome_name},
+    state::{StateDir, day_to_date},
     threads::Threads,
     words,
 };
@@ -48,6 +48,11 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// Something went wrong on this side (500).
+fn internal(message: &str) -> HttpResponse {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message).into_response()
 }
 
 /// An error of no field.
@@ -195,35 +200,25 @@ pub struct CheckBody {
 pub async fn check(State(shared): State<Arc<Shared>>, Json(body): Json<CheckBody>) -> HttpResponse {
     let max = max_text_bytes(&shared);
     let bytes = body.text.len();
-    let verdict = if body.text.trim().is_empty() {
-        json!({ "verdict": "empty" })
+    let (verdict, refusal) = if body.text.trim().is_empty() {
+        ("empty", None)
     } else if bytes > max {
-        json!({ "verdict": "too_long" })
+        ("too_long", None)
     } else {
         let checker = shared.clone();
-        let verdict =
-            tokio::task::spawn_blocking(move || checker.policy.check_text(&body.text)).await;
-        match verdict {
-            Ok(Verdict::Accepted) => json!({ "verdict": "accepted" }),
-            Ok(Verdict::Refused(refusal)) => json!({
-                "verdict": "refused", "category": refusal.category.as_str(),
-                "rule": refusal.rule, "reason": refusal.reason }),
-            Err(_) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "The check stopped.",
-                )
-                .into_response();
-            }
+        match tokio::task::spawn_blocking(move || checker.policy.check_text(&body.text)).await {
+            Ok(Verdict::Accepted) => ("accepted", None),
+            Ok(Verdict::Refused(refusal)) => ("refused", Some(refusal)),
+            Err(_) => return internal("The check stopped."),
         }
     };
-    let mut answer = json!({ "bytes": bytes, "max_bytes": max,
-                             "category": null, "rule": null, "reason": null });
-    if let (Some(answer), Some(verdict)) = (answer.as_object_mut(), verdict.as_object()) {
-        answer.extend(verdict.clone());
-    }
-    Json(answer).into_response()
+    Json(json!({
+        "bytes": bytes, "max_bytes": max, "verdict": verdict,
+        "category": refusal.as_ref().map(|r| r.category.as_str()),
+        "rule": refusal.as_ref().map(|r| r.rule.as_str()),
+        "reason": refusal.as_ref().map(|r| r.reason.as_str()),
+    }))
+    .into_response()
 }
 
 /// What a category of the policy forbids, in words.
@@ -400,12 +395,7 @@ async fn hand_over(shared: &Shared, request: Request) -> HttpResponse {
             };
             error_on(status, kind, field, &capitalised(&message)).into_response()
         }
-        Ok(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "The agent answered something unexpected.",
-        )
-        .into_response(),
+        Ok(_) => internal("The agent answered something unexpected."),
     }
 }
 
@@ -499,12 +489,7 @@ pub async fn leak(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> 
     match ask(&shared, Request::Progress { message_id: id }).await {
         Err(response) => response.into_response(),
         Ok(Response::Progress(progress)) => Json(progress).into_response(),
-        Ok(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "The agent answered something unexpected.",
-        )
-        .into_response(),
+        Ok(_) => internal("The agent answered something unexpected."),
     }
 }
 
@@ -525,12 +510,7 @@ pub async fn leaks(State(shared): State<Arc<Shared>>) -> HttpResponse {
     })
     .await;
     let Ok(Ok((mut records, mut ended))) = listed else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "The list of sent leaks does not read.",
-        )
-        .into_response();
+        return internal("The list of sent leaks does not read.");
     };
     records.sort_by_key(|r| std::cmp::Reverse(r.created_at_ms));
     ended.sort_by_key(|(_, e)| std::cmp::Reverse(e.ended_day));
@@ -542,11 +522,7 @@ pub async fn leaks(State(shared): State<Arc<Shared>>) -> HttpResponse {
             .find(|q| q.message_id == record.message_id);
         let (state, words) = match (queued, &record.outcome) {
             (Some(q), _) => (
-                if q.attempts_sent == 0 {
-                    "waiting"
-                } else {
-                    "sent"
-                },
+                words::held_state(q.attempts_sent),
                 words::in_progress(q.attempts_sent),
             ),
             (None, Some(done)) => (
@@ -559,7 +535,10 @@ pub async fn leaks(State(shared): State<Arc<Shared>>) -> HttpResponse {
                     .to_owned(),
             ),
         };
-        let (outcome, good) = outcome_of(record.outcome.as_ref().map(|o| &o.result));
+        let (outcome, good) = record.outcome.as_ref().map_or((None, None), |o| {
+            let (outcome, good) = words::finished_outcome(&o.result);
+            (Some(outcome), good)
+        });
         list.push(json!({
             "message_id": record.message_id, "recipient": record.recipient,
             "relationship": record.relationship, "state": state, "outcome": outcome,
@@ -568,7 +547,7 @@ pub async fn leaks(State(shared): State<Arc<Shared>>) -> HttpResponse {
         }));
     }
     for (_, summary) in &ended {
-        let (outcome, good) = outcome_of(Some(&summary.result));
+        let (outcome, good) = words::finished_outcome(&summary.result);
         list.push(json!({
             "message_id": null, "recipient": summary.recipient, "relationship": null,
             "state": "finished", "outcome": outcome, "good": good,
@@ -579,29 +558,14 @@ pub async fn leaks(State(shared): State<Arc<Shared>>) -> HttpResponse {
     Json(json!({ "leaks": list, "kept_days": keep })).into_response()
 }
 
-fn outcome_of(result: Option<&Finished>) -> (Option<&'static str>, Option<bool>) {
-    match result {
-        None => (None, None),
-        Some(Finished::NoReceipt) => (Some("no_receipt"), Some(false)),
-        Some(Finished::Receipt { receipt }) => {
-            (Some(outcome_name(receipt)), words::is_good(receipt))
-        }
-    }
-}
-
 /// `GET /api/threads`: the conversations and their answers.
 pub async fn threads(State(shared): State<Arc<Shared>>) -> HttpResponse {
     let root = shared.state_root.clone();
     let listed = tokio::task::spawn_blocking(move || Threads::open(&root)?.list()).await;
-    let Ok(Ok((mut threads, _))) = listed else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "The conversations do not read.",
-        )
-        .into_response();
+    // Newest activity first, as `Threads::list` gives them.
+    let Ok(Ok((threads, _))) = listed else {
+        return internal("The conversations do not read.");
     };
-    threads.sort_by_key(|t| std::cmp::Reverse(t.last_ms));
     Json(json!({
         "threads": threads.iter().map(crate::inbox::summary).collect::<Vec<_>>(),
     }))
@@ -622,11 +586,6 @@ pub async fn forget(State(shared): State<Arc<Shared>>, Path(label): Path<String>
             &capitalised(&format!("{e:#}")),
         )
         .into_response(),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Forgetting stopped.",
-        )
-        .into_response(),
+        Err(_) => internal("Forgetting stopped."),
     }
 }
