@@ -398,7 +398,20 @@ impl Postfix {
             .status()
             .expect("running postconf");
         assert!(status.success(), "postconf -e {settings:?} failed");
+        // `postfix reload` only signals the master: wait until it has
+        // re-read its settings, so what follows meets the new ones.
+        let reloads = || self.log().matches("reload -- version").count();
+        let before = reloads();
         self.run_postfix(&["reload"]);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while reloads() == before {
+            assert!(
+                Instant::now() < deadline,
+                "postfix never logged its reload:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Tries every deferred message again now (`postqueue -f`).
