@@ -200,6 +200,11 @@ pub struct DirectoryConfig {
     /// When no bootstrap node answers, the cached directory is used if it
     /// was fetched at most this many seconds ago.
     pub cache_max_age_secs: u64,
+    /// The federation's directory authorities' Ed25519 public keys (hex):
+    /// only the nodes of a roster they signed are used.
+    pub authorities: Vec<String>,
+    /// How many of them must have signed the roster.
+    pub authority_threshold: usize,
 }
 
 /// `[policy]`
@@ -318,6 +323,8 @@ impl Default for DirectoryConfig {
             max_age_secs: leak_protocol::federation::DESCRIPTOR_MAX_AGE_SECS,
             max_clock_skew_secs: leak_protocol::federation::MAX_CLOCK_SKEW_SECS,
             cache_max_age_secs: 3600,
+            authorities: Vec::new(),
+            authority_threshold: 1,
         }
     }
 }
@@ -415,6 +422,16 @@ impl Config {
             check_bootstrap(address).map_err(|e| anyhow::anyhow!("network.bootstrap: {e}"))?;
         }
         self.ui.address()?;
+        leak_protocol::policy::parse_public_keys(&self.directory.authorities)
+            .map_err(|e| anyhow::anyhow!("directory.authorities: {e}"))?;
+        if self.directory.authority_threshold == 0
+            || (!self.directory.authorities.is_empty()
+                && self.directory.authority_threshold > self.directory.authorities.len())
+        {
+            anyhow::bail!(
+                "directory.authority_threshold must be between 1 and the number of authorities"
+            );
+        }
         if self.policy.threshold == 0 {
             anyhow::bail!("policy.threshold must be at least 1");
         }

@@ -97,6 +97,13 @@ enum Command {
         /// Overwrite an existing configuration file.
         #[arg(long)]
         force: bool,
+        /// A directory authority's public key, 64 hex digits, as the
+        /// federation publishes it (repeatable).
+        #[arg(long = "authority", value_name = "HEX")]
+        authorities: Vec<String>,
+        /// How many of the authorities must have signed the roster.
+        #[arg(long, value_name = "N")]
+        authority_threshold: Option<usize>,
     },
     /// Run the always-on agent that sends leaks among cover traffic (until
     /// `leak agent stop`, SIGTERM or Ctrl-C); `leak agent stop` stops it.
@@ -237,7 +244,7 @@ fn classify(error: &anyhow::Error) -> Status {
         || error.is::<ConfigMissing>()
         || matches!(
             error.downcast_ref::<DirectoryError>(),
-            Some(DirectoryError::NoBootstrap)
+            Some(DirectoryError::NoBootstrap | DirectoryError::NoAuthorities)
         )
         || error.is::<TextSourceError>()
         || error.is::<UnknownLeak>()
@@ -286,9 +293,12 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             mixing_delay_ms,
             receipt_timeout_secs,
             force,
+            authorities,
+            authority_threshold,
         } => init(
             &paths,
             bootstrap,
+            (authorities, authority_threshold),
             hops,
             mixing_delay_ms,
             receipt_timeout_secs,
@@ -351,9 +361,11 @@ fn agent(paths: &Paths, bind: Option<IpAddr>) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
+#[allow(clippy::too_many_arguments)] // one per `init` flag
 fn init(
     paths: &Paths,
     bootstrap: Vec<Multiaddr>,
+    (authorities, authority_threshold): (Vec<String>, Option<usize>),
     hops: Option<u8>,
     mixing_delay_ms: Option<u32>,
     receipt_timeout_secs: Option<u64>,
@@ -372,6 +384,10 @@ fn init(
     }
     let mut config = Config::default();
     config.network.bootstrap = bootstrap;
+    config.directory.authorities = authorities;
+    if let Some(n) = authority_threshold {
+        config.directory.authority_threshold = n;
+    }
     if let Some(hops) = hops {
         config.send.hops = usize::from(hops);
     }
@@ -396,6 +412,10 @@ fn init(
     if config.network.bootstrap.is_empty() {
         println!(
             "No bootstrap node yet: add one under [network] bootstrap, or run `leak init --force --bootstrap ADDRESS`."
+        );
+    } else if config.directory.authorities.is_empty() {
+        println!(
+            "No directory authority yet: add the federation's keys under [directory] authorities, or run `leak init --force --authority KEY`."
         );
     } else {
         println!(
@@ -561,10 +581,13 @@ fn send_command(paths: &Paths, bind: Option<IpAddr>, args: SendArgs) -> anyhow::
     let report = match result {
         Ok(report) => report,
         Err(error) => {
-            // A configuration without bootstrap nodes is the user's to fix;
+            // A configuration without bootstrap nodes or directory
+            // authorities is the user's to fix;
             // no directory, no path, no entry relay, local trouble: failed.
             let status = match &error {
-                SendError::Directory(DirectoryError::NoBootstrap) => Status::Usage,
+                SendError::Directory(
+                    DirectoryError::NoBootstrap | DirectoryError::NoAuthorities,
+                ) => Status::Usage,
                 _ => Status::Failed,
             };
             if json {

@@ -232,6 +232,29 @@ fn a_refused_text_is_stopped_before_the_network() {
 fn an_unreachable_bootstrap_fails_with_3() {
     let home = Home::new();
     home.init(&["--bootstrap", DEAD_BOOTSTRAP]);
+    // Without directory authorities nothing is fetched: the user's to fix.
+    let out = home.run(&[
+        "send",
+        "--direct",
+        "--to",
+        "bob@example.com",
+        "--as",
+        "friend",
+        KIND,
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no directory authority configured"),
+        "{}",
+        stderr(&out)
+    );
+    home.init(&[
+        "--force",
+        "--bootstrap",
+        DEAD_BOOTSTRAP,
+        "--authority",
+        &"ab".repeat(32),
+    ]);
     // Without an agent, `leak send` refuses and says how to start one.
     let out = home.run(&["send", "--to", "bob@example.com", "--as", "friend", KIND]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));

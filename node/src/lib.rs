@@ -36,6 +36,7 @@ pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod relay;
+pub mod roster;
 pub mod safelog;
 pub mod store;
 pub mod traffic;

@@ -1,7 +1,7 @@
 //! `leak-node`: run a Leak relay.
 //!
 //! ```text
-//! leak-node init --data-dir DIR [--listen ADDR]... [--bootstrap ADDR]... [--config FILE]
+//! leak-node init --data-dir DIR --authority HEX... [--roster FILE] [--listen ADDR]... [--bootstrap ADDR]... [--config FILE]
 //! leak-node run --config FILE [--set section.key=value]... [--listen ADDR]... [--bootstrap ADDR]...
 //! leak-node id --config FILE
 //! leak-node queue --config FILE [counts | list | retry [ID] | purge (ID | --all) | pause | resume | providers] [--json]
@@ -11,12 +11,21 @@
 //! leak-node policy verify SIGNED (--config FILE | --trusted-key HEX... [--threshold N])
 //! leak-node policy show [--config FILE] [--file SIGNED] [--toml]
 //! leak-node policy eval [--data DIR] [--train-data DIR] [--fixtures DIR] [--policy TOML]
+//! leak-node authority keygen --out FILE
+//! leak-node authority admit --roster TOML --node ID --roles relay[,exit] --family NAME
+//! leak-node authority remove --roster TOML --node ID
+//! leak-node authority sign --roster TOML --key FILE [--key FILE]... [--valid-hours N] --out SIGNED
+//! leak-node authority cosign --key FILE [--key FILE]... SIGNED
+//! leak-node authority show SIGNED [--config FILE | --authority HEX... [--threshold N]]
 //! ```
 
+mod authority_cli;
 mod policy_cli;
+mod signing_key;
 
 use std::{path::PathBuf, process::ExitCode};
 
+use authority_cli::{AuthorityAction, authority_command};
 use policy_cli::{PolicyAction, policy_command};
 
 use anyhow::Context as _;
@@ -64,6 +73,17 @@ enum Command {
         /// Also take the exit role, sending email from this domain.
         #[arg(long)]
         exit_domain: Option<String>,
+        /// A directory authority's public key, 64 hex digits (repeatable;
+        /// at least one): the node admits only the nodes of a roster they
+        /// signed.
+        #[arg(long = "authority", value_name = "HEX")]
+        authorities: Vec<String>,
+        /// How many of the authorities must have signed a roster.
+        #[arg(long, default_value_t = 1)]
+        authority_threshold: usize,
+        /// A signed roster file to take (re-read when it changes).
+        #[arg(long, value_name = "FILE")]
+        roster: Option<PathBuf>,
     },
     /// Run the node until SIGINT or SIGTERM.
     Run(RunArgs),
@@ -121,6 +141,13 @@ enum Command {
         /// What to do.
         #[command(subcommand)]
         action: PolicyAction,
+    },
+    /// The directory authority's tools: keys, admitting and removing nodes,
+    /// signing rosters.
+    Authority {
+        /// What to do.
+        #[command(subcommand)]
+        action: AuthorityAction,
     },
 }
 
@@ -209,6 +236,7 @@ fn init(
     metrics: Option<String>,
     epoch_secs: Option<u64>,
     exit_domain: Option<String>,
+    directory: (Vec<String>, usize, Option<PathBuf>),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -231,7 +259,16 @@ fn init(
         config.node.roles.push(leak_node::config::Role::Exit);
         config.exit.domain = domain;
     }
+    let (authorities, threshold, roster) = directory;
+    config.directory.authorities = authorities;
+    config.directory.authority_threshold = threshold;
+    if let Some(roster) = roster {
+        let roster = std::path::absolute(&roster)
+            .with_context(|| format!("cannot resolve {}", roster.display()))?;
+        config.directory.roster_file = roster.display().to_string();
+    }
     config.validate()?;
+    config.check_runnable()?;
     let config_path = config_path.unwrap_or_else(|| data_dir.join("leak-node.toml"));
     if config_path.exists() {
         anyhow::bail!("{} exists; not overwriting it", config_path.display());
@@ -242,6 +279,11 @@ fn init(
     std::fs::write(&config_path, text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     println!("peer id: {}", identity.peer_id());
+    println!(
+        "node id: {} (a directory authority admits it: leak-node authority admit --node {} …)",
+        hex::encode(identity.node_id().0),
+        hex::encode(identity.node_id().0)
+    );
     println!("identity: {}", config.identity_path().display());
     println!("config: {}", config_path.display());
     println!(
@@ -427,6 +469,9 @@ fn main() -> ExitCode {
             metrics,
             epoch_secs,
             exit_domain,
+            authorities,
+            authority_threshold,
+            roster,
         } => init(
             data_dir,
             config,
@@ -436,6 +481,7 @@ fn main() -> ExitCode {
             metrics,
             epoch_secs,
             exit_domain,
+            (authorities, authority_threshold, roster),
         ),
         Command::Queue {
             config,
@@ -447,6 +493,7 @@ fn main() -> ExitCode {
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(queue(config, json, action))),
         Command::Policy { action } => policy_command(action),
+        Command::Authority { action } => authority_command(action),
         Command::DkimKeys {
             domain,
             dir,

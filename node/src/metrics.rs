@@ -42,6 +42,11 @@ pub struct Metrics {
     pub mailbox_replies: Gauge,
     /// Descriptors refused, by reason.
     pub descriptors_refused: Family<Labels, Counter>,
+    /// Signed rosters refused, by reason (a replay of the held one is not
+    /// counted).
+    pub rosters_refused: Family<Labels, Counter>,
+    /// The serial of the roster in force (0: none).
+    pub roster_serial: Gauge,
     /// Inbound streams reset because too many were waiting for the node.
     pub inbound_streams_refused: Counter,
     /// Leaks that reached the exit, by outcome (accepted, duplicate,
@@ -160,6 +165,18 @@ impl Metrics {
             "descriptors_refused",
             "Descriptors refused, by reason",
             descriptors_refused.clone(),
+        );
+        let rosters_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "rosters_refused",
+            "Signed rosters refused, by reason",
+            rosters_refused.clone(),
+        );
+        let roster_serial = Gauge::default();
+        registry.register(
+            "roster_serial",
+            "The serial of the roster in force (0: none)",
+            roster_serial.clone(),
         );
         let inbound_streams_refused = Counter::default();
         registry.register(
@@ -296,6 +313,8 @@ impl Metrics {
             directory_nodes,
             mailbox_replies,
             descriptors_refused,
+            rosters_refused,
+            roster_serial,
             inbound_streams_refused,
             exit_leaks,
             exit_finished,

@@ -12,6 +12,8 @@ use leak_net::durable::{self, Access};
 use leak_node::Config;
 use leak_protocol::policy::{self, Category, Policy, PolicyError, SignedPolicy};
 
+use crate::signing_key;
+
 #[derive(Subcommand)]
 pub(crate) enum PolicyAction {
     /// Create a policy maintainer's signing key (mode 0600) and print the
@@ -111,7 +113,7 @@ pub(crate) fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
 fn policy_action(action: PolicyAction) -> anyhow::Result<String> {
     match action {
         PolicyAction::Keygen { out: path } => {
-            let public = create_maintainer_key(&path)?;
+            let public = signing_key::create(&path, signing_key::MAINTAINER)?;
             let mut out = String::new();
             writeln!(out, "maintainer key: {} (keep it secret)", path.display())?;
             writeln!(out, "public key: {}", hex::encode(public))?;
@@ -189,7 +191,7 @@ fn policy_sign(
     let (text, policy) = compile_toml(toml)?;
     let seeds = keys
         .iter()
-        .map(|k| read_maintainer_key(k))
+        .map(|k| signing_key::read(k, signing_key::MAINTAINER))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut signed = match add_to {
         Some(path) => {
@@ -424,66 +426,11 @@ fn policy_eval(
     Ok(report.summary(Some(elapsed)).to_string())
 }
 
-// Maintainer keys, signature checks and the evaluation's data.
+// Maintainer keys' signature checks and the evaluation's data.
 
 /// Decodes a maintainer's public key: 64 hex digits.
 fn parse_public_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
     Ok(policy::parse_public_key(hex_key)?)
-}
-
-/// Writes a new maintainer key to `path`: the 32-byte Ed25519 seed in hex
-/// and a newline, readable only by its owner (0600). Refuses to overwrite an
-/// existing file. Returns the public key.
-fn create_maintainer_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
-    use rand::TryRng as _;
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rngs::SysRng
-        .try_fill_bytes(seed.as_mut())
-        .context("the operating system's random number generator failed")?;
-    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(seed.as_ref())));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                anyhow::anyhow!("{} exists; not overwriting it", path.display())
-            }
-            _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
-        })?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(leak_protocol::crypto::ed25519_public(&seed))
-}
-
-/// Reads a maintainer key written by [`create_maintainer_key`]. Refuses a
-/// file that others can read.
-fn read_maintainer_key(path: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the maintainer key {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    anyhow::ensure!(
-        mode & 0o077 == 0,
-        "the maintainer key {} has mode {mode:o}; it must be readable by its owner only (chmod 600)",
-        path.display()
-    );
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the maintainer key {}", path.display()))?,
-    );
-    let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).unwrap_or_default());
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    anyhow::ensure!(
-        bytes.len() == 32,
-        "{} is not a maintainer key (64 hex digits; `leak-node policy keygen` writes one)",
-        path.display()
-    );
-    seed.copy_from_slice(&bytes);
-    Ok(seed)
 }
 
 /// The keys of `trusted` whose signature on `signed` verifies (and whose

@@ -28,6 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 use crate::{
     crypto::{self, MixPublicKey},
+    roster::{Roster, RosterError},
     sphinx::NodeId,
 };
 
@@ -307,6 +308,14 @@ impl SignedDescriptor {
     /// Verifies the signature, the freshness and the consistency, and
     /// returns the descriptor.
     pub fn verify(&self, freshness: Freshness) -> Result<Descriptor, DescriptorError> {
+        let descriptor = self.decode_unverified()?;
+        self.verify_decoded(descriptor, freshness)
+    }
+
+    /// The descriptor as it claims to be, before any check: only to decide
+    /// cheaply whether to verify it at all (whether a roster admits its
+    /// node).
+    fn decode_unverified(&self) -> Result<Descriptor, DescriptorError> {
         let [version, body @ ..] = self.body.as_slice() else {
             return Err(DescriptorError::Malformed);
         };
@@ -318,6 +327,15 @@ impl SignedDescriptor {
         if !rest.is_empty() {
             return Err(DescriptorError::Malformed);
         }
+        Ok(descriptor)
+    }
+
+    /// [`Self::verify`] of the descriptor [`Self::decode_unverified`] gave.
+    fn verify_decoded(
+        &self,
+        descriptor: Descriptor,
+        freshness: Freshness,
+    ) -> Result<Descriptor, DescriptorError> {
         if !crypto::ed25519_verify(
             &descriptor.node.0,
             &signing_input(&self.body),
@@ -381,6 +399,17 @@ pub enum Refused {
     /// The directory is full.
     #[error("the directory is full")]
     Full,
+    /// No valid roster is held yet: no node can be admitted.
+    #[error("no valid roster is held")]
+    NoRoster,
+    /// The roster does not admit its node (refused before its signature
+    /// is checked).
+    #[error("the roster does not admit this node")]
+    NotRostered,
+    /// It announces a role the roster does not grant, or a family other
+    /// than the roster's.
+    #[error("the descriptor contradicts the roster (roles or family)")]
+    BeyondRoster,
 }
 
 impl Refused {
@@ -388,6 +417,9 @@ impl Refused {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Full => "full",
+            Self::NoRoster => "no_roster",
+            Self::NotRostered => "not_rostered",
+            Self::BeyondRoster => "beyond_roster",
             Self::Invalid(DescriptorError::BadSignature) => "bad_signature",
             Self::Invalid(DescriptorError::Stale) => "stale",
             Self::Invalid(DescriptorError::FromTheFuture) => "from_the_future",
@@ -398,14 +430,35 @@ impl Refused {
 }
 
 /// The verified directory: descriptors that passed
-/// [`SignedDescriptor::verify`], the newest per node, in node-id order,
-/// with the signed form each came in (to serve on, or to cache).
+/// [`SignedDescriptor::verify`] of nodes the roster admits, as it admits
+/// them, the newest per node, in node-id order, with the signed form each
+/// came in (to serve on, or to cache).
+///
+/// A directory holds at most one [`Roster`] (the newest valid one it was
+/// given: [`Directory::adopt_roster`]); without one it admits nobody.
 #[derive(Debug, Clone)]
 pub struct Directory {
     entries: BTreeMap<NodeId, (Descriptor, SignedDescriptor)>,
+    roster: Option<Roster>,
+    /// The serial of the last roster that expired while held: an older
+    /// one is never taken again.
+    expired_serial: u64,
     max_age_secs: u64,
     max_clock_skew_secs: u64,
     max_nodes: usize,
+}
+
+/// Whether `roster` admits `descriptor` as it stands: its node, the roles
+/// it announces, its family.
+pub fn admits(roster: &Roster, descriptor: &Descriptor) -> Result<(), Refused> {
+    let admission = roster.get(&descriptor.node).ok_or(Refused::NotRostered)?;
+    if (descriptor.roles.relay && !admission.roles.relay)
+        || (descriptor.roles.exit && !admission.roles.exit)
+        || descriptor.family != admission.family
+    {
+        return Err(Refused::BeyondRoster);
+    }
+    Ok(())
 }
 
 impl Directory {
@@ -415,6 +468,8 @@ impl Directory {
     pub fn new(max_age_secs: u64, max_clock_skew_secs: u64, max_nodes: usize) -> Self {
         Self {
             entries: BTreeMap::new(),
+            roster: None,
+            expired_serial: 0,
             max_age_secs,
             max_clock_skew_secs,
             max_nodes,
@@ -430,10 +485,51 @@ impl Directory {
         }
     }
 
-    /// Verifies `signed` at `now` and keeps it if its node is new or it is
-    /// newer than the one known.
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<&Roster> {
+        self.roster.as_ref()
+    }
+
+    /// Takes `roster` (verified by the caller: signatures and time) if it
+    /// is newer than the one held, and drops every descriptor it does not
+    /// admit; returns how many. A roster of the held serial with other
+    /// content is refused ([`RosterError::Equivocation`]); an older one too
+    /// ([`RosterError::NotNewer`], also for the same roster again).
+    pub fn adopt_roster(&mut self, roster: Roster) -> Result<usize, RosterError> {
+        if roster.serial <= self.expired_serial {
+            return Err(RosterError::NotNewer {
+                serial: roster.serial,
+                held: self.expired_serial,
+            });
+        }
+        if let Some(held) = &self.roster {
+            if roster.serial == held.serial && roster != *held {
+                return Err(RosterError::Equivocation(roster.serial));
+            }
+            if roster.serial <= held.serial {
+                return Err(RosterError::NotNewer {
+                    serial: roster.serial,
+                    held: held.serial,
+                });
+            }
+        }
+        let before = self.entries.len();
+        self.entries.retain(|_, (d, _)| admits(&roster, d).is_ok());
+        self.roster = Some(roster);
+        Ok(before - self.entries.len())
+    }
+
+    /// Verifies `signed` at `now` and keeps it if the roster admits it and
+    /// its node is new or it is newer than the one known. A node the
+    /// roster does not name costs a decode, not a signature check.
     pub fn offer(&mut self, signed: SignedDescriptor, now: u64) -> Result<Offer, Refused> {
-        let descriptor = signed.verify(self.freshness(now))?;
+        let roster = self.roster.as_ref().ok_or(Refused::NoRoster)?;
+        let claimed = signed.decode_unverified()?;
+        if roster.get(&claimed.node).is_none() {
+            return Err(Refused::NotRostered);
+        }
+        let descriptor = signed.verify_decoded(claimed, self.freshness(now))?;
+        admits(roster, &descriptor)?;
         match self.entries.get(&descriptor.node) {
             Some((known, _)) if known.published_at >= descriptor.published_at => {
                 return Ok(Offer::Known);
@@ -457,9 +553,15 @@ impl Directory {
             .count()
     }
 
-    /// Drops the descriptors stale at `now`; returns how many.
+    /// Drops the descriptors stale at `now`, and the roster (with every
+    /// descriptor) once it has expired; returns how many descriptors.
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.entries.len();
+        if let Some(expired) = self.roster.take_if(|r| now > r.valid_until) {
+            self.expired_serial = expired.serial;
+            self.entries.clear();
+            return before;
+        }
         let max_age = self.max_age_secs;
         self.entries
             .retain(|_, (d, _)| now.saturating_sub(d.published_at) <= max_age);
@@ -681,7 +783,7 @@ mod tests {
                 relay: true,
                 exit: false,
             },
-            family: String::new(),
+            family: "ops".into(),
             exit: None,
             epoch_period_secs: 3600,
             mix_keys: vec![EpochKey {
@@ -696,9 +798,27 @@ mod tests {
         (d, s)
     }
 
+    /// A roster admitting the nodes of seeds 1 to 5 as relays of "ops".
+    fn roster(serial: u64) -> Roster {
+        let mut roster = Roster::new(serial, 0, 100_000);
+        for seed in 1..=5u8 {
+            let node = NodeId(crypto::ed25519_public(&[seed; 32]));
+            let admission = crate::roster::Admission {
+                roles: Roles {
+                    relay: true,
+                    exit: false,
+                },
+                family: "ops".into(),
+            };
+            roster.admit(node, admission).unwrap();
+        }
+        roster
+    }
+
     #[test]
     fn keeps_the_newest_valid_descriptor_per_node_within_its_bounds() {
         let mut directory = Directory::new(3600, 60, 2);
+        directory.adopt_roster(roster(1)).unwrap();
         let (old_a, old_a_signed) = signed(1, 9_000);
         let (new_a, new_a_signed) = signed(1, 9_500);
         let (_, stale_b) = signed(2, 1_000);
@@ -740,5 +860,72 @@ mod tests {
             directory.descriptors().cloned().collect::<Vec<_>>(),
             vec![c]
         );
+    }
+
+    #[test]
+    fn only_what_the_roster_admits_enters() {
+        let mut directory = Directory::new(3600, 60, 100);
+        let (_, a) = signed(1, 9_000);
+        let (_, b) = signed(2, 9_000);
+        let (_, stranger) = signed(9, 9_000);
+        // No roster yet: nobody.
+        assert_eq!(directory.offer(a.clone(), 10_000), Err(Refused::NoRoster));
+        directory.adopt_roster(roster(1)).unwrap();
+        assert_eq!(directory.offer(a.clone(), 10_000), Ok(Offer::Accepted));
+        assert_eq!(directory.offer(b, 10_000), Ok(Offer::Accepted));
+        assert_eq!(directory.offer(stranger, 10_000), Err(Refused::NotRostered));
+        // A family of its own choosing, or a role not granted: refused.
+        let mut own_family = signed(3, 9_000).0;
+        own_family.family = "elsewhere".into();
+        let own_family = own_family.sign(&[3; 32]).unwrap();
+        assert_eq!(
+            directory.offer(own_family, 10_000),
+            Err(Refused::BeyondRoster)
+        );
+        let mut exit = signed(4, 9_000).0;
+        exit.roles.exit = true;
+        exit.exit = Some(ExitInfo {
+            domain: "x.test".into(),
+            policy_version: 1,
+            stamp_bits: 0,
+        });
+        let exit = exit.sign(&[4; 32]).unwrap();
+        assert_eq!(directory.offer(exit, 10_000), Err(Refused::BeyondRoster));
+        // A forged descriptor of a rostered node still fails its signature.
+        let mut forged = a.to_bytes();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = SignedDescriptor::from_bytes(&forged).unwrap();
+        assert_eq!(
+            directory.offer(forged, 10_000).map_err(|e| e.as_str()),
+            Err("bad_signature")
+        );
+        // A newer roster without node 2 drops it; replays and a second
+        // roster under the same serial are refused.
+        let mut newer = roster(2);
+        newer.remove(&NodeId(crypto::ed25519_public(&[2; 32])));
+        assert_eq!(directory.adopt_roster(newer.clone()), Ok(1));
+        assert_eq!(directory.len(), 1);
+        assert_eq!(
+            directory.adopt_roster(roster(1)).map_err(|e| e.as_str()),
+            Err("not_newer")
+        );
+        assert_eq!(
+            directory.adopt_roster(roster(2)).map_err(|e| e.as_str()),
+            Err("equivocation")
+        );
+        assert_eq!(
+            directory.adopt_roster(newer).map_err(|e| e.as_str()),
+            Err("not_newer")
+        );
+        // Past its validity the roster goes, and every descriptor with it;
+        // an older roster is not taken back.
+        assert_eq!(directory.expire(100_001), 1);
+        assert!(directory.roster().is_none());
+        assert_eq!(
+            directory.adopt_roster(roster(1)).map_err(|e| e.as_str()),
+            Err("not_newer")
+        );
+        assert_eq!(directory.adopt_roster(roster(3)), Ok(0));
     }
 }

@@ -22,6 +22,10 @@
 //!   anti-abuse stamp and signed policy documents.
 //! - [`directory`]: node descriptors, signed with the node's identity, and
 //!   the verified directory built from them.
+//! - [`roster`]: the directory authorities' signed roster of admitted
+//!   nodes (their roles and families): only its nodes enter a directory.
+//! - [`signed`]: documents signed by a threshold of trusted keys (the
+//!   policy and the roster).
 //! - [`federation`]: the parameters every node and client agree on (the
 //!   longest hop delay, the mailbox lifetime, the key-hint rule, …).
 //! - [`crypto`]: the one module through which every primitive is used.
@@ -40,7 +44,9 @@ pub mod federation;
 pub mod payload;
 pub mod policy;
 pub mod reply;
+pub mod roster;
 pub mod seal;
+pub mod signed;
 pub mod sphinx;
 
 pub use address::Recipient;

@@ -109,6 +109,7 @@ const TEXT: &str = "The benchmark says hello: this is one leak among many, \
 fn client_config(bootstrap: &Multiaddr) -> Config {
     let mut config = Config::default();
     config.network.bootstrap = vec![bootstrap.clone()];
+    config.directory.authorities = vec![leak_tests::test_authority()];
     config.send.mixing_delay_ms = 0;
     config
 }
@@ -392,6 +393,7 @@ async fn command_run(
     let init = leak_command(home)
         .args(["init", "--mixing-delay-ms", "0", "--bootstrap"])
         .arg(bootstrap.to_string())
+        .args(["--authority", &leak_tests::test_authority()])
         .output()
         .unwrap();
     assert!(

@@ -164,7 +164,9 @@ async fn start_sink() -> Sink {
                 while let Some((_, mut stream)) = directories.next().await {
                     let signed = signed.clone();
                     tokio::spawn(async move {
-                        let _ = wire::serve_directory(&mut stream, &[signed]).await;
+                        if wire::read_directory_request(&mut stream).await.is_ok() {
+                            let _ = wire::write_directory(&mut stream, None, &[signed]).await;
+                        }
                     });
                 }
             });
@@ -405,6 +407,17 @@ async fn main() {
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let sink = start_sink().await;
+    // The sink is a node of the federation: the roster admits it.
+    leak_tests::roster::admit(
+        &dir.path().join("roster.signed"),
+        sink.descriptor.node,
+        Roles {
+            relay: true,
+            exit: false,
+        },
+        "relay-bench-sink",
+        "relay-bench-sink",
+    );
 
     // Three nodes: A alone, B bootstrapping from A and from the sink, C from B.
     let start = |name: &'static str, bootstrap: Vec<Multiaddr>| {
@@ -467,8 +480,12 @@ async fn main() {
     let (da, db, dc) = loop {
         let mut known: HashMap<PeerId, Descriptor> = HashMap::new();
         for peer in [a.started.peer_id, b.started.peer_id] {
-            if let Ok(signed) = client.directory(peer).await {
-                for d in signed.iter().filter_map(|s| s.verify(freshness()).ok()) {
+            if let Ok(answer) = client.directory(peer, 0).await {
+                for d in answer
+                    .descriptors
+                    .iter()
+                    .filter_map(|s| s.verify(freshness()).ok())
+                {
                     if let Some(p) = leak_node::identity::peer_id_of(&d.node) {
                         known.insert(p, d);
                     }
@@ -477,10 +494,12 @@ async fn main() {
         }
         // B's directory must list the sink (A's need not).
         let b_knows_sink = client
-            .directory(b.started.peer_id)
+            .directory(b.started.peer_id, 0)
             .await
-            .map(|s| {
-                s.iter()
+            .map(|answer| {
+                answer
+                    .descriptors
+                    .iter()
                     .filter_map(|s| s.verify(freshness()).ok())
                     .any(|d| d.node == sink.descriptor.node)
             })

@@ -220,6 +220,7 @@ fn start_agent(
     std::fs::create_dir_all(&root).unwrap();
     let mut config = Config::default();
     config.network.bootstrap = vec![bootstrap.clone()];
+    config.directory.authorities = vec![leak_tests::test_authority()];
     let state = StateDir::open(&root).unwrap();
     let policy = config.policy.load().unwrap();
     // The agent's future is not `Send` (its randomness is thread-local):

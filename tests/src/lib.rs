@@ -32,8 +32,10 @@ pub mod harness;
 pub mod mail;
 pub mod ports;
 pub mod process;
+pub mod roster;
 
 pub use process::{NodeProcess, init_node, leak_node_bin};
+pub use roster::{test_authority, trust_test_authority};
 
 /// A config for a test node in `dir`: loopback, any port, no metrics.
 pub fn test_config(dir: &Path, period_secs: u64, bootstrap: Vec<Multiaddr>) -> Config {
@@ -48,6 +50,9 @@ pub fn test_config(dir: &Path, period_secs: u64, bootstrap: Vec<Multiaddr>) -> C
     // loops turn them on), and receipts leave after the exit hop's delay.
     config.cover.loop_interval_ms = 0;
     config.exit.receipt_delay_ms = 0;
+    // The test federation's authority; the node is admitted to the roster
+    // beside its data directory when it starts (`TestNode::start`).
+    trust_test_authority(&mut config);
     config
 }
 
@@ -71,6 +76,10 @@ impl TestNode {
         } else {
             Identity::create(&identity_path).unwrap()
         };
+        // Admitted to the test roster first, so it starts admitted.
+        if !config.directory.roster_file.is_empty() {
+            roster::admit_config(&config, identity.node_id());
+        }
         let node = leak_node::start(config, identity.clone(), options)
             .await
             .unwrap();

@@ -88,14 +88,26 @@ pub fn leak_node_command_on(cpu: Option<usize>) -> Command {
 
 /// Runs `leak-node init --data-dir DIR ARGS...` and returns the path of the
 /// config it wrote. Panics with its output if it fails.
+///
+/// Unless `args` name an `--authority`, the node trusts the test
+/// federation's authority and the roster file beside its data directory,
+/// and is admitted to that roster (see [`crate::roster`]).
 pub fn init_node(data_dir: &Path, args: &[&str]) -> PathBuf {
-    let output = leak_node_command()
+    let own_authority = args.contains(&"--authority");
+    let roster = crate::roster::roster_file_beside(data_dir);
+    let authority = crate::roster::test_authority();
+    let mut command = leak_node_command();
+    command
         .arg("init")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(args)
-        .output()
-        .expect("running leak-node init");
+        .args(args);
+    if !own_authority {
+        command
+            .args(["--authority", &authority, "--roster"])
+            .arg(&roster);
+    }
+    let output = command.output().expect("running leak-node init");
     assert!(
         output.status.success(),
         "leak-node init failed ({}):\n{}{}",
@@ -103,7 +115,17 @@ pub fn init_node(data_dir: &Path, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    data_dir.join("leak-node.toml")
+    let config_path = args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map_or_else(|| data_dir.join("leak-node.toml"), |w| PathBuf::from(w[1]));
+    if !own_authority {
+        let config = leak_node::Config::load(&config_path, &[]).expect("the config init wrote");
+        let identity =
+            leak_node::Identity::load(&config.identity_path()).expect("the identity init wrote");
+        crate::roster::admit_config(&config, identity.node_id());
+    }
+    config_path
 }
 
 /// Lines a child printed, filled by a reader thread.

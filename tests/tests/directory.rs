@@ -87,6 +87,23 @@ async fn descriptors_spread_and_forged_or_stale_ones_are_refused() {
         .sign(stale_identity.seed())
         .unwrap();
 
+    // The roster admits all three (so what refuses them is their forgery
+    // or their age, not the roster) and not `stranger`.
+    let running: Vec<_> = nodes.iter().map(|n| &n.node).collect();
+    leak_tests::roster::admit_now(
+        root.path(),
+        &running,
+        &[signer.node_id(), victim.node_id(), stale_identity.node_id()],
+        &template.family,
+    );
+    let stranger = Identity::generate();
+    let unrostered = descriptor_for(&stranger, &template, now)
+        .sign(stranger.seed())
+        .unwrap();
+    publisher
+        .publish_descriptor_bytes(unrostered.to_bytes())
+        .await
+        .unwrap();
     publisher
         .publish_descriptor_bytes(forged_bytes.clone())
         .await
@@ -97,7 +114,9 @@ async fn descriptors_spread_and_forged_or_stale_ones_are_refused() {
         .unwrap();
     wait_until(TIMEOUT, "every other node to refuse both", || {
         let done = receivers.iter().all(|n| {
-            n.metrics().refused("bad_signature") >= 1 && n.metrics().refused("stale") >= 1
+            n.metrics().refused("bad_signature") >= 1
+                && n.metrics().refused("stale") >= 1
+                && n.metrics().refused("not_rostered") >= 1
         });
         async move { done }
     })
@@ -113,6 +132,7 @@ async fn descriptors_spread_and_forged_or_stale_ones_are_refused() {
     );
     assert!(absent(signer.node_id()), "nor is its signer");
     assert!(absent(stale_identity.node_id()), "nor the stale one");
+    assert!(absent(stranger.node_id()), "nor the node no roster admits");
 
     // Offered directly, they are refused too, with the reason.
     assert_eq!(
@@ -123,8 +143,19 @@ async fn descriptors_spread_and_forged_or_stale_ones_are_refused() {
         publisher.offer_descriptor(stale),
         Err(Refused::Invalid(DescriptorError::Stale))
     );
+    // (Nodes may have refused a newcomer's descriptor as not rostered
+    // before its roster reached them: count from here.)
+    let not_rostered = publisher.metrics().refused("not_rostered");
+    assert_eq!(
+        publisher.offer_descriptor(unrostered),
+        Err(Refused::NotRostered)
+    );
     assert_eq!(publisher.metrics().refused("bad_signature"), 1);
     assert_eq!(publisher.metrics().refused("stale"), 1);
+    assert_eq!(
+        publisher.metrics().refused("not_rostered"),
+        not_rostered + 1
+    );
     assert!(absent(victim.node_id()) && absent(stale_identity.node_id()));
     // The genuine descriptor of the throwaway signer, by contrast, is taken.
     assert!(publisher.offer_descriptor(genuine).is_ok());
@@ -159,7 +190,10 @@ async fn a_descriptor_missed_by_gossip_arrives_by_directory_pulls() {
     wait_for_convergence(&nodes, 3).await;
 
     let quiet = Identity::generate();
-    let mut descriptor = descriptor_for(&quiet, &own_descriptor(&nodes[0].node), unix_now());
+    let template = own_descriptor(&nodes[0].node);
+    let running: Vec<_> = nodes.iter().map(|n| &n.node).collect();
+    leak_tests::roster::admit_now(root.path(), &running, &[quiet.node_id()], &template.family);
+    let mut descriptor = descriptor_for(&quiet, &template, unix_now());
     // Nobody can reach it: pulls from it fail, harmlessly.
     descriptor.addresses = vec!["/ip4/127.0.0.1/tcp/1".into()];
     let signed = descriptor.sign(quiet.seed()).unwrap();

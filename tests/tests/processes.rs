@@ -90,8 +90,9 @@ async fn three_processes_carry_a_reply() {
     let wanted: HashSet<_> = [s1.peer_id, s2.peer_id, s3.peer_id].into();
     let deadline = Instant::now() + Duration::from_secs(60);
     let directory: Vec<Descriptor> = loop {
-        let verified: Vec<Descriptor> = match client.directory(s1.peer_id).await {
-            Ok(signed) => signed
+        let verified: Vec<Descriptor> = match client.directory(s1.peer_id, 0).await {
+            Ok(answer) => answer
+                .descriptors
                 .iter()
                 .map(|s| {
                     s.verify(freshness())

@@ -18,7 +18,7 @@ use std::{
 };
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
-use leak_protocol::{Packet, directory::SignedDescriptor};
+use leak_protocol::Packet;
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport,
     core::{
@@ -218,15 +218,20 @@ impl Peer {
         open(&self.control, peer, protocol).await
     }
 
-    /// The signed descriptors `peer` serves (unverified: verify them).
-    pub async fn directory(&self, peer: PeerId) -> io::Result<Vec<SignedDescriptor>> {
+    /// The signed roster (if newer than `held_roster_serial`; 0 for any)
+    /// and descriptors `peer` serves (unverified: verify them).
+    pub async fn directory(
+        &self,
+        peer: PeerId,
+        held_roster_serial: u64,
+    ) -> io::Result<wire::DirectoryAnswer> {
         let mut control = self.control.clone();
         tokio::time::timeout(TIMEOUT, async {
             let mut stream = control
                 .open_stream(peer, wire::DIRECTORY_PROTOCOL)
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            wire::request_directory(&mut stream).await
+            wire::request_directory(&mut stream, held_roster_serial).await
         })
         .await
         .map_err(|_| timeout_error())?

@@ -3,7 +3,7 @@
 //! | protocol | shape |
 //! |---|---|
 //! | `/leak/packet/1` | one long-lived stream per neighbour and direction; the opener writes [`PACKET_LEN`]-byte packets back to back, nothing comes back |
-//! | `/leak/directory/1` | the requester writes one version byte (1); the server answers a u32 count and, per descriptor, a u16 length and the signed descriptor |
+//! | `/leak/directory/2` | the requester writes one version byte (2) and the u64 serial of the roster it holds (0: none); the server answers a u32 length and its signed roster if that is newer (length 0 otherwise, or when it holds none), then a u32 count and, per descriptor, a u16 length and the signed descriptor |
 //! | `/leak/mailbox/2` | the requester writes a version byte (2) and a 32-byte mailbox capability; the server answers exactly [`MAILBOX_ANSWER_SLOTS`] entries of [`PAYLOAD_LEN`] bytes, the sealed replies it holds first (oldest first), random bytes in the slots left; the requester acknowledges with one byte (1); only then does the server delete the replies it sent, and it confirms with one byte (1), whether it deleted any or not; the stream then carries the requester's next request, or ends (a sender's agent keeps one stream to its guard) |
 //!
 //! All integers are big-endian. Every read is bounded: counts and lengths
@@ -37,11 +37,16 @@ use libp2p::StreamProtocol;
 /// Packet forwarding.
 pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/packet/1");
 /// Directory requests.
-pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/directory/1");
+pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/directory/2");
 /// Mailbox fetches, fixed-size answers.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/mailbox/2");
 
-const WIRE_VERSION: u8 = 1;
+/// The version byte a directory request starts with.
+const DIRECTORY_WIRE_VERSION: u8 = 2;
+/// The most bytes of a signed roster on the wire: its text and 32
+/// signatures.
+pub const MAX_SIGNED_ROSTER_LEN: usize =
+    leak_protocol::roster::MAX_ROSTER_LEN + 8 + 4 + 1 + 32 * 96;
 /// The version byte a mailbox request starts with.
 const MAILBOX_WIRE_VERSION: u8 = 2;
 /// Most descriptors in one directory answer.
@@ -78,19 +83,47 @@ pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<
         .ok_or_else(|| invalid("packet length"))
 }
 
-/// Asks for a node's directory (client side).
+/// What a node answers a directory request with (unverified: the
+/// receiver verifies the roster, then the descriptors against it).
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryAnswer {
+    /// Its signed roster, if newer than the one the requester holds.
+    pub roster: Option<Vec<u8>>,
+    /// The signed descriptors it holds.
+    pub descriptors: Vec<SignedDescriptor>,
+}
+
+/// Asks for a node's directory (client side), saying which roster serial
+/// the requester already holds (0: none).
 pub async fn request_directory<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
-) -> io::Result<Vec<SignedDescriptor>> {
-    io.write_all(&[WIRE_VERSION]).await?;
+    held_roster_serial: u64,
+) -> io::Result<DirectoryAnswer> {
+    let mut request = [0u8; 9];
+    request[0] = DIRECTORY_WIRE_VERSION;
+    request[1..].copy_from_slice(&held_roster_serial.to_be_bytes());
+    io.write_all(&request).await?;
     io.flush().await?;
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_SIGNED_ROSTER_LEN {
+        return Err(invalid("roster too long"));
+    }
+    let roster = if len == 0 {
+        None
+    } else {
+        let mut buf = vec![0u8; len];
+        io.read_exact(&mut buf).await?;
+        Some(buf)
+    };
     let mut count = [0u8; 4];
     io.read_exact(&mut count).await?;
     let count = u32::from_be_bytes(count);
     if count > MAX_DIRECTORY_ENTRIES {
         return Err(invalid("too many descriptors"));
     }
-    let mut out = Vec::with_capacity(count.min(256) as usize);
+    let mut descriptors = Vec::with_capacity(count.min(256) as usize);
     for _ in 0..count {
         let mut len = [0u8; 2];
         io.read_exact(&mut len).await?;
@@ -102,29 +135,50 @@ pub async fn request_directory<S: AsyncRead + AsyncWrite + Unpin>(
         io.read_exact(&mut buf).await?;
         // Unparseable entries are skipped, not fatal: the caller verifies.
         if let Ok(signed) = SignedDescriptor::from_bytes(&buf) {
-            out.push(signed);
+            descriptors.push(signed);
         }
     }
-    Ok(out)
+    Ok(DirectoryAnswer {
+        roster,
+        descriptors,
+    })
 }
 
-/// Answers a directory request (server side).
-pub async fn serve_directory<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut S,
-    descriptors: &[SignedDescriptor],
-) -> io::Result<()> {
-    let mut version = [0u8; 1];
-    io.read_exact(&mut version).await?;
-    if version[0] != WIRE_VERSION {
+/// Reads a directory request (server side): the roster serial the
+/// requester holds.
+pub async fn read_directory_request<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<u64> {
+    let mut request = [0u8; 9];
+    io.read_exact(&mut request[..1]).await?;
+    if request[0] != DIRECTORY_WIRE_VERSION {
         return Err(invalid("unknown directory protocol version"));
     }
+    io.read_exact(&mut request[1..]).await?;
+    let mut serial = [0u8; 8];
+    serial.copy_from_slice(&request[1..]);
+    Ok(u64::from_be_bytes(serial))
+}
+
+/// Answers a directory request read by [`read_directory_request`] (server
+/// side): `roster` as the server decided (`None` when the requester's is
+/// as new), then the descriptors.
+pub async fn write_directory<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    roster: Option<&[u8]>,
+    descriptors: &[SignedDescriptor],
+) -> io::Result<()> {
+    let roster = roster
+        .filter(|r| r.len() <= MAX_SIGNED_ROSTER_LEN)
+        .unwrap_or(&[]);
     let encoded: Vec<Vec<u8>> = descriptors
         .iter()
         .map(SignedDescriptor::to_bytes)
         .filter(|b| b.len() <= MAX_SIGNED_DESCRIPTOR_LEN)
         .take(MAX_DIRECTORY_ENTRIES as usize)
         .collect();
-    let mut out = Vec::with_capacity(4 + encoded.iter().map(|b| 2 + b.len()).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(8 + roster.len() + encoded.iter().map(|b| 2 + b.len()).sum::<usize>());
+    out.extend_from_slice(&(roster.len() as u32).to_be_bytes());
+    out.extend_from_slice(roster);
     out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
     for bytes in &encoded {
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
@@ -349,12 +403,19 @@ mod tests {
                 std::task::Poll::Ready(Ok(()))
             }
         }
-        let mut huge_count = Duplex(Cursor::new(u32::MAX.to_be_bytes().to_vec()));
-        assert!(request_directory(&mut huge_count).await.is_err());
-        let mut answer = 1u32.to_be_bytes().to_vec();
+        // A roster longer than any roster can be.
+        let mut huge_roster = Duplex(Cursor::new(u32::MAX.to_be_bytes().to_vec()));
+        assert!(request_directory(&mut huge_roster, 0).await.is_err());
+        let no_roster = 0u32.to_be_bytes().to_vec();
+        let mut huge_count = no_roster.clone();
+        huge_count.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut huge_count = Duplex(Cursor::new(huge_count));
+        assert!(request_directory(&mut huge_count, 0).await.is_err());
+        let mut answer = no_roster;
+        answer.extend_from_slice(&1u32.to_be_bytes());
         answer.extend_from_slice(&u16::MAX.to_be_bytes());
         let mut huge_len = Duplex(Cursor::new(answer));
-        assert!(request_directory(&mut huge_len).await.is_err());
+        assert!(request_directory(&mut huge_len, 0).await.is_err());
         // A mailbox answer shorter than its fixed length is an error.
         let mut short = Duplex(Cursor::new(vec![0; MAILBOX_ANSWER_LEN - 1]));
         assert!(fetch_mailbox(&mut short, &[0; 32]).await.is_err());

@@ -250,6 +250,15 @@ pub struct DirectoryConfig {
     pub max_clock_skew_secs: u64,
     /// Most descriptors kept.
     pub max_nodes: usize,
+    /// The federation's directory authorities: their Ed25519 public keys
+    /// (hex). Only nodes of a roster they signed enter the directory.
+    pub authorities: Vec<String>,
+    /// How many of them must have signed a roster.
+    pub authority_threshold: usize,
+    /// A signed roster file to take (the authorities publish one by
+    /// writing it here; the node re-reads it when it changes); empty: the
+    /// roster comes from the network only.
+    pub roster_file: String,
 }
 
 /// `[metrics]`
@@ -308,6 +317,9 @@ impl Config {
                 max_age_secs: federation::DESCRIPTOR_MAX_AGE_SECS,
                 max_clock_skew_secs: federation::MAX_CLOCK_SKEW_SECS,
                 max_nodes: 10_000,
+                authorities: Vec::new(),
+                authority_threshold: 1,
+                roster_file: String::new(),
             },
             metrics: MetricsConfig {
                 listen: "127.0.0.1:9464".into(),
@@ -383,6 +395,14 @@ impl Config {
             self.directory.max_age_secs >= 3 && self.directory.max_nodes >= 1,
             "directory.max_age_secs must be at least 3 and directory.max_nodes at least 1"
         );
+        leak_protocol::policy::parse_public_keys(&self.directory.authorities)
+            .map_err(|e| ConfigError::Invalid(format!("directory.authorities: {e}")))?;
+        ensure!(
+            self.directory.authority_threshold >= 1
+                && (self.directory.authorities.is_empty()
+                    || self.directory.authority_threshold <= self.directory.authorities.len()),
+            "directory.authority_threshold must be between 1 and the number of authorities"
+        );
         ensure!(
             self.mailbox.ttl_secs <= 366 * 86_400,
             "mailbox.ttl_secs must be at most a year"
@@ -437,6 +457,18 @@ impl Config {
             self.log.level.trim().parse::<tracing::Level>().is_ok(),
             "log.level {:?} must be one of error, warn, info, debug, trace",
             self.log.level
+        );
+        Ok(())
+    }
+
+    /// What running the node needs beyond [`Config::validate`]: the
+    /// federation's directory authorities (a node without them could admit
+    /// nobody, or, worse, anybody).
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        ensure!(
+            !self.directory.authorities.is_empty(),
+            "directory.authorities is empty: name the federation's directory authority keys \
+             (`leak-node init --authority KEY`); a node admits only the nodes their roster lists"
         );
         Ok(())
     }

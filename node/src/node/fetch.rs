@@ -21,13 +21,19 @@ pub(super) async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
             .open_stream(peer, wire::DIRECTORY_PROTOCOL)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        wire::request_directory(&mut stream).await
+        wire::request_directory(&mut stream, shared.roster.serial()).await
     })
     .await;
     match result {
-        Ok(Ok(descriptors)) => {
+        Ok(Ok(answer)) => {
+            // The roster first: it decides which descriptors enter.
+            if let Some(roster) = answer.roster
+                && let Err(e) = shared.offer_roster(&roster)
+            {
+                tracing::debug!(error = %e, "refused a peer's roster");
+            }
             let mut accepted = 0;
-            for signed in descriptors {
+            for signed in answer.descriptors {
                 if matches!(shared.offer(signed), Ok(Offer::Accepted)) {
                     accepted += 1;
                 }
@@ -56,6 +62,12 @@ pub(super) async fn pull_directories(shared: Arc<Shared>, mut shutdown: watch::R
             () = tokio::time::sleep(every) => {}
         }
         every = (every * 2).min(most);
+        // An authority publishes by writing the configured file.
+        if let Some(bytes) = shared.roster.changed_file()
+            && let Err(e) = shared.offer_roster(&bytes)
+        {
+            tracing::warn!(error = %e, "directory.roster_file was not adopted");
+        }
         let peers = shared.book.peers();
         if peers.is_empty() {
             continue;

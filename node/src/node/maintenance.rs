@@ -92,6 +92,13 @@ pub(super) async fn maintain(
             .write()
             .map(|mut d| {
                 let n = d.expire(now);
+                if d.roster().is_none() && shared.roster.serial() != 0 {
+                    shared.roster.drop_held();
+                    shared.metrics.roster_serial.set(0);
+                    tracing::error!(
+                        "the roster expired and no newer one came: this node admits no node until the directory authorities sign a new roster"
+                    );
+                }
                 shared.metrics.directory_nodes.set(d.len() as i64);
                 n
             })

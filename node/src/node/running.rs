@@ -105,6 +105,22 @@ impl RunningNode {
         result
     }
 
+    /// Offers a signed roster as if a peer had served it: adopted if it
+    /// verifies and is newer (`Ok(false)`: the roster in force).
+    pub fn offer_roster(&self, bytes: &[u8]) -> Result<bool, leak_protocol::roster::RosterError> {
+        self.shared.offer_roster(bytes)
+    }
+
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<leak_protocol::roster::Roster> {
+        self.shared
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .roster()
+            .cloned()
+    }
+
     /// Publishes arbitrary bytes on the descriptor topic, as a hostile or
     /// broken node might (for tests and tools; honest nodes publish their own
     /// descriptor by themselves).

@@ -126,19 +126,19 @@ async fn serve_requests<F, Fut>(
     what: &'static str,
     handle: F,
 ) where
-    F: Fn(libp2p::Stream) -> Fut,
+    F: Fn(PeerId, libp2p::Stream) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
-        let (_, stream) = tokio::select! {
+        let (peer, stream) = tokio::select! {
             _ = shutdown.changed() => return,
             next = incoming.recv() => match next { Some(n) => n, None => return },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
-        let request = handle(stream);
+        let request = handle(peer, stream);
         tokio::spawn(async move {
             let _permit = permit;
             if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, request).await {
@@ -153,13 +153,30 @@ pub(super) async fn serve_directories(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_requests(incoming, shutdown, "directory", move |mut stream| {
-        let descriptors = shared
-            .directory
-            .read()
-            .map(|d| d.signed())
-            .unwrap_or_default();
-        async move { wire::serve_directory(&mut stream, &descriptors).await }
+    serve_requests(incoming, shutdown, "directory", move |peer, mut stream| {
+        let shared = shared.clone();
+        async move {
+            let theirs = wire::read_directory_request(&mut stream).await?;
+            let ours = shared.roster.serial();
+            // A requester with a newer roster has it to give: ask for it
+            // (a newcomer admitted by that roster is otherwise refused
+            // here until the next pull).
+            if theirs > ours {
+                tokio::spawn(super::fetch::fetch_directory(peer, shared.clone()));
+            }
+            let roster = (ours > theirs).then(|| shared.roster.signed()).flatten();
+            let descriptors = shared
+                .directory
+                .read()
+                .map(|d| d.signed())
+                .unwrap_or_default();
+            wire::write_directory(
+                &mut stream,
+                roster.as_deref().map(Vec::as_slice),
+                &descriptors,
+            )
+            .await
+        }
     })
     .await;
 }

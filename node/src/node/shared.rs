@@ -9,6 +9,7 @@ use std::{
 use leak_protocol::{
     Packet,
     directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
+    roster::RosterError,
 };
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
@@ -26,6 +27,7 @@ use crate::{
     policy::PolicyState,
     queue::FairQueue,
     relay::{DropReason, RelayCore, RelayLoops, quota::DepositQuota},
+    roster::RosterState,
     store::Store,
     traffic::{Source, TrafficCounter},
 };
@@ -78,6 +80,8 @@ pub(super) struct Shared {
     /// The exit role, if running (weak: the exit holds the shared state).
     pub(super) exit: std::sync::OnceLock<std::sync::Weak<crate::exit::Exit>>,
     pub(super) policy: Arc<PolicyState>,
+    /// The roster in force and where new ones come from.
+    pub(super) roster: RosterState,
     /// Wakes maintenance to sign and publish a new descriptor at once.
     pub(super) republish: tokio::sync::Notify,
     /// The `published_at` of the last descriptor signed.
@@ -114,6 +118,41 @@ impl Shared {
         }
         self.metrics.directory_nodes.set(directory.len() as i64);
         offer
+    }
+
+    /// A signed roster from the configured file or another node: adopted
+    /// if it verifies and is newer than the one in force (the directory
+    /// then drops the descriptors it does not admit, and this node signs
+    /// its descriptor again under the family the roster gives it).
+    /// `Ok(false)`: it is the roster in force. Refusals are counted.
+    pub(super) fn offer_roster(&self, bytes: &[u8]) -> Result<bool, RosterError> {
+        if self.roster.is_held(bytes) {
+            return Ok(false);
+        }
+        let adopted = self.roster.verify(bytes, self.now()).and_then(|roster| {
+            let serial = roster.serial;
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            let dropped = directory.adopt_roster(roster)?;
+            self.roster.hold(serial, bytes);
+            self.metrics.directory_nodes.set(directory.len() as i64);
+            Ok((serial, dropped))
+        });
+        match adopted {
+            Ok((serial, dropped)) => {
+                self.metrics.roster_serial.set(serial as i64);
+                tracing::info!(serial, dropped, "adopted a roster");
+                self.refresh_addresses();
+                self.republish.notify_one();
+                Ok(true)
+            }
+            Err(e) => {
+                self.metrics
+                    .rosters_refused
+                    .get_or_create(&vec![("reason", e.as_str())])
+                    .inc();
+                Err(e)
+            }
+        }
     }
 
     /// Updates the address book from the directory.
@@ -188,7 +227,14 @@ impl Shared {
                 relay: self.config.node.roles.contains(&Role::Relay),
                 exit: self.config.node.roles.contains(&Role::Exit) && self.exit_info.is_some(),
             },
-            family: self.config.node.family.clone(),
+            // The roster's word on the family, once it admits this node.
+            family: self
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .roster()
+                .and_then(|r| r.get(&self.identity.node_id()))
+                .map_or_else(|| self.config.node.family.clone(), |a| a.family.clone()),
             exit: self
                 .exit_info
                 .clone()

@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use leak_protocol::{NodeId, Packet, directory::ExitInfo};
+use leak_protocol::{NodeId, Packet, directory::ExitInfo, roster::RosterError};
 use libp2p::{gossipsub, swarm::SwarmEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -27,7 +27,7 @@ use super::{
 use crate::{
     clock::{SharedClock, SystemClock},
     config::Config,
-    directory::Directory,
+    directory::{Directory, Refused},
     epoch::{EpochSchedule, KeyRing},
     error::NodeError,
     exit::ExitDelivery,
@@ -40,6 +40,7 @@ use crate::{
         DropReason, RelayCore, RelayLimits,
         quota::{DepositLimits, DepositQuota},
     },
+    roster::RosterState,
     store::Store,
     traffic::TrafficCounter,
     wire,
@@ -182,6 +183,9 @@ pub async fn start(
     );
     let control = swarm.behaviour().stream.new_control();
     let policy = Arc::new(PolicyState::load(&config.policy, &config.node.data_dir)?);
+    config.check_runnable()?;
+    let roster = RosterState::new(&config)
+        .map_err(|e| NodeError::Descriptor(format!("the directory authorities: {e}")))?;
     let mut options = options;
     let mut exit_incoming = None;
     if config.is_exit() && options.exit_sink.is_none() {
@@ -215,6 +219,7 @@ pub async fn start(
         exit_info: options.exit_info,
         exit: std::sync::OnceLock::new(),
         policy: policy.clone(),
+        roster,
         republish: tokio::sync::Notify::new(),
         last_published_at: std::sync::atomic::AtomicU64::new(0),
         own_descriptor: RwLock::new(None),
@@ -240,10 +245,29 @@ pub async fn start(
         clock,
         config,
     });
+    // The newest roster on disk (the one adopted before a restart, the
+    // configured file), before this node's own descriptor: it gives the
+    // family.
+    for bytes in shared.roster.on_disk() {
+        match shared.offer_roster(&bytes) {
+            Ok(_) | Err(RosterError::NotNewer { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "a roster on disk was not adopted"),
+        }
+    }
     let own = shared.sign_descriptor()?;
-    shared
-        .offer(own.clone())
-        .map_err(|e| NodeError::Descriptor(format!("it does not verify: {e}")))?;
+    match shared.offer(own.clone()) {
+        Ok(_) => {}
+        // Not (yet) admitted: the node runs, and enters directories once a
+        // roster admits it.
+        Err(refused @ (Refused::NoRoster | Refused::NotRostered | Refused::BeyondRoster)) => {
+            tracing::warn!(
+                node = %leak_protocol::signed::hex(&shared.identity.node_id().0),
+                reason = %refused,
+                "this node is not admitted by the roster in force: other nodes and clients ignore it until a directory authority admits it"
+            );
+        }
+        Err(e) => return Err(NodeError::Descriptor(format!("it does not verify: {e}"))),
+    }
     *shared
         .own_descriptor
         .write()

@@ -76,7 +76,10 @@ pub(super) async fn run_swarm(
                                         shared.refresh_addresses();
                                         gossipsub::MessageAcceptance::Accept
                                     }
-                                    Err(Refused::Full) => gossipsub::MessageAcceptance::Ignore,
+                                    // Not for us to pass on, but maybe no fault of
+                                    // the peer's (it may hold a newer roster).
+                                    Err(Refused::Full | Refused::NoRoster | Refused::NotRostered
+                                        | Refused::BeyondRoster) => gossipsub::MessageAcceptance::Ignore,
                                     Err(Refused::Invalid(e)) => {
                                         tracing::debug!(reason = %e, "refused a descriptor");
                                         gossipsub::MessageAcceptance::Reject

@@ -16,15 +16,23 @@
 //! into this release). Reading the file is the caller's business.
 
 use super::{Policy, PolicyError};
-use crate::crypto::{self, KEY_LEN, SIGNATURE_LEN};
+use crate::{
+    crypto::KEY_LEN,
+    signed::{Format, SignatureError, SignedText},
+};
 
 /// The most bytes of TOML in a signed policy.
 pub const MAX_POLICY_LEN: usize = 1 << 20;
 /// The most signatures on one signed policy.
-pub const MAX_SIGNATURES: usize = 32;
+pub const MAX_SIGNATURES: usize = crate::signed::MAX_SIGNATURES;
 
-const MAGIC: &[u8; 8] = b"LEAKPOL\x01";
-const SIGNATURE_CONTEXT: &[u8] = b"leak 2025 policy signature v1\0";
+/// The signed policy's kind of [`SignedText`].
+const FORMAT: Format = Format {
+    magic: b"LEAKPOL\x01",
+    context: b"leak 2025 policy signature v1\0",
+    max_len: MAX_POLICY_LEN,
+    name: "signed Leak policy",
+};
 
 /// A policy document with maintainers' signatures.
 ///
@@ -39,43 +47,37 @@ const SIGNATURE_CONTEXT: &[u8] = b"leak 2025 policy signature v1\0";
 /// ```
 ///
 /// Nothing may follow. Each signature is Ed25519 over the context string
-/// `"leak 2025 policy signature v1"`, a zero byte and the TOML bytes.
+/// `"leak 2025 policy signature v1"`, a zero byte and the TOML bytes (the
+/// encoding of every signed document, [`crate::signed`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SignedPolicy {
-    toml: String,
-    signatures: Vec<([u8; KEY_LEN], [u8; SIGNATURE_LEN])>,
-}
+pub struct SignedPolicy(SignedText);
 
 impl core::fmt::Debug for SignedPolicy {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SignedPolicy")
-            .field("toml_len", &self.toml.len())
+            .field("toml_len", &self.0.text().len())
             .field(
                 "signers",
                 &self
-                    .signatures
-                    .iter()
-                    .map(|(k, _)| crate::hex_prefix(k))
+                    .0
+                    .signers()
+                    .map(|k| crate::hex_prefix(k))
                     .collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
-fn signed_message(toml: &str) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNATURE_CONTEXT.len() + toml.len());
-    m.extend_from_slice(SIGNATURE_CONTEXT);
-    m.extend_from_slice(toml.as_bytes());
-    m
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use core::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+impl From<SignatureError> for PolicyError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::Malformed(m) => Self::Malformed(m),
+            SignatureError::NotEnoughSignatures { valid, threshold } => {
+                Self::NotEnoughSignatures { valid, threshold }
+            }
+            SignatureError::Forged { key } => Self::Forged { key },
+        }
     }
-    s
 }
 
 /// Decodes a maintainer's public key written as 64 hex digits (either
@@ -84,19 +86,7 @@ pub fn parse_public_key(text: &str) -> Result<[u8; KEY_LEN], PolicyError> {
     decode_hex_key(text.trim()).ok_or_else(|| PolicyError::BadKey(text.to_owned()))
 }
 
-/// 64 hex digits (either case) as 32 bytes.
-pub(super) fn decode_hex_key(digits: &str) -> Option<[u8; KEY_LEN]> {
-    let digits = digits.as_bytes();
-    if digits.len() != 2 * KEY_LEN {
-        return None;
-    }
-    let nibble = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-    let mut key = [0u8; KEY_LEN];
-    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(key)
-}
+pub(super) use crate::signed::decode_hex_key;
 
 /// Decodes every key of a configured list of trusted maintainers' keys.
 pub fn parse_public_keys<S: AsRef<str>>(texts: &[S]) -> Result<Vec<[u8; KEY_LEN]>, PolicyError> {
@@ -136,46 +126,31 @@ impl SignedPolicy {
     /// Signs a policy document with the maintainer key whose secret seed is
     /// `seed`. The document must compile: nobody signs a broken policy.
     pub fn sign(toml: &str, seed: &[u8; KEY_LEN]) -> Result<SignedPolicy, PolicyError> {
-        if toml.len() > MAX_POLICY_LEN {
-            return Err(PolicyError::Malformed(format!(
+        let mut text = SignedText::new(toml, &FORMAT).map_err(|e| match e {
+            SignatureError::Malformed(_) => PolicyError::Malformed(format!(
                 "the policy is {} bytes; at most {MAX_POLICY_LEN} can be signed",
                 toml.len()
-            )));
-        }
+            )),
+            e => e.into(),
+        })?;
         Policy::from_toml(toml)?;
-        let mut signed = SignedPolicy {
-            toml: toml.to_owned(),
-            signatures: Vec::new(),
-        };
-        signed.add_signature(seed)?;
-        Ok(signed)
+        text.add_signature(&FORMAT, seed)?;
+        Ok(SignedPolicy(text))
     }
 
     /// Adds (or replaces) the signature of the key whose seed is `seed`.
     pub fn add_signature(&mut self, seed: &[u8; KEY_LEN]) -> Result<(), PolicyError> {
-        let public = crypto::ed25519_public(seed);
-        let signature = crypto::ed25519_sign(seed, &signed_message(&self.toml));
-        if let Some(slot) = self.signatures.iter_mut().find(|(k, _)| *k == public) {
-            slot.1 = signature;
-            return Ok(());
-        }
-        if self.signatures.len() >= MAX_SIGNATURES {
-            return Err(PolicyError::Malformed(format!(
-                "at most {MAX_SIGNATURES} signatures"
-            )));
-        }
-        self.signatures.push((public, signature));
-        Ok(())
+        Ok(self.0.add_signature(&FORMAT, seed)?)
     }
 
     /// The signed TOML text (not yet verified: use [`SignedPolicy::verify`]).
     pub fn toml(&self) -> &str {
-        &self.toml
+        self.0.text()
     }
 
     /// The public keys that signed (not yet verified).
     pub fn signers(&self) -> impl Iterator<Item = &[u8; KEY_LEN]> {
-        self.signatures.iter().map(|(k, _)| k)
+        self.0.signers()
     }
 
     /// Checks the signatures and compiles the policy. At least `threshold`
@@ -186,91 +161,18 @@ impl SignedPolicy {
         trusted: &[[u8; KEY_LEN]],
         threshold: usize,
     ) -> Result<Policy, PolicyError> {
-        let threshold = threshold.max(1);
-        let message = signed_message(&self.toml);
-        let mut valid: Vec<&[u8; KEY_LEN]> = Vec::new();
-        let mut forged: Option<&[u8; KEY_LEN]> = None;
-        for (key, signature) in &self.signatures {
-            if !trusted.contains(key) || valid.contains(&key) {
-                continue;
-            }
-            if crypto::ed25519_verify(key, &message, signature) {
-                valid.push(key);
-            } else {
-                forged.get_or_insert(key);
-            }
-        }
-        if valid.len() < threshold {
-            return Err(match forged {
-                Some(key) => PolicyError::Forged { key: hex(key) },
-                None => PolicyError::NotEnoughSignatures {
-                    valid: valid.len(),
-                    threshold,
-                },
-            });
-        }
-        Policy::from_toml(&self.toml)
+        self.0.check(&FORMAT, trusted, threshold)?;
+        Policy::from_toml(self.0.text())
     }
 
     /// The encoding described on [`SignedPolicy`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            MAGIC.len() + 5 + self.toml.len() + self.signatures.len() * (KEY_LEN + SIGNATURE_LEN),
-        );
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(self.toml.len() as u32).to_be_bytes());
-        out.extend_from_slice(self.toml.as_bytes());
-        out.push(self.signatures.len() as u8);
-        for (key, signature) in &self.signatures {
-            out.extend_from_slice(key);
-            out.extend_from_slice(signature);
-        }
-        out
+        self.0.to_bytes(&FORMAT)
     }
 
     /// Decodes [`SignedPolicy::to_bytes`]'s encoding. Bounded: allocates at
     /// most the input's size, and never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<SignedPolicy, PolicyError> {
-        let bad = |m: &str| PolicyError::Malformed(m.to_owned());
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("not a signed Leak policy (bad magic or format version)"))?;
-        let (len, rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| bad("truncated length"))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if len > MAX_POLICY_LEN {
-            return Err(bad("the policy text is too long"));
-        }
-        if rest.len() < len {
-            return Err(bad("truncated policy text"));
-        }
-        let (text, rest) = rest.split_at(len);
-        let toml = core::str::from_utf8(text).map_err(|_| bad("the policy text is not UTF-8"))?;
-        let (&count, mut rest) = rest
-            .split_first()
-            .ok_or_else(|| bad("truncated signature count"))?;
-        let count = usize::from(count);
-        if count == 0 || count > MAX_SIGNATURES {
-            return Err(bad("a signed policy has 1 to 32 signatures"));
-        }
-        if rest.len() != count * (KEY_LEN + SIGNATURE_LEN) {
-            return Err(bad("the signatures' length does not match their count"));
-        }
-        let mut signatures = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (key, r) = rest
-                .split_first_chunk::<KEY_LEN>()
-                .ok_or_else(|| bad("truncated key"))?;
-            let (sig, r) = r
-                .split_first_chunk::<SIGNATURE_LEN>()
-                .ok_or_else(|| bad("truncated signature"))?;
-            signatures.push((*key, *sig));
-            rest = r;
-        }
-        Ok(SignedPolicy {
-            toml: toml.to_owned(),
-            signatures,
-        })
+        Ok(SignedPolicy(SignedText::from_bytes(bytes, &FORMAT)?))
     }
 }

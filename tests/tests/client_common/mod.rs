@@ -195,7 +195,14 @@ impl Sender {
             home: dir.join(name),
         };
         let b = bootstrap.to_string();
-        let out = sender.run(&[&["init", "--bootstrap", b.as_str()], init].concat());
+        let authority = leak_tests::test_authority();
+        let out = sender.run(
+            &[
+                &["init", "--bootstrap", b.as_str(), "--authority", &authority],
+                init,
+            ]
+            .concat(),
+        );
         assert!(out.status.success(), "leak init: {}", stderr(&out));
         sender
     }
