@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A whole Leak federation on this machine, and one leak sent through it.
 #
-# Builds leak-node and leak in release mode, starts four relays and one exit
+# Builds leak-node and leak in release mode, creates a directory authority
+# and signs a roster admitting five nodes, starts four relays and one exit
 # as separate processes on 127.0.0.1 (the exit "delivers" into a directory of
 # .eml files instead of a mail server), starts the sender's agent (`leak
 # agent`, cover traffic every half second here), sends a leak with `leak send`, shows
@@ -60,21 +61,38 @@ wait_line() {
     return 1
 }
 
-# start NAME [leak-node init options...] [-- leak-node run options...]: a node
-# listening on a free loopback port, in its own data directory.
+# init NAME ROLES [leak-node init options...]: a node's data directory
+# (listening on a free loopback port), trusting the federation's authority
+# and its roster file; the authority admits the node with ROLES.
+init() {
+    local name=$1 roles=$2
+    shift 2
+    "$NODE" init --data-dir "$WORK/$name" --listen /ip4/127.0.0.1/tcp/0 --metrics "" \
+        --family "$name" --authority "$AUTHORITY" --roster "$WORK/roster.signed" "$@" \
+        >"$WORK/$name.init"
+    local peer
+    peer=$(wait_line "$WORK/$name.init" "peer id: ")
+    "$NODE" authority admit --roster "$WORK/roster.toml" --node "$peer" \
+        --roles "$roles" --family "$name" >/dev/null
+}
+
+# start NAME [leak-node run options...]: runs an initialised node.
 start() {
     local name=$1
     shift
-    local init=() run=()
-    while (($#)) && [[ "$1" != "--" ]]; do init+=("$1"); shift; done
-    (($#)) && shift
-    run=("$@")
-    "$NODE" init --data-dir "$WORK/$name" --listen /ip4/127.0.0.1/tcp/0 --metrics "" \
-        --family "$name" "${init[@]}" >/dev/null
-    "$NODE" run --config "$WORK/$name/leak-node.toml" "${run[@]}" \
+    "$NODE" run --config "$WORK/$name/leak-node.toml" "$@" \
         >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PIDS+=($!)
 }
+
+bold "The federation's directory authority: a key, then a roster that admits each node"
+"$NODE" authority keygen --out "$WORK/authority.key" >"$WORK/authority.out"
+AUTHORITY=$(wait_line "$WORK/authority.out" "public key: ")
+echo "  authority key $AUTHORITY"
+for name in relay-1 relay-2 relay-3 relay-4; do init "$name" relay; done
+init exit relay,exit --exit-domain leak.test
+"$NODE" authority sign --roster "$WORK/roster.toml" --key "$WORK/authority.key" \
+    --out "$WORK/roster.signed" | head -n 3 | sed 's/^/  /'
 
 bold "Starting four relays and one exit on 127.0.0.1"
 start relay-1
@@ -84,15 +102,15 @@ for name in relay-2 relay-3 relay-4; do start "$name" --bootstrap "$BOOTSTRAP"; 
 # listens on a free port.
 # Receipts and answers to fetches are held an extra 2 s on average here
 # (60 s by default), so the demo does not wait minutes for them.
-start exit --bootstrap "$BOOTSTRAP" --exit-domain leak.test -- \
+start exit --bootstrap "$BOOTSTRAP" \
     --set 'exit.http_listen="127.0.0.1:0"' --set "exit.file_dir=\"$WORK/outbox\"" \
     --set exit.receipt_delay_ms=2000
 for name in relay-1 relay-2 relay-3 relay-4 exit; do
     printf '  %-8s %s\n' "$name" "$(wait_line "$WORK/$name.out" "peer id: ")"
 done
 
-bold "The sender sets up the client: leak init --bootstrap ..."
-"$LEAK" init --bootstrap "$BOOTSTRAP" --mixing-delay-ms 100 --receipt-timeout-secs 10
+bold "The sender sets up the client: leak init --bootstrap ... --authority ..."
+"$LEAK" init --bootstrap "$BOOTSTRAP" --authority "$AUTHORITY" --mixing-delay-ms 100 --receipt-timeout-secs 10
 
 bold "Waiting for the directory to list all five nodes"
 for _ in $(seq 1 100); do

@@ -730,7 +730,8 @@ fn nodes(paths: &Paths, bind: Option<IpAddr>, json: bool) -> anyhow::Result<Stat
         println!(
             "{}",
             json!({ "fetched_at": view.fetched_at, "age_secs": age, "from_cache": view.from_cache,
-                    "answered": view.answered, "refused": view.refused, "nodes": nodes })
+                    "answered": view.answered, "refused": view.refused,
+                    "roster_serial": view.roster_serial, "nodes": nodes })
         );
         return Ok(Status::Ok);
     }
@@ -743,8 +744,9 @@ fn nodes(paths: &Paths, bind: Option<IpAddr>, json: bool) -> anyhow::Result<Stat
         format!("from {} bootstrap node(s) just now", view.answered)
     };
     println!(
-        "{} verified node(s) {source}{}",
+        "{} verified node(s) of roster {} {source}{}",
         view.nodes.len(),
+        view.roster_serial,
         if view.refused > 0 {
             format!("; {} descriptor(s) refused", view.refused)
         } else {
