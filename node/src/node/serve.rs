@@ -160,8 +160,9 @@ pub(super) async fn serve_directories(
             let ours = shared.roster.serial();
             // A requester with a newer roster has it to give: ask for it
             // (a newcomer admitted by that roster is otherwise refused
-            // here until the next pull).
-            if theirs > ours {
+            // here until the next pull), at most once in a while per peer,
+            // since anyone can claim a newer serial.
+            if theirs > ours && shared.may_prompt_fetch(peer) {
                 tokio::spawn(super::fetch::fetch_directory(peer, shared.clone()));
             }
             let roster = (ours > theirs).then(|| shared.roster.signed()).flatten();

@@ -32,6 +32,12 @@ use crate::{
     traffic::{Source, TrafficCounter},
 };
 
+/// The shortest gap between two directory fetches from one peer prompted
+/// by its claim of a newer roster.
+pub(super) const PROMPTED_FETCH_GAP_MS: u64 = 30_000;
+/// At most this many peers remembered for [`PROMPTED_FETCH_GAP_MS`].
+const MAX_PROMPTED_PEERS: usize = 4096;
+
 /// How long a request may take before it is abandoned.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +88,8 @@ pub(super) struct Shared {
     pub(super) policy: Arc<PolicyState>,
     /// The roster in force and where new ones come from.
     pub(super) roster: RosterState,
+    /// When a peer's claim of a newer roster last prompted a fetch.
+    pub(super) prompted_fetches: Mutex<HashMap<PeerId, u64>>,
     /// Wakes maintenance to sign and publish a new descriptor at once.
     pub(super) republish: tokio::sync::Notify,
     /// The `published_at` of the last descriptor signed.
@@ -151,6 +159,29 @@ impl Shared {
                     .get_or_create(&vec![("reason", e.as_str())])
                     .inc();
                 Err(e)
+            }
+        }
+    }
+
+    /// Whether a directory fetch from `peer` may be started because it
+    /// claimed a newer roster: once per [`PROMPTED_FETCH_GAP_MS`] per peer.
+    pub(super) fn may_prompt_fetch(&self, peer: PeerId) -> bool {
+        let now = self.clock.now_ms();
+        let mut prompted = self
+            .prompted_fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if prompted.len() >= MAX_PROMPTED_PEERS {
+            prompted.retain(|_, at| now.saturating_sub(*at) < PROMPTED_FETCH_GAP_MS);
+            if prompted.len() >= MAX_PROMPTED_PEERS {
+                return false;
+            }
+        }
+        match prompted.get(&peer) {
+            Some(at) if now.saturating_sub(*at) < PROMPTED_FETCH_GAP_MS => false,
+            _ => {
+                prompted.insert(peer, now);
+                true
             }
         }
     }

@@ -220,6 +220,7 @@ pub async fn start(
         exit: std::sync::OnceLock::new(),
         policy: policy.clone(),
         roster,
+        prompted_fetches: Mutex::new(HashMap::new()),
         republish: tokio::sync::Notify::new(),
         last_published_at: std::sync::atomic::AtomicU64::new(0),
         own_descriptor: RwLock::new(None),
