@@ -289,31 +289,78 @@ pub async fn load(
             format_age(config.directory.cache_max_age_secs)
         )));
     }
-    let signed = cache
-        .descriptors
-        .iter()
-        .filter_map(|h| hex::decode(h).ok())
-        .filter_map(|b| SignedDescriptor::from_bytes(&b).ok())
-        .collect();
-    let verified = verify_all(cached_roster_of(&cache), signed, freshness, &trust);
-    let Some((roster_serial, _)) = verified.roster else {
-        return Err(unreachable(format!(
+    let (nodes, refused, roster_serial) = verify_cache(&cache, freshness, &trust).map_err(|e| {
+        unreachable(format!(
             "the cached roster is not valid now ({})",
-            verified
-                .roster_error
-                .map_or_else(|| "there is none".to_owned(), |e| e.to_string())
-        )));
-    };
-    let nodes: Vec<Descriptor> = verified.entries.into_iter().map(|(d, _)| d).collect();
+            e.map_or_else(|| "there is none".to_owned(), |e| e.to_string())
+        ))
+    })?;
     register_nodes(peer, &nodes);
     Ok(DirectoryView {
         nodes,
         fetched_at: cache.fetched_at,
         from_cache: true,
         answered: 0,
-        refused: verified.refused,
+        refused,
         roster_serial,
     })
+}
+
+/// The cached directory if it was fetched at most `max_age_secs` ago and
+/// still verifies, without asking any bootstrap node; else [`load`]. A
+/// send then tells no bootstrap node that it is starting.
+pub async fn load_recent(
+    peer: &Peer,
+    config: &Config,
+    state: &StateDir,
+    now: u64,
+    max_age_secs: u64,
+) -> Result<DirectoryView, DirectoryError> {
+    let trust = Trust::of(config)?;
+    if let Some(cache) = read_cache(state)
+        && now.saturating_sub(cache.fetched_at) <= max_age_secs
+    {
+        let freshness = Freshness {
+            now,
+            max_age_secs: config.directory.max_age_secs,
+            max_clock_skew_secs: config.directory.max_clock_skew_secs,
+        };
+        if let Ok((nodes, refused, roster_serial)) = verify_cache(&cache, freshness, &trust)
+            && !nodes.is_empty()
+        {
+            register_nodes(peer, &nodes);
+            return Ok(DirectoryView {
+                nodes,
+                fetched_at: cache.fetched_at,
+                from_cache: true,
+                answered: 0,
+                refused,
+                roster_serial,
+            });
+        }
+    }
+    load(peer, config, state, now).await
+}
+
+/// The cache's directory verified at `freshness.now`, if its roster is
+/// still valid.
+fn verify_cache(
+    cache: &CacheFile,
+    freshness: Freshness,
+    trust: &Trust,
+) -> Result<(Vec<Descriptor>, usize, u64), Option<RosterError>> {
+    let signed = cache
+        .descriptors
+        .iter()
+        .filter_map(|h| hex::decode(h).ok())
+        .filter_map(|b| SignedDescriptor::from_bytes(&b).ok())
+        .collect();
+    let verified = verify_all(cached_roster_of(cache), signed, freshness, trust);
+    let Some((serial, _)) = verified.roster else {
+        return Err(verified.roster_error);
+    };
+    let nodes = verified.entries.into_iter().map(|(d, _)| d).collect();
+    Ok((nodes, verified.refused, serial))
 }
 
 fn cached_roster_of(cache: &CacheFile) -> Vec<Vec<u8>> {

@@ -65,7 +65,9 @@ use leak_client::{
 };
 use leak_tests::{
     mail::{Accepted, start_instant_smtp},
-    process::{RunningProcess, cpu_secs, metric, peak_rss_mib, scrape_metrics, start_node},
+    process::{
+        RunningProcess, cpu_secs, metric, peak_rss_mib, rss_mib, scrape_metrics, start_node,
+    },
 };
 use libp2p::Multiaddr;
 use rand::RngExt as _;
@@ -98,17 +100,6 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-/// Resident memory now (`VmRSS`), MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Bytes sent and received over this process's TCP connections, from the

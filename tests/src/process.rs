@@ -566,3 +566,68 @@ pub fn start_node(
     let started = process.wait_started(metrics, Duration::from_secs(30));
     RunningProcess { process, started }
 }
+
+/// What one `leak-node` command left behind (tests of its subcommands).
+pub struct Run {
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Its stdout; panics unless it succeeded.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Panics unless it exited with code 1 and `reason` on stderr.
+    pub fn refused(&self, reason: &str) {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit code 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(reason),
+            "expected {reason:?} on stderr, got:\n{}",
+            self.stderr
+        );
+    }
+}
+
+/// Runs `leak-node ARGS...` in `dir` and waits for it.
+pub fn leak_node_in(dir: &Path, args: &[&str]) -> Run {
+    let output = leak_node_command()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running leak-node");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Resident memory of process `pid` now (`VmRSS`), MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}

@@ -14,56 +14,10 @@ use std::{
 };
 
 use leak_protocol::policy::{BUILTIN_TOML, Category, Policy};
-use leak_tests::{init_node, process::leak_node_command};
-
-/// What one `leak-node` run left behind.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> &str {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        &self.stdout
-    }
-
-    /// Exit code 1 and `reason` on stderr.
-    fn refused(&self, reason: &str) {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "expected exit code 1\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(reason),
-            "expected {reason:?} on stderr, got:\n{}",
-            self.stderr
-        );
-    }
-}
-
-fn leak_node_in(dir: &Path, args: &[&str]) -> Run {
-    let output = leak_node_command()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("running leak-node");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+use leak_tests::{
+    init_node,
+    process::{Run, leak_node_in},
+};
 
 /// A temporary directory where every command runs, and its files.
 struct Workdir(tempfile::TempDir);

@@ -25,7 +25,7 @@ use leak_protocol::{
 };
 use leak_tests::{
     TestNode, knows, own_descriptor,
-    process::{metric, peak_rss_mib, scrape_metrics, start_node},
+    process::{metric, peak_rss_mib, rss_mib, scrape_metrics, start_node},
     roster::TEST_AUTHORITY_SEED,
     test_config, wait_until,
 };
@@ -337,15 +337,4 @@ async fn a_relay_refuses_a_flood_of_unrostered_descriptors_in_bounded_memory() {
     assert!(serves(&answer), "{answer:?}");
     flooder.node.shutdown().await.unwrap();
     relay_process.process.stop_cleanly();
-}
-
-/// The resident memory of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
