@@ -62,6 +62,11 @@ pub struct Metrics {
     pub exit_rate_per_hour: Gauge,
     /// Recipients who opted out here.
     pub exit_opt_outs: Counter,
+    /// Recipients who opted back in here.
+    pub exit_opt_ins: Counter,
+    /// Opt-out records from other exits, by result (accepted, not_newer,
+    /// forged, not_holder, over_quota, malformed).
+    pub exit_opt_out_records: Family<Labels, Counter>,
     /// Abuse reports received.
     pub exit_abuse_reports: Counter,
     /// Complaints (abuse reports) by destination provider.
@@ -220,6 +225,18 @@ impl Metrics {
             "Recipients who opted out at this exit",
             exit_opt_outs.clone(),
         );
+        let exit_opt_ins = Counter::default();
+        registry.register(
+            "exit_opt_ins",
+            "Recipients who opted back in at this exit",
+            exit_opt_ins.clone(),
+        );
+        let exit_opt_out_records = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_opt_out_records",
+            "Opt-out records from other exits, by result",
+            exit_opt_out_records.clone(),
+        );
         let exit_abuse_reports = Counter::default();
         registry.register(
             "exit_abuse_reports",
@@ -322,6 +339,8 @@ impl Metrics {
             exit_queue,
             exit_rate_per_hour,
             exit_opt_outs,
+            exit_opt_ins,
+            exit_opt_out_records,
             exit_abuse_reports,
             exit_complaints,
             exit_provider_paused,

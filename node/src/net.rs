@@ -32,8 +32,6 @@ use crate::config::Config;
 pub const DESCRIPTOR_TOPIC: &str = "/leak/descriptors/1";
 /// The gossip topic of signed moderation policies.
 pub const POLICY_TOPIC: &str = "/leak/policy/1";
-/// The gossip topic of exits' signed opt-outs.
-pub const OPT_OUT_TOPIC: &str = "/leak/opt-outs/1";
 /// The identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/leak/1.0.0";
 

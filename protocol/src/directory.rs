@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
+pub use crate::roster::Roles;
 use crate::{
     crypto::{self, MixPublicKey},
     roster::{Roster, RosterError},
@@ -44,18 +45,9 @@ pub const MAX_ADDRESS_LEN: usize = 256;
 /// At most this many epoch keys.
 pub const MAX_EPOCH_KEYS: usize = 8;
 /// At most this many bytes of family, software version or exit domain.
-pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_NAME_LEN: usize = crate::roster::MAX_FAMILY_LEN;
 /// The most bytes an encoded signed descriptor can take.
 pub const MAX_SIGNED_DESCRIPTOR_LEN: usize = 4096;
-
-/// What a node does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Roles {
-    /// Forwards packets and keeps mailboxes.
-    pub relay: bool,
-    /// Delivers leaks by email.
-    pub exit: bool,
-}
 
 /// What an exit tells clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -626,6 +618,28 @@ pub fn responsible_exit<'a>(
         .into_iter()
         .filter(|d| is_exit_for(d, policy_version, unix_secs))
         .max_by_key(|d| (crate::federation::exit_rank(recipient, &d.node), d.node.0))
+}
+
+/// The exits that hold the opt-out of the recipient whose policy hash is
+/// `recipient`: the [`crate::federation::OPT_OUT_HOLDERS`] first by the
+/// rendezvous ranking of [`responsible_exit`] (the responsible exit first,
+/// then the ones a leak would move to if it left), fewer if fewer exits
+/// qualify.
+pub fn holders<'a>(
+    nodes: impl IntoIterator<Item = &'a Descriptor>,
+    recipient: &[u8; 32],
+    policy_version: u32,
+    unix_secs: u64,
+) -> Vec<&'a Descriptor> {
+    let mut exits: Vec<&Descriptor> = nodes
+        .into_iter()
+        .filter(|d| is_exit_for(d, policy_version, unix_secs))
+        .collect();
+    exits.sort_by_key(|d| {
+        core::cmp::Reverse((crate::federation::exit_rank(recipient, &d.node), d.node.0))
+    });
+    exits.truncate(crate::federation::OPT_OUT_HOLDERS);
+    exits
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! | [`epoch_key_hint`] | the epoch number's low byte | the client writes it into each hop; the relay picks that epoch's secret by it (SPEC.md §9) |
 //! | [`layer`] | entry or mix, from a hash of the node's id; exits apart | agents choose guards among entry relays; paths and loops cross mix relays between the guard and the exit |
 //! | [`responsible_exit`](crate::directory::responsible_exit) | the exit whose hash with the recipient's ranks first | clients send a leak through it; every other exit refuses it, so a recipient's daily cap holds across the federation |
+//! | [`OPT_OUT_HOLDERS`] | 3 | the exits ranking first for a recipient hold its opt-out ([`holders`](crate::directory::holders)); no other node ever sees it |
+//! | [`MAX_OPT_OUTS_PER_EXIT_PER_DAY`] | 500 | a holder takes at most this many opt-out records from one exit per UTC day |
 //!
 //! ## Layers
 //!
@@ -74,6 +76,16 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
 /// The default length of a mix-key epoch.
 pub const EPOCH_PERIOD_SECS: u64 = 3600;
+
+/// How many exits hold a recipient's opt-out: the one responsible for it
+/// and the two a leak would move to if it left.
+pub const OPT_OUT_HOLDERS: usize = 3;
+
+/// The most opt-out records a holder takes from one exit in a UTC day
+/// (new ones and those passed on when the holders change alike): an exit
+/// can say a recipient opted out only for recipients it holds, and only
+/// this many a day.
+pub const MAX_OPT_OUTS_PER_EXIT_PER_DAY: u32 = 500;
 
 /// The key hint of `epoch`: the low byte of its number. A relay holds keys
 /// for a few consecutive epochs at most, so the low byte tells them apart.

@@ -40,10 +40,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     crypto::KEY_LEN,
-    directory::{MAX_NAME_LEN, Roles},
     signed::{self, Format, SignatureError, SignedText},
     sphinx::NodeId,
 };
+
+/// What a node does (a descriptor announces it, a roster grants it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Roles {
+    /// Forwards packets and keeps mailboxes.
+    pub relay: bool,
+    /// Delivers leaks by email.
+    pub exit: bool,
+}
+
+/// At most this many bytes of family (and of the other names a descriptor
+/// carries).
+pub const MAX_FAMILY_LEN: usize = 128;
 
 /// The most bytes of roster text.
 pub const MAX_ROSTER_LEN: usize = 2 << 20;
@@ -225,9 +237,9 @@ fn check_admission(admission: &Admission) -> Result<(), RosterError> {
     if !admission.roles.relay && !admission.roles.exit {
         return Err(RosterError::Invalid("a node needs a role".into()));
     }
-    if admission.family.is_empty() || admission.family.len() > MAX_NAME_LEN {
+    if admission.family.is_empty() || admission.family.len() > MAX_FAMILY_LEN {
         return Err(RosterError::Invalid(format!(
-            "a family is 1 to {MAX_NAME_LEN} bytes"
+            "a family is 1 to {MAX_FAMILY_LEN} bytes"
         )));
     }
     Ok(())

@@ -377,6 +377,37 @@ async fn opt_out_with_the_emails_link() {
     let counts = fed.exit.node.exit().unwrap().counts().unwrap();
     assert_eq!(counts.states.get("abuse_reports"), Some(&1));
     assert_eq!(counts.states.get("opted_out_recipients"), Some(&1));
+
+    // The link's page now offers to opt back in; a GET of the opt-in page
+    // changes nothing, its POST does, and a forged token does not.
+    let (status, body) = http_request(addr, "GET", &path, "").await;
+    assert!(status.contains("200"), "{status}");
+    let opt_in = path.replacen("/opt-out/", "/opt-in/", 1);
+    assert!(body.contains(&format!("action=\"{opt_in}\"")), "{body}");
+    let (status, _) = http_request(addr, "GET", &opt_in, "").await;
+    assert!(status.contains("200"), "{status}");
+    let forged_in = forged.replacen("/opt-out/", "/opt-in/", 1);
+    let (status, _) = http_request(addr, "POST", &forged_in, "").await;
+    assert!(status.contains("400"), "{status}");
+    let sent = sender
+        .leak(&fed, &Draft::new("dave@example.org", "Still there?"))
+        .await;
+    assert_eq!(
+        sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
+        Outcome::RecipientOptedOut
+    );
+    let (status, _) = http_request(addr, "POST", &opt_in, "").await;
+    assert!(status.contains("200"), "{status}");
+    let sent = sender
+        .leak(&fed, &Draft::new("dave@example.org", "Welcome back."))
+        .await;
+    assert_eq!(
+        sender.receipt(&sent, RECEIPT).await.unwrap().outcome,
+        Outcome::Delivered,
+        "opted back in"
+    );
+    let counts = fed.exit.node.exit().unwrap().counts().unwrap();
+    assert_eq!(counts.states.get("opted_out_recipients"), Some(&0));
     fed.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
 //! The policy and the opt-outs are federation-wide: a newer signed policy
 //! spreads to every node, an opt-out verified by one exit is enforced by
-//! another, and one exit is responsible for each recipient (its cap).
+//! the other exits that hold it (and an opt-back-in too), and one exit is
+//! responsible for each recipient (its cap).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -185,7 +186,8 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     .await;
     assert!(status.contains("200"), "{status}");
 
-    // The other exit learns it over gossip and refuses the recipient, in
+    // The other exit (the recipient's other holder) learns it and refuses
+    // the recipient, in
     // any spelling of the address (an opt-out is checked before whose
     // recipient it is).
     let other = setup.exits[1].node.exit().unwrap().clone();
@@ -226,6 +228,33 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
         setup.leak(1, &other, "You are underpaid.").await,
         Outcome::Refused { rule, .. } if rule == "exit.not_responsible"
     ));
+    // The recipient changes its mind: the same email's token opts it back
+    // in at exit 0, and exit 1 (the other holder) serves it again too.
+    let opt_in = path.replacen("opt-out/", "opt-in/", 1);
+    let (status, body) =
+        http_request(addr.parse().unwrap(), "POST", &format!("/{opt_in}"), "").await;
+    assert!(status.contains("200"), "{status}: {body}");
+    wait_until(
+        Duration::from_secs(30),
+        "the opt-back-in to reach exit 1",
+        || {
+            let n = setup.exits[1]
+                .node
+                .exit()
+                .unwrap()
+                .counts()
+                .unwrap()
+                .states
+                .get("opted_out_recipients")
+                .copied();
+            async move { n == Some(0) }
+        },
+    )
+    .await;
+    assert_eq!(
+        setup.leak(0, &dan, "I lied to you, and I am sorry.").await,
+        Outcome::Delivered
+    );
     // The exit holds the node's shared state: let go of it before shutdown.
     drop(other);
     setup.shutdown().await;

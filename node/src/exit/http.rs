@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `GET /opt-out/TOKEN` | a page with a confirm button (link scanners fetch links; only a POST acts) |
 //! | `POST /opt-out/TOKEN` | opts the recipient out (the RFC 8058 one-click POST, or the button) |
+//! | `GET /opt-in/TOKEN` | a page with a button to opt back in |
+//! | `POST /opt-in/TOKEN` | opts the recipient back in (the same email's token) |
 //! | `GET /report/TOKEN` | a page with a report button |
 //! | `POST /report/TOKEN` | records an abuse report about that leak |
 //!
@@ -61,34 +63,90 @@ async fn about() -> Html<String> {
     )
 }
 
+/// The form that opts the token's recipient back in.
+fn opt_in_form(token: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/opt-in/{token}\">\
+         <button type=\"submit\">Receive messages from Leak again</button></form>"
+    )
+}
+
 async fn opt_out_page(
     State(exit): State<Arc<Exit>>,
     Path(token): Path<String>,
 ) -> (StatusCode, Html<String>) {
-    if exit.composer.tokens.check(Link::OptOut, &token).is_none() {
-        exit.metrics.exit_bad_tokens.inc();
-        return invalid();
-    }
-    (
-        StatusCode::OK,
-        page(
-            "Stop receiving messages from Leak",
-            "<p>Confirm, and no Leak exit will deliver a message to your address again.</p>\
-             <form method=\"post\"><button type=\"submit\">Never receive a message from Leak again</button></form>",
+    match exit.opted_out_with_token(&token).await {
+        Ok(Some(true)) => (
+            StatusCode::OK,
+            page(
+                "You opted out",
+                &format!(
+                    "<p>No Leak exit delivers a message to your address. If you changed your \
+                     mind:</p>{}",
+                    opt_in_form(&token)
+                ),
+            ),
         ),
-    )
+        Ok(Some(false)) => (
+            StatusCode::OK,
+            page(
+                "Stop receiving messages from Leak",
+                "<p>Confirm, and no Leak exit will deliver a message to your address again \
+                 (until you opt back in from this page).</p>\
+                 <form method=\"post\"><button type=\"submit\">Never receive a message from Leak again</button></form>",
+            ),
+        ),
+        Ok(None) => invalid(),
+        Err(_) => failed(),
+    }
 }
 
 async fn opt_out(
     State(exit): State<Arc<Exit>>,
     Path(token): Path<String>,
 ) -> (StatusCode, Html<String>) {
-    match exit.opt_out_with_token(&token).await {
+    match exit.opt_out_with_token(&token, true).await {
         Ok(true) => (
             StatusCode::OK,
             page(
                 "Done",
-                "<p>You will not receive messages from Leak any more.</p>",
+                &format!(
+                    "<p>You will not receive messages from Leak any more. If you change your \
+                     mind, come back to this link:</p>{}",
+                    opt_in_form(&token)
+                ),
+            ),
+        ),
+        Ok(false) => invalid(),
+        Err(_) => failed(),
+    }
+}
+
+async fn opt_in_page(
+    State(exit): State<Arc<Exit>>,
+    Path(token): Path<String>,
+) -> (StatusCode, Html<String>) {
+    match exit.opted_out_with_token(&token).await {
+        Ok(Some(_)) => (
+            StatusCode::OK,
+            page("Receive messages from Leak again", &opt_in_form(&token)),
+        ),
+        Ok(None) => invalid(),
+        Err(_) => failed(),
+    }
+}
+
+async fn opt_in(
+    State(exit): State<Arc<Exit>>,
+    Path(token): Path<String>,
+) -> (StatusCode, Html<String>) {
+    match exit.opt_out_with_token(&token, false).await {
+        Ok(true) => (
+            StatusCode::OK,
+            page(
+                "Done",
+                "<p>Leak exits may deliver messages to you again. The link in the email \
+                 still opts you out.</p>",
             ),
         ),
         Ok(false) => invalid(),
@@ -138,6 +196,7 @@ pub fn serve_on(listener: tokio::net::TcpListener, exit: Arc<Exit>) -> tokio::ta
     let app = Router::new()
         .route("/", get(about))
         .route("/opt-out/{token}", get(opt_out_page).post(opt_out))
+        .route("/opt-in/{token}", get(opt_in_page).post(opt_in))
         .route("/report/{token}", get(report_page).post(report))
         .merge(super::answers::form::routes())
         .with_state(exit);

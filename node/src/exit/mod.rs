@@ -24,10 +24,10 @@
 //! "How does the exit retry?" is answered in one file: [`retry`].
 //!
 //! The node holds the exit behind a narrow interface: `start` with its
-//! `Parts` (a [`SendPacket`] and a [`PublishOptOuts`] handle, the node's
+//! `Parts` (a [`SendPacket`] and a [`SendOptOuts`] handle, the node's
 //! store, metrics, policy and clock), a channel of [`ExitDelivery`]s, and
-//! [`optout::offer`] / [`Exit::own_opt_outs`] for the opt-out gossip. The
-//! exit never imports the node.
+//! [`Exit::take_opt_outs`] / [`Exit::pass_on_opt_outs`] for the opt-out
+//! records exits exchange. The exit never imports the node.
 //!
 //! A leak is delivered at most once per message id, except in one window:
 //! if the exit dies after the mail server said 250 and before the outcome is
@@ -96,8 +96,8 @@ pub struct ExitDelivery {
 /// Sends a packet to a node (the first hop of a reply block) once the
 /// node's clock reaches the given Unix ms (at once if it has).
 pub type SendPacket = Arc<dyn Fn(NodeId, Packet, u64) + Send + Sync>;
-/// Publishes a batch of signed opt-outs to the federation.
-pub type PublishOptOuts = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+/// Sends a batch of signed opt-out records to another exit.
+pub type SendOptOuts = Arc<dyn Fn(NodeId, Vec<u8>) + Send + Sync>;
 /// The exits' descriptors in the node's directory (its own included), for
 /// the rule of which exit is responsible for a recipient.
 pub type DirectoryNodes = Arc<dyn Fn() -> Vec<leak_protocol::directory::Descriptor> + Send + Sync>;
@@ -109,7 +109,9 @@ pub struct Exit {
     config: Config,
     policy: Arc<PolicyState>,
     seed: zeroize::Zeroizing<[u8; 32]>,
-    publish_opt_outs: PublishOptOuts,
+    send_opt_outs: SendOptOuts,
+    /// Opt-out records taken from each exit today.
+    opt_out_quota: Mutex<optout::Quota>,
     directory: DirectoryNodes,
     local_rules: Option<Policy>,
     node_id: NodeId,
@@ -170,7 +172,7 @@ pub(crate) struct Parts {
     pub metrics: Arc<Metrics>,
     pub policy: Arc<PolicyState>,
     pub send_packet: SendPacket,
-    pub publish_opt_outs: PublishOptOuts,
+    pub send_opt_outs: SendOptOuts,
     pub directory: DirectoryNodes,
     /// The time every decision of the exit takes (the system clock in a
     /// running node).
@@ -191,7 +193,7 @@ pub(crate) async fn start(
         metrics,
         policy,
         send_packet,
-        publish_opt_outs,
+        send_opt_outs,
         directory,
         clock,
     } = parts;
@@ -296,7 +298,8 @@ pub(crate) async fn start(
     let exit = Arc::new(Exit {
         policy,
         seed,
-        publish_opt_outs,
+        send_opt_outs,
+        opt_out_quota: Mutex::new(optout::Quota::default()),
         directory,
         local_rules,
         node_id,
@@ -324,6 +327,7 @@ pub(crate) async fn start(
         clock,
         config,
     });
+    exit.migrate_opt_outs()?;
     {
         let queued = exit.store.queued()?;
         let mut schedule = exit.lock_schedule();

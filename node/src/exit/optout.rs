@@ -1,115 +1,264 @@
-//! Opt-outs: a recipient's one-click opt-out at this exit, signed and
-//! published to the federation; other exits' opt-outs heard on the gossip
-//! mesh, checked and kept; this exit's own, republished for newcomers.
-//! Abuse reports come through the same endpoint.
+//! Opt-outs: a recipient's one-click opt-out (or its opt-back-in) at this
+//! exit, signed and sent to the exits that hold that recipient's opt-out;
+//! the records other exits send, checked and kept; the records held,
+//! passed on when the holders change. Abuse reports come through the same
+//! endpoint.
 //!
-//! The node only carries the bytes: [`offer`] decides what the mesh does
-//! with a batch (every node checks it, an exit also keeps it), and
-//! [`Exit::own_opt_outs`] gives what to publish to a new subscriber.
+//! Who holds a recipient's record: the
+//! [`OPT_OUT_HOLDERS`](leak_protocol::federation::OPT_OUT_HOLDERS) exits ranking
+//! first for it ([`directory::holders`]): the exit responsible for it (the
+//! one that delivers to it, and whose link the recipient used) and the
+//! ones its leaks move to if that exit leaves. No relay, client or
+//! gossip mesh sees a record, so nobody outside those exits can check a
+//! guessed address against them. A holder takes a record only from an
+//! exit that is itself a holder of that recipient (an exit cannot opt out
+//! recipients it never delivers to), signed by an exit, newer than the one
+//! it holds, and at most [`MAX_OPT_OUTS_PER_EXIT_PER_DAY`] a day from one
+//! exit; the newest record holds, so a recipient who opts back in is
+//! served again everywhere.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use leak_protocol::{
     MessageId, NodeId,
+    directory::{self, Descriptor},
+    federation::MAX_OPT_OUTS_PER_EXIT_PER_DAY,
     policy::optout::{self, OptOut},
 };
 
 use super::{Exit, ExitError, email::Link, provider::Provider};
 
-/// What the gossip mesh should do with an opt-out batch.
+/// Why a record from another exit was not kept, or that it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gossip {
-    /// Valid: pass it on.
-    Accept,
-    /// Invalid (does not decode, a bad signature, not from a listed exit):
-    /// penalise its sender.
-    Reject,
-    /// Valid but not kept here (this exit's storage failed): do not pass
-    /// it on, do not penalise.
-    Ignore,
+pub enum RecordResult {
+    /// Kept: it changed what this exit holds.
+    Accepted,
+    /// Valid, but not newer than the record held.
+    NotNewer,
+    /// Its signature is not its exit's.
+    Forged,
+    /// The sender, or the record's exit, does not hold the recipient's
+    /// opt-out here, or this exit does not.
+    NotHolder,
+    /// The sender already sent its day's share.
+    OverQuota,
 }
 
-impl From<Gossip> for libp2p::gossipsub::MessageAcceptance {
-    fn from(gossip: Gossip) -> Self {
-        match gossip {
-            Gossip::Accept => Self::Accept,
-            Gossip::Reject => Self::Reject,
-            Gossip::Ignore => Self::Ignore,
+impl RecordResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::NotNewer => "not_newer",
+            Self::Forged => "forged",
+            Self::NotHolder => "not_holder",
+            Self::OverQuota => "over_quota",
         }
     }
 }
 
-/// Checks an opt-out batch heard on the mesh: every record signed by an
-/// exit the directory lists (`is_listed_exit`); kept by `exit` when this
-/// node is one.
-pub fn offer(
-    batch: &[u8],
-    is_listed_exit: impl Fn(&NodeId) -> bool,
-    exit: Option<&Exit>,
-) -> Gossip {
-    let Some(records) = optout::decode_batch(batch) else {
-        return Gossip::Reject;
-    };
-    if !records
-        .iter()
-        .all(|r| r.verify() && is_listed_exit(&r.exit))
-    {
-        return Gossip::Reject;
+/// Records taken from each exit per UTC day.
+#[derive(Debug, Default)]
+pub struct Quota {
+    day: u64,
+    taken: HashMap<NodeId, u32>,
+}
+
+impl Quota {
+    /// Whether `from` may send one more record on `day` (counts it if so).
+    pub fn take(&mut self, from: NodeId, day: u64) -> bool {
+        if day != self.day {
+            self.day = day;
+            self.taken.clear();
+        }
+        let taken = self.taken.entry(from).or_insert(0);
+        if *taken >= MAX_OPT_OUTS_PER_EXIT_PER_DAY {
+            return false;
+        }
+        *taken += 1;
+        true
     }
-    if let Some(exit) = exit
-        && let Err(e) = exit.take_opt_outs(&records)
-    {
-        tracing::error!(error = %e, "cannot keep opt-outs from other exits");
-        return Gossip::Ignore;
-    }
-    Gossip::Accept
+}
+
+/// The opt-out holders of `recipient` among `exits` (this node's view).
+fn holders_of(
+    exits: &[Descriptor],
+    recipient: &[u8; 32],
+    version: u32,
+    now_secs: u64,
+) -> Vec<NodeId> {
+    directory::holders(exits, recipient, version, now_secs)
+        .into_iter()
+        .map(|d| d.node)
+        .collect()
 }
 
 impl Exit {
-    /// Keeps opt-outs other exits verified (already checked by [`offer`]).
-    fn take_opt_outs(&self, records: &[OptOut]) -> Result<usize, ExitError> {
-        let records: Vec<_> = records
+    /// Checks and keeps a batch of records `from` sent (an exit, by its
+    /// authenticated connection). Returns what became of each; a batch
+    /// that does not decode is `None`. Every result is counted.
+    pub fn take_opt_outs(
+        &self,
+        from: NodeId,
+        batch: &[u8],
+    ) -> Result<Option<Vec<RecordResult>>, ExitError> {
+        let Some(records) = optout::decode_batch(batch) else {
+            self.metrics
+                .exit_opt_out_records
+                .get_or_create(&vec![("result", "malformed")])
+                .inc();
+            return Ok(None);
+        };
+        let policy = self.policy();
+        let now_ms = self.now_ms();
+        let exits = (self.directory)();
+        let mut results = Vec::with_capacity(records.len());
+        let mut keep = Vec::new();
+        for record in &records {
+            let holders = holders_of(&exits, &record.recipient, policy.version(), now_ms / 1000);
+            let result = if !record.verify() {
+                RecordResult::Forged
+            } else if !holders.contains(&self.node_id)
+                || !holders.contains(&from)
+                || !holders.contains(&record.exit)
+            {
+                RecordResult::NotHolder
+            } else if !self
+                .opt_out_quota
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(from, now_ms / super::DAY_MS)
+            {
+                RecordResult::OverQuota
+            } else {
+                keep.push(record.clone());
+                RecordResult::Accepted
+            };
+            results.push(result);
+        }
+        let changed = self.store.record_opt_outs(&keep)?;
+        let mut accepted = 0;
+        for (record, result) in records.iter().zip(results.iter_mut()) {
+            if *result == RecordResult::Accepted {
+                if changed.contains(record) {
+                    accepted += 1;
+                } else {
+                    *result = RecordResult::NotNewer;
+                }
+            }
+            self.metrics
+                .exit_opt_out_records
+                .get_or_create(&vec![("result", result.label())])
+                .inc();
+        }
+        if accepted > 0 {
+            tracing::debug!(accepted, "took opt-out records from another exit");
+        }
+        Ok(Some(results))
+    }
+
+    /// Sends `records` to the other exits that hold each one now.
+    fn send_to_holders(&self, records: &[OptOut]) {
+        let policy = self.policy();
+        let now_secs = self.now_ms() / 1000;
+        let exits = (self.directory)();
+        let mut by_holder: HashMap<NodeId, Vec<OptOut>> = HashMap::new();
+        for record in records {
+            for holder in holders_of(&exits, &record.recipient, policy.version(), now_secs) {
+                if holder != self.node_id {
+                    by_holder.entry(holder).or_default().push(record.clone());
+                }
+            }
+        }
+        for (holder, records) in by_holder {
+            for chunk in records.chunks(optout::MAX_OPT_OUTS) {
+                if let Some(batch) = optout::encode_batch(chunk) {
+                    (self.send_opt_outs)(holder, batch);
+                }
+            }
+        }
+    }
+
+    /// Passes every record this exit holds to the exits that hold it now
+    /// (on each republication: exits join and leave, and a new holder must
+    /// learn what the others hold). A holder that has it ignores it.
+    pub fn pass_on_opt_outs(&self) -> Result<usize, ExitError> {
+        let held = self.store.held_opt_outs()?;
+        self.send_to_holders(&held);
+        Ok(held.len())
+    }
+
+    /// Signs again this exit's opt-outs kept in the earlier form, once.
+    pub(super) fn migrate_opt_outs(&self) -> Result<(), ExitError> {
+        let own = self.store.take_v1_opt_outs(&self.node_id.0)?;
+        if own.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<OptOut> = own
             .iter()
-            .map(|r| (r.recipient, r.at.saturating_mul(1000), r.exit.0))
+            .map(|(recipient, at_ms)| OptOut::sign(&self.seed, *recipient, at_ms / 1000, true))
             .collect();
-        self.store.opt_out(&records)
+        self.store.record_opt_outs(&records)?;
+        tracing::info!(count = records.len(), "signed this exit's opt-outs again");
+        Ok(())
     }
 
-    /// This exit's own opt-outs, signed, in batches (to republish them for
-    /// exits that joined since).
-    pub fn own_opt_outs(&self) -> Result<Vec<Vec<u8>>, ExitError> {
-        let own = self.store.opt_outs_by(&self.node_id.0)?;
-        Ok(own
-            .chunks(optout::MAX_OPT_OUTS)
-            .filter_map(|chunk| {
-                let records: Vec<OptOut> = chunk
-                    .iter()
-                    .map(|(recipient, at_ms)| OptOut::sign(&self.seed, *recipient, at_ms / 1000))
-                    .collect();
-                optout::encode_batch(&records)
-            })
-            .collect())
+    /// Whether the recipient a token was made for opted out; `None`: the
+    /// token is not valid (counted).
+    pub async fn opted_out_with_token(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<Option<bool>, ExitError> {
+        let Some((_, recipient)) = self.composer.tokens.check(Link::OptOut, token) else {
+            self.metrics.exit_bad_tokens.inc();
+            return Ok(None);
+        };
+        let this = self.clone();
+        Ok(Some(
+            tokio::task::spawn_blocking(move || this.store.opted_out(&recipient)).await??,
+        ))
     }
 
-    /// Opts out the recipient a token was made for. `Ok(false)`: the token
-    /// is not valid.
-    pub async fn opt_out_with_token(self: &Arc<Self>, token: &str) -> Result<bool, ExitError> {
+    /// Opts the recipient a token was made for out (`out`) or back in.
+    /// `Ok(false)`: the token is not valid.
+    pub async fn opt_out_with_token(
+        self: &Arc<Self>,
+        token: &str,
+        out: bool,
+    ) -> Result<bool, ExitError> {
         let Some((_, recipient)) = self.composer.tokens.check(Link::OptOut, token) else {
             self.metrics.exit_bad_tokens.inc();
             return Ok(false);
         };
         let this = self.clone();
         let now = self.now_ms();
-        let own = self.node_id.0;
-        let new = tokio::task::spawn_blocking(move || this.store.opt_out(&[(recipient, now, own)]))
-            .await??;
-        if new > 0 {
-            self.metrics.exit_opt_outs.inc();
-            // Every exit refuses this recipient from now on.
-            let record = OptOut::sign(&self.seed, recipient, now / 1000);
-            if let Some(batch) = optout::encode_batch(&[record]) {
-                (self.publish_opt_outs)(batch);
+        let changed = tokio::task::spawn_blocking(move || {
+            let held = this.store.opted_out(&recipient)?;
+            if held == out {
+                return Ok::<_, ExitError>(None);
             }
+            // Strictly newer than what is held, so it replaces it.
+            let at = (now / 1000).max(
+                this.store
+                    .held_opt_outs()?
+                    .iter()
+                    .filter(|r| r.recipient == recipient)
+                    .map(|r| r.at + 1)
+                    .max()
+                    .unwrap_or(0),
+            );
+            let record = OptOut::sign(&this.seed, recipient, at, out);
+            this.store.record_opt_outs(std::slice::from_ref(&record))?;
+            Ok(Some(record))
+        })
+        .await??;
+        if let Some(record) = changed {
+            if out {
+                self.metrics.exit_opt_outs.inc();
+            } else {
+                self.metrics.exit_opt_ins.inc();
+            }
+            // The other holders refuse (or serve again) this recipient.
+            self.send_to_holders(&[record]);
         }
         Ok(true)
     }
@@ -148,25 +297,17 @@ impl Exit {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn batch(seed: &[u8; 32], recipient: u8) -> Vec<u8> {
-        optout::encode_batch(&[OptOut::sign(seed, [recipient; 32], 1_700_000_000)]).unwrap()
-    }
-
     #[test]
-    fn only_signed_batches_from_listed_exits_pass() {
-        let seed = [7u8; 32];
-        let exit_id = NodeId(leak_protocol::crypto::ed25519_public(&seed));
-        let listed = |n: &NodeId| *n == exit_id;
-        assert_eq!(offer(&batch(&seed, 1), listed, None), Gossip::Accept);
-        assert_eq!(offer(&batch(&seed, 1), |_| false, None), Gossip::Reject);
-        assert_eq!(offer(b"not a batch", listed, None), Gossip::Reject);
-        // A record re-signed by someone else under the listed exit's name.
-        let mut forged = optout::decode_batch(&batch(&[9u8; 32], 1)).unwrap();
-        forged[0].exit = exit_id;
-        let forged = optout::encode_batch(&forged).unwrap();
-        assert_eq!(offer(&forged, listed, None), Gossip::Reject);
+    fn a_day_takes_at_most_the_quota_per_exit() {
+        let mut quota = Quota::default();
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+        for _ in 0..MAX_OPT_OUTS_PER_EXIT_PER_DAY {
+            assert!(quota.take(a, 10));
+        }
+        assert!(!quota.take(a, 10));
+        assert!(quota.take(b, 10), "per exit");
+        assert!(quota.take(a, 11), "per day");
     }
 }

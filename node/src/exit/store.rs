@@ -7,7 +7,7 @@
 //! | table `exit_queue` | leak key | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
 //! | table `exit_awaiting` | leak key | reply block, provider, when sent, until when to wait | from the mail server's 250 until its delivery notification (or `exit.notify_wait_secs`); the leak's slot then holds only its message id |
 //! | table `exit_done` | leak key | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
-//! | table `exit_opt_out` | recipient hash | when, and which exit verified it | for good |
+//! | table `exit_opt_out_v2` | recipient hash | the newest signed opt-out or opt-back-in record (postcard) | for good |
 //! | table `exit_suppressed` | recipient hash | until when its mailbox counts as nonexistent | 30 days after the bounce |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
 //! | table `exit_reports` | the exit's reference of a leak (not its id) | when | `exit.dedup_secs` |
@@ -27,7 +27,7 @@ use std::{
     sync::Arc,
 };
 
-use leak_protocol::{MessageId, Outcome};
+use leak_protocol::{MessageId, Outcome, policy::optout::OptOut};
 use redb::{
     ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
 };
@@ -44,7 +44,10 @@ const AWAITING: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_aw
 /// server said the mailbox does not exist.
 const SUPPRESSED: TableDefinition<[u8; 32], u64> = TableDefinition::new("exit_suppressed");
 /// Recipient hash → (when, in Unix ms; the exit that verified it).
-const OPT_OUT: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
+/// Opt-outs before records carried opt-back-ins: read once, at start, to
+/// sign this exit's own again (`Store::take_v1_opt_outs`), then dropped.
+const OPT_OUT_V1: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
+const OPT_OUT: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("exit_opt_out_v2");
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
 const REPORTS: TableDefinition<[u8; 16], u64> = TableDefinition::new("exit_reports");
 /// The exit's standing with each provider ([`super::provider::Health`]).
@@ -446,41 +449,76 @@ impl ExitStore {
         Ok(until.is_some_and(|until| until > now_ms))
     }
 
-    /// Whether the recipient opted out.
+    /// Whether the recipient opted out (and did not opt back in since).
     pub fn opted_out(&self, recipient: &[u8; 32]) -> Result<bool, ExitError> {
         let txn = self.store.db().begin_read()?;
-        Ok(txn.open_table(OPT_OUT)?.get(recipient)?.is_some())
+        let record = txn
+            .open_table(OPT_OUT)?
+            .get(recipient)?
+            .map(|v| v.value().to_vec());
+        Ok(record
+            .and_then(|bytes| postcard::from_bytes::<OptOut>(&bytes).ok())
+            .is_some_and(|r| r.out))
     }
 
-    /// Records opt-outs (idempotent): (recipient hash, when in Unix ms,
-    /// the exit that verified it). Returns how many are new.
-    pub fn opt_out(&self, records: &[([u8; 32], u64, [u8; 32])]) -> Result<usize, ExitError> {
+    /// Keeps signed opt-out and opt-back-in records (checked by the
+    /// caller): for each recipient the newest holds (a tie keeps the one
+    /// held). Returns the records that changed what is held.
+    pub fn record_opt_outs(&self, records: &[OptOut]) -> Result<Vec<OptOut>, ExitError> {
         let txn = self.store.db().begin_write()?;
-        let mut new = 0;
+        let mut changed = Vec::new();
         {
             let mut table = txn.open_table(OPT_OUT)?;
-            for (recipient, at_ms, exit) in records {
-                if table.get(recipient)?.is_none() {
-                    table.insert(recipient, (*at_ms, *exit))?;
-                    new += 1;
+            for record in records {
+                let held = table
+                    .get(&record.recipient)?
+                    .and_then(|v| postcard::from_bytes::<OptOut>(v.value()).ok());
+                if held.is_some_and(|h| h.at >= record.at) {
+                    continue;
                 }
+                let bytes = postcard::to_allocvec(record)?;
+                table.insert(&record.recipient, bytes.as_slice())?;
+                changed.push(record.clone());
             }
         }
         txn.commit()?;
-        Ok(new)
+        Ok(changed)
     }
 
-    /// The opt-outs `exit` verified itself: (recipient hash, when in ms).
-    pub fn opt_outs_by(&self, exit: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>, ExitError> {
+    /// Every record held, to pass on to the exits that hold each one.
+    pub fn held_opt_outs(&self) -> Result<Vec<OptOut>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let mut out = Vec::new();
         for item in txn.open_table(OPT_OUT)?.iter()? {
-            let (k, v) = item?;
-            let (at, by) = v.value();
-            if &by == exit {
-                out.push((k.value(), at));
+            let (_, v) = item?;
+            if let Ok(record) = postcard::from_bytes::<OptOut>(v.value()) {
+                out.push(record);
             }
         }
+        Ok(out)
+    }
+
+    /// The opt-outs of the earlier form that `exit` verified itself
+    /// (recipient hash, when in ms), removing the earlier table: the exit
+    /// signs its own again; other exits' come back from them.
+    pub fn take_v1_opt_outs(&self, exit: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>, ExitError> {
+        let txn = self.store.db().begin_write()?;
+        let mut out = Vec::new();
+        {
+            let table = match txn.open_table(OPT_OUT_V1) {
+                Ok(table) => table,
+                Err(_) => return Ok(out),
+            };
+            for item in table.iter()? {
+                let (k, v) = item?;
+                let (at, by) = v.value();
+                if &by == exit {
+                    out.push((k.value(), at));
+                }
+            }
+        }
+        txn.delete_table(OPT_OUT_V1)?;
+        txn.commit()?;
         Ok(out)
     }
 
@@ -687,10 +725,14 @@ impl ExitStore {
             let done: Done = decode(v.value())?;
             *out.entry(done.state.as_label().to_owned()).or_insert(0) += 1;
         }
-        out.insert(
-            "opted_out_recipients".into(),
-            txn.open_table(OPT_OUT)?.len()?,
-        );
+        let mut opted_out = 0;
+        for item in txn.open_table(OPT_OUT)?.iter()? {
+            let (_, v) = item?;
+            if postcard::from_bytes::<OptOut>(v.value()).is_ok_and(|r| r.out) {
+                opted_out += 1;
+            }
+        }
+        out.insert("opted_out_recipients".into(), opted_out);
         out.insert("abuse_reports".into(), txn.open_table(REPORTS)?.len()?);
         out.insert(
             "awaiting_notification".into(),

@@ -52,10 +52,34 @@ fn state_survives_reopening_and_orphans_are_scrubbed() {
     {
         let store = open(dir.path());
         store.accept(&id, b"kept", &entry(), &[4; 32], 1).unwrap();
-        assert_eq!(store.opt_out(&[([9; 32], 1, [5; 32])]).unwrap(), 1);
-        assert_eq!(store.opt_out(&[([9; 32], 2, [6; 32])]).unwrap(), 0);
-        assert_eq!(store.opt_outs_by(&[5; 32]).unwrap(), vec![([9; 32], 1)]);
-        assert!(store.opt_outs_by(&[6; 32]).unwrap().is_empty());
+        use leak_protocol::policy::optout::OptOut;
+        let out = OptOut::sign(&[5; 32], [9; 32], 2, true);
+        assert_eq!(
+            store.record_opt_outs(std::slice::from_ref(&out)).unwrap(),
+            vec![out.clone()]
+        );
+        // The newest record for a recipient holds; an older or as old one
+        // changes nothing.
+        let older_in = OptOut::sign(&[6; 32], [9; 32], 1, false);
+        let as_old_in = OptOut::sign(&[6; 32], [9; 32], 2, false);
+        assert!(
+            store
+                .record_opt_outs(&[older_in, as_old_in])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.opted_out(&[9; 32]).unwrap());
+        let back_in = OptOut::sign(&[6; 32], [8; 32], 5, false);
+        assert_eq!(
+            store
+                .record_opt_outs(std::slice::from_ref(&back_in))
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut held = store.held_opt_outs().unwrap();
+        held.sort_by_key(|r| r.recipient);
+        assert_eq!(held, vec![back_in, out]);
     }
     // A leak file whose entry was never committed.
     let orphan = dir.path().join("exit-queue").join("orphan.leak");

@@ -25,6 +25,7 @@ use crate::{
 
 mod answers;
 mod inbound;
+mod optouts;
 mod providers;
 
 /// A leak for `exit` (its stamp solved for the policy in force at `now_ms`)
@@ -199,7 +200,7 @@ impl TestExit {
                 send_packet: Arc::new(move |_, _, _| {
                     counted.fetch_add(1, Ordering::SeqCst);
                 }),
-                publish_opt_outs: Arc::new(|_| {}),
+                send_opt_outs: Arc::new(|_, _| {}),
                 directory,
                 clock: clock.clone(),
             },
@@ -407,7 +408,12 @@ async fn opt_outs_and_counts_recorded_under_the_older_hash_still_hold() {
     let counted = Recipient::parse("b.ob@gmail.com").unwrap();
     assert_ne!(basic.recipient_hash(&opted), builtin.recipient_hash(&opted));
     exit.store
-        .opt_out(&[(basic.recipient_hash(&opted), clock.now_ms(), [0; 32])])
+        .record_opt_outs(&[leak_protocol::policy::optout::OptOut::sign(
+            &[0; 32],
+            basic.recipient_hash(&opted),
+            clock.now_ms() / 1000,
+            true,
+        )])
         .unwrap();
     // A full day's count for b.ob under the scheme-1 hash: leaks accepted
     // (queued, undeliverable) before the policy changed.

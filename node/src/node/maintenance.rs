@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use super::shared::{Command, Shared};
 use crate::{
     epoch::EpochSchedule,
-    net::{DESCRIPTOR_TOPIC, OPT_OUT_TOPIC, POLICY_TOPIC},
+    net::{DESCRIPTOR_TOPIC, POLICY_TOPIC},
 };
 
 /// Periodic work: key rotation, descriptor publication, expiry.
@@ -68,18 +68,17 @@ pub(super) async fn maintain(
                         .unwrap_or_else(|e| e.into_inner()) = Some(signed);
                     let _ = commands.try_send(Command::Publish(DESCRIPTOR_TOPIC, bytes));
                     last_publish = now;
-                    // The policy and this exit's opt-outs, for nodes that
-                    // joined since they were last published.
+                    // The policy, for nodes that joined since it was last
+                    // published; the opt-outs this exit holds, to the exits
+                    // that hold each now.
                     if let Some(policy) = shared.policy.signed() {
                         let _ = commands.try_send(Command::Publish(POLICY_TOPIC, policy));
                     }
                     if let Some(exit) = shared.exit() {
-                        let batches =
-                            tokio::task::spawn_blocking(move || exit.own_opt_outs()).await;
-                        if let Ok(Ok(batches)) = batches {
-                            for batch in batches {
-                                let _ = commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));
-                            }
+                        let passed =
+                            tokio::task::spawn_blocking(move || exit.pass_on_opt_outs()).await;
+                        if let Ok(Err(e)) = passed {
+                            tracing::error!(error = %e, "cannot pass on the opt-outs held");
                         }
                     }
                 }

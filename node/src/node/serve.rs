@@ -182,6 +182,61 @@ pub(super) async fn serve_directories(
     .await;
 }
 
+/// Serves opt-out batches other exits send (an exit only: a relay reads
+/// nothing of them and resets the stream). The sender is the peer of the
+/// connection, which libp2p authenticated.
+pub(super) async fn serve_opt_outs(
+    incoming: net::Incoming,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_requests(incoming, shutdown, "opt-out", move |peer, mut stream| {
+        let shared = shared.clone();
+        async move {
+            let (Some(exit), Some(from)) = (shared.exit(), leak_net::node_id_of(&peer)) else {
+                return Ok(());
+            };
+            let batch = wire::read_opt_outs(&mut stream).await?;
+            let taken = tokio::task::spawn_blocking(move || exit.take_opt_outs(from, &batch)).await;
+            match taken {
+                Ok(Ok(_)) => wire::ack_opt_outs(&mut stream).await,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot keep opt-outs from another exit");
+                    Ok(())
+                }
+                Err(e) => Err(std::io::Error::other(e)),
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends an opt-out batch to exit `to` (best effort: the holders pass
+/// what they hold on again at each republication).
+pub(super) async fn send_opt_outs(shared: Arc<Shared>, to: leak_protocol::NodeId, batch: Vec<u8>) {
+    let Some(peer) = crate::identity::peer_id_of(&to) else {
+        return;
+    };
+    let mut control = shared
+        .control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut stream = control
+            .open_stream(peer, wire::OPT_OUT_PROTOCOL)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        wire::send_opt_outs(&mut stream, &batch).await
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %Sensitive::new(e), "sending opt-outs failed"),
+        Err(_) => tracing::debug!("sending opt-outs timed out"),
+    }
+}
+
 /// Serves mailbox streams: each carries exchanges until its peer ends it or
 /// leaves it idle for [`MAILBOX_IDLE`]; at most
 /// [`MAX_MAILBOX_STREAMS_PER_PEER`] per peer (more are reset and counted),

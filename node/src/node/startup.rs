@@ -19,7 +19,7 @@ use super::{
     maintenance::maintain,
     pipeline::run_worker,
     running::RunningNode,
-    serve::{accept_packets, serve_directories, serve_mailboxes},
+    serve::{accept_packets, serve_directories, serve_mailboxes, serve_opt_outs},
     shared::{Command, Shared},
     swarm::run_swarm,
     timer::{TimerItem, run_timer},
@@ -33,7 +33,7 @@ use crate::{
     exit::ExitDelivery,
     identity::{Identity, peer_id_of},
     metrics::Metrics,
-    net::{self, AddressBook, DESCRIPTOR_TOPIC, OPT_OUT_TOPIC, POLICY_TOPIC},
+    net::{self, AddressBook, DESCRIPTOR_TOPIC, POLICY_TOPIC},
     policy::PolicyState,
     queue::FairQueue,
     relay::{
@@ -96,6 +96,7 @@ pub async fn start(
             wire::PACKET_PROTOCOL,
             wire::DIRECTORY_PROTOCOL,
             wire::MAILBOX_PROTOCOL,
+            wire::OPT_OUT_PROTOCOL,
         ],
         INBOUND_BACKLOG,
         metrics.inbound_streams_refused.clone(),
@@ -108,6 +109,7 @@ pub async fn start(
     let packets = take_incoming(wire::PACKET_PROTOCOL)?;
     let directory_streams = take_incoming(wire::DIRECTORY_PROTOCOL)?;
     let mailbox_streams = take_incoming(wire::MAILBOX_PROTOCOL)?;
+    let opt_out_streams = take_incoming(wire::OPT_OUT_PROTOCOL)?;
     let mut swarm = net::build_swarm(identity.keypair(), &config, book.clone(), inbound)?;
     let topic = gossipsub::IdentTopic::new(DESCRIPTOR_TOPIC);
     swarm
@@ -115,13 +117,11 @@ pub async fn start(
         .gossipsub
         .subscribe(&topic)
         .map_err(|e| NodeError::Network(format!("subscribing to descriptors: {e}")))?;
-    for name in [POLICY_TOPIC, OPT_OUT_TOPIC] {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&gossipsub::IdentTopic::new(name))
-            .map_err(|e| NodeError::Network(format!("subscribing to {name}: {e}")))?;
-    }
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&gossipsub::IdentTopic::new(POLICY_TOPIC))
+        .map_err(|e| NodeError::Network(format!("subscribing to {POLICY_TOPIC}: {e}")))?;
     let mut listeners = Vec::new();
     for addr in &config.node.listen {
         // `TransportError::Other` displays as nothing: show the I/O error itself.
@@ -314,6 +314,14 @@ pub async fn start(
         )),
     ));
     tasks.push((
+        "opt-out server",
+        tokio::spawn(serve_opt_outs(
+            opt_out_streams,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )),
+    ));
+    tasks.push((
         "timer",
         tokio::spawn(run_timer(timer_rx, shared.clone(), shutdown_rx.clone())),
     ));
@@ -374,9 +382,13 @@ pub async fn start(
                 None => send_shared.drop_packet(DropReason::BadNextHop),
             },
         );
-        let publish_commands = commands.clone();
-        let publish: crate::exit::PublishOptOuts = Arc::new(move |batch| {
-            let _ = publish_commands.try_send(Command::Publish(OPT_OUT_TOPIC, batch));
+        let opt_out_shared = shared.clone();
+        let send_opt_outs: crate::exit::SendOptOuts = Arc::new(move |exit, batch| {
+            tokio::spawn(super::serve::send_opt_outs(
+                opt_out_shared.clone(),
+                exit,
+                batch,
+            ));
         });
         let directory_shared = shared.clone();
         let directory: crate::exit::DirectoryNodes = Arc::new(move || {
@@ -397,7 +409,7 @@ pub async fn start(
                 metrics: metrics.clone(),
                 policy: shared.policy.clone(),
                 send_packet: send,
-                publish_opt_outs: publish,
+                send_opt_outs,
                 directory,
                 clock: shared.clock.clone(),
             },

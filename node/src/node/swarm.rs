@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     directory::Refused,
-    net::{Behaviour, BehaviourEvent, OPT_OUT_TOPIC, POLICY_TOPIC},
+    net::{Behaviour, BehaviourEvent, POLICY_TOPIC},
     safelog::Sensitive,
 };
 
@@ -92,9 +92,9 @@ pub(super) async fn run_swarm(
                                 );
                             }
                             // A new subscriber: make sure it hears of us
-                            // (our descriptor, the policy in force, this
-                            // exit's opt-outs) soon, at most once a second
-                            // per topic however many join.
+                            // (our descriptor, the policy in force) soon, at
+                            // most once a second per topic however many
+                            // join.
                             gossipsub::Event::Subscribed { topic: subscribed, .. } => {
                                 let last = last_welcome.entry(subscribed.clone()).or_insert(None);
                                 if last.is_some_and(|t: Instant| t.elapsed() < Duration::from_secs(1)) {
@@ -106,10 +106,6 @@ pub(super) async fn run_swarm(
                                     messages.extend(own.map(|d| d.to_bytes()));
                                 } else if subscribed == gossipsub::IdentTopic::new(POLICY_TOPIC).hash() {
                                     messages.extend(shared.policy.signed());
-                                } else if subscribed == gossipsub::IdentTopic::new(OPT_OUT_TOPIC).hash()
-                                    && let Some(exit) = shared.exit()
-                                {
-                                    messages.extend(exit.own_opt_outs().unwrap_or_default());
                                 }
                                 for bytes in messages {
                                     let _ = swarm.behaviour_mut().gossipsub.publish(subscribed.clone(), bytes);

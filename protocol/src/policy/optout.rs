@@ -1,12 +1,19 @@
-//! Opt-outs shared across exits: a recipient who opts out at one exit is
-//! refused by all. An exit signs a record of the keyed hash of the
-//! normalised address ([`Policy::recipient_hash`](super::Policy::recipient_hash)),
-//! never the address, with its node key; other nodes check the signature
-//! against the exit's descriptor and keep it.
+//! Opt-outs shared between the exits that hold a recipient's: a recipient
+//! who opts out (or back in) at the exit that delivered to it is refused
+//! (or served again) whichever of those exits a leak reaches. An exit signs
+//! a record of the keyed hash of the normalised address
+//! ([`Policy::recipient_hash`](super::Policy::recipient_hash)), never the
+//! address, whether the recipient is out or back in, and when, with its
+//! node key; the newest record for a recipient holds.
+//!
+//! Who holds them: only the [`crate::federation::OPT_OUT_HOLDERS`] exits
+//! that rank first for the recipient ([`crate::directory::holders`]), the
+//! one responsible for it and its successors; records go from exit to exit,
+//! never to relays, clients or a public mesh (see `SPEC.md` §18).
 //!
 //! Encoding of a batch: postcard of `Vec<OptOut>` behind a magic, bounded to
 //! [`MAX_OPT_OUTS`] records; each record is 32 (exit) + 32 (hash) + 8
-//! (time) + 64 (signature) bytes.
+//! (time) + 1 (out or in) + 64 (signature) bytes.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,18 +24,20 @@ use crate::{
 
 /// Records per batch.
 pub const MAX_OPT_OUTS: usize = 256;
-const MAGIC: &[u8] = b"leak-opt-outs-v1";
-const CONTEXT: &[u8] = b"leak opt-out v1\0";
+const MAGIC: &[u8] = b"leak-opt-outs-v2";
+const CONTEXT: &[u8] = b"leak opt-out v2\0";
 
-/// One exit's signed statement that a recipient opted out.
+/// One exit's signed statement that a recipient opted out, or back in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OptOut {
-    /// The exit that verified the opt-out (its link token).
+    /// The exit that verified the recipient's action (its link token).
     pub exit: NodeId,
     /// The policy's keyed hash of the normalised recipient address.
     pub recipient: [u8; 32],
     /// When (Unix seconds).
     pub at: u64,
+    /// `true`: the recipient opted out; `false`: it opted back in.
+    pub out: bool,
     /// The exit's Ed25519 signature.
     #[serde(with = "signature")]
     pub signature: [u8; SIGNATURE_LEN],
@@ -49,24 +58,27 @@ mod signature {
     }
 }
 
-fn message(exit: &NodeId, recipient: &[u8; 32], at: u64) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + 72);
+fn message(exit: &NodeId, recipient: &[u8; 32], at: u64, out: bool) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CONTEXT.len() + 73);
     m.extend_from_slice(CONTEXT);
     m.extend_from_slice(&exit.0);
     m.extend_from_slice(recipient);
     m.extend_from_slice(&at.to_be_bytes());
+    m.push(u8::from(out));
     m
 }
 
 impl OptOut {
-    /// Signs an opt-out with the exit's identity seed.
-    pub fn sign(seed: &[u8; KEY_LEN], recipient: [u8; 32], at: u64) -> Self {
+    /// Signs an opt-out (`out`) or an opt-back-in (`!out`) with the exit's
+    /// identity seed.
+    pub fn sign(seed: &[u8; KEY_LEN], recipient: [u8; 32], at: u64, out: bool) -> Self {
         let exit = NodeId(ed25519_public(seed));
-        let signature = ed25519_sign(seed, &message(&exit, &recipient, at));
+        let signature = ed25519_sign(seed, &message(&exit, &recipient, at, out));
         Self {
             exit,
             recipient,
             at,
+            out,
             signature,
         }
     }
@@ -75,7 +87,7 @@ impl OptOut {
     pub fn verify(&self) -> bool {
         ed25519_verify(
             &self.exit.0,
-            &message(&self.exit, &self.recipient, self.at),
+            &message(&self.exit, &self.recipient, self.at, self.out),
             &self.signature,
         )
     }
@@ -94,11 +106,11 @@ pub fn encode_batch(records: &[OptOut]) -> Option<Vec<u8>> {
 /// Decodes a batch from untrusted bytes; signatures are not checked here.
 pub fn decode_batch(bytes: &[u8]) -> Option<Vec<OptOut>> {
     let body = bytes.strip_prefix(MAGIC)?;
-    // Each record takes at least 130 bytes (a varint time): a count beyond what the input
+    // Each record takes at least 131 bytes (a varint time): a count beyond what the input
     // can hold is refused before anything is allocated for it.
     let (count, _) = postcard::take_from_bytes::<u32>(body).ok()?;
     let count = usize::try_from(count).ok()?;
-    if count > MAX_OPT_OUTS || count * 130 > body.len() {
+    if count > MAX_OPT_OUTS || count * 131 > body.len() {
         return None;
     }
     let (records, rest) = postcard::take_from_bytes::<Vec<OptOut>>(body).ok()?;
@@ -112,8 +124,8 @@ mod tests {
 
     #[test]
     fn signed_records_round_trip_and_verify() {
-        let a = OptOut::sign(&[1; 32], [2; 32], 3);
-        let b = OptOut::sign(&[4; 32], [5; 32], 6);
+        let a = OptOut::sign(&[1; 32], [2; 32], 3, true);
+        let b = OptOut::sign(&[4; 32], [5; 32], 6, false);
         assert!(a.verify() && b.verify());
         let bytes = encode_batch(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(decode_batch(&bytes).unwrap(), vec![a.clone(), b]);
@@ -121,16 +133,24 @@ mod tests {
         let mut forged = a.clone();
         forged.recipient[0] ^= 1;
         assert!(!forged.verify());
-        let mut moved = a;
+        let mut moved = a.clone();
         moved.exit = NodeId(ed25519_public(&[9; 32]));
         assert!(!moved.verify());
+        // An opt-out cannot be turned into an opt-back-in, or the reverse.
+        let mut flipped = a;
+        flipped.out = false;
+        assert!(!flipped.verify());
         // Garbage and truncations never panic.
         for end in 0..bytes.len() {
             let _ = decode_batch(&bytes[..end]);
         }
-        assert!(decode_batch(b"leak-opt-outs-v1\xff\xff\xff\xff\x0f").is_none());
+        assert!(decode_batch(b"leak-opt-outs-v2\xff\xff\xff\xff\x0f").is_none());
         assert!(
-            encode_batch(&vec![OptOut::sign(&[1; 32], [0; 32], 0); MAX_OPT_OUTS + 1]).is_none()
+            encode_batch(&vec![
+                OptOut::sign(&[1; 32], [0; 32], 0, true);
+                MAX_OPT_OUTS + 1
+            ])
+            .is_none()
         );
     }
 }

@@ -169,7 +169,7 @@ impl Exit {
                 continue;
             };
             verified = true;
-            self.opt_out_with_token(token).await?;
+            self.opt_out_with_token(token, true).await?;
             self.complaint(reference, provider).await?;
         }
         if !verified {
