@@ -111,17 +111,25 @@ impl Exit {
         let policy = self.policy();
         let now_ms = self.now_ms();
         let exits = (self.directory)();
+        let held = self
+            .store
+            .opt_out_times(&records.iter().map(|r| r.recipient).collect::<Vec<_>>())?;
         let mut results = Vec::with_capacity(records.len());
         let mut keep = Vec::new();
-        for record in &records {
+        for (record, held_at) in records.iter().zip(held) {
             let holders = holders_of(&exits, &record.recipient, policy.version(), now_ms / 1000);
-            let result = if !record.verify() {
-                RecordResult::Forged
-            } else if !holders.contains(&self.node_id)
+            // Cheapest first, the signature last but the quota; what is
+            // already held costs no quota (holders pass everything on each
+            // half epoch).
+            let result = if !holders.contains(&self.node_id)
                 || !holders.contains(&from)
                 || !holders.contains(&record.exit)
             {
                 RecordResult::NotHolder
+            } else if held_at.is_some_and(|at| at >= record.at) {
+                RecordResult::NotNewer
+            } else if !record.verify() {
+                RecordResult::Forged
             } else if !self
                 .opt_out_quota
                 .lock()

@@ -485,6 +485,21 @@ impl ExitStore {
         Ok(changed)
     }
 
+    /// When the record held for each of `recipients` was made (`None`:
+    /// none held).
+    pub fn opt_out_times(&self, recipients: &[[u8; 32]]) -> Result<Vec<Option<u64>>, ExitError> {
+        let txn = self.store.db().begin_read()?;
+        let table = txn.open_table(OPT_OUT)?;
+        let mut out = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let held = table
+                .get(recipient)?
+                .and_then(|v| postcard::from_bytes::<OptOut>(v.value()).ok());
+            out.push(held.map(|r| r.at));
+        }
+        Ok(out)
+    }
+
     /// Every record held, to pass on to the exits that hold each one.
     pub fn held_opt_outs(&self) -> Result<Vec<OptOut>, ExitError> {
         let txn = self.store.db().begin_read()?;
