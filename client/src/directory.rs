@@ -289,21 +289,14 @@ pub async fn load(
             format_age(config.directory.cache_max_age_secs)
         )));
     }
-    let (nodes, refused, roster_serial) = verify_cache(&cache, freshness, &trust).map_err(|e| {
+    let view = verify_cache(&cache, freshness, &trust).map_err(|e| {
         unreachable(format!(
             "the cached roster is not valid now ({})",
             e.map_or_else(|| "there is none".to_owned(), |e| e.to_string())
         ))
     })?;
-    register_nodes(peer, &nodes);
-    Ok(DirectoryView {
-        nodes,
-        fetched_at: cache.fetched_at,
-        from_cache: true,
-        answered: 0,
-        refused,
-        roster_serial,
-    })
+    register_nodes(peer, &view.nodes);
+    Ok(view)
 }
 
 /// The cached directory if it was fetched at most `max_age_secs` ago and
@@ -325,18 +318,11 @@ pub async fn load_recent(
             max_age_secs: config.directory.max_age_secs,
             max_clock_skew_secs: config.directory.max_clock_skew_secs,
         };
-        if let Ok((nodes, refused, roster_serial)) = verify_cache(&cache, freshness, &trust)
-            && !nodes.is_empty()
+        if let Ok(view) = verify_cache(&cache, freshness, &trust)
+            && !view.nodes.is_empty()
         {
-            register_nodes(peer, &nodes);
-            return Ok(DirectoryView {
-                nodes,
-                fetched_at: cache.fetched_at,
-                from_cache: true,
-                answered: 0,
-                refused,
-                roster_serial,
-            });
+            register_nodes(peer, &view.nodes);
+            return Ok(view);
         }
     }
     load(peer, config, state, now).await
@@ -348,7 +334,7 @@ fn verify_cache(
     cache: &CacheFile,
     freshness: Freshness,
     trust: &Trust,
-) -> Result<(Vec<Descriptor>, usize, u64), Option<RosterError>> {
+) -> Result<DirectoryView, Option<RosterError>> {
     let signed = cache
         .descriptors
         .iter()
@@ -356,11 +342,17 @@ fn verify_cache(
         .filter_map(|b| SignedDescriptor::from_bytes(&b).ok())
         .collect();
     let verified = verify_all(cached_roster_of(cache), signed, freshness, trust);
-    let Some((serial, _)) = verified.roster else {
+    let Some((roster_serial, _)) = verified.roster else {
         return Err(verified.roster_error);
     };
-    let nodes = verified.entries.into_iter().map(|(d, _)| d).collect();
-    Ok((nodes, verified.refused, serial))
+    Ok(DirectoryView {
+        nodes: verified.entries.into_iter().map(|(d, _)| d).collect(),
+        fetched_at: cache.fetched_at,
+        from_cache: true,
+        answered: 0,
+        refused: verified.refused,
+        roster_serial,
+    })
 }
 
 fn cached_roster_of(cache: &CacheFile) -> Vec<Vec<u8>> {

@@ -614,10 +614,9 @@ pub fn responsible_exit<'a>(
     policy_version: u32,
     unix_secs: u64,
 ) -> Option<&'a Descriptor> {
-    nodes
+    holders(nodes, recipient, policy_version, unix_secs)
         .into_iter()
-        .filter(|d| is_exit_for(d, policy_version, unix_secs))
-        .max_by_key(|d| (crate::federation::exit_rank(recipient, &d.node), d.node.0))
+        .next()
 }
 
 /// The exits that hold the opt-out of the recipient whose policy hash is

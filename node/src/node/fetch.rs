@@ -11,16 +11,8 @@ use crate::{directory::Offer, safelog::Sensitive, wire};
 /// Fetches a node's directory (after connecting to it, and from time to time
 /// from a node at random: [`pull_directories`]) and keeps what verifies.
 pub(super) async fn fetch_directory(peer: PeerId, shared: Arc<Shared>) {
-    let mut control = shared
-        .control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut stream = control
-            .open_stream(peer, wire::DIRECTORY_PROTOCOL)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stream = shared.open_stream(peer, wire::DIRECTORY_PROTOCOL).await?;
         wire::request_directory(&mut stream, shared.roster.serial()).await
     })
     .await;

@@ -217,16 +217,8 @@ pub(super) async fn send_opt_outs(shared: Arc<Shared>, to: leak_protocol::NodeId
     let Some(peer) = crate::identity::peer_id_of(&to) else {
         return;
     };
-    let mut control = shared
-        .control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut stream = control
-            .open_stream(peer, wire::OPT_OUT_PROTOCOL)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stream = shared.open_stream(peer, wire::OPT_OUT_PROTOCOL).await?;
         wire::send_opt_outs(&mut stream, &batch).await
     })
     .await;

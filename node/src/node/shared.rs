@@ -186,6 +186,23 @@ impl Shared {
         }
     }
 
+    /// Opens a stream of `protocol` to `peer` (dialling it if need be).
+    pub(super) async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: libp2p::StreamProtocol,
+    ) -> std::io::Result<libp2p::Stream> {
+        let mut control = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        control
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     /// Updates the address book from the directory.
     pub(super) fn refresh_addresses(&self) {
         let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
