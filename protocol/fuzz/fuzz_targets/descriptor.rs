@@ -1,6 +1,8 @@
 //! Signed node descriptors from the network: parsing and verification never
-//! panic; a descriptor that verifies re-encodes to the bytes it came from,
-//! is consistent, and stays valid when parsed again.
+//! panic; a descriptor that verifies is consistent, and its re-encoding
+//! parses and verifies to the same descriptor. (Not necessarily the same
+//! bytes: postcard takes some overlong varints; the signature covers the
+//! body's bytes, which travel as they came.)
 
 #![no_main]
 
@@ -18,7 +20,6 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(descriptor) = signed.verify(freshness) {
         assert!(descriptor.check_consistency().is_ok());
-        assert_eq!(signed.to_bytes(), data);
         let again = SignedDescriptor::from_bytes(&signed.to_bytes()).expect("re-parses");
         assert_eq!(again.verify(freshness).expect("still verifies"), descriptor);
     }
