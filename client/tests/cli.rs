@@ -54,6 +54,24 @@ impl Home {
         self.command(args).output().unwrap()
     }
 
+    /// `leak send --direct --to bob@example.com --as friend [EXTRA...] KIND`.
+    fn send_direct(&self, extra: &[&str]) -> Output {
+        let args = [
+            &[
+                "send",
+                "--direct",
+                "--to",
+                "bob@example.com",
+                "--as",
+                "friend",
+            ][..],
+            extra,
+            &[KIND],
+        ]
+        .concat();
+        self.run(&args)
+    }
+
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = self
             .command(args)
@@ -233,15 +251,7 @@ fn an_unreachable_bootstrap_fails_with_3() {
     let home = Home::new();
     home.init(&["--bootstrap", DEAD_BOOTSTRAP]);
     // Without directory authorities nothing is fetched: the user's to fix.
-    let out = home.run(&[
-        "send",
-        "--direct",
-        "--to",
-        "bob@example.com",
-        "--as",
-        "friend",
-        KIND,
-    ]);
+    let out = home.send_direct(&[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no directory authority configured"),
@@ -264,29 +274,12 @@ fn an_unreachable_bootstrap_fails_with_3() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("--direct"), "{}", stderr(&out));
-    let out = home.run(&[
-        "send",
-        "--direct",
-        "--to",
-        "bob@example.com",
-        "--as",
-        "friend",
-        KIND,
-    ]);
+    let out = home.send_direct(&[]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("no reachable bootstrap node"), "{err}");
     assert!(err.contains("connection refused"), "{err}");
-    let out = home.run(&[
-        "send",
-        "--direct",
-        "--to",
-        "bob@example.com",
-        "--as",
-        "friend",
-        "--json",
-        KIND,
-    ]);
+    let out = home.send_direct(&["--json"]);
     assert_eq!(code(&out), 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["outcome"], "failed");

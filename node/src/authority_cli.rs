@@ -641,22 +641,13 @@ fn write_signers(
     Ok(())
 }
 
-/// `2026-05-04 12:00:00 UTC (1777896000)`: the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`), and the Unix seconds.
+/// `2026-05-04 12:00:00 UTC (1777896000)`: the date, the time of day,
+/// and the Unix seconds.
 fn utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
     let rest = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC ({secs})",
+        "{} {:02}:{:02}:{:02} UTC ({secs})",
+        leak_net::dates::day_to_date(secs / 86_400),
         rest / 3600,
         rest % 3600 / 60,
         rest % 60

@@ -91,6 +91,31 @@ impl TestNode {
     }
 }
 
+/// Starts node `name` in `root/name` with [`test_config`] (epochs of
+/// `period_secs`), bootstrapping from `bootstrap`.
+pub async fn start_test_node(
+    root: &Path,
+    name: &str,
+    period_secs: u64,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
+    let dir = root.join(name);
+    let config = test_config(&dir, period_secs, bootstrap);
+    TestNode::start(dir, config, StartOptions::default()).await
+}
+
+/// Starts `count` nodes `n0`, `n1`, … in `root` (see [`start_test_node`]),
+/// every one after the first bootstrapping from `n0`.
+pub async fn start_test_nodes(root: &Path, count: usize, period_secs: u64) -> Vec<TestNode> {
+    let first = start_test_node(root, "n0", period_secs, vec![]).await;
+    let bootstrap = vec![first.node.dial_addr()];
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(start_test_node(root, &format!("n{i}"), period_secs, bootstrap.clone()).await);
+    }
+    nodes
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
 where

@@ -607,6 +607,33 @@ impl Run {
     }
 }
 
+/// A temporary directory where `leak-node` commands run, and its files
+/// (tests of its subcommands).
+pub struct Workdir(tempfile::TempDir);
+
+impl Workdir {
+    /// A fresh directory.
+    pub fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    /// A file in it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// Runs `leak-node ARGS...` in it.
+    pub fn run(&self, args: &[&str]) -> Run {
+        leak_node_in(self.0.path(), args)
+    }
+}
+
+impl Default for Workdir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Runs `leak-node ARGS...` in `dir` and waits for it.
 pub fn leak_node_in(dir: &Path, args: &[&str]) -> Run {
     let output = leak_node_command()

@@ -10,11 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
 use leak_protocol::{
     NodeId, crypto,
@@ -24,26 +20,29 @@ use leak_protocol::{
 };
 use leak_tests::{
     init_node,
-    process::{Run, leak_node_in},
+    process::{Run, Workdir},
 };
 
-/// A temporary directory where every command runs, and its files.
-struct Workdir(tempfile::TempDir);
-
-impl Workdir {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        leak_node_in(self.0.path(), args)
-    }
-
+/// `leak-node authority` run in a [`Workdir`].
+trait AuthorityCli {
     /// `authority keygen --out NAME`: the public key it prints.
+    fn keygen(&self, name: &str) -> String;
+    /// The seed in a key file written by `keygen`.
+    fn seed(&self, name: &str) -> [u8; 32];
+    fn admit(&self, node: &str, roles: &str, family: &str) -> Run;
+    fn remove(&self, node: &str) -> Run;
+    /// `authority sign --roster roster.toml --key KEY... [EXTRA...] --out OUT`.
+    fn sign(&self, keys: &[&str], extra: &[&str], out: &str) -> Run;
+    fn cosign(&self, keys: &[&str], signed: &str) -> Run;
+    /// `authority show SIGNED --authority KEY... [--threshold N]`.
+    fn show(&self, signed: &str, keys: &[&str], threshold: Option<&str>) -> Run;
+    /// The roster TOML as the protocol parses it.
+    fn roster(&self) -> Roster;
+    /// A signed roster's contents, not verified.
+    fn signed(&self, name: &str) -> (Roster, Vec<String>);
+}
+
+impl AuthorityCli for Workdir {
     fn keygen(&self, name: &str) -> String {
         let run = self.run(&["authority", "keygen", "--out", name]);
         let out = run.ok();
@@ -61,7 +60,6 @@ impl Workdir {
         key
     }
 
-    /// The seed in a key file written by `keygen`.
     fn seed(&self, name: &str) -> [u8; 32] {
         let text = std::fs::read_to_string(self.path(name)).unwrap();
         leak_protocol::signed::decode_hex_key(text.trim()).unwrap()
@@ -93,7 +91,6 @@ impl Workdir {
         ])
     }
 
-    /// `authority sign --roster roster.toml --key KEY... [EXTRA...] --out OUT`.
     fn sign(&self, keys: &[&str], extra: &[&str], out: &str) -> Run {
         let mut args = vec!["authority", "sign", "--roster", "roster.toml"];
         for key in keys {
@@ -113,7 +110,6 @@ impl Workdir {
         self.run(&args)
     }
 
-    /// `authority show SIGNED --authority KEY... [--threshold N]`.
     fn show(&self, signed: &str, keys: &[&str], threshold: Option<&str>) -> Run {
         let mut args = vec!["authority", "show", signed];
         for key in keys {
@@ -125,12 +121,10 @@ impl Workdir {
         self.run(&args)
     }
 
-    /// The roster TOML as the protocol parses it.
     fn roster(&self) -> Roster {
         Roster::from_toml(&std::fs::read_to_string(self.path("roster.toml")).unwrap()).unwrap()
     }
 
-    /// A signed roster's contents, not verified.
     fn signed(&self, name: &str) -> (Roster, Vec<String>) {
         let signed = SignedRoster::from_bytes(&std::fs::read(self.path(name)).unwrap()).unwrap();
         let signers = signed.signers().map(|k| hex(k)).collect();
@@ -143,10 +137,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    leak_tests::unix_time().as_secs()
 }
 
 /// A node id (hex) and its peer id, from a seed.

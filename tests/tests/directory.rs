@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use leak_node::{
-    Identity, StartOptions,
+    Identity,
     directory::{Offer, Refused},
     node::unix_now,
 };
@@ -14,7 +14,10 @@ use leak_protocol::{
     NodeId,
     directory::{DescriptorError, SignedDescriptor},
 };
-use leak_tests::{TestNode, descriptor_for, knows, own_descriptor, test_config, wait_until};
+use leak_tests::{
+    TestNode, descriptor_for, knows, own_descriptor, start_test_node, start_test_nodes,
+    test_config, wait_until,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -44,21 +47,12 @@ async fn wait_for_convergence(nodes: &[TestNode], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptors_spread_and_forged_or_stale_ones_are_refused() {
     let root = tempfile::tempdir().unwrap();
-    let start = |name: &str, bootstrap| {
-        let dir = root.path().join(name);
-        let config = test_config(&dir, 3600, bootstrap);
-        TestNode::start(dir, config, StartOptions::default())
-    };
-    let first = start("n0", vec![]).await;
-    let bootstrap = vec![first.node.dial_addr()];
-    let mut nodes = vec![first];
-    for i in 1..3 {
-        nodes.push(start(&format!("n{i}"), bootstrap.clone()).await);
-    }
+    let mut nodes = start_test_nodes(root.path(), 3, 3600).await;
     wait_for_convergence(&nodes, 3).await;
 
     // A newcomer learns everyone, and everyone learns of it.
-    nodes.push(start("n3", bootstrap.clone()).await);
+    let bootstrap = vec![nodes[0].node.dial_addr()];
+    nodes.push(start_test_node(root.path(), "n3", 3600, bootstrap).await);
     wait_for_convergence(&nodes, 4).await;
 
     let publisher = &nodes[0].node;
@@ -176,17 +170,7 @@ async fn a_descriptor_missed_by_gossip_arrives_by_directory_pulls() {
     // Short epochs: the pulls back off to a quarter epoch at most, 1 s here.
     const PERIOD: u64 = 4;
     let root = tempfile::tempdir().unwrap();
-    let start = |name: &str, bootstrap| {
-        let dir = root.path().join(name);
-        let config = test_config(&dir, PERIOD, bootstrap);
-        TestNode::start(dir, config, StartOptions::default())
-    };
-    let first = start("n0", vec![]).await;
-    let bootstrap = vec![first.node.dial_addr()];
-    let mut nodes = vec![first];
-    for i in 1..3 {
-        nodes.push(start(&format!("n{i}"), bootstrap.clone()).await);
-    }
+    let nodes = start_test_nodes(root.path(), 3, PERIOD).await;
     wait_for_convergence(&nodes, 3).await;
 
     let quiet = Identity::generate();

@@ -8,34 +8,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
 use leak_protocol::policy::{BUILTIN_TOML, Category, Policy};
 use leak_tests::{
     init_node,
-    process::{Run, leak_node_in},
+    process::{Run, Workdir},
 };
 
-/// A temporary directory where every command runs, and its files.
-struct Workdir(tempfile::TempDir);
-
-impl Workdir {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        leak_node_in(self.0.path(), args)
-    }
-
+/// `leak-node policy` run in a [`Workdir`].
+trait PolicyCli {
     /// `policy keygen --out NAME`: the public key it prints.
+    fn keygen(&self, name: &str) -> String;
+    /// `policy sign --key KEY... [--add-to SIGNED] TOML --out OUT`.
+    fn sign(&self, keys: &[&str], add_to: Option<&str>, toml: &str, out: &str) -> Run;
+    /// `policy verify SIGNED --trusted-key KEY... [--threshold N]`.
+    fn verify(&self, signed: &str, keys: &[&str], threshold: Option<&str>) -> Run;
+    /// Writes the built-in policy with `version` as NAME.
+    fn policy_toml(&self, name: &str, version: u32);
+}
+
+impl PolicyCli for Workdir {
     fn keygen(&self, name: &str) -> String {
         let run = self.run(&["policy", "keygen", "--out", name]);
         let out = run.ok();
@@ -48,7 +41,6 @@ impl Workdir {
         key
     }
 
-    /// `policy sign --key KEY... [--add-to SIGNED] TOML --out OUT`.
     fn sign(&self, keys: &[&str], add_to: Option<&str>, toml: &str, out: &str) -> Run {
         let mut args = vec!["policy", "sign"];
         for key in keys {
@@ -61,7 +53,6 @@ impl Workdir {
         self.run(&args)
     }
 
-    /// `policy verify SIGNED --trusted-key KEY... [--threshold N]`.
     fn verify(&self, signed: &str, keys: &[&str], threshold: Option<&str>) -> Run {
         let mut args = vec!["policy", "verify", signed];
         for key in keys {
@@ -73,7 +64,6 @@ impl Workdir {
         self.run(&args)
     }
 
-    /// Writes the built-in policy with `version` as NAME.
     fn policy_toml(&self, name: &str, version: u32) {
         let builtin = format!("\nversion = {}\n", Policy::builtin().version());
         assert!(BUILTIN_TOML.contains(&builtin));

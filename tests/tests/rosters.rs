@@ -27,7 +27,7 @@ use leak_tests::{
     TestNode, knows, own_descriptor,
     process::{metric, peak_rss_mib, rss_mib, scrape_metrics, start_node},
     roster::TEST_AUTHORITY_SEED,
-    test_config, wait_until,
+    start_test_nodes, test_config, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -55,17 +55,7 @@ fn refused(node: &leak_node::RunningNode, reason: &'static str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roster_removing_a_node_spreads_and_hostile_rosters_change_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let start = |name: &str, bootstrap| {
-        let dir = root.path().join(name);
-        let config = test_config(&dir, 3600, bootstrap);
-        TestNode::start(dir, config, StartOptions::default())
-    };
-    let first = start("n0", vec![]).await;
-    let bootstrap = vec![first.node.dial_addr()];
-    let mut nodes = vec![first];
-    for i in 1..4 {
-        nodes.push(start(&format!("n{i}"), bootstrap.clone()).await);
-    }
+    let nodes = start_test_nodes(root.path(), 4, 3600).await;
     wait_until(TIMEOUT, "every node to know every node", || {
         let done = nodes
             .iter()

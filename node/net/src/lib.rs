@@ -14,10 +14,12 @@
 //!   descriptors only;
 //! - [`peer_id`]: a Leak node id and a libp2p peer id name the same key;
 //! - [`durable`]: the one way a file is replaced on disk, atomically and
-//!   durably.
+//!   durably;
+//! - [`dates`]: the calendar date of a Unix day, for what people read.
 
 pub mod address_book;
 pub mod config_template;
+pub mod dates;
 pub mod durable;
 pub mod peer;
 pub mod peer_id;

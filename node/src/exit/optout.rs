@@ -245,15 +245,8 @@ impl Exit {
                 return Ok::<_, ExitError>(None);
             }
             // Strictly newer than what is held, so it replaces it.
-            let at = (now / 1000).max(
-                this.store
-                    .held_opt_outs()?
-                    .iter()
-                    .filter(|r| r.recipient == recipient)
-                    .map(|r| r.at + 1)
-                    .max()
-                    .unwrap_or(0),
-            );
+            let held_at = this.store.opt_out_times(&[recipient])?.pop().flatten();
+            let at = (now / 1000).max(held_at.map_or(0, |at| at + 1));
             let record = OptOut::sign(&this.seed, recipient, at, out);
             this.store.record_opt_outs(std::slice::from_ref(&record))?;
             Ok(Some(record))

@@ -517,13 +517,20 @@ impl ExitStore {
     /// (recipient hash, when in ms), removing the earlier table: the exit
     /// signs its own again; other exits' come back from them.
     pub fn take_v1_opt_outs(&self, exit: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>, ExitError> {
+        // Most starts find no earlier table: no write for them.
+        if self
+            .store
+            .db()
+            .begin_read()?
+            .open_table(OPT_OUT_V1)
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
         let txn = self.store.db().begin_write()?;
         let mut out = Vec::new();
         {
-            let table = match txn.open_table(OPT_OUT_V1) {
-                Ok(table) => table,
-                Err(_) => return Ok(out),
-            };
+            let table = txn.open_table(OPT_OUT_V1)?;
             for item in table.iter()? {
                 let (k, v) = item?;
                 let (at, by) = v.value();
