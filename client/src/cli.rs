@@ -48,6 +48,7 @@ pub fn state_line(record: &LeakRecord) -> String {
         None => "pending (no receipt yet)".to_owned(),
         Some(done) => match &done.result {
             Finished::NoReceipt => "failed: no receipt".to_owned(),
+            Finished::Lost => "not sent: lost in a restart".to_owned(),
             Finished::Receipt { receipt } => describe(receipt, &record.exit.domain).1,
         },
     }

@@ -182,6 +182,13 @@ pub fn send(state: &StateDir, leak: Handoff) -> anyhow::Result<Status> {
             };
             (outcome_name(receipt), rule, reason, status, line)
         }
+        Finished::Lost => (
+            "lost",
+            None,
+            None,
+            Status::Failed,
+            leak_client::words::LOST.to_owned(),
+        ),
         Finished::NoReceipt => (
             "no_receipt",
             None,
@@ -251,7 +258,7 @@ fn wait_for_receipt(state: &StateDir, id: &str) -> anyhow::Result<(LeakRecord, E
         checks += 1;
         if checks.is_multiple_of(20) && !ipc::running(state.root()) {
             anyhow::bail!(
-                "the agent stopped; the leak stays in its outbox and leaves when it starts again (`leak status` shows it)"
+                "the agent stopped; the leak stays in its outbox and leaves when it starts again, unless this computer restarts first (its text is kept only in memory; `leak status` shows it)"
             );
         }
         std::thread::sleep(Duration::from_millis(250));

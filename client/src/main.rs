@@ -957,6 +957,7 @@ fn outcome_fields(result: Option<&Finished>) -> (String, Option<String>, Option<
     match result {
         None => ("pending".to_owned(), None, None),
         Some(Finished::NoReceipt) => ("no_receipt".to_owned(), None, None),
+        Some(Finished::Lost) => ("lost".to_owned(), None, None),
         Some(Finished::Receipt { receipt }) => match receipt {
             Outcome::Refused { rule, reason } => (
                 "refused".to_owned(),
@@ -1001,6 +1002,7 @@ fn ended_json(ended: &EndedRecord) -> serde_json::Value {
 fn ended_line(ended: &EndedRecord) -> String {
     match &ended.result {
         Finished::NoReceipt => "failed: no receipt".to_owned(),
+        Finished::Lost => "not sent: lost in a restart".to_owned(),
         Finished::Receipt { receipt } => describe(receipt, "the exit").1,
     }
 }

@@ -207,6 +207,9 @@ pub enum Finished {
     },
     /// No receipt came after every retransmission.
     NoReceipt,
+    /// It never left, and its text, kept sealed under a key in memory only,
+    /// was lost when the machine restarted: it must be sent again.
+    Lost,
 }
 
 mod outcome_serde {
@@ -355,7 +358,9 @@ impl StateDir {
 
     fn move_to_ended(&self, from: &Path, label: &str) -> anyhow::Result<()> {
         let to = self.ended_path(label);
-        fs::rename(from, &to).with_context(|| format!("cannot move {}", from.display()))?;
+        // Never the path in an error: a leak's file name is its message id,
+        // and the agent's errors reach its log.
+        fs::rename(from, &to).context("cannot move a leak's record into ended/")?;
         durable::sync_dir(&self.root.join("leaks"))
             .and_then(|()| durable::sync_dir(&self.root.join("ended")))
             .context("cannot sync the state directory")
@@ -385,7 +390,7 @@ impl StateDir {
         let path = self.leak_path(&record.message_id);
         // In place first: a crash before the rename leaves a whole summary
         // (which `settle` moves), never a record half gone.
-        write_atomically(&path, &json)?;
+        write_record(&path, &json)?;
         self.move_to_ended(&path, &label)?;
         Ok(summary)
     }
@@ -470,7 +475,7 @@ impl StateDir {
         parse_message_id(&record.message_id)?;
         let json =
             Zeroizing::new(serde_json::to_vec_pretty(record).context("encoding a leak record")?);
-        write_atomically(&self.leak_path(&record.message_id), &json)
+        write_record(&self.leak_path(&record.message_id), &json)
     }
 
     /// Forgets a leak (one that never left the client).
@@ -479,7 +484,7 @@ impl StateDir {
         match fs::remove_file(self.leak_path(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("cannot remove the record of {id}: {e}")),
+            Err(e) => Err(anyhow::anyhow!("cannot remove a leak's record: {e}")),
         }
     }
 
@@ -504,10 +509,8 @@ impl StateDir {
 
     fn load_exact(&self, id: &str) -> anyhow::Result<LeakRecord> {
         let path = self.leak_path(id);
-        let bytes = Zeroizing::new(
-            fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
-        );
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+        let bytes = Zeroizing::new(fs::read(&path).context("cannot read a leak's record")?);
+        serde_json::from_slice(&bytes).context("a leak's record is corrupt")
     }
 
     /// The ids of every stored leak.
@@ -561,6 +564,11 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Writes a leak's record (`leaks/ID.json`) durably; an error names no path.
+fn write_record(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    durable::write(path, bytes, Access::Private).context("cannot write a leak's record")
 }
 
 /// Writes `bytes` to `path` the one durable way ([`durable::write`]),
@@ -820,6 +828,12 @@ mod tests {
         }
         let json = serde_json::to_string(&Finished::NoReceipt).unwrap();
         assert_eq!(json, r#"{"outcome":"no_receipt"}"#);
+        let json = serde_json::to_string(&Finished::Lost).unwrap();
+        assert_eq!(json, r#"{"outcome":"lost"}"#);
+        assert_eq!(
+            serde_json::from_str::<Finished>(&json).unwrap(),
+            Finished::Lost
+        );
     }
 
     #[test]

@@ -42,10 +42,14 @@ pub fn is_good(outcome: &Outcome) -> Option<bool> {
     }
 }
 
+/// A leak whose text was lost before it left, in words.
+pub const LOST: &str = "Not sent: this computer restarted before the leak left, and its text, kept only in memory, is gone; send it again";
+
 /// The sentence for how a leak ended.
 pub fn finished(result: &Finished, exit_domain: &str) -> String {
     match result {
         Finished::NoReceipt => "Failed: no receipt came back after every attempt; the email may or may not have been delivered".to_owned(),
+        Finished::Lost => LOST.to_owned(),
         Finished::Receipt { receipt } => outcome(receipt, exit_domain),
     }
 }
@@ -65,6 +69,7 @@ pub fn bounce_reason(class: BounceClass) -> &'static str {
 pub fn finished_outcome(result: &Finished) -> (&'static str, Option<bool>) {
     match result {
         Finished::NoReceipt => ("no_receipt", Some(false)),
+        Finished::Lost => ("lost", Some(false)),
         Finished::Receipt { receipt } => (crate::state::outcome_name(receipt), is_good(receipt)),
     }
 }
@@ -115,6 +120,7 @@ mod tests {
         };
         assert!(outcome(&refused, "x").contains("no links"));
         assert!(finished(&Finished::NoReceipt, "x").starts_with("Failed"));
+        assert!(finished(&Finished::Lost, "x").starts_with("Not sent"));
         assert_eq!(megabytes(1_500_000.0), "1.5 MB");
         assert_eq!(megabytes(40_100_000.0), "40 MB");
         assert!(in_progress(0).starts_with("Waiting"));

@@ -204,7 +204,19 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
         .unwrap()
         .to_owned();
     let outbox = state.join("outbox");
-    let files = || std::fs::read_dir(&outbox).unwrap().count();
+    // A leak's files: ID.json and ID.secret (`key-id` names the outbox key).
+    let files = || {
+        std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter(|f| f.as_ref().unwrap().file_name() != "key-id")
+            .count()
+    };
+    // Waiting, its text is nowhere readable on the disk, nor its
+    // recipient in the outbox (the conversation keeps the address for
+    // follow-ups: `threads/`, documented).
+    let held = files_holding(&state, &[b"how much your letters meant"]);
+    assert!(held.is_empty(), "{held:?}");
+    assert!(files_holding(&outbox, &[b"cat@example.com"]).is_empty());
     let out = sender.run(&["status", &id]);
     assert!(
         stderr(&out).contains("wait in the agent's outbox") || files() == 0,
@@ -240,6 +252,48 @@ fn the_agent_sends_cover_and_delivers_leaks_once_across_a_crash() {
     );
     // Every leak was sent once: no duplicate at the exit either.
     assert_eq!(fed.emails().len(), 3);
+
+    // The machine stops while a leak waits to leave ("later"): its text
+    // was sealed under a key kept in memory only (/dev/shm here), so after
+    // the restart it cannot be read, by the agent or anybody; the agent
+    // ends it as lost and says so.
+    let out = sender.run(&[
+        "send",
+        "--json",
+        "--within",
+        "1h",
+        "--to",
+        "dee@example.com",
+        "--as",
+        "friend",
+        "Thank you for the walk by the canal.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(files(), 2, "the entry and its sealed secret");
+    assert!(files_holding(&state, &[b"walk by the canal"]).is_empty());
+    assert!(files_holding(&outbox, &[b"dee@example.com"]).is_empty());
+    let key_id = std::fs::read_to_string(outbox.join("key-id")).unwrap();
+    let key_file = std::path::PathBuf::from(format!(
+        "/dev/shm/leak-outbox-keys-{}/{}.key",
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&state).unwrap()),
+        key_id.trim()
+    ));
+    assert!(key_file.is_file(), "{}", key_file.display());
+    drop(_agent);
+    std::fs::remove_file(&key_file).unwrap();
+    let _agent = sender.start_agent();
+    let lost = sender.wait_status(&["--json"], "the waiting leak ended as lost", |s| {
+        s.contains(r#""outcome":"lost""#)
+    });
+    assert!(lost.contains("d…@example.com"), "{lost}");
+    let out = sender.run(&["status"]);
+    assert!(
+        stdout(&out).contains("lost in a restart"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(files(), 0, "nothing of it is left");
+    assert!(fed.emails_to("dee@example.com").is_empty());
 }
 
 /// An exit that goes silent (SIGSTOP) while a leak is on its way: without

@@ -35,6 +35,7 @@ pub mod fetch;
 pub mod guard;
 pub mod ipc;
 pub mod outbox;
+pub mod outbox_key;
 pub mod run;
 pub mod traffic;
 pub mod ui;

@@ -6,8 +6,15 @@
 //!                              message id, exit, stamp, hops, when it may
 //!                              leave next (no text, no recipient)
 //!   ID.secret                  the recipient's address and the text,
-//!                              written once (mode 0600)
+//!                              sealed under the outbox key, written once
+//!                              (mode 0600)
+//!   key-id                     which outbox key seals them
 //! ```
+//!
+//! The outbox key lives in memory only ([`super::outbox_key`]): a waiting
+//! leak's text is never readable on the disk, survives a restart of the
+//! agent, and is lost when the machine stops before the leak has left (the
+//! agent then ends it as [`Finished::Lost`](crate::state::Finished::Lost)).
 //!
 //! A leak is written here (synced) before `leak send` hears that the agent
 //! has it, so a crash or a restart never loses it; its message id is drawn
@@ -21,6 +28,7 @@ use std::{
     fs,
     io::Write as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use leak_net::durable::{self, Access};
@@ -28,29 +36,43 @@ use leak_protocol::{MessageId, NodeId, payload::Stamp};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::outbox_key::{OutboxKey, UnsealError};
 use crate::state::{create_private_dir, parse_message_id};
 
-/// Why the outbox could not be read or written.
+/// Why the outbox could not be read or written. (It names the kind of
+/// file, never its path: a leak's file name is its message id.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutboxError {
     /// A file could not be read, written or removed.
-    #[error("outbox {path}: {source}")]
+    #[error("outbox ({file}): {source}")]
     Io {
-        /// The file.
-        path: PathBuf,
+        /// Which file: "the directory", "a leak's entry", "a leak's secret".
+        file: &'static str,
         /// What went wrong.
         source: std::io::Error,
     },
     /// A file does not decode (or a field is not what it should be).
-    #[error("outbox {path} is corrupt: {reason}")]
+    #[error("outbox ({file}) is corrupt: {reason}")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// Which file.
+        file: &'static str,
         /// Why.
         reason: String,
     },
+    /// The leak's secret was sealed under a key that is gone: the machine
+    /// (or an agent without a memory file system) restarted before the
+    /// leak finished. Its text cannot be recovered.
+    #[error("the leak's text is gone: this machine restarted before it finished")]
+    Lost,
+    /// This outbox was opened to be listed, not to send.
+    #[error("the outbox was opened without its key")]
+    NoKey,
 }
+
+const DIRECTORY: &str = "the directory";
+const ENTRY: &str = "a leak's entry";
+const SECRET: &str = "a leak's secret";
 
 /// One waiting leak, without its secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,41 +152,65 @@ impl OutboxEntry {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     dir: PathBuf,
+    key: Option<Arc<OutboxKey>>,
 }
 
 impl Outbox {
-    /// The outbox under the state directory `root`, created (0700) if missing.
+    /// The outbox under the state directory `root`, created (0700) if
+    /// missing, to be listed ([`Self::list`]); [`Self::keyed`] opens its key
+    /// to store and read secrets.
     pub fn open(root: &Path) -> Result<Self, OutboxError> {
         let dir = root.join("outbox");
         create_private_dir(&dir).map_err(|e| OutboxError::Io {
-            path: dir.clone(),
+            file: DIRECTORY,
             source: std::io::Error::other(format!("{e:#}")),
         })?;
-        Ok(Self { dir })
+        Ok(Self { dir, key: None })
+    }
+
+    /// Opens (or makes) the outbox key in the first usable memory-backed
+    /// directory of `memory_dirs` ([`OutboxKey::open`]).
+    pub fn keyed(self, memory_dirs: &[PathBuf]) -> Result<Self, OutboxError> {
+        let key = OutboxKey::open(&self.dir, memory_dirs).map_err(|source| OutboxError::Io {
+            file: "the outbox key",
+            source,
+        })?;
+        Ok(Self {
+            key: Some(Arc::new(key)),
+            ..self
+        })
+    }
+
+    /// The outbox key, once [`Self::keyed`].
+    pub fn key(&self) -> Option<&OutboxKey> {
+        self.key.as_deref()
     }
 
     fn path(&self, id: &str, ext: &str) -> Result<PathBuf, OutboxError> {
         // The id becomes a file name: it must be exactly hex.
         parse_message_id(id).map_err(|e| OutboxError::Corrupt {
-            path: self.dir.clone(),
+            file: if ext == "json" { ENTRY } else { SECRET },
             reason: format!("{e:#}"),
         })?;
         Ok(self.dir.join(format!("{id}.{ext}")))
     }
 
-    /// Stores a new leak: the secret first, then the entry, each synced.
-    /// Once this returns, a restart finds the leak.
+    /// Stores a new leak: the secret first (sealed under the outbox key),
+    /// then the entry, each synced. Once this returns, a restart of the
+    /// agent finds the leak.
     pub fn put(&self, entry: &OutboxEntry, secret: &OutboxSecret) -> Result<(), OutboxError> {
+        let key = self.key.as_ref().ok_or(OutboxError::NoKey)?;
         let path = self.path(&entry.message_id, "secret")?;
         let json =
             Zeroizing::new(
                 serde_json::to_vec(secret).map_err(|e| OutboxError::Corrupt {
-                    path: path.clone(),
+                    file: SECRET,
                     reason: e.to_string(),
                 })?,
             );
-        durable::write(&path, &json, Access::Private).map_err(|source| OutboxError::Io {
-            path: path.clone(),
+        let sealed = key.seal(entry.message_id.as_bytes(), &json);
+        durable::write(&path, &sealed, Access::Private).map_err(|source| OutboxError::Io {
+            file: SECRET,
             source,
         })?;
         self.update(entry)
@@ -174,24 +220,35 @@ impl Outbox {
     pub fn update(&self, entry: &OutboxEntry) -> Result<(), OutboxError> {
         let path = self.path(&entry.message_id, "json")?;
         let json = serde_json::to_vec_pretty(entry).map_err(|e| OutboxError::Corrupt {
-            path: path.clone(),
+            file: ENTRY,
             reason: e.to_string(),
         })?;
         durable::write(&path, &json, Access::Private).map_err(|source| OutboxError::Io {
-            path: path.clone(),
+            file: ENTRY,
             source,
         })
     }
 
-    /// A leak's recipient and text.
+    /// A leak's recipient and text; [`OutboxError::Lost`] when the key
+    /// that sealed them is gone.
     pub fn secret(&self, id: &str) -> Result<OutboxSecret, OutboxError> {
+        let key = self.key.as_ref().ok_or(OutboxError::NoKey)?;
         let path = self.path(id, "secret")?;
-        let bytes = Zeroizing::new(fs::read(&path).map_err(|source| OutboxError::Io {
-            path: path.clone(),
+        let sealed = fs::read(&path).map_err(|source| OutboxError::Io {
+            file: SECRET,
             source,
-        })?);
-        serde_json::from_slice(&bytes).map_err(|e| OutboxError::Corrupt {
-            path,
+        })?;
+        let json = key
+            .open_sealed(id.as_bytes(), &sealed)
+            .map_err(|e| match e {
+                UnsealError::KeyGone => OutboxError::Lost,
+                UnsealError::Corrupt => OutboxError::Corrupt {
+                    file: SECRET,
+                    reason: e.to_string(),
+                },
+            })?;
+        serde_json::from_slice(&json).map_err(|e| OutboxError::Corrupt {
+            file: SECRET,
             reason: e.to_string(),
         })
     }
@@ -200,7 +257,7 @@ impl Outbox {
     /// fatal: the others still leave).
     pub fn list(&self) -> Result<(Vec<OutboxEntry>, Vec<OutboxError>), OutboxError> {
         let io = |source| OutboxError::Io {
-            path: self.dir.clone(),
+            file: DIRECTORY,
             source,
         };
         let mut entries = Vec::new();
@@ -216,15 +273,18 @@ impl Outbox {
                         entries.push(entry);
                     }
                     Ok(_) => errors.push(OutboxError::Corrupt {
-                        path,
+                        file: ENTRY,
                         reason: "a bad message id or exit".into(),
                     }),
                     Err(e) => errors.push(OutboxError::Corrupt {
-                        path,
+                        file: ENTRY,
                         reason: e.to_string(),
                     }),
                 },
-                Err(source) => errors.push(OutboxError::Io { path, source }),
+                Err(source) => errors.push(OutboxError::Io {
+                    file: ENTRY,
+                    source,
+                }),
             }
         }
         entries.sort_by_key(|a| a.next_at_ms);
@@ -236,7 +296,7 @@ impl Outbox {
     pub fn remove(&self, id: &str) -> Result<(), OutboxError> {
         let secret = self.path(id, "secret")?;
         shred(&secret).map_err(|source| OutboxError::Io {
-            path: secret.clone(),
+            file: SECRET,
             source,
         })?;
         let entry = self.path(id, "json")?;
@@ -245,15 +305,38 @@ impl Outbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(OutboxError::Io {
-                    path: entry,
+                    file: ENTRY,
                     source,
                 });
             }
         }
         durable::sync_dir(&self.dir).map_err(|source| OutboxError::Io {
-            path: self.dir.clone(),
+            file: DIRECTORY,
             source,
         })
+    }
+
+    /// At a clean stop: when no leak waits, the key is discarded (nothing
+    /// it sealed remains) and the next start makes a new one.
+    pub fn close(&self) -> Result<(), OutboxError> {
+        let (entries, _) = self.list()?;
+        let secrets = fs::read_dir(&self.dir)
+            .map_err(|source| OutboxError::Io {
+                file: DIRECTORY,
+                source,
+            })?
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "secret"));
+        if !entries.is_empty() || secrets {
+            return Ok(());
+        }
+        if let Some(key) = &self.key {
+            key.discard().map_err(|source| OutboxError::Io {
+                file: "the outbox key",
+                source,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +368,16 @@ mod tests {
 
     use super::*;
 
+    /// A memory directory of this test's own under /dev/shm.
+    fn memory(tag: &str) -> Vec<PathBuf> {
+        let dir = PathBuf::from(format!(
+            "/dev/shm/leak-outbox-test-{}-{tag}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        vec![dir]
+    }
+
     fn entry(id: u8, next_at_ms: u64) -> OutboxEntry {
         OutboxEntry {
             message_id: MessageId([id; 16]).to_string(),
@@ -303,7 +396,8 @@ mod tests {
     #[test]
     fn entries_survive_and_secrets_are_shredded() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).unwrap();
+        let mem = memory("survive");
+        let outbox = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("outbox")), 0o700);
         let a = entry(1, 500);
@@ -315,14 +409,16 @@ mod tests {
         outbox.put(&entry(2, 100), &secret).unwrap();
         let secret_path = outbox.path(&a.message_id, "secret").unwrap();
         assert_eq!(mode(&secret_path), 0o600);
-        let json = fs::read_to_string(outbox.path(&a.message_id, "json").unwrap()).unwrap();
-        assert!(
-            !json.contains("alice") && !json.contains("secret text"),
-            "{json}"
-        );
+        // Nothing of the recipient or the text is readable on the disk.
+        for file in fs::read_dir(dir.path().join("outbox")).unwrap() {
+            let bytes = fs::read(file.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("alice") && !text.contains("secret text"));
+        }
 
-        // Reopened (as after a restart): both, soonest first, same ids.
-        let again = Outbox::open(dir.path()).unwrap();
+        // Reopened (as after a restart of the agent): both, soonest first,
+        // same ids; the secret opens.
+        let again = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
         let (list, errors) = again.list().unwrap();
         assert!(errors.is_empty());
         assert_eq!(list.len(), 2);
@@ -345,12 +441,67 @@ mod tests {
         // Removing twice is fine; a bad id is refused.
         again.remove(&a.message_id).unwrap();
         assert!(again.remove("../../x").is_err());
+        // Listing needs no key; reading a secret does.
+        let listing = Outbox::open(dir.path()).unwrap();
+        assert_eq!(listing.list().unwrap().0.len(), 1);
+        assert!(matches!(
+            listing.secret(&entry(2, 0).message_id),
+            Err(OutboxError::NoKey)
+        ));
+        fs::remove_dir_all(&mem[0]).unwrap();
+    }
+
+    #[test]
+    fn after_the_machine_restarts_a_waiting_text_is_lost_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = memory("boot");
+        let outbox = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
+        let secret = OutboxSecret {
+            recipient: "a@b.example".into(),
+            text: "t".into(),
+        };
+        outbox.put(&entry(1, 5), &secret).unwrap();
+        // A clean stop with a leak waiting keeps the key.
+        outbox.close().unwrap();
+        let again = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
+        assert_eq!(again.secret(&entry(1, 5).message_id).unwrap().text, "t");
+
+        // The memory file system empties (a reboot).
+        fs::remove_dir_all(&mem[0]).unwrap();
+        let booted = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
+        assert!(matches!(
+            booted.secret(&entry(1, 5).message_id),
+            Err(OutboxError::Lost)
+        ));
+        // An altered secret is corrupt, not lost.
+        booted.put(&entry(2, 5), &secret).unwrap();
+        let path = booted.path(&entry(2, 5).message_id, "secret").unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            booted.secret(&entry(2, 5).message_id),
+            Err(OutboxError::Corrupt { .. })
+        ));
+        // Once nothing waits, a clean stop discards the key.
+        booted.remove(&entry(1, 5).message_id).unwrap();
+        booted.remove(&entry(2, 5).message_id).unwrap();
+        let Some(super::super::outbox_key::KeyPlace::Memory(key_file)) =
+            booted.key().map(|k| k.place().clone())
+        else {
+            panic!("no memory key");
+        };
+        assert!(key_file.exists());
+        booted.close().unwrap();
+        assert!(!key_file.exists());
+        fs::remove_dir_all(&mem[0]).unwrap();
     }
 
     #[test]
     fn a_corrupt_entry_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).unwrap();
+        let mem = memory("corrupt");
+        let outbox = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
         outbox
             .put(
                 &entry(1, 5),
@@ -363,5 +514,12 @@ mod tests {
         fs::write(dir.path().join("outbox").join("x.json"), b"{").unwrap();
         let (list, errors) = outbox.list().unwrap();
         assert_eq!((list.len(), errors.len()), (1, 1));
+        // The error names the kind of file, never its path (a message id).
+        let said = errors[0].to_string();
+        assert!(
+            said.contains("a leak's entry") && !said.contains("x.json"),
+            "{said}"
+        );
+        fs::remove_dir_all(&mem[0]).unwrap();
     }
 }

@@ -33,7 +33,8 @@ use crate::{
         fetch::{PendingFetches, next_fetch_ms},
         guard::{Guard, Replace},
         ipc::{self, AgentStatus, Counters, ErrorKind, LeakProgress, Queued, Request, Response},
-        outbox::{Outbox, OutboxEntry, OutboxSecret},
+        outbox::{Outbox, OutboxEntry, OutboxError, OutboxSecret},
+        outbox_key::{self, KeyPlace, OutboxKey},
         traffic::{self, Context, LeakInput, Opened, PendingLeaks, PendingLoops},
         ui,
     },
@@ -234,7 +235,13 @@ fn log(message: impl std::fmt::Display) {
 
 impl Agent {
     fn new(config: Config, state: StateDir, policy: Policy) -> anyhow::Result<Self> {
-        let outbox = Outbox::open(state.root())?;
+        let outbox = Outbox::open(state.root())?.keyed(&outbox_key::default_memory_dirs())?;
+        if outbox.key().map(OutboxKey::place) == Some(&KeyPlace::ProcessOnly) {
+            log(
+                "no memory file system for the outbox key (XDG_RUNTIME_DIR or /dev/shm, tmpfs): \
+                 a leak still waiting to leave is lost if the agent restarts",
+            );
+        }
         let guard = Guard::load(state.root())?;
         let peer = Arc::new(config.network.peer()?);
         let now = unix_ms();
@@ -331,14 +338,18 @@ impl Agent {
     }
 
     /// Reads the outbox and the keys of every attempt of its leaks, as
-    /// after a restart.
+    /// after a restart. A leak whose text was lost with the machine's
+    /// memory ([`OutboxError::Lost`]) ends as [`Finished::Lost`] when it
+    /// never left; one that left waits for its receipt but is not sent
+    /// again.
     fn reload_outbox(&mut self) -> anyhow::Result<()> {
         let (entries, errors) = self.outbox.list()?;
         for e in errors {
             log(e);
         }
         let mut waiting = Vec::new();
-        for entry in entries {
+        let mut lost = Vec::new();
+        for mut entry in entries {
             let Some(id) = entry.id() else { continue };
             let keys = match self.state.load(&entry.message_id) {
                 // Ended while the agent was away (`leak status` fetched the
@@ -356,6 +367,17 @@ impl Agent {
                     .collect(),
                 Err(_) => Vec::new(),
             };
+            if let Err(OutboxError::Lost) = self.outbox.secret(&entry.message_id) {
+                if entry.attempts_sent == 0 {
+                    lost.push(entry.message_id.clone());
+                } else {
+                    log(
+                        "a sent leak's text was lost when this machine restarted: its receipt may still come; it will not be sent again",
+                    );
+                    entry.attempts_sent = entry.attempts_sent.max(self.max_attempts());
+                    self.outbox.update(&entry)?;
+                }
+            }
             self.leaks.insert(entry.message_id.clone(), (id, keys));
             waiting.push(entry);
         }
@@ -369,11 +391,19 @@ impl Agent {
                 self.state.remove(&record.message_id)?;
             }
         }
-        let entries = waiting;
-        if !entries.is_empty() {
-            log(format!("{} leak(s) waiting in the outbox", entries.len()));
+        self.entries = waiting;
+        for id in lost {
+            log(
+                "a leak's text was lost when this machine restarted before it left: it must be sent again",
+            );
+            self.finish(&id, Finished::Lost)?;
         }
-        self.entries = entries;
+        if !self.entries.is_empty() {
+            log(format!(
+                "{} leak(s) waiting in the outbox",
+                self.entries.len()
+            ));
+        }
         Ok(())
     }
 
@@ -398,7 +428,19 @@ impl Agent {
                 _ = tokio::signal::ctrl_c() => self.stopping = true,
             }
         }
-        log("stopped; the outbox stays on disk for the next start");
+        let waiting = self.entries.len();
+        // Nothing waits: the outbox key goes, so nothing it sealed can
+        // ever be read again.
+        if let Err(e) = self.outbox.close() {
+            log(format!("closing the outbox: {e}"));
+        }
+        if waiting > 0 {
+            log(
+                "stopped; the waiting leaks stay in the outbox for the next start (sealed under a key in memory: lost if this machine restarts first)",
+            );
+        } else {
+            log("stopped");
+        }
         Ok(())
     }
 
