@@ -13,6 +13,9 @@
   const LEAK_EVERY_MS = 2000;
   const CHECK_DELAY_MS = 300;
   const VIEWS = ["compose", "sent", "threads", "status"];
+  // What the progress of a leak says when the agent answers "unknown".
+  const UNKNOWN_LEAK =
+    "Your agent no longer knows this leak: it was restarted, or it forgot the leak some time after it ended. The Sent view shows what became of it.";
 
   let token = null;
   let locked = false;            // no key, or a wrong one: nothing works
@@ -419,8 +422,25 @@
     }
   }
 
+  // Whether a leak's progress will change no more: it is finished
+  // (delivered, refused, bounced, ...), or the agent does not know it.
+  function settled(leak) {
+    return leak.state === "finished" || leak.state === "unknown";
+  }
+
+  // Shows a settled leak's progress in `node`.
+  function showSettled(node, leak) {
+    if (leak.state === "unknown") {
+      node.textContent = UNKNOWN_LEAK;
+      setClass(node, ["ok", "bad"], null);
+      return;
+    }
+    if (leak.words) node.textContent = leak.words;
+    setClass(node, ["ok", "bad"], leak.good === true ? "ok" : leak.good === false ? "bad" : null);
+  }
+
   // The progress panel: the queued leak, then its state every 2 s until it
-  // is finished (delivered, refused, bounced, ...).
+  // is settled (finished, or unknown to the agent).
   function followLeak(r) {
     clearTimeout(progressTimer);
     progressId = r.message_id;
@@ -438,11 +458,11 @@
       } catch (_) { /* shown by api(); try again */ }
       if (id !== progressId) return;
       if (leak) {
-        if (leak.words) state.textContent = leak.words;
-        if (leak.state === "finished") {
-          setClass(state, ["ok", "bad"], leak.good === true ? "ok" : leak.good === false ? "bad" : null);
+        if (settled(leak)) {
+          showSettled(state, leak);
           return;
         }
+        if (leak.words) state.textContent = leak.words;
       }
       if (!locked) progressTimer = setTimeout(poll, LEAK_EVERY_MS);
     };
@@ -625,17 +645,17 @@
     }
   }
 
-  // A follow-up's progress, in its status line, until it is finished.
+  // A follow-up's progress, in its status line, until it is settled.
   function followReply(id, status) {
     const poll = async () => {
       if (locked || !status.isConnected) return;
       try {
         const leak = await api("GET", `/api/leaks/${encodeURIComponent(id)}`);
-        if (leak.words) status.textContent = leak.words;
-        if (leak.state === "finished") {
-          setClass(status, ["ok", "bad"], leak.good === true ? "ok" : leak.good === false ? "bad" : null);
+        if (settled(leak)) {
+          showSettled(status, leak);
           return;
         }
+        if (leak.words) status.textContent = leak.words;
       } catch (_) { /* shown by api(); try again */ }
       setTimeout(poll, LEAK_EVERY_MS);
     };

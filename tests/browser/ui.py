@@ -3,7 +3,7 @@
 
 Usage:
     python3 tests/browser/ui.py --url http://127.0.0.1:PORT/#token=HEX --recipient ADDR \\
-        --refused-text TEXT --text TEXT --answer-text TEXT [--screenshots DIR] [--timeout SECS]
+        --refused-text TEXT --text TEXT --answer-text TEXT [--opener FILE] [--screenshots DIR] [--timeout SECS]
 
 The flow (tests/browser/README.md has the details):
  1. opens URL (viewport 1280x900): #no-token and #agent-down must stay hidden;
@@ -11,7 +11,12 @@ The flow (tests/browser/README.md has the details):
     ("tab_reaches_send", "tab_order") and each Tab stop's focus indicator
     ("no_focus_indicator"), sideways scrolling at 360x740 ("narrow_overflow");
  3. submits "not an address": "bad_address_error", "bad_address_invalid";
- 4. types --refused-text: "refused_verdict", "bytes_text"; DIR/compose.png;
+ 4. types --refused-text: "refused_verdict", "bytes_text"; DIR/compose.png; then
+    presses Send anyway: "refused_send_error" (#compose-error), "refused_send_verdict"
+    (#verdict, under the message), "refused_send_invalid" and "refused_send_described"
+    (#message's aria-invalid and aria-describedby), "refused_send_focus" (the focused
+    element), "refused_send_progress" (whether #progress shows), "refused_send_kept"
+    (whether the text is still in #message);
  5. types --text, sends it, waits for the receipt: "queued_words", "receipt_words";
     DIR/receipt.png; prints {"phase": "delivered", ...} and waits for one line on stdin;
  6. waits for --answer-text under Conversations: "answer_seen", "thread_count"
@@ -22,6 +27,11 @@ The flow (tests/browser/README.md has the details):
     browser: "other_origin", "other_origin_read_threads", then "sent_rows_after";
  7b. forgets the conversation (accepting the confirmation): "forgot_thread";
  8. collects everything below;
+ 8b. with --opener: prints {"phase": "open-file"}, waits for one line on stdin (the
+    caller ran `leak ui`, which wrote FILE), opens FILE (file://) in a new tab as the
+    browser `leak ui` starts would, waits for the page it forwards to and for the
+    agent's state there ("opened_from_file": {"url", "state", "no_token"}), closes
+    that tab and prints {"phase": "opened-from-file"};
  9. prints {"phase": "stop-agent"}, waits for one line on stdin (the caller
     stopped the agent), waits for #agent-down and records its text
     ("agent_down_text");
@@ -49,6 +59,7 @@ import argparse
 import html
 import json
 import os
+import pathlib
 import re
 import sys
 import threading
@@ -85,8 +96,9 @@ FOCUS_CONTRAST_MIN = 3  # the focus outline against what it is drawn on (1.4.11)
 OTHER_ORIGIN_WAIT = 5  # seconds the other origin's page gets
 
 # What the page leaves on the console when /api/send answers an error on
-# purpose (step 3): Chrome logs every 4xx/5xx answer, fetch() ones too.
+# purpose (steps 3 and 4): Chrome logs every 4xx/5xx answer, fetch() ones too.
 EXPECTED_SEND_ERROR = re.compile(r"/api/send - Failed to load resource: the server responded with a status of 4\d\d")
+EXPECTED_SEND_ERRORS = 2  # the bad address, the refused text
 
 # Accessible names, roughly as assistive technology computes them.
 UNLABELLED_JS = """
@@ -638,6 +650,26 @@ class Flow:
         rec["bytes_text"] = self.text("bytes")
         self.check_contrast("compose")  # the refusal
         self.shot("compose.png")
+        # Send pressed anyway: the agent refuses it, with the reason, tied to the
+        # message field, and queues nothing (tests/tests/ui.rs counts the queued leaks).
+        self.logs.collect()
+        self.find("send").click()
+        self.until(
+            "#compose-error after sending the refused text",
+            lambda: "refuse" in self.text("compose-error").lower(),
+        )
+        rec["refused_send_error"] = self.text("compose-error")
+        rec["refused_send_verdict"] = self.text("verdict")
+        rec["refused_send_invalid"] = message.get_attribute("aria-invalid")
+        rec["refused_send_described"] = message.get_attribute("aria-describedby")
+        rec["refused_send_focus"] = d.execute_script(DESCRIBE_ACTIVE_JS)
+        rec["refused_send_progress"] = self.find("progress").is_displayed()
+        rec["refused_send_kept"] = message.get_attribute("value") == args.refused_text
+        self.check_contrast("compose")  # the refusal, under Send
+        time.sleep(0.3)  # lets the console entry of the 422 answer arrive
+        self.collect_console_into(
+            self.expected_console, lambda e: EXPECTED_SEND_ERROR.search(e.get("message", "")) is not None
+        )
 
         # 5. Send, and wait for the receipt.
         message.clear()
@@ -735,13 +767,13 @@ class Flow:
 
         # 8. Everything.
         self.logs.collect()
-        if not self.expected_console:
-            # The 4xx entry of step 3 came late: it is still the only one expected.
-            for entry in self.logs.console:
-                if entry.get("level") == "SEVERE" and EXPECTED_SEND_ERROR.search(entry.get("message", "")):
-                    self.expected_console.append(entry.get("message", ""))
-                    self.logs.console.remove(entry)
-                    break
+        # A 4xx entry of steps 3 and 4 that came late: still one of those expected.
+        for entry in list(self.logs.console):
+            if len(self.expected_console) >= EXPECTED_SEND_ERRORS:
+                break
+            if entry.get("level") == "SEVERE" and EXPECTED_SEND_ERROR.search(entry.get("message", "")):
+                self.expected_console.append(entry.get("message", ""))
+                self.logs.console.remove(entry)
         requests = self.logs.requests(self.agent_tab)
         result = {
             "phase": "done",
@@ -754,6 +786,32 @@ class Flow:
             "expected_console_errors": self.expected_console,
             "other_origin_console": self.other_console,
         }
+
+        # 8b. `leak ui`'s forwarding file, opened as the browser `leak ui` starts
+        # would open it: it forwards to the page, whose first call with the key
+        # removes the file (the caller checks).
+        if args.opener:
+            emit({"phase": "open-file"})
+            sys.stdin.readline()
+            d.switch_to.new_window("tab")
+            try:
+                d.get(pathlib.Path(args.opener).resolve().as_uri())
+            except WebDriverException as e:
+                raise FlowError(f"could not open {args.opener}: {short(e)}") from e
+            self.until("the forwarding file to open the page", lambda: d.current_url.startswith(agent_origin + "/"))
+            self.find("compose-form")
+            self.until(
+                "the agent's state in the page opened from the file",
+                lambda: self.text("anonymity-short").strip() or self.find("no-token").is_displayed(),
+            )
+            result["opened_from_file"] = {
+                "url": d.current_url,
+                "state": bool(self.text("anonymity-short").strip()),
+                "no_token": self.find("no-token").is_displayed(),
+            }
+            d.close()
+            d.switch_to.window(self.agent_tab)
+            emit({"phase": "opened-from-file"})
 
         # 9. The agent stops (the caller stops it once told): the page says so.
         emit({"phase": "stop-agent"})
@@ -777,6 +835,7 @@ def main():
     parser.add_argument("--refused-text", required=True)
     parser.add_argument("--text", required=True)
     parser.add_argument("--answer-text", required=True)
+    parser.add_argument("--opener", metavar="FILE", help="`leak ui`'s forwarding file, opened at step 8b")
     parser.add_argument("--screenshots", metavar="DIR", help="compose.png, receipt.png, thread.png, ... here")
     parser.add_argument("--timeout", type=int, default=180, metavar="SECS", help="for the receipt, and for the answer")
     args = parser.parse_args()

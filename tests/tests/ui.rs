@@ -4,12 +4,14 @@
 //! `tests/browser/ui.py`) using it as a person would.
 //!
 //! In the browser: the page is usable by keyboard, labelled, fits a narrow
-//! screen; a bad address and a refused text are explained; a leak sent
-//! from the page is seen `Delivered`; the recipient's answer appears in the
-//! conversation; a page of another origin in the same browser can neither
-//! send nor read; nothing is loaded from outside. From here: a DNS-rebinding
-//! request (another `Host`) is refused by the agent itself, and the agent
-//! queued exactly the one leak the page sent.
+//! screen; a bad address and a refused text are explained, and a refused
+//! text sent anyway is refused with its reason at the message field; a leak
+//! sent from the page is seen `Delivered`; the recipient's answer appears in
+//! the conversation; a page of another origin in the same browser can
+//! neither send nor read; nothing is loaded from outside; `leak ui`'s
+//! forwarding file opens the page, which removes it. From here: a
+//! DNS-rebinding request (another `Host`) is refused by the agent itself,
+//! and the agent queued exactly the one leak the page sent.
 //!
 //! `LEAK_UI_SCREENSHOTS=DIR` keeps the screenshots (compose, receipt,
 //! thread) in DIR: the README's come from
@@ -109,6 +111,7 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
     }
 
     let shots = screenshots(dir.path());
+    let opener = sender.home.join("state").join("ui-open.html");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/ui.py");
     let mut browser = Command::new("/usr/bin/python3")
         .arg(&script)
@@ -121,6 +124,8 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
             "--answer-text",
             ANSWER,
         ])
+        .arg("--opener")
+        .arg(&opener)
         .arg("--screenshots")
         .arg(&shots)
         .stdin(Stdio::piped())
@@ -179,10 +184,26 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
     let out = sender.run(&["ui"]);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains(&url), "{}", stdout(&out));
-    let opener = sender.home.join("state").join("ui-open.html");
     let mode = std::fs::metadata(&opener).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
     assert!(std::fs::read_to_string(&opener).unwrap().contains(&url));
+
+    // The tab already open kept calling the agent with the key all along
+    // (conversations, the other origin, forgetting): the file is still
+    // there for the browser `leak ui` would have started. That browser
+    // opens it, the page loads from it and calls the agent: the file that
+    // held the key is gone.
+    next_phase("open-file", &mut browser);
+    assert!(opener.exists());
+    let stdin = browser.stdin.as_mut().unwrap();
+    stdin.write_all(b"opened\n").unwrap();
+    stdin.flush().unwrap();
+    next_phase("opened-from-file", &mut browser);
+    assert!(!opener.exists());
+    // `leak ui` once more: the file is there until the agent stops.
+    let out = sender.run(&["ui"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(opener.exists());
 
     // The agent stops (`leak agent stop`): its key is void, the file that
     // held it is gone, and the page says the agent is not running.
@@ -219,6 +240,30 @@ fn a_person_writes_sends_and_reads_the_answer_in_the_page() {
         s("bytes_text").contains(&REFUSED.len().to_string()),
         "{done}"
     );
+    // Sent anyway: refused with its reason, at the message field (its
+    // verdict under it, the error tied to it, the focus on it), the text
+    // kept, nothing queued (the agent's log below counts one leak).
+    assert!(
+        s("refused_send_error").contains("refuses this text")
+            && s("refused_send_error").to_lowercase().contains("link"),
+        "{done}"
+    );
+    assert!(s("refused_send_verdict").starts_with("Refused"), "{done}");
+    assert_eq!(done["refused_send_invalid"], "true", "{done}");
+    assert!(
+        s("refused_send_described")
+            .split(' ')
+            .any(|id| id == "compose-error"),
+        "{done}"
+    );
+    assert_eq!(done["refused_send_focus"], "message", "{done}");
+    assert_eq!(done["refused_send_progress"], false, "{done}");
+    assert_eq!(done["refused_send_kept"], true, "{done}");
+    // The forwarding file opened the page, with its key.
+    let opened = &done["opened_from_file"];
+    assert_eq!(opened["state"], true, "{done}");
+    assert_eq!(opened["no_token"], false, "{done}");
+    assert_eq!(opened["url"], format!("{origin}/"), "{done}");
     assert!(!s("queued_words").is_empty());
     assert_eq!(done["answer_seen"], true, "{done}");
     // Forgotten from the page: gone from this machine.

@@ -1,20 +1,31 @@
 //! The page's JSON API (the table in [`super`]). Every handler answers
-//! JSON; an error is `{"error": sentence, "kind": …, "field": …}`.
+//! JSON; an error is `{"error": sentence, "kind": …, "field": …}`, and so
+//! is a request the handlers never see: a body that is not JSON, not
+//! declared JSON or too large ([`ApiJson`]), an address that does not
+//! decode ([`ApiPath`]), a method a route does not take.
+//!
+//! `kind` is one of `invalid`, `too_long`, `bad_address`, `refused`,
+//! `no_network`, `ended`, `internal`, and the guard's `forbidden` and
+//! `token`; `field`, when there is one, names the form field it is about
+//! (`recipient`, `relationship`, `text`, `when`).
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json,
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{
+        FromRequest, FromRequestParts, Path, Request as HttpRequest, State,
+        rejection::{JsonRejection, PathRejection},
+    },
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response as HttpResponse},
 };
 use leak_protocol::{
     Recipient, Relationship,
     payload::{MAX_TEXT_LEN, validate_text},
-    policy::{Category, Verdict},
+    policy::{Category, Policy, Verdict, model::HEADS},
 };
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
@@ -29,7 +40,9 @@ use crate::{
 
 /// How long a handler waits for the agent (a send waits for its stamp).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest release window the page offers (three days) and accepts.
+/// The longest release window the API accepts: seven days, as `leak send
+/// --within`. The page itself offers at most three days (`#when` in
+/// `client/ui/index.html`).
 const MAX_WITHIN_SECS: u64 = 7 * 86_400;
 
 /// An error answer: `{"error": sentence, "kind": …, "field": …}`.
@@ -52,7 +65,11 @@ impl IntoResponse for ApiError {
 
 /// Something went wrong on this side (500).
 fn internal(message: &str) -> HttpResponse {
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message).into_response()
+    internal_error(message).into_response()
+}
+
+fn internal_error(message: &str) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
 /// An error of no field.
@@ -71,6 +88,81 @@ fn error_on(
         kind,
         field,
         message: message.to_owned(),
+    }
+}
+
+/// A JSON body, as [`Json`] reads it, refused in the API's error shape:
+/// axum's own refusals are plain text, which the page could only show as
+/// "HTTP 413".
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: HttpRequest, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_refused(&rejection)),
+        }
+    }
+}
+
+/// Why a body was not taken, in words, with axum's status (413 too large,
+/// 415 not declared JSON, 400 not JSON, 422 not the fields expected). The
+/// sentence never quotes the body.
+fn json_refused(rejection: &JsonRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return error_on(
+            status,
+            "too_long",
+            Some("text"),
+            &format!(
+                "The message is too long for the page to send (more than {} KiB).",
+                super::MAX_BODY / 1024
+            ),
+        );
+    }
+    let message = match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "The request was not sent as JSON (Content-Type: application/json), so the agent did nothing with it."
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            "The request is not valid JSON, so the agent did nothing with it."
+        }
+        JsonRejection::JsonDataError(_) => {
+            "The request lacks a field, or has one the agent does not take, so the agent did nothing with it."
+        }
+        _ => "The request did not arrive whole, so the agent did nothing with it.",
+    };
+    error(status, "invalid", message)
+}
+
+/// A path parameter, as [`Path`] reads it, refused in the API's error
+/// shape (a label or id that does not decode).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_refused(&rejection)),
+        }
+    }
+}
+
+fn path_refused(rejection: &PathRejection) -> ApiError {
+    let status = rejection.status();
+    if status.is_server_error() {
+        internal_error("The page's routes are wrong: this is a bug in the agent.")
+    } else {
+        error(
+            status,
+            "invalid",
+            "This address names no leak or conversation the page knows.",
+        )
     }
 }
 
@@ -197,7 +289,10 @@ pub struct CheckBody {
 }
 
 /// `POST /api/check`: the policy's verdict, as an exit would give it.
-pub async fn check(State(shared): State<Arc<Shared>>, Json(body): Json<CheckBody>) -> HttpResponse {
+pub async fn check(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(body): ApiJson<CheckBody>,
+) -> HttpResponse {
     let max = max_text_bytes(&shared);
     let bytes = body.text.len();
     let (verdict, refusal) = if body.text.trim().is_empty() {
@@ -221,7 +316,7 @@ pub async fn check(State(shared): State<Arc<Shared>>, Json(body): Json<CheckBody
     .into_response()
 }
 
-/// What a category of the policy forbids, in words.
+/// What a category of the policy forbids, in one plain sentence.
 fn dont(category: Category) -> &'static str {
     match category {
         Category::Threat => "No threats, and nothing that calls for violence against anyone.",
@@ -240,26 +335,43 @@ fn dont(category: Category) -> &'static str {
     }
 }
 
-/// `GET /api/rules`: the federation's do's and don'ts, from its policy.
-pub async fn rules(State(shared): State<Arc<Shared>>) -> HttpResponse {
-    let policy = &shared.policy;
-    let limits = policy.limits();
+/// What the don'ts name: every category a rule of the policy refuses
+/// for, every category its model has a head for (the model judges what
+/// rules cannot list), and links when the policy forbids them; each once,
+/// in [`Category`] order. Length is a limit, listed with the limits.
+pub(super) fn dont_categories(policy: &Policy) -> Vec<Category> {
     let mut categories: Vec<Category> = policy.rule_names().map(|(_, c)| c).collect();
-    if policy.has_model() {
-        // The model judges what rules cannot list.
-        categories.extend([
-            Category::Threat,
-            Category::Bullying,
-            Category::Hate,
-            Category::SelfHarm,
-        ]);
+    if policy.model().is_some() {
+        // Every model has one head per `HEADS` entry (the file format
+        // fixes them); `None` is the abusive head, which refuses under the
+        // name of a category head.
+        categories.extend(HEADS.iter().flatten().copied());
     }
-    if !limits.links_allowed {
+    if !policy.limits().links_allowed {
         categories.push(Category::Links);
     }
     categories.sort();
     categories.dedup();
     categories.retain(|c| *c != Category::Length);
+    categories
+}
+
+/// The do's: the agent's own advice on writing a leak, the same under
+/// every federation. They are not part of the signed policy, which says
+/// only what is refused (the don'ts and the limits come from it).
+const DOS: [&str; 4] = [
+    "Say what you want them to know, in your own words: a compliment, a worry, an apology, something they should hear.",
+    "Write as you would to their face, with care: they will read it without knowing who wrote.",
+    "Leave out what would tell them who you are, if you want to stay unknown: details only you know, your way of signing.",
+    "Let them answer: they can, without learning who you are, and their answer appears under Conversations.",
+];
+
+/// `GET /api/rules`: the agent's do's ([`DOS`]), and the don'ts and limits
+/// of the federation's policy.
+pub async fn rules(State(shared): State<Arc<Shared>>) -> HttpResponse {
+    let policy = &shared.policy;
+    let limits = policy.limits();
+    let categories = dont_categories(policy);
     let mut limit_words = vec![format!(
         "At most {} bytes (about as many letters; accented letters and emoji count for more).",
         max_text_bytes(&shared)
@@ -274,12 +386,7 @@ pub async fn rules(State(shared): State<Arc<Shared>>) -> HttpResponse {
         .push("Anyone may ask never to receive leaks again; then nothing reaches them.".to_owned());
     Json(json!({
         "policy_version": policy.version(),
-        "dos": [
-            "Say what you want them to know, in your own words: a compliment, a worry, an apology, something they should hear.",
-            "Write as you would to their face, with care: they will read it without knowing who wrote.",
-            "Leave out what would tell them who you are, if you want to stay unknown: details only you know, your way of signing.",
-            "Let them answer: they can, without learning who you are, and their answer appears under Conversations.",
-        ],
+        "dos": DOS,
         "donts": categories.iter().map(|c| json!({ "category": c.as_str(), "words": dont(*c) })).collect::<Vec<_>>(),
         "limits": limit_words,
     }))
@@ -413,7 +520,10 @@ fn check_within(within_secs: Option<u64>) -> Result<Option<u64>, ApiError> {
 }
 
 /// `POST /api/send`.
-pub async fn send(State(shared): State<Arc<Shared>>, Json(body): Json<SendBody>) -> HttpResponse {
+pub async fn send(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(body): ApiJson<SendBody>,
+) -> HttpResponse {
     let within_secs = match check_within(body.within_secs) {
         Ok(within) => within,
         Err(response) => return response.into_response(),
@@ -447,8 +557,8 @@ pub struct ReplyBody {
 /// `POST /api/threads/{label}/reply`: a follow-up in a conversation.
 pub async fn reply(
     State(shared): State<Arc<Shared>>,
-    Path(label): Path<String>,
-    Json(body): Json<ReplyBody>,
+    ApiPath(label): ApiPath<String>,
+    ApiJson(body): ApiJson<ReplyBody>,
 ) -> HttpResponse {
     let within_secs = match check_within(body.within_secs) {
         Ok(within) => within,
@@ -485,7 +595,7 @@ pub async fn reply(
 }
 
 /// `GET /api/leaks/{id}`: one leak's progress, or its receipt.
-pub async fn leak(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> HttpResponse {
+pub async fn leak(State(shared): State<Arc<Shared>>, ApiPath(id): ApiPath<String>) -> HttpResponse {
     match ask(&shared, Request::Progress { message_id: id }).await {
         Err(response) => response.into_response(),
         Ok(Response::Progress(progress)) => Json(progress).into_response(),
@@ -574,7 +684,10 @@ pub async fn threads(State(shared): State<Arc<Shared>>) -> HttpResponse {
 
 /// `POST /api/threads/{label}/forget`: deletes a conversation from this
 /// machine (as `leak inbox --forget`).
-pub async fn forget(State(shared): State<Arc<Shared>>, Path(label): Path<String>) -> HttpResponse {
+pub async fn forget(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(label): ApiPath<String>,
+) -> HttpResponse {
     let root = shared.state_root.clone();
     let forgotten =
         tokio::task::spawn_blocking(move || crate::inbox::forget_thread(&root, &label)).await;

@@ -7,7 +7,7 @@
 //! | `GET /`, `/app.js`, `/app.css`, `/icon.svg` | the page (`client/ui/`, built into the binary) |
 //! | `GET /api/state` | the agent's connection, anonymity estimate and cost |
 //! | `POST /api/check` | the policy's verdict on a text, as the person types |
-//! | `GET /api/rules` | the federation's do's and don'ts |
+//! | `GET /api/rules` | the agent's do's; the federation's don'ts and limits |
 //! | `POST /api/send` | hands a leak to the agent |
 //! | `GET /api/leaks`, `GET /api/leaks/{id}` | the sent list; one leak's progress and receipt |
 //! | `GET /api/threads`, `POST /api/threads/{label}/reply`, `…/forget` | conversations and their answers; a follow-up; forgetting one |
@@ -22,16 +22,33 @@
 //! no other origin can read. The page loads nothing from elsewhere, and
 //! its Content-Security-Policy forbids it to. Nothing is written to disk
 //! by the page or for it: a leak handed over is kept like one `leak send`
-//! hands over (the outbox), and no response may be cached.
+//! hands over (the outbox: its recipient and text sealed under a key kept
+//! in memory only, [`super::outbox_key`]), and no response may be cached.
+//!
+//! `leak ui` hands the key to the browser through a private file in the
+//! state directory ([`OPENER`], which forwards to the page's address). The
+//! page removes it as soon as it has served its purpose: at the first API
+//! request that passes the key check after the page was loaded since the
+//! file was written ([`forget_opener`]). A tab that was already open and
+//! polls does not count: it would remove the file before the browser
+//! `leak ui` started could read it. The agent removes it too when it stops.
 
 mod api;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request as HttpRequest, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response as HttpResponse},
     routing::{get, post},
@@ -47,6 +64,9 @@ use super::ipc::{Request, Response};
 /// How a request reaches the agent's task, and where it answers.
 pub type Commands = mpsc::Sender<(Request, oneshot::Sender<Response>)>;
 
+/// `leak ui`'s forwarding file in the state directory: it holds the key
+/// (`leak ui` writes it, the page and the agent remove it).
+pub const OPENER: &str = "ui-open.html";
 /// The header an API request carries the page's key in.
 pub const TOKEN_HEADER: &str = "x-leak-token";
 /// The largest request body (a leak's text is at most 2,500 bytes).
@@ -72,6 +92,9 @@ pub struct Shared {
     poll_interval_ms: u64,
     /// Whole days ended leaks stay listed.
     keep_ended_days: u32,
+    /// When the page was last loaded in a browser tab (Unix ns; 0: not
+    /// yet), for [`forget_opener`].
+    page_loaded_ns: AtomicU64,
 }
 
 /// A bound page, ready to serve.
@@ -122,6 +145,7 @@ impl Page {
             send_interval_ms: config.send_interval_ms.max(1),
             poll_interval_ms: config.poll_interval_ms.max(1),
             keep_ended_days: config.keep_ended_days,
+            page_loaded_ns: AtomicU64::new(0),
         });
         Ok(Self {
             listener,
@@ -160,6 +184,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/threads/{label}/forget", post(api::forget))
         .fallback(|| async {
             api::error(StatusCode::NOT_FOUND, "invalid", "No such page.").into_response()
+        })
+        .method_not_allowed_fallback(|| async {
+            api::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid",
+                "This address does not take that kind of request.",
+            )
+            .into_response()
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
@@ -239,13 +271,57 @@ fn admit(shared: &Shared, path: &str, headers: &HeaderMap) -> Result<(), Refused
     Ok(())
 }
 
+/// Nanoseconds since the Unix epoch (0 before it).
+fn unix_ns(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Whether an admitted request loads the page in a tab of its own (not in
+/// a frame, which the page forbids anyway, nor as a resource).
+fn loads_page(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    *method == Method::GET && path == "/" && matches!(dest, None | Some("document"))
+}
+
+/// Removes `leak ui`'s forwarding file ([`OPENER`]) once it has done its
+/// work: called for an API request that passed the key check, it removes
+/// the file if the page was loaded since the file was written (the tab
+/// `leak ui` opened, now holding the key). Ignores every error: the agent
+/// removes the file when it stops anyway.
+async fn forget_opener(shared: &Shared) {
+    let loaded = shared.page_loaded_ns.load(Ordering::Relaxed);
+    if loaded == 0 {
+        return;
+    }
+    let path = shared.state_root.join(OPENER);
+    let Ok(metadata) = tokio::fs::symlink_metadata(&path).await else {
+        return;
+    };
+    // No time on the file: removed, the key is safer gone.
+    let written = metadata.modified().map_or(0, unix_ns);
+    if written <= loaded {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+}
+
 async fn guard(
     State(shared): State<Arc<Shared>>,
     request: HttpRequest,
     next: Next,
 ) -> HttpResponse {
-    let mut response = match admit(&shared, request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
+    let path = request.uri().path();
+    let mut response = match admit(&shared, path, request.headers()) {
+        Ok(()) => {
+            if loads_page(request.method(), path, request.headers()) {
+                shared
+                    .page_loaded_ns
+                    .fetch_max(unix_ns(SystemTime::now()), Ordering::Relaxed);
+            } else if path.starts_with("/api/") {
+                forget_opener(&shared).await;
+            }
+            next.run(request).await
+        }
         Err(Refused::Host) => api::error(
             StatusCode::FORBIDDEN,
             "forbidden",

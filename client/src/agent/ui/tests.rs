@@ -4,9 +4,11 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    path::Path,
 };
 
 use axum::http::HeaderValue;
+use leak_protocol::policy::{Category, model::HEADS};
 
 use super::*;
 use crate::agent::ipc::AgentStatus;
@@ -22,6 +24,7 @@ fn shared(token: &str) -> Shared {
         send_interval_ms: 3000,
         poll_interval_ms: 20_000,
         keep_ended_days: 7,
+        page_loaded_ns: AtomicU64::new(0),
     }
 }
 
@@ -141,10 +144,31 @@ fn post(port: u16, token: &str, path: &str, body: &str) -> (u16, String, String)
     )
 }
 
-#[test]
-fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
+/// A GET as the page's script sends it (with the key, when given).
+fn get(port: u16, token: Option<&str>, path: &str) -> (u16, String, String) {
+    let host = format!("127.0.0.1:{port}");
+    let key = token.map_or(String::new(), |t| format!("X-Leak-Token: {t}\r\n"));
+    exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{key}Connection: close\r\n\r\n"),
+    )
+}
+
+/// A page served on 127.0.0.1 with a stand-in for the agent's task.
+struct Served {
+    /// Serves the page while it lives.
+    _runtime: tokio::runtime::Runtime,
+    port: u16,
+    token: String,
+    /// Each request that reached the agent's task, as it prints.
+    seen: std::sync::mpsc::Receiver<String>,
+}
+
+/// Serves a page on a free port of 127.0.0.1, over the state directory
+/// `state_root`, with a stand-in agent that answers Status and refuses
+/// every send with "no network yet".
+fn serve(state_root: &Path) -> Served {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let (commands, mut requests) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(8);
     let page = runtime
         .block_on(Page::bind(
@@ -152,7 +176,7 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
             PageConfig {
                 commands,
                 policy: Policy::builtin(),
-                state_root: dir.path().to_path_buf(),
+                state_root: state_root.to_path_buf(),
                 send_interval_ms: 3000,
                 poll_interval_ms: 20_000,
                 keep_ended_days: 7,
@@ -190,6 +214,23 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
             let _ = answer.send(response);
         }
     });
+    Served {
+        _runtime: runtime,
+        port,
+        token,
+        seen: seen_rx,
+    }
+}
+
+#[test]
+fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let Served {
+        _runtime,
+        port,
+        token,
+        seen: seen_rx,
+    } = serve(dir.path());
     let host = format!("127.0.0.1:{port}");
 
     let (code, head, body) = exchange(
@@ -304,10 +345,6 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
     let verdict: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(verdict["verdict"], "refused", "{answer}");
     assert_eq!(verdict["bytes"], "you should visit example.com".len());
-    // An oversize body is refused whole.
-    let big = format!(r#"{{"text":"{}"}}"#, "a".repeat(100_000));
-    let (code, _, _) = post(port, &token, "/api/check", &big);
-    assert_eq!(code, 413);
     // Forgetting a conversation this machine does not have, or a label
     // that is not one (a path), is refused in words.
     for label in ["ab12cd", "..%2F..%2Fguard"] {
@@ -332,4 +369,305 @@ fn over_http_every_answer_is_locked_down_and_refusals_are_json() {
     );
     let seen: Vec<String> = seen_rx.try_iter().collect();
     assert_eq!(seen, vec!["Send([redacted])".to_owned()]);
+}
+
+/// A raw request with a body (`Content-Length` from it), the page's key
+/// and `Origin`, and the given `Content-Type` line (or none).
+fn post_as(
+    port: u16,
+    token: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String, serde_json::Value) {
+    let host = format!("127.0.0.1:{port}");
+    let kind = content_type.map_or(String::new(), |t| format!("Content-Type: {t}\r\n"));
+    let (code, head, answer) = exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nX-Leak-Token: {token}\r\n{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let json = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("not JSON: {answer:?}"));
+    (code, head, json)
+}
+
+/// Every error the API answers, whoever refused the request (a handler,
+/// or axum before any handler ran), is `{"error", "kind", "field"}` JSON
+/// with a sentence to show, and reaches no agent.
+#[test]
+fn requests_the_handlers_never_see_are_refused_in_the_same_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path());
+    let (port, token) = (served.port, served.token.as_str());
+    let leak = r#"{"recipient":"a@example.com","relationship":"friend","text":"hello there"}"#;
+    let big_text = format!(r#"{{"text":"{}"}}"#, "a".repeat(100_000));
+    let big_leak = format!(
+        r#"{{"recipient":"a@example.com","relationship":"friend","text":"{}"}}"#,
+        "a".repeat(70_000)
+    );
+    let json = Some("application/json");
+    for (path, content_type, body, want, kind, field, words) in [
+        // Not JSON at all, and JSON cut short.
+        (
+            "/api/send",
+            json,
+            "recipient=a@example.com",
+            400,
+            "invalid",
+            None,
+            "not valid JSON",
+        ),
+        (
+            "/api/check",
+            json,
+            r#"{"text":"hel"#,
+            400,
+            "invalid",
+            None,
+            "not valid JSON",
+        ),
+        // Not declared JSON (a form's type, or none).
+        (
+            "/api/send",
+            Some("text/plain"),
+            leak,
+            415,
+            "invalid",
+            None,
+            "application/json",
+        ),
+        (
+            "/api/check",
+            None,
+            r#"{"text":"hello"}"#,
+            415,
+            "invalid",
+            None,
+            "application/json",
+        ),
+        // JSON, but not the fields a leak has.
+        (
+            "/api/send",
+            json,
+            r#"{"text":"hello there"}"#,
+            422,
+            "invalid",
+            None,
+            "field",
+        ),
+        (
+            "/api/check",
+            json,
+            r#"{"text":"hi","extra":1}"#,
+            422,
+            "invalid",
+            None,
+            "field",
+        ),
+        (
+            "/api/send",
+            json,
+            r#"{"recipient":"a@example.com","relationship":"friend","text":"hi","within_secs":"soon"}"#,
+            422,
+            "invalid",
+            None,
+            "field",
+        ),
+        // Larger than the page may send.
+        (
+            "/api/check",
+            json,
+            big_text.as_str(),
+            413,
+            "too_long",
+            Some("text"),
+            "more than 64 KiB",
+        ),
+        (
+            "/api/send",
+            json,
+            big_leak.as_str(),
+            413,
+            "too_long",
+            Some("text"),
+            "too long for the page to send",
+        ),
+        (
+            "/api/threads/ab12cd/reply",
+            json,
+            big_text.as_str(),
+            413,
+            "too_long",
+            Some("text"),
+            "more than 64 KiB",
+        ),
+    ] {
+        let (code, head, error) = post_as(port, token, path, content_type, body);
+        assert_eq!(code, want, "{path} {content_type:?} {error}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("content-security-policy"), "{head}");
+        assert_eq!(error["kind"], kind, "{error}");
+        assert_eq!(error["field"].as_str(), field, "{error}");
+        let sentence = error["error"].as_str().unwrap();
+        assert!(sentence.contains(words), "{path}: {sentence}");
+        assert!(sentence.ends_with('.'), "{sentence}");
+        // The sentence never quotes the body.
+        assert!(
+            !sentence.contains("hello") && !sentence.contains("aaaa"),
+            "{sentence}"
+        );
+    }
+    // A method a route does not take, an address that does not decode.
+    let (code, head, body) = get(port, Some(token), "/api/send");
+    assert_eq!(code, 405, "{body}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["kind"], "invalid");
+    let (code, _, body) = get(port, Some(token), "/api/leaks/%FF%FE");
+    assert_eq!(code, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["kind"], "invalid", "{error}");
+    assert!(error["error"].as_str().unwrap().len() > 10, "{error}");
+    let seen: Vec<String> = served.seen.try_iter().collect();
+    assert_eq!(seen, Vec::<String>::new());
+}
+
+/// The don'ts name every category the policy can refuse a text for: its
+/// rules', its model's (every head), links when it forbids them; once each.
+#[test]
+fn the_donts_name_every_category_the_policy_refuses() {
+    let policy = Policy::builtin();
+    assert!(policy.has_model(), "the built-in policy has a model");
+    let donts = api::dont_categories(&policy);
+    let heads: Vec<Category> = HEADS.iter().flatten().copied().collect();
+    assert_eq!(heads.len(), 7);
+    for category in heads.iter().chain(&[Category::Links]) {
+        assert!(donts.contains(category), "{category:?} in {donts:?}");
+    }
+    for (rule, category) in policy.rule_names() {
+        assert!(
+            donts.contains(&category) || category == Category::Length,
+            "rule {rule}: {category:?} in {donts:?}"
+        );
+    }
+    assert!(!donts.contains(&Category::Length));
+    let mut unique = donts.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique, donts, "sorted, each once");
+    // The built-in rules name every category themselves: the same policy
+    // with its first rule only shows what the model adds (every head).
+    let source = policy.source();
+    let (second_rule, _) = source.match_indices("\n[[rules]]").nth(1).unwrap();
+    let one_rule = Policy::from_toml(&source[..second_rule]).unwrap();
+    assert!(one_rule.has_model());
+    let ruled: Vec<Category> = one_rule.rule_names().map(|(_, c)| c).collect();
+    assert_eq!(ruled.len(), 1);
+    let mut want: Vec<Category> = heads.iter().copied().chain([Category::Links]).collect();
+    want.sort();
+    assert_eq!(api::dont_categories(&one_rule), want);
+    // Without its model, it refuses only what its rule lists, and links.
+    let mut want: Vec<Category> = ruled.into_iter().chain([Category::Links]).collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(api::dont_categories(&one_rule.without_model()), want);
+
+    // Over HTTP: one sentence per category, no sentence twice.
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path());
+    let (code, _, body) = get(served.port, Some(&served.token), "/api/rules");
+    assert_eq!(code, 200, "{body}");
+    let rules: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed: Vec<(&str, &str)> = rules["donts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["category"].as_str().unwrap(),
+                d["words"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = donts.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        listed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        names,
+        "{body}"
+    );
+    let mut words: Vec<&str> = listed.iter().map(|(_, w)| *w).collect();
+    words.sort_unstable();
+    words.dedup();
+    assert_eq!(words.len(), listed.len(), "{body}");
+    assert!(
+        words.iter().all(|w| w.len() > 10 && w.ends_with('.')),
+        "{body}"
+    );
+    assert_eq!(rules["dos"].as_array().unwrap().len(), 4);
+}
+
+/// A page load as a browser makes it: a document, typed or forwarded to.
+fn load_page(port: u16, dest: &str) -> u16 {
+    let host = format!("127.0.0.1:{port}");
+    let (code, _, _) = exchange(
+        port,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: {dest}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    code
+}
+
+/// `leak ui`'s forwarding file holds the key: it is removed at the first
+/// request with the key from a page loaded after it was written, and not
+/// before (a tab already open must not remove it before the browser
+/// `leak ui` started has read it).
+#[test]
+fn the_forwarding_file_goes_once_the_page_it_opened_used_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path());
+    let (port, token) = (served.port, served.token.as_str());
+    let opener = dir.path().join(OPENER);
+    let write = || {
+        // File times are coarser than the clock: let them tell apart.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::write(&opener, "<meta http-equiv=refresh>").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    write();
+    // Calls before any page load (a tab already open polls; a tab of the
+    // agent's previous run has a void key): the file stays.
+    assert_eq!(get(port, Some(token), "/api/threads").0, 200);
+    assert_eq!(get(port, Some("0"), "/api/threads").0, 401);
+    assert!(opener.exists());
+    // The browser follows the file: the page loads, without the key.
+    assert_eq!(load_page(port, "document"), 200);
+    assert!(opener.exists());
+    // A request without the key, or with a wrong one, does not count.
+    assert_eq!(get(port, None, "/api/threads").0, 401);
+    assert_eq!(get(port, Some(&"0".repeat(64)), "/api/threads").0, 401);
+    assert_eq!(get(port, None, "/app.js").0, 200);
+    assert!(opener.exists());
+    // The page's first call with the key removes it.
+    assert_eq!(get(port, Some(token), "/api/threads").0, 200);
+    assert!(!opener.exists());
+
+    // `leak ui` again while a tab is open: that tab's polls leave the new
+    // file alone, and so does a frame of the page (refused by the browser)...
+    write();
+    assert_eq!(get(port, Some(token), "/api/threads").0, 200);
+    assert_eq!(load_page(port, "iframe"), 200);
+    assert_eq!(get(port, Some(token), "/api/threads").0, 200);
+    assert!(opener.exists());
+    // ...until the page loads from it and calls.
+    assert_eq!(load_page(port, "document"), 200);
+    assert_eq!(get(port, Some(token), "/api/state").0, 200);
+    assert!(!opener.exists());
+    // Nothing else in the state directory is touched.
+    std::fs::write(dir.path().join("kept"), "x").unwrap();
+    assert_eq!(load_page(port, "document"), 200);
+    assert_eq!(get(port, Some(token), "/api/threads").0, 200);
+    assert!(dir.path().join("kept").exists());
 }
