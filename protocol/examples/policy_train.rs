@@ -16,8 +16,10 @@
 //! Same data, same seed ([`TrainConfig::default`]), same model bytes. The
 //! thresholds come from out-of-fold scores (`--folds`, default 5): each
 //! head refuses at most the share of held-back benign texts given in
-//! [`BENIGN_SHARE`]. Prints the out-of-fold numbers and the model's BLAKE3
-//! hash, which goes into `policy/default.toml`'s `[model]`.
+//! [`BENIGN_SHARE`] (`--share-scale X` multiplies every share, to see
+//! what recall looser thresholds would buy: the shipped model is fitted
+//! with 1). Prints the out-of-fold numbers and the model's BLAKE3 hash,
+//! which goes into `policy/default.toml`'s `[model]`.
 
 use std::{
     fs,
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
     let mut cv = true;
     let mut config = TrainConfig::default();
     let mut example_weight = EXAMPLE_WEIGHT;
+    let mut share_scale = 1.0f64;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             "--decay" => config.decay = num(args.next(), config.decay),
             "--bits" => config.bits = num(args.next(), config.bits),
             "--example-weight" => example_weight = num(args.next(), example_weight),
+            "--share-scale" => share_scale = num(args.next(), share_scale),
             other => {
                 eprintln!("unknown argument {other:?}");
                 return ExitCode::from(2);
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         cv,
         config,
         example_weight,
+        share_scale,
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +155,8 @@ struct Args {
     cv: bool,
     config: TrainConfig,
     example_weight: f32,
+    /// Multiplies every head's benign share (1: the shipped thresholds).
+    share_scale: f64,
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -162,8 +169,9 @@ fn run(args: &Args) -> Result<(), String> {
         cv,
         config,
         example_weight,
+        share_scale,
     } = args;
-    let (folds, cv, example_weight) = (*folds, *cv, *example_weight);
+    let (folds, cv, example_weight, share_scale) = (*folds, *cv, *example_weight, *share_scale);
     let mut rows = Vec::new();
     for set in SHIPPABLE {
         let path = data.join(format!("{set}.tsv"));
@@ -225,8 +233,10 @@ fn run(args: &Args) -> Result<(), String> {
                     .map(|(_, s)| s.0[h])
                     .collect()
             };
-            *t = threshold_for(&benign(true), BENIGN_SHARE[h])
-                .max(threshold_for(&benign(false), ALL_BENIGN_SHARE[h]));
+            *t = threshold_for(&benign(true), BENIGN_SHARE[h] * share_scale).max(threshold_for(
+                &benign(false),
+                ALL_BENIGN_SHARE[h] * share_scale,
+            ));
         }
         oof = Some(scores);
     }

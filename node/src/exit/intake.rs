@@ -174,9 +174,12 @@ impl Exit {
     /// The refusal of a leak whose recipient another exit is responsible
     /// for ([`directory::responsible_exit`]), in this node's directory,
     /// among the exits of this exit's policy version: the recipient's
-    /// cap and count live there. While this exit is not among them (its
-    /// own descriptor not yet listed, or listing another policy version)
-    /// it takes the leak rather than refuse every one.
+    /// cap, count and opt-outs live there. An exit that is not among them
+    /// (the roster in force does not admit it, or removed it; its
+    /// descriptor lists another policy version) refuses every leak one of
+    /// them could take: it knows neither the counts nor the opt-outs. Only
+    /// while no exit at all is listed (a federation's first moments) does
+    /// it take the leak.
     fn misdirected(&self, leak: &Leak, now_ms: u64) -> Option<Outcome> {
         let policy = self.policy();
         let nodes = (self.directory)();
@@ -185,7 +188,15 @@ impl Exit {
             d.node == self.node_id && directory::is_exit_for(d, policy.version(), now_secs)
         });
         if !listed {
-            return None;
+            let others = nodes
+                .iter()
+                .any(|d| directory::is_exit_for(d, policy.version(), now_secs));
+            return others.then(|| {
+                refused(
+                    "exit.not_responsible",
+                    "this exit is not in the federation's directory: another exit delivers to this recipient; send it again once your directory is fresh",
+                )
+            });
         }
         let recipient = policy.recipient_hash(&leak.recipient);
         let responsible =

@@ -492,8 +492,9 @@ fn exit_descriptor(
 /// One exit per recipient: a leak whose recipient another exit of the
 /// directory is responsible for is refused (`exit.not_responsible`,
 /// answered, counted, remembered), one whose recipient is this exit's is
-/// taken; an exit of another policy version does not count, and an exit
-/// that does not find itself in its directory takes everything.
+/// taken; an exit of another policy version does not count; an exit that
+/// does not find itself in its directory refuses what a listed exit could
+/// take, and takes a leak only while no exit is listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,11 +561,19 @@ async fn an_exit_refuses_the_recipients_another_exit_is_responsible_for() {
         exit.locate(&MessageId([2; 16])).unwrap().1,
         Known::Done(_)
     ));
-    // Gone from its own directory (not yet listed): it takes the leak.
+    // Gone from its own directory (removed from the roster) while another
+    // exit is listed: it knows neither the counts nor the opt-outs, so it
+    // refuses even a recipient it held before.
     listed.lock().unwrap().retain(|d| d.node != me);
-    t.deliver(leak(3, &theirs[1])).await;
-    until("the third taken", || t.intake("accepted") == 2).await;
-    assert_eq!(t.intake("not_responsible"), 1);
+    t.deliver(leak(3, &mine)).await;
+    until("the third refused", || t.intake("not_responsible") == 2).await;
+    assert_eq!(t.intake("accepted"), 1);
+    // No exit of its policy version listed at all (a federation's first
+    // moments): it takes the leak.
+    listed.lock().unwrap().retain(|d| d.node != other);
+    t.deliver(leak(4, &theirs[1])).await;
+    until("the fourth taken", || t.intake("accepted") == 2).await;
+    assert_eq!(t.intake("not_responsible"), 2);
     drop(exit);
     t.stop();
 }
