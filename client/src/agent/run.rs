@@ -56,8 +56,23 @@ use crate::{
 const GUARD_MAX_FAILURES: u32 = 30;
 /// How long a network operation may take before it counts as failed.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// How soon a failed directory fetch is tried again.
+/// How soon a failed directory fetch is tried again, at first; each
+/// failure in a row doubles it, up to [`DIRECTORY_RETRY_MAX_MS`].
 const DIRECTORY_RETRY_MS: u64 = 10_000;
+/// The longest wait between failed directory fetches.
+const DIRECTORY_RETRY_MAX_MS: u64 = 600_000;
+
+/// When to try the directory again after `failures` failed fetches in a
+/// row (1 or more): [`DIRECTORY_RETRY_MS`] doubled per failure, at most
+/// [`DIRECTORY_RETRY_MAX_MS`], times a random factor between 0.5 and 1.5.
+/// Agents that all started at once against a busy bootstrap node spread
+/// out instead of asking together every ten seconds.
+fn directory_retry_ms(failures: u32, rng: &mut impl rand::Rng) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    let base = (DIRECTORY_RETRY_MS << doublings).min(DIRECTORY_RETRY_MAX_MS);
+    let factor: f64 = rng.random_range(0.5..1.5);
+    (base as f64 * factor) as u64
+}
 /// The p99.9 of a round trip over `hops` hops each way, in units of the
 /// mean per-hop delay: `2 hops + 1` exponential delays (the way out, the
 /// exit's receipt hold, the way back), an Erlang(2 hops + 1) whose 0.999
@@ -207,6 +222,8 @@ struct Agent {
     next_directory_ms: u64,
     guard: Option<Guard>,
     guard_failures: u32,
+    /// Directory fetches that failed in a row.
+    directory_failures: u32,
     schedule: Schedule,
     entries: Vec<OutboxEntry>,
     leaks: PendingLeaks,
@@ -260,6 +277,7 @@ impl Agent {
             next_directory_ms: now,
             guard,
             guard_failures: 0,
+            directory_failures: 0,
             schedule,
             entries: Vec::new(),
             leaks: HashMap::new(),
@@ -889,6 +907,7 @@ impl Agent {
         match result {
             Ok(view) => {
                 let fresh = !view.from_cache;
+                self.directory_failures = 0;
                 self.directory = Some(view);
                 self.next_directory_ms = now + self.config.agent.directory_refresh_secs * 1000;
                 let replace = match &self.guard {
@@ -918,7 +937,9 @@ impl Agent {
             }
             Err(e) => {
                 log(format!("no directory: {e}"));
-                self.next_directory_ms = now + DIRECTORY_RETRY_MS;
+                self.directory_failures = self.directory_failures.saturating_add(1);
+                self.next_directory_ms =
+                    now + directory_retry_ms(self.directory_failures, &mut rand::rng());
             }
         }
     }
@@ -1508,6 +1529,29 @@ mod tests {
             ..defaults
         };
         assert_eq!(retransmission_at(5, 0, 4, &exact, &mut rng), 5 + 3_600_000);
+    }
+
+    #[test]
+    fn failed_directory_fetches_back_off_with_jitter() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for (failures, base) in [
+            (1, 10_000),
+            (2, 20_000),
+            (4, 80_000),
+            (7, 600_000),
+            (40, 600_000),
+        ] {
+            let waits: Vec<u64> = (0..400)
+                .map(|_| directory_retry_ms(failures, &mut rng))
+                .collect();
+            let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+            assert!(
+                *min >= base / 2 && *max < base * 3 / 2,
+                "{failures}: {min}..{max}"
+            );
+            // Spread over the window, not one value.
+            assert!(max - min > base / 2, "{failures}: {min}..{max}");
+        }
     }
 
     #[test]
