@@ -104,14 +104,7 @@ impl std::fmt::Display for Comparison {
 fn a_leak_does_not_change_what_the_senders_machine_emits() {
     let dir = tempfile::tempdir().unwrap();
     let fed = Federation::start(dir.path(), 4, true);
-    let sender = Sender::new(
-        dir.path(),
-        "sender",
-        &fed.bootstrap(),
-        &["--mixing-delay-ms", "20"],
-    );
-    sender.fast_agent_config();
-    sender.wait_for_directory(5, 1);
+    let sender = Sender::fast(dir.path(), &fed);
     let mut agent = sender.start_agent();
     let capture = Capture::start().expect("tcpdump runs (scripts/test.sh installs it)");
     // Let the capture and the agent's connections settle.

@@ -101,6 +101,10 @@ pub struct OutboxEntry {
     /// answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
+    /// An exit refused it as not responsible for its recipient: it goes
+    /// (or went) to the responsible one, once ([`super::run`]'s redirect).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirected: bool,
 }
 
 /// The secret half of a waiting leak.
@@ -390,6 +394,7 @@ mod tests {
             next_at_ms,
             attempts_sent: 0,
             thread: None,
+            redirected: false,
         }
     }
 

@@ -102,6 +102,24 @@ fn round_trip_p999_in_mu(hops: usize) -> f64 {
     hi
 }
 
+mod redirect;
+
+/// Solves a leak's stamp on a blocking thread, so that the agent's task
+/// goes on emitting on its schedule meanwhile.
+async fn solve_stamp_aside(
+    recipient_hash: [u8; 32],
+    exit: NodeId,
+    epoch: u64,
+    bits: u8,
+    message_id: MessageId,
+) -> Result<leak_protocol::payload::Stamp, String> {
+    tokio::task::spawn_blocking(move || {
+        policy::solve_stamp(&recipient_hash, &exit, epoch, bits, &message_id)
+    })
+    .await
+    .map_err(|_| "the stamp computation stopped".to_owned())
+}
+
 /// Something the agent's task reacts to.
 enum Event {
     /// A command on the socket, and where to answer.
@@ -112,6 +130,8 @@ enum Event {
     Polled(Result<Vec<Vec<u8>>, String>),
     /// A directory fetch's result.
     Directory(Result<DirectoryView, String>),
+    /// A refused leak's stamp for its responsible exit was solved.
+    Restamped(Box<redirect::Restamped>),
     /// A leak's stamp was solved (off this task, so that the Poisson
     /// clocks keep their times while it runs), and where to answer.
     Stamped(
@@ -224,6 +244,8 @@ struct Agent {
     guard_failures: u32,
     /// Directory fetches that failed in a row.
     directory_failures: u32,
+    /// Leaks refused as `exit.not_responsible`, waiting for their exit.
+    redirects: HashMap<String, redirect::Redirect>,
     schedule: Schedule,
     entries: Vec<OutboxEntry>,
     leaks: PendingLeaks,
@@ -278,6 +300,7 @@ impl Agent {
             guard,
             guard_failures: 0,
             directory_failures: 0,
+            redirects: HashMap::new(),
             schedule,
             entries: Vec::new(),
             leaks: HashMap::new(),
@@ -410,6 +433,7 @@ impl Agent {
             }
         }
         self.entries = waiting;
+        self.resume_redirects();
         for id in lost {
             log(
                 "a leak's text was lost when this machine restarted before it left: it must be sent again",
@@ -884,7 +908,11 @@ impl Agent {
                     }
                 }
             }
-            Event::Directory(result) => self.on_directory(result),
+            Event::Directory(result) => {
+                self.on_directory(result);
+                self.continue_redirects();
+            }
+            Event::Restamped(restamped) => self.on_restamped(*restamped),
         }
     }
 
@@ -977,6 +1005,9 @@ impl Agent {
                     "a receipt came: {}",
                     crate::state::outcome_name(&outcome)
                 ));
+                if self.redirect_on_refusal(&id, &outcome) {
+                    return;
+                }
                 if let Err(e) = self.finish(&id, Finished::Receipt { receipt: outcome }) {
                     log(format!("recording a receipt: {e:#}"));
                 }
@@ -1114,11 +1145,8 @@ impl Agent {
                     let epoch = accepted.release_at_ms / 1000 / policy::STAMP_EPOCH_SECS;
                     let (exit_node, message_id) = (accepted.exit_node, accepted.message_id);
                     tokio::spawn(async move {
-                        let stamp = tokio::task::spawn_blocking(move || {
-                            policy::solve_stamp(&hash, &exit_node, epoch, bits, &message_id)
-                        })
-                        .await
-                        .map_err(|_| "the stamp computation stopped".to_owned());
+                        let stamp =
+                            solve_stamp_aside(hash, exit_node, epoch, bits, message_id).await;
                         let _ = tx
                             .send(Event::Stamped(Box::new(accepted), stamp, answer))
                             .await;
@@ -1315,6 +1343,7 @@ impl Agent {
             next_at_ms: a.release_at_ms,
             attempts_sent: 0,
             thread: a.thread.as_ref().map(|t| t.label.clone()),
+            redirected: false,
         };
         let label = entry.thread.clone();
         if let Some(accepted) = a.thread {

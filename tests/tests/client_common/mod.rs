@@ -123,6 +123,18 @@ impl Federation {
     /// An exit for `leak.test` run with `run_args` (`--set exit.…`), whose
     /// local rules also refuse pineapples.
     pub fn start_exit_with(&mut self, run_args: &[&str]) {
+        let exit = self.start_named_exit("exit", run_args);
+        self.exit = Some(exit);
+    }
+
+    /// Another exit for `leak.test` (data directory `name`) delivering
+    /// into [`Self::outbox`] too, as [`Self::start_exit`] makes one.
+    pub fn start_another_exit(&self, name: &str) -> Node {
+        let outbox = format!("exit.file_dir={:?}", self.outbox().display().to_string());
+        self.start_named_exit(name, &["--set", &outbox])
+    }
+
+    fn start_named_exit(&self, name: &str, run_args: &[&str]) -> Node {
         let rules = self.dir.join("local-rules.toml");
         std::fs::write(
             &rules,
@@ -149,8 +161,7 @@ impl Federation {
             &local,
         ];
         args.extend(run_args);
-        let exit = self.start_node("exit", &["--exit-domain", "leak.test"], &args);
-        self.exit = Some(exit);
+        self.start_node(name, &["--exit-domain", "leak.test"], &args)
     }
 
     pub fn outbox(&self) -> PathBuf {
@@ -204,6 +215,21 @@ impl Sender {
             .concat(),
         );
         assert!(out.status.success(), "leak init: {}", stderr(&out));
+        sender
+    }
+
+    /// A sender of `fed` with 20 ms hops and a fast agent
+    /// ([`Self::fast_agent_config`]), once its directory lists the
+    /// federation's four relays and exit.
+    pub fn fast(dir: &Path, fed: &Federation) -> Self {
+        let sender = Self::new(
+            dir,
+            "sender",
+            &fed.bootstrap(),
+            &["--mixing-delay-ms", "20"],
+        );
+        sender.fast_agent_config();
+        sender.wait_for_directory(5, 1);
         sender
     }
 
