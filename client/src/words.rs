@@ -43,7 +43,7 @@ pub fn is_good(outcome: &Outcome) -> Option<bool> {
 }
 
 /// A leak whose text was lost before it left, in words.
-pub const LOST: &str = "Not sent: this computer restarted before the leak left, and its text, kept only in memory, is gone; send it again";
+pub const LOST: &str = "Not sent: this computer restarted (or you logged out) before the leak left, and its text, kept only in memory, is gone; send it again";
 
 /// The sentence for how a leak ended.
 pub fn finished(result: &Finished, exit_domain: &str) -> String {

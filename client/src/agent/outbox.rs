@@ -105,6 +105,11 @@ pub struct OutboxEntry {
     /// (or went) to the responsible one, once ([`super::run`]'s redirect).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redirected: bool,
+    /// While it waits for a directory that names another exit (parked:
+    /// `next_at_ms` is `u64::MAX`): until when (Unix ms), then it ends
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_until_ms: Option<u64>,
 }
 
 /// The secret half of a waiting leak.
@@ -238,10 +243,23 @@ impl Outbox {
     pub fn secret(&self, id: &str) -> Result<OutboxSecret, OutboxError> {
         let key = self.key.as_ref().ok_or(OutboxError::NoKey)?;
         let path = self.path(id, "secret")?;
-        let sealed = fs::read(&path).map_err(|source| OutboxError::Io {
+        let sealed = Zeroizing::new(fs::read(&path).map_err(|source| OutboxError::Io {
             file: SECRET,
             source,
-        })?;
+        })?);
+        // Written in the clear by an earlier version: replaced (atomically,
+        // so nothing is lost) by its sealed copy. The clear file's blocks
+        // are freed, not overwritten: the file system may keep them a while.
+        if let Ok(plain) = serde_json::from_slice::<OutboxSecret>(&sealed) {
+            let resealed = key.seal(id.as_bytes(), &sealed);
+            durable::write(&path, &resealed, Access::Private).map_err(|source| {
+                OutboxError::Io {
+                    file: SECRET,
+                    source,
+                }
+            })?;
+            return Ok(plain);
+        }
         let json = key
             .open_sealed(id.as_bytes(), &sealed)
             .map_err(|e| match e {
@@ -395,6 +413,7 @@ mod tests {
             attempts_sent: 0,
             thread: None,
             redirected: false,
+            redirect_until_ms: None,
         }
     }
 
@@ -499,6 +518,25 @@ mod tests {
         assert!(key_file.exists());
         booted.close().unwrap();
         assert!(!key_file.exists());
+        fs::remove_dir_all(&mem[0]).unwrap();
+    }
+
+    #[test]
+    fn a_secret_written_in_the_clear_by_an_earlier_version_is_sealed_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = memory("upgrade");
+        let outbox = Outbox::open(dir.path()).unwrap().keyed(&mem).unwrap();
+        let id = entry(4, 1).message_id;
+        let path = outbox.path(&id, "secret").unwrap();
+        fs::write(
+            &path,
+            br#"{"recipient":"old@example.com","text":"an older text"}"#,
+        )
+        .unwrap();
+        assert_eq!(outbox.secret(&id).unwrap().text, "an older text");
+        let on_disk = fs::read(&path).unwrap();
+        assert!(!String::from_utf8_lossy(&on_disk).contains("older text"));
+        assert_eq!(outbox.secret(&id).unwrap().recipient, "old@example.com");
         fs::remove_dir_all(&mem[0]).unwrap();
     }
 

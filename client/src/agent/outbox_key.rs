@@ -10,7 +10,11 @@
 //! per-user tmpfs) or else `/dev/shm`, checked to be tmpfs. The
 //! key survives a restart of the agent and is gone when the machine stops,
 //! and with it every secret it sealed (the agent then reports those leaks
-//! as lost). Without such a file system the key lives in the agent's memory
+//! as lost). A log-out can empty both places too: systemd unmounts
+//! `$XDG_RUNTIME_DIR` and, with `RemoveIPC=yes` (its default), deletes the
+//! user's files in `/dev/shm` when the user's last session ends, unless
+//! the user lingers (`loginctl enable-linger`, which also keeps the agent's
+//! user service running). Without such a file system the key lives in the agent's memory
 //! only and a restart of the agent loses the leaks still waiting: the
 //! agent says so when it starts.
 //!

@@ -392,6 +392,7 @@ impl Agent {
         let mut lost = Vec::new();
         for mut entry in entries {
             let Some(id) = entry.id() else { continue };
+            let mut recorded_attempts = 0;
             let keys = match self.state.load(&entry.message_id) {
                 // Ended while the agent was away (`leak status` fetched the
                 // receipt), or just before it stopped: only the text is
@@ -401,21 +402,32 @@ impl Agent {
                     self.outbox.remove(&entry.message_id)?;
                     continue;
                 }
-                Ok(record) => record
-                    .attempts
-                    .iter()
-                    .filter_map(|a| a.secrets.as_ref()?.reply_keys().ok())
-                    .collect(),
+                Ok(record) => {
+                    recorded_attempts = record.attempts.len();
+                    record
+                        .attempts
+                        .iter()
+                        .filter_map(|a| a.secrets.as_ref()?.reply_keys().ok())
+                        .collect()
+                }
                 Err(_) => Vec::new(),
             };
             if let Err(OutboxError::Lost) = self.outbox.secret(&entry.message_id) {
-                if entry.attempts_sent == 0 {
+                // An attempt recorded may have left even if it was not
+                // counted as sent (the machine stopped while it left): only
+                // a leak with none is surely not sent.
+                if recorded_attempts == 0 {
                     lost.push(entry.message_id.clone());
                 } else {
                     log(
                         "a sent leak's text was lost when this machine restarted: its receipt may still come; it will not be sent again",
                     );
                     entry.attempts_sent = entry.attempts_sent.max(self.max_attempts());
+                    // Parked for another exit: not any more, it waits for
+                    // a receipt (or gives up at its time).
+                    if entry.redirect_until_ms.take().is_some() {
+                        entry.next_at_ms = unix_ms();
+                    }
                     self.outbox.update(&entry)?;
                 }
             }
@@ -1091,8 +1103,11 @@ impl Agent {
         );
         if let Some(entry) = self.entries.iter_mut().find(|e| e.message_id == id) {
             entry.attempts_sent += 1;
-            // After the last attempt, this is when the agent gives up.
-            entry.next_at_ms = next_at;
+            // After the last attempt, this is when the agent gives up. (A
+            // leak parked for another exit meanwhile stays parked.)
+            if entry.redirect_until_ms.is_none() {
+                entry.next_at_ms = next_at;
+            }
             self.outbox.update(entry)?;
         }
         Ok(())
@@ -1344,6 +1359,7 @@ impl Agent {
             attempts_sent: 0,
             thread: a.thread.as_ref().map(|t| t.label.clone()),
             redirected: false,
+            redirect_until_ms: None,
         };
         let label = entry.thread.clone();
         if let Some(accepted) = a.thread {

@@ -18,7 +18,7 @@ use leak_protocol::{NodeId, Outcome, Recipient, payload::Stamp, policy};
 use libp2p::PeerId;
 
 use super::{Agent, Event, log, peer_id_of, solve_stamp_aside, unix_ms};
-use crate::{path, state::Finished};
+use crate::{agent::outbox::OutboxError, path, state::Finished};
 
 /// How long a refused leak waits for a directory that names another exit.
 pub const REDIRECT_WAIT_MS: u64 = 3_600_000;
@@ -61,8 +61,12 @@ impl Agent {
     /// Handles a receipt refusing leak `id` as `exit.not_responsible`: true
     /// when the leak waits for another exit (the receipt is not its end).
     pub(super) fn redirect_on_refusal(&mut self, id: &str, outcome: &Outcome) -> bool {
-        if !is_not_responsible(outcome) || self.redirects.contains_key(id) {
+        if !is_not_responsible(outcome) {
             return false;
+        }
+        // Parked already: another attempt's refusal is old news.
+        if self.redirects.contains_key(id) {
+            return true;
         }
         let Some(entry) = self.entries.iter_mut().find(|e| e.message_id == id) else {
             return false;
@@ -71,7 +75,9 @@ impl Agent {
             return false;
         }
         let now = unix_ms();
+        let until_ms = now + REDIRECT_WAIT_MS;
         entry.redirected = true;
+        entry.redirect_until_ms = Some(until_ms);
         // Receipts of the earlier attempts (the refusing exit answering a
         // retransmission) are not this leak's news any more: their keys go.
         if let Some((_, keys)) = self.leaks.get_mut(id) {
@@ -83,27 +89,39 @@ impl Agent {
         if let Err(e) = self.outbox.update(entry) {
             log(format!("cannot update the outbox: {e}"));
         }
+        // Nor after a restart: the record forgets the earlier attempts'
+        // receipt keys too.
+        if let Ok(mut record) = self.state.load(id) {
+            for attempt in &mut record.attempts {
+                attempt.secrets = None;
+            }
+            if let Err(e) = self.state.save(&record) {
+                log(format!("recording a parked leak: {e:#}"));
+            }
+        }
         self.redirects.insert(
             id.to_owned(),
             Redirect {
                 refusal: outcome.clone(),
-                until_ms: now + REDIRECT_WAIT_MS,
+                until_ms,
                 solving: false,
             },
         );
         log(
             "an exit refused a leak as not responsible for its recipient: fetching the directory to send it through the one that is",
         );
-        self.next_directory_ms = now;
+        // A fetch in flight (`u64::MAX`) brings the directory anyway.
+        if self.next_directory_ms != u64::MAX {
+            self.next_directory_ms = now;
+        }
         true
     }
 
     /// Leaks parked by an earlier run (see [`Self::redirect_on_refusal`])
-    /// wait again, from now.
+    /// wait again, until the time they were given.
     pub(super) fn resume_redirects(&mut self) {
-        let now = unix_ms();
         for entry in &self.entries {
-            if entry.redirected && entry.next_at_ms == u64::MAX {
+            if let Some(until_ms) = entry.redirect_until_ms {
                 self.redirects.insert(
                     entry.message_id.clone(),
                     Redirect {
@@ -111,7 +129,7 @@ impl Agent {
                             rule: NOT_RESPONSIBLE.to_owned(),
                             reason: "another exit delivers to this recipient, and none could be found in time".to_owned(),
                         },
-                        until_ms: now + REDIRECT_WAIT_MS,
+                        until_ms,
                         solving: false,
                     },
                 );
@@ -131,32 +149,54 @@ impl Agent {
             if redirect.solving {
                 continue;
             }
-            match self.responsible_exit_now(&id, now) {
-                Some(target) => self.restamp(&id, target, now),
-                None if now >= redirect.until_ms => {
-                    self.redirects.remove(&id);
-                    log("no other exit took a refused leak in time: it ends refused");
-                    if let Err(e) = self.finish(
-                        &id,
-                        Finished::Receipt {
-                            receipt: redirect.refusal,
-                        },
-                    ) {
-                        log(format!("recording a refused leak: {e:#}"));
-                    }
+            let ending = match self.responsible_exit_now(&id, now) {
+                Ok(Some(target)) => {
+                    self.restamp(&id, target, now);
+                    None
                 }
-                None => {}
+                // Its text is gone (the machine restarted): it never left
+                // through a responsible exit and cannot now.
+                Err(OutboxError::Lost) => Some(Finished::Lost),
+                _ if now >= redirect.until_ms => {
+                    log("no other exit took a refused leak in time: it ends refused");
+                    Some(Finished::Receipt {
+                        receipt: redirect.refusal,
+                    })
+                }
+                _ => None,
+            };
+            if let Some(result) = ending {
+                match self.finish(&id, result) {
+                    Ok(()) => {
+                        self.redirects.remove(&id);
+                    }
+                    Err(e) => log(format!("recording a refused leak: {e:#}")),
+                }
             }
         }
     }
 
     /// The exit the directory names for leak `id`'s recipient, when it is
-    /// not the one that refused it.
-    fn responsible_exit_now(&self, id: &str, now: u64) -> Option<(NodeId, PeerId, String, u8)> {
+    /// not the one that refused it; the outbox's error when its secret
+    /// cannot be read.
+    fn responsible_exit_now(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<(NodeId, PeerId, String, u8)>, OutboxError> {
+        let secret = self.outbox.secret(id)?;
+        Ok(self.exit_for(id, &secret.recipient, now))
+    }
+
+    fn exit_for(
+        &self,
+        id: &str,
+        recipient: &str,
+        now: u64,
+    ) -> Option<(NodeId, PeerId, String, u8)> {
         let entry = self.entries.iter().find(|e| e.message_id == id)?;
         let directory = self.directory.as_ref()?;
-        let secret = self.outbox.secret(id).ok()?;
-        let recipient = Recipient::parse(&secret.recipient).ok()?;
+        let recipient = Recipient::parse(recipient).ok()?;
         let hash = self.policy.recipient_hash(&recipient);
         let choice = path::choose_exit(
             &directory.nodes,
@@ -242,6 +282,7 @@ impl Agent {
         entry.stamp_epoch = stamp.epoch;
         entry.stamp_nonce = stamp.nonce;
         entry.attempts_sent = 0;
+        entry.redirect_until_ms = None;
         entry.next_at_ms = now;
         let entry = entry.clone();
         let result = self
