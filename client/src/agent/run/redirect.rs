@@ -322,7 +322,119 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
+    use leak_protocol::{MessageId, Relationship, policy::Policy};
+    use zeroize::Zeroizing;
+
     use super::*;
+    use crate::{
+        agent::run::{Accepted, Agent},
+        config::Config,
+        state::StateDir,
+    };
+
+    fn refused() -> Outcome {
+        Outcome::Refused {
+            rule: NOT_RESPONSIBLE.to_owned(),
+            reason: "another exit delivers to this recipient".to_owned(),
+        }
+    }
+
+    /// An agent on `root` (no network is used) holding one leak, sent once.
+    fn agent_with_a_sent_leak(root: &std::path::Path) -> (Agent, String) {
+        let state = StateDir::open(root).unwrap();
+        let mut agent = Agent::new(Config::default(), state, Policy::builtin()).unwrap();
+        let exit = NodeId(leak_protocol::crypto::ed25519_public(&[5; 32]));
+        let accepted = Accepted {
+            recipient: Recipient::parse("moved@example.com").unwrap(),
+            relationship: Relationship::Friend,
+            text: Zeroizing::new("I kept the postcard.".to_owned()),
+            hops: 4,
+            created_at_ms: unix_ms(),
+            exit_node: exit,
+            exit_peer: peer_id_of(&exit).unwrap(),
+            exit_domain: "a.example".to_owned(),
+            stamp_bits: 0,
+            release_at_ms: unix_ms(),
+            message_id: MessageId([9; 16]),
+            thread: None,
+        };
+        agent.store(accepted, Stamp { epoch: 1, nonce: 2 }).unwrap();
+        let id = MessageId([9; 16]).to_string();
+        agent.after_attempt(&id, true).unwrap();
+        (agent, id)
+    }
+
+    fn entry(agent: &Agent, id: &str) -> crate::agent::outbox::OutboxEntry {
+        agent
+            .entries
+            .iter()
+            .find(|e| e.message_id == id)
+            .unwrap()
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn a_refused_leak_is_parked_once_and_survives_a_restart_until_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, id) = agent_with_a_sent_leak(dir.path());
+        // Another refusal is not a redirect; this one is.
+        let other = Outcome::Refused {
+            rule: "threat.direct".to_owned(),
+            reason: "r".to_owned(),
+        };
+        assert!(!agent.redirect_on_refusal(&id, &other));
+        assert!(agent.redirect_on_refusal(&id, &refused()));
+        let parked = entry(&agent, &id);
+        assert_eq!(parked.next_at_ms, u64::MAX);
+        assert!(parked.redirected && parked.redirect_until_ms.is_some());
+        // The earlier attempts' receipt keys are gone, on disk too.
+        assert!(agent.leaks[&id].1.is_empty());
+        let record = agent.state.load(&id).unwrap();
+        assert!(record.attempts.iter().all(|a| a.secrets.is_none()));
+        // A late refusal of an earlier attempt is old news.
+        assert!(agent.redirect_on_refusal(&id, &refused()));
+        // An attempt that was in flight comes back: still parked.
+        agent.after_attempt(&id, true).unwrap();
+        assert_eq!(entry(&agent, &id).next_at_ms, u64::MAX);
+        // No directory names another exit: nothing happens before its time.
+        agent.continue_redirects();
+        assert!(agent.redirects.contains_key(&id));
+        assert!(agent.state.load(&id).unwrap().outcome.is_none());
+
+        // A restart: still parked, with the same deadline.
+        let until = parked.redirect_until_ms.unwrap();
+        drop(agent);
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut agent = Agent::new(Config::default(), state, Policy::builtin()).unwrap();
+        assert_eq!(agent.redirects[&id].until_ms, until);
+        assert_eq!(entry(&agent, &id).next_at_ms, u64::MAX);
+
+        // Its time is up (made so here): it ends refused, its files go.
+        agent.redirects.get_mut(&id).unwrap().until_ms = 0;
+        agent.continue_redirects();
+        assert!(!agent.redirects.contains_key(&id));
+        assert!(agent.entries.is_empty());
+        assert!(
+            agent.state.load(&id).is_err(),
+            "ended: only its summary is left"
+        );
+        let (ended, _) = agent.state.list_ended().unwrap();
+        assert!(matches!(
+            &ended[0].1.result,
+            Finished::Receipt { receipt } if is_not_responsible(receipt)
+        ));
+        agent.outbox.close().unwrap(); // nothing waits: the key file goes
+        // A second refusal of a leak redirected once ends it.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, id) = agent_with_a_sent_leak(dir.path());
+        agent.entries.iter_mut().for_each(|e| e.redirected = true);
+        assert!(!agent.redirect_on_refusal(&id, &refused()));
+        if let Some(crate::agent::outbox_key::KeyPlace::Memory(key)) =
+            agent.outbox.key().map(|k| k.place().clone())
+        {
+            std::fs::remove_file(key).unwrap();
+        }
+    }
 
     #[test]
     fn only_the_responsibility_refusal_redirects() {
