@@ -341,15 +341,20 @@ impl Outbox {
     /// At a clean stop: when no leak waits, the key is discarded (nothing
     /// it sealed remains) and the next start makes a new one.
     pub fn close(&self) -> Result<(), OutboxError> {
-        let (entries, _) = self.list()?;
-        let secrets = fs::read_dir(&self.dir)
+        // One look at the directory, nothing decoded: any leak's file
+        // (entry or secret, readable or not) keeps the key.
+        let waiting = fs::read_dir(&self.dir)
             .map_err(|source| OutboxError::Io {
                 file: DIRECTORY,
                 source,
             })?
             .filter_map(Result::ok)
-            .any(|e| e.path().extension().is_some_and(|x| x == "secret"));
-        if !entries.is_empty() || secrets {
+            .any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "json" || x == "secret")
+            });
+        if waiting {
             return Ok(());
         }
         if let Some(key) = &self.key {
