@@ -30,7 +30,7 @@ rows = [
     ("leak_x25519", "Leak: one X25519 exchange"),
     ("leak_payload_layer", "Leak: one LIONESS payload layer (3,566 bytes)"),
     ("leak_relay_hop", "Leak: process a relay hop"),
-    ("leak_exit_hop", "Leak: process the exit hop (with the AEAD)"),
+    ("leak_exit_hop", "Leak: process the exit hop (with its zero check)"),
     ("nym_relay_hop", "Nym sphinx-packet 0.8.0: process a hop"),
     ("nym_x25519", "x25519-dalek ladder (Nym's X25519)"),
 ]

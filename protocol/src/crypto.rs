@@ -9,11 +9,11 @@
 //! | purpose | primitive |
 //! |---|---|
 //! | key agreement | X25519 (RFC 7748), `curve25519-dalek` (see [`x25519`]); keys held by `x25519-dalek` |
-//! | key derivation | BLAKE3 in `derive_key` mode, one context string per purpose |
+//! | key derivation | BLAKE3 in `derive_key` mode, one context string per purpose, its extendable output where one pass gives several keys (see [`derive_keys`]) |
 //! | header MAC | BLAKE3 keyed hash, truncated to [`MAC_LEN`] bytes, compared in constant time |
 //! | header layers | ChaCha20 (RFC 8439) keystream, 96-bit zero nonce, one-time keys |
 //! | payload layers | LIONESS (Anderson and Biham 1996), a wide-block cipher built from ChaCha20 and BLAKE3 keyed hash (see [`LionessKey`]) |
-//! | end-to-end payload | ChaCha20-Poly1305 (RFC 8439), 96-bit zero nonce, one-time keys |
+//! | reply payloads, answers | ChaCha20-Poly1305 (RFC 8439), 96-bit zero nonce, one-time keys |
 //! | signatures (descriptors) | Ed25519 (RFC 8032), `ed25519-dalek`, strict verification |
 //!
 //! Every key derived here is used for exactly one message: the KDF input
@@ -127,6 +127,23 @@ pub fn derive_key(context: &str, parts: &[&[u8]]) -> SymmetricKey {
         hasher.update(part);
     }
     SymmetricKey(*hasher.finalize().as_bytes())
+}
+
+/// Derives `N` keys for `N` purposes at once: the first `N × 32` bytes of
+/// BLAKE3's extendable output in `derive_key` mode, split in order. One
+/// pass over the key material instead of one per key (a hop derives all of
+/// its keys this way).
+pub fn derive_keys<const N: usize>(context: &str, parts: &[&[u8]]) -> [SymmetricKey; N] {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut reader = hasher.finalize_xof();
+    core::array::from_fn(|_| {
+        let mut key = SymmetricKey([0u8; KEY_LEN]);
+        reader.fill(&mut key.0);
+        key
+    })
 }
 
 /// X25519 key generation from 32 secret bytes: returns the public key.
@@ -294,13 +311,10 @@ pub fn xor_keystream(key: &SymmetricKey, buf: &mut [u8]) {
     cipher.apply_keystream(buf);
 }
 
-/// The `derive_key` contexts of LIONESS's four round keys, in round order.
-const LIONESS_ROUND_CONTEXTS: [&str; 4] = [
-    "leak.lioness v1 2026-12 round 1 stream",
-    "leak.lioness v1 2026-12 round 2 hash",
-    "leak.lioness v1 2026-12 round 3 stream",
-    "leak.lioness v1 2026-12 round 4 hash",
-];
+/// The `derive_key` context of LIONESS's round keys: `K1 || K2 || K3 ||
+/// K4` are the first 128 bytes of its extendable output. (Packet format 2
+/// derived each with a context of its own: four passes where one does.)
+const LIONESS_ROUND_KEYS_CONTEXT: &str = "leak.lioness v2 2026-12 round keys";
 
 /// The key of one LIONESS permutation: four round keys derived from one
 /// 32-byte key. Zeroed on drop.
@@ -328,7 +342,7 @@ const LIONESS_ROUND_CONTEXTS: [&str; 4] = [
 /// ```
 ///
 /// and decryption runs them backwards. `K1`..`K4` come from the key by
-/// BLAKE3 `derive_key`, one context per round. Each round key is used once
+/// BLAKE3 `derive_key` in one extendable output. Each round key is used once
 /// per packet, so the ChaCha20 keys `L ^ K` (fresh per packet and per
 /// round) never repeat with the fixed nonce.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -343,13 +357,12 @@ impl core::fmt::Debug for LionessKey {
 }
 
 impl LionessKey {
-    /// The four round keys of `key` (one `derive_key` per round).
+    /// The four round keys of `key` (one `derive_keys` for all four).
     pub fn derive(key: &SymmetricKey) -> Self {
-        let mut rounds = [[0u8; KEY_LEN]; 4];
-        for (round, context) in rounds.iter_mut().zip(LIONESS_ROUND_CONTEXTS) {
-            round.copy_from_slice(&derive_key(context, &[&key.0]).0);
+        let keys: [SymmetricKey; 4] = derive_keys(LIONESS_ROUND_KEYS_CONTEXT, &[&key.0]);
+        Self {
+            rounds: keys.map(|k| k.0),
         }
-        Self { rounds }
     }
 
     /// Encrypts `block` in place. `N` must exceed [`KEY_LEN`] (checked at

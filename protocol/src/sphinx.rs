@@ -15,13 +15,14 @@
 //! header bytes per hop and saves a second scalar multiplication at every hop
 //! (see `SPEC.md`, "Why a KEM-style header").
 //!
-//! The payload is sealed end to end (ChaCha20-Poly1305) to the final hop and
-//! wrapped in one layer per hop of a wide-block cipher (LIONESS, see
-//! [`crypto::LionessKey`]), so it looks different on every link. Relays
-//! cannot check it; a payload modified anywhere on the way is turned into
-//! noise by the next hop's layer, so the final hop's check fails whatever
-//! else is done to it later: no relay can mark a payload and have a
-//! colluding later hop remove the mark (tagging; SPEC.md §14).
+//! The payload is wrapped in one layer per hop of a wide-block cipher
+//! (LIONESS, see [`crypto::LionessKey`]), so it looks different on every
+//! link. Relays cannot check it; a payload modified anywhere on the way is
+//! turned into noise by the next hop's layer, so the exit's check of the
+//! zeros that end every forward payload fails whatever else is done to it
+//! later: no relay can mark a payload and have a colluding later hop remove
+//! the mark (tagging; SPEC.md §14). A reply's payload is also sealed
+//! (ChaCha20-Poly1305) for the client that made its reply block.
 //!
 //! Everything here is pure: bytes, keys and randomness in, a decision out.
 
@@ -33,9 +34,13 @@ use crate::crypto::{self, KEY_LEN, MAC_LEN, MixPublicKey, MixSecret, SymmetricKe
 /// The packet format version this code reads and writes.
 ///
 /// Version 2 replaced version 1's per-hop ChaCha20 payload layer with
-/// LIONESS; the header is unchanged. The version byte is covered by every
-/// hop's header MAC, so packets of the two versions cannot be mixed.
-pub const VERSION: u8 = 2;
+/// LIONESS. Version 3 checks a forward payload's integrity by its zero
+/// padding under the LIONESS layers (encode-then-encipher, as Sphinx does)
+/// instead of a ChaCha20-Poly1305 seal, and derives each hop's keys, and
+/// each LIONESS key's round keys, in one BLAKE3 pass (SPEC.md §14). The
+/// version byte is covered by every hop's header MAC, so packets of
+/// different versions cannot be mixed.
+pub const VERSION: u8 = 3;
 /// The most hops a packet can have.
 pub const MAX_HOPS: usize = 5;
 /// Bytes of routing information per hop.
@@ -48,9 +53,15 @@ pub const HEADER_LEN: usize = 1 + 1 + KEY_LEN + BETA_LEN + MAC_LEN;
 pub const PACKET_LEN: usize = 4096;
 /// Bytes of the payload field.
 pub const PAYLOAD_LEN: usize = PACKET_LEN - HEADER_LEN;
+/// Zero bytes that end every forward payload at the least: the exit checks
+/// them (and any other padding) after removing its LIONESS layer, so a
+/// payload changed on any link is dropped unless a 2^-128 chance holds.
+/// A reply block's payload keeps the same room for its seal's tag.
+pub const ZERO_CHECK_LEN: usize = TAG_LEN;
 /// The most bytes of message a packet (or a reply) can carry end to end:
-/// the payload less the AEAD tag and the two-byte length prefix.
-pub const MESSAGE_CAPACITY: usize = PAYLOAD_LEN - TAG_LEN - 2;
+/// the payload less the checked zeros (or a reply's tag) and the two-byte
+/// length prefix.
+pub const MESSAGE_CAPACITY: usize = PAYLOAD_LEN - ZERO_CHECK_LEN - 2;
 
 const OFF_VERSION: usize = 0;
 const OFF_HINT: usize = 1;
@@ -72,16 +83,12 @@ const CMD_EXIT: u8 = 2;
 const CMD_MAILBOX: u8 = 3;
 
 // KDF contexts: one per purpose (BLAKE3 derive_key domain separation).
-const KDF_HEADER_STREAM: &str = "leak.sphinx v1 2026-11 header stream";
-const KDF_HEADER_MAC: &str = "leak.sphinx v1 2026-11 header mac";
-// The payload layer's key is new in version 2 (a LIONESS key, no longer a
-// ChaCha20 key): a new context, so no key is used for both.
-const KDF_PAYLOAD_LAYER: &str = "leak.sphinx v2 2026-12 payload lioness";
-const KDF_PAYLOAD_AEAD: &str = "leak.sphinx v1 2026-11 payload aead";
-const KDF_REPLAY_TAG: &str = "leak.sphinx v1 2026-11 replay tag";
+// A hop's four keys are the first 128 bytes of one extendable output, in
+// this order: header stream, header MAC, payload layer, replay tag.
+const KDF_HOP_KEYS: &str = "leak.sphinx v3 2026-12 hop keys";
 const KDF_MAILBOX_ID: &str = "leak.mailbox v1 2026-11 id";
 
-/// Associated data of every end-to-end payload seal.
+/// Associated data of every reply payload's seal.
 pub(crate) const PAYLOAD_AAD: &[u8] = b"leak.sphinx v1 payload";
 
 /// A node's long-term identity as it appears in routing information: the
@@ -241,7 +248,8 @@ pub enum DropReason {
     /// The routing information or the payload framing is malformed.
     #[error("malformed routing information or payload")]
     Malformed,
-    /// The payload failed end-to-end authentication at the final hop.
+    /// The payload was changed on the way: at the exit, its checked zeros
+    /// are not zero.
     #[error("payload failed authentication")]
     PayloadIntegrity,
 }
@@ -330,19 +338,19 @@ pub(crate) struct HopKeys {
     header_stream: SymmetricKey,
     header_mac: SymmetricKey,
     pub(crate) payload_layer: SymmetricKey,
-    pub(crate) payload_aead: SymmetricKey,
     replay_tag: SymmetricKey,
 }
 
 impl HopKeys {
     fn derive(shared: &crypto::SharedSecret, alpha: &[u8; KEY_LEN], node: &MixPublicKey) -> Self {
         let parts: [&[u8]; 3] = [shared.as_bytes(), alpha, &node.0];
+        let [header_stream, header_mac, payload_layer, replay_tag] =
+            crypto::derive_keys(KDF_HOP_KEYS, &parts);
         Self {
-            header_stream: crypto::derive_key(KDF_HEADER_STREAM, &parts),
-            header_mac: crypto::derive_key(KDF_HEADER_MAC, &parts),
-            payload_layer: crypto::derive_key(KDF_PAYLOAD_LAYER, &parts),
-            payload_aead: crypto::derive_key(KDF_PAYLOAD_AEAD, &parts),
-            replay_tag: crypto::derive_key(KDF_REPLAY_TAG, &parts),
+            header_stream,
+            header_mac,
+            payload_layer,
+            replay_tag,
         }
     }
 
@@ -459,7 +467,8 @@ pub(crate) fn build_header<R: CryptoRng + ?Sized>(
 }
 
 /// Writes `message` into a payload-sized buffer: a two-byte big-endian length,
-/// the message, zeros; the last [`TAG_LEN`] bytes are left for the AEAD tag.
+/// the message, zeros; at least the last [`ZERO_CHECK_LEN`] bytes are zero
+/// (a forward packet's integrity check; a reply's seal writes its tag there).
 pub(crate) fn frame_message(message: &[u8]) -> Result<Box<[u8; PAYLOAD_LEN]>, BuildError> {
     let len = u16::try_from(message.len())
         .ok()
@@ -476,7 +485,7 @@ pub(crate) fn frame_message(message: &[u8]) -> Result<Box<[u8; PAYLOAD_LEN]>, Bu
 
 /// The inverse of [`frame_message`] on an opened payload.
 pub(crate) fn unframe_message(opened: &[u8]) -> Option<&[u8]> {
-    let body = opened.get(..PAYLOAD_LEN - TAG_LEN)?;
+    let body = opened.get(..PAYLOAD_LEN - ZERO_CHECK_LEN)?;
     let len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     if len > MESSAGE_CAPACITY {
         return None;
@@ -494,13 +503,8 @@ pub fn build_packet<R: CryptoRng + ?Sized>(
 ) -> Result<Packet, BuildError> {
     let mut payload = frame_message(message)?;
     let (header, keys) = build_header(path, FinalCommand::Exit, rng)?;
-    let last = keys.last().ok_or(BuildError::EmptyPath)?;
-    crypto::aead_seal(&last.payload_aead, PAYLOAD_AAD, payload.as_mut()).map_err(|_| {
-        BuildError::MessageTooLong {
-            len: message.len(),
-            max: MESSAGE_CAPACITY,
-        }
-    })?;
+    // No seal: the framed message ends in at least ZERO_CHECK_LEN zeros,
+    // which the exit checks under the layers (encode-then-encipher).
     // Hop i decrypts with its layer key, so the client encrypts with the
     // last hop's key first and the first hop's key last.
     for hop in keys.iter().rev() {
@@ -594,11 +598,22 @@ fn process_inner(packet: &[u8], secret: &MixSecret) -> Result<Processed, DropRea
             {
                 return Err(DropReason::Malformed);
             }
-            crypto::aead_open(&keys.payload_aead, PAYLOAD_AAD, payload.as_mut())
-                .map_err(|_| DropReason::PayloadIntegrity)?;
+            // Encode-then-encipher: a payload changed on any link comes out
+            // of the layers as noise, whose checked zeros are not zero.
+            let check = &payload[PAYLOAD_LEN - ZERO_CHECK_LEN..];
+            if check.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+                return Err(DropReason::PayloadIntegrity);
+            }
             let message = unframe_message(payload.as_ref()).ok_or(DropReason::Malformed)?;
+            let end = 2 + message.len();
+            // Only the sender writes a payload that passes the check, and
+            // it pads with zeros.
+            if payload[end..].iter().any(|&b| b != 0) {
+                return Err(DropReason::Malformed);
+            }
             let message = Zeroizing::new(message.to_vec());
-            zeroize::Zeroize::zeroize(payload.as_mut_slice());
+            // The rest is zeros: only the length and the message to wipe.
+            zeroize::Zeroize::zeroize(&mut payload[..end]);
             Ok(Processed::Final(Final {
                 replay_tag,
                 delay,
@@ -637,5 +652,89 @@ impl Delay {
         let millis = -uniform.ln() * f64::from(mean_ms);
         // `as` saturates for floats, which is the behaviour wanted here.
         Self(millis.round() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// Deterministic bytes for the builder: a BLAKE3 output stream.
+    struct XofRng(blake3::OutputReader);
+
+    impl rand_core::TryRng for XofRng {
+        type Error = core::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            let mut b = [0u8; 4];
+            self.0.fill(&mut b);
+            Ok(u32::from_le_bytes(b))
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            let mut b = [0u8; 8];
+            self.0.fill(&mut b);
+            Ok(u64::from_le_bytes(b))
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            self.0.fill(dst);
+            Ok(())
+        }
+    }
+
+    impl rand_core::TryCryptoRng for XofRng {}
+
+    /// A packet for one exit hop whose plaintext payload is `framed`
+    /// exactly: what only a sender (who holds the layer key) can make.
+    fn exit_packet(secret: &MixSecret, framed: &[u8; PAYLOAD_LEN]) -> Packet {
+        let path = [PathHop {
+            node: NodeId([7; 32]),
+            key: secret.public(),
+            key_hint: 0,
+            delay: Delay(0),
+        }];
+        let mut rng = XofRng(blake3::Hasher::new().update(b"exit test").finalize_xof());
+        let (header, keys) = build_header(&path, FinalCommand::Exit, &mut rng).unwrap();
+        let mut payload = Box::new(*framed);
+        crypto::LionessKey::derive(&keys[0].payload_layer).encrypt(&mut payload);
+        assemble(&header, &payload)
+    }
+
+    fn at_exit(framed: &[u8; PAYLOAD_LEN]) -> Result<Vec<u8>, DropReason> {
+        let secret = MixSecret::from_bytes([5; 32]);
+        match process_packet(exit_packet(&secret, framed).as_bytes(), &secret) {
+            Processed::Final(Final {
+                payload: FinalPayload::Exit { message },
+                ..
+            }) => Ok(message.to_vec()),
+            Processed::Drop(reason) => Err(reason),
+            other => panic!("not an exit result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_exit_checks_the_zeros_and_the_framing() {
+        let good = frame_message(b"hello").unwrap();
+        assert_eq!(at_exit(&good).unwrap(), b"hello");
+
+        // The longest message leaves exactly the checked zeros.
+        let longest = frame_message(&[b'x'; MESSAGE_CAPACITY]).unwrap();
+        assert_eq!(at_exit(&longest).unwrap().len(), MESSAGE_CAPACITY);
+
+        // Any byte of the checked zeros set: as a change on a link would.
+        for at in [PAYLOAD_LEN - ZERO_CHECK_LEN, PAYLOAD_LEN - 1] {
+            let mut bad = good.clone();
+            bad[at] = 1;
+            assert_eq!(at_exit(&bad), Err(DropReason::PayloadIntegrity));
+        }
+
+        // Zeros intact, but padding after the message not zero, or a
+        // length past the capacity: a malformed sender, not a change.
+        let mut padded = good.clone();
+        padded[2 + 5] = 1;
+        assert_eq!(at_exit(&padded), Err(DropReason::Malformed));
+        let mut too_long = good;
+        too_long[..2].copy_from_slice(&u16::try_from(MESSAGE_CAPACITY + 1).unwrap().to_be_bytes());
+        assert_eq!(at_exit(&too_long), Err(DropReason::Malformed));
     }
 }

@@ -9,10 +9,11 @@
 //! version 1's per-hop stream-cipher layers the marker crossed the middle
 //! hop unchanged, the XOR cancelled it, the end-to-end seal verified, the
 //! leak was delivered and the sender saw `Delivered`: a silent channel.
-//! Under version 2's LIONESS layers (SPEC.md §14) the middle hop's
+//! Under LIONESS layers (since version 2, SPEC.md §14) the middle hop's
 //! decryption turns the marked payload into noise, the exit's XOR cannot
-//! repair it, and the exit drops the packet with `PayloadIntegrity` (which
-//! a node counts as `payload_integrity`). A reply block's payload (a
+//! repair it, its checked zeros (version 3) are no longer zero, and the
+//! exit drops the packet with `PayloadIntegrity` (which a node counts as
+//! `payload_integrity`). A reply block's payload (a
 //! receipt, a loop) fails the client's check the same way.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 # §2
-VERSION = 2
+VERSION = 3
 MAX_HOPS = 5
 KEY_LEN = 32
 MAC_LEN = 16
@@ -32,29 +32,24 @@ BETA_LEN = MAX_HOPS * RI_LEN
 HEADER_LEN = 1 + 1 + KEY_LEN + BETA_LEN + MAC_LEN
 PACKET_LEN = 4096
 PAYLOAD_LEN = PACKET_LEN - HEADER_LEN
-MESSAGE_CAPACITY = PAYLOAD_LEN - TAG_LEN - 2
+ZERO_CHECK_LEN = 16
+MESSAGE_CAPACITY = PAYLOAD_LEN - ZERO_CHECK_LEN - 2
 AAD = b"leak.sphinx v1 payload"
 
 # §5 and §5.1
-CONTEXTS = {
-    "stream": "leak.sphinx v1 2026-11 header stream",
-    "mac": "leak.sphinx v1 2026-11 header mac",
-    "layer": "leak.sphinx v2 2026-12 payload lioness",
-    "seal": "leak.sphinx v1 2026-11 payload aead",
-    "tag": "leak.sphinx v1 2026-11 replay tag",
-}
-LIONESS_CONTEXTS = [
-    "leak.lioness v1 2026-12 round 1 stream",
-    "leak.lioness v1 2026-12 round 2 hash",
-    "leak.lioness v1 2026-12 round 3 stream",
-    "leak.lioness v1 2026-12 round 4 hash",
-]
+HOP_KEYS_CONTEXT = "leak.sphinx v3 2026-12 hop keys"
+HOP_KEY_NAMES = ["stream", "mac", "layer", "tag"]
+LIONESS_CONTEXT = "leak.lioness v2 2026-12 round keys"
 
 CMD_RELAY, CMD_EXIT, CMD_MAILBOX = 1, 2, 3
 
 
-def derive_key(context, material):
-    return blake3.blake3(material, derive_key_context=context).digest()
+def derive_key(context, material, length=KEY_LEN):
+    return blake3.blake3(material, derive_key_context=context).digest(length=length)
+
+
+def split_keys(output):
+    return [output[i : i + KEY_LEN] for i in range(0, len(output), KEY_LEN)]
 
 
 def keyed_hash(key, data):
@@ -86,12 +81,12 @@ def x25519_base(secret):
 
 
 def hop_keys(shared, alpha, public):
-    ikm = shared + alpha + public
-    return {name: derive_key(context, ikm) for name, context in CONTEXTS.items()}
+    output = derive_key(HOP_KEYS_CONTEXT, shared + alpha + public, 4 * KEY_LEN)
+    return dict(zip(HOP_KEY_NAMES, split_keys(output), strict=True))
 
 
 def lioness_rounds(key):
-    return [derive_key(context, key) for context in LIONESS_CONTEXTS]
+    return split_keys(derive_key(LIONESS_CONTEXT, key, 4 * KEY_LEN))
 
 
 def lioness_encrypt(key, block):
@@ -121,7 +116,16 @@ def mac(key, version, hint, beta):
 def frame(message):
     assert len(message) <= MESSAGE_CAPACITY
     body = len(message).to_bytes(2, "big") + message
-    return body + bytes(PAYLOAD_LEN - TAG_LEN - len(body))
+    return body + bytes(PAYLOAD_LEN - len(body))
+
+
+def unframe(payload):
+    """§8 step 6, exit: the checked zeros, the length, the padding."""
+    assert payload[PAYLOAD_LEN - ZERO_CHECK_LEN :] == bytes(ZERO_CHECK_LEN), "PayloadIntegrity"
+    length = int.from_bytes(payload[:2], "big")
+    assert length <= MESSAGE_CAPACITY, "Malformed"
+    assert payload[2 + length :] == bytes(PAYLOAD_LEN - 2 - length), "Malformed"
+    return payload[2 : 2 + length]
 
 
 def seal(key, framed):
@@ -199,7 +203,7 @@ def process(packet, secret, public):
         step.update(result="forward", next_hop=s[6:38].hex(), packet=nxt.hex())
     elif s[0] == CMD_EXIT:
         assert s[1] == 0 and s[6:86] == bytes(80)
-        step.update(result="exit", message=open_sealed(keys["seal"], payload).hex())
+        step.update(result="exit", message=unframe(payload).hex())
     elif s[0] == CMD_MAILBOX:
         assert s[1] == 0 and s[38:86] == bytes(48)
         step.update(result="mailbox", mailbox=s[6:38].hex(), reply=payload.hex())
@@ -230,7 +234,7 @@ def check_processing(vector, hops, packet):
     for i, (hop, expected) in enumerate(zip(hops, vector["processing"], strict=True)):
         step = process(packet, hop["secret"], hop["public"])
         step["hop"] = i
-        assert step == expected, f"hop {i}: {step} != {expected}"
+        assert expected is None or step == expected, f"hop {i}: {step} != {expected}"
         if step["result"] == "forward":
             packet = bytes.fromhex(step["packet"])
     return step
@@ -243,14 +247,24 @@ def check_forward(vector):
     last = slot(CMD_EXIT, delay=hops[-1]["delay"])
     header, keys, used = build_header(hops, last, randomness)
     assert used == len(randomness)
-    # §7 step 6: seal to the exit, then the layers, the last hop's first.
-    payload = seal(keys[-1]["seal"], frame(message)[: PAYLOAD_LEN - TAG_LEN])
+    # §7 step 6: the framed message, then the layers, the last hop's first.
+    payload = frame(message)
     for k in reversed(keys):
         payload = lioness_encrypt(k["layer"], payload)
     packet = header + payload
     assert packet.hex() == vector["packet"], "packet differs"
     last_step = check_processing(vector, hops, packet)
     assert last_step["message"] == vector["message"]
+    # §14: one bit changed in the payload on the first link, even in the
+    # padding the sender left, and the exit drops the packet.
+    tampered = bytearray(packet)
+    tampered[PACKET_LEN - 100] ^= 1
+    try:
+        check_processing({"processing": [None] * len(hops)}, hops, bytes(tampered))
+    except AssertionError as failure:
+        assert str(failure) == "PayloadIntegrity", failure
+    else:
+        raise AssertionError("a tampered payload was delivered")
 
 
 def check_reply_block(vector):
@@ -294,7 +308,7 @@ def main():
     payloads = json.loads((directory / "payloads.json").read_text())
     block = bytes.fromhex(payloads["leak"]["reply_block"])
     assert block[32] == VERSION and payloads["leak"]["reply_block"] in payloads["leak"]["encoded"]
-    print("payloads.json: the leak's reply block is a version 2 header")
+    print(f"payloads.json: the leak's reply block is a version {VERSION} header")
     check_answers(payloads["answers"], payloads["leak"])
     print("payloads.json: the answer vectors re-derived (§11.1)")
 

@@ -10,7 +10,7 @@
 //! | `leak_x25519` | one X25519 exchange as a Leak hop does it (`MixSecret::diffie_hellman`) |
 //! | `leak_payload_layer` | one hop's LIONESS decryption of a payload, key derivation included |
 //! | `leak_relay_hop` | the first hop of a 3-hop Leak packet (`Forward`) |
-//! | `leak_exit_hop` | the last hop of a 3-hop Leak packet (`Final`, end-to-end AEAD open) |
+//! | `leak_exit_hop` | the last hop of a 3-hop Leak packet (`Final`, its zero check) |
 //! | `nym_relay_hop` | the first hop of a 3-hop Nym Sphinx packet (`SphinxPacket::process`) |
 //! | `nym_x25519` | one X25519 exchange by `x25519-dalek` (the Montgomery ladder Nym uses) |
 //!
