@@ -212,6 +212,10 @@ fn start_agent(
     let mut config = Config::default();
     config.network.bootstrap = vec![bootstrap.clone()];
     config.directory.authorities = vec![leak_tests::test_authority()];
+    // Each person's agent serves its page on its own machine's port 7390;
+    // here the agents share one machine, so each takes a free port (the
+    // page stays on, as shipped).
+    config.ui.listen = "127.0.0.1:0".to_owned();
     let state = StateDir::open(&root).unwrap();
     let policy = config.policy.load().unwrap();
     // The agent's future is not `Send` (its randomness is thread-local):
