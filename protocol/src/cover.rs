@@ -8,7 +8,7 @@
 //! bytes:
 //!
 //! - A **drop** ([`seal_drop`]) travels a forward path to an exit, exactly
-//!   like a leak. Inside the exit's end-to-end seal it carries a
+//!   like a leak. Under the exit's payload layer it carries a
 //!   [`Kind::Cover`](crate::payload::Kind::Cover) payload, which the exit
 //!   discards. Only the exit learns that it was cover, and only after the
 //!   packet has crossed every hop as a leak would.
