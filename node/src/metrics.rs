@@ -65,8 +65,14 @@ pub struct Metrics {
     /// Recipients who opted back in here.
     pub exit_opt_ins: Counter,
     /// Opt-out records from other exits, by result (accepted, not_newer,
-    /// forged, not_holder, over_quota, malformed).
+    /// forged, not_holder, no_evidence, bad_evidence, over_quota,
+    /// malformed).
     pub exit_opt_out_records: Family<Labels, Counter>,
+    /// Opt-out emails to this exit, by result (evidenced: the recipient's
+    /// provider signed it, and the record goes to the other holders;
+    /// local: it holds here only; not_newer; unverified: no token of
+    /// this exit; not_opt_out).
+    pub exit_opt_out_mail: Family<Labels, Counter>,
     /// Abuse reports received.
     pub exit_abuse_reports: Counter,
     /// Complaints (abuse reports) by destination provider.
@@ -237,6 +243,12 @@ impl Metrics {
             "Opt-out records from other exits, by result",
             exit_opt_out_records.clone(),
         );
+        let exit_opt_out_mail = Family::<Labels, Counter>::default();
+        registry.register(
+            "exit_opt_out_mail",
+            "Opt-out emails to this exit, by result",
+            exit_opt_out_mail.clone(),
+        );
         let exit_abuse_reports = Counter::default();
         registry.register(
             "exit_abuse_reports",
@@ -341,6 +353,7 @@ impl Metrics {
             exit_opt_outs,
             exit_opt_ins,
             exit_opt_out_records,
+            exit_opt_out_mail,
             exit_abuse_reports,
             exit_complaints,
             exit_provider_paused,

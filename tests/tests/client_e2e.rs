@@ -115,9 +115,13 @@ fn leaks_through_a_federation_of_processes() {
 
     // The recipient opts out with the email's one-click link; the next leak
     // to them is answered RecipientOptedOut and nothing arrives.
-    let link = header(email, "List-Unsubscribe")
+    let link = leak_tests::mail::DeliveredMail::from_bytes(email.as_bytes())
+        .header("List-Unsubscribe")
         .unwrap()
-        .trim_matches(|c| c == '<' || c == '>')
+        .rsplit_once(", <")
+        .unwrap()
+        .1
+        .trim_end_matches('>')
         .to_owned();
     let status = http_post(&link, "List-Unsubscribe=One-Click");
     assert!(status.contains("200"), "{status}");

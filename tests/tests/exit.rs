@@ -9,7 +9,9 @@ use leak_node::exit::admin::{Request, Response};
 use leak_protocol::{MessageId, Outcome, Relationship, payload::Stamp};
 use leak_tests::{
     exit::{Draft, Federation, assert_queue_scrubbed},
-    http_request, wait_until,
+    http_request,
+    mail::DeliveredMail,
+    wait_until,
 };
 
 const RECEIPT: Duration = Duration::from_secs(30);
@@ -60,9 +62,14 @@ async fn delivers_once_and_answers_every_copy() {
         header(email, "List-Unsubscribe-Post"),
         Some("List-Unsubscribe=One-Click")
     );
-    let unsubscribe = header(email, "List-Unsubscribe").unwrap();
+    // The opt-out email first (signed by the recipient's provider, it holds
+    // at every exit), then the one-click URL.
+    let unsubscribe = DeliveredMail::from_bytes(email.as_bytes())
+        .header("List-Unsubscribe")
+        .unwrap();
     assert!(
-        unsubscribe.starts_with("<http://127.0.0.1:"),
+        unsubscribe.starts_with("<mailto:unsubscribe@exit.test?subject=unsubscribe%20")
+            && unsubscribe.contains(">, <http://127.0.0.1:"),
         "{unsubscribe}"
     );
     let message_id = header(email, "Message-ID").unwrap();
@@ -306,9 +313,12 @@ async fn opt_out_with_the_emails_link() {
         Outcome::Delivered
     );
     let email = fed.outbox().pop().unwrap();
-    let link = header(&email, "List-Unsubscribe")
+    let link = DeliveredMail::from_bytes(email.as_bytes())
+        .header("List-Unsubscribe")
         .unwrap()
-        .trim_start_matches('<')
+        .rsplit_once(", <")
+        .unwrap()
+        .1
         .trim_end_matches('>')
         .to_owned();
     let (addr, path) = link

@@ -1,18 +1,30 @@
 //! The policy and the opt-outs are federation-wide: a newer signed policy
-//! spreads to every node, an opt-out verified by one exit is enforced by
-//! the other exits that hold it (and an opt-back-in too), and one exit is
-//! responsible for each recipient (its cap).
+//! spreads to every node; an opt-out the recipient's provider signed (its
+//! email to the exit) is enforced by the other exits that hold it (and an
+//! opt-back-in too), while a click or an unsigned email holds at the exit
+//! that took it; and one exit is responsible for each recipient (its cap).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use leak_node::{StartOptions, config::PolicyConfig};
+use leak_node::{
+    StartOptions,
+    config::{PolicyConfig, Transport},
+    metrics::Metrics,
+};
 use leak_protocol::{Outcome, policy::SignedPolicy};
 use leak_tests::{
     TestNode,
     exit::{Draft, Sender, exit_config, start_relays},
-    http_request, random32, wait_until,
+    http_request,
+    mail::{
+        SmtpSink,
+        dns::Dnsmasq,
+        provider::{Provider, lmtp_send},
+    },
+    ports::free_port,
+    random32, wait_until,
 };
 
 const RECEIPT: Duration = Duration::from_secs(30);
@@ -45,12 +57,22 @@ fn cheap(toml: &str, version: u32, per_day: u32) -> String {
 struct Setup {
     relays: Vec<TestNode>,
     exits: Vec<TestNode>,
+    /// Each exit's LMTP address (its domain's mail).
+    lmtp: Vec<std::net::SocketAddr>,
     sender: Sender,
 }
 
 /// Two relays and two exits, all trusting `maintainer`; each node's policy
-/// file is `files[i]` (relays first).
-async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]) -> Setup {
+/// file is `files[i]` (relays first). With `mail`, the exits send their
+/// email to `mail[i]` over SMTP, take their domain's mail over LMTP and
+/// look DKIM keys up at the DNS server `dns`; without, they write their
+/// email to files.
+async fn start(
+    dir: &std::path::Path,
+    maintainer: &[u8; 32],
+    files: [Vec<u8>; 4],
+    mail: Option<(&[SmtpSink; 2], String)>,
+) -> Setup {
     let public = leak_protocol::crypto::ed25519_public(maintainer);
     let trusted: String = public.iter().map(|b| format!("{b:02x}")).collect();
     let policy_config = |i: usize| {
@@ -64,9 +86,21 @@ async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]
     };
     let relays = start_relays(dir, 2, policy_config).await;
     let mut exits = Vec::new();
+    let mut lmtp = Vec::new();
     for i in 0..2 {
         let d = dir.join(format!("exit{i}"));
-        let config = exit_config(&d, vec![relays[0].node.dial_addr()], &policy_config(2 + i));
+        let mut config = exit_config(&d, vec![relays[0].node.dial_addr()], &policy_config(2 + i));
+        if let Some((sinks, dns)) = &mail {
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            config.exit.transport = Transport::Smtp;
+            config.exit.smtp_url = sinks[i].smtp_url();
+            config.exit.inbound_listen = addr.to_string();
+            // smtp-sink sends no delivery notifications: a leak ends
+            // `Accepted` a second after the sink took it.
+            config.exit.notify_wait_secs = 1;
+            config.exit.dns_resolver = dns.clone();
+            lmtp.push(addr);
+        }
         exits.push(TestNode::start(d, config, StartOptions::default()).await);
     }
     wait_until(Duration::from_secs(60), "the directory to converge", || {
@@ -85,6 +119,7 @@ async fn start(dir: &std::path::Path, maintainer: &[u8; 32], files: [Vec<u8>; 4]
     Setup {
         relays,
         exits,
+        lmtp,
         sender: Sender { peer, policy },
     }
 }
@@ -135,6 +170,33 @@ impl Setup {
     }
 }
 
+/// The `mailto:` and the URL of the `List-Unsubscribe` field of the one
+/// email `sink` received.
+fn unsubscribe_links(sink: &SmtpSink) -> (String, String) {
+    let emails = sink.messages();
+    assert_eq!(emails.len(), 1);
+    let field = emails[0].header("List-Unsubscribe").unwrap();
+    let links: Vec<&str> = field
+        .split(',')
+        .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>'))
+        .collect();
+    assert_eq!(links.len(), 2, "{field}");
+    assert!(links[0].starts_with("mailto:unsubscribe@exit.test?subject=unsubscribe%20"));
+    assert!(links[1].starts_with("http://"));
+    (links[0].to_owned(), links[1].to_owned())
+}
+
+fn opted_out_at(t: &TestNode) -> Option<u64> {
+    t.node
+        .exit()
+        .unwrap()
+        .counts()
+        .unwrap()
+        .states
+        .get("opted_out_recipients")
+        .copied()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_at_one_exit_holds_at_another() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,39 +207,36 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     )
     .unwrap()
     .to_bytes();
+    // The recipients' mail provider, its key in the DNS; and a key nobody
+    // published (what an exit forging a recipient's email would sign with).
+    let provider = Provider::new("example.org");
+    let forger = Provider::new("example.org");
+    let (name, text) = provider.key_record();
+    let dns = Dnsmasq::start_with(&[], &[(&name, &text)]);
+    let sinks = [SmtpSink::accepting(), SmtpSink::accepting()];
     let setup = start(
         dir.path(),
         &maintainer,
         [v1.clone(), v1.clone(), v1.clone(), v1],
+        Some((&sinks, dns.addr())),
     )
     .await;
+    // A mail server took it (smtp-sink sends no delivery notifications).
+    let sent = |o: &Outcome| matches!(o, Outcome::Delivered | Outcome::Accepted);
 
     // Each recipient's leaks go through the exit responsible for it.
     let dan = setup.recipient_of(0, "dan");
     let eve = setup.recipient_of(1, "eve");
-    assert_eq!(
-        setup.leak(0, &dan, "I lied to you.").await,
-        Outcome::Delivered
-    );
-    let outbox = dir.path().join("exit0").join("outbox");
-    let email = std::fs::read_dir(&outbox)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let email = std::fs::read_to_string(email).unwrap();
-    let link = email
-        .lines()
-        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
-        .unwrap()
-        .trim_end_matches('>');
+    assert!(sent(&setup.leak(0, &dan, "I lied to you.").await));
+    let (mailto, link) = unsubscribe_links(&sinks[0]);
     let (addr, path) = link
         .strip_prefix("http://")
         .unwrap()
         .split_once('/')
         .unwrap();
-    let (status, _) = http_request(
+    // One click (RFC 8058): exit 0 refuses dan from now on; nothing in a
+    // click shows exit 1 that dan acted, so it is not sent there.
+    let (status, body) = http_request(
         addr.parse().unwrap(),
         "POST",
         &format!("/{path}"),
@@ -185,26 +244,45 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     )
     .await;
     assert!(status.contains("200"), "{status}");
-
-    // The other exit (the recipient's other holder) learns it and refuses
-    // the recipient, in
-    // any spelling of the address (an opt-out is checked before whose
-    // recipient it is).
-    let other = setup.exits[1].node.exit().unwrap().clone();
+    assert!(
+        body.contains(&mailto.replace('&', "&amp;")),
+        "the page offers the email: {body}"
+    );
+    assert_eq!(opted_out_at(&setup.exits[0]), Some(1));
+    assert_eq!(
+        setup.leak(0, &dan, "I lied to you again.").await,
+        Outcome::RecipientOptedOut
+    );
+    // Dan sends the email the link prepares, from dan's address: dan's
+    // provider signs it, exit 0's mail server hands it over, and exit 0
+    // sends the record with that email to exit 1, which checks the
+    // provider's signature (its key from the DNS) and refuses dan too.
+    let answer = lmtp_send(
+        setup.lmtp[0],
+        &dan,
+        "unsubscribe@exit.test",
+        &provider.mailto(&dan, &mailto),
+    );
+    assert!(answer.starts_with("250"), "{answer}");
+    let metrics0 = setup.exits[0].node.metrics();
+    assert_eq!(
+        Metrics::get(&metrics0.exit_opt_out_mail, "result", "evidenced"),
+        1
+    );
     wait_until(
         Duration::from_secs(30),
         "the opt-out to reach exit 1",
         || {
-            let n = other
-                .counts()
-                .unwrap()
-                .states
-                .get("opted_out_recipients")
-                .copied();
+            let n = opted_out_at(&setup.exits[1]);
             async move { n == Some(1) }
         },
     )
     .await;
+    let records1 = &setup.exits[1].node.metrics().exit_opt_out_records;
+    assert_eq!(Metrics::get(records1, "result", "accepted"), 1);
+    assert_eq!(Metrics::get(records1, "result", "no_evidence"), 0);
+    // Exit 1 refuses dan in any spelling of the address (an opt-out is
+    // checked before whose recipient it is).
     assert_eq!(
         setup
             .leak(
@@ -217,10 +295,24 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
             .await,
         Outcome::RecipientOptedOut
     );
-    assert_eq!(
-        setup.leak(1, &eve, "You are underpaid.").await,
-        Outcome::Delivered
+    assert!(sent(&setup.leak(1, &eve, "You are underpaid.").await));
+    // An email for eve that eve's provider did not sign (a forger's key):
+    // exit 1 takes it as a click (its token is valid) and keeps it to
+    // itself; exit 0 never hears of it.
+    let (eve_mailto, _) = unsubscribe_links(&sinks[1]);
+    let answer = lmtp_send(
+        setup.lmtp[1],
+        &eve,
+        "unsubscribe@exit.test",
+        &forger.mailto(&eve, &eve_mailto),
     );
+    assert!(answer.starts_with("250"), "{answer}");
+    let metrics1 = setup.exits[1].node.metrics();
+    assert_eq!(
+        Metrics::get(&metrics1.exit_opt_out_mail, "result", "local"),
+        1
+    );
+    assert_eq!(opted_out_at(&setup.exits[1]), Some(2));
     // A leak to a recipient of exit 0 sent through exit 1 is refused there:
     // the recipient's daily cap lives on one exit.
     let other = setup.recipient_of(0, "fay");
@@ -228,35 +320,36 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
         setup.leak(1, &other, "You are underpaid.").await,
         Outcome::Refused { rule, .. } if rule == "exit.not_responsible"
     ));
-    // The recipient changes its mind: the same email's token opts it back
-    // in at exit 0, and exit 1 (the other holder) serves it again too.
-    let opt_in = path.replacen("opt-out/", "opt-in/", 1);
-    let (status, body) =
-        http_request(addr.parse().unwrap(), "POST", &format!("/{opt_in}"), "").await;
-    assert!(status.contains("200"), "{status}: {body}");
+    // Dan changes its mind and sends the opt-back-in email (a second
+    // later: the provider's time orders them): exit 0 and exit 1 serve
+    // dan again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let back = mailto.replace("subject=unsubscribe", "subject=resubscribe");
+    let answer = lmtp_send(
+        setup.lmtp[0],
+        &dan,
+        "unsubscribe@exit.test",
+        &provider.mailto(&dan, &back),
+    );
+    assert!(answer.starts_with("250"), "{answer}");
     wait_until(
         Duration::from_secs(30),
         "the opt-back-in to reach exit 1",
         || {
-            let n = setup.exits[1]
-                .node
-                .exit()
-                .unwrap()
-                .counts()
-                .unwrap()
-                .states
-                .get("opted_out_recipients")
-                .copied();
-            async move { n == Some(0) }
+            let n = opted_out_at(&setup.exits[1]);
+            async move { n == Some(1) }
         },
     )
     .await;
-    assert_eq!(
-        setup.leak(0, &dan, "I lied to you, and I am sorry.").await,
-        Outcome::Delivered
-    );
-    // The exit holds the node's shared state: let go of it before shutdown.
-    drop(other);
+    assert_eq!(opted_out_at(&setup.exits[0]), Some(0));
+    assert!(sent(
+        &setup.leak(0, &dan, "I lied to you, and I am sorry.").await
+    ));
+    // Nothing of eve's forged opt-out reached exit 0.
+    let records0 = &setup.exits[0].node.metrics().exit_opt_out_records;
+    assert_eq!(Metrics::get(records0, "result", "accepted"), 0);
+    assert_eq!(Metrics::get(records0, "result", "no_evidence"), 0);
+    drop(dns);
     setup.shutdown().await;
 }
 
@@ -272,7 +365,13 @@ async fn a_newer_signed_policy_spreads_and_a_forged_one_does_not() {
     let v2 = SignedPolicy::sign(&cheap(builtin, 2, 1), &maintainer)
         .unwrap()
         .to_bytes();
-    let setup = start(dir.path(), &maintainer, [v1.clone(), v2, v1.clone(), v1]).await;
+    let setup = start(
+        dir.path(),
+        &maintainer,
+        [v1.clone(), v2, v1.clone(), v1],
+        None,
+    )
+    .await;
 
     for exit in &setup.exits {
         let exit = exit.node.exit().unwrap().clone();

@@ -6,7 +6,7 @@
 //! (its database, its mail delivery, its metrics and HTTP servers):
 //!
 //! - [`wire`]: the node's own libp2p protocols (`/leak/packet/1`,
-//!   `/leak/directory/2`, `/leak/mailbox/2`, `/leak/opt-outs/2`) as small async functions over
+//!   `/leak/directory/2`, `/leak/mailbox/2`, `/leak/opt-outs/3`) as small async functions over
 //!   a stream, client side and server side;
 //! - [`peer`]: a minimal libp2p peer that dials nodes, sends packets and
 //!   fetches directories and mailboxes, listening on nothing;

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/leak/packet/1` | one long-lived stream per neighbour and direction; the opener writes [`PACKET_LEN`]-byte packets back to back, nothing comes back |
 //! | `/leak/directory/2` | the requester writes one version byte (2) and the u64 serial of the roster it holds (0: none); the server answers a u32 length and its signed roster if that is newer (length 0 otherwise, or when it holds none), then a u32 count and, per descriptor, a u16 length and the signed descriptor |
-//! | `/leak/opt-outs/2` | between exits only: the sender writes a u32 length and a batch of signed opt-out records (at most [`MAX_OPT_OUT_BATCH_LEN`] bytes); the receiver answers one byte (1) once it has checked and kept what it takes |
+//! | `/leak/opt-outs/3` | between exits only: the sender writes a u32 length and a batch of signed opt-out records with their evidence (at most [`MAX_OPT_OUT_BATCH_LEN`] bytes); the receiver answers one byte (1) once it has checked and kept what it takes |
 //! | `/leak/mailbox/2` | the requester writes a version byte (2) and a 32-byte mailbox capability; the server answers exactly [`MAILBOX_ANSWER_SLOTS`] entries of [`PAYLOAD_LEN`] bytes, the sealed replies it holds first (oldest first), random bytes in the slots left; the requester acknowledges with one byte (1); only then does the server delete the replies it sent, and it confirms with one byte (1), whether it deleted any or not; the stream then carries the requester's next request, or ends (a sender's agent keeps one stream to its guard) |
 //!
 //! All integers are big-endian. Every read is bounded: counts and lengths
@@ -40,10 +40,10 @@ pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/packet/1"
 /// Directory requests.
 pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/directory/2");
 /// Opt-out records from exit to exit.
-pub const OPT_OUT_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/opt-outs/2");
+pub const OPT_OUT_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/opt-outs/3");
 /// The most bytes of one opt-out batch: its magic, count and
 /// [`leak_protocol::policy::optout::MAX_OPT_OUTS`] records.
-pub const MAX_OPT_OUT_BATCH_LEN: usize = 64 + leak_protocol::policy::optout::MAX_OPT_OUTS * 160;
+pub const MAX_OPT_OUT_BATCH_LEN: usize = leak_protocol::policy::optout::MAX_BATCH_LEN;
 /// Mailbox fetches, fixed-size answers.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/leak/mailbox/2");
 

@@ -49,8 +49,9 @@ pub struct ExitConfig {
     /// at once (so one busy provider leaves connections for the others).
     pub provider_connections: u32,
     /// The DNS resolver for recipients' MX hosts (which provider hosts a
-    /// domain): "" the system's, "off" none (by domain name only), or
-    /// `IP:PORT`.
+    /// domain) and for the DKIM keys of opt-out emails: "" the system's,
+    /// "off" none (providers by domain name only; opt-outs by email hold at
+    /// this exit only, and other exits' are refused), or `IP:PORT`.
     pub dns_resolver: String,
     /// Seconds before an SMTP command times out.
     pub smtp_timeout_secs: u64,

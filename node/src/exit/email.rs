@@ -215,7 +215,7 @@ pub(crate) fn tag_eq<const N: usize>(tag: &[u8; N], expected: &[u8; N]) -> bool 
     mac_eq(&a, &b)
 }
 
-/// `List-Unsubscribe: <URL>` (RFC 2369).
+/// `List-Unsubscribe: <mailto:...>, <URL>` (RFC 2369).
 #[derive(Debug, Clone)]
 struct ListUnsubscribe(String);
 
@@ -337,12 +337,19 @@ fn capitalise(s: &str) -> String {
 }
 
 impl Composer {
-    /// The opt-out URL for a leak.
-    pub fn opt_out_url(&self, id: &MessageId, recipient: &[u8; 32]) -> String {
+    /// The `mailto:` URL of the email that opts a token's recipient out
+    /// (`out`) or back in at every exit holding it, once its provider has
+    /// signed it (see [`super::evidence`]).
+    pub fn opt_out_mailto(&self, token: &str, out: bool) -> String {
+        let action = if out {
+            super::evidence::OPT_OUT_SUBJECT
+        } else {
+            super::evidence::OPT_IN_SUBJECT
+        };
         format!(
-            "{}/opt-out/{}",
-            self.public_url,
-            self.tokens.make(Link::OptOut, id, recipient)
+            "mailto:{}@{}?subject={action}%20{token}",
+            super::evidence::OPT_OUT_LOCAL,
+            self.domain
         )
     }
 
@@ -380,7 +387,9 @@ impl Composer {
             ExitError::Compose(format!("the recipient address is not deliverable: {e}"))
         })?;
         let noun = leak.relationship.noun_phrase();
-        let opt_out = self.opt_out_url(&leak.message_id, recipient);
+        let token = self.tokens.make(Link::OptOut, &leak.message_id, recipient);
+        let opt_out = format!("{}/opt-out/{token}", self.public_url);
+        let opt_out_mailto = self.opt_out_mailto(&token, true);
         let report = self.report_url(&leak.message_id, recipient, provider);
         // Text lines end in CRLF on the wire; the text has no CR (validated).
         let text = leak.text.trim_end();
@@ -444,7 +453,10 @@ impl Composer {
                 self.domain
             )))
             .date_now()
-            .header(ListUnsubscribe(format!("<{opt_out}>")))
+            // The email first (RFC 2369: the leftmost a client can use):
+            // signed by the recipient's provider, it holds at every exit;
+            // the URL for RFC 8058's one-click POST.
+            .header(ListUnsubscribe(format!("<{opt_out_mailto}>, <{opt_out}>")))
             .header(ListUnsubscribePost)
             .header(AutoSubmitted::Generated)
             .header(FeedbackId(self.feedback_id(leak, policy_version)))

@@ -13,6 +13,12 @@
 //!
 //! A token is a MAC over the message id and the recipient hash
 //! ([`super::email::Tokens`]): an invalid one does nothing but say so.
+//!
+//! A click holds at this exit only (nothing in it shows another exit that
+//! the recipient acted), so the pages that confirm an opt-out or an
+//! opt-back-in offer the email (a `mailto:` link) that makes it hold at
+//! every exit: its provider's DKIM signature is the evidence
+//! ([`super::evidence`]).
 
 use std::sync::Arc;
 
@@ -63,6 +69,18 @@ async fn about() -> Html<String> {
     )
 }
 
+/// The paragraph offering the email that makes an opt-out (`out`) or an
+/// opt-back-in hold at every exit.
+fn by_email(exit: &Exit, token: &str, out: bool) -> String {
+    format!(
+        "<p>This server will remember it. To make it hold at every Leak server, \
+         including those that may deliver to you later, <a href=\"{}\">send the email this \
+         link prepares</a> from this address: your email provider's signature shows that \
+         you asked.</p>",
+        exit.composer.opt_out_mailto(token, out)
+    )
+}
+
 /// The form that opts the token's recipient back in.
 fn opt_in_form(token: &str) -> String {
     format!(
@@ -81,8 +99,9 @@ async fn opt_out_page(
             page(
                 "You opted out",
                 &format!(
-                    "<p>No Leak exit delivers a message to your address. If you changed your \
-                     mind:</p>{}",
+                    "<p>Leak will not deliver a message to your address.</p>{}\
+                     <p>If you changed your mind:</p>{}",
+                    by_email(&exit, &token, true),
                     opt_in_form(&token)
                 ),
             ),
@@ -111,8 +130,9 @@ async fn opt_out(
             page(
                 "Done",
                 &format!(
-                    "<p>You will not receive messages from Leak any more. If you change your \
-                     mind, come back to this link:</p>{}",
+                    "<p>You will not receive messages from Leak any more.</p>{}\
+                     <p>If you change your mind, come back to this link:</p>{}",
+                    by_email(&exit, &token, true),
                     opt_in_form(&token)
                 ),
             ),
@@ -145,8 +165,11 @@ async fn opt_in(
             StatusCode::OK,
             page(
                 "Done",
-                "<p>Leak exits may deliver messages to you again. The link in the email \
-                 still opts you out.</p>",
+                &format!(
+                    "<p>Leak may deliver messages to you again. The link in the email still \
+                     opts you out.</p>{}",
+                    by_email(&exit, &token, false)
+                ),
             ),
         ),
         Ok(false) => invalid(),

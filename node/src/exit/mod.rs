@@ -41,6 +41,7 @@ mod delivery;
 pub mod dkim_keys;
 pub mod email;
 pub mod error;
+pub mod evidence;
 pub mod http;
 pub mod inbound;
 mod intake;
@@ -150,6 +151,8 @@ pub struct Exit {
     answers: Mutex<inbound::reply::Budget>,
     /// Recipients' providers by MX.
     mx: mx::MxProviders,
+    /// Checks the DKIM evidence of opt-outs by email.
+    pub(crate) evidence: evidence::Checker,
     /// Conversations and their answers ([`answers`]).
     threads: answers::Threads,
     clock: SharedClock,
@@ -323,6 +326,7 @@ pub(crate) async fn start(
         deadlines: Notify::new(),
         answers: Mutex::new(answers),
         mx: mx::MxProviders::from_config(&config)?,
+        evidence: evidence::Checker::from_setting(&config.exit.dns_resolver)?,
         threads,
         clock,
         config,

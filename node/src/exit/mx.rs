@@ -10,7 +10,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
 
 use hickory_resolver::{
     TokioResolver,
-    config::{ConnectionConfig, NameServerConfig, ResolverConfig},
+    config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts},
     net::runtime::TokioRuntimeProvider,
     proto::rr::RData,
 };
@@ -27,6 +27,34 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Most domains remembered (the oldest answers go first beyond).
 const MAX_DOMAINS: usize = 10_000;
 
+/// The resolver `exit.dns_resolver` names: `""` the system's
+/// (`/etc/resolv.conf`), `"off"` none, or `IP:PORT`.
+pub(super) fn resolver_config(
+    setting: &str,
+) -> Result<Option<(ResolverConfig, ResolverOpts)>, ExitError> {
+    let setting = setting.trim();
+    if setting == "off" {
+        return Ok(None);
+    }
+    if setting.is_empty() {
+        return hickory_resolver::system_conf::read_system_conf()
+            .map(Some)
+            .map_err(|e| ExitError::setting("exit.dns_resolver", e.to_string()));
+    }
+    let addr: SocketAddr = setting.parse().map_err(|_| {
+        ExitError::setting("exit.dns_resolver", format!("{setting:?} is not IP:PORT"))
+    })?;
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+    Ok(Some((
+        ResolverConfig::from_parts(None, vec![], vec![server]),
+        ResolverOpts::default(),
+    )))
+}
+
 /// Classifies recipient domains, by MX when the name does not tell.
 pub struct MxProviders {
     resolver: Option<TokioResolver>,
@@ -35,39 +63,30 @@ pub struct MxProviders {
 }
 
 impl MxProviders {
-    /// From `exit.dns_resolver`: `""` the system's resolver
-    /// (`/etc/resolv.conf`), `"off"` none (names only), or `IP:PORT`. The
-    /// file transport looks nothing up.
+    /// From `exit.dns_resolver` ([`resolver_config`]; `"off"`: by names
+    /// only). The file transport looks nothing up.
     pub fn from_config(config: &Config) -> Result<Self, ExitError> {
         let setting = config.exit.dns_resolver.trim();
-        let resolver = if config.exit.transport != Transport::Smtp || setting == "off" {
+        let resolver = if config.exit.transport != Transport::Smtp {
             None
-        } else if setting.is_empty() {
-            match TokioResolver::builder_tokio().and_then(|b| b.build()) {
-                Ok(resolver) => Some(resolver),
-                Err(e) => {
+        } else {
+            match resolver_config(setting) {
+                Ok(Some((conf, options))) => Some(
+                    TokioResolver::builder_with_config(conf, TokioRuntimeProvider::default())
+                        .with_options(options)
+                        .build()
+                        .map_err(|e| ExitError::setting("exit.dns_resolver", e.to_string()))?,
+                ),
+                Ok(None) => None,
+                Err(e) if setting.is_empty() => {
                     tracing::warn!(
                         error = %e,
                         "no DNS resolver: recipients' providers are told by domain name only"
                     );
                     None
                 }
+                Err(e) => return Err(e),
             }
-        } else {
-            let addr: SocketAddr = setting.parse().map_err(|_| {
-                ExitError::setting("exit.dns_resolver", format!("{setting:?} is not IP:PORT"))
-            })?;
-            let mut udp = ConnectionConfig::udp();
-            udp.port = addr.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = addr.port();
-            let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-            let config = ResolverConfig::from_parts(None, vec![], vec![server]);
-            let resolver =
-                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-                    .build()
-                    .map_err(|e| ExitError::setting("exit.dns_resolver", e.to_string()))?;
-            Some(resolver)
         };
         Ok(Self {
             resolver,

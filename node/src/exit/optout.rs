@@ -1,8 +1,7 @@
-//! Opt-outs: a recipient's one-click opt-out (or its opt-back-in) at this
-//! exit, signed and sent to the exits that hold that recipient's opt-out;
-//! the records other exits send, checked and kept; the records held,
-//! passed on when the holders change. Abuse reports come through the same
-//! endpoint.
+//! Opt-outs: a recipient's opt-out (or its opt-back-in) at this exit, by
+//! one click or by email; the records other exits send, checked and kept;
+//! the records held, passed on when the holders change. Abuse reports come
+//! through the same endpoint.
 //!
 //! Who holds a recipient's record: the
 //! [`OPT_OUT_HOLDERS`](leak_protocol::federation::OPT_OUT_HOLDERS) exits ranking
@@ -10,12 +9,24 @@
 //! one that delivers to it, and whose link the recipient used) and the
 //! ones its leaks move to if that exit leaves. No relay, client or
 //! gossip mesh sees a record, so nobody outside those exits can check a
-//! guessed address against them. A holder takes a record only from an
-//! exit that is itself a holder of that recipient (an exit cannot opt out
-//! recipients it never delivers to), signed by an exit, newer than the one
-//! it holds, and at most [`MAX_OPT_OUTS_PER_EXIT_PER_DAY`] a day from one
-//! exit; the newest record holds, so a recipient who opts back in is
-//! served again everywhere.
+//! guessed address against them.
+//!
+//! What goes to them: only a record that carries the recipient's own
+//! opt-out email, DKIM-signed by its provider ([`super::evidence`]). A
+//! one-click opt-out (RFC 8058) or a feedback-loop report holds at this
+//! exit only: nothing in it shows another exit that the recipient acted,
+//! and an exit that could send such records could opt out whomever it
+//! holds. The opt-out page offers the email that makes it hold
+//! everywhere.
+//!
+//! A holder takes a record only from an exit that is itself a holder of
+//! that recipient, signed by its exit, replacing what it holds (newer, or
+//! evidence over none), at most [`MAX_OPT_OUTS_PER_EXIT_PER_DAY`] a day from
+//! one exit, and only when the evidence checks: the provider's signature
+//! (its key from the DNS), the From address hashing to the record's
+//! recipient, the Subject saying what the record says, at the record's
+//! time. So an exit's opt-outs elsewhere are bounded by the recipients who
+//! answered an email it delivered.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -37,9 +48,13 @@ pub enum RecordResult {
     NotNewer,
     /// Its signature is not its exit's.
     Forged,
-    /// The sender, or the record's exit, does not hold the recipient's
-    /// opt-out here, or this exit does not.
+    /// The sender does not hold the recipient's opt-out here, or this exit
+    /// does not.
     NotHolder,
+    /// It carries no evidence (it holds at its own exit only).
+    NoEvidence,
+    /// Its evidence does not check, or says something else.
+    BadEvidence,
     /// The sender already sent its day's share.
     OverQuota,
 }
@@ -51,6 +66,8 @@ impl RecordResult {
             Self::NotNewer => "not_newer",
             Self::Forged => "forged",
             Self::NotHolder => "not_holder",
+            Self::NoEvidence => "no_evidence",
+            Self::BadEvidence => "bad_evidence",
             Self::OverQuota => "over_quota",
         }
     }
@@ -96,8 +113,8 @@ impl Exit {
     /// Checks and keeps a batch of records `from` sent (an exit, by its
     /// authenticated connection). Returns what became of each; a batch
     /// that does not decode is `None`. Every result is counted.
-    pub fn take_opt_outs(
-        &self,
+    pub async fn take_opt_outs(
+        self: &Arc<Self>,
         from: NodeId,
         batch: &[u8],
     ) -> Result<Option<Vec<RecordResult>>, ExitError> {
@@ -111,22 +128,22 @@ impl Exit {
         let policy = self.policy();
         let now_ms = self.now_ms();
         let exits = (self.directory)();
-        let held = self
-            .store
-            .opt_out_times(&records.iter().map(|r| r.recipient).collect::<Vec<_>>())?;
+        let recipients: Vec<[u8; 32]> = records.iter().map(|r| r.recipient).collect();
+        let this = self.clone();
+        let held =
+            tokio::task::spawn_blocking(move || this.store.opt_out_records(&recipients)).await??;
         let mut results = Vec::with_capacity(records.len());
         let mut keep = Vec::new();
-        for (record, held_at) in records.iter().zip(held) {
+        for (record, held) in records.iter().zip(held) {
             let holders = holders_of(&exits, &record.recipient, policy.version(), now_ms / 1000);
-            // Cheapest first, the signature last but the quota; what is
-            // already held costs no quota (holders pass everything on each
-            // half epoch).
-            let result = if !holders.contains(&self.node_id)
-                || !holders.contains(&from)
-                || !holders.contains(&record.exit)
-            {
+            // Cheapest first: the signature, then the day's quota, then the
+            // evidence (a DNS lookup); what is already held costs no quota
+            // (holders pass everything on each half epoch).
+            let result = if !holders.contains(&self.node_id) || !holders.contains(&from) {
                 RecordResult::NotHolder
-            } else if held_at.is_some_and(|at| at >= record.at) {
+            } else if !record.has_evidence() {
+                RecordResult::NoEvidence
+            } else if held.as_ref().is_some_and(|h| !record.replaces(h)) {
                 RecordResult::NotNewer
             } else if !record.verify() {
                 RecordResult::Forged
@@ -138,12 +155,31 @@ impl Exit {
             {
                 RecordResult::OverQuota
             } else {
-                keep.push(record.clone());
-                RecordResult::Accepted
+                match self
+                    .evidence
+                    .check_evidence(&record.evidence, now_ms / 1000)
+                    .await
+                {
+                    Ok(v)
+                        if v.out == record.out
+                            && v.at == record.at
+                            && v.recipient_hash(&policy) == Some(record.recipient) =>
+                    {
+                        keep.push(record.clone());
+                        RecordResult::Accepted
+                    }
+                    Ok(_) => RecordResult::BadEvidence,
+                    Err(refusal) => {
+                        tracing::debug!(reason = refusal.label(), "opt-out evidence refused");
+                        RecordResult::BadEvidence
+                    }
+                }
             };
             results.push(result);
         }
-        let changed = self.store.record_opt_outs(&keep)?;
+        let this = self.clone();
+        let changed =
+            tokio::task::spawn_blocking(move || this.store.record_opt_outs(&keep)).await??;
         let mut accepted = 0;
         for (record, result) in records.iter().zip(results.iter_mut()) {
             if *result == RecordResult::Accepted {
@@ -164,13 +200,14 @@ impl Exit {
         Ok(Some(results))
     }
 
-    /// Sends `records` to the other exits that hold each one now.
+    /// Sends `records` (those with evidence) to the other exits that hold
+    /// each one now.
     fn send_to_holders(&self, records: &[OptOut]) {
         let policy = self.policy();
         let now_secs = self.now_ms() / 1000;
         let exits = (self.directory)();
         let mut by_holder: HashMap<NodeId, Vec<OptOut>> = HashMap::new();
-        for record in records {
+        for record in records.iter().filter(|r| r.has_evidence()) {
             for holder in holders_of(&exits, &record.recipient, policy.version(), now_secs) {
                 if holder != self.node_id {
                     by_holder.entry(holder).or_default().push(record.clone());
@@ -195,15 +232,16 @@ impl Exit {
         Ok(held.len())
     }
 
-    /// Signs again this exit's opt-outs kept in the earlier form, once.
+    /// Signs again this exit's opt-outs kept in an earlier form, once
+    /// (without evidence: they hold here).
     pub(super) fn migrate_opt_outs(&self) -> Result<(), ExitError> {
-        let own = self.store.take_v1_opt_outs(&self.node_id.0)?;
+        let own = self.store.take_earlier_opt_outs(&self.node_id.0)?;
         if own.is_empty() {
             return Ok(());
         }
         let records: Vec<OptOut> = own
             .iter()
-            .map(|(recipient, at_ms)| OptOut::sign(&self.seed, *recipient, at_ms / 1000, true))
+            .map(|(recipient, at, out)| OptOut::sign(&self.seed, *recipient, *at, *out))
             .collect();
         self.store.record_opt_outs(&records)?;
         tracing::info!(count = records.len(), "signed this exit's opt-outs again");
@@ -226,8 +264,9 @@ impl Exit {
         ))
     }
 
-    /// Opts the recipient a token was made for out (`out`) or back in.
-    /// `Ok(false)`: the token is not valid.
+    /// Opts the recipient a token was made for out (`out`) or back in, at
+    /// this exit (a click shows other exits nothing: the record holds
+    /// here). `Ok(false)`: the token is not valid.
     pub async fn opt_out_with_token(
         self: &Arc<Self>,
         token: &str,
@@ -245,23 +284,87 @@ impl Exit {
                 return Ok::<_, ExitError>(None);
             }
             // Strictly newer than what is held, so it replaces it.
-            let held_at = this.store.opt_out_times(&[recipient])?.pop().flatten();
+            let held_at = this
+                .store
+                .opt_out_records(&[recipient])?
+                .pop()
+                .flatten()
+                .map(|r| r.at);
             let at = (now / 1000).max(held_at.map_or(0, |at| at + 1));
             let record = OptOut::sign(&this.seed, recipient, at, out);
             this.store.record_opt_outs(std::slice::from_ref(&record))?;
             Ok(Some(record))
         })
         .await??;
-        if let Some(record) = changed {
+        if changed.is_some() {
             if out {
                 self.metrics.exit_opt_outs.inc();
             } else {
                 self.metrics.exit_opt_ins.inc();
             }
-            // The other holders refuse (or serve again) this recipient.
-            self.send_to_holders(&[record]);
         }
         Ok(true)
+    }
+
+    /// An email to the opt-out address (`unsubscribe@`): with its
+    /// provider's signature over the recipient's address and this exit's
+    /// token, a record with evidence, sent to the other holders; without,
+    /// as a click (the token is all it shows). Counted either way.
+    pub(super) async fn opt_out_by_mail(self: &Arc<Self>, message: &[u8]) -> Result<(), ExitError> {
+        let count = |result: &'static str| {
+            crate::metrics::Metrics::count(&self.metrics.exit_opt_out_mail, "result", result);
+        };
+        let checked = self.evidence.check(message, self.now_ms() / 1000).await;
+        let said = match &checked {
+            Ok(v) => Some((v.out, v.token.clone())),
+            Err(_) => mail_parser::MessageParser::default()
+                .parse(message)
+                .and_then(|m| m.subject().and_then(super::evidence::parse_subject)),
+        };
+        let Some((out, token)) = said else {
+            count("not_opt_out");
+            return Ok(());
+        };
+        let Some((_, recipient)) = self.composer.tokens.check(Link::OptOut, &token) else {
+            self.metrics.exit_bad_tokens.inc();
+            count("unverified");
+            return Ok(());
+        };
+        let verified = match checked {
+            Ok(v) if v.recipient_hash(&self.policy()) == Some(recipient) => v,
+            other => {
+                if let Err(refusal) = other {
+                    tracing::debug!(reason = refusal.label(), "opt-out email without evidence");
+                }
+                count("local");
+                self.opt_out_with_token(&token, out).await?;
+                return Ok(());
+            }
+        };
+        let record = OptOut::sign_with_evidence(
+            &self.seed,
+            recipient,
+            verified.at,
+            verified.out,
+            verified.evidence,
+        );
+        let this = self.clone();
+        let kept = record.clone();
+        let changed =
+            tokio::task::spawn_blocking(move || this.store.record_opt_outs(&[kept])).await??;
+        if changed.is_empty() {
+            count("not_newer");
+            return Ok(());
+        }
+        count("evidenced");
+        if out {
+            self.metrics.exit_opt_outs.inc();
+        } else {
+            self.metrics.exit_opt_ins.inc();
+        }
+        // The other holders refuse (or serve again) this recipient.
+        self.send_to_holders(&[record]);
+        Ok(())
     }
 
     /// Records an abuse report for the leak a token was made for.

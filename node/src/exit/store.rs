@@ -7,7 +7,7 @@
 //! | table `exit_queue` | leak key | attempts, next attempt, last SMTP code, reply block | until the leak leaves the queue |
 //! | table `exit_awaiting` | leak key | reply block, provider, when sent, until when to wait | from the mail server's 250 until its delivery notification (or `exit.notify_wait_secs`); the leak's slot then holds only its message id |
 //! | table `exit_done` | leak key | outcome, when | `exit.dedup_secs` (so a retransmission is answered, not delivered again) |
-//! | table `exit_opt_out_v2` | recipient hash | the newest signed opt-out or opt-back-in record (postcard) | for good |
+//! | table `exit_opt_out_v3` | recipient hash | the signed opt-out or opt-back-in record that holds (postcard; with the recipient's DKIM-signed email when there is one, see [`super::evidence`]) | for good |
 //! | table `exit_suppressed` | recipient hash | until when its mailbox counts as nonexistent | 30 days after the bounce |
 //! | table `exit_rate` | (recipient hash, UTC day) | leaks accepted | two days |
 //! | table `exit_reports` | the exit's reference of a leak (not its id) | when | `exit.dedup_secs` |
@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{error::ExitError, spool::Spool, state::EndState};
+
+mod earlier;
 use crate::{metrics::Label as _, store::Store};
 
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_queue");
@@ -43,11 +45,8 @@ const AWAITING: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("exit_aw
 /// Recipient hash → until when (Unix ms) leaks to it bounce at once: its
 /// server said the mailbox does not exist.
 const SUPPRESSED: TableDefinition<[u8; 32], u64> = TableDefinition::new("exit_suppressed");
-/// Recipient hash → (when, in Unix ms; the exit that verified it).
-/// Opt-outs before records carried opt-back-ins: read once, at start, to
-/// sign this exit's own again (`Store::take_v1_opt_outs`), then dropped.
-const OPT_OUT_V1: TableDefinition<[u8; 32], (u64, [u8; 32])> = TableDefinition::new("exit_opt_out");
-const OPT_OUT: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("exit_opt_out_v2");
+const OPT_OUT: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("exit_opt_out_v3");
+
 const RATE: TableDefinition<([u8; 32], u64), u32> = TableDefinition::new("exit_rate");
 const REPORTS: TableDefinition<[u8; 16], u64> = TableDefinition::new("exit_reports");
 /// The exit's standing with each provider ([`super::provider::Health`]).
@@ -462,8 +461,9 @@ impl ExitStore {
     }
 
     /// Keeps signed opt-out and opt-back-in records (checked by the
-    /// caller): for each recipient the newest holds (a tie keeps the one
-    /// held). Returns the records that changed what is held.
+    /// caller): for each recipient, the one that holds
+    /// ([`OptOut::replaces`]: the newest, and evidence over none). Returns
+    /// the records that changed what is held.
     pub fn record_opt_outs(&self, records: &[OptOut]) -> Result<Vec<OptOut>, ExitError> {
         let txn = self.store.db().begin_write()?;
         let mut changed = Vec::new();
@@ -473,7 +473,7 @@ impl ExitStore {
                 let held = table
                     .get(&record.recipient)?
                     .and_then(|v| postcard::from_bytes::<OptOut>(v.value()).ok());
-                if held.is_some_and(|h| h.at >= record.at) {
+                if held.is_some_and(|h| !record.replaces(&h)) {
                     continue;
                 }
                 let bytes = postcard::to_allocvec(record)?;
@@ -485,9 +485,11 @@ impl ExitStore {
         Ok(changed)
     }
 
-    /// When the record held for each of `recipients` was made (`None`:
-    /// none held).
-    pub fn opt_out_times(&self, recipients: &[[u8; 32]]) -> Result<Vec<Option<u64>>, ExitError> {
+    /// The record held for each of `recipients` (`None`: none held).
+    pub fn opt_out_records(
+        &self,
+        recipients: &[[u8; 32]],
+    ) -> Result<Vec<Option<OptOut>>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let table = txn.open_table(OPT_OUT)?;
         let mut out = Vec::with_capacity(recipients.len());
@@ -495,52 +497,24 @@ impl ExitStore {
             let held = table
                 .get(recipient)?
                 .and_then(|v| postcard::from_bytes::<OptOut>(v.value()).ok());
-            out.push(held.map(|r| r.at));
+            out.push(held);
         }
         Ok(out)
     }
 
-    /// Every record held, to pass on to the exits that hold each one.
+    /// Every record held that carries evidence, to pass on to the exits
+    /// that hold each one (a record without it holds here only).
     pub fn held_opt_outs(&self) -> Result<Vec<OptOut>, ExitError> {
         let txn = self.store.db().begin_read()?;
         let mut out = Vec::new();
         for item in txn.open_table(OPT_OUT)?.iter()? {
             let (_, v) = item?;
-            if let Ok(record) = postcard::from_bytes::<OptOut>(v.value()) {
+            if let Ok(record) = postcard::from_bytes::<OptOut>(v.value())
+                && record.has_evidence()
+            {
                 out.push(record);
             }
         }
-        Ok(out)
-    }
-
-    /// The opt-outs of the earlier form that `exit` verified itself
-    /// (recipient hash, when in ms), removing the earlier table: the exit
-    /// signs its own again; other exits' come back from them.
-    pub fn take_v1_opt_outs(&self, exit: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>, ExitError> {
-        // Most starts find no earlier table: no write for them.
-        if self
-            .store
-            .db()
-            .begin_read()?
-            .open_table(OPT_OUT_V1)
-            .is_err()
-        {
-            return Ok(Vec::new());
-        }
-        let txn = self.store.db().begin_write()?;
-        let mut out = Vec::new();
-        {
-            let table = txn.open_table(OPT_OUT_V1)?;
-            for item in table.iter()? {
-                let (k, v) = item?;
-                let (at, by) = v.value();
-                if &by == exit {
-                    out.push((k.value(), at));
-                }
-            }
-        }
-        txn.delete_table(OPT_OUT_V1)?;
-        txn.commit()?;
         Ok(out)
     }
 

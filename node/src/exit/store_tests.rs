@@ -69,7 +69,7 @@ fn state_survives_reopening_and_orphans_are_scrubbed() {
                 .is_empty()
         );
         assert!(store.opted_out(&[9; 32]).unwrap());
-        let back_in = OptOut::sign(&[6; 32], [8; 32], 5, false);
+        let back_in = OptOut::sign_with_evidence(&[6; 32], [8; 32], 5, false, b"mail".to_vec());
         assert_eq!(
             store
                 .record_opt_outs(std::slice::from_ref(&back_in))
@@ -77,9 +77,8 @@ fn state_survives_reopening_and_orphans_are_scrubbed() {
                 .len(),
             1
         );
-        let mut held = store.held_opt_outs().unwrap();
-        held.sort_by_key(|r| r.recipient);
-        assert_eq!(held, vec![back_in, out]);
+        // Only records with evidence are passed on.
+        assert_eq!(store.held_opt_outs().unwrap(), vec![back_in]);
     }
     // A leak file whose entry was never committed.
     let orphan = dir.path().join("exit-queue").join("orphan.leak");
@@ -113,4 +112,32 @@ fn update_with_keeps_what_it_does_not_change() {
             .update_with(&MessageId([4; 16]), |e| e.attempts = 1)
             .unwrap()
     );
+}
+
+#[test]
+fn earlier_opt_outs_are_taken_once_the_exits_own_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (me, other) = ([1; 32], [2; 32]);
+    {
+        let db = Store::open(&dir.path().join("node.redb")).unwrap();
+        let txn = db.db().begin_write().unwrap();
+        {
+            let mut v1 = txn.open_table(earlier::OPT_OUT_V1).unwrap();
+            v1.insert([10; 32], (7_000, me)).unwrap();
+            v1.insert([11; 32], (8_000, other)).unwrap();
+            let mut v2 = txn.open_table(earlier::OPT_OUT_V2).unwrap();
+            // Format 2's layout: exit, recipient, time, out, signature.
+            for (exit, recipient, out) in [(me, [12; 32], false), (other, [13; 32], true)] {
+                let bytes =
+                    postcard::to_allocvec(&(exit, recipient, 9u64, out, &[0u8; 64][..])).unwrap();
+                v2.insert(recipient, bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    let mut taken = store.take_earlier_opt_outs(&me).unwrap();
+    taken.sort();
+    assert_eq!(taken, vec![([10; 32], 7, true), ([12; 32], 9, false)]);
+    assert!(store.take_earlier_opt_outs(&me).unwrap().is_empty());
 }

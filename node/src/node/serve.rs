@@ -197,14 +197,12 @@ pub(super) async fn serve_opt_outs(
                 return Ok(());
             };
             let batch = wire::read_opt_outs(&mut stream).await?;
-            let taken = tokio::task::spawn_blocking(move || exit.take_opt_outs(from, &batch)).await;
-            match taken {
-                Ok(Ok(_)) => wire::ack_opt_outs(&mut stream).await,
-                Ok(Err(e)) => {
+            match exit.take_opt_outs(from, &batch).await {
+                Ok(_) => wire::ack_opt_outs(&mut stream).await,
+                Err(e) => {
                     tracing::error!(error = %e, "cannot keep opt-outs from another exit");
                     Ok(())
                 }
-                Err(e) => Err(std::io::Error::other(e)),
             }
         }
     })

@@ -28,6 +28,14 @@ impl DeliveredMail {
         }
     }
 
+    /// A message from its bytes (no file).
+    pub fn from_bytes(raw: &[u8]) -> Self {
+        Self {
+            path: PathBuf::new(),
+            raw: raw.to_vec(),
+        }
+    }
+
     /// The header section: the bytes up to the first empty line.
     pub fn header_bytes(&self) -> &[u8] {
         let (head, _) = split_message(&self.raw);

@@ -1,6 +1,6 @@
 //! A private DNS server for tests: dnsmasq on 127.0.0.1 on a port of its
-//! own, answering MX queries from a fixed table and nothing else (no
-//! upstream, no /etc/hosts). Debian's `dnsmasq-base`.
+//! own, answering MX and TXT queries from a fixed table and nothing else
+//! (no upstream, no /etc/hosts). Debian's `dnsmasq-base`.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -19,6 +19,12 @@ impl Dnsmasq {
     /// Answers `MX` for each `(domain, host)` (preference 10); panics if it
     /// does not come up.
     pub fn start(mx: &[(&str, &str)]) -> Self {
+        Self::start_with(mx, &[])
+    }
+
+    /// Answers `MX` as [`Dnsmasq::start`] does, and `TXT` for each `(name,
+    /// text)` (one string: at most 255 bytes, no comma).
+    pub fn start_with(mx: &[(&str, &str)], txt: &[(&str, &str)]) -> Self {
         let program = std::path::Path::new("/usr/sbin/dnsmasq");
         assert!(
             program.is_file(),
@@ -41,6 +47,10 @@ impl Dnsmasq {
             ]);
         for (domain, host) in mx {
             command.arg(format!("--mx-host={domain},{host},10"));
+        }
+        for (name, text) in txt {
+            assert!(text.len() <= 255 && !text.contains(','), "{text}");
+            command.arg(format!("--txt-record={name},{text}"));
         }
         let child = command
             .stdin(Stdio::null())

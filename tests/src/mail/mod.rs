@@ -48,6 +48,7 @@ pub mod delivered;
 pub mod dns;
 pub mod instant_smtp;
 pub mod postfix;
+pub mod provider;
 pub mod smtp_sink;
 pub mod smtp_source;
 pub mod test_ca;

@@ -4,12 +4,13 @@
 //! | to | what | done |
 //! |---|---|---|
 //! | `b-TOKEN@` (a leak's return path) | its delivery status notification | the leak's outcome ([`super::notify`]) when the token verifies |
-//! | any | a feedback-loop report (ARF) | the reported email's opt-out link opts its recipient out at every exit; a complaint for the provider |
+//! | any | a feedback-loop report (ARF) | the reported email's opt-out link opts its recipient out at this exit (a provider's report shows other exits nothing of the recipient); a complaint for the provider |
+//! | `unsubscribe@` | a recipient's opt-out (or opt-back-in) email, `Subject: unsubscribe TOKEN` | an opt-out; with its provider's DKIM signature, one that holds at every holder ([`super::evidence`]) |
 //! | `postmaster@`, `abuse@` | mail for the operator | counted; forwarded to `exit.operator_address` if set (at most `exit.forward_per_hour`) |
 //! | the From address | a recipient's answer | counted; a person (not a machine) gets a short explanation once a day |
 //!
-//! Nothing is stored: no address, no message. A token that does not verify
-//! changes nothing (counted `unverified`).
+//! Nothing else is stored: no address, no message. A token that does not
+//! verify changes nothing (counted `unverified`).
 
 pub mod answer;
 pub mod answer_text;
@@ -36,6 +37,8 @@ pub enum Recipient {
     From,
     /// A conversation's Reply-To address: the local part, with its token.
     Answer(String),
+    /// The opt-out address of the `List-Unsubscribe` mailto link.
+    OptOut,
 }
 
 impl Recipient {
@@ -46,6 +49,7 @@ impl Recipient {
             Self::Abuse => "abuse",
             Self::From => "reply",
             Self::Answer(_) => "answer",
+            Self::OptOut => "opt_out",
         }
     }
 }
@@ -68,6 +72,8 @@ pub fn recipient(address: &str, domain: &str, from: &str, abuse: &str) -> Option
         Some(Recipient::Return(local.to_owned()))
     } else if starts_answer {
         Some(Recipient::Answer(local.to_owned()))
+    } else if local.eq_ignore_ascii_case(super::evidence::OPT_OUT_LOCAL) {
+        Some(Recipient::OptOut)
     } else if local.eq_ignore_ascii_case("postmaster") {
         Some(Recipient::Postmaster)
     } else if local.eq_ignore_ascii_case("abuse") || local.eq_ignore_ascii_case(abuse) {
@@ -141,6 +147,9 @@ impl Exit {
                     Recipient::Answer(local) => {
                         return self.emailed_answer(local, sender, message, automatic).await;
                     }
+                    // A mail client or provider sends it for the user:
+                    // automatic or not, the signature is what counts.
+                    Recipient::OptOut => return self.opt_out_by_mail(message).await,
                     // Auto-replies and anything else at a return path.
                     _ => count("dropped"),
                 }
@@ -197,6 +206,7 @@ mod tests {
             r("A-00ff@exit.test"),
             Some(Recipient::Answer("A-00ff".into()))
         );
+        assert_eq!(r("Unsubscribe@exit.test"), Some(Recipient::OptOut));
         assert_eq!(r("leak@other.test"), None);
         assert_eq!(r("root@exit.test"), None);
         assert_eq!(r("no-at-sign"), None);
