@@ -81,10 +81,10 @@ pub const EPOCH_PERIOD_SECS: u64 = 3600;
 /// and the two a leak would move to if it left.
 pub const OPT_OUT_HOLDERS: usize = 3;
 
-/// The most opt-out records a holder takes from one exit in a UTC day
-/// (new ones and those passed on when the holders change alike): an exit
-/// can say a recipient opted out only for recipients it holds, and only
-/// this many a day.
+/// The most opt-out records a holder checks from one exit in a UTC day
+/// (new ones and those passed on when the holders change alike): each
+/// must carry the recipient's own DKIM-signed email, and checking one costs
+/// a DNS lookup, so this bounds the work one exit can cause.
 pub const MAX_OPT_OUTS_PER_EXIT_PER_DAY: u32 = 500;
 
 /// The key hint of `epoch`: the low byte of its number. A relay holds keys

@@ -114,7 +114,8 @@ def run(args, driver):
     except WebDriverException as e:
         raise FlowError(
             f"clicking #send left the form page {driver.current_url} in place "
-            f"(console: {logs.console_errors() + [m.get('message', '') for m in driver.get_log('browser')]})"
+            f"({type(e).__name__}: {str(e).strip()[:300]}; "
+            f"console: {logs.console_errors() + [m.get('message', '') for m in driver.get_log('browser')]})"
         ) from e
     try:
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")

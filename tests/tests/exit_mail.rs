@@ -65,7 +65,13 @@ async fn postfix_delivers_with_every_header() {
     );
     assert!(h("Date").ends_with("+0000"), "{}", h("Date"));
     assert_eq!(h("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
-    assert!(h("List-Unsubscribe").starts_with("<http://127.0.0.1:"));
+    // The opt-out email (to the exit's domain), then the one-click URL.
+    let unsubscribe = h("List-Unsubscribe");
+    assert!(
+        unsubscribe.starts_with("<mailto:unsubscribe@exit.test?subject=unsubscribe%20")
+            && unsubscribe.contains(">, <http://127.0.0.1:"),
+        "{unsubscribe}"
+    );
     assert!(h("Content-Type").contains("charset=utf-8"));
     assert_eq!(h("Auto-Submitted"), "auto-generated");
     let body = mail.body_text();
