@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo build --release -p leak-node --bins
-//! cargo run --release -p leak-tests --example scale_bench -- [--senders N] [--minutes M] [--json FILE]
+//! cargo run --release -p leak-tests --example scale_bench -- [--senders N] [--minutes M] [--json FILE] [--no-answers]
 //! ```
+//! (`--no-answers` sends every leak as `leak send --no-answers` does, for
+//! comparing what answerable leaks cost the federation; the defaults send
+//! them answerable.)
 //! (`BENCH_SCALE=1 scripts/bench.sh` does both and prints the table.)
 //!
 //! # Set-up
@@ -261,6 +264,7 @@ async fn wait_for_guards(
 
 /// Hands a leak to the agent at `root`; `Some` when it was queued.
 async fn hand_over(root: PathBuf, recipient: String) -> bool {
+    let no_answers = std::env::args().any(|a| a == "--no-answers");
     tokio::task::spawn_blocking(move || {
         let request = Request::Send {
             recipient,
@@ -269,7 +273,7 @@ async fn hand_over(root: PathBuf, recipient: String) -> bool {
             within_secs: None,
             hops: None,
             thread: None,
-            no_answers: false,
+            no_answers,
         };
         matches!(
             ipc::call(&root, request, Duration::from_secs(60)),
@@ -466,8 +470,13 @@ async fn run() {
     println!();
     println!(
         "Scale: {RELAYS} relays + {EXITS} exits (leak-node processes), {senders} always-on agents, \
-         {:.0} min of {LEAKS_PER_MINUTE} leaks/min, {cores} cores, defaults",
-        elapsed / 60.0
+         {:.0} min of {LEAKS_PER_MINUTE} leaks/min, {cores} cores, {}",
+        elapsed / 60.0,
+        if std::env::args().any(|a| a == "--no-answers") {
+            "defaults but leaks sent --no-answers"
+        } else {
+            "defaults"
+        }
     );
     println!("| measure | value | target | met |");
     println!("|---|---|---|---|");
