@@ -163,6 +163,13 @@ impl Setup {
             .outcome
     }
 
+    /// Hands `message` from `from` to exit `exit`'s opt-out address, as
+    /// its mail server would; the exit must take it.
+    fn mail_opt_out(&self, exit: usize, from: &str, message: &[u8]) {
+        let answer = lmtp_send(self.lmtp[exit], from, "unsubscribe@exit.test", message);
+        assert!(answer.starts_with("250"), "{answer}");
+    }
+
     async fn shutdown(self) {
         for t in self.relays.into_iter().chain(self.exits) {
             t.node.shutdown().await.unwrap();
@@ -257,13 +264,7 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     // provider signs it, exit 0's mail server hands it over, and exit 0
     // sends the record with that email to exit 1, which checks the
     // provider's signature (its key from the DNS) and refuses dan too.
-    let answer = lmtp_send(
-        setup.lmtp[0],
-        &dan,
-        "unsubscribe@exit.test",
-        &provider.mailto(&dan, &mailto),
-    );
-    assert!(answer.starts_with("250"), "{answer}");
+    setup.mail_opt_out(0, &dan, &provider.mailto(&dan, &mailto));
     let metrics0 = setup.exits[0].node.metrics();
     assert_eq!(
         Metrics::get(&metrics0.exit_opt_out_mail, "result", "evidenced"),
@@ -300,13 +301,7 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     // exit 1 takes it as a click (its token is valid) and keeps it to
     // itself; exit 0 never hears of it.
     let (eve_mailto, _) = unsubscribe_links(&sinks[1]);
-    let answer = lmtp_send(
-        setup.lmtp[1],
-        &eve,
-        "unsubscribe@exit.test",
-        &forger.mailto(&eve, &eve_mailto),
-    );
-    assert!(answer.starts_with("250"), "{answer}");
+    setup.mail_opt_out(1, &eve, &forger.mailto(&eve, &eve_mailto));
     let metrics1 = setup.exits[1].node.metrics();
     assert_eq!(
         Metrics::get(&metrics1.exit_opt_out_mail, "result", "local"),
@@ -325,13 +320,7 @@ async fn an_opt_out_at_one_exit_holds_at_another() {
     // dan again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let back = mailto.replace("subject=unsubscribe", "subject=resubscribe");
-    let answer = lmtp_send(
-        setup.lmtp[0],
-        &dan,
-        "unsubscribe@exit.test",
-        &provider.mailto(&dan, &back),
-    );
-    assert!(answer.starts_with("250"), "{answer}");
+    setup.mail_opt_out(0, &dan, &provider.mailto(&dan, &back));
     wait_until(
         Duration::from_secs(30),
         "the opt-back-in to reach exit 1",

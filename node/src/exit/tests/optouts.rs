@@ -173,31 +173,17 @@ async fn only_holders_records_with_evidence_are_kept_newest_first_within_the_quo
     // Evidence that does not say what the record says: another recipient's
     // email, an opt-out's email under an opt-back-in, another time; or
     // that does not check (changed after signing).
-    let others_mail = OptOut::sign_with_evidence(
-        &[a; 32],
-        hash_of(&shared[1]),
-        dan.at,
-        true,
-        dan.evidence.clone(),
-    );
-    let flipped = OptOut::sign_with_evidence(
-        &[a; 32],
-        hash_of(&shared[1]),
-        eve.at,
-        false,
-        eve.evidence.clone(),
-    );
-    let retimed = OptOut::sign_with_evidence(
-        &[a; 32],
-        hash_of(&shared[1]),
-        eve.at + 1000,
-        true,
-        eve.evidence.clone(),
-    );
+    // Exit `a`'s record for eve saying `out` at `at`, carrying `evidence`.
+    let for_eve = |at: u64, out: bool, evidence: &[u8]| {
+        OptOut::sign_with_evidence(&[a; 32], hash_of(&shared[1]), at, out, evidence.to_vec())
+    };
+    let others_mail = for_eve(dan.at, true, &dan.evidence);
+    let flipped = for_eve(eve.at, false, &eve.evidence);
+    let retimed = for_eve(eve.at + 1000, true, &eve.evidence);
     let mut changed = eve.evidence.clone();
     let at = changed.len() - 5;
     changed[at] ^= 1;
-    let tampered = OptOut::sign_with_evidence(&[a; 32], hash_of(&shared[1]), eve.at, true, changed);
+    let tampered = for_eve(eve.at, true, &changed);
     assert_eq!(
         take(id(a), vec![others_mail, flipped, retimed, tampered]).await,
         vec![RecordResult::BadEvidence; 4]
