@@ -67,7 +67,7 @@ fn bench_check(c: &mut Criterion) {
     g.bench_function("2000_bytes", |b| b.iter(|| views(black_box(&text))));
     g.finish();
     let model = policy.model().expect("the built-in policy has a model");
-    let words = views(&text).words;
+    let words = views(&text).unquoted;
     let mut g = c.benchmark_group("model");
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("2000_bytes", |b| b.iter(|| model.scores(black_box(&words))));

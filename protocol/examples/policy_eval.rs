@@ -72,10 +72,19 @@ fn main() -> ExitCode {
     }
     let policy = match &policy_file {
         None => Policy::builtin(),
+        // A document that names a model file is read with that file from
+        // beside it (a model being tried need not be the built-in one).
         Some(path) => match fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|t| Policy::from_toml(&t).map_err(|e| e.to_string()))
-        {
+            .and_then(|t| match Policy::model_file_name(&t) {
+                None => Policy::from_toml(&t).map_err(|e| e.to_string()),
+                Some(name) => {
+                    let beside = path.parent().unwrap_or(Path::new(".")).join(&name);
+                    let model =
+                        fs::read(&beside).map_err(|e| format!("{}: {e}", beside.display()))?;
+                    Policy::from_toml_with_model(&t, &model).map_err(|e| e.to_string())
+                }
+            }) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
@@ -151,7 +160,7 @@ fn print_scores(policy: &Policy, texts: &[String]) {
         let Some(model) = policy.model() else {
             continue;
         };
-        let scores = model.scores(&leak_protocol::policy::views(text).words);
+        let scores = model.scores(&leak_protocol::policy::views(text).unquoted);
         for ((kind, s), h) in model::HEADS.iter().zip(scores.0).zip(model.heads()) {
             let name = kind.map_or("abusive", leak_protocol::policy::Category::as_str);
             println!("  {name:10} {s:7.3} (threshold {:7.3})", h.threshold);

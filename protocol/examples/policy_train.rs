@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p leak-protocol --example policy_train -- \
 //!     [--train-data DIR] [--examples DIR] [--out FILE] [--folds K] [--no-cv]
+//!     [--dump-scores FILE]
 //! ```
 //!
 //! - `--train-data DIR` (default `shared/moderation-train` beside the
@@ -12,6 +13,8 @@
 //! - `--examples DIR` (default `policy/examples` beside this crate): the
 //!   project's own examples, same format, for what no public set covers.
 //! - `--out FILE` (default `policy/model.bin` beside this crate).
+//! - `--dump-scores FILE`: every training text's out-of-fold logits (TSV,
+//!   no text), for studying thresholds.
 //!
 //! Same data, same seed ([`TrainConfig::default`]), same model bytes. The
 //! thresholds come from out-of-fold scores (`--folds`, default 5): each
@@ -75,8 +78,13 @@ const PERSONAL: [&str; 5] = [
 /// spam, doxxing.
 const BENIGN_SHARE: [f64; 8] = [0.005, 0.001, 0.002, 0.003, 0.001, 0.002, 0.002, 0.002];
 
-/// The share of all held-back benign texts each head may refuse.
-const ALL_BENIGN_SHARE: [f64; 8] = [0.02, 0.003, 0.002, 0.008, 0.004, 0.002, 0.002, 0.002];
+/// The share of all held-back benign texts each head may refuse. Most of
+/// them are forum talk about the same groups as the hate sets' abusive half
+/// (their "not hate"), which a leak to one person rarely is: the hate head
+/// may refuse 2.4 % of them (at 0.4 % it found less than half the hate it
+/// finds at 2.4 %; HateCheck's non-hateful cases, identity-positive
+/// statements and counter-speech, measure what that costs).
+const ALL_BENIGN_SHARE: [f64; 8] = [0.12, 0.018, 0.012, 0.048, 0.024, 0.012, 0.012, 0.012];
 
 /// How much one of the project's own examples counts.
 const EXAMPLE_WEIGHT: f32 = 15.0;
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
     let mut config = TrainConfig::default();
     let mut example_weight = EXAMPLE_WEIGHT;
     let mut share_scale = 1.0f64;
+    let mut all_share_scale = 1.0f64;
+    let mut dump_scores = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -107,6 +117,8 @@ fn main() -> ExitCode {
             "--bits" => config.bits = num(args.next(), config.bits),
             "--example-weight" => example_weight = num(args.next(), example_weight),
             "--share-scale" => share_scale = num(args.next(), share_scale),
+            "--all-share-scale" => all_share_scale = num(args.next(), all_share_scale),
+            "--dump-scores" => dump_scores = args.next().map(PathBuf::from),
             other => {
                 eprintln!("unknown argument {other:?}");
                 return ExitCode::from(2);
@@ -123,6 +135,8 @@ fn main() -> ExitCode {
         config,
         example_weight,
         share_scale,
+        all_share_scale,
+        dump_scores,
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,6 +171,10 @@ struct Args {
     example_weight: f32,
     /// Multiplies every head's benign share (1: the shipped thresholds).
     share_scale: f64,
+    /// Multiplies, on top, every head's share of all benign texts.
+    all_share_scale: f64,
+    /// Where to write every text's out-of-fold scores (TSV), if anywhere.
+    dump_scores: Option<PathBuf>,
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -170,6 +188,8 @@ fn run(args: &Args) -> Result<(), String> {
         config,
         example_weight,
         share_scale,
+        all_share_scale,
+        dump_scores,
     } = args;
     let (folds, cv, example_weight, share_scale) = (*folds, *cv, *example_weight, *share_scale);
     let mut rows = Vec::new();
@@ -235,8 +255,11 @@ fn run(args: &Args) -> Result<(), String> {
             };
             *t = threshold_for(&benign(true), BENIGN_SHARE[h] * share_scale).max(threshold_for(
                 &benign(false),
-                ALL_BENIGN_SHARE[h] * share_scale,
+                ALL_BENIGN_SHARE[h] * share_scale * all_share_scale,
             ));
+        }
+        if let Some(path) = dump_scores {
+            write_scores(path, &rows, &scores)?;
         }
         oof = Some(scores);
     }
@@ -257,7 +280,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let scores: Vec<Scores> = measured
         .iter()
-        .map(|r| model.scores(&views(&r.sample.text).words))
+        .map(|r| model.scores(&views(&r.sample.text).unquoted))
         .collect();
     println!("measurement-only sets (never trained on), the fitted model:");
     report(&measured, &scores, &model);
@@ -270,6 +293,39 @@ fn run(args: &Args) -> Result<(), String> {
         blake3::hash(&bytes).to_hex()
     );
     Ok(())
+}
+
+/// Writes `set, lang, label, category, words, addressed` and one
+/// out-of-fold logit per head for every row, for choosing thresholds
+/// outside this program (`--dump-scores FILE`). No text is written.
+fn write_scores(path: &Path, rows: &[Row], scores: &[Scores]) -> Result<(), String> {
+    let mut out = String::from("set\tlang\tlabel\tcategory\tenough_words\taddressed");
+    for kind in HEADS {
+        out.push('\t');
+        out.push_str(kind.map_or("abusive", Category::as_str));
+    }
+    out.push('\n');
+    for (r, s) in rows.iter().zip(scores) {
+        let words = views(&r.sample.text).unquoted;
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            r.set,
+            r.lang,
+            if r.sample.abusive {
+                "abusive"
+            } else {
+                "benign"
+            },
+            r.sample.category.map_or("none", Category::as_str),
+            u8::from(enough_words(&words)),
+            u8::from(addressed(&words)),
+        ));
+        for x in s.0 {
+            out.push_str(&format!("\t{x:.4}"));
+        }
+        out.push('\n');
+    }
+    fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The rows of one TSV set. Folds: a hash of the text, except that the
@@ -336,7 +392,7 @@ fn report(rows: &[Row], scores: &[Scores], model: &Model) {
         .iter()
         .zip(scores)
         .map(|(r, s)| {
-            let words = views(&r.sample.text).words;
+            let words = views(&r.sample.text).unquoted;
             enough_words(&words) && model.verdict_of(s, addressed(&words)).is_some()
         })
         .collect();

@@ -134,6 +134,33 @@ fn issue_14_regressions() {
     );
 }
 
+/// A letter replaced by its neighbour or a space inside a word does not get
+/// hate through (policy version 4's `substitute_min_len` and
+/// `split_min_len`), and a variant never turns into an ordinary word: a
+/// misspelt "drown" is not "down", a misspelt "monkey" not "money".
+#[test]
+fn one_letter_or_one_space_does_not_walk_around_the_rules() {
+    let policy = Policy::builtin();
+    for text in [
+        "I despise disabled people.",
+        "I despise disacled people.",
+        "I despise disa bled people.",
+        "You gay peoqle make me sick.",
+        "Immig rants are a plague on this country.",
+        "These immigramts are vermin.",
+    ] {
+        assert!(!policy.check_text(text).is_accepted(), "accepted: {text}");
+    }
+    for text in [
+        "No more girl friends. Make loads of money on ebay or something.",
+        "Good roast down me, and the women having lunch next door were lovely.",
+        "Not because I love my life, but because I love the people in it.",
+        "Strange morning: the men at the garage were picking prices.",
+    ] {
+        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
+    }
+}
+
 /// A model refusal names its category and gives a sentence that does not
 /// repeat the text, like a rule's.
 #[test]

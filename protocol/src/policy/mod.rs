@@ -30,6 +30,7 @@
 //! Everything here is pure: no I/O, no clock. Callers supply the time (as a
 //! stamp epoch) and read the files.
 
+mod fuzzy;
 pub mod model;
 mod normalize;
 pub mod optout;
@@ -301,13 +302,18 @@ impl fmt::Debug for Policy {
 
 impl Policy {
     /// The default policy shipped in the repository (`policy/default.toml`
-    /// beside this crate). A unit test proves it compiles.
+    /// beside this crate). A unit test proves it compiles. It is compiled
+    /// once per process (its misspelling variants make that take a while);
+    /// every call returns a copy whose matchers are shared.
     pub fn builtin() -> Policy {
-        match Self::from_toml(BUILTIN_TOML) {
-            Ok(policy) => policy,
-            // Unreachable: `tests::builtin_policy_compiles` checks the file.
-            Err(_) => Self::empty(),
-        }
+        static BUILTIN: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| match Self::from_toml(BUILTIN_TOML) {
+                Ok(policy) => policy,
+                // Unreachable: `tests::builtin_policy_compiles` checks the file.
+                Err(_) => Self::empty(),
+            })
+            .clone()
     }
 
     /// A policy without rules: what `builtin` would fall back to were the
@@ -439,7 +445,7 @@ impl Policy {
                 reason: rule.reason.clone(),
             });
         }
-        match self.model.as_ref().and_then(|m| m.verdict(&views.words)) {
+        match self.model.as_ref().and_then(|m| m.verdict(&views.unquoted)) {
             None => Verdict::Accepted,
             Some(category) => Verdict::Refused(Refusal {
                 category,

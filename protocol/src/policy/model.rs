@@ -2,8 +2,10 @@
 //!
 //! Rules are precise where abuse can be listed (links, personal data,
 //! slurs); they miss what cannot be enumerated ("you are truly stupid",
-//! "watch your back tonight", French). The model reads the *words* view of
-//! a text (the same normalisation the rules read: confusables, leetspeak,
+//! "watch your back tonight", French). The model reads the *unquoted* words
+//! view of a text (what the sender says, not what they quote: "if you say
+//! 'X', you are a bigot" is judged on its own words, as the rules judge it;
+//! the same normalisation the rules read: confusables, leetspeak,
 //! spacing tricks, contractions and repeated letters undone), adds its own
 //! folding of apostrophe-less contractions ("im" is "i am"), and turns it
 //! into hashed features: word unigrams and bigrams, and character 3- to
@@ -290,17 +292,21 @@ impl Model {
     }
 }
 
+/// What the unquoted view puts in place of a quotation: the model reads it
+/// as a clause break, not as a word.
+const QUOTE: &str = "quote";
+
 /// The fewest words the model judges: one or two words ("u too", "U 2.")
 /// give it too little evidence, and its scores on them are mostly the bias.
 /// Short abuse is the rules' (insults, slurs, "kys").
 pub const MIN_WORDS: usize = 3;
 
 /// Whether a words view has at least [`MIN_WORDS`] words (clause marks
-/// not counted).
+/// and quotation stand-ins not counted).
 pub fn enough_words(words_view: &str) -> bool {
     words_view
         .split_ascii_whitespace()
-        .filter(|w| *w != ".")
+        .filter(|w| *w != "." && *w != QUOTE)
         .nth(MIN_WORDS - 1)
         .is_some()
 }
@@ -404,7 +410,8 @@ const NEGATION_REACH: u8 = 2;
 fn model_words(words_view: &str, out: &mut String) {
     let mut negated = 0u8;
     for w in words_view.split_ascii_whitespace() {
-        if w == "." {
+        // A clause mark, or the unquoted view's stand-in for a quotation.
+        if w == "." || w == QUOTE {
             negated = 0;
             continue;
         }
@@ -505,6 +512,15 @@ mod tests {
         assert!(enough_words(" i hate you "));
         let m = tiny();
         assert_eq!(m.verdict(" u 2 . "), None);
+    }
+
+    #[test]
+    fn a_quotation_stand_in_is_a_clause_break_not_a_word() {
+        let mut out = String::new();
+        model_words(" if you say quote . you are not quote ", &mut out);
+        assert_eq!(out, "if you say you are not");
+        assert!(!enough_words(" helo quote quote quote "));
+        assert!(enough_words(" helo wake up quote "));
     }
 
     #[test]

@@ -6,7 +6,11 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
-use super::{Category, PolicyError, normalize};
+use super::{
+    Category, PolicyError,
+    fuzzy::{FuzzyFile, with_variants},
+    normalize,
+};
 use crate::payload::{MAX_REASON_LEN, MAX_RULE_LEN};
 
 /// The policy document as written (TOML).
@@ -32,95 +36,6 @@ pub(crate) struct ModelFile {
     pub file: Option<String>,
     /// BLAKE3 of the model file's bytes, 64 hex digits.
     pub blake3: String,
-}
-
-/// Misspelling variants added to lexicons.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FuzzyFile {
-    /// The lexicons that get variants.
-    pub lexicons: Vec<String>,
-    /// The shortest word (folded) of a one-word entry that gets
-    /// transposition variants; deletions need one letter more.
-    pub min_len: usize,
-    /// A lexicon of ordinary words that no variant may be.
-    pub except: Option<String>,
-}
-
-/// Adds one-deletion and one-transposition variants (never of the first
-/// letter) of the words of the fuzzy lexicons: "womn", "haet", "gy people".
-fn with_variants(
-    file: &PolicyFile,
-) -> Result<std::borrow::Cow<'_, BTreeMap<String, Vec<String>>>, PolicyError> {
-    let Some(fuzzy) = &file.fuzzy else {
-        return Ok(std::borrow::Cow::Borrowed(&file.lexicons));
-    };
-    let except: std::collections::BTreeSet<String> = match &fuzzy.except {
-        Some(name) => file
-            .lexicons
-            .get(name)
-            .ok_or_else(|| invalid("fuzzy.except", format!("unknown lexicon {name:?}")))?
-            .iter()
-            .map(|w| normalize::fold_term(w))
-            .collect(),
-        None => Default::default(),
-    };
-    let mut lexicons = file.lexicons.clone();
-    for name in &fuzzy.lexicons {
-        let entries = lexicons
-            .get(name)
-            .ok_or_else(|| invalid("fuzzy.lexicons", format!("unknown lexicon {name:?}")))?
-            .clone();
-        let mut seen: std::collections::BTreeSet<String> =
-            entries.iter().map(|e| normalize::fold_term(e)).collect();
-        let mut extra = Vec::new();
-        for entry in &entries {
-            let (stem, wildcard) = match entry.strip_suffix('*') {
-                Some(stem) => (stem, "*"),
-                None => (entry.as_str(), ""),
-            };
-            let folded = normalize::fold_term(stem);
-            let words: Vec<&str> = folded.split(' ').collect();
-            for (i, word) in words.iter().enumerate() {
-                let min = if words.len() > 1 { 3 } else { fuzzy.min_len };
-                let chars: Vec<char> = word.chars().collect();
-                if chars.len() < min {
-                    continue;
-                }
-                let mut variants = Vec::new();
-                // Deletions need one letter more than transpositions.
-                let deletions = words.len() > 1 || chars.len() > fuzzy.min_len;
-                for j in 1..chars.len() {
-                    if deletions {
-                        let mut v = chars.clone();
-                        v.remove(j);
-                        variants.push(v);
-                    }
-                    if j + 1 < chars.len() && chars[j] != chars[j + 1] {
-                        let mut v = chars.clone();
-                        v.swap(j, j + 1);
-                        variants.push(v);
-                    }
-                }
-                for v in variants {
-                    let v: String = v.into_iter().collect();
-                    if except.contains(&v) {
-                        continue;
-                    }
-                    let mut phrase = words.clone();
-                    phrase[i] = &v;
-                    let phrase = normalize::fold_term(&phrase.join(" "));
-                    if seen.insert(phrase.clone()) {
-                        extra.push(format!("{phrase}{wildcard}"));
-                    }
-                }
-            }
-        }
-        if let Some(list) = lexicons.get_mut(name) {
-            list.extend(extra);
-        }
-    }
-    Ok(std::borrow::Cow::Owned(lexicons))
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,7 +223,7 @@ impl Near {
             add(p, Tag::Shield)?;
         }
         let matcher = AhoCorasickBuilder::new()
-            .kind(Some(AhoCorasickKind::DFA))
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
             .build(&terms)
             .map_err(|e| invalid(at, format!("cannot build: {e}")))?;
@@ -561,8 +476,10 @@ impl RuleSet {
     }
 
     pub(crate) fn compile(file: &PolicyFile) -> Result<Self, PolicyError> {
-        let lexicons = with_variants(file)?;
+        let lexicons = with_variants(&file.lexicons, file.fuzzy.as_ref(), true)?;
         let lexicons: &BTreeMap<String, Vec<String>> = &lexicons;
+        let for_patterns = with_variants(&file.lexicons, file.fuzzy.as_ref(), false)?;
+        let for_patterns: &BTreeMap<String, Vec<String>> = &for_patterns;
         for (name, entries) in lexicons {
             if entries.is_empty() {
                 return Err(invalid(
@@ -645,7 +562,7 @@ impl RuleSet {
                 }
             }
             for p in &r.patterns {
-                let source = prepare_pattern(p, r.view, lexicons, &at)?;
+                let source = prepare_pattern(p, r.view, for_patterns, &at)?;
                 // Compiled alone first, so an error names its rule.
                 compile_one(&source, &at)?;
                 patterns[slot].0.push(source);
@@ -654,12 +571,12 @@ impl RuleSet {
             let requires = r
                 .requires
                 .iter()
-                .map(|p| compile_one(&prepare_pattern(p, r.view, lexicons, &at)?, &at))
+                .map(|p| compile_one(&prepare_pattern(p, r.view, for_patterns, &at)?, &at))
                 .collect::<Result<Vec<_>, _>>()?;
             let unless = r
                 .unless
                 .iter()
-                .map(|p| compile_one(&prepare_pattern(p, r.view, lexicons, &at)?, &at))
+                .map(|p| compile_one(&prepare_pattern(p, r.view, for_patterns, &at)?, &at))
                 .collect::<Result<Vec<_>, _>>()?;
             rules.push(Rule {
                 name: r.name.clone(),
@@ -684,7 +601,7 @@ impl RuleSet {
             } else {
                 Some(
                     AhoCorasickBuilder::new()
-                        .kind(Some(AhoCorasickKind::DFA))
+                        .kind(Some(AhoCorasickKind::ContiguousNFA))
                         .match_kind(MatchKind::Standard)
                         .build(&t)
                         .map_err(|e| invalid("lexicons", format!("cannot build: {e}")))?,

@@ -88,7 +88,7 @@ struct Encoded {
 }
 
 fn encode(text: &str, bits: u8) -> Encoded {
-    let words = normalize::views(text).words;
+    let words = normalize::views(text).unquoted;
     let mask = (1u32 << bits) - 1;
     let mut feats = Vec::new();
     features(&words, |f| feats.push(f & (mask | 0x8000_0000)));
@@ -228,7 +228,7 @@ pub fn cross_validate(
         let model = fit(samples, &encoded, &train, config)?;
         for (i, s) in samples.iter().enumerate() {
             if s.fold % k == fold {
-                out[i] = model.scores(&normalize::views(&s.text).words);
+                out[i] = model.scores(&normalize::views(&s.text).unquoted);
             }
         }
     }
@@ -320,7 +320,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let model = train(&data(), &config).unwrap();
-        let abusive = |t: &str| model.scores(&normalize::views(t).words).0[0];
+        let abusive = |t: &str| model.scores(&normalize::views(t).unquoted).0[0];
         assert!(abusive("i will kill you") > abusive("i love you so much"));
     }
 
