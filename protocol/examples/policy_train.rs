@@ -80,11 +80,11 @@ const BENIGN_SHARE: [f64; 8] = [0.005, 0.001, 0.002, 0.003, 0.001, 0.002, 0.002,
 
 /// The share of all held-back benign texts each head may refuse. Most of
 /// them are forum talk about the same groups as the hate sets' abusive half
-/// (their "not hate"), which a leak to one person rarely is: the hate head
-/// may refuse 2.4 % of them (at 0.4 % it found less than half the hate it
-/// finds at 2.4 %; HateCheck's non-hateful cases, identity-positive
-/// statements and counter-speech, measure what that costs).
-const ALL_BENIGN_SHARE: [f64; 8] = [0.12, 0.018, 0.012, 0.048, 0.024, 0.012, 0.012, 0.012];
+/// (their "not hate"): a head that refuses more of them refuses plain
+/// statements about a group too: three times these shares doubled what
+/// the hate head finds and refused "women are not stupid"; these find a
+/// third more than half of them did (version 3's), and do not.
+const ALL_BENIGN_SHARE: [f64; 8] = [0.04, 0.006, 0.004, 0.016, 0.008, 0.004, 0.004, 0.004];
 
 /// How much one of the project's own examples counts.
 const EXAMPLE_WEIGHT: f32 = 15.0;

@@ -161,6 +161,50 @@ fn one_letter_or_one_space_does_not_walk_around_the_rules() {
     }
 }
 
+/// Policy version 4's rules, each with the near miss it must let through:
+/// harm promised to a body part, a relative or a belonging, blackmail,
+/// a bare insult, French hate; games, "dead to me", reported insults and
+/// French lateness pass.
+#[test]
+fn bodily_threats_blackmail_and_french_hate_with_their_near_misses() {
+    let policy = Policy::builtin();
+    for (text, category) in [
+        ("im breaking your jaw if you show up", Category::Threat),
+        ("ill break both ur knees", Category::Threat),
+        (
+            "Drop the complaint or your son doesn't come home.",
+            Category::Threat,
+        ),
+        (
+            "Pay by friday or the video goes to your boss.",
+            Category::Threat,
+        ),
+        ("si tu parles je te pète les genoux", Category::Threat),
+        ("je vais t'envoyer à l'hosto", Category::Threat),
+        ("absolute waste of skin", Category::Bullying),
+        ("t'es moche et nulle", Category::Bullying),
+        ("sale arabe", Category::Hate),
+        ("mort aux juifs", Category::Hate),
+        ("va, rentre dans ton pays", Category::Hate),
+    ] {
+        assert_eq!(refused_as(&policy, text), Some(category), "{text}");
+    }
+    // The rules' near misses (the model has its own: see the fixtures).
+    let rules = policy.without_model();
+    for text in [
+        "I'm going to destroy you at chess on Sunday",
+        "spoil the finale and you're dead to me",
+        "I'm sorry I called you stupid, I didn't mean it",
+        "je vais te défoncer au baby-foot ce midi",
+        "désolé, j'ai 10 min de retard",
+        "I'll break it to your mum gently tomorrow",
+        "I'll break your heart if I leave, I know",
+        "merde !",
+    ] {
+        assert_eq!(rules.check_text(text), Verdict::Accepted, "{text}");
+    }
+}
+
 /// A model refusal names its category and gives a sentence that does not
 /// repeat the text, like a rule's.
 #[test]
