@@ -457,6 +457,29 @@ async fn run() {
     let senders_per_core_slope =
         1e6 / slope_us_per_packet.max(1e-9) / per_sender_per_second.max(1e-12);
     let idle_cpu_share = idle_cpu_per_sec / (RELAYS + EXITS) as f64 * 100.0;
+    // Where the CPU above idle went: relays or exits (the exits also carry
+    // the leaks, a cost per leak that the per-sender figure charges to the
+    // senders), and the fit's intercept, each node's CPU share at zero
+    // packets under load, against the idle interval's.
+    let above_idle = |range: std::ops::Range<usize>| -> f64 {
+        range
+            .map(|i| {
+                (after[i].cpu - before[i].cpu)
+                    - (idle_end[i].cpu - idle[i].cpu) / IDLE.as_secs_f64() * elapsed
+            })
+            .sum::<f64>()
+            * 1000.0
+            / n
+            / (elapsed / 3600.0)
+    };
+    let relay_ms_per_sender_hour = above_idle(0..RELAYS);
+    let exit_ms_per_sender_hour = above_idle(RELAYS..RELAYS + EXITS);
+    let intercept_share = {
+        let k = per_node.len() as f64;
+        let mean_x = per_node.iter().map(|p| p.0).sum::<f64>() / k;
+        let mean_y = per_node.iter().map(|p| p.1).sum::<f64>() / k;
+        (mean_y - least_squares_slope(&per_node) * mean_x) * 100.0
+    };
     let rss_idle: f64 = idle.iter().map(|s| s.rss).sum();
     let rss_end: f64 = after.iter().map(|s| s.rss).sum();
     let kib_per_sender = (rss_end - rss_idle) * 1024.0 / n;
@@ -496,6 +519,12 @@ async fn run() {
         RELAYS + EXITS
     );
     println!(
+        "| node CPU per sender above idle, relays / exits | {relay_ms_per_sender_hour:.1} / {exit_ms_per_sender_hour:.1} ms per hour | | |"
+    );
+    println!(
+        "| a node's CPU at zero packets under load (the fit's intercept) | {intercept_share:.2} % of a core (idle: {idle_cpu_share:.2} %) | | |"
+    );
+    println!(
         "| node memory per sender | {kib_per_sender:.1} KiB (peak RSS: relay {relay_peak:.0} MiB, exit {exit_peak:.0} MiB) | | |"
     );
     println!(
@@ -523,6 +552,7 @@ async fn run() {
             "{{\n  \"senders\": {senders},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
              \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_cpu_second\": {per_sender_cpu_second:.1},\n  \"idle_node_cpu_percent\": {idle_cpu_share:.3},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
              \"senders_per_core\": {senders_per_core:.0},\n  \"slope_us_per_packet\": {slope_us_per_packet:.1},\n  \"senders_per_core_slope\": {senders_per_core_slope:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
+             \"relay_ms_per_sender_hour\": {relay_ms_per_sender_hour:.2},\n  \"exit_ms_per_sender_hour\": {exit_ms_per_sender_hour:.2},\n  \"intercept_node_cpu_percent\": {intercept_share:.3},\n  \
              \"kib_per_sender\": {kib_per_sender:.2},\n  \"relay_peak_rss_mib\": {relay_peak:.1},\n  \"exit_peak_rss_mib\": {exit_peak:.1},\n  \
              \"mb_per_sender_day\": {mb_per_day:.2},\n  \"latency_p50_min\": {p50:.3},\n  \"latency_p99_min\": {p99:.3},\n  \
              \"delivered\": {},\n  \"handed\": {}\n}}\n",
