@@ -868,6 +868,12 @@ fn status(
     let ended = match &message_id {
         Some(_) => ended_now,
         None => {
+            // The agent may have ended a listed leak since the listing
+            // (the fetches above take a while): drop what is no longer
+            // pending just before reading the summaries, so that one leak
+            // is not shown both pending and ended.
+            let still = state.ids()?;
+            records.retain(|r| still.contains(&r.message_id));
             let (ended, errors) = state.list_ended()?;
             for e in errors {
                 eprintln!("leak: {e}");
