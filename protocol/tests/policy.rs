@@ -171,6 +171,11 @@ fn bodily_threats_blackmail_and_french_hate_with_their_near_misses() {
     for (text, category) in [
         ("im breaking your jaw if you show up", Category::Threat),
         ("ill break both ur knees", Category::Threat),
+        ("you're going to bleed for this", Category::Threat),
+        (
+            "keep paying or something bad happens to that van",
+            Category::Threat,
+        ),
         (
             "Drop the complaint or your son doesn't come home.",
             Category::Threat,
@@ -200,6 +205,8 @@ fn bodily_threats_blackmail_and_french_hate_with_their_near_misses() {
         "I'll break it to your mum gently tomorrow",
         "I'll break your heart if I leave, I know",
         "merde !",
+        "you are bleeding, let me get you a plaster",
+        "text me when you land, or if something happens to your flight",
     ] {
         assert_eq!(rules.check_text(text), Verdict::Accepted, "{text}");
     }
