@@ -18,6 +18,20 @@ fn refused_as(policy: &Policy, text: &str) -> Option<Category> {
     policy.check_text(text).refusal().map(|r| r.category)
 }
 
+/// Asserts that `policy` accepts every one of `texts`.
+fn assert_all_accepted(policy: &Policy, texts: &[&str]) {
+    for text in texts {
+        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
+    }
+}
+
+/// Asserts that `policy` refuses every one of `texts`.
+fn assert_all_refused(policy: &Policy, texts: &[&str]) {
+    for text in texts {
+        assert!(!policy.check_text(text).is_accepted(), "accepted: {text}");
+    }
+}
+
 /// The project's own fixtures (`policy/fixtures/*.tsv`): every labelled line
 /// is refused with its category, every benign one accepted.
 #[test]
@@ -55,18 +69,19 @@ fn fixtures_positive_and_negative() {
 #[test]
 fn benign_confessions_pass() {
     let policy = Policy::builtin();
-    for text in [
-        "I lied to you",
-        "you're underpaid",
-        "I have a crush on you",
-        "you killed it at karaoke",
-        "I broke your vase",
-        "I think you're amazing",
-        "Shoot me a message when you land",
-        "I don't hate you, I never did",
-    ] {
-        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
-    }
+    assert_all_accepted(
+        &policy,
+        &[
+            "I lied to you",
+            "you're underpaid",
+            "I have a crush on you",
+            "you killed it at karaoke",
+            "I broke your vase",
+            "I think you're amazing",
+            "Shoot me a message when you land",
+            "I don't hate you, I never did",
+        ],
+    );
 }
 
 #[test]
@@ -93,15 +108,16 @@ fn each_category_has_a_positive_example() {
 #[test]
 fn negation_and_counter_speech_are_not_hate() {
     let policy = Policy::builtin();
-    for text in [
-        "I don't hate immigrants.",
-        "Women are not stupid.",
-        "Saying that Muslims are scum is hateful and wrong.",
-        "If you say \"gay people are disgusting\", you are a bigot.",
-        "No disabled person deserves to die.",
-    ] {
-        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
-    }
+    assert_all_accepted(
+        &policy,
+        &[
+            "I don't hate immigrants.",
+            "Women are not stupid.",
+            "Saying that Muslims are scum is hateful and wrong.",
+            "If you say \"gay people are disgusting\", you are a bigot.",
+            "No disabled person deserves to die.",
+        ],
+    );
     // Quotation marks are no way around the rules when the text is all quote.
     assert_eq!(
         refused_as(&policy, "\"gay people are disgusting\""),
@@ -116,18 +132,19 @@ fn negation_and_counter_speech_are_not_hate() {
 #[test]
 fn issue_14_regressions() {
     let policy = Policy::builtin();
-    for text in [
-        "I will kill you",
-        "I will kill you!!",
-        "Remember this: \"I will kill you\"",
-        "Im going to kill you",
-        "I hope you die",
-        "you are truly stupid",
-        "Je vais te tuer",
-        "t'es une grosse merde",
-    ] {
-        assert!(!policy.check_text(text).is_accepted(), "accepted: {text}");
-    }
+    assert_all_refused(
+        &policy,
+        &[
+            "I will kill you",
+            "I will kill you!!",
+            "Remember this: \"I will kill you\"",
+            "Im going to kill you",
+            "I hope you die",
+            "you are truly stupid",
+            "Je vais te tuer",
+            "t'es une grosse merde",
+        ],
+    );
     assert_eq!(
         policy.check_text("Don't ever kill yourself, you matter to me"),
         Verdict::Accepted
@@ -141,24 +158,26 @@ fn issue_14_regressions() {
 #[test]
 fn one_letter_or_one_space_does_not_walk_around_the_rules() {
     let policy = Policy::builtin();
-    for text in [
-        "I despise disabled people.",
-        "I despise disacled people.",
-        "I despise disa bled people.",
-        "You gay peoqle make me sick.",
-        "Immig rants are a plague on this country.",
-        "These immigramts are vermin.",
-    ] {
-        assert!(!policy.check_text(text).is_accepted(), "accepted: {text}");
-    }
-    for text in [
-        "No more girl friends. Make loads of money on ebay or something.",
-        "Good roast down me, and the women having lunch next door were lovely.",
-        "Not because I love my life, but because I love the people in it.",
-        "Strange morning: the men at the garage were picking prices.",
-    ] {
-        assert_eq!(policy.check_text(text), Verdict::Accepted, "{text}");
-    }
+    assert_all_refused(
+        &policy,
+        &[
+            "I despise disabled people.",
+            "I despise disacled people.",
+            "I despise disa bled people.",
+            "You gay peoqle make me sick.",
+            "Immig rants are a plague on this country.",
+            "These immigramts are vermin.",
+        ],
+    );
+    assert_all_accepted(
+        &policy,
+        &[
+            "No more girl friends. Make loads of money on ebay or something.",
+            "Good roast down me, and the women having lunch next door were lovely.",
+            "Not because I love my life, but because I love the people in it.",
+            "Strange morning: the men at the garage were picking prices.",
+        ],
+    );
 }
 
 /// Policy version 4's rules, each with the near miss it must let through:
@@ -196,20 +215,21 @@ fn bodily_threats_blackmail_and_french_hate_with_their_near_misses() {
     }
     // The rules' near misses (the model has its own: see the fixtures).
     let rules = policy.without_model();
-    for text in [
-        "I'm going to destroy you at chess on Sunday",
-        "spoil the finale and you're dead to me",
-        "I'm sorry I called you stupid, I didn't mean it",
-        "je vais te défoncer au baby-foot ce midi",
-        "désolé, j'ai 10 min de retard",
-        "I'll break it to your mum gently tomorrow",
-        "I'll break your heart if I leave, I know",
-        "merde !",
-        "you are bleeding, let me get you a plaster",
-        "text me when you land, or if something happens to your flight",
-    ] {
-        assert_eq!(rules.check_text(text), Verdict::Accepted, "{text}");
-    }
+    assert_all_accepted(
+        &rules,
+        &[
+            "I'm going to destroy you at chess on Sunday",
+            "spoil the finale and you're dead to me",
+            "I'm sorry I called you stupid, I didn't mean it",
+            "je vais te défoncer au baby-foot ce midi",
+            "désolé, j'ai 10 min de retard",
+            "I'll break it to your mum gently tomorrow",
+            "I'll break your heart if I leave, I know",
+            "merde !",
+            "you are bleeding, let me get you a plaster",
+            "text me when you land, or if something happens to your flight",
+        ],
+    );
 }
 
 /// A model refusal names its category and gives a sentence that does not

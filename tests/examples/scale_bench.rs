@@ -453,7 +453,8 @@ async fn run() {
             )
         })
         .collect();
-    let slope_us_per_packet = least_squares_slope(&per_node) * 1e6;
+    let (slope, intercept) = least_squares(&per_node);
+    let slope_us_per_packet = slope * 1e6;
     let senders_per_core_slope =
         1e6 / slope_us_per_packet.max(1e-9) / per_sender_per_second.max(1e-12);
     let idle_cpu_share = idle_cpu_per_sec / (RELAYS + EXITS) as f64 * 100.0;
@@ -474,12 +475,7 @@ async fn run() {
     };
     let relay_ms_per_sender_hour = above_idle(0..RELAYS);
     let exit_ms_per_sender_hour = above_idle(RELAYS..RELAYS + EXITS);
-    let intercept_share = {
-        let k = per_node.len() as f64;
-        let mean_x = per_node.iter().map(|p| p.0).sum::<f64>() / k;
-        let mean_y = per_node.iter().map(|p| p.1).sum::<f64>() / k;
-        (mean_y - least_squares_slope(&per_node) * mean_x) * 100.0
-    };
+    let intercept_share = intercept * 100.0;
     let rss_idle: f64 = idle.iter().map(|s| s.rss).sum();
     let rss_end: f64 = after.iter().map(|s| s.rss).sum();
     let kib_per_sender = (rss_end - rss_idle) * 1024.0 / n;
@@ -564,13 +560,14 @@ async fn run() {
     }
 }
 
-/// The least-squares slope of `y` on `x` over `(x, y)` points (0 when the
-/// `x` do not vary).
-fn least_squares_slope(points: &[(f64, f64)]) -> f64 {
+/// The least-squares line of `y` on `x` over `(x, y)` points: its slope
+/// (0 when the `x` do not vary) and its intercept.
+fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
     let n = points.len() as f64;
     let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
     let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
     let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
     let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    if sxx > 0.0 { sxy / sxx } else { 0.0 }
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (slope, mean_y - slope * mean_x)
 }

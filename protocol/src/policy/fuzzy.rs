@@ -6,18 +6,14 @@
 //! policy names the lexicons that get variants; none may be a word of its
 //! `except` lexicon, the ordinary words a variant must not turn into.
 
-use std::collections::BTreeMap;
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use serde::Deserialize;
 
-use super::{PolicyError, normalize};
-
-fn invalid(at: &str, message: String) -> PolicyError {
-    PolicyError::Invalid {
-        at: at.to_owned(),
-        message,
-    }
-}
+use super::{PolicyError, invalid, normalize};
 
 /// Misspelling variants added to lexicons.
 #[derive(Debug, Deserialize)]
@@ -41,24 +37,31 @@ pub(crate) struct FuzzyFile {
     pub split_min_len: Option<usize>,
 }
 
-/// Adds one-deletion and one-transposition variants (never of the first
-/// letter) of the words of the fuzzy lexicons: "womn", "haet", "gy people";
-/// and, when the policy asks, one-substitution variants and splits of its
-/// longer one-word entries.
-///
-/// Regular expressions get the lexicons `with_variants(.., false)`:
-/// one-substitution and split variants are many (tens of thousands), which
-/// word matchers take in their stride and a regular expression's
-/// alternation does not.
+/// The lexicons with their variants, two ways.
+pub(crate) struct Variants<'a> {
+    /// With one-deletion and one-transposition variants (never of the
+    /// first letter) of the words of the fuzzy lexicons: "womn", "haet",
+    /// "gy people". Regular expressions get these: the many below
+    /// (tens of thousands), which word matchers take in their stride, are
+    /// too much for a regular expression's alternation.
+    pub few: Cow<'a, BTreeMap<String, Vec<String>>>,
+    /// `few`, and the one-substitution variants and splits of the longer
+    /// entries when the policy asks for them.
+    pub many: Cow<'a, BTreeMap<String, Vec<String>>>,
+}
+
+/// The policy's lexicons with the variants its `[fuzzy]` asks for.
 pub(crate) fn with_variants<'a>(
     lexicons: &'a BTreeMap<String, Vec<String>>,
     fuzzy: Option<&FuzzyFile>,
-    many: bool,
-) -> Result<std::borrow::Cow<'a, BTreeMap<String, Vec<String>>>, PolicyError> {
+) -> Result<Variants<'a>, PolicyError> {
     let Some(fuzzy) = fuzzy else {
-        return Ok(std::borrow::Cow::Borrowed(lexicons));
+        return Ok(Variants {
+            few: Cow::Borrowed(lexicons),
+            many: Cow::Borrowed(lexicons),
+        });
     };
-    let except: std::collections::BTreeSet<String> = match &fuzzy.except {
+    let except: BTreeSet<String> = match &fuzzy.except {
         Some(name) => lexicons
             .get(name)
             .ok_or_else(|| invalid("fuzzy.except", format!("unknown lexicon {name:?}")))?
@@ -67,16 +70,16 @@ pub(crate) fn with_variants<'a>(
             .collect(),
         None => Default::default(),
     };
-    let mut lexicons = lexicons.clone();
+    let mut few = lexicons.clone();
+    let mut many = lexicons.clone();
     for name in &fuzzy.lexicons {
         let entries = lexicons
             .get(name)
-            .ok_or_else(|| invalid("fuzzy.lexicons", format!("unknown lexicon {name:?}")))?
-            .clone();
-        let mut seen: std::collections::BTreeSet<String> =
-            entries.iter().map(|e| normalize::fold_term(e)).collect();
-        let mut extra = Vec::new();
-        for entry in &entries {
+            .ok_or_else(|| invalid("fuzzy.lexicons", format!("unknown lexicon {name:?}")))?;
+        let mut seen: BTreeSet<String> = entries.iter().map(|e| normalize::fold_term(e)).collect();
+        // (variant, whether only `many` gets it)
+        let mut extra: Vec<(String, bool)> = Vec::new();
+        for entry in entries {
             let (stem, wildcard) = match entry.strip_suffix('*') {
                 Some(stem) => (stem, "*"),
                 None => (entry.as_str(), ""),
@@ -89,7 +92,7 @@ pub(crate) fn with_variants<'a>(
                 if chars.len() < min {
                     continue;
                 }
-                let mut variants = Vec::new();
+                let mut variants: Vec<(Vec<char>, bool)> = Vec::new();
                 // Deletions need one letter more than transpositions.
                 let deletions = words.len() > 1 || chars.len() > fuzzy.min_len;
                 // A word of a phrase has its context to keep it from
@@ -97,26 +100,24 @@ pub(crate) fn with_variants<'a>(
                 let long_enough = |min: Option<usize>| {
                     min.is_some_and(|min| chars.len() + usize::from(words.len() > 1) >= min)
                 };
-                let substitutions = many && long_enough(fuzzy.substitute_min_len);
-                let splits = many && long_enough(fuzzy.split_min_len);
+                let substitutions = long_enough(fuzzy.substitute_min_len);
+                let splits = long_enough(fuzzy.split_min_len);
                 for j in 1..chars.len() {
                     if deletions {
                         let mut v = chars.clone();
                         v.remove(j);
-                        variants.push(v);
+                        variants.push((v, false));
                     }
                     if j + 1 < chars.len() && chars[j] != chars[j + 1] {
                         let mut v = chars.clone();
                         v.swap(j, j + 1);
-                        variants.push(v);
+                        variants.push((v, false));
                     }
                     if substitutions {
-                        for c in 'a'..='z' {
-                            if c != chars[j] {
-                                let mut v = chars.clone();
-                                v[j] = c;
-                                variants.push(v);
-                            }
+                        for c in ('a'..='z').filter(|c| *c != chars[j]) {
+                            let mut v = chars.clone();
+                            v[j] = c;
+                            variants.push((v, true));
                         }
                     }
                     // Halves of two letters or more: a single letter apart
@@ -124,30 +125,40 @@ pub(crate) fn with_variants<'a>(
                     if splits && j >= 2 && chars.len() - j >= 2 {
                         let mut v = chars.clone();
                         v.insert(j, ' ');
-                        variants.push(v);
+                        variants.push((v, true));
                     }
                 }
-                for v in variants {
-                    let v: String = v.into_iter().collect();
+                // The few first, so that a variant both ways goes to both.
+                variants.sort_by_key(|(_, many_only)| *many_only);
+                for (v, many_only) in variants {
                     // Compared folded: "these" less an "s" is "thee", which
                     // the words view reads as "the".
-                    if except.contains(&v) || except.contains(&normalize::fold_term(&v)) {
+                    let v = normalize::fold_term(&v.into_iter().collect::<String>());
+                    if except.contains(&v) {
                         continue;
                     }
                     let mut phrase = words.clone();
                     phrase[i] = &v;
                     let phrase = normalize::fold_term(&phrase.join(" "));
                     if seen.insert(phrase.clone()) {
-                        extra.push(format!("{phrase}{wildcard}"));
+                        extra.push((format!("{phrase}{wildcard}"), many_only));
                     }
                 }
             }
         }
-        if let Some(list) = lexicons.get_mut(name) {
-            list.extend(extra);
+        if let (Some(f), Some(m)) = (few.get_mut(name), many.get_mut(name)) {
+            for (variant, many_only) in extra {
+                if !many_only {
+                    f.push(variant.clone());
+                }
+                m.push(variant);
+            }
         }
     }
-    Ok(std::borrow::Cow::Owned(lexicons))
+    Ok(Variants {
+        few: Cow::Owned(few),
+        many: Cow::Owned(many),
+    })
 }
 
 #[cfg(test)]
@@ -184,7 +195,7 @@ mod tests {
     fn deletions_and_swaps_never_touch_the_first_letter() {
         let given = lexicons();
         let f = fuzzy(None, None);
-        let l = with_variants(&given, Some(&f), true).unwrap();
+        let l = with_variants(&given, Some(&f)).unwrap().many;
         assert!(has(&l, "group", "migants"));
         assert!(has(&l, "group", "mirgants"));
         assert!(has(&l, "group", "wmoen"));
@@ -193,48 +204,51 @@ mod tests {
         assert!(!has(&l, "group", "migrsnts"));
         assert!(!has(&l, "group", "mig rants"));
         // Without [fuzzy], the lexicons as given.
-        assert_eq!(*with_variants(&given, None, true).unwrap(), given);
+        assert_eq!(*with_variants(&given, None).unwrap().many, given);
     }
 
     #[test]
     fn substitutions_and_splits_as_the_policy_asks() {
         let given = lexicons();
         let f = fuzzy(Some(6), Some(5));
-        let many = with_variants(&given, Some(&f), true).unwrap();
-        assert!(has(&many, "group", "migrsnts"));
+        let both = with_variants(&given, Some(&f)).unwrap();
+        let many = &both.many;
+        assert!(has(many, "group", "migrsnts"));
         assert!(
-            has(&many, "group", "gay peoqle"),
+            has(many, "group", "gay peoqle"),
             "a phrase's word needs a letter less"
         );
-        assert!(!has(&many, "group", "xomen"), "never the first letter");
-        assert!(!has(&many, "group", "wimen"), "women is shorter than 6");
-        assert!(has(&many, "group", "mi grants"));
-        assert!(has(&many, "group", "gay peo ple"));
+        assert!(!has(many, "group", "xomen"), "never the first letter");
+        assert!(!has(many, "group", "wimen"), "women is shorter than 6");
+        assert!(has(many, "group", "mi grants"));
+        assert!(has(many, "group", "gay peo ple"));
         assert!(
-            !has(&many, "group", "m igrants"),
+            !has(many, "group", "m igrants"),
             "halves of two letters or more"
         );
         assert!(
-            !has(&many, "group", "mig rants"),
+            !has(many, "group", "mig rants"),
             "an except entry is never a variant"
         );
         assert!(
-            !has(&many, "attack", "having"),
+            !has(many, "attack", "having"),
             "an ordinary word is never a variant"
         );
-        assert!(has(&many, "attack", "hatung"));
+        assert!(has(many, "attack", "hatung"));
         // Regular expressions get the few variants only.
-        let few = with_variants(&given, Some(&f), false).unwrap();
-        assert!(!has(&few, "group", "migrsnts"));
-        assert!(!has(&few, "group", "mi grants"));
-        assert!(has(&few, "group", "migants"));
+        let few = &both.few;
+        assert!(!has(few, "group", "migrsnts"));
+        assert!(!has(few, "group", "mi grants"));
+        assert!(has(few, "group", "migants"));
     }
 
     #[test]
     fn an_unknown_lexicon_is_a_clear_error() {
         let mut f = fuzzy(None, None);
         f.except = Some("nowhere".to_owned());
-        let e = with_variants(&lexicons(), Some(&f), true).unwrap_err();
+        let Err(e) = with_variants(&lexicons(), Some(&f)) else {
+            panic!("an unknown lexicon compiled");
+        };
         assert!(e.to_string().contains("fuzzy.except"), "{e}");
     }
 }

@@ -276,6 +276,14 @@ pub enum PolicyError {
     },
 }
 
+/// A [`PolicyError::Invalid`] at `at` (a rule, a lexicon, a section).
+pub(crate) fn invalid(at: &str, message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        at: at.to_owned(),
+        message: message.into(),
+    }
+}
+
 /// A compiled policy, ready to check texts.
 #[derive(Clone)]
 pub struct Policy {

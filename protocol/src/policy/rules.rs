@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{
     Category, PolicyError,
     fuzzy::{FuzzyFile, with_variants},
-    normalize,
+    invalid, normalize,
 };
 use crate::payload::{MAX_REASON_LEN, MAX_RULE_LEN};
 
@@ -341,13 +341,6 @@ const REGEX_SIZE_LIMIT: usize = 64 << 20;
 /// the slower engines.
 const DFA_CACHE_LIMIT: usize = 16 << 20;
 
-fn invalid(rule: &str, message: impl Into<String>) -> PolicyError {
-    PolicyError::Invalid {
-        at: rule.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// Expands `{lexicon}` references in a pattern into alternations.
 fn expand(
     pattern: &str,
@@ -476,10 +469,9 @@ impl RuleSet {
     }
 
     pub(crate) fn compile(file: &PolicyFile) -> Result<Self, PolicyError> {
-        let lexicons = with_variants(&file.lexicons, file.fuzzy.as_ref(), true)?;
-        let lexicons: &BTreeMap<String, Vec<String>> = &lexicons;
-        let for_patterns = with_variants(&file.lexicons, file.fuzzy.as_ref(), false)?;
-        let for_patterns: &BTreeMap<String, Vec<String>> = &for_patterns;
+        let variants = with_variants(&file.lexicons, file.fuzzy.as_ref())?;
+        let lexicons: &BTreeMap<String, Vec<String>> = &variants.many;
+        let for_patterns: &BTreeMap<String, Vec<String>> = &variants.few;
         for (name, entries) in lexicons {
             if entries.is_empty() {
                 return Err(invalid(
