@@ -293,7 +293,9 @@ fn init(
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Loads the configuration, then runs the node on a runtime of
+/// `limits.io_threads` threads.
+fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sets = args.sets;
     if !args.listen.is_empty() {
         sets.push(format!("node.listen={}", list(&args.listen)));
@@ -305,6 +307,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sets.push(format!("metrics.listen={metrics:?}"));
     }
     let config = Config::load(&args.config, &sets)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.limits.runtime_threads(cores))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let filter = log_filter(&config.log.level)?;
     // Logs go to stderr (stdout carries the machine-readable lines below),
     // coloured only on a terminal.
@@ -505,11 +517,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|c| Identity::load(&c.identity_path()).map_err(anyhow::Error::from))
             .map(|id| println!("{}", id.peer_id())),
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(run(args))),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,10 @@ struct Inner<P, T> {
     /// A consumer is gathering a batch (see [`FairQueue::pop_batch`]):
     /// the others leave the items to it.
     gathering: bool,
+    /// The size of the batch being gathered: only a push that fills it
+    /// wakes the gatherer (each earlier wake-up would put it back to sleep,
+    /// two context switches a packet for nothing).
+    gather_max: usize,
 }
 
 /// A bounded, fair, multi-producer multi-consumer queue keyed by peer.
@@ -56,6 +60,7 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
                 len: 0,
                 closed: false,
                 gathering: false,
+                gather_max: 0,
             }),
             ready: Condvar::new(),
             per_peer: per_peer.max(1),
@@ -108,15 +113,17 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
             inner.ring.push_back(peer);
         }
         inner.len += 1;
-        let gathering = inner.gathering;
+        let (gathering, full) = (inner.gathering, inner.len >= inner.gather_max);
         drop(inner);
-        if gathering {
-            // The gatherer waits for a full batch; an idle consumer woken
-            // instead would go back to sleep and swallow the wake-up.
-            self.ready.notify_all();
-        } else {
+        if !gathering {
             self.ready.notify_one();
+        } else if full {
+            // The gatherer's batch is full. It shares the condition with
+            // idle consumers, and one of them woken instead would go back
+            // to sleep and swallow the wake-up: wake them all.
+            self.ready.notify_all();
         }
+        // Otherwise the gatherer wakes by itself when its window ends.
         result
     }
 
@@ -141,8 +148,15 @@ impl<P: Clone + Eq + Hash, T> FairQueue<P, T> {
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
+        if inner.gathering {
+            // Another consumer is gathering these items (this one's wait
+            // ended first): leave them to it, or the batch is split and
+            // the gathering cut short.
+            return Vec::new();
+        }
         if was_empty && inner.len > 0 && !gather.is_zero() && !inner.gathering {
             inner.gathering = true;
+            inner.gather_max = max;
             let until = Instant::now() + gather;
             loop {
                 let now = Instant::now();
@@ -305,6 +319,26 @@ mod tests {
         assert_eq!(
             other.recv_timeout(Duration::from_secs(30)).unwrap(),
             vec![(9, 9)]
+        );
+    }
+
+    #[test]
+    fn a_consumer_whose_wait_ends_leaves_the_gathered_items_alone() {
+        let q = std::sync::Arc::new(FairQueue::<u8, u8>::new(100, 100));
+        let gatherer = pop_elsewhere(&q, 2, Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(1, 1);
+        std::thread::sleep(Duration::from_millis(200));
+        // Another consumer's short wait ends during the gathering: it takes
+        // nothing.
+        assert!(
+            q.pop_batch(10, Duration::from_millis(50), Duration::ZERO)
+                .is_empty()
+        );
+        q.push(2, 2);
+        assert_eq!(
+            gatherer.recv_timeout(Duration::from_secs(30)).unwrap(),
+            vec![(1, 1), (2, 2)]
         );
     }
 

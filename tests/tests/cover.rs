@@ -33,6 +33,9 @@ fn fast_loops(config: &mut Config) {
     config.cover.loop_interval_ms = 100;
     config.cover.loop_delay_ms = 20;
     config.cover.loop_grace_ms = 10_000;
+    // Loops of a few tens of milliseconds: no batch gathering (a second a
+    // hop) to swamp them.
+    config.limits.batch_gather_ms = 0;
 }
 
 /// Four `leak-node` processes, each sending loops through two of the

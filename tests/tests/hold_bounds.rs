@@ -25,8 +25,11 @@ async fn a_relay_holds_a_packet_for_its_header_delay_and_no_longer() {
     let mut config = test_config(&dir.path().join("a"), 3600, Vec::new());
     config.limits.max_delay_ms = 1000;
     config.cover.loop_delay_ms = 100;
+    // Measured is the hold alone: no batch gathering before it.
+    config.limits.batch_gather_ms = 0;
     let a = TestNode::start(dir.path().join("a"), config, StartOptions::default()).await;
-    let config = test_config(&dir.path().join("b"), 3600, vec![a.node.dial_addr()]);
+    let mut config = test_config(&dir.path().join("b"), 3600, vec![a.node.dial_addr()]);
+    config.limits.batch_gather_ms = 0;
     let b = TestNode::start(dir.path().join("b"), config, StartOptions::default()).await;
     wait_until(TIMEOUT, "the directories to converge", || {
         let done = a.node.directory().len() == 2 && b.node.directory().len() == 2;

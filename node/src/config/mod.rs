@@ -216,8 +216,26 @@ pub struct LimitsConfig {
     /// wait adds to the mixing delay (a minute per hop by default); a busy
     /// node never waits.
     pub batch_gather_ms: u64,
+    /// Threads of the asynchronous runtime, which carries the network
+    /// (Noise, Yamux, TCP), the timers and the requests (0: half the cores,
+    /// at least one). The packets' cryptography runs on worker threads of
+    /// its own, one per core. On a quiet relay every extra runtime thread
+    /// costs wake-ups: each task woken on one thread may rouse another,
+    /// idle one to look for work.
+    pub io_threads: usize,
     /// Seconds an idle connection stays open.
     pub idle_timeout_secs: u64,
+}
+
+impl LimitsConfig {
+    /// The runtime's thread count: [`Self::io_threads`], or half of
+    /// `cores` (at least one) when that is 0.
+    pub fn runtime_threads(&self, cores: usize) -> usize {
+        match self.io_threads {
+            0 => (cores / 2).max(1),
+            n => n,
+        }
+    }
 }
 
 /// `[mailbox]`
@@ -303,6 +321,7 @@ impl Config {
                 link_queue: 1024,
                 max_delay_ms: federation::MAX_HOP_DELAY_MS,
                 batch_gather_ms: 1000,
+                io_threads: 0,
                 idle_timeout_secs: 600,
             },
             mailbox: MailboxConfig {

@@ -210,3 +210,14 @@ fn unknown_keys_and_bad_values_are_clear_errors() {
         .to_string();
     assert!(err.contains("cannot read the config file"), "{err}");
 }
+
+#[test]
+fn runtime_threads_are_half_the_cores_unless_set() {
+    let mut limits = Config::defaults(std::path::PathBuf::from("/tmp")).limits;
+    assert_eq!(limits.io_threads, 0);
+    assert_eq!(limits.runtime_threads(1), 1);
+    assert_eq!(limits.runtime_threads(2), 1);
+    assert_eq!(limits.runtime_threads(16), 8);
+    limits.io_threads = 3;
+    assert_eq!(limits.runtime_threads(2), 3);
+}

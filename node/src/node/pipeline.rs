@@ -4,7 +4,6 @@
 use std::{sync::Arc, time::Duration};
 
 use leak_protocol::NodeId;
-use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use super::{
@@ -15,21 +14,22 @@ use super::{
 use crate::{
     exit::{ExitDelivery, schedule::receipt_delay_ms},
     identity::peer_id_of,
-    relay::{Decision, DropReason, NextHop, settle_batch},
+    relay::{Decision, DropReason, NextHop, Unsynced, settle_batch},
     store::{Deposit, MailboxLimits},
 };
 
 /// Packets a worker takes from the queue at once (one database transaction).
 const WORKER_BATCH: usize = 128;
+/// How long an idle worker sleeps before it looks again (closing the queue
+/// wakes it at once; this only bounds a missed wake-up).
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// One worker thread: take batches fairly, open them, record replay tags in
 /// one transaction, and carry out what the core decided.
-pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) {
+pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<Vec<TimerItem>>) {
     let gather = Duration::from_millis(shared.config.limits.batch_gather_ms);
     loop {
-        let batch = shared
-            .inbound
-            .pop_batch(WORKER_BATCH, Duration::from_millis(250), gather);
+        let batch = shared.inbound.pop_batch(WORKER_BATCH, IDLE_WAIT, gather);
         if batch.is_empty() {
             if shared.inbound.is_closed() {
                 return;
@@ -62,15 +62,32 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
             }
             Some(_) => NextHop::Unknown,
         };
-        let decided = settle_batch(&shared.core, &*shared.store, now_ms, opened, resolve);
+        // The tags become durable with the batch's deposits, or with a
+        // sync below, before any packet of the batch leaves: one disk
+        // flush per batch.
+        let recorded = !opened.is_empty();
+        let decided = settle_batch(
+            &shared.core,
+            &Unsynced(&shared.store),
+            now_ms,
+            opened,
+            resolve,
+        );
         let mut deposits = Vec::new();
+        let mut holds = Vec::new();
+        let mut exits = Vec::new();
         for opened in decided {
             match opened.decision {
                 Decision::Hold {
                     due_ms,
                     next_hop,
                     packet,
-                } => hold(shared, timer, opened.source, due_ms, next_hop, packet),
+                } => holds.push(TimerItem {
+                    due_ms,
+                    source: opened.source,
+                    next_hop,
+                    packet,
+                }),
                 Decision::Deposit {
                     mailbox,
                     reply,
@@ -103,42 +120,47 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<TimerItem>) 
                     let hold_ms =
                         receipt_delay_ms(shared.config.exit.receipt_delay_ms, &mut rand::rng());
                     shared.metrics.final_packet("echo");
-                    hold(
-                        shared,
-                        timer,
-                        opened.source,
-                        due_ms + hold_ms,
+                    holds.push(TimerItem {
+                        due_ms: due_ms + hold_ms,
+                        source: opened.source,
                         next_hop,
                         packet,
-                    );
+                    });
                 }
-                Decision::ToExit { message, delay } => {
-                    to_exit(shared, ExitDelivery { message, delay })
-                }
+                Decision::ToExit { message, delay } => exits.push(ExitDelivery { message, delay }),
                 Decision::Drop(reason) => shared.drop_packet(reason),
             }
         }
-        deposit(shared, &deposits);
+        let synced = deposit(shared, &deposits);
+        if recorded
+            && !synced
+            && let Err(e) = shared.store.sync()
+        {
+            // The tags may not be on disk: nothing of the batch leaves.
+            tracing::error!(error = %e, "cannot flush replay tags; dropping the batch");
+            for _ in 0..holds.len() + exits.len() {
+                shared.drop_packet(DropReason::StorageError);
+            }
+            continue;
+        }
+        hold(shared, timer, holds);
+        for delivery in exits {
+            to_exit(shared, delivery);
+        }
     }
 }
 
-/// Hands a packet to the timer, to be released at `due_ms`.
-fn hold(
-    shared: &Shared,
-    timer: &mpsc::Sender<TimerItem>,
-    source: PeerId,
-    due_ms: u64,
-    next_hop: PeerId,
-    packet: leak_protocol::Packet,
-) {
-    let item = TimerItem {
-        due_ms,
-        source,
-        next_hop,
-        packet,
-    };
-    if timer.blocking_send(item).is_err() {
-        shared.drop_packet(DropReason::Shutdown);
+/// Hands a batch's packets to the timer, each to be released at its
+/// `due_ms`.
+fn hold(shared: &Shared, timer: &mpsc::Sender<Vec<TimerItem>>, holds: Vec<TimerItem>) {
+    if holds.is_empty() {
+        return;
+    }
+    let count = holds.len();
+    if timer.blocking_send(holds).is_err() {
+        for _ in 0..count {
+            shared.drop_packet(DropReason::Shutdown);
+        }
     }
 }
 
@@ -154,10 +176,11 @@ fn to_exit(shared: &Shared, delivery: ExitDelivery) {
 }
 
 /// Stores a batch's replies in their mailboxes (one durable transaction),
-/// each visible once its delay has passed.
-fn deposit(shared: &Shared, pending: &[([u8; 32], Vec<u8>, u64, u64)]) {
+/// each visible once its delay has passed. Whether that transaction
+/// committed (and so made the batch's replay tags durable too).
+fn deposit(shared: &Shared, pending: &[([u8; 32], Vec<u8>, u64, u64)]) -> bool {
     if pending.is_empty() {
-        return;
+        return false;
     }
     let limits = MailboxLimits {
         per_mailbox: shared.config.mailbox.max_per_mailbox,
@@ -172,13 +195,18 @@ fn deposit(shared: &Shared, pending: &[([u8; 32], Vec<u8>, u64, u64)]) {
             expires_at_ms: *expires_at_ms,
         })
         .collect();
+    let mut committed = true;
     for result in crate::relay::deposit_all(&shared.store, &deposits, limits) {
         match result {
             Ok(()) => {
                 shared.metrics.final_packet("mailbox");
                 shared.metrics.mailbox_replies.inc();
             }
-            Err(reason) => shared.drop_packet(reason),
+            Err(reason) => {
+                committed &= reason != DropReason::StorageError;
+                shared.drop_packet(reason);
+            }
         }
     }
+    committed
 }

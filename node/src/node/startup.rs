@@ -22,7 +22,7 @@ use super::{
     serve::{accept_packets, serve_directories, serve_mailboxes, serve_opt_outs},
     shared::{Command, Shared},
     swarm::run_swarm,
-    timer::{TimerItem, run_timer},
+    timer::{TIMER_BATCHES, TimerItem, run_timer},
 };
 use crate::{
     clock::{SharedClock, SystemClock},
@@ -275,7 +275,9 @@ pub async fn start(
         .unwrap_or_else(|e| e.into_inner()) = Some(own);
 
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let (timer_tx, timer_rx) = mpsc::channel(1024);
+    // Batches: a worker hands over a whole batch's held packets at once
+    // (one wake-up of the timer, not one per packet).
+    let (timer_tx, timer_rx) = mpsc::channel(TIMER_BATCHES);
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
 
     for addr in &shared.config.node.bootstrap {
@@ -375,7 +377,7 @@ pub async fn start(
                         next_hop: peer,
                         packet,
                     };
-                    if receipt_timer.try_send(item).is_err() {
+                    if receipt_timer.try_send(vec![item]).is_err() {
                         send_shared.drop_packet(DropReason::HeldFull);
                     }
                 }

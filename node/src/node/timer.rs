@@ -25,9 +25,13 @@ pub(super) struct TimerItem {
     pub packet: Packet,
 }
 
+/// Batches of [`TimerItem`]s waiting for the timer (each up to a worker's
+/// batch of packets).
+pub(super) const TIMER_BATCHES: usize = 64;
+
 /// Holds packets until they are due, then passes each to its link.
 pub(super) async fn run_timer(
-    mut incoming: mpsc::Receiver<TimerItem>,
+    mut incoming: mpsc::Receiver<Vec<TimerItem>>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -39,10 +43,12 @@ pub(super) async fn run_timer(
             .map(|due| std::time::Duration::from_millis(due.saturating_sub(shared.clock.now_ms())));
         tokio::select! {
             _ = shutdown.changed() => break,
-            item = incoming.recv() => match item {
-                Some(item) => match held.push(item.source, item.due_ms, (item.next_hop, item.packet)) {
-                    Hold::Held => {}
-                    Hold::HeldEvictedOther | Hold::DroppedFull => shared.drop_packet(DropReason::HeldFull),
+            items = incoming.recv() => match items {
+                Some(items) => for item in items {
+                    match held.push(item.source, item.due_ms, (item.next_hop, item.packet)) {
+                        Hold::Held => {}
+                        Hold::HeldEvictedOther | Hold::DroppedFull => shared.drop_packet(DropReason::HeldFull),
+                    }
                 },
                 None => break,
             },

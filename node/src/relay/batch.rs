@@ -11,7 +11,9 @@ use crate::{
 };
 
 /// Where replay tags are remembered: durably, before any packet of the
-/// batch leaves (a crash must not let a replay through).
+/// batch leaves (a crash must not let a replay through). Either the log
+/// flushes them itself ([`Store`]) or its user flushes before the batch's
+/// packets leave ([`Unsynced`]).
 pub trait ReplayLog {
     /// Records `(epoch, tag)` pairs; for each, whether it was new.
     fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError>;
@@ -20,6 +22,18 @@ pub trait ReplayLog {
 impl ReplayLog for Store {
     fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError> {
         Store::record_replay_tags(self, tags)
+    }
+}
+
+/// A [`Store`] whose replay tags wait for the caller's next durable
+/// transaction ([`Store::record_replay_tags_unsynced`]): the worker
+/// commits its batch's deposits, or [`Store::sync`]s, before it releases
+/// any packet.
+pub struct Unsynced<'a>(pub &'a Store);
+
+impl ReplayLog for Unsynced<'_> {
+    fn record_replay_tags(&self, tags: &[(u64, [u8; 32])]) -> Result<Vec<bool>, StoreError> {
+        self.0.record_replay_tags_unsynced(tags)
     }
 }
 
@@ -103,7 +117,9 @@ pub fn settle_batch<S, P>(
 }
 
 /// Stores the replies of a batch in their mailboxes (one durable
-/// transaction). For each, `Ok` or why it was dropped.
+/// transaction, which also makes every earlier one durable). For each,
+/// `Ok` or why it was dropped; all of them `StorageError` when the
+/// transaction failed.
 pub fn deposit_all(
     store: &Store,
     deposits: &[Deposit<'_>],

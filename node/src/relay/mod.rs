@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | take a batch from the fair inbound queue | `node::pipeline` | I/O |
 //! | find the mix secret for the packet's key hint and epoch, peel one layer | [`RelayCore::open`] | pure |
-//! | record the batch's replay tags durably, in one transaction | [`settle_batch`] through [`ReplayLog`] | storage |
+//! | record the batch's replay tags in one transaction, durable before any packet leaves | [`settle_batch`] through [`ReplayLog`] (a process's worker: [`Unsynced`], made durable with the batch's deposits or a sync) | storage |
 //! | hold / deposit / hand to the exit / drop, with a typed reason | [`RelayCore::decide`] | pure |
 //! | a deposit within its previous hop's quota | [`quota::DepositQuota::admit`] | pure |
 //! | carry the decision out (timer, mailbox store, exit sink, metrics) | `node::pipeline`, `node::timer`, [`deposit_all`] | I/O |
@@ -25,7 +25,7 @@ pub mod cover;
 pub mod quota;
 
 pub use self::{
-    batch::{Opened, ReplayLog, deposit_all, process_batch, settle_batch},
+    batch::{Opened, ReplayLog, Unsynced, deposit_all, process_batch, settle_batch},
     core::{Decision, DropReason, NextHop, RelayCore, RelayLimits},
     cover::{LoopConfig, LoopCounters, LoopReturn, RelayLoops, choose_loop_path},
 };
