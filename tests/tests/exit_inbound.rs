@@ -106,14 +106,29 @@ impl Mail {
     }
 }
 
-async fn receipt(sender: &Sender, sent: &Sent, mail: &Mail) -> Outcome {
+async fn receipt(fed: &Federation, sender: &Sender, sent: &Sent, mail: &Mail) -> Outcome {
     match sender.receipt(sent, RECEIPT).await {
         Some(r) => r.outcome,
-        None => panic!(
-            "no receipt\nA logged:\n{}\nB logged:\n{}",
-            mail.a.log(),
-            mail.b.log()
-        ),
+        None => {
+            // What every node counted: where the leak or its receipt went.
+            let counted = std::iter::once(&fed.exit.node)
+                .chain(fed.relays.iter().map(|r| &r.node))
+                .map(|n| {
+                    n.metrics()
+                        .encode()
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect::<Vec<_>>()
+                .join("\n--\n");
+            panic!(
+                "no receipt\nnodes counted:\n{counted}\nA logged:\n{}\nB logged:\n{}",
+                mail.a.log(),
+                mail.b.log()
+            )
+        }
     }
 }
 
@@ -185,17 +200,20 @@ async fn notifications_reports_and_mail_to_the_exit() {
     let nobody = leak("nobody@leak.test").await;
     let busy = leak("busy@leak.test").await;
     let slow = leak("slow@leak.test").await;
-    assert_eq!(receipt(&sender, &zoe, &mail).await, Outcome::Delivered);
+    assert_eq!(
+        receipt(&fed, &sender, &zoe, &mail).await,
+        Outcome::Delivered
+    );
     // A's bounce: B refused the unknown user.
     assert_eq!(
-        receipt(&sender, &nobody, &mail).await,
+        receipt(&fed, &sender, &nobody, &mail).await,
         Outcome::BouncedWith(BounceClass::UnknownUser)
     );
     // Its next leak bounces at once: providers count a sender that keeps
     // writing to nonexistent mailboxes as a spammer.
     let nobody_again = leak("nobody@leak.test").await;
     assert_eq!(
-        receipt(&sender, &nobody_again, &mail).await,
+        receipt(&fed, &sender, &nobody_again, &mail).await,
         Outcome::BouncedWith(BounceClass::UnknownUser)
     );
     let leaks = &fed.exit.node.metrics().exit_leaks;
@@ -242,7 +260,10 @@ async fn notifications_reports_and_mail_to_the_exit() {
     // Nothing comes for slow: past the wait, its sender hears Accepted.
     clock.advance_ms(1801 * 1000);
     exit.clock_moved();
-    assert_eq!(receipt(&sender, &slow, &mail).await, Outcome::Accepted);
+    assert_eq!(
+        receipt(&fed, &sender, &slow, &mail).await,
+        Outcome::Accepted
+    );
     let notes = &fed.exit.node.metrics().exit_notifications;
     assert_eq!(Metrics::get(notes, "result", "delivered"), 2);
     assert_eq!(Metrics::get(notes, "result", "bounced"), 1);
@@ -314,7 +335,7 @@ async fn notifications_reports_and_mail_to_the_exit() {
     assert!(other.paused_since_ms.is_none(), "{other:?}");
     let again = leak("zoe@gmail.com").await;
     assert_eq!(
-        receipt(&sender, &again, &mail).await,
+        receipt(&fed, &sender, &again, &mail).await,
         Outcome::RecipientOptedOut
     );
     // Gmail waits, and so does the company whose MX hosts are Google's;
@@ -322,7 +343,10 @@ async fn notifications_reports_and_mail_to_the_exit() {
     let ann = leak("ann@gmail.com").await;
     let ann_at_work = leak("ann@company.test").await;
     let zoe2 = leak("zoe@leak.test").await;
-    assert_eq!(receipt(&sender, &zoe2, &mail).await, Outcome::Delivered);
+    assert_eq!(
+        receipt(&fed, &sender, &zoe2, &mail).await,
+        Outcome::Delivered
+    );
     assert!(sender.receipt(&ann, Duration::from_secs(2)).await.is_none());
     assert!(
         sender

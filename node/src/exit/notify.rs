@@ -33,8 +33,10 @@ use crate::metrics::Metrics;
 pub const SUPPRESS_UNKNOWN_MS: u64 = 30 * 86_400_000;
 
 /// How often, and how far apart, a notification that came before its
-/// leak's wait was recorded is tried again (10 s in all).
-const EARLY_RETRIES: u32 = 100;
+/// leak's wait was recorded is tried again (60 s in all: the record is a
+/// durable commit, slow on a loaded disk; the mail server waits for the
+/// answer far longer).
+const EARLY_RETRIES: u32 = 600;
 const EARLY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Longest sleep of the deadline loop (so a clock moved by tests or
@@ -100,21 +102,27 @@ impl Exit {
 
     /// Ends waiting leak `id` with `outcome` and answers its sender; what
     /// it waited with, or `None` if it was not waiting (resolved before, or
-    /// never sent here).
+    /// never sent here). An `UnknownUser` bounce suppresses the recipient
+    /// ([`SUPPRESS_UNKNOWN_MS`]) before the sender hears of it, so a leak
+    /// written on hearing is not sent again.
     pub(super) async fn resolve(
         self: &Arc<Self>,
         id: MessageId,
         outcome: Outcome,
         state: EndState,
     ) -> Result<Option<Awaiting>, ExitError> {
+        let now = self.now_ms();
+        let suppress_until = (outcome == Outcome::BouncedWith(BounceClass::UnknownUser))
+            .then(|| now.saturating_add(SUPPRESS_UNKNOWN_MS));
         let done = Done {
             outcome: outcome.clone(),
             state,
-            at_ms: self.now_ms(),
+            at_ms: now,
         };
         let this = self.clone();
         let resolved =
-            tokio::task::spawn_blocking(move || this.store.resolve(&id, &done)).await??;
+            tokio::task::spawn_blocking(move || this.store.resolve(&id, &done, suppress_until))
+                .await??;
         let Some((awaiting, sender)) = resolved else {
             return Ok(None);
         };
@@ -175,11 +183,6 @@ impl Exit {
             "result",
             if resolved.is_some() { label } else { "late" },
         );
-        if action == DsnAction::Failed(BounceClass::UnknownUser)
-            && let Some(recipient) = resolved.and_then(|a| a.recipient)
-        {
-            self.suppress(recipient).await;
-        }
         Ok(())
     }
 

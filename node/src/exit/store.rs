@@ -383,11 +383,15 @@ impl ExitStore {
 
     /// Ends waiting leak `id` with its outcome `done` (one transaction),
     /// then reads its message id from its slot and scrubs the slot.
-    /// `None` if it was not waiting (already resolved).
+    /// `None` if it was not waiting (already resolved). With
+    /// `suppress_until_ms`, leaks to its recipient bounce at once until
+    /// then, recorded in the same transaction: its sender, told of the
+    /// bounce, may write again at once.
     pub fn resolve(
         &self,
         id: &MessageId,
         done: &Done,
+        suppress_until_ms: Option<u64>,
     ) -> Result<Option<(Awaiting, Option<MessageId>)>, ExitError> {
         let txn = self.store.db().begin_write()?;
         let awaiting = {
@@ -396,9 +400,12 @@ impl ExitStore {
                 Some(v) => Some(decode::<Awaiting>(v.value())?),
                 None => None,
             };
-            if awaiting.is_some() {
+            if let Some(awaiting) = &awaiting {
                 txn.open_table(DONE)?
                     .insert(id.0, encode(done)?.as_slice())?;
+                if let (Some(until), Some(recipient)) = (suppress_until_ms, awaiting.recipient) {
+                    txn.open_table(SUPPRESSED)?.insert(recipient, until)?;
+                }
             }
             awaiting
         };

@@ -141,3 +141,63 @@ fn earlier_opt_outs_are_taken_once_the_exits_own_only() {
     assert_eq!(taken, vec![([10; 32], 7, true), ([12; 32], 9, false)]);
     assert!(store.take_earlier_opt_outs(&me).unwrap().is_empty());
 }
+
+#[test]
+fn a_bounce_for_an_unknown_user_suppresses_with_its_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let sent = Done {
+        outcome: Outcome::Accepted,
+        state: EndState::Sent,
+        at_ms: 1,
+    };
+    let bounced = Done {
+        outcome: Outcome::BouncedWith(leak_protocol::BounceClass::UnknownUser),
+        state: EndState::Bounced,
+        at_ms: 2,
+    };
+    let wait = |id: MessageId, recipient: [u8; 32]| {
+        store.accept(&id, b"text", &entry(), &[3; 32], 1).unwrap();
+        let waiting = store
+            .await_notification(
+                &id,
+                &MessageId([9; 16]),
+                |e| Awaiting {
+                    reply_block: e.reply_block,
+                    provider: 0,
+                    sent_ms: 1,
+                    deadline_ms: 100,
+                    recipient: Some(recipient),
+                },
+                &sent,
+            )
+            .unwrap();
+        assert!(waiting);
+    };
+    // Without a suppression: resolved, the recipient still reachable.
+    wait(MessageId([1; 16]), [5; 32]);
+    let (_, sender) = store
+        .resolve(&MessageId([1; 16]), &bounced, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(sender, Some(MessageId([9; 16])));
+    assert!(!store.suppressed(&[5; 32], 2).unwrap());
+    // With one: suppressed by the time the resolution returns, until then.
+    wait(MessageId([2; 16]), [6; 32]);
+    assert!(
+        store
+            .resolve(&MessageId([2; 16]), &bounced, Some(50))
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.suppressed(&[6; 32], 49).unwrap());
+    assert!(!store.suppressed(&[6; 32], 50).unwrap());
+    // A second resolution finds nothing and suppresses nothing.
+    assert!(
+        store
+            .resolve(&MessageId([2; 16]), &bounced, Some(500))
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.suppressed(&[6; 32], 60).unwrap());
+}
