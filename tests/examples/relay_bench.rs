@@ -359,9 +359,10 @@ fn latencies(sent: &[(u64, Instant)], sink: &Sink) -> (Vec<f64>, usize) {
     (out, lost)
 }
 
-/// Waits until C has received nothing new for 300 ms (at most 10 s).
+/// Waits until C has received nothing new for [`DRAIN_QUIET`] (at most
+/// 15 s).
 fn wait_drained(c: &Node) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = c.sample().received;
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
@@ -370,11 +371,17 @@ fn wait_drained(c: &Node) {
         if now != last {
             last = now;
             quiet_since = Instant::now();
-        } else if quiet_since.elapsed() >= Duration::from_millis(300) {
+        } else if quiet_since.elapsed() >= DRAIN_QUIET {
             return;
         }
     }
 }
+
+/// How long C must receive nothing for the pipeline to count as drained:
+/// longer than A's and B's batch gathering together (`limits.batch_gather_ms`,
+/// 1 s each at the defaults), or a step's last packets, still gathered,
+/// would count as lost.
+const DRAIN_QUIET: Duration = Duration::from_millis(2500);
 
 struct StepResult {
     offered: f64,
