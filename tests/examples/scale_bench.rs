@@ -3,8 +3,14 @@
 //!
 //! ```text
 //! cargo build --release -p leak-node --bins
-//! cargo run --release -p leak-tests --example scale_bench -- [--senders N] [--minutes M] [--json FILE] [--no-answers]
+//! cargo run --release -p leak-tests --example scale_bench -- [--senders N] [--minutes M] [--load K] [--json FILE] [--no-answers]
 //! ```
+//! (`--load K` makes each agent send and poll K times as often as the
+//! defaults: the nodes then carry the packets and polls of `N * K`
+//! always-on senders at the default rate, which two cores cannot run as
+//! separate agents; their directory fetches are K times as frequent too.
+//! Every per-sender figure is then per one of those `N * K` senders. What
+//! is not multiplied is the connections: `N` guard links, not `N * K`.)
 //! (`--no-answers` sends every leak as `leak send --no-answers` does, for
 //! comparing what answerable leaks cost the federation; the defaults send
 //! them answerable.)
@@ -23,7 +29,10 @@
 //! cover rates, polls, relay loops, receipt delays. The agents start 50 a
 //! second, and the run waits until every one has its guard.
 //!
-//! After a minute of warm-up, leaks are handed to random agents through
+//! After five minutes of warm-up (the packets' pipeline must be full: a
+//! packet reaches its fourth hop three mixing delays, about three minutes,
+//! after its agent sent it, so a shorter warm-up counts fewer packets, and
+//! less CPU, than the steady state has), leaks are handed to random agents through
 //! their sockets (what `leak send` does) as a Poisson process of 10 a
 //! minute in all, for `--minutes` (30); then the run waits until every leak
 //! was delivered (at most 30 minutes more).
@@ -81,8 +90,11 @@ const EXITS: usize = 2;
 /// Leaks per minute, in all.
 const LEAKS_PER_MINUTE: f64 = 10.0;
 /// Before the first leak: agents fetch the directory, choose guards, start
-/// their clocks.
-const WARM_UP: Duration = Duration::from_secs(60);
+/// their clocks, and their packets reach every hop (four hops of a minute
+/// on average: the last hop's arrivals are steady after about four
+/// minutes; a minute of warm-up left the run's first minutes short of
+/// packets at the later hops, by about 6 % of a 15-minute run's).
+const WARM_UP: Duration = Duration::from_secs(300);
 /// How long the agents may take to find their guards.
 const READY_WAIT: Duration = Duration::from_secs(600);
 /// The quiet interval that measures the federation's cost without senders.
@@ -186,22 +198,49 @@ fn start_federation(dir: &Path, smtp_port: u16) -> Vec<RunningProcess> {
 }
 
 /// One node's counters at one moment.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Sample {
     cpu: f64,
     rss: f64,
     received: f64,
+    /// Packets held for their mixing delay at that moment.
+    held: f64,
+    /// Packets dropped, by reason.
+    dropped: std::collections::BTreeMap<String, f64>,
 }
 
 fn sample(node: &RunningProcess) -> Sample {
-    let received = scrape_metrics(node.started.metrics_addr())
-        .map(|text| metric(&text, "leak_packets_received_total", None))
-        .unwrap_or(0.0);
+    let text = scrape_metrics(node.started.metrics_addr()).unwrap_or_default();
+    let received = metric(&text, "leak_packets_received_total", None);
+    let dropped = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("leak_packets_dropped_total{")?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let reason = labels.split("reason=\"").nth(1)?.split('"').next()?;
+            Some((reason.to_owned(), value.parse::<f64>().ok()?))
+        })
+        .collect();
     Sample {
         cpu: cpu_secs(node.process.pid()),
         rss: rss_mib(node.process.pid()),
         received,
+        held: metric(&text, "leak_held_packets", None),
+        dropped,
     }
+}
+
+/// Packets the nodes dropped between two samples each, by reason.
+fn drops_between(before: &[Sample], after: &[Sample]) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (b, a) in before.iter().zip(after) {
+        for (reason, value) in &a.dropped {
+            let earlier = b.dropped.get(reason).copied().unwrap_or(0.0);
+            *out.entry(reason.clone()).or_insert(0.0) += value - earlier;
+        }
+    }
+    out.retain(|_, v| *v > 0.0);
+    out
 }
 
 /// Starts agent `i` in `dir/agent-i` as a task of this process.
@@ -209,6 +248,7 @@ fn start_agent(
     dir: &Path,
     i: usize,
     bootstrap: &Multiaddr,
+    load: u64,
 ) -> (PathBuf, tokio::task::JoinHandle<()>) {
     let root = dir.join(format!("agent-{i}"));
     std::fs::create_dir_all(&root).unwrap();
@@ -219,6 +259,11 @@ fn start_agent(
     // here the agents share one machine, so each takes a free port (the
     // page stays on, as shipped).
     config.ui.listen = "127.0.0.1:0".to_owned();
+    // `--load K`: the packets, polls and directory fetches of K senders
+    // at the defaults.
+    config.cover.send_interval_ms = (config.cover.send_interval_ms / load).max(1);
+    config.cover.poll_interval_ms = (config.cover.poll_interval_ms / load).max(1);
+    config.agent.directory_refresh_secs = (config.agent.directory_refresh_secs / load).max(1);
     let state = StateDir::open(&root).unwrap();
     let policy = config.policy.load().unwrap();
     // The agent's future is not `Send` (its randomness is thread-local):
@@ -323,6 +368,10 @@ async fn run() {
     let minutes: f64 = arg("--minutes")
         .and_then(|s| s.parse().ok())
         .unwrap_or(30.0);
+    let load: u64 = arg("--load")
+        .and_then(|s| s.parse().ok())
+        .filter(|k| *k >= 1)
+        .unwrap_or(1);
     let json_path = arg("--json");
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -360,6 +409,7 @@ async fn run() {
             dir.path(),
             i,
             &bootstraps[i % bootstraps.len()],
+            load,
         ));
         if i % 25 == 24 {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -376,6 +426,7 @@ async fn run() {
     tokio::time::sleep(WARM_UP).await;
 
     let bytes_before = own_tcp_bytes();
+    let own_cpu_before = cpu_secs(std::process::id());
     let before: Vec<Sample> = nodes.iter().map(sample).collect();
     let started = Instant::now();
     let period = Duration::from_secs_f64(minutes * 60.0);
@@ -398,6 +449,7 @@ async fn run() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after: Vec<Sample> = nodes.iter().map(sample).collect();
+    let own_cpu = cpu_secs(std::process::id()) - own_cpu_before;
     let bytes_after = own_tcp_bytes();
     eprintln!(
         "scale_bench: {} leaks handed over ({refused} not queued); waiting for the last",
@@ -425,7 +477,9 @@ async fn run() {
 
     // The figures.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let n = senders as f64;
+    // The senders at the default rate whose traffic the nodes carried.
+    let n = (senders as u64 * load) as f64;
+    let agents_cpu_share = own_cpu / elapsed * 100.0;
     let relay_cpu: f64 = before.iter().zip(&after).map(|(b, a)| a.cpu - b.cpu).sum();
     let packets: f64 = before
         .iter()
@@ -433,6 +487,21 @@ async fn run() {
         .map(|(b, a)| a.received - b.received)
         .sum();
     let per_cpu_second = packets / relay_cpu.max(1e-9);
+    let mut drops = drops_between(&before, &after);
+    // A drop-cover packet ends at its last hop, counted under "cover": its
+    // journey's end, not a loss.
+    let cover_ended = drops.remove("cover").unwrap_or(0.0);
+    let most_held = after.iter().map(|s| s.held).fold(0.0, f64::max);
+    let dropped: f64 = drops.values().sum();
+    let drop_list = if drops.is_empty() {
+        "none".to_owned()
+    } else {
+        drops
+            .iter()
+            .map(|(r, v)| format!("{r} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     // The senders' share: the CPU above the idle federation's.
     let sender_cpu = (relay_cpu - idle_cpu_per_sec * elapsed).max(1e-9);
     let per_sender_cpu_second = packets / sender_cpu;
@@ -488,8 +557,15 @@ async fn run() {
 
     println!();
     println!(
-        "Scale: {RELAYS} relays + {EXITS} exits (leak-node processes), {senders} always-on agents, \
+        "Scale: {RELAYS} relays + {EXITS} exits (leak-node processes), {senders} always-on agents{}, \
          {:.0} min of {LEAKS_PER_MINUTE} leaks/min, {cores} cores, {}",
+        if load > 1 {
+            format!(
+                " each sending and polling {load} times as often (the traffic of {n:.0} senders at the defaults)"
+            )
+        } else {
+            String::new()
+        },
         elapsed / 60.0,
         if std::env::args().any(|a| a == "--no-answers") {
             "defaults but leaks sent --no-answers"
@@ -501,6 +577,15 @@ async fn run() {
     println!("|---|---|---|---|");
     println!("| packets processed per CPU second (all nodes) | {per_cpu_second:.0} | | |");
     println!("| packets per sender per second (all hops) | {per_sender_per_second:.3} | | |");
+    println!(
+        "| packets the nodes dropped (not counting {cover_ended:.0} drop-cover packets at their last hop) | {dropped:.0} of {packets:.0} ({drop_list}) | | |"
+    );
+    println!(
+        "| most packets one node held at the end of the period | {most_held:.0} (limits.held_packets: {}) | | |",
+        leak_node::Config::defaults(PathBuf::new())
+            .limits
+            .held_packets
+    );
     println!(
         "| always-on senders one core carries | {senders_per_core:.0} | >= {TARGET_SENDERS_PER_CORE:.0} | {} |",
         mark(senders_per_core >= TARGET_SENDERS_PER_CORE)
@@ -541,12 +626,16 @@ async fn run() {
         handed.len(),
         mark(lat.len() == handed.len())
     );
-    println!("(run took {:.1} min)", begun.elapsed().as_secs_f64() / 60.0);
+    println!(
+        "(the agents, all in this process, used {agents_cpu_share:.0} % of a core; \
+         the run took {:.1} min)",
+        begun.elapsed().as_secs_f64() / 60.0
+    );
 
     if let Some(path) = json_path {
         let json = format!(
-            "{{\n  \"senders\": {senders},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
-             \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_cpu_second\": {per_sender_cpu_second:.1},\n  \"idle_node_cpu_percent\": {idle_cpu_share:.3},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \
+            "{{\n  \"senders\": {senders},\n  \"load\": {load},\n  \"agents_cpu_percent\": {agents_cpu_share:.1},\n  \"minutes\": {:.1},\n  \"cores\": {cores},\n  \
+             \"packets_per_cpu_second\": {per_cpu_second:.1},\n  \"packets_per_sender_cpu_second\": {per_sender_cpu_second:.1},\n  \"idle_node_cpu_percent\": {idle_cpu_share:.3},\n  \"packets_per_sender_second\": {per_sender_per_second:.5},\n  \"packets_dropped\": {dropped:.0},\n  \"cover_ended\": {cover_ended:.0},\n  \"most_held\": {most_held:.0},\n  \
              \"senders_per_core\": {senders_per_core:.0},\n  \"slope_us_per_packet\": {slope_us_per_packet:.1},\n  \"senders_per_core_slope\": {senders_per_core_slope:.0},\n  \"cpu_ms_per_sender_hour\": {cpu_ms_per_sender_hour:.2},\n  \
              \"relay_ms_per_sender_hour\": {relay_ms_per_sender_hour:.2},\n  \"exit_ms_per_sender_hour\": {exit_ms_per_sender_hour:.2},\n  \"intercept_node_cpu_percent\": {intercept_share:.3},\n  \
              \"kib_per_sender\": {kib_per_sender:.2},\n  \"relay_peak_rss_mib\": {relay_peak:.1},\n  \"exit_peak_rss_mib\": {exit_peak:.1},\n  \

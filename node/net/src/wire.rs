@@ -75,7 +75,17 @@ pub async fn write_packet<W: AsyncWrite + Unpin>(io: &mut W, packet: &Packet) ->
 
 /// Reads one packet; `None` at a clean end of stream.
 pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<Packet>> {
-    let mut buf = vec![0u8; PACKET_LEN];
+    read_packet_with(io, &mut [0u8; PACKET_LEN]).await
+}
+
+/// Reads one packet through `buf`, a buffer the caller keeps for the
+/// stream's packets (a relay reads many on one stream; a fresh zeroed
+/// buffer for each costs an allocation and a clearing); `None` at a clean
+/// end of stream.
+pub async fn read_packet_with<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut [u8; PACKET_LEN],
+) -> io::Result<Option<Packet>> {
     let mut filled = 0;
     while filled < PACKET_LEN {
         match io.read(&mut buf[filled..]).await? {
@@ -84,7 +94,7 @@ pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<
             n => filled += n,
         }
     }
-    Packet::from_bytes(&buf)
+    Packet::from_bytes(&buf[..])
         .map(Some)
         .ok_or_else(|| invalid("packet length"))
 }

@@ -13,7 +13,6 @@ use super::{
 };
 use crate::{
     exit::{ExitDelivery, schedule::receipt_delay_ms},
-    identity::peer_id_of,
     relay::{Decision, DropReason, NextHop, Unsynced, settle_batch},
     store::{Deposit, MailboxLimits},
 };
@@ -54,8 +53,10 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<Vec<TimerIte
                 }
             }
         }
-        // One Ed25519 point decoding per packet (peer_id_of), here only.
-        let resolve = |node: &NodeId| match peer_id_of(node) {
+        // A next hop's Ed25519 key is decoded once, then remembered.
+        let known =
+            |peer: &libp2p::PeerId| *peer == shared.local_peer || shared.book.contains(peer);
+        let resolve = |node: &NodeId| match shared.peer_ids.resolve(node, known) {
             None => NextHop::Invalid,
             Some(peer) if peer == shared.local_peer || shared.book.contains(&peer) => {
                 NextHop::Known(peer)

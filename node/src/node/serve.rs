@@ -95,8 +95,9 @@ async fn read_packets(
     shared: Arc<Shared>,
     _slot: StreamSlot,
 ) {
+    let mut buf = Box::new([0u8; leak_protocol::PACKET_LEN]);
     loop {
-        match wire::read_packet(&mut stream).await {
+        match wire::read_packet_with(&mut stream, &mut buf).await {
             Ok(Some(packet)) => {
                 shared.metrics.packets_received.inc();
                 shared.count_received(&peer);

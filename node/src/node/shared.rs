@@ -7,7 +7,7 @@ use std::{
 };
 
 use leak_protocol::{
-    Packet,
+    NodeId, Packet,
     directory::{Descriptor, ExitInfo, Roles, SignedDescriptor},
     roster::RosterError,
 };
@@ -68,6 +68,36 @@ fn publishable(listen: &[Multiaddr]) -> Vec<Multiaddr> {
     }
 }
 
+/// The libp2p peer ids of next hops, by node id, remembered: decoding a
+/// node id (an Ed25519 key) costs a point decompression, which every
+/// forwarded packet would otherwise pay. Only ids that resolve to a peer
+/// this node knows are remembered (a hostile packet can name any id), and
+/// at most [`PeerIds::MAX`] of them: past that the memory starts afresh.
+#[derive(Default)]
+pub(super) struct PeerIds(Mutex<HashMap<NodeId, PeerId>>);
+
+impl PeerIds {
+    /// Most ids remembered.
+    const MAX: usize = 16_384;
+
+    /// The peer id of `node`, if it decodes to one; `known` says whether
+    /// that peer is worth remembering.
+    pub(super) fn resolve(&self, node: &NodeId, known: impl Fn(&PeerId) -> bool) -> Option<PeerId> {
+        if let Some(peer) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(node) {
+            return Some(*peer);
+        }
+        let peer = peer_id_of(node)?;
+        if known(&peer) {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(*node, peer);
+        }
+        Some(peer)
+    }
+}
+
 /// State shared by the node's tasks.
 pub(super) struct Shared {
     pub(super) config: Config,
@@ -77,6 +107,8 @@ pub(super) struct Shared {
     pub(super) keys: RwLock<KeyRing>,
     pub(super) directory: RwLock<Directory>,
     pub(super) book: AddressBook,
+    /// Next hops' peer ids, remembered.
+    pub(super) peer_ids: PeerIds,
     pub(super) metrics: Arc<Metrics>,
     pub(super) inbound: FairQueue<PeerId, Packet>,
     pub(super) links: Mutex<HashMap<PeerId, mpsc::Sender<Packet>>>,
@@ -319,5 +351,56 @@ impl Shared {
         descriptor
             .sign(self.identity.seed())
             .map_err(|e| NodeError::Descriptor(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_match_decoding_and_remember_only_known_peers() {
+        let ids = PeerIds::default();
+        let known = Identity::generate();
+        let stranger = Identity::generate();
+        let yes = |_: &PeerId| true;
+        let no = |_: &PeerId| false;
+        for _ in 0..2 {
+            assert_eq!(
+                ids.resolve(&known.node_id(), yes),
+                Some(known.peer_id()),
+                "decoded, then remembered"
+            );
+        }
+        assert_eq!(
+            ids.resolve(&stranger.node_id(), no),
+            Some(stranger.peer_id())
+        );
+        let remembered = ids.0.lock().unwrap().clone();
+        assert_eq!(remembered.len(), 1, "a peer not known is not remembered");
+        assert_eq!(remembered.get(&known.node_id()), Some(&known.peer_id()));
+        // Not a point on the curve: no peer id, nothing remembered.
+        let mut bad = None;
+        for b in 0u8..=255 {
+            let node = NodeId([b; 32]);
+            if peer_id_of(&node).is_none() {
+                bad = Some(node);
+                break;
+            }
+        }
+        let bad = bad.expect("some constant is not a valid key");
+        assert_eq!(ids.resolve(&bad, yes), None);
+        assert_eq!(ids.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn peer_ids_stay_bounded() {
+        let ids = PeerIds::default();
+        for _ in 0..PeerIds::MAX + 3 {
+            let id = Identity::generate();
+            assert_eq!(ids.resolve(&id.node_id(), |_| true), Some(id.peer_id()));
+        }
+        let len = ids.0.lock().unwrap().len();
+        assert!((1..=PeerIds::MAX).contains(&len), "{len} remembered");
     }
 }

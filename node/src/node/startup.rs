@@ -211,6 +211,7 @@ pub async fn start(
         keys: RwLock::new(keys),
         directory: RwLock::new(directory),
         book,
+        peer_ids: Default::default(),
         metrics: metrics.clone(),
         inbound: FairQueue::new(config.limits.peer_queue, config.limits.global_queue),
         links: Mutex::new(HashMap::new()),

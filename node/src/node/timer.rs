@@ -29,6 +29,14 @@ pub(super) struct TimerItem {
 /// batch of packets).
 pub(super) const TIMER_BATCHES: usize = 64;
 
+/// How long past the first due packet the timer waits before it releases:
+/// packets due within this of one another leave on one wake-up of the
+/// node, not one each (a quiet relay's CPU goes mostly to waking up). A
+/// packet is never released before its delay, and at most this much after
+/// it (a mixing delay is a minute on average); a burst is at most the
+/// packets due in this long.
+const RELEASE_GROUPING_MS: u64 = 50;
+
 /// Holds packets until they are due, then passes each to its link.
 pub(super) async fn run_timer(
     mut incoming: mpsc::Receiver<Vec<TimerItem>>,
@@ -38,9 +46,10 @@ pub(super) async fn run_timer(
     let mut held: HeldQueue<PeerId, u64, (PeerId, Packet)> =
         HeldQueue::new(shared.config.limits.held_packets);
     loop {
-        let wait = held
-            .next_due()
-            .map(|due| std::time::Duration::from_millis(due.saturating_sub(shared.clock.now_ms())));
+        let wait = held.next_due().map(|due| {
+            let release = due.saturating_add(RELEASE_GROUPING_MS);
+            std::time::Duration::from_millis(release.saturating_sub(shared.clock.now_ms()))
+        });
         tokio::select! {
             _ = shutdown.changed() => break,
             items = incoming.recv() => match items {
