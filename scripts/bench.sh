@@ -47,7 +47,7 @@
 # installs them) and root (smtp-sink runs as nobody). About 20 seconds;
 # set BENCH_EXIT=0 to skip it.
 #
-# Then, only with BENCH_SCALE=1 (it takes about 35 minutes), the scale
+# Then, only with BENCH_SCALE=1 (it takes about 40 minutes), the scale
 # benchmark (tests/examples/scale_bench.rs, release build): 18 relays and 2
 # exits as leak-node processes, 300 always-on agents (the agent's own code,
 # in one process) at the shipped defaults, leaks at 10 a minute for

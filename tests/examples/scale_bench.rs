@@ -492,7 +492,7 @@ async fn run() {
     // journey's end, not a loss.
     let cover_ended = drops.remove("cover").unwrap_or(0.0);
     let most_held = after.iter().map(|s| s.held).fold(0.0, f64::max);
-    let dropped: f64 = drops.values().sum();
+    let dropped = drops.values().fold(0.0, |sum, n| sum + n);
     let drop_list = if drops.is_empty() {
         "none".to_owned()
     } else {
