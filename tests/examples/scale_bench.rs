@@ -93,7 +93,8 @@ const LEAKS_PER_MINUTE: f64 = 10.0;
 /// their clocks, and their packets reach every hop (four hops of a minute
 /// on average: the last hop's arrivals are steady after about four
 /// minutes; a minute of warm-up left the run's first minutes short of
-/// packets at the later hops, by about 6 % of a 15-minute run's).
+/// packets at the later hops: 0.54 packets per sender per second counted
+/// over 15 minutes, against 0.595 in the steady state).
 const WARM_UP: Duration = Duration::from_secs(300);
 /// How long the agents may take to find their guards.
 const READY_WAIT: Duration = Duration::from_secs(600);

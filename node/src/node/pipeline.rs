@@ -58,9 +58,7 @@ pub(super) fn run_worker(shared: &Arc<Shared>, timer: &mpsc::Sender<Vec<TimerIte
             |peer: &libp2p::PeerId| *peer == shared.local_peer || shared.book.contains(peer);
         let resolve = |node: &NodeId| match shared.peer_ids.resolve(node, known) {
             None => NextHop::Invalid,
-            Some(peer) if peer == shared.local_peer || shared.book.contains(&peer) => {
-                NextHop::Known(peer)
-            }
+            Some(peer) if known(&peer) => NextHop::Known(peer),
             Some(_) => NextHop::Unknown,
         };
         // The tags become durable with the batch's deposits, or with a
