@@ -11,15 +11,18 @@ use std::{
     hash::Hash,
 };
 
-/// What happened to a packet offered to the queue.
+/// What happened to a packet offered to the queue. What was evicted or
+/// refused is handed back, so that whatever it holds (a packet's place on
+/// disk) can be freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
+pub enum Hold<A> {
     /// Held.
     Held,
-    /// Held, and a packet of the biggest holder was evicted to make room.
-    HeldEvictedOther,
-    /// Dropped: the queue is full and this source holds the most.
-    DroppedFull,
+    /// Held, and this packet of the biggest holder was evicted to make room.
+    HeldEvictedOther(A),
+    /// Not held, handed back: the queue is full and this source holds the
+    /// most.
+    DroppedFull(A),
 }
 
 /// A bounded timer queue keyed by due time, fair between sources.
@@ -42,7 +45,7 @@ impl<P: Clone + Eq + Hash, D: Ord + Copy, A> HeldQueue<P, D, A> {
     }
 
     /// Holds `action` from `source` until `due`.
-    pub fn push(&mut self, source: P, due: D, action: A) -> Hold {
+    pub fn push(&mut self, source: P, due: D, action: A) -> Hold<A> {
         let mut result = Hold::Held;
         if self.items.len() >= self.cap {
             let own = self.by_source.get(&source).map_or(0, BTreeSet::len);
@@ -53,10 +56,11 @@ impl<P: Clone + Eq + Hash, D: Ord + Copy, A> HeldQueue<P, D, A> {
                 .filter(|(peer, keys)| **peer != source && keys.len() > own)
                 .and_then(|(peer, keys)| Some((peer.clone(), *keys.last()?)));
             let Some((victim, key)) = victim else {
-                return Hold::DroppedFull;
+                return Hold::DroppedFull(action);
             };
-            self.remove(&victim, key);
-            result = Hold::HeldEvictedOther;
+            if let Some(evicted) = self.remove(&victim, key) {
+                result = Hold::HeldEvictedOther(evicted);
+            }
         }
         self.seq += 1;
         let key = (due, self.seq);
@@ -104,12 +108,13 @@ impl<P: Clone + Eq + Hash, D: Ord + Copy, A> HeldQueue<P, D, A> {
         self.items.is_empty()
     }
 
-    /// Empties the queue; returns how many packets it held.
-    pub fn clear(&mut self) -> usize {
-        let n = self.items.len();
-        self.items.clear();
+    /// Empties the queue; returns what it held.
+    pub fn drain(&mut self) -> Vec<A> {
         self.by_source.clear();
-        n
+        std::mem::take(&mut self.items)
+            .into_values()
+            .map(|(_, action)| action)
+            .collect()
     }
 }
 
@@ -138,9 +143,9 @@ mod tests {
             assert_eq!(q.push("flood", 1000 + i, i), Hold::Held);
         }
         // The flood's own new packet is dropped...
-        assert_eq!(q.push("flood", 5, 99), Hold::DroppedFull);
+        assert_eq!(q.push("flood", 5, 99), Hold::DroppedFull(99));
         // ...an honest one evicts the flood's latest-due packet.
-        assert_eq!(q.push("honest", 50, 7), Hold::HeldEvictedOther);
+        assert_eq!(q.push("honest", 50, 7), Hold::HeldEvictedOther(3));
         assert_eq!(q.len(), 4);
         assert_eq!(q.pop_due(60), Some(7));
         let rest: Vec<_> = std::iter::from_fn(|| q.pop_due(u64::MAX)).collect();
@@ -153,7 +158,8 @@ mod tests {
         let mut q = HeldQueue::new(2);
         q.push("a", 1, 1);
         q.push("b", 2, 2);
-        assert_eq!(q.push("a", 3, 3), Hold::DroppedFull);
-        assert_eq!(q.clear(), 2);
+        assert_eq!(q.push("a", 3, 3), Hold::DroppedFull(3));
+        assert_eq!(q.drain(), vec![1, 2]);
+        assert!(q.is_empty());
     }
 }

@@ -29,6 +29,7 @@ pub mod epoch;
 pub mod error;
 pub mod exit;
 pub mod held;
+pub mod held_disk;
 pub mod identity;
 pub mod metrics;
 pub mod net;

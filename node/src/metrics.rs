@@ -30,6 +30,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Packets held for their mixing delay.
     pub held_packets: Gauge,
+    /// Of those, the packets waiting on disk (past `limits.held_in_memory`).
+    pub held_on_disk: Gauge,
     /// Seconds of cryptography per packet.
     pub processing_seconds: Histogram,
     /// Connected peers.
@@ -148,6 +150,12 @@ impl Metrics {
             "held_packets",
             "Packets held for their mixing delay",
             held_packets.clone(),
+        );
+        let held_on_disk = Gauge::default();
+        registry.register(
+            "held_on_disk",
+            "Held packets waiting on disk (past limits.held_in_memory)",
+            held_on_disk.clone(),
         );
         let processing_seconds = Histogram::new(exponential_buckets(10e-6, 2.0, 14));
         registry.register(
@@ -336,6 +344,7 @@ impl Metrics {
             packets_dropped,
             queue_depth,
             held_packets,
+            held_on_disk,
             processing_seconds,
             peers,
             epoch,

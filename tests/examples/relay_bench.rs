@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p leak-node --bins
-//! cargo run --release -p leak-tests --example relay_bench -- [--json FILE]
+//! cargo run --release -p leak-tests --example relay_bench -- [--json FILE] [--held-in-memory N]
 //! ```
 //! (`scripts/bench.sh` does both and prints the results as a table.)
 //!
@@ -405,12 +405,21 @@ fn json_number(x: f64) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let json_path = {
-        let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().collect();
+    let option = |name: &str| {
         args.iter()
-            .position(|a| a == "--json")
+            .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    let json_path = option("--json");
+    // `--held-in-memory N`: B keeps only N held packets in memory and
+    // writes the rest to disk (`limits.held_in_memory`; 0 puts every
+    // packet through the disk, to measure what that costs).
+    let held_in_memory: Option<String> = option("--held-in-memory").map(|n| {
+        n.parse::<usize>()
+            .unwrap_or_else(|_| panic!("--held-in-memory takes a number, not {n:?}"))
+            .to_string()
+    });
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let sink = start_sink().await;
@@ -427,7 +436,7 @@ async fn main() {
     );
 
     // Three nodes: A alone, B bootstrapping from A and from the sink, C from B.
-    let start = |name: &'static str, bootstrap: Vec<Multiaddr>| {
+    let start = |name: &'static str, bootstrap: Vec<Multiaddr>, envs: &[(&str, &str)]| {
         let data = dir.path().join(name);
         let mut args = vec![
             "--listen".to_owned(),
@@ -442,7 +451,7 @@ async fn main() {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let config = init_node(&data, &args);
-        let mut process = NodeProcess::run(name, &config, &[], &[]);
+        let mut process = NodeProcess::run(name, &config, &[], envs);
         let started = process.wait_started(true, Duration::from_secs(30));
         Node {
             name,
@@ -455,9 +464,13 @@ async fn main() {
         .clone()
         .with(libp2p::multiaddr::Protocol::P2p(sink.peer_id));
     let (a, b, c) = tokio::task::block_in_place(|| {
-        let a = start("A", vec![]);
-        let b = start("B", vec![a.started.dial_addr(), sink_addr]);
-        let c = start("C", vec![b.started.dial_addr()]);
+        let a = start("A", vec![], &[]);
+        let b_envs: Vec<(&str, &str)> = held_in_memory
+            .iter()
+            .map(|n| ("LEAK_LIMITS__HELD_IN_MEMORY", n.as_str()))
+            .collect();
+        let b = start("B", vec![a.started.dial_addr(), sink_addr], &b_envs);
+        let c = start("C", vec![b.started.dial_addr()], &[]);
         (a, b, c)
     });
     eprintln!(
@@ -694,13 +707,14 @@ async fn main() {
 
     let sustained_pps = best.map_or(0.0, |s| s.b_rate.min(s.offered));
     eprintln!(
-        "relay_bench: sustained through B: {:.0} packets/s (offered {:.0}/s); saturation: {}; B peak RSS {b_rss:.1} MiB; {:.0} s in all",
+        "relay_bench: sustained through B: {:.0} packets/s (offered {:.0}/s); saturation: {}; B peak RSS {b_rss:.1} MiB; B's held_in_memory {}; {:.0} s in all",
         sustained_pps,
         best.map_or(0.0, |s| s.offered),
         saturated.map_or("not reached".to_owned(), |s| format!(
             "B forwarded {:.0}/s when offered {:.0}/s",
             s.b_rate, s.offered
         )),
+        held_in_memory.as_deref().unwrap_or("the default"),
         begun.elapsed().as_secs_f64()
     );
 
@@ -724,7 +738,7 @@ async fn main() {
             })
             .collect();
         let json = format!(
-            "{{\n  \"cores\": {},\n  \"step_secs\": {STEP_SECS},\n  \"target_pps\": {TARGET_PPS},\n  \"sustained_pps\": {},\n  \"sustained_offered_pps\": {},\n  \"saturation_pps\": {},\n  \"saturation_offered_pps\": {},\n  \"idle_p50_ms\": {},\n  \"idle_p99_ms\": {},\n  \"idle_probes_lost\": {idle_lost},\n  \"load_p50_ms\": {},\n  \"load_p99_ms\": {},\n  \"load_offered_pps\": {},\n  \"b_cpu_us_per_packet\": {},\n  \"b_peak_rss_mib\": {},\n  \"stopped_cleanly\": {stopped_cleanly},\n  \"seconds\": {},\n  \"steps\": [\n    {}\n  ]\n}}\n",
+            "{{\n  \"cores\": {},\n  \"step_secs\": {STEP_SECS},\n  \"target_pps\": {TARGET_PPS},\n  \"sustained_pps\": {},\n  \"sustained_offered_pps\": {},\n  \"saturation_pps\": {},\n  \"saturation_offered_pps\": {},\n  \"idle_p50_ms\": {},\n  \"idle_p99_ms\": {},\n  \"idle_probes_lost\": {idle_lost},\n  \"load_p50_ms\": {},\n  \"load_p99_ms\": {},\n  \"load_offered_pps\": {},\n  \"b_cpu_us_per_packet\": {},\n  \"b_peak_rss_mib\": {},\n  \"b_held_in_memory\": {},\n  \"stopped_cleanly\": {stopped_cleanly},\n  \"seconds\": {},\n  \"steps\": [\n    {}\n  ]\n}}\n",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             json_number(sustained_pps),
             json_number(best.map_or(0.0, |s| s.offered)),
@@ -737,6 +751,7 @@ async fn main() {
             json_number(load.map_or(f64::NAN, |s| s.offered)),
             json_number(load.map_or(f64::NAN, |s| s.b_cpu_us)),
             json_number(b_rss),
+            held_in_memory.as_deref().unwrap_or("null"),
             json_number(begun.elapsed().as_secs_f64()),
             steps_json.join(",\n    "),
         );

@@ -581,11 +581,10 @@ async fn run() {
     println!(
         "| packets the nodes dropped (not counting {cover_ended:.0} drop-cover packets at their last hop) | {dropped:.0} of {packets:.0} ({drop_list}) | | |"
     );
+    let limits = leak_node::Config::defaults(PathBuf::new()).limits;
     println!(
-        "| most packets one node held at the end of the period | {most_held:.0} (limits.held_packets: {}) | | |",
-        leak_node::Config::defaults(PathBuf::new())
-            .limits
-            .held_packets
+        "| most packets one node held at the end of the period | {most_held:.0} (limits.held_packets: {}, the first {} in memory) | | |",
+        limits.held_packets, limits.held_in_memory
     );
     println!(
         "| always-on senders one core carries | {senders_per_core:.0} | >= {TARGET_SENDERS_PER_CORE:.0} | {} |",

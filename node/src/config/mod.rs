@@ -203,8 +203,11 @@ pub struct LimitsConfig {
     pub peer_queue: usize,
     /// Most packets waiting for processing in all.
     pub global_queue: usize,
-    /// Most packets held for their mixing delay.
+    /// Most packets held for their mixing delay, in memory and on disk.
     pub held_packets: usize,
+    /// Most held packets kept in memory; the rest wait on disk
+    /// (`DATA_DIR/held.redb`, emptied at start).
+    pub held_in_memory: usize,
     /// Most packets waiting to be written to one next hop.
     pub link_queue: usize,
     /// Longest mixing delay accepted, in milliseconds; longer ones are dropped.
@@ -317,7 +320,8 @@ impl Config {
                 max_connections_per_peer: 2,
                 peer_queue: 512,
                 global_queue: 8192,
-                held_packets: 16384,
+                held_packets: 393_216,
+                held_in_memory: 16_384,
                 link_queue: 1024,
                 max_delay_ms: federation::MAX_HOP_DELAY_MS,
                 batch_gather_ms: 1000,
@@ -674,6 +678,11 @@ impl Config {
     /// The database file.
     pub fn database_path(&self) -> PathBuf {
         self.node.data_dir.join("node.redb")
+    }
+
+    /// The held packets past the memory budget (emptied at start).
+    pub fn held_path(&self) -> PathBuf {
+        self.node.data_dir.join("held.redb")
     }
 
     /// The identity key file.

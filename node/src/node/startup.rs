@@ -31,6 +31,7 @@ use crate::{
     epoch::{EpochSchedule, KeyRing},
     error::NodeError,
     exit::ExitDelivery,
+    held_disk::HeldDisk,
     identity::{Identity, peer_id_of},
     metrics::Metrics,
     net::{self, AddressBook, DESCRIPTOR_TOPIC, POLICY_TOPIC},
@@ -81,6 +82,7 @@ pub async fn start(
         source,
     })?;
     let store = Arc::new(Store::open(&config.database_path())?);
+    let held_disk = Arc::new(HeldDisk::create(&config.held_path())?);
     let schedule = EpochSchedule::new(config.epochs.period_secs);
     let mut keys = KeyRing::load(&store, schedule, config.epochs.keys_ahead)?;
     let clock: SharedClock = options
@@ -326,7 +328,12 @@ pub async fn start(
     ));
     tasks.push((
         "timer",
-        tokio::spawn(run_timer(timer_rx, shared.clone(), shutdown_rx.clone())),
+        tokio::spawn(run_timer(
+            timer_rx,
+            shared.clone(),
+            held_disk,
+            shutdown_rx.clone(),
+        )),
     ));
     tasks.push((
         "maintenance",

@@ -22,7 +22,8 @@ pub enum DropReason {
     UnknownEpoch,
     /// Its replay tag was seen before in that epoch.
     Replay,
-    /// The replay tags or the mailbox could not be written.
+    /// The replay tags or the mailbox could not be written, or a held
+    /// packet could not be written to disk or read back.
     StorageError,
     /// It asks to be held longer than this relay's limit.
     DelayTooLong,

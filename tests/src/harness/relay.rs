@@ -238,7 +238,9 @@ impl VirtualRelay {
                     (next_hop, packet, opened.source.1),
                 ) {
                     Hold::Held => out.wake_at = Some(out.wake_at.map_or(due_ms, |w| w.min(due_ms))),
-                    Hold::HeldEvictedOther | Hold::DroppedFull => self.count_drop("held_full"),
+                    Hold::HeldEvictedOther(_) | Hold::DroppedFull(_) => {
+                        self.count_drop("held_full")
+                    }
                 },
                 Decision::Deposit {
                     mailbox,
@@ -342,7 +344,7 @@ impl VirtualRelay {
             .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
         {
             Hold::Held => Some(due),
-            Hold::HeldEvictedOther | Hold::DroppedFull => {
+            Hold::HeldEvictedOther(_) | Hold::DroppedFull(_) => {
                 self.count_drop("held_full");
                 None
             }
