@@ -34,6 +34,7 @@ pub mod identity;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod open_files;
 pub mod policy;
 pub mod queue;
 pub mod relay;

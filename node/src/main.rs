@@ -326,6 +326,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match leak_node::open_files::ensure(config.limits.max_connections) {
+        Ok(files) if files.now < files.needed => tracing::warn!(
+            limit = files.now,
+            needed = files.needed,
+            "the open-files limit is below what limits.max_connections needs: connections past it will fail (raise the hard limit, e.g. LimitNOFILE in the service unit)"
+        ),
+        Ok(files) if files.now > files.was => {
+            tracing::info!(
+                from = files.was,
+                to = files.now,
+                "raised the open-files limit"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
     let identity = Identity::load(&config.identity_path())?;
     let stop = stop_signals()?;
     let mut node = leak_node::start(config, identity, StartOptions::default()).await?;

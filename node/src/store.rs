@@ -73,9 +73,6 @@ pub enum StoreError {
     /// A mix key file is not 32 bytes.
     #[error("{0} is not a 32-byte mix key")]
     BadKey(PathBuf),
-    /// The thread that did the work stopped before it finished.
-    #[error("a database task stopped: {0}")]
-    Task(String),
 }
 
 impl StoreError {

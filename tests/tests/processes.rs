@@ -245,6 +245,52 @@ fn environment_overrides_the_config_file() {
     }
 }
 
+/// Started with Linux's usual soft open-files limit of a service (1,024,
+/// here 512) and a higher hard one, `leak-node run` raises the soft limit
+/// to what its connection cap needs (`max_connections` + 256); with a
+/// hard limit below that, it takes the hard limit and says what is missing.
+#[test]
+fn the_node_raises_its_open_files_limit_to_what_its_connection_cap_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(&dir.path().join("n"), "", &[]);
+    let needed = leak_node::open_files::needed(
+        leak_node::Config::load(&config, &[])
+            .unwrap()
+            .limits
+            .max_connections,
+    );
+    for (hard, expected) in [(needed + 1000, needed), (needed - 100, needed - 100)] {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -Sn 512 && ulimit -Hn {hard} && exec \"$0\" run --config \"$1\""
+            ))
+            .arg(leak_tests::process::leak_node_bin())
+            .arg(&config);
+        let mut node = NodeProcess::spawn("limits", command);
+        node.wait_started(false, START);
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(numbers, [expected, hard], "{line}");
+        if expected < needed {
+            assert!(
+                node.stderr().contains("open-files limit is below"),
+                "{}",
+                node.stderr()
+            );
+        }
+        node.stop_cleanly();
+    }
+}
+
 /// A listen port that is already bound, or a metrics port that is: the
 /// node exits non-zero and says which address and why.
 #[test]

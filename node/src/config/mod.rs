@@ -195,7 +195,8 @@ pub struct EpochConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Most simultaneous connections.
+    /// Most simultaneous connections (`leak-node run` raises the open-files
+    /// limit to match, up to the hard limit).
     pub max_connections: u32,
     /// Most connections from or to one peer.
     pub max_connections_per_peer: u32,
@@ -206,7 +207,7 @@ pub struct LimitsConfig {
     /// Most packets held for their mixing delay, in memory and on disk.
     pub held_packets: usize,
     /// Most held packets kept in memory; the rest wait on disk
-    /// (`DATA_DIR/held.redb`, emptied at start).
+    /// (`DATA_DIR/held`, emptied at start and stop).
     pub held_in_memory: usize,
     /// Most packets waiting to be written to one next hop.
     pub link_queue: usize,
@@ -316,7 +317,7 @@ impl Config {
                 keys_ahead: 2,
             },
             limits: LimitsConfig {
-                max_connections: 512,
+                max_connections: 1024,
                 max_connections_per_peer: 2,
                 peer_queue: 512,
                 global_queue: 8192,
@@ -680,9 +681,9 @@ impl Config {
         self.node.data_dir.join("node.redb")
     }
 
-    /// The held packets past the memory budget (emptied at start).
+    /// The held packets past the memory budget (emptied at start and stop).
     pub fn held_path(&self) -> PathBuf {
-        self.node.data_dir.join("held.redb")
+        self.node.data_dir.join("held")
     }
 
     /// The identity key file.

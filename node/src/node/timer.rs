@@ -11,9 +11,8 @@ use tokio::sync::{mpsc, watch};
 use super::{links::send_to, shared::Shared};
 use crate::{
     held::{HeldQueue, Hold},
-    held_disk::{HeldDisk, ToDisk},
+    held_disk::{HeldDisk, Place, Slots},
     relay::DropReason,
-    store::StoreError,
 };
 
 /// A packet for the timer: when, from whom, to whom.
@@ -40,17 +39,17 @@ pub(super) const TIMER_BATCHES: usize = 64;
 /// packets due in this long.
 const RELEASE_GROUPING_MS: u64 = 50;
 
-/// A held packet: in memory, or on disk under its key.
+/// A held packet: in memory, or on disk.
 enum Held {
     /// In memory: its next hop and itself.
     Memory(Box<(PeerId, Packet)>),
-    /// On disk, under this key.
-    Disk(u64),
+    /// In the held packets' file, there.
+    Disk(Place),
 }
 
 /// Holds packets until they are due, then passes each to its link. The
 /// first `limits.held_in_memory` wait in memory, the rest in the
-/// [`HeldDisk`]; both count against `limits.held_packets`.
+/// [`HeldDisk`] file; both count against `limits.held_packets`.
 pub(super) async fn run_timer(
     mut incoming: mpsc::Receiver<Vec<TimerItem>>,
     shared: Arc<Shared>,
@@ -60,7 +59,7 @@ pub(super) async fn run_timer(
     let mut held: HeldQueue<PeerId, u64, Held> = HeldQueue::new(shared.config.limits.held_packets);
     let memory_cap = shared.config.limits.held_in_memory;
     let mut in_memory = 0usize;
-    let mut next_key = 0u64;
+    let mut slots = Slots::default();
     loop {
         let wait = held.next_due().map(|due| {
             let release = due.saturating_add(RELEASE_GROUPING_MS);
@@ -70,19 +69,17 @@ pub(super) async fn run_timer(
             _ = shutdown.changed() => break,
             items = incoming.recv() => match items {
                 Some(items) => {
-                    // Written to disk after the batch is placed: the
-                    // packets bound for it, and those it no longer needs
-                    // to keep (evicted to make room).
-                    let mut put: BTreeMap<u64, (PeerId, Packet)> = BTreeMap::new();
-                    let mut forget = Vec::new();
+                    // Written once the batch is placed, less what was
+                    // evicted meanwhile; by key.
+                    let mut writes: BTreeMap<u64, (Place, PeerId, Packet)> = BTreeMap::new();
                     for item in items {
                         let place = if in_memory < memory_cap {
                             in_memory += 1;
                             Held::Memory(Box::new((item.next_hop, item.packet)))
                         } else {
-                            next_key += 1;
-                            put.insert(next_key, (item.next_hop, item.packet));
-                            Held::Disk(next_key)
+                            let place = slots.take();
+                            writes.insert(place.key, (place, item.next_hop, item.packet));
+                            Held::Disk(place)
                         };
                         let gone = match held.push(item.source, item.due_ms, place) {
                             Hold::Held => continue,
@@ -91,20 +88,20 @@ pub(super) async fn run_timer(
                         shared.drop_packet(DropReason::HeldFull);
                         match gone {
                             Held::Memory(_) => in_memory -= 1,
-                            Held::Disk(key) => {
-                                if put.remove(&key).is_none() {
-                                    forget.push(key);
-                                }
+                            Held::Disk(place) => {
+                                writes.remove(&place.key);
+                                slots.give_back(place);
                             }
                         }
                     }
-                    let put: Vec<ToDisk> =
-                        put.into_iter().map(|(key, (hop, packet))| (key, hop, packet)).collect();
-                    let written = put.len();
-                    if let Err(e) = disk_update(&disk, put, forget).await {
-                        // Their places stay in the queue and read as
-                        // missing when due: counted then.
-                        tracing::error!(error = %e, packets = written, "cannot write held packets to disk");
+                    if !writes.is_empty() {
+                        let writes: Vec<_> = writes.into_values().collect();
+                        let failed = on_disk(&disk, move |disk| disk.write(&writes)).await;
+                        if let Some((_, e)) = failed.first() {
+                            // Those read as missing when due, and are
+                            // counted then.
+                            tracing::error!(error = %e, packets = failed.len(), "cannot write held packets to disk");
+                        }
                     }
                 }
                 None => break,
@@ -124,65 +121,46 @@ pub(super) async fn run_timer(
                             let (next_hop, packet) = *boxed;
                             send_to(&shared, next_hop, packet);
                         }
-                        Held::Disk(key) => from_disk.push(key),
+                        Held::Disk(place) => from_disk.push(place),
                     }
                 }
-                let wanted = from_disk.len();
-                match disk_take(&disk, from_disk).await {
-                    Ok(taken) => for entry in taken {
-                        match entry {
+                if !from_disk.is_empty() {
+                    let places = from_disk.clone();
+                    let mut read = on_disk(&disk, move |disk| disk.read(&places))
+                        .await
+                        .into_iter();
+                    for place in from_disk {
+                        slots.give_back(place);
+                        match read.next().flatten() {
                             Some((next_hop, packet)) => send_to(&shared, next_hop, packet),
                             None => shared.drop_packet(DropReason::StorageError),
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, packets = wanted, "cannot read held packets from disk");
-                        for _ in 0..wanted {
-                            shared.drop_packet(DropReason::StorageError);
                         }
                     }
                 }
             }
         }
         shared.metrics.held_packets.set(held.len() as i64);
-        shared
-            .metrics
-            .held_on_disk
-            .set(held.len().saturating_sub(in_memory) as i64);
+        shared.metrics.held_on_disk.set(slots.in_use() as i64);
     }
     for _ in held.drain() {
         shared.drop_packet(DropReason::Shutdown);
+    }
+    if let Err(e) = disk.clear() {
+        tracing::warn!(error = %e, "cannot empty the held packets' file");
     }
     shared.metrics.held_packets.set(0);
     shared.metrics.held_on_disk.set(0);
 }
 
-/// [`HeldDisk::update`] on a blocking thread (a disk write must not stall the
-/// runtime's network tasks).
-async fn disk_update(
+/// Runs `work` on the held packets' file on a blocking thread (disk I/O
+/// must not stall the runtime's network tasks). A read of a stopped
+/// thread's results is empty: its packets count as missing.
+async fn on_disk<T: Default + Send + 'static>(
     disk: &Arc<HeldDisk>,
-    put: Vec<ToDisk>,
-    forget: Vec<u64>,
-) -> Result<(), StoreError> {
-    if put.is_empty() && forget.is_empty() {
-        return Ok(());
-    }
+    work: impl FnOnce(&HeldDisk) -> T + Send + 'static,
+) -> T {
     let disk = disk.clone();
-    tokio::task::spawn_blocking(move || disk.update(&put, &forget))
+    tokio::task::spawn_blocking(move || work(&disk))
         .await
-        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
-}
-
-/// [`HeldDisk::take`] on a blocking thread.
-async fn disk_take(
-    disk: &Arc<HeldDisk>,
-    keys: Vec<u64>,
-) -> Result<Vec<Option<(PeerId, Packet)>>, StoreError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let disk = disk.clone();
-    tokio::task::spawn_blocking(move || disk.take(&keys))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+        .unwrap_or_default()
 }
