@@ -24,18 +24,9 @@ const SLACK: Duration = Duration::from_millis(1500);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_holds_a_packet_for_its_header_delay_and_no_longer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&dir.path().join("a"), 3600, Vec::new());
-    config.limits.max_delay_ms = 1000;
-    config.cover.loop_delay_ms = 100;
-    // Measured is the hold alone: no batch gathering before it.
-    config.limits.batch_gather_ms = 0;
-    let a = TestNode::start(dir.path().join("a"), config, StartOptions::default()).await;
-    let mut config = test_config(&dir.path().join("b"), 3600, vec![a.node.dial_addr()]);
-    config.limits.batch_gather_ms = 0;
-    let b = TestNode::start(dir.path().join("b"), config, StartOptions::default()).await;
-    wait_until(TIMEOUT, "the directories to converge", || {
-        let done = a.node.directory().len() == 2 && b.node.directory().len() == 2;
-        async move { done }
+    let (a, b) = two_relays(dir.path(), |a| {
+        a.limits.max_delay_ms = 1000;
+        a.cover.loop_delay_ms = 100;
     })
     .await;
     let (da, db) = (own_descriptor(&a.node), own_descriptor(&b.node));
@@ -82,15 +73,19 @@ async fn a_relay_holds_a_packet_for_its_header_delay_and_no_longer() {
     a.node.shutdown().await.unwrap();
 }
 
-/// Two relays, A holding at most `held` packets of which `in_memory` in
-/// memory, and B, where every test packet ends in a mailbox.
-async fn two_relays(dir: &std::path::Path, held: usize, in_memory: usize) -> (TestNode, TestNode) {
+/// Two relays, A (its configuration changed by `configure`) and B, where
+/// every test packet ends in a mailbox. Measured is the hold alone: no
+/// batch gathering before it.
+async fn two_relays(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut leak_node::Config),
+) -> (TestNode, TestNode) {
     let mut config = test_config(&dir.join("a"), 3600, Vec::new());
-    config.limits.held_packets = held;
-    config.limits.held_in_memory = in_memory;
     config.limits.batch_gather_ms = 0;
+    configure(&mut config);
     let a = TestNode::start(dir.join("a"), config, StartOptions::default()).await;
-    let config = test_config(&dir.join("b"), 3600, vec![a.node.dial_addr()]);
+    let mut config = test_config(&dir.join("b"), 3600, vec![a.node.dial_addr()]);
+    config.limits.batch_gather_ms = 0;
     let b = TestNode::start(dir.join("b"), config, StartOptions::default()).await;
     wait_until(TIMEOUT, "the directories to converge", || {
         let done = a.node.directory().len() == 2 && b.node.directory().len() == 2;
@@ -100,10 +95,18 @@ async fn two_relays(dir: &std::path::Path, held: usize, in_memory: usize) -> (Te
     (a, b)
 }
 
+/// A's hold: at most `held` packets, `in_memory` of them in memory.
+fn hold(held: usize, in_memory: usize) -> impl FnOnce(&mut leak_node::Config) {
+    move |a| {
+        a.limits.held_packets = held;
+        a.limits.held_in_memory = in_memory;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_past_the_memory_budget_wait_on_disk_and_all_leave_in_time() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_relays(dir.path(), 1000, 4).await;
+    let (a, b) = two_relays(dir.path(), hold(1000, 4)).await;
     let (da, db) = (own_descriptor(&a.node), own_descriptor(&b.node));
     let client = client_for(&[&a.node]);
     let packets: Vec<_> = (0..40)
@@ -147,7 +150,7 @@ async fn packets_past_the_memory_budget_wait_on_disk_and_all_leave_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hold_evicts_the_biggest_holders_packets_from_disk_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_relays(dir.path(), 8, 2).await;
+    let (a, b) = two_relays(dir.path(), hold(8, 2)).await;
     let (da, db) = (own_descriptor(&a.node), own_descriptor(&b.node));
 
     // The first peer fills the hold (two in memory, six on disk); its
