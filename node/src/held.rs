@@ -87,6 +87,12 @@ impl<P: Clone + Eq + Hash, D: Ord + Copy, A> HeldQueue<P, D, A> {
         self.items.keys().next().map(|(due, _)| *due)
     }
 
+    /// How many packets are due at or before `when`, counting up to
+    /// `limit` (a look at the next few, not a walk of the queue).
+    pub fn due_by(&self, when: D, limit: usize) -> usize {
+        self.items.range(..=(when, u64::MAX)).take(limit).count()
+    }
+
     /// Takes the next packet due at or before `now`.
     pub fn pop_due(&mut self, now: D) -> Option<A> {
         let (&key, (source, _)) = self

@@ -38,6 +38,7 @@ pub mod open_files;
 pub mod policy;
 pub mod queue;
 pub mod relay;
+pub mod release;
 pub mod roster;
 pub mod safelog;
 pub mod store;

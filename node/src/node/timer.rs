@@ -13,6 +13,7 @@ use crate::{
     held::{HeldQueue, Hold},
     held_disk::{HeldDisk, Place, Slots},
     relay::DropReason,
+    release::release_at,
 };
 
 /// A packet for the timer: when, from whom, to whom.
@@ -30,14 +31,6 @@ pub(super) struct TimerItem {
 /// Batches of [`TimerItem`]s waiting for the timer (each up to a worker's
 /// batch of packets).
 pub(super) const TIMER_BATCHES: usize = 64;
-
-/// How long past the first due packet the timer waits before it releases:
-/// packets due within this of one another leave on one wake-up of the
-/// node, not one each (a quiet relay's CPU goes mostly to waking up). A
-/// packet is never released before its delay, and at most this much after
-/// it (a mixing delay is a minute on average); a burst is at most the
-/// packets due in this long.
-const RELEASE_GROUPING_MS: u64 = 50;
 
 /// A held packet: in memory, or on disk.
 enum Held {
@@ -61,9 +54,11 @@ pub(super) async fn run_timer(
     let mut in_memory = 0usize;
     let mut slots = Slots::default();
     loop {
+        // Packets leave on the clock's grid, all those due by a line at
+        // once (see [`release_at`]).
         let wait = held.next_due().map(|due| {
-            let release = due.saturating_add(RELEASE_GROUPING_MS);
-            std::time::Duration::from_millis(release.saturating_sub(shared.clock.now_ms()))
+            let at = release_at(due, |when, limit| held.due_by(when, limit));
+            std::time::Duration::from_millis(at.saturating_sub(shared.clock.now_ms()))
         });
         tokio::select! {
             _ = shutdown.changed() => break,

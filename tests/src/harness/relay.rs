@@ -10,6 +10,7 @@ use leak_node::{
         Decision, LoopCounters, NextHop, RelayCore, RelayLimits, RelayLoops, choose_loop_path,
         process_batch,
     },
+    release::release_at,
     store::{Deposit, MailboxLimits, Store},
 };
 use leak_protocol::{
@@ -237,7 +238,10 @@ impl VirtualRelay {
                     due_ms,
                     (next_hop, packet, opened.source.1),
                 ) {
-                    Hold::Held => out.wake_at = Some(out.wake_at.map_or(due_ms, |w| w.min(due_ms))),
+                    Hold::Held => {
+                        let at = self.release_time(due_ms);
+                        out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
+                    }
                     Hold::HeldEvictedOther(_) | Hold::DroppedFull(_) => {
                         self.count_drop("held_full")
                     }
@@ -297,6 +301,11 @@ impl VirtualRelay {
         out
     }
 
+    /// When a packet due at `due_ms` leaves: on the node timer's grid.
+    fn release_time(&self, due_ms: u64) -> u64 {
+        release_at(due_ms, |when, limit| self.held.due_by(when, limit))
+    }
+
     /// Releases every held packet that is due.
     pub(super) fn release(&mut self, now_ms: u64) -> Vec<(NodeId, Packet, u64)> {
         let mut out = Vec::new();
@@ -329,7 +338,8 @@ impl VirtualRelay {
 
     /// Holds an exit's answer (a receipt, or cover for an echo), a fresh
     /// packet, from `from_ms` plus the exponential receipt hold; returns
-    /// when it is due, or `None` when the held queue refused it.
+    /// when it leaves (on the grid), or `None` when the held queue refused
+    /// it.
     fn hold_answer(
         &mut self,
         from_ms: u64,
@@ -343,7 +353,7 @@ impl VirtualRelay {
             .held
             .push(Endpoint::Relay(self.index), due, (next_hop, packet, 0))
         {
-            Hold::Held => Some(due),
+            Hold::Held => Some(self.release_time(due)),
             Hold::HeldEvictedOther(_) | Hold::DroppedFull(_) => {
                 self.count_drop("held_full");
                 None
