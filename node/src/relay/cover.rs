@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | a loop is due | [`RelayLoops::take_due`] (exponential gaps, mean `interval_ms`) | injected `now_ms` |
 //! | choose its path | [`choose_loop_path`] from this node's directory view | key of the epoch each hop is reached in |
-//! | build it, remember it | [`RelayLoops::build`]: the mailbox id and the keys go into a bounded pending table | deadline: the delays + `grace_ms` |
+//! | build it, remember it | [`RelayLoops::build`]: the mailbox id and the keys go into a bounded pending table | deadline: the delays, a release-grid step a hop, + `grace_ms` |
 //! | it comes back | [`RelayLoops::on_deposit`]: the deposit's mailbox id is pending and the reply opens with that loop's keys | counted returned |
 //! | it does not | [`RelayLoops::expire`] | counted lost |
 //!
@@ -203,7 +203,8 @@ impl RelayLoops {
 
     /// Builds a loop along `path` (its last hop is this node, see
     /// [`choose_loop_path`]) to a fresh random mailbox id, and awaits it
-    /// until the sum of the path's delays plus the grace has passed.
+    /// until its longest transit ([`loop_transit_ms`]) plus the grace has
+    /// passed.
     pub fn build<R: CryptoRng + ?Sized>(
         &mut self,
         now_ms: u64,
@@ -214,9 +215,8 @@ impl RelayLoops {
         rng.fill_bytes(&mut id);
         let mailbox = MailboxId(id);
         let built = build_loop(path, mailbox, rng)?;
-        let delays: u64 = path.iter().map(|h| u64::from(h.delay.as_millis())).sum();
         let deadline_ms = now_ms
-            .saturating_add(delays)
+            .saturating_add(loop_transit_ms(path))
             .saturating_add(self.config.grace_ms);
         while self.pending.len() >= self.config.max_pending.max(1) {
             let Some(oldest) = self.by_deadline.pop_first() else {
@@ -409,6 +409,16 @@ fn pick<'a, R: CryptoRng + ?Sized>(from: &[&'a Descriptor], rng: &mut R) -> Opti
     }
 }
 
+/// The longest a loop along `path` takes on the way, grace aside: its
+/// delays, and at each hop up to the release grid's coarsest step (a held
+/// packet leaves at the grid's first line after it is due, see
+/// [`crate::release`]).
+pub fn loop_transit_ms(path: &[PathHop]) -> u64 {
+    let delays: u64 = path.iter().map(|h| u64::from(h.delay.as_millis())).sum();
+    let grid = (path.len() as u64).saturating_mul(crate::release::MAX_STEP_MS);
+    delays.saturating_add(grid)
+}
+
 #[cfg(test)]
 mod tests {
     use leak_protocol::{
@@ -553,7 +563,7 @@ mod tests {
         let path = choose_loop_path(&descriptors(&relays), &me, &CONFIG, 0, &mut rng).unwrap();
         let total: u64 = path.iter().map(|h| u64::from(h.delay.as_millis())).sum();
         let sent = loops.build(0, &path, &mut rng).unwrap();
-        let deadline = total + CONFIG.grace_ms;
+        let deadline = total + path.len() as u64 * crate::release::MAX_STEP_MS + CONFIG.grace_ms;
         assert_eq!(loops.next_deadline_ms(), Some(deadline));
         assert_eq!(loops.expire(deadline), 0, "not lost at its deadline");
         assert_eq!(loops.expire(deadline + 1), 1);
