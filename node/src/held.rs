@@ -142,6 +142,20 @@ mod tests {
     }
 
     #[test]
+    fn counts_what_is_due_by_a_time_up_to_a_limit() {
+        let mut q = HeldQueue::new(10);
+        for (source, due) in [("a", 10), ("b", 20), ("a", 20), ("b", 30)] {
+            q.push(source, due, due);
+        }
+        assert_eq!(q.due_by(9, 10), 0);
+        assert_eq!(q.due_by(10, 10), 1);
+        // Every packet due at that very time counts.
+        assert_eq!(q.due_by(20, 10), 3);
+        assert_eq!(q.due_by(20, 2), 2);
+        assert_eq!(q.due_by(u64::MAX, 10), 4);
+    }
+
+    #[test]
     fn a_source_that_fills_the_queue_is_evicted_first() {
         let mut q = HeldQueue::new(4);
         for i in 0..4 {
