@@ -14,7 +14,8 @@
 //!   project's own examples, same format, for what no public set covers.
 //! - `--out FILE` (default `policy/model.bin` beside this crate).
 //! - `--dump-scores FILE`: every training text's out-of-fold logits (TSV,
-//!   no text), for studying thresholds.
+//!   no text), for studying thresholds; `FILE.measured` gets the fitted
+//!   model's logits on the measurement-only sets.
 //!
 //! Same data, same seed ([`TrainConfig::default`]), same model bytes. The
 //! thresholds come from out-of-fold scores (`--folds`, default 5): each
@@ -284,6 +285,11 @@ fn run(args: &Args) -> Result<(), String> {
         .collect();
     println!("measurement-only sets (never trained on), the fitted model:");
     report(&measured, &scores, &model);
+    if let Some(path) = dump_scores {
+        let mut path = path.clone().into_os_string();
+        path.push(".measured");
+        write_scores(Path::new(&path), &measured, &scores)?;
+    }
     let bytes = model.to_bytes();
     fs::write(out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
     println!(

@@ -232,6 +232,56 @@ fn bodily_threats_blackmail_and_french_hate_with_their_near_misses() {
     );
 }
 
+/// Chat spelling (issue 14): abbreviations, "ur" and "t" for "you are",
+/// vocative insults, French vulgar name-calling; with the rules' near
+/// misses: friendly teasing, reported insults, a cone, "ferme la porte".
+#[test]
+fn chat_register_abuse_with_its_near_misses() {
+    let rules = Policy::builtin().without_model();
+    for (text, category) in [
+        ("ur a loser", Category::Bullying),
+        ("u r so dumb", Category::Bullying),
+        ("your a fucking idiot", Category::Bullying),
+        ("stfu bitch", Category::Bullying),
+        ("nobody asked u, moron", Category::Bullying),
+        ("no one likes u", Category::Bullying),
+        ("je te crache dessus connard", Category::Bullying),
+        ("ok bouffon", Category::Bullying),
+        ("t nul", Category::Bullying),
+        ("tes une grosse conne", Category::Bullying),
+        ("c'est toi la conne", Category::Bullying),
+        ("niquez vos mères", Category::Bullying),
+        ("jte nique", Category::Bullying),
+        ("tu sers à rien dans la vie", Category::Bullying),
+        ("casse toi personne veut de toi", Category::Bullying),
+        ("ta geule", Category::Bullying),
+        ("bande de pd", Category::Bullying),
+        ("suce ma bite", Category::Sexual),
+        ("t'es mort à la sortie", Category::Threat),
+        ("tu vas morfler", Category::Threat),
+        ("on va te choper à la sortie", Category::Threat),
+        ("tu vas voir à la sortie", Category::Threat),
+        ("crève", Category::Threat),
+    ] {
+        assert_eq!(refused_as(&rules, text), Some(category), "{text}");
+    }
+    assert_all_accepted(
+        &rules,
+        &[
+            "ur such a dork, see u tmrw",
+            "your joke was so funny",
+            "il m'a traitée de salope devant tout le monde",
+            "on m'appelle bouffon depuis la 6e, j'en peux plus",
+            "the cone was too big",
+            "ferme la porte stp",
+            "t'es mort de rire ou quoi",
+            "tu vas voir, c'est trop bien",
+            "je suis crevé, je rentre",
+            "take out your garbage before you leave",
+        ],
+    );
+}
+
 /// A model refusal names its category and gives a sentence that does not
 /// repeat the text, like a rule's.
 #[test]
