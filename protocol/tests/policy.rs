@@ -262,6 +262,18 @@ fn chat_register_abuse_with_its_near_misses() {
         ("on va te choper à la sortie", Category::Threat),
         ("tu vas voir à la sortie", Category::Threat),
         ("crève", Category::Threat),
+        ("can you go fuck yourself", Category::Bullying),
+        ("stop being a bitch", Category::Bullying),
+        ("Idiots like you make this place worse", Category::Bullying),
+        ("you are a nazi asshole", Category::Bullying),
+        ("you suck", Category::Bullying),
+        ("mother fucker", Category::Bullying),
+        ("bite me bitch", Category::Bullying),
+        ("go die", Category::Threat),
+        ("die", Category::Threat),
+        ("I want you to die", Category::Threat),
+        ("kill you", Category::Threat),
+        ("yes, you suck dick well", Category::Sexual),
     ] {
         assert_eq!(refused_as(&rules, text), Some(category), "{text}");
     }
@@ -278,6 +290,10 @@ fn chat_register_abuse_with_its_near_misses() {
             "tu vas voir, c'est trop bien",
             "je suis crevé, je rentre",
             "take out your garbage before you leave",
+            "you suck at chess lol",
+            "Trans people like you are gorgeous.",
+            "honestly I would rather go die of boredom at home than go",
+            "the plants will die if you don't water them",
         ],
     );
 }

@@ -22,7 +22,9 @@
 //! head does and the text is [`addressed`] to its reader (thresholds are
 //! chosen on held-back folds by the trainer and stored in the model file);
 //! the refusal names the category whose head is furthest above its own
-//! threshold.
+//! threshold. A head the trainer had too few texts of its kind for has an
+//! unreachable threshold (`f32::MAX`): it never refuses, and the rules
+//! cover its category.
 //!
 //! # Determinism
 //!
