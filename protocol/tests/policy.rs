@@ -298,6 +298,36 @@ fn chat_register_abuse_with_its_near_misses() {
     );
 }
 
+/// Veiled threats that name no weapon or a time (policy version 5), and
+/// the encouragement, films and news that share their words.
+#[test]
+fn veiled_threats_with_their_near_misses() {
+    let rules = Policy::builtin().without_model();
+    for text in [
+        "keep talking and see what happens",
+        "keep it up and see what happens pal",
+        "you won't live to see next week",
+        "I'm going to make your life hell",
+        "someone should put a bullet in his head",
+        "you'd better sleep with one eye open",
+        "t'as intérêt à faire gaffe",
+        "tu mérites une balle dans la tête",
+    ] {
+        assert_eq!(refused_as(&rules, text), Some(Category::Threat), "{text}");
+    }
+    assert_all_accepted(
+        &rules,
+        &[
+            "keep practicing and see what happens",
+            "try it and see what happens, it might work!",
+            "you'd better watch out for ice on the road",
+            "the assassin puts a bullet in his head in the last scene",
+            "he was killed by a bullet in the head",
+            "t'as intérêt à réviser pour demain",
+        ],
+    );
+}
+
 /// A model refusal names its category and gives a sentence that does not
 /// repeat the text, like a rule's.
 #[test]
