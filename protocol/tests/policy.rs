@@ -274,6 +274,13 @@ fn chat_register_abuse_with_its_near_misses() {
         ("I want you to die", Category::Threat),
         ("kill you", Category::Threat),
         ("yes, you suck dick well", Category::Sexual),
+        ("no one will ever love you", Category::Bullying),
+        ("get a life loser", Category::Bullying),
+        ("piss off", Category::Bullying),
+        ("look in the mirror, you're hideous", Category::Bullying),
+        ("tu pues", Category::Bullying),
+        ("tu fais pitié", Category::Bullying),
+        ("t'es qu'un raté", Category::Bullying),
     ] {
         assert_eq!(refused_as(&rules, text), Some(category), "{text}");
     }
@@ -294,6 +301,9 @@ fn chat_register_abuse_with_its_near_misses() {
             "Trans people like you are gorgeous.",
             "honestly I would rather go die of boredom at home than go",
             "the plants will die if you don't water them",
+            "get a life insurance quote before friday",
+            "the interest rate is high",
+            "c'est raté pour ce soir, désolé",
         ],
     );
 }
